@@ -1,0 +1,28 @@
+//! flotilla's domain types and its unit-file model.
+//!
+//! This crate does no I/O and depends on nothing heavy, so that every other
+//! part of flotilla can use it: the scheduler, the API, the agent and the
+//! CLI.
+//!
+//! - [`unit_file`]: systemd unit-file syntax (parse, serialise, content hash).
+//! - [`name`]: unit names, templates, instances and specifiers.
+//! - [`fleet`]: the `[X-Fleet]` placement options, with fleet's semantics.
+//! - [`container`]: the `[Container]` section of container units.
+//! - [`resources`]: resource requests read from systemd's own settings.
+//! - [`unit`]: a whole unit checked together ([`UnitSpec::check`]).
+//! - [`diagnostic`]: errors and warnings that name the line and option.
+
+pub mod container;
+pub mod diagnostic;
+pub mod duration;
+pub mod fleet;
+pub mod name;
+pub mod resources;
+pub mod suggest;
+pub mod unit;
+pub mod unit_file;
+
+pub use diagnostic::{Diagnostic, Severity, UnitFileError};
+pub use name::{UnitName, UnitType};
+pub use unit::{Checked, UnitSpec};
+pub use unit_file::UnitFile;
