@@ -10,6 +10,7 @@
 //! - [`container`]: the `[Container]` section of container units.
 //! - [`resources`]: resource requests read from systemd's own settings.
 //! - [`unit`]: a whole unit checked together ([`UnitSpec::check`]).
+//! - [`value`]: booleans and quoted word lists as systemd reads them.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
 
 pub mod container;
@@ -21,6 +22,7 @@ pub mod resources;
 pub mod suggest;
 pub mod unit;
 pub mod unit_file;
+pub mod value;
 
 pub use diagnostic::{Diagnostic, Severity, UnitFileError};
 pub use name::{UnitName, UnitType};
