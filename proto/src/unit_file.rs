@@ -15,6 +15,8 @@
 //!   continuation are skipped (systemd does the same: see systemd.syntax(7),
 //!   "KeyThree=value 3\ # this line is ignored"); an empty line ends it. A
 //!   continuation still open at the end of the file ends there.
+//! - A UTF-8 byte order mark at the start is skipped; `\r\n` line ends are
+//!   read like `\n`.
 //! - Repeated keys are kept in order; repeated sections are merged by readers
 //!   as systemd does (see [`UnitFile::values`]).
 //!
@@ -87,6 +89,8 @@ impl UnitFile {
     /// run of `flotilla verify` shows every problem.
     pub fn parse(text: &str) -> (UnitFile, Vec<Diagnostic>) {
         let mut parser = Parser::default();
+        // systemd skips a UTF-8 byte order mark at the start of a file.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (index, raw) in text.split('\n').enumerate() {
             let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
             parser.feed(number, raw);
@@ -229,6 +233,7 @@ struct Parser {
 
 impl Parser {
     fn feed(&mut self, number: u32, raw: &str) {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
         if raw.len() > MAX_LINE_LEN {
             self.diagnostics.push(Diagnostic::error(
                 Some(number),
@@ -403,5 +408,27 @@ mod tests {
         assert_eq!(file.sections[0].entries[0].value, "a\\");
         let again = parse_ok(&file.to_string());
         assert_eq!(again.sections[0].entries[0].value, "a\\");
+    }
+
+    #[test]
+    fn crlf_and_byte_order_mark() {
+        let file =
+            parse_ok("\u{feff}[Unit]\r\nDescription=x\r\nAfter=a.service \\\r\n b.service\r\n");
+        assert_eq!(file.sections[0].name, "Unit");
+        let values: Vec<_> = file.entries("Unit").map(|v| v.value).collect();
+        assert_eq!(values, ["x", "a.service   b.service"]);
+    }
+
+    #[test]
+    fn overlong_line_is_an_error() {
+        let text = format!("[Unit]\nDescription={}\n", "x".repeat(MAX_LINE_LEN));
+        let (_, diags) = UnitFile::parse(&text);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].line, Some(2));
+        assert!(
+            diags[0].message.contains("longer than"),
+            "{}",
+            diags[0].message
+        );
     }
 }

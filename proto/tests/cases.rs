@@ -7,7 +7,7 @@
 //! === what the case shows
 //! unit: web@1.service          (optional; default test.service)
 //! show: fleet resources        (optional; default file; any of:
-//!                               file fleet container resources hash)
+//!                               name file fleet container resources hash)
 //! --- input
 //! [Unit]
 //! Description=...
@@ -68,7 +68,11 @@ fn parse_cases(text: &str) -> (String, Vec<Case>) {
                     } else if let Some(s) = l.strip_prefix("show:") {
                         case.show = s.split_whitespace().map(str::to_owned).collect();
                     } else {
-                        assert!(l.trim().is_empty(), "case {:?}: unexpected line {l:?}", case.title);
+                        assert!(
+                            l.trim().is_empty(),
+                            "case {:?}: unexpected line {l:?}",
+                            case.title
+                        );
                     }
                 }
                 Part::Input => case.input.push_str(line),
@@ -107,6 +111,7 @@ fn run_case(case: &Case) -> String {
     for what in &case.show {
         let shown = match what.as_str() {
             "file" => spec.file.to_string(),
+            "name" => format!("{}\n", spec.name),
             "fleet" => json(&spec.fleet),
             "container" => json(&spec.container),
             "resources" => json(&spec.resources),
@@ -122,18 +127,33 @@ fn run_case(case: &Case) -> String {
 fn assert_round_trip(title: &str, file: &flotilla_proto::UnitFile) {
     let text = file.to_string();
     let (again, diagnostics) = flotilla_proto::UnitFile::parse(&text);
-    assert!(diagnostics.is_empty(), "case {title:?}: serialised text does not parse: {diagnostics:?}");
+    assert!(
+        diagnostics.is_empty(),
+        "case {title:?}: serialised text does not parse: {diagnostics:?}"
+    );
     let strip = |f: &flotilla_proto::UnitFile| {
         f.sections
             .iter()
             .map(|s| {
-                let entries: Vec<_> = s.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+                let entries: Vec<_> = s
+                    .entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect();
                 (s.name.clone(), entries)
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(strip(file), strip(&again), "case {title:?}: round trip changed the file");
-    assert_eq!(file.content_hash(), again.content_hash(), "case {title:?}: round trip changed the hash");
+    assert_eq!(
+        strip(file),
+        strip(&again),
+        "case {title:?}: round trip changed the file"
+    );
+    assert_eq!(
+        file.content_hash(),
+        again.content_hash(),
+        "case {title:?}: round trip changed the hash"
+    );
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -143,7 +163,9 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 fn run_file(file: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     let (preamble, cases) = parse_cases(&text);
     assert!(!cases.is_empty(), "{file} holds no case");
@@ -176,7 +198,13 @@ fn run_file(file: &str) {
         std::fs::write(&path, rewritten).unwrap();
         return;
     }
-    assert!(failures.is_empty(), "{} of {} cases failed\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 macro_rules! data_files {
