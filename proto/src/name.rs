@@ -293,8 +293,14 @@ mod tests {
         let p = UnitName::parse("db").unwrap();
         assert_eq!(p.as_str(), "db.service");
         assert_eq!(p.unit_type(), UnitType::Service);
-        assert_eq!(UnitName::parse("web.v2").unwrap().as_str(), "web.v2.service");
-        assert_eq!(UnitName::parse("x.timer").unwrap().unit_type(), UnitType::Timer);
+        assert_eq!(
+            UnitName::parse("web.v2").unwrap().as_str(),
+            "web.v2.service"
+        );
+        assert_eq!(
+            UnitName::parse("x.timer").unwrap().unit_type(),
+            UnitType::Timer
+        );
     }
 
     #[test]
@@ -309,15 +315,36 @@ mod tests {
     #[test]
     fn bad_names() {
         assert_eq!(UnitName::parse(""), Err(NameError::Empty));
-        assert!(matches!(UnitName::parse("a b"), Err(NameError::BadCharacter { .. })));
-        assert!(matches!(UnitName::parse(".service"), Err(NameError::EmptyPrefix { .. })));
-        assert!(matches!(UnitName::parse("@x.service"), Err(NameError::EmptyPrefix { .. })));
-        assert!(matches!(UnitName::parse("a@b@c.service"), Err(NameError::SeveralAt { .. })));
-        assert!(matches!(UnitName::parse("a.scope"), Err(NameError::RuntimeOnlyType { .. })));
+        assert!(matches!(
+            UnitName::parse("a b"),
+            Err(NameError::BadCharacter { .. })
+        ));
+        assert!(matches!(
+            UnitName::parse(".service"),
+            Err(NameError::EmptyPrefix { .. })
+        ));
+        assert!(matches!(
+            UnitName::parse("@x.service"),
+            Err(NameError::EmptyPrefix { .. })
+        ));
+        assert!(matches!(
+            UnitName::parse("a@b@c.service"),
+            Err(NameError::SeveralAt { .. })
+        ));
+        assert!(matches!(
+            UnitName::parse("a.scope"),
+            Err(NameError::RuntimeOnlyType { .. })
+        ));
         // As systemctl does, an unknown suffix is part of a service's name.
-        assert_eq!(UnitName::parse("a.servce").unwrap().as_str(), "a.servce.service");
+        assert_eq!(
+            UnitName::parse("a.servce").unwrap().as_str(),
+            "a.servce.service"
+        );
         let long = format!("{}.service", "a".repeat(MAX_NAME_LEN));
-        assert!(matches!(UnitName::parse(&long), Err(NameError::TooLong { .. })));
+        assert!(matches!(
+            UnitName::parse(&long),
+            Err(NameError::TooLong { .. })
+        ));
         let just = format!("{}.service", "a".repeat(MAX_NAME_LEN - 8));
         assert!(UnitName::parse(&just).is_ok());
     }

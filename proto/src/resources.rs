@@ -72,10 +72,7 @@ fn resource_section(kind: UnitType) -> Option<&'static str> {
         UnitType::Socket => Some("Socket"),
         UnitType::Mount => Some("Mount"),
         UnitType::Swap => Some("Swap"),
-        UnitType::Target
-        | UnitType::Timer
-        | UnitType::Path
-        | UnitType::Automount => None,
+        UnitType::Target | UnitType::Timer | UnitType::Path | UnitType::Automount => None,
     }
 }
 

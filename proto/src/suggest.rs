@@ -60,7 +60,13 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        let known = ["MachineID", "MachineOf", "MachineMetadata", "Conflicts", "Global"];
+        let known = [
+            "MachineID",
+            "MachineOf",
+            "MachineMetadata",
+            "Conflicts",
+            "Global",
+        ];
         assert_eq!(nearest("MachineMetdata", known), Some("MachineMetadata"));
         assert_eq!(nearest("Conflict", known), Some("Conflicts"));
         assert_eq!(nearest("Image", known), None);

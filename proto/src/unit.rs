@@ -69,7 +69,11 @@ impl UnitSpec {
     }
 
     /// As [`UnitSpec::check`], for a name already validated.
-    pub fn check_named(source: &str, name: &UnitName, text: &str) -> Result<Checked, UnitFileError> {
+    pub fn check_named(
+        source: &str,
+        name: &UnitName,
+        text: &str,
+    ) -> Result<Checked, UnitFileError> {
         let (spec, diagnostics) = Self::read(name, text);
         match spec {
             Some(spec) => Ok(Checked {

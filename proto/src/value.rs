@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn words() {
         assert_eq!(split_words("a  b\tc").unwrap(), ["a", "b", "c"]);
-        assert_eq!(split_words(r#"A="b c" 'd e' f\ g"#).unwrap(), ["A=b c", "d e", "f g"]);
+        assert_eq!(
+            split_words(r#"A="b c" 'd e' f\ g"#).unwrap(),
+            ["A=b c", "d e", "f g"]
+        );
         assert_eq!(split_words(r#""" x"#).unwrap(), ["", "x"]);
         assert_eq!(split_words(r"a\nb").unwrap(), ["a\nb"]);
         assert_eq!(split_words("").unwrap(), Vec::<String>::new());
