@@ -9,6 +9,8 @@
 //! - [`fleet`]: the `[X-Fleet]` placement options, with fleet's semantics.
 //! - [`container`]: the `[Container]` section of container units.
 //! - [`resources`]: resource requests read from systemd's own settings.
+//! - [`machine`]: machines, their ids, metadata and capacity.
+//! - [`state`]: desired state (fleet's three) and observed unit state.
 //! - [`unit`]: a whole unit checked together ([`UnitSpec::check`]).
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
@@ -17,14 +19,18 @@ pub mod container;
 pub mod diagnostic;
 pub mod duration;
 pub mod fleet;
+pub mod machine;
 pub mod name;
 pub mod resources;
+pub mod state;
 pub mod suggest;
 pub mod unit;
 pub mod unit_file;
 pub mod value;
 
 pub use diagnostic::{Diagnostic, Severity, UnitFileError};
+pub use machine::{Capacity, Machine, MachineId};
 pub use name::{UnitName, UnitType};
+pub use state::{DesiredState, Health, UnitState};
 pub use unit::{Checked, UnitSpec};
 pub use unit_file::UnitFile;
