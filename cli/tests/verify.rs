@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 //! `flotilla verify` run as a user runs it: the real binary, real files,
 //! exit codes and messages.
 

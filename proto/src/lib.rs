@@ -11,7 +11,7 @@
 //! - [`resources`]: resource requests read from systemd's own settings.
 //! - [`machine`]: machines, their ids, metadata and capacity.
 //! - [`state`]: desired state (fleet's three) and observed unit state.
-//! - [`unit`]: a whole unit checked together ([`UnitSpec::check`]).
+//! - [`mod@unit`]: a whole unit checked together ([`UnitSpec::check`]).
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
 

@@ -13,7 +13,9 @@ pub struct MachineId(String);
 
 /// Why a string is not a machine id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("machine id {0:?} is not 32 lowercase hexadecimal characters (the format of /etc/machine-id)")]
+#[error(
+    "machine id {0:?} is not 32 lowercase hexadecimal characters (the format of /etc/machine-id)"
+)]
 pub struct MachineIdError(pub String);
 
 impl MachineId {

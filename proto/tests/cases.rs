@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 //! Behaviour as data: every file in `tests/data/` holds cases of unit text
 //! in and options or diagnostics out.
 //!
@@ -180,7 +181,7 @@ fn run_file(file: &str) {
                 case.title, case.output, actual
             ));
         }
-        write!(rewritten, "=== {}\n", case.title).unwrap();
+        writeln!(rewritten, "=== {}", case.title).unwrap();
         if case.unit != "test.service" {
             writeln!(rewritten, "unit: {}", case.unit).unwrap();
         }
