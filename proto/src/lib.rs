@@ -13,6 +13,7 @@
 //! - [`state`]: desired state (fleet's three) and observed unit state.
 //! - [`mod@unit`]: a whole unit checked together ([`UnitSpec::check`]).
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
+//! - [`wire`]: the JSON shapes of the HTTP API.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
 
 pub mod container;
@@ -27,6 +28,7 @@ pub mod suggest;
 pub mod unit;
 pub mod unit_file;
 pub mod value;
+pub mod wire;
 
 pub use diagnostic::{Diagnostic, Severity, UnitFileError};
 pub use machine::{Capacity, Machine, MachineId};

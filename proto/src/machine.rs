@@ -66,6 +66,7 @@ impl std::str::FromStr for MachineId {
 
 /// What a machine offers to units, in the units resource requests use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Capacity {
     /// Thousandths of a CPU: 4 CPUs are 4000.
     pub cpu_millis: u64,
@@ -74,6 +75,7 @@ pub struct Capacity {
 
 /// A machine as its agent registered it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Machine {
     pub id: MachineId,
     pub hostname: String,

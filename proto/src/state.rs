@@ -90,6 +90,7 @@ impl fmt::Display for Health {
 
 /// A unit as its machine's agent observes it in systemd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct UnitState {
     pub unit: UnitName,
     pub machine: MachineId,

@@ -1,0 +1,276 @@
+//! The JSON shapes of flotilla's HTTP API (`/v1/...`), shared by the server,
+//! the typed client, the CLI and the agent.
+//!
+//! Field names are camelCase and the resources follow fleet's v1 API (units
+//! with `options`, `desiredState`, `currentState`, `machineID`; pages with
+//! `nextPageToken`), with flotilla's additions beside them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::machine::{Capacity, Machine, MachineId};
+use crate::state::{DesiredState, UnitState};
+use crate::unit_file::{Entry, Section, UnitFile};
+
+/// One `Key=Value` of a unit file, as fleet's API carries unit contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitOption {
+    pub section: String,
+    pub name: String,
+    pub value: String,
+}
+
+/// The options of a unit file, in file order.
+pub fn options_of(file: &UnitFile) -> Vec<UnitOption> {
+    file.sections
+        .iter()
+        .flat_map(|s| {
+            s.entries.iter().map(move |e| UnitOption {
+                section: s.name.clone(),
+                name: e.key.clone(),
+                value: e.value.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Unit-file text from fleet-style options: consecutive options of one
+/// section share a header.
+pub fn text_of(options: &[UnitOption]) -> String {
+    let mut file = UnitFile::default();
+    for o in options {
+        if file.sections.last().is_none_or(|s| s.name != o.section) {
+            file.sections.push(Section {
+                name: o.section.clone(),
+                line: 0,
+                entries: Vec::new(),
+            });
+        }
+        if let Some(section) = file.sections.last_mut() {
+            section.entries.push(Entry {
+                key: o.name.clone(),
+                value: o.value.clone(),
+                line: 0,
+            });
+        }
+    }
+    file.to_string()
+}
+
+/// A unit as the API shows it (`GET /v1/units/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unit {
+    pub name: String,
+    /// The unit file's options, as fleet's API gives them.
+    pub options: Vec<UnitOption>,
+    /// The unit file as submitted, comments and layout included.
+    pub text: String,
+    /// Content hash of the unit file (see `UnitFile::content_hash`).
+    pub hash: String,
+    pub desired_state: DesiredState,
+    /// What the cluster has achieved towards the desired state, as fleet
+    /// reports it: `inactive` until placed, `loaded` once placed, `launched`
+    /// once its machine reports it active. Absent for templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_state: Option<DesiredState>,
+    /// The machine the unit is placed on.
+    #[serde(rename = "machineID", default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<MachineId>,
+    /// Why the unit is not placed, when it should be and is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unscheduled_reason: Option<String>,
+    /// The store revision at which the unit was last changed.
+    pub revision: i64,
+}
+
+/// `PUT /v1/units/{name}`: create a unit, replace its contents, or change
+/// only its desired state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitPut {
+    /// Required when creating; when absent on an existing unit, only the
+    /// contents change (and only with `replace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_state: Option<DesiredState>,
+    /// The unit's contents as fleet-style options. Give this or `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<UnitOption>>,
+    /// The unit's contents as unit-file text. Give this or `options`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Replace the contents of an existing unit whose contents differ.
+    /// Without it, such a request fails with 409, as in fleet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
+}
+
+/// `GET /v1/units`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitPage {
+    pub units: Vec<Unit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// `GET /v1/state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatePage {
+    pub states: Vec<UnitState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// A machine as the API shows it (`GET /v1/machines`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineResource {
+    #[serde(flatten)]
+    pub machine: Machine,
+    /// fleet's `primaryIP`: the first of the machine's addresses.
+    #[serde(rename = "primaryIP", default, skip_serializing_if = "Option::is_none")]
+    pub primary_ip: Option<String>,
+    /// Resources reserved by the units placed on it.
+    pub used: Capacity,
+    /// How many units are placed on it.
+    pub units: u64,
+}
+
+/// `GET /v1/machines`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachinePage {
+    pub machines: Vec<MachineResource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// `PATCH /v1/machines/{id}`: set metadata keys, or remove those given as
+/// `null`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachinePatch {
+    pub metadata: BTreeMap<String, Option<String>>,
+}
+
+/// The body of every error response: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The HTTP status code, as fleet's API gives it.
+    pub code: u16,
+    /// A stable, machine-readable reason such as `unit_not_found`.
+    pub reason: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+// ---- agent endpoints (`/v1/agent/...`) ----
+
+/// `POST /v1/agent/machines`: an agent registers its machine. The answer
+/// names the lease that keeps the machine alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Registration {
+    pub lease: i64,
+    /// How long the lease lives without a heartbeat, in milliseconds.
+    pub ttl_ms: u64,
+}
+
+/// `POST /v1/agent/machines/{id}/heartbeat`: keeps the machine's lease
+/// alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub lease: i64,
+}
+
+/// A unit an agent should have on its machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedUnit {
+    pub name: String,
+    pub text: String,
+    pub hash: String,
+    pub desired_state: DesiredState,
+    /// A `Global` unit: the agent decides whether it applies to its machine
+    /// (metadata and conflicts), since the scheduler does not place it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub global: bool,
+}
+
+/// `GET /v1/agent/machines/{id}/units?index=N&wait=SECONDS`: everything the
+/// machine should run, as of store revision `index`. With `index` given, the
+/// call waits (up to `wait`) until something for this machine changed after
+/// that revision, so an agent that reconnects with its last index misses
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineUnits {
+    /// The store revision this set is as of; pass it back as `index`.
+    pub index: i64,
+    pub units: Vec<AssignedUnit>,
+}
+
+/// `PUT /v1/agent/machines/{id}/state`: a batch of observed unit states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateReport {
+    pub states: Vec<UnitState>,
+    /// Units the agent no longer has: their state is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_and_text_round_trip() {
+        let (file, diags) =
+            UnitFile::parse("[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\nEnvironment=\n");
+        assert!(diags.is_empty());
+        let options = options_of(&file);
+        assert_eq!(options.len(), 3);
+        let (again, diags) = UnitFile::parse(&text_of(&options));
+        assert!(diags.is_empty());
+        assert_eq!(again.content_hash(), file.content_hash());
+    }
+
+    #[test]
+    fn fleet_field_names() {
+        let unit = Unit {
+            name: "a.service".into(),
+            options: vec![],
+            text: String::new(),
+            hash: "h".into(),
+            desired_state: DesiredState::Launched,
+            current_state: Some(DesiredState::Loaded),
+            machine_id: None,
+            unscheduled_reason: None,
+            revision: 3,
+        };
+        let json = serde_json::to_value(&unit).unwrap();
+        assert_eq!(json["desiredState"], "launched");
+        assert_eq!(json["currentState"], "loaded");
+        let err = ErrorBody {
+            error: ErrorDetail {
+                code: 404,
+                reason: "unit_not_found".into(),
+                message: "unit a.service does not exist".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"error":{"code":404,"reason":"unit_not_found","message":"unit a.service does not exist"}}"#
+        );
+    }
+}
