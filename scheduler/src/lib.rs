@@ -2,5 +2,8 @@
 //! etcd), leader election with fencing, placement, the reconcile loop and
 //! machine liveness. See `DESIGN.md` at the repository root for the map.
 //!
-//! Nothing is implemented here yet; the crate exists so that the workspace
-//! has the shape the design describes.
+//! - [`store`]: the store contract (etcd v3 semantics) and its local
+//!   backends, [`store::MemoryStore`] for tests and the durable
+//!   [`store::EmbeddedStore`].
+
+pub mod store;

@@ -1,0 +1,1031 @@
+//! [`EmbeddedStore`]: the durable store on local disk (the default for
+//! `flotilla server --data-dir DIR` and `flotilla dev`). Its documentation
+//! says how it works: files, group commit, snapshots, damage policy.
+
+mod codec;
+mod frame;
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use self::codec::{Dec, Enc};
+use super::engine::{Committer, Engine, Shared};
+use super::state::{Command, Outcome, StateMachine};
+use super::{
+    BoxFuture, GetResponse, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse, Store,
+    StoreError, StoreResult, Txn, TxnResponse, WatchOptions, Watcher, lock,
+};
+
+const WAL_MAGIC: &[u8; 8] = b"FLOTWAL1";
+const WAL_HEADER_LEN: usize = 20;
+const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOTSNP1";
+const LOCK_FILE: &str = "LOCK";
+
+/// Requests waiting for the writer before callers wait to enqueue.
+const QUEUE_LEN: usize = 4096;
+
+/// Snapshot frames hold about this many bytes of keys each.
+const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+
+const FRAME_META: u8 = b'M';
+const FRAME_LEASES: u8 = b'L';
+const FRAME_KEYS: u8 = b'K';
+const FRAME_END: u8 = b'E';
+
+/// Options of an [`EmbeddedStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Request limits.
+    pub limits: Limits,
+    /// Watch history.
+    pub watch: WatchOptions,
+    /// Write a snapshot and start a new log once the log is larger than
+    /// this many bytes, or than the last snapshot if that is larger (so that
+    /// writing snapshots never costs more than writing the log).
+    pub snapshot_threshold: u64,
+    /// Most bytes of commands gathered into one group commit (one frame, one
+    /// fsync); a single larger command still goes alone.
+    pub max_group_bytes: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            limits: Limits::default(),
+            watch: WatchOptions::default(),
+            snapshot_threshold: 64 * 1024 * 1024,
+            max_group_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What opening an [`EmbeddedStore`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The generation opened (files `snapshot-<gen>` and `wal-<gen>`).
+    pub generation: u64,
+    /// The revision of the snapshot loaded, if there was one.
+    pub snapshot_revision: Option<u64>,
+    /// Commands replayed from the log.
+    pub replayed_commands: u64,
+    /// The store revision after opening.
+    pub revision: u64,
+    /// Leases restored, each with its whole TTL from now.
+    pub leases: usize,
+    /// A torn write cut off the end of the log: writes that were never
+    /// acknowledged. Worth a warning in the log.
+    pub torn_tail: Option<TornTail>,
+    /// Leftovers of an interrupted snapshot that were removed.
+    pub removed_files: Vec<PathBuf>,
+}
+
+/// A torn write cut off the end of a log on open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The log file.
+    pub path: PathBuf,
+    /// Where the log now ends.
+    pub offset: u64,
+    /// How many bytes were cut off.
+    pub discarded_bytes: u64,
+    /// What the tail looked like.
+    pub reason: String,
+}
+
+/// The durable store on local disk (the default for `flotilla server
+/// --data-dir DIR` and `flotilla dev`).
+///
+/// It is the shared state machine plus a write-ahead log of commands: a
+/// write is encoded, appended to the log and fdatasync'd, and only then
+/// applied and answered. So every acknowledged write survives kill -9 and a
+/// power cut, readers and watchers never see a write that could still be
+/// lost, and the log can later become a raft log.
+///
+/// # Files
+///
+/// In the data directory:
+///
+/// - `LOCK`: held (`flock`) while a store has the directory open.
+/// - `snapshot-<gen>` (16 hex digits): the whole state after every command
+///   of the logs before generation `gen`. Absent for generation 0.
+/// - `wal-<gen>`: the commands after that snapshot. A 20-byte header (magic
+///   `FLOTWAL1`, the generation as `u64`, a CRC32 of both), then frames
+///   (`[u32 length][u32 payload CRC][u32 header CRC][payload]`, see
+///   `frame.rs`). One frame is one group commit: the log index of its first
+///   command (`u64`), a count (`u32`), and the commands (one per
+///   transaction, lease grant, revoke or expiry; encoding in `codec.rs`).
+/// - `snapshot-<gen>.tmp`: a snapshot being written; removed on open.
+///
+/// # Group commit
+///
+/// One writer task owns the log. Requests queue to it; it takes every
+/// request waiting (up to [`EmbeddedOptions::max_group_bytes`]), writes them
+/// as one frame, fsyncs once, applies them in order and answers each. While
+/// it waits for the disk, new requests queue up for the next group, so
+/// concurrent writers share fsyncs.
+///
+/// # Snapshots
+///
+/// When the log passes [`EmbeddedOptions::snapshot_threshold`] (or the
+/// size of the last snapshot, if larger), the writer
+/// writes `snapshot-<gen+1>.tmp`, fsyncs it, renames it to
+/// `snapshot-<gen+1>`, fsyncs the directory, creates `wal-<gen+1>` (fsync,
+/// directory fsync), then removes generation `gen`. Open uses the newest
+/// snapshot and its log (creating the log if the crash came before it), and
+/// removes older generations, so a crash at any step loses nothing.
+///
+/// # Damage policy
+///
+/// On open, the log is read to its end:
+/// - A **torn tail** is the group commit that was being written when the
+///   process or machine died: its fsync never finished, so none of its
+///   writes were acknowledged. Recognised (from the first bad frame on) as:
+///   fewer bytes left than a frame header; a frame whose checksummed length
+///   runs past the end of the file; nothing but zeros up to the end of the
+///   file; a header that fails its checksum and straddles a 512-byte sector
+///   boundary after which the sector is zeros; or a *last* frame whose
+///   payload fails its checksum and holds a whole zero sector. It is cut off
+///   (the file truncated and synced) and reported in
+///   [`Recovery::torn_tail`]; the caller should log it.
+/// - Anything else (a checksum mismatch in a frame written whole, a frame
+///   that does not decode, a gap in log indexes, a damaged snapshot, a log
+///   newer than every snapshot) is **corruption**: open fails with
+///   [`StoreError::Corrupt`] naming the file and offset, and nothing is
+///   loaded. An operator must restore the directory.
+///
+/// # Leases
+///
+/// Lease deadlines are not logged. Leases that exist when the store opens
+/// get their whole TTL from the moment of opening (etcd does the same), so a
+/// restarted server does not expire every machine at once.
+///
+/// # Write failures
+///
+/// If appending or fsyncing fails, what reached the disk is unknown; the
+/// store then refuses every later write with that [`StoreError::Io`] (reads
+/// still answer from memory). The process should stop and reopen the store.
+///
+/// # Use
+///
+/// Open it inside a tokio runtime. Call [`EmbeddedStore::close`] before
+/// opening the same directory again in the same process: dropping the store
+/// also stops it, but in the background.
+pub struct EmbeddedStore {
+    engine: Arc<Engine<Wal>>,
+    dir: PathBuf,
+    checkpoint_error: Arc<Mutex<Option<StoreError>>>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A command waiting for the writer.
+struct Pending {
+    command: Command,
+    encoded: Vec<u8>,
+    reply: oneshot::Sender<StoreResult<Outcome>>,
+}
+
+enum Request {
+    Commit(Pending),
+    Checkpoint(oneshot::Sender<StoreResult<()>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// Commits through the writer task.
+#[derive(Debug)]
+struct Wal {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Committer for Wal {
+    fn commit(
+        &self,
+        _shared: &Arc<Shared>,
+        command: Command,
+    ) -> impl Future<Output = StoreResult<Outcome>> + Send {
+        let tx = self.tx.clone();
+        async move {
+            // Encode here, in the caller's task, to keep the writer's turn
+            // short.
+            let mut enc = Enc::default();
+            codec::encode_command(&command, &mut enc);
+            let (reply, answer) = oneshot::channel();
+            let pending = Pending {
+                command,
+                encoded: enc.buf,
+                reply,
+            };
+            tx.send(Request::Commit(pending))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir`: loads the newest snapshot,
+    /// replays the log, cuts off a torn tail (reported in the [`Recovery`]),
+    /// and refuses to open damaged files ([`StoreError::Corrupt`]) or a
+    /// directory another store holds ([`StoreError::Locked`]).
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> StoreResult<(EmbeddedStore, Recovery)> {
+        let dir = dir.as_ref().to_path_buf();
+        let recovered = {
+            let dir = dir.clone();
+            blocking("opening", &dir.clone(), move || recover(&dir, &options)).await?
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_LEN);
+        let checkpoint_error = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            dir: dir.clone(),
+            shared: recovered.shared.clone(),
+            wal: Some(recovered.wal),
+            wal_path: recovered.wal_path,
+            wal_len: recovered.wal_len,
+            generation: recovered.recovery.generation,
+            next_index: recovered.next_index,
+            next_checkpoint_at: recovered.wal_len.max(WAL_HEADER_LEN as u64)
+                + options.snapshot_threshold,
+            options,
+            failed: None,
+            checkpoint_error: checkpoint_error.clone(),
+            _lock: recovered.lock,
+        };
+        tokio::spawn(writer.run(rx));
+        let engine = Engine::new(recovered.shared, Wal { tx }, options.limits);
+        engine.start_expiry();
+        Ok((
+            EmbeddedStore {
+                engine,
+                dir,
+                checkpoint_error,
+            },
+            recovered.recovery,
+        ))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes a snapshot and starts a new log now (normally done when the
+    /// log passes [`EmbeddedOptions::snapshot_threshold`]).
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        let (reply, answer) = oneshot::channel();
+        self.engine
+            .committer()
+            .tx
+            .send(Request::Checkpoint(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The error of the last automatic snapshot, if it failed (the store
+    /// goes on with its current log and tries again later).
+    pub fn checkpoint_error(&self) -> Option<StoreError> {
+        lock(&self.checkpoint_error).clone()
+    }
+
+    /// Stops the store: ends watches and lease expiry, lets the writer
+    /// finish what was queued, closes the files and releases the directory.
+    /// Later calls fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.engine.close();
+        let (reply, done) = oneshot::channel();
+        if self
+            .engine
+            .committer()
+            .tx
+            .send(Request::Close(reply))
+            .await
+            .is_ok()
+        {
+            // An error means the writer already stopped: closed either way.
+            let _ = done.await;
+        }
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn limits(&self) -> Limits {
+        self.engine.limits()
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<GetResponse>> {
+        Box::pin(async move { self.engine.get(key) })
+    }
+
+    fn range<'a>(
+        &'a self,
+        prefix: &'a str,
+        options: RangeOptions,
+    ) -> BoxFuture<'a, StoreResult<RangeResponse>> {
+        Box::pin(async move { self.engine.range(prefix, &options) })
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, StoreResult<TxnResponse>> {
+        Box::pin(self.engine.txn(txn))
+    }
+
+    fn watch<'a>(
+        &'a self,
+        prefix: &'a str,
+        from_revision: u64,
+    ) -> BoxFuture<'a, StoreResult<Watcher>> {
+        Box::pin(async move { self.engine.watch(prefix, from_revision) })
+    }
+
+    fn grant(&self, ttl: Duration) -> BoxFuture<'_, StoreResult<LeaseGrant>> {
+        Box::pin(self.engine.grant(ttl))
+    }
+
+    fn keepalive(&self, lease: LeaseId) -> BoxFuture<'_, StoreResult<Duration>> {
+        Box::pin(async move { self.engine.keepalive(lease) })
+    }
+
+    fn time_to_live(&self, lease: LeaseId) -> BoxFuture<'_, StoreResult<Duration>> {
+        Box::pin(async move { self.engine.time_to_live(lease) })
+    }
+
+    fn revoke(&self, lease: LeaseId) -> BoxFuture<'_, StoreResult<u64>> {
+        Box::pin(self.engine.revoke(lease))
+    }
+
+    fn compact(&self, revision: u64) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move { self.engine.compact(revision) })
+    }
+}
+
+/// Runs blocking file work off the async threads (and, under a paused test
+/// clock, keeps the clock from jumping while the disk works).
+async fn blocking<T: Send + 'static>(
+    action: &'static str,
+    path: &Path,
+    work: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::io(
+                action,
+                path,
+                io::Error::other(join.to_string()),
+            ))
+        })
+}
+
+/// The single owner of the log.
+struct Writer {
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    /// The open log; `None` once a failure made it unusable.
+    wal: Option<File>,
+    wal_path: PathBuf,
+    wal_len: u64,
+    generation: u64,
+    /// The log index of the next command.
+    next_index: u64,
+    next_checkpoint_at: u64,
+    options: EmbeddedOptions,
+    /// Set when the log can no longer be trusted; every later write fails
+    /// with it.
+    failed: Option<StoreError>,
+    checkpoint_error: Arc<Mutex<Option<StoreError>>>,
+    /// Held for the writer's life: releases the directory when dropped.
+    _lock: File,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut close = None;
+        while close.is_none() {
+            let Some(first) = rx.recv().await else {
+                break;
+            };
+            let mut group = Vec::new();
+            let mut bytes = 0;
+            let mut checkpoints = Vec::new();
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Commit(pending) => {
+                        bytes += pending.encoded.len();
+                        group.push(pending);
+                    }
+                    Request::Checkpoint(reply) => checkpoints.push(reply),
+                    Request::Close(reply) => {
+                        close = Some(reply);
+                        break;
+                    }
+                }
+                if bytes >= self.options.max_group_bytes {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            self.commit_group(group).await;
+            if !checkpoints.is_empty() || self.wal_len >= self.next_checkpoint_at {
+                let result = self.checkpoint().await;
+                *lock(&self.checkpoint_error) = result.as_ref().err().cloned();
+                if result.is_err() {
+                    // Try again after another threshold's worth of log.
+                    self.next_checkpoint_at = self.wal_len + self.options.snapshot_threshold;
+                }
+                for reply in checkpoints {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        }
+        rx.close();
+        while let Ok(request) = rx.try_recv() {
+            match request {
+                Request::Commit(pending) => {
+                    let _ = pending.reply.send(Err(StoreError::Closed));
+                }
+                Request::Checkpoint(reply) => {
+                    let _ = reply.send(Err(StoreError::Closed));
+                }
+                Request::Close(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        // Close the log and release the lock before saying so.
+        drop(self);
+        if let Some(reply) = close {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Appends a group as one frame, fsyncs, applies, answers.
+    async fn commit_group(&mut self, group: Vec<Pending>) {
+        if group.is_empty() {
+            return;
+        }
+        if let Err(error) = self.append(&group).await {
+            for pending in group {
+                let _ = pending.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        let outcomes = self.shared.apply(group.iter().map(|p| &p.command));
+        for (pending, outcome) in group.into_iter().zip(outcomes) {
+            // The caller may have given up waiting: the write stands anyway.
+            let _ = pending.reply.send(outcome);
+        }
+    }
+
+    async fn append(&mut self, group: &[Pending]) -> StoreResult<()> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let Some(mut file) = self.wal.take() else {
+            return Err(StoreError::Closed);
+        };
+        let mut payload = Enc::default();
+        payload.u64(self.next_index);
+        payload.len(group.len());
+        for pending in group {
+            payload.buf.extend_from_slice(&pending.encoded);
+        }
+        let mut bytes = Vec::with_capacity(payload.buf.len() + frame::HEADER_LEN);
+        frame::encode(&payload.buf, &mut bytes);
+        let len = bytes.len() as u64;
+        let written = tokio::task::spawn_blocking(move || {
+            let result = file.write_all(&bytes).and_then(|()| file.sync_data());
+            (file, result)
+        })
+        .await;
+        let error = match written {
+            Ok((file, Ok(()))) => {
+                self.wal = Some(file);
+                self.wal_len += len;
+                self.next_index += group.len() as u64;
+                return Ok(());
+            }
+            Ok((_, Err(error))) => error,
+            Err(join) => io::Error::other(join.to_string()),
+        };
+        let error = StoreError::io("appending to", &self.wal_path, error);
+        self.failed = Some(error.clone());
+        Err(error)
+    }
+
+    /// Writes a snapshot of the applied state and switches to a new log.
+    async fn checkpoint(&mut self) -> StoreResult<()> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let old = self.generation;
+        let new = old + 1;
+        let tmp = self.dir.join(format!("{}.tmp", snapshot_name(new)));
+        let snapshot_len = {
+            let (shared, tmp2, next_index) = (self.shared.clone(), tmp.clone(), self.next_index);
+            // Failing here leaves the current log in use: nothing is lost.
+            blocking("writing", &tmp, move || {
+                write_snapshot(&tmp2, &shared, next_index)
+            })
+            .await
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?
+        };
+        // Once the rename may have happened, the new snapshot is what a
+        // restart loads and the current log would be ignored: every later
+        // write must go to the new log, or the store must stop writing.
+        let dir = self.dir.clone();
+        let switched = blocking("starting a new log in", &self.dir, move || {
+            let snapshot = dir.join(snapshot_name(new));
+            fs::rename(&tmp, &snapshot).map_err(|e| StoreError::io("renaming", &tmp, e))?;
+            sync_dir(&dir)?;
+            let wal_path = dir.join(wal_name(new));
+            let wal = create_wal(&wal_path, new)?;
+            sync_dir(&dir)?;
+            Ok((wal, wal_path))
+        })
+        .await;
+        let (wal, wal_path) = match switched {
+            Ok(switched) => switched,
+            Err(error) => {
+                self.wal = None;
+                self.failed = Some(error.clone());
+                return Err(error);
+            }
+        };
+        self.wal = Some(wal);
+        self.wal_path = wal_path;
+        self.wal_len = WAL_HEADER_LEN as u64;
+        self.generation = new;
+        self.next_checkpoint_at = self.wal_len + self.options.snapshot_threshold.max(snapshot_len);
+        // The old generation is garbage now; a failure to remove it is
+        // harmless (open removes leftovers).
+        let dir = self.dir.clone();
+        let _ = blocking("removing old files in", &self.dir, move || {
+            let _ = fs::remove_file(dir.join(wal_name(old)));
+            let _ = fs::remove_file(dir.join(snapshot_name(old)));
+            sync_dir(&dir)
+        })
+        .await;
+        Ok(())
+    }
+}
+
+fn snapshot_name(generation: u64) -> String {
+    format!("snapshot-{generation:016x}")
+}
+
+fn wal_name(generation: u64) -> String {
+    format!("wal-{generation:016x}")
+}
+
+/// The generation in a file name `<prefix><16 hex digits>`.
+fn parse_generation(name: &str, prefix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?;
+    if digits.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
+fn sync_dir(dir: &Path) -> StoreResult<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("syncing directory", dir, e))
+}
+
+fn wal_header(generation: u64) -> [u8; WAL_HEADER_LEN] {
+    let mut header = [0; WAL_HEADER_LEN];
+    header[..8].copy_from_slice(WAL_MAGIC);
+    header[8..16].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&header[..16]);
+    header[16..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Creates a new, empty log (the directory entry is the caller's to sync).
+fn create_wal(path: &Path, generation: u64) -> StoreResult<File> {
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| StoreError::io("creating", path, e))?;
+    file.write_all(&wal_header(generation))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io("writing", path, e))?;
+    Ok(file)
+}
+
+/// What opening found, for the writer.
+struct Recovered {
+    shared: Arc<Shared>,
+    wal: File,
+    wal_path: PathBuf,
+    wal_len: u64,
+    next_index: u64,
+    lock: File,
+    recovery: Recovery,
+}
+
+fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
+    let created = !dir.exists();
+    fs::create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
+    if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::io("opening", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { path: lock_path }),
+        Err(TryLockError::Error(e)) => return Err(StoreError::io("locking", &lock_path, e)),
+    }
+
+    let mut snapshots = Vec::new();
+    let mut wals = Vec::new();
+    let mut removed_files = Vec::new();
+    let entries = fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io("listing", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") && name.starts_with("snapshot-") {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|e| StoreError::io("removing", &path, e))?;
+            removed_files.push(path);
+        } else if let Some(generation) = parse_generation(name, "snapshot-") {
+            snapshots.push(generation);
+        } else if let Some(generation) = parse_generation(name, "wal-") {
+            wals.push(generation);
+        }
+    }
+    let generation = snapshots.iter().copied().max().unwrap_or(0);
+    if let Some(newer) = wals.iter().copied().filter(|&g| g > generation).max() {
+        return Err(StoreError::Corrupt {
+            path: dir.join(wal_name(newer)),
+            offset: 0,
+            reason: format!(
+                "log generation {newer} is newer than the newest snapshot (generation {generation})"
+            ),
+        });
+    }
+
+    let (state, mut next_index) = if generation > 0 {
+        load_snapshot(&dir.join(snapshot_name(generation)))?
+    } else {
+        (StateMachine::default(), 1)
+    };
+    let snapshot_revision = (generation > 0).then(|| state.revision());
+    let shared = Arc::new(Shared::new(state, options.watch));
+
+    let wal_path = dir.join(wal_name(generation));
+    let mut replayed_commands = 0;
+    let mut torn_tail = None;
+    let wal_len = if wals.contains(&generation) {
+        let replay = replay_wal(&wal_path, generation, next_index, &shared)?;
+        next_index = replay.next_index;
+        replayed_commands = replay.commands;
+        torn_tail = replay.torn_tail;
+        replay.len
+    } else {
+        // A new store, or a crash between a snapshot's rename and its log's
+        // creation.
+        create_wal(&wal_path, generation)?;
+        sync_dir(dir)?;
+        WAL_HEADER_LEN as u64
+    };
+
+    let mut stale = Vec::new();
+    for &g in snapshots.iter().filter(|&&g| g < generation) {
+        stale.push(dir.join(snapshot_name(g)));
+    }
+    for &g in wals.iter().filter(|&&g| g < generation) {
+        stale.push(dir.join(wal_name(g)));
+    }
+    for path in stale {
+        fs::remove_file(&path).map_err(|e| StoreError::io("removing", &path, e))?;
+        removed_files.push(path);
+    }
+    if !removed_files.is_empty() {
+        sync_dir(dir)?;
+    }
+
+    let wal = OpenOptions::new()
+        .append(true)
+        .open(&wal_path)
+        .map_err(|e| StoreError::io("opening", &wal_path, e))?;
+    let (revision, leases) = {
+        let state = shared.read();
+        (state.revision(), state.leases().len())
+    };
+    Ok(Recovered {
+        shared,
+        wal,
+        wal_path,
+        wal_len,
+        next_index,
+        lock,
+        recovery: Recovery {
+            generation,
+            snapshot_revision,
+            replayed_commands,
+            revision,
+            leases,
+            torn_tail,
+            removed_files,
+        },
+    })
+}
+
+struct Replay {
+    len: u64,
+    next_index: u64,
+    commands: u64,
+    torn_tail: Option<TornTail>,
+}
+
+/// Replays a log into `shared`, cutting off a torn tail.
+fn replay_wal(
+    path: &Path,
+    generation: u64,
+    mut next_index: u64,
+    shared: &Shared,
+) -> StoreResult<Replay> {
+    let corrupt = |offset: usize, reason: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    };
+    let data = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
+    let header = wal_header(generation);
+    if data.len() < WAL_HEADER_LEN || data.iter().all(|&b| b == 0) {
+        // The crash came while the log was being created: it never held a
+        // frame. Write its header again.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| StoreError::io("opening", path, e))?;
+        file.set_len(0)
+            .and_then(|()| file.write_all(&header))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| StoreError::io("repairing", path, e))?;
+        return Ok(Replay {
+            len: WAL_HEADER_LEN as u64,
+            next_index,
+            commands: 0,
+            torn_tail: (!data.is_empty()).then(|| TornTail {
+                path: path.to_owned(),
+                offset: 0,
+                discarded_bytes: data.len() as u64,
+                reason: "log header never fully written".to_owned(),
+            }),
+        });
+    }
+    if data[..WAL_HEADER_LEN] != header {
+        return Err(corrupt(
+            0,
+            format!("not a flotilla log header for generation {generation}"),
+        ));
+    }
+
+    let (frames, end) = frame::scan(&data, WAL_HEADER_LEN);
+    let mut commands = 0;
+    for frame in frames {
+        let mut dec = Dec::new(frame.payload);
+        let decoded = (|| {
+            let first = dec.u64()?;
+            let count = dec.count()?;
+            let group = (0..count)
+                .map(|_| codec::decode_command(&mut dec))
+                .collect::<Result<Vec<_>, _>>()?;
+            dec.finish()?;
+            Ok::<_, String>((first, group))
+        })();
+        let (first, group) = decoded.map_err(|reason| corrupt(frame.offset, reason))?;
+        if first != next_index {
+            return Err(corrupt(
+                frame.offset,
+                format!("frame starts at log index {first}, expected {next_index}"),
+            ));
+        }
+        // Applying is deterministic: the outcomes are those the callers got.
+        shared.apply(&group);
+        next_index += group.len() as u64;
+        commands += group.len() as u64;
+    }
+    let (len, torn_tail) = match end {
+        frame::End::Clean => (data.len() as u64, None),
+        frame::End::Corrupt { offset, reason } => return Err(corrupt(offset, reason)),
+        frame::End::Torn { offset, reason } => {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| StoreError::io("opening", path, e))?;
+            file.set_len(offset as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| StoreError::io("truncating", path, e))?;
+            let torn = TornTail {
+                path: path.to_owned(),
+                offset: offset as u64,
+                discarded_bytes: (data.len() - offset) as u64,
+                reason,
+            };
+            (offset as u64, Some(torn))
+        }
+    };
+    Ok(Replay {
+        len,
+        next_index,
+        commands,
+        torn_tail,
+    })
+}
+
+/// Writes frames to a file through a buffer.
+struct FrameWriter {
+    out: BufWriter<File>,
+    frame: Vec<u8>,
+}
+
+impl FrameWriter {
+    fn frame(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.frame.clear();
+        frame::encode(payload, &mut self.frame);
+        self.out.write_all(&self.frame)
+    }
+
+    /// Writes a chunk of keys: tag, count, then the encoded keys.
+    fn keys(&mut self, count: usize, encoded: &mut Enc) -> io::Result<()> {
+        let mut payload = Enc::default();
+        payload.u8(FRAME_KEYS);
+        payload.len(count);
+        payload.buf.extend_from_slice(&encoded.buf);
+        encoded.buf.clear();
+        self.frame(&payload.buf)
+    }
+}
+
+/// Writes (and fsyncs) a snapshot of the applied state to `path`; returns
+/// its size.
+fn write_snapshot(path: &Path, shared: &Shared, next_index: u64) -> StoreResult<u64> {
+    let io_err = |e| StoreError::io("writing", path, e);
+    let file = File::create(path).map_err(io_err)?;
+    let mut out = FrameWriter {
+        out: BufWriter::new(file),
+        frame: Vec::new(),
+    };
+    out.out.write_all(SNAPSHOT_MAGIC).map_err(io_err)?;
+    {
+        // Readers share this lock; only the writer (busy here) changes the
+        // state, so the snapshot is consistent without stopping reads.
+        let state = shared.read();
+        let mut meta = Enc::default();
+        meta.u8(FRAME_META);
+        meta.u64(next_index);
+        meta.u64(state.revision());
+        meta.i64(state.next_lease());
+        meta.u64(state.leases().len() as u64);
+        meta.u64(state.entries().len() as u64);
+        out.frame(&meta.buf).map_err(io_err)?;
+
+        let leases: Vec<_> = state.leases().collect();
+        for chunk in leases.chunks(SNAPSHOT_CHUNK / 16) {
+            let mut enc = Enc::default();
+            enc.u8(FRAME_LEASES);
+            enc.len(chunk.len());
+            for (id, lease) in chunk {
+                enc.i64(id.0);
+                enc.u64(lease.ttl_ms);
+            }
+            out.frame(&enc.buf).map_err(io_err)?;
+        }
+
+        let mut keys = Enc::default();
+        let mut count = 0;
+        for (key, entry) in state.entries() {
+            codec::encode_entry(key, entry, &mut keys);
+            count += 1;
+            if keys.buf.len() >= SNAPSHOT_CHUNK {
+                out.keys(count, &mut keys).map_err(io_err)?;
+                count = 0;
+            }
+        }
+        if count > 0 {
+            out.keys(count, &mut keys).map_err(io_err)?;
+        }
+    }
+    out.frame(&[FRAME_END]).map_err(io_err)?;
+    let file = out.out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)?;
+    file.metadata().map(|m| m.len()).map_err(io_err)
+}
+
+/// Loads a snapshot: the state and the log index that follows it. Any
+/// damage is corruption (a snapshot is renamed into place only once it is
+/// whole and synced).
+fn load_snapshot(path: &Path) -> StoreResult<(StateMachine, u64)> {
+    let data = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
+    parse_snapshot(&data).map_err(|(offset, reason)| StoreError::Corrupt {
+        path: path.to_owned(),
+        offset: offset as u64,
+        reason,
+    })
+}
+
+/// Parses a snapshot file; errors carry the offset of the bad frame.
+fn parse_snapshot(data: &[u8]) -> Result<(StateMachine, u64), (usize, String)> {
+    if !data.starts_with(SNAPSHOT_MAGIC) {
+        return Err((0, "not a flotilla snapshot".to_owned()));
+    }
+    let (frames, end) = frame::scan(data, SNAPSHOT_MAGIC.len());
+    match end {
+        frame::End::Clean => {}
+        frame::End::Torn { offset, reason } | frame::End::Corrupt { offset, reason } => {
+            return Err((offset, reason));
+        }
+    }
+    let mut frames = frames.into_iter();
+    let meta = frames
+        .next()
+        .ok_or_else(|| (data.len(), "snapshot has no frames".to_owned()))?;
+    let at = |offset: usize| move |reason: String| (offset, reason);
+    let mut dec = Dec::new(meta.payload);
+    let summary = (|| {
+        if dec.u8()? != FRAME_META {
+            return Err("snapshot does not start with its summary".to_owned());
+        }
+        let summary = (dec.u64()?, dec.u64()?, dec.i64()?, dec.u64()?, dec.u64()?);
+        dec.finish()?;
+        Ok(summary)
+    })();
+    let (next_index, revision, next_lease, lease_count, key_count) =
+        summary.map_err(at(meta.offset))?;
+
+    let mut leases = Vec::new();
+    let mut kvs = Vec::new();
+    let mut end_offset = None;
+    for frame in frames.by_ref() {
+        let mut dec = Dec::new(frame.payload);
+        let last = (|| {
+            match dec.u8()? {
+                FRAME_LEASES => {
+                    for _ in 0..dec.count()? {
+                        leases.push((LeaseId(dec.i64()?), dec.u64()?));
+                    }
+                }
+                FRAME_KEYS => {
+                    for _ in 0..dec.count()? {
+                        kvs.push(codec::decode_entry(&mut dec)?);
+                    }
+                }
+                FRAME_END => {}
+                other => return Err(format!("unknown snapshot frame {other}")),
+            }
+            dec.finish()?;
+            Ok(frame.payload.first() == Some(&FRAME_END))
+        })()
+        .map_err(at(frame.offset))?;
+        if last {
+            end_offset = Some(frame.offset);
+            break;
+        }
+    }
+    let end_offset =
+        end_offset.ok_or_else(|| (data.len(), "snapshot has no end frame".to_owned()))?;
+    if frames.next().is_some() {
+        return Err((end_offset, "frames after the snapshot's end".to_owned()));
+    }
+    if leases.len() as u64 != lease_count || kvs.len() as u64 != key_count {
+        return Err((
+            end_offset,
+            format!(
+                "snapshot holds {} leases and {} keys, its summary says {lease_count} and {key_count}",
+                leases.len(),
+                kvs.len()
+            ),
+        ));
+    }
+    let state =
+        StateMachine::from_parts(revision, next_lease, leases, kvs).map_err(at(meta.offset))?;
+    Ok((state, next_index))
+}
