@@ -6,4 +6,5 @@
 //!   backends, [`store::MemoryStore`] for tests and the durable
 //!   [`store::EmbeddedStore`].
 
+pub mod placement;
 pub mod store;

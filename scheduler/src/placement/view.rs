@@ -1,0 +1,1215 @@
+//! [`PlacementView`]: the leader's in-memory picture of machines, units and
+//! assignments, with the indexes placement needs, kept up to date one event
+//! at a time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
+
+use flotilla_proto::fleet::{self, FleetOptions};
+use flotilla_proto::resources::Resources;
+use flotilla_proto::{Machine, MachineId, UnitName};
+
+use super::index::{
+    self, MachineKeys, Mx, OrderSets, PatternId, PatternTable, UnitId, count_down, count_up,
+};
+use super::{PlacementError, Strategy, UnassignReason, UnitInput};
+
+/// Why an unschedulable unit waits, which says what retries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BlockKind {
+    /// No machine has the id or metadata it needs: retried when a machine
+    /// joins or changes.
+    Machines,
+    /// Machines match, but conflicts, replacement or resources keep it off
+    /// them: retried when room is freed anywhere, or a machine joins or
+    /// changes.
+    Room,
+    /// A unit it must run beside is not placed: retried when that unit
+    /// changes or is placed.
+    Leader,
+}
+
+/// Why a unit is not placed, as last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Blocked {
+    pub kind: BlockKind,
+    pub reason: String,
+}
+
+/// A machine and what is placed on it.
+#[derive(Debug)]
+pub(crate) struct MachineEntry {
+    pub machine: Machine,
+    /// The id as a number, for ordering.
+    pub idkey: u128,
+    /// Units placed here.
+    pub units: BTreeSet<UnitId>,
+    /// Sums of the requests of the units placed here.
+    pub used_cpu: u64,
+    pub used_mem: u64,
+    /// Sums of the requests of the global units whose metadata matches.
+    pub global_cpu: u64,
+    pub global_mem: u64,
+    /// Where the machine sits in the orderings now.
+    pub keys: MachineKeys,
+}
+
+impl MachineEntry {
+    pub fn free_cpu(&self) -> u64 {
+        self.machine
+            .capacity
+            .cpu_millis
+            .saturating_sub(self.used_cpu.saturating_add(self.global_cpu))
+    }
+
+    pub fn free_mem(&self) -> u64 {
+        self.machine
+            .capacity
+            .memory_bytes
+            .saturating_sub(self.used_mem.saturating_add(self.global_mem))
+    }
+
+    fn compute_keys(&self, mx: Mx) -> MachineKeys {
+        let load = u32::try_from(self.units.len()).unwrap_or(u32::MAX);
+        MachineKeys::new(mx, self.idkey, load, self.free_cpu(), self.free_mem())
+    }
+
+    /// How reasons name the machine: its hostname, or its short id when it
+    /// has none.
+    pub fn label(&self) -> &str {
+        if self.machine.hostname.is_empty() {
+            self.machine.id.short()
+        } else {
+            &self.machine.hostname
+        }
+    }
+}
+
+/// A unit as placement sees it.
+#[derive(Debug)]
+pub(crate) struct UnitEntry {
+    pub name: UnitName,
+    pub fleet: FleetOptions,
+    /// Requests, with requests of 0 dropped.
+    pub resources: Resources,
+    /// Whether it needs a machine: desired state not inactive, and not a
+    /// template.
+    pub wants: bool,
+    /// Its `Conflicts` and `Replaces` patterns (not for global units).
+    pub conflict_pids: Vec<PatternId>,
+    pub replace_pids: Vec<PatternId>,
+    /// The patterns of any unit that match its name (not for global units).
+    pub matched_by: Vec<PatternId>,
+    /// Where the view has it now.
+    pub placed: Option<Mx>,
+    /// Where the store has it, as far as the view knows: the last
+    /// assignment seen or committed by a plan.
+    pub assigned: Option<MachineId>,
+    /// Why it left `assigned`, when an event (not a plan) moved it.
+    pub pending_reason: Option<UnassignReason>,
+    /// Whether it waits in the dirty queue.
+    pub dirty: bool,
+    /// Whether its request grew since it was placed.
+    pub resources_grew: bool,
+    /// Whether the unit itself changed since it was last looked at (so a
+    /// stale unschedulable reason must be worked out again).
+    pub changed: bool,
+    /// Why it is not placed, when it wants a machine and has none.
+    pub blocked: Option<Blocked>,
+}
+
+impl UnitEntry {
+    pub fn cpu(&self) -> u64 {
+        self.resources.cpu_millis.unwrap_or(0)
+    }
+
+    pub fn mem(&self) -> u64 {
+        self.resources.memory_bytes.unwrap_or(0)
+    }
+}
+
+/// The cluster as placement sees it: machines, units, where each unit is
+/// placed, and the indexes that make a placement cost a few lookups instead
+/// of a scan. See the [module documentation](super) for the semantics and
+/// costs.
+///
+/// Feed it every change (from the store's watch) and call
+/// [`plan`](PlacementView::plan) after a batch of changes.
+#[derive(Debug, Default)]
+pub struct PlacementView {
+    pub(crate) strategy: Strategy,
+
+    pub(crate) machines: Vec<Option<MachineEntry>>,
+    free_machines: Vec<Mx>,
+    pub(crate) machine_by_id: HashMap<MachineId, Mx>,
+    /// Machines by the first 8 digits of their id, for short `MachineID`s.
+    pub(crate) machine_by_short: HashMap<String, Vec<Mx>>,
+    /// Every machine, in every ordering.
+    pub(crate) all: OrderSets,
+    /// The machines with each metadata `key=value`, in every ordering.
+    pub(crate) by_metadata: HashMap<String, HashMap<String, OrderSets>>,
+    /// Sums of the machines' capacities, to find a unit's dominant resource.
+    pub(crate) total_cpu: u64,
+    pub(crate) total_mem: u64,
+
+    pub(crate) units: Vec<Option<UnitEntry>>,
+    free_units: Vec<UnitId>,
+    /// Every unit by name, sorted, so that the units whose names start with
+    /// a pattern's literal prefix are one range away.
+    pub(crate) unit_by_name: BTreeMap<Box<str>, UnitId>,
+    /// Followers by the name of each unit they must run beside (the leader
+    /// need not exist).
+    pub(crate) followers: HashMap<UnitName, Vec<UnitId>>,
+    /// The global units.
+    pub(crate) globals: BTreeSet<UnitId>,
+    pub(crate) patterns: PatternTable,
+
+    /// Units to look at in the next plan.
+    pub(crate) dirty: Vec<UnitId>,
+    /// Unschedulable units, by what retries them.
+    pub(crate) blocked_room: BTreeSet<UnitId>,
+    pub(crate) blocked_machines: BTreeSet<UnitId>,
+    /// Room was freed somewhere: retry `blocked_room`.
+    pub(crate) room_freed: bool,
+    /// Machines joined or changed: retry every blocked unit.
+    pub(crate) machines_changed: bool,
+    /// Assignments the store holds that no unit of the view accounts for:
+    /// those of units removed while assigned, and an assignment superseded
+    /// by another of the same unit. Each becomes an `Unassign`, unless the
+    /// store deletes it first.
+    pub(crate) orphans: Vec<(UnitName, MachineId, UnassignReason)>,
+    /// Units displaced by `Replaces` in the plan under way.
+    pub(crate) displaced: HashSet<UnitId>,
+}
+
+impl PlacementView {
+    /// An empty view that places with `strategy`.
+    pub fn new(strategy: Strategy) -> PlacementView {
+        PlacementView {
+            strategy,
+            ..PlacementView::default()
+        }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Changes the strategy for later placements; placed units stay.
+    pub fn set_strategy(&mut self, strategy: Strategy) {
+        self.strategy = strategy;
+    }
+
+    // -----------------------------------------------------------------------
+    // Machines.
+
+    /// Adds a machine, or updates it (metadata, capacity, hostname...).
+    ///
+    /// A new machine retries every unschedulable unit. When the metadata
+    /// changes, the units placed on the machine are checked again (and
+    /// moved if they no longer match), and unschedulable units are retried.
+    /// When the capacity grows, units blocked for room are retried; a
+    /// capacity that shrinks moves nothing.
+    pub fn put_machine(&mut self, machine: Machine) {
+        if let Some(&mx) = self.machine_by_id.get(&machine.id) {
+            self.update_machine(mx, machine);
+            return;
+        }
+        let idkey = index::id_key(machine.id.as_str());
+        let short = machine.id.short().to_owned();
+        let id = machine.id.clone();
+        let (global_cpu, global_mem) = self.global_reservation(&machine);
+        self.total_cpu = self.total_cpu.saturating_add(machine.capacity.cpu_millis);
+        self.total_mem = self.total_mem.saturating_add(machine.capacity.memory_bytes);
+        let mx = match self.free_machines.pop() {
+            Some(mx) => mx,
+            None => {
+                self.machines.push(None);
+                (self.machines.len() - 1) as Mx
+            }
+        };
+        let mut entry = MachineEntry {
+            machine,
+            idkey,
+            units: BTreeSet::new(),
+            used_cpu: 0,
+            used_mem: 0,
+            global_cpu,
+            global_mem,
+            keys: MachineKeys::new(mx, idkey, 0, 0, 0),
+        };
+        entry.keys = entry.compute_keys(mx);
+        self.insert_in_orders(&entry);
+        self.machines[mx as usize] = Some(entry);
+        self.machine_by_id.insert(id, mx);
+        self.machine_by_short.entry(short).or_default().push(mx);
+        self.machines_changed = true;
+    }
+
+    fn update_machine(&mut self, mx: Mx, machine: Machine) {
+        let old = self.machine(mx);
+        let metadata_changed = old.machine.metadata != machine.metadata;
+        let (old_cpu, old_mem) = (old.free_cpu(), old.free_mem());
+        let old_capacity = old.machine.capacity;
+        if metadata_changed {
+            self.remove_from_orders(mx);
+        }
+        self.total_cpu = self
+            .total_cpu
+            .saturating_sub(old_capacity.cpu_millis)
+            .saturating_add(machine.capacity.cpu_millis);
+        self.total_mem = self
+            .total_mem
+            .saturating_sub(old_capacity.memory_bytes)
+            .saturating_add(machine.capacity.memory_bytes);
+        let (global_cpu, global_mem) = self.global_reservation(&machine);
+        let entry = self.machine_mut(mx);
+        entry.machine = machine;
+        entry.global_cpu = global_cpu;
+        entry.global_mem = global_mem;
+        let (new_cpu, new_mem) = (entry.free_cpu(), entry.free_mem());
+        if metadata_changed {
+            entry.keys = entry.compute_keys(mx);
+            let entry = self.machine(mx);
+            let keys = entry.keys;
+            let pairs: Vec<(String, String)> = entry
+                .machine
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            self.all.insert(&keys);
+            for (k, v) in pairs {
+                self.by_metadata
+                    .entry(k)
+                    .or_default()
+                    .entry(v)
+                    .or_default()
+                    .insert(&keys);
+            }
+            let units: Vec<UnitId> = self.machine(mx).units.iter().copied().collect();
+            for u in units {
+                self.mark_dirty(u);
+            }
+            self.machines_changed = true;
+        } else {
+            self.reindex(mx);
+        }
+        if new_cpu > old_cpu || new_mem > old_mem {
+            self.room_freed = true;
+        }
+    }
+
+    /// Removes a machine (its lease expired). Its units are unassigned and
+    /// placed elsewhere in the next plan. Returns whether it was there.
+    pub fn remove_machine(&mut self, id: &MachineId) -> bool {
+        let Some(&mx) = self.machine_by_id.get(id) else {
+            return false;
+        };
+        let units: Vec<UnitId> = self.machine(mx).units.iter().copied().collect();
+        for u in units {
+            self.detach(u);
+            self.unit_mut(u).pending_reason = Some(UnassignReason::MachineGone);
+            self.mark_dirty(u);
+        }
+        self.remove_from_orders(mx);
+        self.machine_by_id.remove(id);
+        let short = id.short();
+        if let Some(list) = self.machine_by_short.get_mut(short) {
+            list.retain(|&m| m != mx);
+            if list.is_empty() {
+                self.machine_by_short.remove(short);
+            }
+        }
+        if let Some(entry) = self.machines[mx as usize].take() {
+            self.total_cpu = self
+                .total_cpu
+                .saturating_sub(entry.machine.capacity.cpu_millis);
+            self.total_mem = self
+                .total_mem
+                .saturating_sub(entry.machine.capacity.memory_bytes);
+        }
+        self.free_machines.push(mx);
+        true
+    }
+
+    fn insert_in_orders(&mut self, entry: &MachineEntry) {
+        self.all.insert(&entry.keys);
+        for (k, v) in &entry.machine.metadata {
+            self.by_metadata
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .insert(&entry.keys);
+        }
+    }
+
+    fn remove_from_orders(&mut self, mx: Mx) {
+        let Some(entry) = self.machines[mx as usize].as_ref() else {
+            return;
+        };
+        self.all.remove(&entry.keys);
+        for (k, v) in &entry.machine.metadata {
+            let Some(values) = self.by_metadata.get_mut(k) else {
+                continue;
+            };
+            if let Some(set) = values.get_mut(v) {
+                set.remove(&entry.keys);
+                if set.is_empty() {
+                    values.remove(v);
+                }
+            }
+            if values.is_empty() {
+                self.by_metadata.remove(k);
+            }
+        }
+    }
+
+    /// Moves a machine in the orderings after its load or free room
+    /// changed.
+    fn reindex(&mut self, mx: Mx) {
+        let Some(entry) = self.machines[mx as usize].as_mut() else {
+            return;
+        };
+        let new = entry.compute_keys(mx);
+        let old = entry.keys;
+        if new == old {
+            return;
+        }
+        entry.keys = new;
+        self.all.update(&old, &new);
+        for (k, v) in &entry.machine.metadata {
+            if let Some(set) = self.by_metadata.get_mut(k).and_then(|vs| vs.get_mut(v)) {
+                set.update(&old, &new);
+            }
+        }
+    }
+
+    /// What the global units whose metadata matches reserve on a machine.
+    fn global_reservation(&self, machine: &Machine) -> (u64, u64) {
+        let mut cpu = 0u64;
+        let mut mem = 0u64;
+        for &g in &self.globals {
+            let g = self.unit(g);
+            if g.wants && g.fleet.metadata_matches(&machine.metadata) {
+                cpu = cpu.saturating_add(g.cpu());
+                mem = mem.saturating_add(g.mem());
+            }
+        }
+        (cpu, mem)
+    }
+
+    /// Recomputes every machine's global reservation: O(machines x global
+    /// units), after a global unit changes, which is rare.
+    fn refresh_global_reservations(&mut self) {
+        for mx in 0..self.machines.len() as Mx {
+            let Some(entry) = self.machines[mx as usize].as_ref() else {
+                continue;
+            };
+            let (cpu, mem) = self.global_reservation(&entry.machine);
+            if (cpu, mem) == (entry.global_cpu, entry.global_mem) {
+                continue;
+            }
+            if cpu < entry.global_cpu || mem < entry.global_mem {
+                self.room_freed = true;
+            }
+            let entry = self.machine_mut(mx);
+            entry.global_cpu = cpu;
+            entry.global_mem = mem;
+            self.reindex(mx);
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Units.
+
+    /// Adds a unit or updates it. A unit that changed is looked at again in
+    /// the next plan: it stays where it is if that machine is still
+    /// eligible, and is unassigned otherwise (a unit that becomes inactive
+    /// or global always is). Putting a unit unchanged does nothing.
+    ///
+    /// Templates (`web@.service`) never run themselves, so they are never
+    /// placed whatever their desired state.
+    pub fn put_unit(&mut self, name: UnitName, input: UnitInput) {
+        let wants = input.desired.is_scheduled() && !name.is_template();
+        let resources = Resources {
+            cpu_millis: input.resources.cpu_millis.filter(|&c| c > 0),
+            memory_bytes: input.resources.memory_bytes.filter(|&m| m > 0),
+        };
+        let fleet = input.fleet;
+        let u = match self.unit_by_name.get(name.as_str()).copied() {
+            Some(u) => {
+                let e = self.unit(u);
+                if e.fleet == fleet && e.resources == resources && e.wants == wants {
+                    return;
+                }
+                let placed = e.placed;
+                let old = e.resources;
+                let was_global = e.fleet.global;
+                self.detach(u);
+                self.unindex_unit(u);
+                let e = self.unit_mut(u);
+                e.fleet = fleet;
+                e.resources = resources;
+                e.wants = wants;
+                self.index_unit(u);
+                let e = self.unit_mut(u);
+                let now_global = e.fleet.global;
+                if let Some(m) = placed {
+                    if now_global {
+                        e.pending_reason = Some(UnassignReason::Global);
+                    } else {
+                        // Accumulated until a plan looks at the unit: two
+                        // changes may grow it and then shrink it a little.
+                        e.resources_grew |= resources.cpu_millis.unwrap_or(0)
+                            > old.cpu_millis.unwrap_or(0)
+                            || resources.memory_bytes.unwrap_or(0) > old.memory_bytes.unwrap_or(0);
+                        self.attach(u, m);
+                    }
+                }
+                if was_global || now_global {
+                    self.refresh_global_reservations();
+                    self.machines_changed = true;
+                }
+                u
+            }
+            None => {
+                let entry = UnitEntry {
+                    name: name.clone(),
+                    fleet,
+                    resources,
+                    wants,
+                    conflict_pids: Vec::new(),
+                    replace_pids: Vec::new(),
+                    matched_by: Vec::new(),
+                    placed: None,
+                    assigned: None,
+                    pending_reason: None,
+                    dirty: false,
+                    resources_grew: false,
+                    changed: false,
+                    blocked: None,
+                };
+                let u = match self.free_units.pop() {
+                    Some(u) => {
+                        self.units[u as usize] = Some(entry);
+                        u
+                    }
+                    None => {
+                        self.units.push(Some(entry));
+                        (self.units.len() - 1) as UnitId
+                    }
+                };
+                self.unit_by_name.insert(name.as_str().into(), u);
+                self.index_unit(u);
+                if self.unit(u).fleet.global {
+                    self.refresh_global_reservations();
+                    self.machines_changed = true;
+                }
+                u
+            }
+        };
+        self.unit_mut(u).changed = true;
+        self.mark_dirty(u);
+        self.mark_followers_dirty(&name);
+    }
+
+    /// Removes a unit (destroyed). When it was assigned, the next plan
+    /// unassigns it ([`UnassignReason::Removed`]). Returns whether it was
+    /// there.
+    pub fn remove_unit(&mut self, name: &UnitName) -> bool {
+        let Some(u) = self.unit_by_name.get(name.as_str()).copied() else {
+            return false;
+        };
+        self.detach(u);
+        self.unindex_unit(u);
+        let was_global = self.unit(u).fleet.global;
+        self.unit_by_name.remove(name.as_str());
+        self.blocked_room.remove(&u);
+        self.blocked_machines.remove(&u);
+        self.displaced.remove(&u);
+        if let Some(entry) = self.units[u as usize].take()
+            && let Some(machine) = entry.assigned
+        {
+            self.orphans
+                .push((entry.name, machine, UnassignReason::Removed));
+        }
+        self.free_units.push(u);
+        if was_global {
+            self.refresh_global_reservations();
+            self.machines_changed = true;
+        }
+        self.room_freed = true;
+        self.mark_followers_dirty(name);
+        true
+    }
+
+    /// Enters a unit's patterns and followers in the indexes.
+    fn index_unit(&mut self, u: UnitId) {
+        let e = self.unit(u);
+        if e.fleet.global {
+            self.globals.insert(u);
+            return;
+        }
+        let conflicts = e.fleet.conflicts.clone();
+        let replaces = e.fleet.replaces.clone();
+        let leaders = e.fleet.machine_of.clone();
+        let name = e.name.clone();
+        let conflict_pids = self.intern_all(u, &conflicts);
+        let replace_pids = self.intern_all(u, &replaces);
+        let matched_by = self.patterns.matching(name.as_str());
+        let e = self.unit_mut(u);
+        e.conflict_pids = conflict_pids;
+        e.replace_pids = replace_pids;
+        e.matched_by = matched_by;
+        for leader in leaders {
+            let list = self.followers.entry(leader).or_default();
+            if !list.contains(&u) {
+                list.push(u);
+            }
+        }
+    }
+
+    /// Interns patterns for unit `u`, once each. A new pattern is added to
+    /// the `matched_by` of the other units it matches, and counted on the
+    /// machines of those that are placed.
+    fn intern_all(&mut self, u: UnitId, texts: &[String]) -> Vec<PatternId> {
+        let mut pids = Vec::with_capacity(texts.len());
+        for text in texts {
+            if self
+                .patterns
+                .lookup(text)
+                .is_some_and(|pid| pids.contains(&pid))
+            {
+                continue;
+            }
+            let (pid, new) = self.patterns.intern(text);
+            pids.push(pid);
+            if new {
+                self.link_new_pattern(u, pid, text);
+            }
+        }
+        pids
+    }
+
+    fn link_new_pattern(&mut self, u: UnitId, pid: PatternId, text: &str) {
+        let prefix = index::literal_prefix(text);
+        let hits: Vec<UnitId> = self
+            .names_with_prefix(prefix)
+            .filter(|(name, x)| *x != u && fleet::glob_match(text, name))
+            .map(|(_, x)| x)
+            .collect();
+        for x in hits {
+            let e = self.unit_mut(x);
+            if e.fleet.global {
+                continue;
+            }
+            let pos = e.matched_by.binary_search(&pid).unwrap_or_else(|p| p);
+            e.matched_by.insert(pos, pid);
+            if let Some(m) = e.placed
+                && let Some(p) = self.patterns.get_mut(pid)
+            {
+                count_up(&mut p.matches, m);
+            }
+        }
+    }
+
+    /// Drops a unit's patterns and followers from the indexes. The unit
+    /// must not be placed.
+    fn unindex_unit(&mut self, u: UnitId) {
+        debug_assert!(self.unit(u).placed.is_none(), "unindexing a placed unit");
+        if self.unit(u).fleet.global {
+            self.globals.remove(&u);
+            return;
+        }
+        let e = self.unit_mut(u);
+        let mut pids = std::mem::take(&mut e.conflict_pids);
+        pids.append(&mut e.replace_pids);
+        e.matched_by.clear();
+        let leaders = e.fleet.machine_of.clone();
+        for pid in pids {
+            if let Some((text, prefix)) = self.patterns.release(pid) {
+                let hits: Vec<UnitId> = self
+                    .names_with_prefix(&prefix)
+                    .filter(|(name, _)| fleet::glob_match(&text, name))
+                    .map(|(_, x)| x)
+                    .collect();
+                for x in hits {
+                    self.unit_mut(x).matched_by.retain(|&p| p != pid);
+                }
+            }
+        }
+        for leader in leaders {
+            if let Some(list) = self.followers.get_mut(&leader) {
+                list.retain(|&f| f != u);
+                if list.is_empty() {
+                    self.followers.remove(&leader);
+                }
+            }
+        }
+    }
+
+    /// Units whose names start with `prefix`, in name order.
+    fn names_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, UnitId)> + 'a {
+        self.unit_by_name
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(move |(name, _)| name.starts_with(prefix))
+            .map(|(name, &u)| (&**name, u))
+    }
+
+    // -----------------------------------------------------------------------
+    // Assignments.
+
+    /// Records an assignment seen in the store. The echo of a committed
+    /// decision changes nothing; an assignment the view did not expect
+    /// (another writer's, or one read at startup) is taken as the truth and
+    /// checked in the next plan. An assignment to a machine the view does
+    /// not know (it left) is unassigned and the unit placed again. When the
+    /// unit was assigned to another machine, that older assignment is
+    /// unassigned in the next plan ([`UnassignReason::Duplicate`]) unless
+    /// the store deletes it first.
+    pub fn set_assignment(
+        &mut self,
+        unit: &UnitName,
+        machine: &MachineId,
+    ) -> Result<(), PlacementError> {
+        let u = self.lookup(unit)?;
+        // The unit accounts for this assignment now.
+        self.orphans
+            .retain(|(o, m, _)| !(o == unit && m == machine));
+        let target = self.machine_by_id.get(machine).copied();
+        let e = self.unit_mut(u);
+        if e.assigned.as_ref() == Some(machine) && e.placed.is_some() && e.placed == target {
+            return Ok(());
+        }
+        if let Some(old) = e.assigned.replace(machine.clone())
+            && old != *machine
+        {
+            let name = e.name.clone();
+            self.orphans.push((name, old, UnassignReason::Duplicate));
+        }
+        let e = self.unit_mut(u);
+        e.pending_reason = None;
+        let global = e.fleet.global;
+        if e.placed != target || target.is_none() {
+            self.detach(u);
+            match target {
+                Some(m) if !global => self.attach(u, m),
+                Some(_) => self.unit_mut(u).pending_reason = Some(UnassignReason::Global),
+                None => self.unit_mut(u).pending_reason = Some(UnassignReason::MachineGone),
+            }
+        }
+        self.mark_dirty(u);
+        Ok(())
+    }
+
+    /// Records that an assignment was deleted from the store. When the view
+    /// has the unit somewhere else already (the echo of a move it planned),
+    /// or no longer has the unit (the echo of the unassignment of a removed
+    /// unit), nothing changes; otherwise the unit is unplaced and, if it
+    /// wants a machine, placed again in the next plan.
+    ///
+    /// Returns [`PlacementError::UnknownUnit`] when the view holds no such
+    /// unit: there is nothing to do then (typically the echo of the
+    /// unassignment of a removed unit), and the error only says so.
+    pub fn clear_assignment(
+        &mut self,
+        unit: &UnitName,
+        machine: &MachineId,
+    ) -> Result<(), PlacementError> {
+        self.orphans
+            .retain(|(u, m, _)| !(u == unit && m == machine));
+        let u = self.lookup(unit)?;
+        if self.unit(u).assigned.as_ref() != Some(machine) {
+            return Ok(());
+        }
+        let target = self.machine_by_id.get(machine).copied();
+        let e = self.unit_mut(u);
+        e.assigned = None;
+        e.pending_reason = None;
+        if e.placed.is_some() && e.placed == target {
+            self.detach(u);
+        }
+        self.mark_dirty(u);
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Placing and unplacing in the indexes.
+
+    /// Places unit `u` on machine `m` in every index. Its followers become
+    /// dirty, and so do the units it replaces there.
+    pub(crate) fn attach(&mut self, u: UnitId, m: Mx) {
+        let e = self.unit_mut(u);
+        debug_assert!(e.placed.is_none(), "attaching a placed unit");
+        e.placed = Some(m);
+        let (cpu, mem) = (e.cpu(), e.mem());
+        let conflicts = std::mem::take(&mut e.conflict_pids);
+        let replaces = std::mem::take(&mut e.replace_pids);
+        let matched = std::mem::take(&mut e.matched_by);
+        for &pid in &conflicts {
+            if let Some(p) = self.patterns.get_mut(pid) {
+                count_up(&mut p.conflict_holders, m);
+            }
+        }
+        for &pid in &replaces {
+            if let Some(p) = self.patterns.get_mut(pid) {
+                count_up(&mut p.replace_holders, m);
+            }
+        }
+        for &pid in &matched {
+            if let Some(p) = self.patterns.get_mut(pid) {
+                count_up(&mut p.matches, m);
+            }
+        }
+        let displaces = !replaces.is_empty();
+        let e = self.unit_mut(u);
+        e.conflict_pids = conflicts;
+        e.replace_pids = replaces;
+        e.matched_by = matched;
+        let name = e.name.clone();
+        let machine = self.machine_mut(m);
+        machine.units.insert(u);
+        machine.used_cpu = machine.used_cpu.saturating_add(cpu);
+        machine.used_mem = machine.used_mem.saturating_add(mem);
+        self.reindex(m);
+        self.mark_followers_dirty(&name);
+        if displaces {
+            let victims: Vec<UnitId> = self
+                .machine(m)
+                .units
+                .iter()
+                .copied()
+                .filter(|&x| self.displaces(u, x))
+                .collect();
+            for x in victims {
+                self.displaced.insert(x);
+                self.mark_dirty(x);
+            }
+        }
+    }
+
+    /// Unplaces unit `u` from every index, if it is placed. Its followers
+    /// become dirty, and units blocked for room are retried.
+    pub(crate) fn detach(&mut self, u: UnitId) {
+        let e = self.unit_mut(u);
+        let Some(m) = e.placed.take() else {
+            return;
+        };
+        let (cpu, mem) = (e.cpu(), e.mem());
+        let conflicts = std::mem::take(&mut e.conflict_pids);
+        let replaces = std::mem::take(&mut e.replace_pids);
+        let matched = std::mem::take(&mut e.matched_by);
+        for &pid in &conflicts {
+            if let Some(p) = self.patterns.get_mut(pid) {
+                count_down(&mut p.conflict_holders, m);
+            }
+        }
+        for &pid in &replaces {
+            if let Some(p) = self.patterns.get_mut(pid) {
+                count_down(&mut p.replace_holders, m);
+            }
+        }
+        for &pid in &matched {
+            if let Some(p) = self.patterns.get_mut(pid) {
+                count_down(&mut p.matches, m);
+            }
+        }
+        let e = self.unit_mut(u);
+        e.conflict_pids = conflicts;
+        e.replace_pids = replaces;
+        e.matched_by = matched;
+        let name = e.name.clone();
+        if let Some(machine) = self.machines[m as usize].as_mut() {
+            machine.units.remove(&u);
+            machine.used_cpu = machine.used_cpu.saturating_sub(cpu);
+            machine.used_mem = machine.used_mem.saturating_sub(mem);
+            self.reindex(m);
+        }
+        self.room_freed = true;
+        self.mark_followers_dirty(&name);
+    }
+
+    pub(crate) fn mark_dirty(&mut self, u: UnitId) {
+        if let Some(e) = self.units[u as usize].as_mut()
+            && !e.dirty
+        {
+            e.dirty = true;
+            self.dirty.push(u);
+        }
+    }
+
+    fn mark_followers_dirty(&mut self, leader: &UnitName) {
+        let Some(list) = self.followers.get(leader) else {
+            return;
+        };
+        let list = list.clone();
+        for f in list {
+            self.mark_dirty(f);
+        }
+    }
+
+    /// Whether placed unit `a` displaces unit `b` from their machine.
+    pub(crate) fn displaces(&self, a: UnitId, b: UnitId) -> bool {
+        let (a, b) = (self.unit(a), self.unit(b));
+        fleet::unit_displaces(a.name.as_str(), &a.fleet, b.name.as_str(), &b.fleet)
+    }
+
+    // -----------------------------------------------------------------------
+    // Slots.
+
+    pub(crate) fn unit(&self, u: UnitId) -> &UnitEntry {
+        // A UnitId is only held while its slot is live: remove_unit drops
+        // it from every index before freeing the slot, and the dirty queue
+        // is filtered with get_unit.
+        self.units[u as usize]
+            .as_ref()
+            .expect("a unit id held by an index names a live unit")
+    }
+
+    pub(crate) fn unit_mut(&mut self, u: UnitId) -> &mut UnitEntry {
+        // As in `unit`.
+        self.units[u as usize]
+            .as_mut()
+            .expect("a unit id held by an index names a live unit")
+    }
+
+    pub(crate) fn get_unit(&self, u: UnitId) -> Option<&UnitEntry> {
+        self.units.get(u as usize)?.as_ref()
+    }
+
+    pub(crate) fn machine(&self, m: Mx) -> &MachineEntry {
+        // A machine slot is only held while live: remove_machine detaches
+        // its units and drops it from every index before freeing the slot.
+        self.machines[m as usize]
+            .as_ref()
+            .expect("a machine slot held by an index names a live machine")
+    }
+
+    fn machine_mut(&mut self, m: Mx) -> &mut MachineEntry {
+        // As in `machine`.
+        self.machines[m as usize]
+            .as_mut()
+            .expect("a machine slot held by an index names a live machine")
+    }
+
+    pub(crate) fn lookup_name(&self, name: &UnitName) -> Option<UnitId> {
+        self.unit_by_name.get(name.as_str()).copied()
+    }
+
+    fn lookup(&self, name: &UnitName) -> Result<UnitId, PlacementError> {
+        self.lookup_name(name)
+            .ok_or_else(|| PlacementError::UnknownUnit(name.clone()))
+    }
+
+    // -----------------------------------------------------------------------
+    // Reading.
+
+    /// How many machines the view holds.
+    pub fn machine_count(&self) -> usize {
+        self.machine_by_id.len()
+    }
+
+    /// How many units the view holds.
+    pub fn unit_count(&self) -> usize {
+        self.unit_by_name.len()
+    }
+
+    /// The machine the view has the unit on now. After a plan this is what
+    /// its decisions committed; between plans, a unit whose machine left is
+    /// on none.
+    pub fn placement(&self, unit: &UnitName) -> Option<&MachineId> {
+        let u = self.lookup_name(unit)?;
+        let m = self.unit(u).placed?;
+        Some(&self.machine(m).machine.id)
+    }
+
+    /// The units the view has on a machine, by name.
+    pub fn units_on(&self, machine: &MachineId) -> Vec<&UnitName> {
+        let Some(&m) = self.machine_by_id.get(machine) else {
+            return Vec::new();
+        };
+        let mut names: Vec<&UnitName> = self
+            .machine(m)
+            .units
+            .iter()
+            .map(|&u| &self.unit(u).name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Why a unit that wants a machine has none, as last reported.
+    pub fn unschedulable_reason(&self, unit: &UnitName) -> Option<&str> {
+        let u = self.lookup_name(unit)?;
+        self.unit(u).blocked.as_ref().map(|b| b.reason.as_str())
+    }
+
+    /// Whether a plan would have something to look at: units changed, or a
+    /// limited plan left some.
+    pub fn has_pending_work(&self) -> bool {
+        !self.orphans.is_empty()
+            || self
+                .dirty
+                .iter()
+                .any(|&u| self.get_unit(u).is_some_and(|e| e.dirty))
+            || (self.room_freed && !self.blocked_room.is_empty())
+            || (self.machines_changed
+                && !(self.blocked_room.is_empty() && self.blocked_machines.is_empty()))
+    }
+
+    // -----------------------------------------------------------------------
+    // Consistency.
+
+    /// Checks every index against a recomputation from the machines and
+    /// units, and, when no plan is pending, that every placed unit satisfies
+    /// its constraints. Costs a pass over everything: for tests.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        self.check_indexes()?;
+        if !self.has_pending_work() {
+            self.check_placements()?;
+        }
+        Ok(())
+    }
+
+    fn check_indexes(&self) -> Result<(), String> {
+        let settled = !self.has_pending_work();
+        // Machines: load, usage, reservations, orderings.
+        let mut live_machines = 0;
+        for (mx, entry) in self.machines.iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            live_machines += 1;
+            let mx = mx as Mx;
+            let label = entry.label();
+            if self.machine_by_id.get(&entry.machine.id) != Some(&mx) {
+                return Err(format!("{label}: not indexed by id"));
+            }
+            let placed: BTreeSet<UnitId> = self
+                .units
+                .iter()
+                .enumerate()
+                .filter_map(|(u, e)| (e.as_ref()?.placed == Some(mx)).then_some(u as UnitId))
+                .collect();
+            if placed != entry.units {
+                return Err(format!("{label}: unit set {:?} != {placed:?}", entry.units));
+            }
+            let cpu: u64 = placed.iter().map(|&u| self.unit(u).cpu()).sum();
+            let mem: u64 = placed.iter().map(|&u| self.unit(u).mem()).sum();
+            if (cpu, mem) != (entry.used_cpu, entry.used_mem) {
+                return Err(format!(
+                    "{label}: used ({}, {}) != ({cpu}, {mem})",
+                    entry.used_cpu, entry.used_mem
+                ));
+            }
+            if self.global_reservation(&entry.machine) != (entry.global_cpu, entry.global_mem) {
+                return Err(format!("{label}: global reservation is stale"));
+            }
+            if entry.compute_keys(mx) != entry.keys {
+                return Err(format!("{label}: stale order keys"));
+            }
+            if !self.all.holds(&entry.keys) {
+                return Err(format!("{label}: missing from the cluster orderings"));
+            }
+            for (k, v) in &entry.machine.metadata {
+                let held = self
+                    .by_metadata
+                    .get(k)
+                    .and_then(|vs| vs.get(v))
+                    .is_some_and(|s| s.holds(&entry.keys));
+                if !held {
+                    return Err(format!("{label}: missing from the orderings of {k}={v}"));
+                }
+            }
+        }
+        if self.all.len() != live_machines || self.machine_by_id.len() != live_machines {
+            return Err("machine count mismatch".to_owned());
+        }
+        let indexed: usize = self
+            .by_metadata
+            .values()
+            .flat_map(|vs| vs.values())
+            .map(OrderSets::len)
+            .sum();
+        let pairs: usize = self
+            .machines
+            .iter()
+            .flatten()
+            .map(|m| m.machine.metadata.len())
+            .sum();
+        if indexed != pairs {
+            return Err(format!(
+                "metadata index holds {indexed} entries for {pairs} pairs"
+            ));
+        }
+
+        // Units: names, patterns, followers, globals.
+        let mut refs: HashMap<PatternId, u32> = HashMap::new();
+        let mut conflict_holders: HashMap<PatternId, HashMap<Mx, u32>> = HashMap::new();
+        let mut replace_holders: HashMap<PatternId, HashMap<Mx, u32>> = HashMap::new();
+        let mut matches: HashMap<PatternId, HashMap<Mx, u32>> = HashMap::new();
+        let mut followers: HashMap<UnitName, BTreeSet<UnitId>> = HashMap::new();
+        let mut live_units = 0;
+        for (u, e) in self.units.iter().enumerate() {
+            let Some(e) = e else { continue };
+            live_units += 1;
+            let u = u as UnitId;
+            let name = &e.name;
+            if self.lookup_name(name) != Some(u) {
+                return Err(format!("{name}: not indexed by name"));
+            }
+            if e.fleet.global != self.globals.contains(&u) {
+                return Err(format!("{name}: global set is stale"));
+            }
+            if e.fleet.global {
+                if e.placed.is_some() {
+                    return Err(format!("{name}: a global unit is placed"));
+                }
+                continue;
+            }
+            if let Some(m) = e.placed {
+                let id = &self.machine(m).machine.id;
+                if settled && e.assigned.as_ref() != Some(id) {
+                    return Err(format!(
+                        "{name}: placed on {id} but assigned {:?}",
+                        e.assigned
+                    ));
+                }
+            }
+            let texts = |pids: &[PatternId]| -> Result<Vec<String>, String> {
+                pids.iter()
+                    .map(|&p| {
+                        self.patterns
+                            .get(p)
+                            .map(|p| p.text.clone())
+                            .ok_or_else(|| format!("{name}: dead pattern {p}"))
+                    })
+                    .collect()
+            };
+            let mut want: Vec<String> = e.fleet.conflicts.clone();
+            let mut have = texts(&e.conflict_pids)?;
+            want.sort();
+            want.dedup();
+            have.sort();
+            if want != have {
+                return Err(format!("{name}: conflict patterns {have:?} != {want:?}"));
+            }
+            let mut want: Vec<String> = e.fleet.replaces.clone();
+            let mut have = texts(&e.replace_pids)?;
+            want.sort();
+            want.dedup();
+            have.sort();
+            if want != have {
+                return Err(format!("{name}: replace patterns {have:?} != {want:?}"));
+            }
+            let expect_matched = self.patterns.matching(name.as_str());
+            if expect_matched != e.matched_by {
+                return Err(format!(
+                    "{name}: matched_by {:?} != {expect_matched:?}",
+                    e.matched_by
+                ));
+            }
+            for &p in e.conflict_pids.iter().chain(&e.replace_pids) {
+                *refs.entry(p).or_default() += 1;
+            }
+            if let Some(m) = e.placed {
+                for &p in &e.conflict_pids {
+                    count_up(conflict_holders.entry(p).or_default(), m);
+                }
+                for &p in &e.replace_pids {
+                    count_up(replace_holders.entry(p).or_default(), m);
+                }
+                for &p in &e.matched_by {
+                    count_up(matches.entry(p).or_default(), m);
+                }
+            }
+            for leader in &e.fleet.machine_of {
+                followers.entry(leader.clone()).or_default().insert(u);
+            }
+        }
+        if live_units != self.unit_by_name.len() {
+            return Err("unit count mismatch".to_owned());
+        }
+        for (pid, p) in self.patterns.iter() {
+            let text = &p.text;
+            if self.patterns.refs(pid) != refs.get(&pid).copied().unwrap_or(0) {
+                return Err(format!("pattern {text:?}: stale reference count"));
+            }
+            let empty = HashMap::new();
+            if p.conflict_holders != *conflict_holders.get(&pid).unwrap_or(&empty) {
+                return Err(format!("pattern {text:?}: stale conflict holders"));
+            }
+            if p.replace_holders != *replace_holders.get(&pid).unwrap_or(&empty) {
+                return Err(format!("pattern {text:?}: stale replace holders"));
+            }
+            if p.matches != *matches.get(&pid).unwrap_or(&empty) {
+                return Err(format!("pattern {text:?}: stale matches"));
+            }
+        }
+        if refs.keys().any(|&p| self.patterns.get(p).is_none()) {
+            return Err("a unit holds a dead pattern".to_owned());
+        }
+        let have: HashMap<UnitName, BTreeSet<UnitId>> = self
+            .followers
+            .iter()
+            .map(|(l, fs)| (l.clone(), fs.iter().copied().collect()))
+            .collect();
+        if have != followers {
+            return Err("followers index is stale".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Every placed unit satisfies its constraints, but for two that the
+    /// view lets stand on purpose: resources on a machine whose capacity
+    /// shrank, and conflicts with global units that came later.
+    fn check_placements(&self) -> Result<(), String> {
+        for entry in self.machines.iter().flatten() {
+            let label = entry.label();
+            let units: Vec<&UnitEntry> = entry.units.iter().map(|&u| self.unit(u)).collect();
+            for a in &units {
+                let name = &a.name;
+                if !a.wants {
+                    return Err(format!("{name} is inactive but placed on {label}"));
+                }
+                if !a.fleet.machine_id_matches(entry.machine.id.as_str()) {
+                    return Err(format!(
+                        "{name} is on {label}, which its MachineID does not name"
+                    ));
+                }
+                if !a.fleet.metadata_matches(&entry.machine.metadata) {
+                    return Err(format!(
+                        "{name} is on {label}, whose metadata does not match"
+                    ));
+                }
+                for leader in &a.fleet.machine_of {
+                    let beside = self.lookup_name(leader).is_some_and(|l| {
+                        let l = self.unit(l);
+                        if l.fleet.global {
+                            l.wants && l.fleet.metadata_matches(&entry.machine.metadata)
+                        } else {
+                            l.placed
+                                .is_some_and(|m| self.machine(m).machine.id == entry.machine.id)
+                        }
+                    });
+                    if !beside {
+                        return Err(format!("{name} is on {label} without {leader}"));
+                    }
+                }
+                for b in &units {
+                    let other = &b.name;
+                    if fleet::units_conflict(name.as_str(), &a.fleet, other.as_str(), &b.fleet) {
+                        return Err(format!("{name} and {other} conflict on {label}"));
+                    }
+                    if fleet::unit_displaces(name.as_str(), &a.fleet, other.as_str(), &b.fleet) {
+                        return Err(format!("{name} replaces {other}, yet both are on {label}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
