@@ -235,8 +235,9 @@ mod tests {
 
     #[test]
     fn options_and_text_round_trip() {
-        let (file, diags) =
-            UnitFile::parse("[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\nEnvironment=\n");
+        let (file, diags) = UnitFile::parse(
+            "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\nEnvironment=\n",
+        );
         assert!(diags.is_empty());
         let options = options_of(&file);
         assert_eq!(options.len(), 3);

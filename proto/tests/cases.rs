@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 //! Behaviour as data: every file in `tests/data/` holds cases of unit text
 //! in and options or diagnostics out.
 //!
@@ -19,6 +18,7 @@
 //! Lines before the first `===` are comments. When the expected output
 //! changes on purpose, run with `UPDATE_EXPECT=1` to rewrite the files, then
 //! read the diff before committing it.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -1,10 +1,24 @@
-//! flotilla's scheduler: the store contract and its backends (embedded and
-//! etcd), leader election with fencing, placement, the reconcile loop and
-//! machine liveness. See `DESIGN.md` at the repository root for the map.
+//! flotilla's scheduler: the store contract and its backends, the control
+//! plane over it, leader election with fencing, placement, and the
+//! reconcile loop. `docs/architecture.md` walks through them.
 //!
 //! - [`store`]: the store contract (etcd v3 semantics) and its local
 //!   backends, [`store::MemoryStore`] for tests and the durable
 //!   [`store::EmbeddedStore`].
+//! - [`keys`] and [`records`]: where everything lives in the store, and as
+//!   what.
+//! - [`control`] and [`cluster`]: everything the API asks of the control
+//!   plane, and its implementation over the store.
+//! - [`leader`]: leader election, and the fence every leader write carries.
+//! - `placement`: which machine each unit runs on (pure, no I/O).
+//! - [`reconciler`]: the leader's loop from watch events to committed
+//!   placements.
 
+pub mod cluster;
+pub mod control;
+pub mod keys;
+pub mod leader;
 pub mod placement;
+pub mod reconciler;
+pub mod records;
 pub mod store;

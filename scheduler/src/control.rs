@@ -1,0 +1,158 @@
+//! The control plane's whole surface, as the HTTP API sees it.
+//!
+//! Every API route parses its request, calls one method here, and prints
+//! the answer; no scheduling logic lives in the API. [`ControlPlane`] is
+//! implemented over the store by [`crate::cluster::Cluster`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use flotilla_proto::wire::{
+    MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, StatePage, StateReport,
+    Unit, UnitPage, UnitPut,
+};
+use flotilla_proto::{Machine, MachineId, UnitFileError, UnitName};
+
+/// Which page of a listing to return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The `nextPageToken` of the previous page, if any.
+    pub token: Option<String>,
+    /// At most this many items; `None` for the server's default.
+    pub limit: Option<usize>,
+}
+
+/// The largest page the server returns, whatever the request asks.
+pub const MAX_PAGE: usize = 1000;
+
+/// Filters for `GET /v1/state`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateFilter {
+    pub unit: Option<UnitName>,
+    pub machine: Option<MachineId>,
+}
+
+/// What `PUT /v1/units/{name}` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The unit did not exist and was created (201).
+    Created,
+    /// The unit existed; its contents or desired state changed, or nothing
+    /// needed to (204).
+    Updated,
+}
+
+/// What can go wrong, and what it means for the caller. Each variant maps
+/// to exactly one HTTP status in the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The unit file does not parse or validate (400); nothing was stored.
+    #[error("{0}")]
+    InvalidUnit(#[from] UnitFileError),
+    /// The request is malformed in another way (400); nothing was stored.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The named unit, machine or template does not exist (404).
+    #[error("{what} does not exist")]
+    NotFound { what: String },
+    /// The request conflicts with the current state (409), e.g. new
+    /// contents for an existing unit without `replace`.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store cannot be reached or is too slow (503); temporary: the
+    /// caller may retry. Nothing was changed, or the change is not known to
+    /// have happened.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or corrupt data (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Everything the API can ask of the control plane.
+pub trait ControlPlane: Send + Sync + 'static {
+    // ---- units ----
+
+    /// Units in name order, a page at a time.
+    fn list_units(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<UnitPage, ControlError>> + Send;
+
+    fn get_unit(&self, name: &UnitName) -> impl Future<Output = Result<Unit, ControlError>> + Send;
+
+    /// Creates a unit, replaces its contents, or changes its desired state.
+    /// An instance (`web@1.service`) with no contents of its own is created
+    /// from its template's. Validation happens before anything is written.
+    fn put_unit(
+        &self,
+        name: &UnitName,
+        put: UnitPut,
+    ) -> impl Future<Output = Result<PutOutcome, ControlError>> + Send;
+
+    /// Removes a unit, its assignment and its reported state.
+    fn delete_unit(&self, name: &UnitName)
+    -> impl Future<Output = Result<(), ControlError>> + Send;
+
+    /// Waits until something under the units, assignments or states
+    /// changed after store revision `index`, or `wait` passed; returns the
+    /// revision now. Clients that block until units reach a state use it
+    /// instead of polling.
+    fn wait_for_change(
+        &self,
+        index: i64,
+        wait: Duration,
+    ) -> impl Future<Output = Result<i64, ControlError>> + Send;
+
+    // ---- observed state and machines ----
+
+    fn list_states(
+        &self,
+        filter: StateFilter,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<StatePage, ControlError>> + Send;
+
+    fn list_machines(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<MachinePage, ControlError>> + Send;
+
+    /// Sets or removes metadata keys of a live machine.
+    fn patch_machine(
+        &self,
+        id: &MachineId,
+        patch: MachinePatch,
+    ) -> impl Future<Output = Result<MachineResource, ControlError>> + Send;
+
+    // ---- agents ----
+
+    /// Registers (or re-registers) a machine on a new lease.
+    fn register_machine(
+        &self,
+        machine: Machine,
+    ) -> impl Future<Output = Result<Registration, ControlError>> + Send;
+
+    /// Keeps a machine's lease alive; `NotFound` when the lease expired and
+    /// the agent must register again.
+    fn heartbeat(
+        &self,
+        id: &MachineId,
+        lease: i64,
+    ) -> impl Future<Output = Result<Registration, ControlError>> + Send;
+
+    /// What the machine should run. With `index`, waits up to `wait` for a
+    /// change after that revision (long poll).
+    fn machine_units(
+        &self,
+        id: &MachineId,
+        index: Option<i64>,
+        wait: Duration,
+    ) -> impl Future<Output = Result<MachineUnits, ControlError>> + Send;
+
+    /// Records a batch of observed states from a machine's agent.
+    fn report_states(
+        &self,
+        id: &MachineId,
+        report: StateReport,
+    ) -> impl Future<Output = Result<(), ControlError>> + Send;
+}

@@ -1,0 +1,175 @@
+//! Where everything lives in the store, under one prefix (default
+//! `/flotilla/v1/`):
+//!
+//! | key | value | written by |
+//! |---|---|---|
+//! | `units/<unit>` | [`UnitRecord`](crate::records::UnitRecord) | any server (user writes) |
+//! | `global/<unit>` | empty: marks a `Global` unit | any server, with the unit |
+//! | `assign/<machine>/<unit>` | empty | the leader, fenced |
+//! | `sched/<unit>` | [`SchedRecord`](crate::records::SchedRecord): where it is placed, or why not | the leader, fenced |
+//! | `machines/<id>` | `Machine` JSON, on the machine's lease | the machine's agent (through a server) |
+//! | `state/<unit>/<machine>` | `UnitState` JSON | the machine's agent (through a server) |
+//! | `leader` | [`LeaderRecord`](crate::records::LeaderRecord), on the leader's lease | the leader |
+//!
+//! Assignments are under a per-machine prefix so that an agent's watch sees
+//! only its own work (fleet woke every machine on every change).
+
+use flotilla_proto::{MachineId, UnitName};
+
+/// The default prefix of every key.
+pub const DEFAULT_PREFIX: &str = "/flotilla/v1/";
+
+/// Builds and parses keys under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Keys {
+    /// Keys under `prefix`; a missing trailing `/` is added.
+    pub fn new(prefix: &str) -> Keys {
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Keys { prefix }
+    }
+
+    /// The prefix every key starts with.
+    pub fn root(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn units(&self) -> String {
+        format!("{}units/", self.prefix)
+    }
+
+    pub fn unit(&self, unit: &UnitName) -> String {
+        format!("{}units/{unit}", self.prefix)
+    }
+
+    pub fn globals(&self) -> String {
+        format!("{}global/", self.prefix)
+    }
+
+    pub fn global(&self, unit: &UnitName) -> String {
+        format!("{}global/{unit}", self.prefix)
+    }
+
+    pub fn assignments(&self) -> String {
+        format!("{}assign/", self.prefix)
+    }
+
+    pub fn machine_assignments(&self, machine: &MachineId) -> String {
+        format!("{}assign/{machine}/", self.prefix)
+    }
+
+    pub fn assignment(&self, machine: &MachineId, unit: &UnitName) -> String {
+        format!("{}assign/{machine}/{unit}", self.prefix)
+    }
+
+    pub fn scheds(&self) -> String {
+        format!("{}sched/", self.prefix)
+    }
+
+    pub fn sched(&self, unit: &UnitName) -> String {
+        format!("{}sched/{unit}", self.prefix)
+    }
+
+    pub fn machines(&self) -> String {
+        format!("{}machines/", self.prefix)
+    }
+
+    pub fn machine(&self, machine: &MachineId) -> String {
+        format!("{}machines/{machine}", self.prefix)
+    }
+
+    pub fn states(&self) -> String {
+        format!("{}state/", self.prefix)
+    }
+
+    pub fn unit_states(&self, unit: &UnitName) -> String {
+        format!("{}state/{unit}/", self.prefix)
+    }
+
+    pub fn state(&self, unit: &UnitName, machine: &MachineId) -> String {
+        format!("{}state/{unit}/{machine}", self.prefix)
+    }
+
+    pub fn leader(&self) -> String {
+        format!("{}leader", self.prefix)
+    }
+
+    /// What a key under this prefix is, or `None` for keys flotilla does
+    /// not write (or that do not parse).
+    pub fn parse(&self, key: &str) -> Option<Key> {
+        let rest = key.strip_prefix(&self.prefix)?;
+        let (kind, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let unit = |s: &str| UnitName::parse(s).ok();
+        let machine = |s: &str| MachineId::parse(s).ok();
+        Some(match kind {
+            "units" => Key::Unit(unit(rest)?),
+            "global" => Key::Global(unit(rest)?),
+            "sched" => Key::Sched(unit(rest)?),
+            "machines" => Key::Machine(machine(rest)?),
+            "assign" => {
+                let (m, u) = rest.split_once('/')?;
+                Key::Assignment(machine(m)?, unit(u)?)
+            }
+            "state" => {
+                let (u, m) = rest.split_once('/')?;
+                Key::State(unit(u)?, machine(m)?)
+            }
+            "leader" if rest.is_empty() => Key::Leader,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Unit(UnitName),
+    Global(UnitName),
+    Assignment(MachineId, UnitName),
+    Sched(UnitName),
+    Machine(MachineId),
+    State(UnitName, MachineId),
+    Leader,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let keys = Keys::new("/x");
+        let u = UnitName::parse("web@1.service").unwrap();
+        let m = MachineId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(keys.unit(&u), "/x/units/web@1.service");
+        assert_eq!(keys.parse(&keys.unit(&u)), Some(Key::Unit(u.clone())));
+        assert_eq!(keys.parse(&keys.global(&u)), Some(Key::Global(u.clone())));
+        assert_eq!(keys.parse(&keys.sched(&u)), Some(Key::Sched(u.clone())));
+        assert_eq!(keys.parse(&keys.machine(&m)), Some(Key::Machine(m.clone())));
+        assert_eq!(
+            keys.parse(&keys.assignment(&m, &u)),
+            Some(Key::Assignment(m.clone(), u.clone()))
+        );
+        assert_eq!(
+            keys.parse(&keys.state(&u, &m)),
+            Some(Key::State(u, m.clone()))
+        );
+        assert_eq!(keys.parse(&keys.leader()), Some(Key::Leader));
+        assert_eq!(keys.parse("/x/units/bad name"), None);
+        assert_eq!(keys.parse("/y/units/a.service"), None);
+        assert_eq!(keys.parse("/x/other/a"), None);
+        assert!(keys.machine_assignments(&m).ends_with('/'));
+    }
+}

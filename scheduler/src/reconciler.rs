@@ -1,0 +1,411 @@
+//! The leader's reconcile loop: keeps a [`PlacementView`] of the cluster up
+//! to date from the store's watch, plans, and commits the decisions as
+//! fenced transactions.
+//!
+//! - It reacts to watch events, never to a timer: a unit submitted, a
+//!   machine joining or leaving (its lease expiring), an assignment written.
+//! - It commits assignments in batches: one transaction carries many
+//!   decisions, each transaction fenced on the leadership
+//!   ([`Leadership::fence`]), so a deposed leader writes nothing.
+//! - A store error is retried with backoff, with the view as it was; nothing
+//!   is unscheduled because the store is slow or down. Only a machine's
+//!   lease ending (its key deleted) moves its units.
+//! - When the watch falls behind the store's history (`Compacted`), or after
+//!   a failed commit whose outcome is unknown, the view is rebuilt from a
+//!   fresh read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::{Machine, UnitName, UnitSpec};
+
+use crate::keys::{Key, Keys};
+use crate::leader::Leadership;
+use crate::placement::{Decision, PlacementView, Strategy, UnassignReason, UnitInput};
+use crate::records::{self, SchedRecord, UnitRecord};
+use crate::store::{KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, WatchEvent};
+
+/// Settings of the reconcile loop.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    pub keys: Keys,
+    pub strategy: Strategy,
+    /// At most this many units planned before their decisions are
+    /// committed, so a leader starting with a million units commits as it
+    /// goes.
+    pub plan_batch: usize,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        ReconcilerConfig {
+            keys: Keys::default(),
+            strategy: Strategy::default(),
+            plan_batch: 10_000,
+        }
+    }
+}
+
+/// Why the loop returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// This server is no longer the leader: a fenced write failed or the
+    /// lease was lost. Campaign again.
+    #[error("leadership lost")]
+    LeadershipLost,
+    /// Shutdown was asked for.
+    #[error("shut down")]
+    Shutdown,
+    /// The store failed in a way retrying will not fix.
+    #[error("store failed: {0}")]
+    Store(StoreError),
+}
+
+/// Runs the reconcile loop while `leadership` lasts.
+pub async fn run(
+    store: Arc<dyn Store>,
+    leadership: &Leadership,
+    config: &ReconcilerConfig,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> ReconcileError {
+    let mut backoff = Backoff::default();
+    loop {
+        let r = tokio::select! {
+            r = reconcile(&store, leadership, config) => r,
+            _ = leadership.lost() => return ReconcileError::LeadershipLost,
+            _ = shutdown.wait_for(|s| *s) => return ReconcileError::Shutdown,
+        };
+        match r {
+            ReconcileError::Store(e)
+                if e.is_temporary() || matches!(e, StoreError::Compacted { .. }) =>
+            {
+                tracing::warn!("reconcile loop restarts after a store error: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next()) => {}
+                    _ = leadership.lost() => return ReconcileError::LeadershipLost,
+                    _ = shutdown.wait_for(|s| *s) => return ReconcileError::Shutdown,
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Reads the cluster, then follows its changes; returns only on error.
+async fn reconcile(
+    store: &Arc<dyn Store>,
+    leadership: &Leadership,
+    config: &ReconcilerConfig,
+) -> ReconcileError {
+    let keys = &config.keys;
+    let (mut view, revision, stray) = match load(&**store, config).await {
+        Ok(v) => v,
+        Err(e) => return ReconcileError::Store(e),
+    };
+    if let Err(e) = commit(&**store, leadership, stray).await {
+        return e;
+    }
+    tracing::info!(
+        machines = view.machine_count(),
+        units = view.unit_count(),
+        revision,
+        "leading: placement view loaded"
+    );
+    let mut watch = match store.watch(keys.root(), revision + 1).await {
+        Ok(w) => w,
+        Err(e) => return ReconcileError::Store(e),
+    };
+    loop {
+        if let Err(e) = plan_and_commit(&**store, leadership, config, &mut view).await {
+            return e;
+        }
+        let events = match watch.next().await {
+            Ok(events) => events,
+            Err(e) => return ReconcileError::Store(e),
+        };
+        let mut stray = Vec::new();
+        for event in &events {
+            apply(keys, &mut view, event, &mut stray);
+        }
+        if !stray.is_empty()
+            && let Err(e) = commit(&**store, leadership, stray).await
+        {
+            return e;
+        }
+    }
+}
+
+/// Builds the view from a consistent-enough read: units, then machines,
+/// then assignments. Returns the revision to watch from (that of the first
+/// read: later changes are seen again through the watch and are
+/// idempotent), and the deletes of assignments whose unit is gone.
+async fn load(
+    store: &dyn Store,
+    config: &ReconcilerConfig,
+) -> Result<(PlacementView, u64, Vec<TxnOp>), StoreError> {
+    let keys = &config.keys;
+    let mut view = PlacementView::new(config.strategy);
+    let (units, revision) = range_all(store, &keys.units()).await?;
+    for kv in &units {
+        if let Some(Key::Unit(name)) = keys.parse(&kv.key)
+            && let Some(input) = unit_input(&name, kv)
+        {
+            view.put_unit(name, input);
+        }
+    }
+    let (machines, _) = range_all(store, &keys.machines()).await?;
+    for kv in &machines {
+        if let Some(machine) = machine_of(kv) {
+            view.put_machine(machine);
+        }
+    }
+    let (assignments, _) = range_all(store, &keys.assignments()).await?;
+    let mut stray = Vec::new();
+    for kv in &assignments {
+        if let Some(Key::Assignment(machine, unit)) = keys.parse(&kv.key)
+            && view.set_assignment(&unit, &machine).is_err()
+        {
+            // An assignment of a unit that no longer exists.
+            stray.push(TxnOp::delete(kv.key.clone()));
+        }
+    }
+    Ok((view, revision, stray))
+}
+
+/// Every key under a prefix, a page at a time; the revision of the first
+/// page.
+async fn range_all(store: &dyn Store, prefix: &str) -> Result<(Vec<KeyValue>, u64), StoreError> {
+    const PAGE: usize = 10_000;
+    let mut out = Vec::new();
+    let mut first_revision = None;
+    let mut after: Option<String> = None;
+    loop {
+        let mut options = RangeOptions::default().limit(PAGE);
+        if let Some(a) = after.take() {
+            options = options.start_after(a);
+        }
+        let page = store.range(prefix, options).await?;
+        first_revision.get_or_insert(page.revision);
+        let more = page.more;
+        after = page.kvs.last().map(|kv| kv.key.clone());
+        out.extend(page.kvs);
+        if !more {
+            break;
+        }
+    }
+    Ok((out, first_revision.unwrap_or(0)))
+}
+
+fn unit_input(name: &UnitName, kv: &KeyValue) -> Option<UnitInput> {
+    if name.is_template() {
+        // Templates are never placed; their instances are units of their own.
+        return None;
+    }
+    let record: UnitRecord = match records::decode(&kv.key, &kv.value) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("skipping unit {name}: {e}");
+            return None;
+        }
+    };
+    match UnitSpec::check_named(name.as_str(), name, &record.text) {
+        Ok(checked) => Some(UnitInput::from_spec(&checked.spec, record.desired_state)),
+        Err(e) => {
+            tracing::error!("skipping unit {name}, whose stored file does not check: {e}");
+            None
+        }
+    }
+}
+
+fn machine_of(kv: &KeyValue) -> Option<Machine> {
+    match records::decode(&kv.key, &kv.value) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::error!("skipping machine: {e}");
+            None
+        }
+    }
+}
+
+/// Applies one watch event to the view. Assignments of units the view does
+/// not hold (their unit was destroyed) are collected in `stray` for
+/// deletion.
+fn apply(keys: &Keys, view: &mut PlacementView, event: &WatchEvent, stray: &mut Vec<TxnOp>) {
+    let Some(key) = keys.parse(event.key()) else {
+        return;
+    };
+    match (key, event) {
+        (Key::Unit(name), WatchEvent::Put { kv, .. }) => match unit_input(&name, kv) {
+            Some(input) => view.put_unit(name, input),
+            None => {
+                view.remove_unit(&name);
+            }
+        },
+        (Key::Unit(name), WatchEvent::Delete { .. }) => {
+            view.remove_unit(&name);
+        }
+        (Key::Machine(_), WatchEvent::Put { kv, .. }) => {
+            if let Some(machine) = machine_of(kv) {
+                view.put_machine(machine);
+            }
+        }
+        (Key::Machine(id), WatchEvent::Delete { .. }) => {
+            tracing::info!(machine = %id, "machine left the cluster");
+            view.remove_machine(&id);
+        }
+        (Key::Assignment(machine, unit), WatchEvent::Put { kv, .. }) => {
+            let known = view.set_assignment(&unit, &machine).is_ok();
+            if !known {
+                stray.push(TxnOp::delete(kv.key.clone()));
+            }
+        }
+        (Key::Assignment(machine, unit), WatchEvent::Delete { .. }) => {
+            let _ = view.clear_assignment(&unit, &machine);
+        }
+        _ => {}
+    }
+}
+
+/// Plans and commits until the view has nothing left to decide.
+async fn plan_and_commit(
+    store: &dyn Store,
+    leadership: &Leadership,
+    config: &ReconcilerConfig,
+    view: &mut PlacementView,
+) -> Result<(), ReconcileError> {
+    loop {
+        let decisions = view.plan_batch(config.plan_batch);
+        if decisions.is_empty() && !view.has_pending_work() {
+            return Ok(());
+        }
+        let ops = decision_ops(&config.keys, &decisions);
+        commit(store, leadership, ops).await?;
+        if decisions.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// The store writes for a list of decisions, one write per key (the last
+/// decision about a key wins), in the order the keys were first touched.
+fn decision_ops(keys: &Keys, decisions: &[Decision]) -> Vec<TxnOp> {
+    let mut order: Vec<String> = Vec::new();
+    let mut ops: HashMap<String, TxnOp> = HashMap::new();
+    let mut set = |key: String, op: TxnOp| {
+        if ops.insert(key.clone(), op).is_none() {
+            order.push(key);
+        }
+    };
+    for d in decisions {
+        match d {
+            Decision::Assign { unit, machine } => {
+                tracing::info!(%unit, %machine, "assign");
+                let key = keys.assignment(machine, unit);
+                set(key.clone(), TxnOp::put(key, Vec::new()));
+                let sched = SchedRecord {
+                    machine: Some(machine.clone()),
+                    reason: None,
+                };
+                let key = keys.sched(unit);
+                set(key.clone(), TxnOp::put(key, records::encode(&sched)));
+            }
+            Decision::Unassign {
+                unit,
+                machine,
+                reason,
+            } => {
+                tracing::info!(%unit, %machine, %reason, "unassign");
+                let key = keys.assignment(machine, unit);
+                set(key.clone(), TxnOp::delete(key));
+                let key = keys.sched(unit);
+                match reason {
+                    UnassignReason::Removed | UnassignReason::Inactive | UnassignReason::Global => {
+                        set(key.clone(), TxnOp::delete(key));
+                    }
+                    _ => {
+                        let sched = SchedRecord {
+                            machine: None,
+                            reason: Some(format!("unassigned from {machine}: {reason}")),
+                        };
+                        set(key.clone(), TxnOp::put(key, records::encode(&sched)));
+                    }
+                }
+            }
+            Decision::Unschedulable { unit, reason } => {
+                tracing::info!(%unit, %reason, "unschedulable");
+                let sched = SchedRecord {
+                    machine: None,
+                    reason: Some(reason.clone()),
+                };
+                let key = keys.sched(unit);
+                set(key.clone(), TxnOp::put(key, records::encode(&sched)));
+            }
+        }
+    }
+    order.into_iter().filter_map(|k| ops.remove(&k)).collect()
+}
+
+/// Commits writes in fenced transactions of at most the store's limit,
+/// retrying store errors with backoff while the leadership lasts.
+async fn commit(
+    store: &dyn Store,
+    leadership: &Leadership,
+    ops: Vec<TxnOp>,
+) -> Result<(), ReconcileError> {
+    let max = store.limits().max_txn_ops.max(1);
+    let mut chunks = ops.chunks(max);
+    let mut backoff = Backoff::default();
+    let mut next = chunks.next();
+    while let Some(chunk) = next {
+        if leadership.is_lost() {
+            return Err(ReconcileError::LeadershipLost);
+        }
+        let txn = Txn::new()
+            .when([leadership.fence()])
+            .and_then(chunk.to_vec());
+        match store.txn(txn).await {
+            Ok(resp) if resp.succeeded => {
+                backoff = Backoff::default();
+                next = chunks.next();
+            }
+            Ok(_) => return Err(ReconcileError::LeadershipLost),
+            Err(e) if e.is_temporary() => {
+                tracing::warn!("committing placements failed, retrying: {e}");
+                tokio::time::sleep(backoff.next()).await;
+            }
+            Err(e) => return Err(ReconcileError::Store(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Exponential backoff with jitter, capped.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Backoff {
+    const CAP: Duration = Duration::from_secs(5);
+
+    fn next(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::CAP);
+        // Up to 25% jitter, from the clock's low bits: enough to keep
+        // several servers from retrying in lockstep.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.subsec_nanos())
+            .unwrap_or(0);
+        d + d.mul_f64(f64::from(nanos % 250) / 1000.0)
+    }
+}

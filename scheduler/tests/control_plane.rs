@@ -1,0 +1,422 @@
+//! The control plane over a real (in-memory) store: unit writes, leader
+//! election with fencing, and the reconcile loop placing units on machines
+//! that register, and moving them when a machine's lease ends.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::wire::UnitPut;
+use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName};
+use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
+use flotilla_scheduler::control::{ControlError, ControlPlane, PageRequest, PutOutcome};
+use flotilla_scheduler::keys::Keys;
+use flotilla_scheduler::leader::{ElectionConfig, campaign};
+use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
+use flotilla_scheduler::records::LeaderRecord;
+use flotilla_scheduler::store::{MemoryStore, Store, Txn, TxnOp};
+use tokio::sync::watch;
+
+fn name(s: &str) -> UnitName {
+    UnitName::parse(s).unwrap()
+}
+
+fn text_put(text: &str, desired: DesiredState) -> UnitPut {
+    UnitPut {
+        desired_state: Some(desired),
+        text: Some(text.to_owned()),
+        ..UnitPut::default()
+    }
+}
+
+fn desired_put(desired: DesiredState) -> UnitPut {
+    UnitPut {
+        desired_state: Some(desired),
+        ..UnitPut::default()
+    }
+}
+
+const HELLO: &str = "[Service]\nExecStart=/bin/true\n";
+
+fn cluster(store: &Arc<MemoryStore>, ttl: Duration) -> Cluster {
+    Cluster::new(
+        store.clone(),
+        ClusterConfig {
+            keys: Keys::default(),
+            machine_ttl: ttl,
+        },
+    )
+}
+
+fn machine(n: u8, metadata: &[(&str, &str)]) -> Machine {
+    Machine {
+        id: MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap(),
+        hostname: format!("host{n}"),
+        addresses: vec![format!("10.0.0.{n}")],
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>(),
+        capacity: Capacity {
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+        },
+        agent_version: "test".into(),
+    }
+}
+
+#[tokio::test]
+async fn unit_writes_follow_fleet_rules() {
+    let store = Arc::new(MemoryStore::new());
+    let c = cluster(&store, Duration::from_secs(10));
+    let web = name("web.service");
+
+    let created = c
+        .put_unit(&web, text_put(HELLO, DesiredState::Inactive))
+        .await
+        .unwrap();
+    assert_eq!(created, PutOutcome::Created);
+    // The same contents again change nothing.
+    let again = c
+        .put_unit(&web, text_put(HELLO, DesiredState::Inactive))
+        .await
+        .unwrap();
+    assert_eq!(again, PutOutcome::Updated);
+    let unit = c.get_unit(&web).await.unwrap();
+    assert_eq!(unit.desired_state, DesiredState::Inactive);
+    assert_eq!(unit.current_state, Some(DesiredState::Inactive));
+    assert_eq!(unit.text, HELLO);
+
+    // New contents need replace, as in fleet.
+    let other = "[Service]\nExecStart=/bin/false\n";
+    let err = c
+        .put_unit(&web, text_put(other, DesiredState::Inactive))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::Conflict(_)), "{err}");
+    let mut replace = text_put(other, DesiredState::Inactive);
+    replace.replace = true;
+    c.put_unit(&web, replace).await.unwrap();
+    assert_eq!(c.get_unit(&web).await.unwrap().text, other);
+
+    // Only the desired state.
+    c.put_unit(&web, desired_put(DesiredState::Launched))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_unit(&web).await.unwrap().desired_state,
+        DesiredState::Launched
+    );
+
+    // A desired-state change of a missing unit is a 404.
+    let err = c
+        .put_unit(&name("nope.service"), desired_put(DesiredState::Launched))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::NotFound { .. }), "{err}");
+
+    // A bad unit file names the line and option, and stores nothing.
+    let err = c
+        .put_unit(
+            &name("bad.service"),
+            text_put("[Service]\nCPUQuota=lots\n", DesiredState::Launched),
+        )
+        .await
+        .unwrap_err();
+    let ControlError::InvalidUnit(e) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        e.to_string(),
+        "bad.service:2: error: [Service] CPUQuota: expected a percentage of one CPU such as 50% or 200%, found \"lots\""
+    );
+    assert!(matches!(
+        c.get_unit(&name("bad.service")).await,
+        Err(ControlError::NotFound { .. })
+    ));
+
+    // Delete.
+    c.delete_unit(&web).await.unwrap();
+    assert!(matches!(
+        c.delete_unit(&web).await,
+        Err(ControlError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn instances_come_from_their_template() {
+    let store = Arc::new(MemoryStore::new());
+    let c = cluster(&store, Duration::from_secs(10));
+    let template = name("worker@.service");
+    let text = "[Service]\nExecStart=/bin/echo %i\n[X-Fleet]\nConflicts=worker@*.service\n";
+
+    // A template can be submitted, but not started.
+    let err = c
+        .put_unit(&template, text_put(text, DesiredState::Launched))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::InvalidRequest(_)), "{err}");
+    c.put_unit(&template, text_put(text, DesiredState::Inactive))
+        .await
+        .unwrap();
+
+    let one = name("worker@1.service");
+    assert_eq!(
+        c.put_unit(&one, desired_put(DesiredState::Launched))
+            .await
+            .unwrap(),
+        PutOutcome::Created
+    );
+    let unit = c.get_unit(&one).await.unwrap();
+    assert_eq!(unit.text, text);
+    assert_eq!(unit.desired_state, DesiredState::Launched);
+
+    // No template, no instance.
+    let err = c
+        .put_unit(
+            &name("other@1.service"),
+            desired_put(DesiredState::Launched),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_unit() {
+    let store = Arc::new(MemoryStore::new());
+    let c = cluster(&store, Duration::from_secs(10));
+    for i in 0..25 {
+        c.put_unit(
+            &name(&format!("u{i:02}.service")),
+            text_put(HELLO, DesiredState::Inactive),
+        )
+        .await
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut token = None;
+    loop {
+        let page = c
+            .list_units(PageRequest {
+                token: token.clone(),
+                limit: Some(10),
+            })
+            .await
+            .unwrap();
+        assert!(page.units.len() <= 10);
+        seen.extend(page.units.into_iter().map(|u| u.name));
+        token = page.next_page_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("u{i:02}.service")).collect();
+    assert_eq!(seen, expected);
+}
+
+fn election(id: &str) -> ElectionConfig {
+    ElectionConfig {
+        keys: Keys::default(),
+        ttl: Duration::from_secs(2),
+        record: LeaderRecord {
+            id: id.into(),
+            address: format!("{id}:7070"),
+            version: "test".into(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn one_leader_at_a_time_and_a_deposed_leader_cannot_write() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (_tx, shutdown) = watch::channel(false);
+    let first = campaign(store.clone(), &election("a"), shutdown.clone())
+        .await
+        .unwrap();
+
+    // The second server waits while the first leads.
+    let second = tokio::spawn({
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        async move { campaign(store, &election("b"), shutdown).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!second.is_finished());
+
+    // The first leader's lease is revoked behind its back: the second leads,
+    // and a write fenced on the first leadership fails.
+    store.revoke(first.lease()).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second server leads once the first lease is gone")
+        .unwrap()
+        .unwrap();
+    assert_ne!(second.revision(), first.revision());
+    let txn = Txn::new()
+        .when([first.fence()])
+        .and_then([TxnOp::put("/flotilla/v1/assign/x/y.service", Vec::new())]);
+    assert!(
+        !store.txn(txn).await.unwrap().succeeded,
+        "the deposed leader wrote"
+    );
+    let txn = Txn::new()
+        .when([second.fence()])
+        .and_then([TxnOp::put("/flotilla/v1/assign/x/y.service", Vec::new())]);
+    assert!(store.txn(txn).await.unwrap().succeeded);
+    // The first leader learns it is deposed.
+    tokio::time::timeout(Duration::from_secs(10), first.lost())
+        .await
+        .unwrap();
+}
+
+/// Polls `check` each time the store changes, up to a deadline.
+async fn eventually<T>(c: &Cluster, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut index = 1;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        index = c
+            .wait_for_change(index, left.min(Duration::from_secs(1)))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_places_units_and_moves_them_when_a_machine_dies() {
+    let store = Arc::new(MemoryStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let c = cluster(&store, Duration::from_secs(1));
+    let (stop, shutdown) = watch::channel(false);
+    let leader = tokio::spawn({
+        let store = dyn_store.clone();
+        async move {
+            let leadership = campaign(store.clone(), &election("a"), shutdown.clone())
+                .await
+                .unwrap();
+            reconciler::run(store, &leadership, &ReconcilerConfig::default(), shutdown).await
+        }
+    });
+
+    // Three machines; each machine's agent would heartbeat its lease.
+    let mut leases = BTreeMap::new();
+    for n in 1..=3 {
+        let m = machine(n, &[("region", if n == 3 { "us" } else { "eu" })]);
+        let reg = c.register_machine(m.clone()).await.unwrap();
+        leases.insert(m.id.clone(), reg.lease);
+    }
+    let heartbeat = tokio::spawn({
+        let c = cluster(&store, Duration::from_secs(1));
+        let leases = leases.clone();
+        async move {
+            loop {
+                for (id, lease) in &leases {
+                    let _ = c.heartbeat(id, *lease).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+
+    // A pair that must share a machine, and a unit for region=us.
+    c.put_unit(&name("db.service"), text_put(HELLO, DesiredState::Launched))
+        .await
+        .unwrap();
+    c.put_unit(
+        &name("backup.service"),
+        text_put(
+            "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineOf=db.service\n",
+            DesiredState::Launched,
+        ),
+    )
+    .await
+    .unwrap();
+    c.put_unit(
+        &name("us.service"),
+        text_put(
+            "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=region=us\n",
+            DesiredState::Launched,
+        ),
+    )
+    .await
+    .unwrap();
+    c.put_unit(
+        &name("nowhere.service"),
+        text_put(
+            "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineMetadata=region=asia\n",
+            DesiredState::Launched,
+        ),
+    )
+    .await
+    .unwrap();
+
+    let db_machine = eventually(&c, "db and backup placed together", async || {
+        let db = c.get_unit(&name("db.service")).await.unwrap().machine_id?;
+        let backup = c
+            .get_unit(&name("backup.service"))
+            .await
+            .unwrap()
+            .machine_id?;
+        assert_eq!(db, backup, "MachineOf pair split");
+        Some(db)
+    })
+    .await;
+    let us = eventually(&c, "us.service placed", async || {
+        c.get_unit(&name("us.service")).await.unwrap().machine_id
+    })
+    .await;
+    assert_eq!(us, machine(3, &[]).id);
+    let reason = eventually(&c, "nowhere.service unschedulable", async || {
+        c.get_unit(&name("nowhere.service"))
+            .await
+            .unwrap()
+            .unscheduled_reason
+    })
+    .await;
+    assert!(reason.contains("region=asia"), "{reason}");
+
+    // The agent of db's machine stops heartbeating: its lease ends and the
+    // pair moves together to another machine.
+    heartbeat.abort();
+    let survivors: BTreeMap<_, _> = leases
+        .iter()
+        .filter(|(id, _)| **id != db_machine)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let heartbeat = tokio::spawn({
+        let c = cluster(&store, Duration::from_secs(1));
+        async move {
+            loop {
+                for (id, lease) in &survivors {
+                    let _ = c.heartbeat(id, *lease).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let moved = eventually(&c, "the pair moved off the dead machine", async || {
+        let db = c.get_unit(&name("db.service")).await.unwrap().machine_id?;
+        let backup = c
+            .get_unit(&name("backup.service"))
+            .await
+            .unwrap()
+            .machine_id?;
+        (db != db_machine && db == backup).then_some(db)
+    })
+    .await;
+    assert_ne!(moved, db_machine);
+
+    heartbeat.abort();
+    stop.send(true).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), leader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(ended, ReconcileError::Shutdown), "{ended}");
+}
