@@ -1,5 +1,30 @@
 //! flotilla's HTTP surface: the public REST API (`/v1/...`), the agent
 //! endpoints beside it, and the typed client used by the CLI and the agent.
 //!
-//! Nothing is implemented here yet; the crate exists so that the workspace
-//! has the shape the design describes.
+//! - [`server`] (feature `server`): an axum [`Router`](axum::Router) over any
+//!   [`ControlPlane`](flotilla_scheduler::control::ControlPlane), and
+//!   [`serve`](server::serve) with graceful shutdown. Handlers only parse the
+//!   request, check its HTTP shape and call one control-plane method; every
+//!   error, axum's own rejections included, is a JSON
+//!   [`ErrorBody`](flotilla_proto::wire::ErrorBody).
+//! - [`client`] (feature `client`): [`Client`](client::Client), typed async
+//!   methods for every route, with failover between several servers.
+//! - [`daemon`] (feature `server`): one whole server assembled: the
+//!   embedded store, the API, the election and the reconcile loop.
+//! - [`wire`]: the one JSON shape of the API that `flotilla-proto` does not
+//!   define yet.
+//!
+//! The routes, their methods and their documentation are listed once, in
+//! [`server::ROUTES`], and described by the OpenAPI document served at
+//! `/v1/openapi.json` ([`OPENAPI`]); a test keeps the three in step.
+
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "server")]
+pub mod daemon;
+#[cfg(feature = "server")]
+pub mod server;
+pub mod wire;
+
+/// The OpenAPI 3 document of every route, served at `GET /v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");

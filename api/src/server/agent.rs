@@ -1,0 +1,69 @@
+//! `/v1/agent/...`: what agents call to register their machine, keep it
+//! alive, learn their units and report what systemd says.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use flotilla_proto::Machine;
+use flotilla_proto::wire::{Heartbeat, MachineUnits, Registration, StateReport};
+use flotilla_scheduler::control::ControlPlane;
+
+use super::extract::{Drain, JsonBody, MachinePath, PollParams, QueryParams};
+use super::{ApiError, AppState};
+
+/// `POST /v1/agent/machines`: registers the machine of the body on a new
+/// lease.
+pub(super) async fn register<C: ControlPlane>(
+    State(s): State<AppState<C>>,
+    JsonBody(machine): JsonBody<Machine>,
+) -> Result<Json<Registration>, ApiError> {
+    Ok(Json(s.control.register_machine(machine).await?))
+}
+
+/// `POST /v1/agent/machines/{id}/heartbeat`: keeps the lease alive; 404
+/// when it expired and the agent must register again.
+pub(super) async fn heartbeat<C: ControlPlane>(
+    State(s): State<AppState<C>>,
+    MachinePath(id): MachinePath,
+    JsonBody(beat): JsonBody<Heartbeat>,
+) -> Result<Json<Registration>, ApiError> {
+    Ok(Json(s.control.heartbeat(&id, beat.lease).await?))
+}
+
+/// `GET /v1/agent/machines/{id}/units?index=N&wait=SECONDS`: the machine's
+/// units; with `index`, once something for it changed after that revision
+/// or `wait` passed. A server shutting down answers long polls at once
+/// with the units as they are.
+pub(super) async fn units<C: ControlPlane>(
+    State(s): State<AppState<C>>,
+    MachinePath(id): MachinePath,
+    drain: Drain,
+    QueryParams(params): QueryParams<PollParams>,
+) -> Result<Json<MachineUnits>, ApiError> {
+    let index = params.index()?;
+    let wait = params.wait(&s.config)?;
+    let units = tokio::select! {
+        units = s.control.machine_units(&id, index, wait) => units?,
+        () = drain.started() => s.control.machine_units(&id, None, Duration::ZERO).await?,
+    };
+    Ok(Json(units))
+}
+
+/// `PUT /v1/agent/machines/{id}/state`: records the states of the report,
+/// each of which must be about this machine; 204.
+pub(super) async fn report_states<C: ControlPlane>(
+    State(s): State<AppState<C>>,
+    MachinePath(id): MachinePath,
+    JsonBody(report): JsonBody<StateReport>,
+) -> Result<StatusCode, ApiError> {
+    if let Some(other) = report.states.iter().find(|st| st.machine != id) {
+        return Err(ApiError::BadRequest(format!(
+            "the state of unit {} is reported for machine {}, not for {id} as the path says",
+            other.unit, other.machine
+        )));
+    }
+    s.control.report_states(&id, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,203 @@
+//! Every error the API answers with, and the one place that gives each its
+//! HTTP status and reason.
+
+use axum::Json;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use flotilla_proto::machine::MachineIdError;
+use flotilla_proto::name::NameError;
+use flotilla_proto::wire::{ErrorBody, ErrorDetail};
+use flotilla_scheduler::control::ControlError;
+
+/// An error response: a control-plane error, or a request the API refused
+/// before it reached the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The control plane refused or failed.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// No route has this path.
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: Method, path: String },
+    /// The path exists, not with this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: Method, path: String },
+    /// A body that is not declared as JSON.
+    #[error("request body must be application/json, not {}", found.as_deref().unwrap_or("untyped"))]
+    UnsupportedMediaType { found: Option<String> },
+    /// A body that is not the JSON this route takes.
+    #[error("request body is not valid for this route: {0}")]
+    InvalidJson(String),
+    /// A body over [`ApiConfig::body_limit`](super::ApiConfig::body_limit).
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The body could not be read (the connection broke, or bad framing).
+    #[error("cannot read the request body: {0}")]
+    BodyUnreadable(String),
+    /// A path parameter that is not a unit name.
+    #[error("{0}")]
+    InvalidUnitName(NameError),
+    /// A path parameter that is not a machine id.
+    #[error("{0}")]
+    InvalidMachineId(MachineIdError),
+    /// A path that could not be decoded.
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    /// A query parameter with a bad value.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// A request that is well-formed JSON but inconsistent with its route,
+    /// or with itself.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No bearer token, or the wrong one.
+    #[error("this route needs the header \"Authorization: Bearer TOKEN\" with the server's token")]
+    Unauthorized,
+}
+
+impl ApiError {
+    /// The status and the stable, machine-readable reason of this error.
+    pub fn status_and_reason(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Control(e) => control_status(e),
+            ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            ApiError::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::BodyUnreadable(_) => (StatusCode::BAD_REQUEST, "body_unreadable"),
+            ApiError::InvalidUnitName(_) => (StatusCode::BAD_REQUEST, "invalid_unit_name"),
+            ApiError::InvalidMachineId(_) => (StatusCode::BAD_REQUEST, "invalid_machine_id"),
+            ApiError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
+            ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> ErrorBody {
+        let (status, reason) = self.status_and_reason();
+        ErrorBody {
+            error: ErrorDetail {
+                code: status.as_u16(),
+                reason: reason.to_owned(),
+                message: self.to_string(),
+            },
+        }
+    }
+}
+
+/// The status and reason of each control-plane error: the one match, with
+/// no wildcard arm, so that a new variant cannot go unmapped.
+fn control_status(e: &ControlError) -> (StatusCode, &'static str) {
+    match e {
+        // The message is the `UnitFileError` display: one
+        // `FILE:LINE: error: ...` line per problem.
+        ControlError::InvalidUnit(_) => (StatusCode::BAD_REQUEST, "invalid_unit"),
+        ControlError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        ControlError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        ControlError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        ControlError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_reason();
+        let mut response = (status, Json(self.body())).into_response();
+        if let ApiError::Unauthorized = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The router's fallback: no route has this path.
+pub(super) async fn route_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::RouteNotFound {
+        method,
+        path: uri.path().to_owned(),
+    }
+}
+
+/// The fallback of each path: no route of this path has this method. axum
+/// adds the `Allow` header.
+pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method,
+        path: uri.path().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_proto::UnitFileError;
+    use flotilla_proto::diagnostic::Diagnostic;
+
+    use super::*;
+
+    #[test]
+    fn control_errors_map_to_one_status_each() {
+        let cases = [
+            (
+                ControlError::InvalidUnit(UnitFileError {
+                    file: "a.service".into(),
+                    diagnostics: vec![Diagnostic::error(Some(3), "bad")],
+                }),
+                400,
+                "invalid_unit",
+                "a.service:3: error: bad",
+            ),
+            (
+                ControlError::InvalidRequest("no".into()),
+                400,
+                "invalid_request",
+                "no",
+            ),
+            (
+                ControlError::NotFound {
+                    what: "unit a.service".into(),
+                },
+                404,
+                "not_found",
+                "unit a.service does not exist",
+            ),
+            (ControlError::Conflict("c".into()), 409, "conflict", "c"),
+            (
+                ControlError::Unavailable("slow".into()),
+                503,
+                "unavailable",
+                "store unavailable: slow",
+            ),
+            (
+                ControlError::Internal("bug".into()),
+                500,
+                "internal",
+                "internal error: bug",
+            ),
+        ];
+        for (error, code, reason, message) in cases {
+            let body = ApiError::from(error).body();
+            assert_eq!(body.error.code, code);
+            assert_eq!(body.error.reason, reason);
+            assert_eq!(body.error.message, message);
+        }
+    }
+
+    #[test]
+    fn unauthorized_names_the_scheme() {
+        let response = ApiError::Unauthorized.into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

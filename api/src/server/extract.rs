@@ -1,0 +1,300 @@
+//! Extractors that turn a request into typed values, refusing with an
+//! [`ApiError`] (and so a JSON error body) where axum's own would answer
+//! in plain text.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use flotilla_proto::{MachineId, UnitName};
+use flotilla_scheduler::control::{ControlPlane, PageRequest};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::{ApiConfig, ApiError, AppState};
+
+/// A JSON request body: refused with 415 unless declared
+/// `application/json` (or `+json`), 413 over the body limit, 400 unless it
+/// decodes as `T`.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<C: ControlPlane, T: DeserializeOwned> FromRequest<AppState<C>> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState<C>) -> Result<Self, ApiError> {
+        check_json_content_type(req.headers())?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge {
+                    limit: state.config.body_limit,
+                }
+            } else {
+                ApiError::BodyUnreadable(lower_first(&e.body_text()))
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::InvalidJson(e.to_string()))
+    }
+}
+
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let found = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let is_json = found.as_deref().is_some_and(|v| {
+        let essence = v
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+    });
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType { found })
+    }
+}
+
+/// The query string, decoded into a struct of `Option<String>` fields
+/// whose values the handler then parses with the helpers below, so that a
+/// bad value is named in the error.
+pub(crate) struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::InvalidQuery(lower_first(&e.body_text())))
+    }
+}
+
+/// The `{name}` of a unit route, validated as a unit name (a name without
+/// a type suffix means a service).
+pub(crate) struct UnitPath(pub UnitName);
+
+impl<S: Send + Sync> FromRequestParts<S> for UnitPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(path_error)?;
+        UnitName::parse(&raw)
+            .map(UnitPath)
+            .map_err(ApiError::InvalidUnitName)
+    }
+}
+
+/// The `{id}` of a machine route, validated as a machine id.
+pub(crate) struct MachinePath(pub MachineId);
+
+impl<S: Send + Sync> FromRequestParts<S> for MachinePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(path_error)?;
+        MachineId::parse(&raw)
+            .map(MachinePath)
+            .map_err(ApiError::InvalidMachineId)
+    }
+}
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::InvalidPath(lower_first(&e.body_text()))
+}
+
+/// Set by [`serve`](super::serve) on every request: becomes `true` when
+/// the server starts shutting down, so that long polls answer at once.
+#[derive(Debug, Clone)]
+pub(crate) struct Draining(pub watch::Receiver<bool>);
+
+/// The drain signal of this request, when it is served by
+/// [`serve`](super::serve) (a router driven another way never drains).
+pub(crate) struct Drain(Option<watch::Receiver<bool>>);
+
+impl Drain {
+    /// Completes when the server starts shutting down; never otherwise.
+    pub(crate) async fn started(self) {
+        if let Some(mut rx) = self.0
+            && rx.wait_for(|draining| *draining).await.is_ok()
+        {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Drain {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Drain(
+            parts.extensions.get::<Draining>().map(|d| d.0.clone()),
+        ))
+    }
+}
+
+/// `nextPageToken` and `limit`, as every listing takes them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PageParams {
+    pub next_page_token: Option<String>,
+    pub limit: Option<String>,
+}
+
+impl PageParams {
+    pub(crate) fn page(self) -> Result<PageRequest, ApiError> {
+        let limit = match self.limit.as_deref() {
+            None | Some("") => None,
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(ApiError::InvalidQuery(format!(
+                        "limit must be a positive integer, not {s:?}"
+                    )));
+                }
+            },
+        };
+        Ok(PageRequest {
+            token: self.next_page_token.filter(|t| !t.is_empty()),
+            limit,
+        })
+    }
+}
+
+/// `index` and `wait` of a long poll.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PollParams {
+    pub index: Option<String>,
+    pub wait: Option<String>,
+}
+
+impl PollParams {
+    /// The store revision to wait past, when given.
+    pub(crate) fn index(&self) -> Result<Option<i64>, ApiError> {
+        match self.index.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n)),
+                _ => Err(ApiError::InvalidQuery(format!(
+                    "index must be a store revision (an integer of 0 or more), not {s:?}"
+                ))),
+            },
+        }
+    }
+
+    /// How long to wait, in seconds (fractions allowed): the configured
+    /// default when absent, capped at the configured maximum.
+    pub(crate) fn wait(&self, config: &ApiConfig) -> Result<Duration, ApiError> {
+        match self.wait.as_deref() {
+            None | Some("") => Ok(config.default_wait.min(config.max_wait)),
+            Some(s) => s
+                .parse::<f64>()
+                .ok()
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .map(|d| d.min(config.max_wait))
+                .ok_or_else(|| {
+                    ApiError::InvalidQuery(format!(
+                        "wait must be a number of seconds of 0 or more, not {s:?}"
+                    ))
+                }),
+        }
+    }
+}
+
+/// axum's rejection texts start with a capital; ours do not.
+fn lower_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn poll(index: Option<&str>, wait: Option<&str>) -> PollParams {
+        PollParams {
+            index: index.map(str::to_owned),
+            wait: wait.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn waits_default_and_cap() {
+        let config = ApiConfig::default();
+        assert_eq!(poll(None, None).wait(&config).unwrap(), config.default_wait);
+        assert_eq!(
+            poll(None, Some("0.25")).wait(&config).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            poll(None, Some("3600")).wait(&config).unwrap(),
+            config.max_wait
+        );
+        for bad in ["-1", "soon", "NaN", "inf"] {
+            assert!(poll(None, Some(bad)).wait(&config).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn indexes() {
+        assert_eq!(poll(None, None).index().unwrap(), None);
+        assert_eq!(poll(Some("7"), None).index().unwrap(), Some(7));
+        assert!(poll(Some("-7"), None).index().is_err());
+        assert!(poll(Some("x"), None).index().is_err());
+    }
+
+    #[test]
+    fn limits() {
+        let page = |limit: &str| {
+            PageParams {
+                next_page_token: Some("t".into()),
+                limit: Some(limit.into()),
+            }
+            .page()
+        };
+        assert_eq!(
+            page("5").unwrap(),
+            PageRequest {
+                token: Some("t".into()),
+                limit: Some(5)
+            }
+        );
+        assert!(page("0").is_err());
+        assert!(page("many").is_err());
+    }
+
+    #[test]
+    fn json_content_types() {
+        let check = |v: Option<&'static str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = v {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            }
+            check_json_content_type(&headers).is_ok()
+        };
+        assert!(check(Some("application/json")));
+        assert!(check(Some("Application/JSON; charset=utf-8")));
+        assert!(check(Some("application/merge-patch+json")));
+        assert!(!check(Some("text/plain")));
+        assert!(!check(Some("json")));
+        assert!(!check(None));
+    }
+}

@@ -1,0 +1,219 @@
+//! The OpenAPI document matches the routes: the same (method, path) pairs
+//! as `ROUTES`, each of them served by the live router and no other method
+//! on those paths; its schemas cover the wire types.
+
+use std::collections::BTreeSet;
+
+use flotilla_api::OPENAPI;
+use flotilla_api::server::{HttpMethod, ROUTES};
+use flotilla_api::wire::WatchIndex;
+use flotilla_proto::DesiredState;
+use flotilla_proto::wire::{
+    AssignedUnit, MachineResource, MachineUnits, Registration, StateReport, Unit, UnitOption,
+};
+use serde_json::Value;
+
+use crate::{Server, machine, machine_id, raw, state};
+
+fn document() -> Value {
+    serde_json::from_str(OPENAPI).expect("openapi.json is JSON")
+}
+
+/// (METHOD, path) of every operation in the document.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (key, _) in item.as_object().unwrap() {
+            if HttpMethod::ALL
+                .iter()
+                .any(|m| m.as_str().eq_ignore_ascii_case(key))
+            {
+                out.insert((key.to_uppercase(), path.clone()));
+            } else {
+                assert!(
+                    ["parameters", "summary", "description"].contains(&key.as_str()),
+                    "{path}: unexpected key {key}"
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes() {
+    let doc = document();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let routes: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
+        .collect();
+    assert_eq!(documented(&doc), routes);
+}
+
+#[test]
+fn every_reference_resolves() {
+    let doc = document();
+    fn walk(v: &Value, doc: &Value) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    let pointer = r.strip_prefix('#').expect("local reference");
+                    assert!(doc.pointer(pointer).is_some(), "dangling {r}");
+                }
+                map.values().for_each(|v| walk(v, doc));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, doc)),
+            _ => {}
+        }
+    }
+    walk(&doc, &doc);
+}
+
+/// The properties a schema allows and requires (through `allOf` too).
+fn properties(doc: &Value, schema: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut allowed = BTreeSet::new();
+    let mut required = BTreeSet::new();
+    let mut stack = vec![doc["components"]["schemas"][schema].clone()];
+    while let Some(s) = stack.pop() {
+        if let Some(r) = s["$ref"].as_str() {
+            stack.push(doc.pointer(r.strip_prefix('#').unwrap()).unwrap().clone());
+        }
+        if let Some(all) = s["allOf"].as_array() {
+            stack.extend(all.iter().cloned());
+        }
+        if let Some(props) = s["properties"].as_object() {
+            allowed.extend(props.keys().cloned());
+        }
+        if let Some(req) = s["required"].as_array() {
+            required.extend(req.iter().map(|r| r.as_str().unwrap().to_owned()));
+        }
+    }
+    assert!(!allowed.is_empty(), "no schema {schema}");
+    (allowed, required)
+}
+
+/// Every field of `value` is in the schema, and every required one is in
+/// `value` (which has every optional field set).
+fn check(doc: &Value, schema: &str, value: impl serde::Serialize) {
+    let value = serde_json::to_value(value).unwrap();
+    let keys: BTreeSet<String> = value.as_object().unwrap().keys().cloned().collect();
+    let (allowed, required) = properties(doc, schema);
+    assert_eq!(keys, allowed, "{schema}: fields and properties differ");
+    assert!(required.is_subset(&keys), "{schema}: required {required:?}");
+}
+
+#[test]
+fn schemas_match_the_wire_types() {
+    let doc = document();
+    let unit = Unit {
+        name: "a.service".into(),
+        options: vec![UnitOption {
+            section: "Service".into(),
+            name: "ExecStart".into(),
+            value: "/bin/true".into(),
+        }],
+        text: String::new(),
+        hash: "h".into(),
+        desired_state: DesiredState::Launched,
+        current_state: Some(DesiredState::Loaded),
+        machine_id: Some(machine_id(1)),
+        unscheduled_reason: Some("r".into()),
+        revision: 1,
+    };
+    check(&doc, "Unit", &unit);
+    check(&doc, "UnitOption", &unit.options[0]);
+    let mut full_state = state("a", 1);
+    full_state.hash = Some("h".into());
+    full_state.container_id = Some("c".into());
+    full_state.last_error = Some("e".into());
+    check(&doc, "UnitState", &full_state);
+    check(&doc, "Machine", machine(1));
+    check(
+        &doc,
+        "MachineResource",
+        MachineResource {
+            machine: machine(1),
+            primary_ip: Some("10.0.0.1".into()),
+            used: machine(1).capacity,
+            units: 1,
+        },
+    );
+    check(&doc, "Capacity", machine(1).capacity);
+    check(
+        &doc,
+        "Registration",
+        Registration {
+            lease: 1,
+            ttl_ms: 1,
+        },
+    );
+    let assigned = AssignedUnit {
+        name: "a.service".into(),
+        text: String::new(),
+        hash: "h".into(),
+        desired_state: DesiredState::Loaded,
+        global: true,
+    };
+    check(&doc, "AssignedUnit", &assigned);
+    check(
+        &doc,
+        "MachineUnits",
+        MachineUnits {
+            index: 1,
+            units: vec![assigned],
+        },
+    );
+    check(
+        &doc,
+        "StateReport",
+        StateReport {
+            states: vec![],
+            removed: vec!["a.service".into()],
+        },
+    );
+    check(&doc, "WatchIndex", WatchIndex { index: 1 });
+}
+
+/// Probes the live router with every documented path and every method:
+/// documented ones are routed (whatever the answer, it is not "no route"
+/// or "method not allowed"), the others are 405.
+#[tokio::test]
+async fn the_live_router_serves_the_document() {
+    let server = Server::start().await;
+    let doc = document();
+    let operations = documented(&doc);
+    let paths: BTreeSet<&String> = operations.iter().map(|(_, p)| p).collect();
+    for path in paths {
+        let concrete = path
+            .replace("{name}", "probe.service")
+            .replace("{id}", machine_id(1).as_str());
+        let url = format!("{}{concrete}?wait=0", server.url);
+        for method in HttpMethod::ALL {
+            let (status, _, body) =
+                raw(method.as_str(), &url, Some("application/json"), "{}").await;
+            let reason = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"]["reason"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let is_documented = operations.contains(&(method.as_str().to_owned(), path.clone()));
+            if is_documented {
+                assert!(
+                    status != 405 && reason != "route_not_found",
+                    "{} {path}: {status} {reason}",
+                    method.as_str()
+                );
+            } else {
+                assert_eq!(
+                    (status, reason.as_str()),
+                    (405, "method_not_allowed"),
+                    "{} {path}",
+                    method.as_str()
+                );
+            }
+        }
+    }
+    // The document served is the crate's.
+    let served = server.client().openapi().await.unwrap();
+    assert_eq!(served, doc);
+}
