@@ -5,6 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod apply;
+mod client;
+mod logging;
+mod notify;
+mod server;
+mod table;
+mod units;
 mod verify;
 
 #[derive(Debug, Parser)]
@@ -14,22 +21,51 @@ mod verify;
     about = "A cluster scheduler for systemd units"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: Global,
+
     #[command(subcommand)]
     command: Command,
 }
 
+/// Options of every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// The server(s) to talk to, comma-separated; the next is tried when one
+    /// cannot be reached.
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_ENDPOINT",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7070"
+    )]
+    endpoint: Vec<String>,
+
+    /// The API token, if the servers require one.
+    #[arg(long, global = true, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Output format of listings and reports.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
 /// How a command prints its result.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-enum Output {
-    /// Human-readable text.
+pub enum Output {
+    /// Human-readable text and tables.
     #[default]
     Text,
-    /// One JSON document.
+    /// JSON.
     Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the control plane: the store, the API and the scheduler.
+    Server(server::Args),
+
     /// Check unit files offline: syntax, names, [X-Fleet], [Container] and
     /// resource settings, with no server involved.
     ///
@@ -37,11 +73,73 @@ enum Command {
     /// line per problem and a summary line. Exits 1 when any file has an
     /// error (or, with --strict, a warning), 0 otherwise.
     Verify(verify::Args),
+
+    /// Store units in the cluster without scheduling them (desired state
+    /// inactive).
+    Submit(units::SubmitArgs),
+    /// Schedule units to machines without starting them (loaded).
+    Load(units::StateArgs),
+    /// Schedule and start units (launched).
+    Start(units::StateArgs),
+    /// Stop units, leaving them scheduled (loaded).
+    Stop(units::StateArgs),
+    /// Stop units and take them off their machines (inactive).
+    Unload(units::StateArgs),
+    /// Remove units from the cluster.
+    Destroy(units::NamesArgs),
+    /// Stop, then start units again.
+    Restart(units::StateArgs),
+    /// Print a unit's file as stored in the cluster.
+    Cat(units::NamesArgs),
+    /// List the units and where and how they run.
+    ListUnits,
+    /// List the unit files in the cluster and their desired states.
+    ListUnitFiles,
+    /// List the machines of the cluster.
+    ListMachines,
+
+    /// Make the cluster's units match a directory of unit files.
+    Apply(apply::Args),
+    /// Show what `apply` would change.
+    Diff(apply::DiffArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Verify(args) => verify::run(&args),
+    let global = cli.global;
+    let result = match cli.command {
+        Command::Verify(args) => return verify::run(&args, global.output),
+        Command::Server(args) => {
+            logging::init();
+            server::run(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Submit(args) => client::run(&global, |c| units::submit(c, args)),
+        Command::Load(args) => {
+            client::run(&global, |c| units::set_state(c, args, units::Verb::Load))
+        }
+        Command::Start(args) => {
+            client::run(&global, |c| units::set_state(c, args, units::Verb::Start))
+        }
+        Command::Stop(args) => {
+            client::run(&global, |c| units::set_state(c, args, units::Verb::Stop))
+        }
+        Command::Unload(args) => {
+            client::run(&global, |c| units::set_state(c, args, units::Verb::Unload))
+        }
+        Command::Restart(args) => client::run(&global, |c| units::restart(c, args)),
+        Command::Destroy(args) => client::run(&global, |c| units::destroy(c, args)),
+        Command::Cat(args) => client::run(&global, |c| units::cat(c, args)),
+        Command::ListUnits => client::run(&global, table::list_units),
+        Command::ListUnitFiles => client::run(&global, table::list_unit_files),
+        Command::ListMachines => client::run(&global, table::list_machines),
+        Command::Apply(args) => client::run(&global, |c| apply::apply(c, args)),
+        Command::Diff(args) => client::run(&global, |c| apply::diff(c, args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("flotilla: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -24,10 +24,6 @@ pub struct Args {
     /// The unit name to check standard input as.
     #[arg(long, value_name = "NAME", default_value = "stdin.service")]
     stdin_name: String,
-
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Output::Text)]
-    output: Output,
 }
 
 /// What was found in one file.
@@ -47,7 +43,7 @@ struct Report {
     warnings: usize,
 }
 
-pub fn run(args: &Args) -> ExitCode {
+pub fn run(args: &Args, output: Output) -> ExitCode {
     let mut files = Vec::new();
     for path in &args.paths {
         if path.as_os_str() == "-" {
@@ -68,7 +64,7 @@ pub fn run(args: &Args) -> ExitCode {
         warnings: count(false),
         files,
     };
-    match args.output {
+    match output {
         Output::Text => print_text(&report),
         Output::Json => match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),

@@ -1,0 +1,397 @@
+//! `flotilla apply DIR` and `flotilla diff DIR`: the cluster's units as a
+//! directory of unit files kept in git.
+//!
+//! Every unit file in DIR (recursively, skipping hidden entries) is a unit.
+//! An optional `flotilla.yaml` in DIR sets desired states and template
+//! instances:
+//!
+//! ```yaml
+//! default-state: launched      # for units not listed under states
+//! states:
+//!   db.service: loaded
+//! instances:
+//!   worker@.service: [1, 2, 3]  # worker@1.service ... from worker@.service
+//! ```
+//!
+//! Templates themselves are submitted (inactive); their instances are units
+//! with the template's contents. `apply` creates missing units, replaces
+//! those whose contents differ, sets desired states, and with `--prune`
+//! destroys units that DIR does not name. Everything is checked before
+//! anything is sent, so a bad file changes nothing. Applying twice changes
+//! nothing the second time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use flotilla_proto::wire::{Unit, UnitPut};
+use flotilla_proto::{DesiredState, UnitName, UnitSpec, UnitType};
+use serde::{Deserialize, Serialize};
+
+use crate::Output;
+use crate::client::{Ctx, print_json};
+use crate::units::wait_for;
+
+/// The name of the optional manifest in an applied directory.
+pub const MANIFEST: &str = "flotilla.yaml";
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The directory of unit files.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Also destroy units in the cluster that DIR does not name.
+    #[arg(long)]
+    prune: bool,
+    /// Return at once instead of waiting for changed units to reach their
+    /// desired states.
+    #[arg(long)]
+    no_block: bool,
+    /// Give up waiting after this many rounds of changes (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    block_attempts: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The directory of unit files.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// Also show units in the cluster that DIR does not name, which
+    /// `apply --prune` destroys.
+    #[arg(long)]
+    prune: bool,
+}
+
+/// `flotilla.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Manifest {
+    #[serde(default)]
+    default_state: Option<DesiredState>,
+    #[serde(default)]
+    states: BTreeMap<String, DesiredState>,
+    #[serde(default)]
+    instances: BTreeMap<String, Vec<InstanceName>>,
+}
+
+/// An instance name, written as a string or a number in YAML.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum InstanceName {
+    Text(String),
+    Number(u64),
+}
+
+impl InstanceName {
+    fn as_string(&self) -> String {
+        match self {
+            InstanceName::Text(s) => s.clone(),
+            InstanceName::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// What DIR asks for one unit.
+#[derive(Debug, Clone)]
+struct Wanted {
+    text: String,
+    hash: String,
+    desired: DesiredState,
+}
+
+/// One difference between DIR and the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "change", rename_all = "lowercase")]
+enum Change {
+    /// The unit is not in the cluster.
+    Create { unit: String, desired: DesiredState },
+    /// The unit's contents differ.
+    Replace { unit: String, desired: DesiredState },
+    /// Only the desired state differs.
+    State {
+        unit: String,
+        from: DesiredState,
+        to: DesiredState,
+    },
+    /// The unit is in the cluster and not in DIR.
+    Remove { unit: String },
+}
+
+impl Change {
+    fn unit(&self) -> &str {
+        match self {
+            Change::Create { unit, .. }
+            | Change::Replace { unit, .. }
+            | Change::State { unit, .. }
+            | Change::Remove { unit } => unit,
+        }
+    }
+
+    fn line(&self) -> String {
+        match self {
+            Change::Create { unit, desired } => format!("+ {unit} ({desired})"),
+            Change::Replace { unit, desired } => format!("~ {unit}: contents changed ({desired})"),
+            Change::State { unit, from, to } => format!("~ {unit}: {from} -> {to}"),
+            Change::Remove { unit } => format!("- {unit}"),
+        }
+    }
+}
+
+/// Reads and checks DIR: every unit it asks for, by name.
+fn read_dir(dir: &Path) -> anyhow::Result<BTreeMap<UnitName, Wanted>> {
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    let mut errors = Vec::new();
+    let mut texts: BTreeMap<UnitName, (PathBuf, String)> = BTreeMap::new();
+    for path in files {
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let source = path.display().to_string();
+        let name = match UnitName::parse(&file) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(format!("{source}: error: {e}"));
+                continue;
+            }
+        };
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {source}"))?;
+        match UnitSpec::check_named(&source, &name, &text) {
+            Ok(checked) => {
+                for w in &checked.warnings {
+                    eprintln!("{}", w.display_with(&source));
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        if let Some((other, _)) = texts.get(&name) {
+            errors.push(format!(
+                "{source}: error: unit {name} is also defined by {}",
+                other.display()
+            ));
+            continue;
+        }
+        texts.insert(name, (path, text));
+    }
+    if !errors.is_empty() {
+        bail!("{}\nnothing was changed", errors.join("\n"));
+    }
+
+    let manifest_path = dir.join(MANIFEST);
+    let manifest: Manifest = if manifest_path.is_file() {
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+        serde_norway::from_str(&text)
+            .with_context(|| format!("{} is not valid", manifest_path.display()))?
+    } else {
+        Manifest::default()
+    };
+    let default = manifest.default_state.unwrap_or(DesiredState::Launched);
+    let mut wanted = BTreeMap::new();
+    for (name, (_, text)) in &texts {
+        let desired = if name.is_template() {
+            DesiredState::Inactive
+        } else {
+            manifest
+                .states
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(default)
+        };
+        wanted.insert(name.clone(), want(text, desired));
+    }
+    for (template, instances) in &manifest.instances {
+        let template_name = UnitName::parse(template)
+            .with_context(|| format!("{}: instances", manifest_path.display()))?;
+        let Some((path, text)) = texts
+            .get(&template_name)
+            .filter(|_| template_name.is_template())
+        else {
+            bail!(
+                "{}: instances of {template}, which is not a template file in {}",
+                manifest_path.display(),
+                dir.display()
+            );
+        };
+        for instance in instances {
+            let name = template_name
+                .instantiate(&instance.as_string())
+                .with_context(|| format!("{}: instances of {template}", manifest_path.display()))?;
+            // Specifiers expand per instance: check each one.
+            UnitSpec::check_named(&path.display().to_string(), &name, text)?;
+            let desired = manifest
+                .states
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(default);
+            wanted.insert(name, want(text, desired));
+        }
+    }
+    for (name, desired) in &manifest.states {
+        let known = UnitName::parse(name)
+            .ok()
+            .is_some_and(|n| wanted.contains_key(&n));
+        if !known {
+            bail!(
+                "{}: states names {name}, which is neither a unit file in {} nor a listed instance",
+                manifest_path.display(),
+                dir.display()
+            );
+        }
+        if name.contains("@.") && desired.is_scheduled() {
+            bail!(
+                "{}: {name} is a template and cannot be {desired}",
+                manifest_path.display()
+            );
+        }
+    }
+    Ok(wanted)
+}
+
+fn want(text: &str, desired: DesiredState) -> Wanted {
+    let (file, _) = flotilla_proto::UnitFile::parse(text);
+    Wanted {
+        text: text.to_owned(),
+        hash: file.content_hash(),
+        desired,
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|ext| UnitType::ALL.iter().any(|t| t.suffix() == ext))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn changes(wanted: &BTreeMap<UnitName, Wanted>, cluster: &[Unit], prune: bool) -> Vec<Change> {
+    let have: BTreeMap<&str, &Unit> = cluster.iter().map(|u| (u.name.as_str(), u)).collect();
+    let mut out = Vec::new();
+    for (name, w) in wanted {
+        let unit = name.to_string();
+        match have.get(name.as_str()) {
+            None => out.push(Change::Create {
+                unit,
+                desired: w.desired,
+            }),
+            Some(u) if u.hash != w.hash => out.push(Change::Replace {
+                unit,
+                desired: w.desired,
+            }),
+            Some(u) if u.desired_state != w.desired => out.push(Change::State {
+                unit,
+                from: u.desired_state,
+                to: w.desired,
+            }),
+            Some(_) => {}
+        }
+    }
+    if prune {
+        for u in cluster {
+            let named = UnitName::parse(&u.name)
+                .ok()
+                .is_some_and(|n| wanted.contains_key(&n));
+            if !named {
+                out.push(Change::Remove {
+                    unit: u.name.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn print_changes(ctx: &Ctx, changes: &[Change]) -> anyhow::Result<()> {
+    match ctx.output {
+        Output::Json => print_json(&changes),
+        Output::Text => {
+            for c in changes {
+                println!("{}", c.line());
+            }
+            if changes.is_empty() {
+                println!("no changes");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn diff(ctx: Ctx, args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let wanted = read_dir(&args.dir)?;
+    let cluster = ctx.client.all_units().await?;
+    print_changes(&ctx, &changes(&wanted, &cluster, args.prune))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn apply(ctx: Ctx, args: Args) -> anyhow::Result<ExitCode> {
+    let wanted = read_dir(&args.dir)?;
+    let cluster = ctx.client.all_units().await?;
+    let changes = changes(&wanted, &cluster, args.prune);
+    for change in &changes {
+        let name = UnitName::parse(change.unit())?;
+        match change {
+            Change::Create { .. } | Change::Replace { .. } => {
+                let w = &wanted[&name];
+                let put = UnitPut {
+                    desired_state: Some(w.desired),
+                    text: Some(w.text.clone()),
+                    replace: matches!(change, Change::Replace { .. }),
+                    ..UnitPut::default()
+                };
+                ctx.client.put_unit(&name, &put).await?;
+            }
+            Change::State { to, .. } => {
+                let put = UnitPut {
+                    desired_state: Some(*to),
+                    ..UnitPut::default()
+                };
+                ctx.client.put_unit(&name, &put).await?;
+            }
+            Change::Remove { .. } => ctx.client.delete_unit(&name).await?,
+        }
+    }
+    print_changes(&ctx, &changes)?;
+    if !args.no_block {
+        // Wait for each changed unit to reach its desired state, state by
+        // state.
+        let mut by_state: BTreeMap<DesiredState, Vec<UnitName>> = BTreeMap::new();
+        for change in &changes {
+            let name = UnitName::parse(change.unit())?;
+            if name.is_template() {
+                continue;
+            }
+            if let Some(w) = wanted.get(&name) {
+                by_state.entry(w.desired).or_default().push(name);
+            }
+        }
+        for (state, names) in by_state {
+            wait_for(&ctx, &names, state, args.block_attempts).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

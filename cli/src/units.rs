@@ -1,0 +1,366 @@
+//! fleetctl's verbs: submit, load, start, stop, unload, destroy, restart,
+//! cat. A unit is named by a local unit file (used to create the unit when
+//! the cluster lacks it) or by its name.
+//!
+//! State changes block until the cluster reaches the state, as fleetctl's
+//! do, by waiting on the server's watch (`GET /v1/watch`), not by sleeping.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use flotilla_api::client::ClientError;
+use flotilla_proto::wire::{Unit, UnitPut};
+use flotilla_proto::{DesiredState, UnitName, UnitSpec};
+
+use crate::Output;
+use crate::client::{Ctx, print_json};
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// Unit files to submit.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Replace the contents of units that exist with different contents.
+    #[arg(long)]
+    replace: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// Unit files or unit names. A file (or, for an instance such as
+    /// web@1.service, a local template web@.service) creates the unit when
+    /// the cluster does not have it.
+    #[arg(required = true, value_name = "UNIT")]
+    units: Vec<String>,
+    /// Replace the contents of units that exist with different contents
+    /// with those of the local files.
+    #[arg(long)]
+    replace: bool,
+    /// Return at once instead of waiting for the units to reach the state.
+    #[arg(long)]
+    no_block: bool,
+    /// Give up waiting after this many rounds of changes (0: wait as long
+    /// as it takes).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    block_attempts: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NamesArgs {
+    /// Unit names.
+    #[arg(required = true, value_name = "UNIT")]
+    units: Vec<String>,
+}
+
+/// A state-changing verb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Load,
+    Start,
+    Stop,
+    Unload,
+}
+
+impl Verb {
+    fn desired(self) -> DesiredState {
+        match self {
+            Verb::Load | Verb::Stop => DesiredState::Loaded,
+            Verb::Start => DesiredState::Launched,
+            Verb::Unload => DesiredState::Inactive,
+        }
+    }
+}
+
+/// A unit named on the command line, with the local text that can create it.
+struct Target {
+    name: UnitName,
+    local: Option<String>,
+}
+
+/// A unit file's name and text, checked locally first so that errors name
+/// the file and line before anything is sent.
+fn read_local(path: &Path, name: &UnitName) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let source = path.display().to_string();
+    let checked = UnitSpec::check_named(&source, name, &text)?;
+    for w in &checked.warnings {
+        eprintln!("{}", w.display_with(&source));
+    }
+    Ok(text)
+}
+
+fn file_name(path: &Path) -> anyhow::Result<UnitName> {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    UnitName::parse(&file).with_context(|| format!("{}", path.display()))
+}
+
+fn resolve(arg: &str) -> anyhow::Result<Target> {
+    let path = Path::new(arg);
+    let name = file_name(path)?;
+    if path.is_file() {
+        let local = Some(read_local(path, &name)?);
+        return Ok(Target { name, local });
+    }
+    // An instance may be made from a local template beside where its file
+    // would be.
+    if let Some(template) = name.template() {
+        let template_path = path.with_file_name(template.as_str());
+        if template_path.is_file() {
+            let text = read_local(&template_path, &template)?;
+            // Check the text as the instance too (specifiers expand).
+            UnitSpec::check_named(&template_path.display().to_string(), &name, &text)?;
+            return Ok(Target {
+                name,
+                local: Some(text),
+            });
+        }
+    }
+    Ok(Target { name, local: None })
+}
+
+pub async fn submit(ctx: Ctx, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let mut targets = Vec::new();
+    for file in &args.files {
+        let name = file_name(file)?;
+        let text = read_local(file, &name)?;
+        targets.push(Target {
+            name,
+            local: Some(text),
+        });
+    }
+    for t in &targets {
+        ensure(&ctx, t, DesiredState::Inactive, args.replace, true).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates the unit from its local text when the cluster lacks it, replaces
+/// its contents when asked, and sets its desired state (unless `keep_state`
+/// and the unit exists: `submit` does not unload a running unit).
+async fn ensure(
+    ctx: &Ctx,
+    target: &Target,
+    desired: DesiredState,
+    replace: bool,
+    keep_state: bool,
+) -> anyhow::Result<()> {
+    let existing = match ctx.client.get_unit(&target.name).await {
+        Ok(u) => Some(u),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut put = UnitPut {
+        desired_state: Some(desired),
+        ..UnitPut::default()
+    };
+    match (&existing, &target.local) {
+        (None, Some(text)) => put.text = Some(text.clone()),
+        (Some(unit), Some(text)) => {
+            let (file, _) = flotilla_proto::UnitFile::parse(text);
+            if file.content_hash() != unit.hash {
+                if replace {
+                    put.text = Some(text.clone());
+                    put.replace = true;
+                } else {
+                    eprintln!(
+                        "flotilla: {} in the cluster differs from the local file; using the cluster's (--replace to change it)",
+                        target.name
+                    );
+                }
+            }
+            if keep_state {
+                put.desired_state = None;
+            }
+        }
+        (Some(_), None) | (None, None) => {}
+    }
+    if put.desired_state.is_none() && put.text.is_none() {
+        return Ok(());
+    }
+    ctx.client
+        .put_unit(&target.name, &put)
+        .await
+        .map_err(|e| explain(e, &target.name))?;
+    Ok(())
+}
+
+/// Adds a hint to errors a user can act on.
+fn explain(e: ClientError, name: &UnitName) -> anyhow::Error {
+    if e.is_not_found() {
+        let hint = match name.template() {
+            Some(t) => format!("; submit its template {t} first, or run this where a file {t} is"),
+            None => format!("; submit it first, or run this where a file {name} is"),
+        };
+        return anyhow::anyhow!("{e}{hint}");
+    }
+    e.into()
+}
+
+pub async fn set_state(ctx: Ctx, args: StateArgs, verb: Verb) -> anyhow::Result<ExitCode> {
+    let targets = args
+        .units
+        .iter()
+        .map(|u| resolve(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let desired = verb.desired();
+    for t in &targets {
+        ensure(&ctx, t, desired, args.replace, false).await?;
+    }
+    let names: Vec<UnitName> = targets.into_iter().map(|t| t.name).collect();
+    if args.no_block {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let units = wait_for(&ctx, &names, desired, args.block_attempts).await?;
+    report(&ctx, &units, desired)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn restart(ctx: Ctx, args: StateArgs) -> anyhow::Result<ExitCode> {
+    let names = args
+        .units
+        .iter()
+        .map(|u| resolve(u).map(|t| t.name))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for name in &names {
+        ctx.client
+            .put_unit(name, &desired_only(DesiredState::Loaded))
+            .await
+            .map_err(|e| explain(e, name))?;
+    }
+    wait_for(&ctx, &names, DesiredState::Loaded, args.block_attempts).await?;
+    for name in &names {
+        ctx.client
+            .put_unit(name, &desired_only(DesiredState::Launched))
+            .await?;
+    }
+    if args.no_block {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let units = wait_for(&ctx, &names, DesiredState::Launched, args.block_attempts).await?;
+    report(&ctx, &units, DesiredState::Launched)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn desired_only(d: DesiredState) -> UnitPut {
+    UnitPut {
+        desired_state: Some(d),
+        ..UnitPut::default()
+    }
+}
+
+pub async fn destroy(ctx: Ctx, args: NamesArgs) -> anyhow::Result<ExitCode> {
+    for u in &args.units {
+        let name = file_name(Path::new(u))?;
+        ctx.client.delete_unit(&name).await?;
+        if ctx.output == Output::Text {
+            println!("Destroyed {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn cat(ctx: Ctx, args: NamesArgs) -> anyhow::Result<ExitCode> {
+    let mut units = Vec::new();
+    for u in &args.units {
+        let name = file_name(Path::new(u))?;
+        units.push(ctx.client.get_unit(&name).await?);
+    }
+    match ctx.output {
+        Output::Json => print_json(&units)?,
+        Output::Text => {
+            for (i, u) in units.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", u.text);
+                if !u.text.ends_with('\n') {
+                    println!();
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long one round of waiting lasts at most.
+const ROUND: Duration = Duration::from_secs(5);
+
+/// Waits until every unit's current state is `target`, following the
+/// server's watch. Returns the units as they are then.
+pub async fn wait_for(
+    ctx: &Ctx,
+    names: &[UnitName],
+    target: DesiredState,
+    attempts: u32,
+) -> anyhow::Result<Vec<Unit>> {
+    let progress = std::io::stderr().is_terminal();
+    let mut index = 0;
+    let mut round = 0u32;
+    loop {
+        let mut done = Vec::new();
+        let mut pending = Vec::new();
+        for name in names {
+            let unit = ctx.client.get_unit(name).await?;
+            if unit.current_state == Some(target) {
+                done.push(unit);
+            } else {
+                pending.push(unit);
+            }
+        }
+        if pending.is_empty() {
+            if progress {
+                eprint!("\r\x1b[K");
+            }
+            return Ok(done);
+        }
+        let status = pending
+            .iter()
+            .map(describe_pending)
+            .collect::<Vec<_>>()
+            .join(", ");
+        round += 1;
+        if attempts > 0 && round > attempts {
+            if progress {
+                eprint!("\r\x1b[K");
+            }
+            bail!("gave up waiting for {target}: {status}");
+        }
+        if progress {
+            eprint!("\r\x1b[Kwaiting for {target}: {status}");
+        }
+        index = ctx.client.watch(index, ROUND).await?;
+    }
+}
+
+fn describe_pending(u: &Unit) -> String {
+    let now = u
+        .current_state
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "-".into());
+    match &u.unscheduled_reason {
+        Some(reason) => format!("{} is {now} ({reason})", u.name),
+        None => format!("{} is {now}", u.name),
+    }
+}
+
+fn report(ctx: &Ctx, units: &[Unit], state: DesiredState) -> anyhow::Result<()> {
+    match ctx.output {
+        Output::Json => print_json(&units),
+        Output::Text => {
+            for u in units {
+                match &u.machine_id {
+                    Some(m) => println!("Unit {} {state} on {}", u.name, &m.as_str()[..8]),
+                    None => println!("Unit {} {state}", u.name),
+                }
+            }
+            Ok(())
+        }
+    }
+}

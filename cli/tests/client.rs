@@ -1,0 +1,409 @@
+//! The client verbs run as a user runs them, against a real `flotilla
+//! server` process. Where a unit must reach `launched`, a simulated agent
+//! (the real agent endpoints, no systemd) reports its state.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ServerProcess, TempDir, ok, stderr, stdout};
+use flotilla_api::client::Client;
+use flotilla_proto::wire::StateReport;
+use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
+
+const WEB: &str = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n";
+
+fn server(tag: &str) -> (TempDir, ServerProcess) {
+    let dir = TempDir::new(tag);
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    (dir, server)
+}
+
+#[test]
+fn submit_list_cat_and_destroy() {
+    let (dir, s) = server("submit");
+    dir.write("units/web.service", WEB);
+    let cwd = dir.path().join("units");
+    ok(&s.run(&cwd, &["submit", "web.service"]));
+    let listing = ok(&s.run(&cwd, &["list-unit-files"]));
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 2, "{listing}");
+    assert!(lines[0].starts_with("UNIT"), "{listing}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cells[0], "web.service");
+    assert_eq!(cells[2..], ["inactive", "inactive", "-"], "{listing}");
+
+    assert_eq!(ok(&s.run(&cwd, &["cat", "web.service"])), WEB);
+
+    let json = ok(&s.run(&cwd, &["list-unit-files", "-o", "json"]));
+    let units: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(units[0]["name"], "web.service");
+    assert_eq!(units[0]["desiredState"], "inactive");
+
+    assert_eq!(
+        ok(&s.run(&cwd, &["destroy", "web.service"])),
+        "Destroyed web.service\n"
+    );
+    let listing = ok(&s.run(&cwd, &["list-unit-files"]));
+    assert_eq!(listing.lines().count(), 1, "{listing}");
+    let gone = s.run(&cwd, &["cat", "web.service"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        stderr(&gone).contains("does not exist"),
+        "{}",
+        stderr(&gone)
+    );
+}
+
+#[test]
+fn a_bad_unit_file_is_refused_with_file_line_and_option_and_nothing_stored() {
+    let (dir, s) = server("bad");
+    dir.write(
+        "bad.service",
+        "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineOf=db.service\nGlobal=yes\n",
+    );
+    let out = s.run(dir.path(), &["submit", "bad.service"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "bad.service:5: error: [X-Fleet] Global: cannot be used with MachineOf (line 4)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let listing = ok(&s.run(dir.path(), &["list-unit-files"]));
+    assert_eq!(
+        listing.lines().count(),
+        1,
+        "something was stored: {listing}"
+    );
+}
+
+#[test]
+fn changed_contents_need_replace() {
+    let (dir, s) = server("replace");
+    let cwd = dir.path();
+    dir.write("web.service", WEB);
+    ok(&s.run(cwd, &["submit", "web.service"]));
+    let before = ok(&s.run(cwd, &["cat", "web.service"]));
+    dir.write("web.service", "[Service]\nExecStart=/bin/sleep 2000\n");
+    let out = s.run(cwd, &["submit", "web.service"]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("differs from the local file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ok(&s.run(cwd, &["cat", "web.service"])), before);
+    ok(&s.run(cwd, &["submit", "--replace", "web.service"]));
+    assert_eq!(
+        ok(&s.run(cwd, &["cat", "web.service"])),
+        "[Service]\nExecStart=/bin/sleep 2000\n"
+    );
+}
+
+#[test]
+fn load_without_machines_gives_up_with_the_reason() {
+    let (dir, s) = server("nomachines");
+    dir.write("web.service", WEB);
+    let out = s.run(
+        dir.path(),
+        &["load", "--block-attempts", "1", "web.service"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "gave up waiting for loaded: web.service is inactive (no machines in the cluster)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // --no-block returns at once, with the desired state recorded.
+    ok(&s.run(dir.path(), &["start", "--no-block", "web.service"]));
+    let listing = ok(&s.run(dir.path(), &["list-unit-files"]));
+    assert!(listing.contains("launched"), "{listing}");
+}
+
+/// A simulated agent on its own thread: registers a machine, keeps its
+/// lease alive, and reports every unit in its feed as active.
+struct Agent {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    id: MachineId,
+}
+
+impl Agent {
+    fn start(endpoint: &str) -> Agent {
+        let id = MachineId::parse(&format!("{:032x}", 7u128)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = Client::new([endpoint.to_owned()], None).unwrap();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            let id = id.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let machine = Machine {
+                        id: id.clone(),
+                        hostname: "sim".into(),
+                        addresses: vec!["10.9.9.9".into()],
+                        metadata: Default::default(),
+                        capacity: Capacity {
+                            cpu_millis: 2000,
+                            memory_bytes: 1 << 30,
+                        },
+                        agent_version: "simulated".into(),
+                    };
+                    let reg = client.register_machine(&machine).await.unwrap();
+                    let mut index = None;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = client.heartbeat(&id, reg.lease).await;
+                        let Ok(feed) = client
+                            .machine_units(&id, index, Duration::from_millis(200))
+                            .await
+                        else {
+                            continue;
+                        };
+                        index = Some(feed.index);
+                        let states = feed
+                            .units
+                            .iter()
+                            .map(|u| UnitState {
+                                unit: UnitName::parse(&u.name).unwrap(),
+                                machine: id.clone(),
+                                load_state: "loaded".into(),
+                                active_state: if u.desired_state
+                                    == flotilla_proto::DesiredState::Launched
+                                {
+                                    "active".into()
+                                } else {
+                                    "inactive".into()
+                                },
+                                sub_state: "running".into(),
+                                hash: Some(u.hash.clone()),
+                                main_pid: Some(100),
+                                n_restarts: 0,
+                                container_id: None,
+                                health: Health::None,
+                                since_ms: 0,
+                                last_error: None,
+                            })
+                            .collect();
+                        let _ = client
+                            .report_states(
+                                &id,
+                                &StateReport {
+                                    states,
+                                    removed: vec![],
+                                },
+                            )
+                            .await;
+                    }
+                });
+            }
+        });
+        Agent {
+            stop,
+            thread: Some(thread),
+            id,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn start_blocks_until_the_unit_runs_and_list_units_shows_it() {
+    let (dir, s) = server("start");
+    let agent = Agent::start(&s.endpoint);
+    dir.write("web.service", WEB);
+    let out = ok(&s.run(dir.path(), &["start", "web.service"]));
+    assert_eq!(
+        out,
+        format!("Unit web.service launched on {}\n", agent.id.short())
+    );
+
+    let listing = ok(&s.run(dir.path(), &["list-units"]));
+    let lines: Vec<Vec<&str>> = listing
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["UNIT", "MACHINE", "ACTIVE", "SUB", "HEALTH"]);
+    assert_eq!(
+        lines[1],
+        [
+            "web.service",
+            &format!("{}/10.9.9.9", agent.id.short()),
+            "active",
+            "running",
+            "-"
+        ]
+    );
+    let machines = ok(&s.run(dir.path(), &["list-machines"]));
+    assert!(
+        machines.contains(agent.id.short()) && machines.contains("10.9.9.9"),
+        "{machines}"
+    );
+
+    // stop blocks until the unit is loaded but not running.
+    let out = ok(&s.run(dir.path(), &["stop", "web.service"]));
+    assert_eq!(
+        out,
+        format!("Unit web.service loaded on {}\n", agent.id.short())
+    );
+    // unload takes it off its machine.
+    let out = ok(&s.run(dir.path(), &["unload", "web.service"]));
+    assert_eq!(out, "Unit web.service inactive\n");
+}
+
+#[test]
+fn an_instance_starts_from_a_local_template() {
+    let (dir, s) = server("template");
+    let _agent = Agent::start(&s.endpoint);
+    dir.write("worker@.service", "[Service]\nExecStart=/bin/echo %i\n");
+    let out = ok(&s.run(dir.path(), &["start", "worker@1.service"]));
+    assert!(
+        out.starts_with("Unit worker@1.service launched on "),
+        "{out}"
+    );
+    assert_eq!(
+        ok(&s.run(dir.path(), &["cat", "worker@1.service"])),
+        "[Service]\nExecStart=/bin/echo %i\n"
+    );
+}
+
+#[test]
+fn apply_converges_and_a_second_apply_changes_nothing() {
+    let (dir, s) = server("apply");
+    let _agent = Agent::start(&s.endpoint);
+    dir.write("repo/web.service", WEB);
+    dir.write("repo/db.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    dir.write(
+        "repo/worker@.service",
+        "[Service]\nExecStart=/bin/echo %i\n",
+    );
+    dir.write(
+        "repo/flotilla.yaml",
+        "states:\n  db.service: loaded\ninstances:\n  worker@.service: [1, 2]\n",
+    );
+    dir.write("repo/README.md", "not a unit\n");
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+
+    let diff = ok(&s.run(dir.path(), &["diff", repo]));
+    assert_eq!(
+        diff,
+        "+ db.service (loaded)\n+ web.service (launched)\n+ worker@.service (inactive)\n\
+         + worker@1.service (launched)\n+ worker@2.service (launched)\n"
+    );
+    ok(&s.run(dir.path(), &["apply", repo]));
+    assert_eq!(ok(&s.run(dir.path(), &["diff", repo])), "no changes\n");
+    assert_eq!(ok(&s.run(dir.path(), &["apply", repo])), "no changes\n");
+
+    // Editing one file changes only that unit.
+    dir.write("repo/web.service", "[Service]\nExecStart=/bin/sleep 2000\n");
+    assert_eq!(
+        ok(&s.run(dir.path(), &["apply", repo])),
+        "~ web.service: contents changed (launched)\n"
+    );
+
+    // A unit not in the directory stays, unless pruned.
+    dir.write("extra/extra.service", WEB);
+    ok(&s.run(&dir.path().join("extra"), &["submit", "extra.service"]));
+    assert_eq!(ok(&s.run(dir.path(), &["diff", repo])), "no changes\n");
+    assert_eq!(
+        ok(&s.run(dir.path(), &["diff", "--prune", repo])),
+        "- extra.service\n"
+    );
+    ok(&s.run(dir.path(), &["apply", "--prune", repo]));
+    let listing = ok(&s.run(dir.path(), &["list-unit-files"]));
+    assert!(!listing.contains("extra.service"), "{listing}");
+
+    // A bad file anywhere in the directory changes nothing.
+    dir.write(
+        "repo/broken.service",
+        "[Service]\nExecStart=/bin/true\n[X-Fleet]\nConflict=x\n",
+    );
+    dir.write("repo/db.service", "[Service]\nExecStart=/bin/sleep 3000\n");
+    let out = s.run(dir.path(), &["apply", repo]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("broken.service:4: error: [X-Fleet] Conflict: unknown key in [X-Fleet]; did you mean Conflicts?"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        ok(&s.run(dir.path(), &["cat", "db.service"])),
+        "[Service]\nExecStart=/bin/sleep 1000\n"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error() {
+    let dir = TempDir::new("unreachable");
+    let out = std::process::Command::new(common::BIN)
+        .args(["--endpoint", "http://127.0.0.1:9", "list-units"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("flotilla: cannot reach GET http://127.0.0.1:9/v1/units: "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn the_server_reads_a_yaml_configuration_and_refuses_a_bad_one() {
+    let dir = TempDir::new("config");
+    let data = dir.path().join("data");
+    let config = dir.write(
+        "server.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ndata-dir: {}\nmachine-ttl: 1min 30s\nstrategy: binpack\n",
+            data.display()
+        ),
+    );
+    let config = config.to_str().unwrap();
+    // The file gives the address and the data directory.
+    let s = ServerProcess::start_args(&data, &["--config", config]);
+    assert!(
+        s.endpoint.starts_with("http://127.0.0.1:"),
+        "{}",
+        s.endpoint
+    );
+    assert!(data.is_dir(), "the store is not where the file says");
+    drop(s);
+    // A flag wins over the file.
+    let flagged = dir.path().join("flagged");
+    let s = ServerProcess::start_args(
+        &flagged,
+        &["--config", config, "--data-dir", flagged.to_str().unwrap()],
+    );
+    assert!(flagged.is_dir());
+    drop(s);
+
+    let bad = dir.write("bad.yaml", "listen: 127.0.0.1:0\nmachine-tll: 10s\n");
+    let out = std::process::Command::new(common::BIN)
+        .args(["server", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("bad.yaml is not valid"), "{err}");
+    assert!(err.contains("unknown field `machine-tll`"), "{err}");
+}
