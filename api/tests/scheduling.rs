@@ -337,6 +337,24 @@ async fn a_global_unit_runs_on_every_matching_machine_including_later_ones() {
             .then_some(())
     })
     .await;
+
+    // An operator turns the db machine into a worker: it gets the unit too.
+    let patch = flotilla_proto::wire::MachinePatch {
+        metadata: [("role".to_owned(), Some("worker".to_owned()))].into(),
+    };
+    let patched = c.patch_machine(&db.id, &patch).await.unwrap();
+    assert_eq!(patched.machine.metadata["role"], "worker");
+    eventually(
+        &c,
+        "the global unit in the patched machine's feed",
+        || async {
+            db.units(&c)
+                .await
+                .contains("exporter.service")
+                .then_some(())
+        },
+    )
+    .await;
     server.stop().await;
 }
 
