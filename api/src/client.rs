@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use flotilla_proto::wire::{
     ErrorBody, Heartbeat, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration,
-    StatePage, StateReport, Unit, UnitPage, UnitPut,
+    ServerList, StatePage, StateReport, Unit, UnitPage, UnitPut,
 };
 use flotilla_proto::{Machine, MachineId, UnitName, UnitState};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -353,6 +353,11 @@ impl Client {
         )
         .await?;
         Ok(machines)
+    }
+
+    /// `GET /v1/servers`: every live server, and which one leads.
+    pub async fn list_servers(&self) -> Result<ServerList, ClientError> {
+        self.get_json(&["v1", "servers"], Vec::new()).await
     }
 
     /// `PATCH /v1/machines/{id}`: sets metadata keys, removes those given

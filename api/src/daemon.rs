@@ -12,9 +12,13 @@ use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, ElectionError, campaign};
 use flotilla_scheduler::placement::Strategy;
+use flotilla_scheduler::presence;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
-use flotilla_scheduler::store::{EmbeddedOptions, EmbeddedStore, Recovery, Store, StoreError};
+use flotilla_scheduler::store::{
+    EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery, Store,
+    StoreError,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -24,7 +28,10 @@ use crate::server::{ApiConfig, router, serve};
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub listen: SocketAddr,
+    /// The embedded store's directory; unused when `etcd` is set.
     pub data_dir: PathBuf,
+    /// Keep the state in etcd instead of the embedded store.
+    pub etcd: Option<EtcdConfig>,
     /// How long a machine stays alive without a heartbeat.
     pub machine_ttl: Duration,
     /// The leader's lease TTL: how long the cluster waits for a dead leader.
@@ -44,6 +51,8 @@ pub enum DaemonError {
     },
     #[error("cannot open the store in {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
+    #[error("cannot use etcd: {0}")]
+    Etcd(#[from] EtcdConnectError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -57,7 +66,8 @@ pub enum DaemonError {
 #[derive(Debug)]
 pub struct Daemon {
     address: SocketAddr,
-    recovery: Recovery,
+    /// What opening the embedded store found; `None` on etcd.
+    recovery: Option<Recovery>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), DaemonError>>,
 }
@@ -66,32 +76,7 @@ impl Daemon {
     /// Opens the store, binds the listener and starts serving and
     /// campaigning. Returns once the API accepts connections.
     pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        let (store, recovery) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
-            .await
-            .map_err(|source| DaemonError::Store {
-                path: config.data_dir.clone(),
-                source,
-            })?;
-        if let Some(torn) = &recovery.torn_tail {
-            tracing::warn!(
-                "the store's log ended in a torn write that was never acknowledged: cut {} bytes at offset {} of {} ({})",
-                torn.discarded_bytes,
-                torn.offset,
-                torn.path.display(),
-                torn.reason
-            );
-        }
-        tracing::info!(
-            dir = %config.data_dir.display(),
-            revision = recovery.revision,
-            leases = recovery.leases,
-            "store opened"
-        );
-        let store = Arc::new(store);
+        let (store, recovery) = open_store(&config).await?;
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(source) => {
@@ -108,7 +93,7 @@ impl Daemon {
                 address: config.listen,
                 source,
             })?;
-        let dyn_store: Arc<dyn Store> = store.clone();
+        let dyn_store = store.dyn_store();
         let cluster = Arc::new(Cluster::new(
             dyn_store.clone(),
             ClusterConfig {
@@ -132,6 +117,13 @@ impl Daemon {
             strategy: config.strategy,
             ..ReconcilerConfig::default()
         };
+        let announcing = tokio::spawn(presence::announce(
+            dyn_store.clone(),
+            config.keys.clone(),
+            election.record.clone(),
+            config.leader_ttl,
+            stopped.clone(),
+        ));
         let task = tokio::spawn(async move {
             let leading = tokio::spawn(lead(dyn_store, election, reconcile, stopped.clone()));
             let mut until = stopped;
@@ -142,6 +134,7 @@ impl Daemon {
             if let Err(e) = leading.await {
                 tracing::error!("leader task failed: {e}");
             }
+            let _ = announcing.await;
             store.close().await;
             served.map_err(DaemonError::Serve)
         });
@@ -159,9 +152,9 @@ impl Daemon {
         self.address
     }
 
-    /// What opening the store found.
-    pub fn recovery(&self) -> &Recovery {
-        &self.recovery
+    /// What opening the embedded store found; `None` on etcd.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
     }
 
     /// Stops serving, gives up leadership (so another server takes over at
@@ -173,6 +166,64 @@ impl Daemon {
             Err(e) => Err(DaemonError::Serve(std::io::Error::other(e))),
         }
     }
+}
+
+/// The store a server runs on.
+enum OpenStore {
+    Embedded(Arc<EmbeddedStore>),
+    Etcd(Arc<EtcdStore>),
+}
+
+impl OpenStore {
+    fn dyn_store(&self) -> Arc<dyn Store> {
+        match self {
+            OpenStore::Embedded(s) => s.clone(),
+            OpenStore::Etcd(s) => s.clone(),
+        }
+    }
+
+    /// Lets pending writes finish and releases the store.
+    async fn close(&self) {
+        match self {
+            OpenStore::Embedded(s) => s.close().await,
+            // Dropping the last handle closes the connections.
+            OpenStore::Etcd(_) => {}
+        }
+    }
+}
+
+async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery>), DaemonError> {
+    if let Some(etcd) = &config.etcd {
+        let store = EtcdStore::connect(etcd.clone()).await?;
+        tracing::info!(endpoints = ?etcd.endpoints, "using etcd");
+        return Ok((OpenStore::Etcd(Arc::new(store)), None));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let (store, recovery) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
+        .await
+        .map_err(|source| DaemonError::Store {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    if let Some(torn) = &recovery.torn_tail {
+        tracing::warn!(
+            "the store's log ended in a torn write that was never acknowledged: cut {} bytes at offset {} of {} ({})",
+            torn.discarded_bytes,
+            torn.offset,
+            torn.path.display(),
+            torn.reason
+        );
+    }
+    tracing::info!(
+        dir = %config.data_dir.display(),
+        revision = recovery.revision,
+        leases = recovery.leases,
+        "store opened"
+    );
+    Ok((OpenStore::Embedded(Arc::new(store)), Some(recovery)))
 }
 
 /// Campaigns, leads while it can, and campaigns again, until shutdown.

@@ -32,6 +32,7 @@ impl Server {
         let daemon = Daemon::start(DaemonConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
+            etcd: None,
             machine_ttl: TTL,
             leader_ttl: Duration::from_secs(2),
             strategy,

@@ -223,6 +223,27 @@ pub async fn list_machines(ctx: Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn list_servers(ctx: Ctx) -> anyhow::Result<ExitCode> {
+    let servers = ctx.client.list_servers().await?.servers;
+    if ctx.output == Output::Json {
+        print_json(&servers)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cells: Vec<Vec<String>> = servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.address.clone(),
+                s.version.clone(),
+                if s.leader { "yes".into() } else { "-".into() },
+            ]
+        })
+        .collect();
+    print(&["SERVER", "ADDRESS", "VERSION", "LEADER"], &cells);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// CPUs from thousandths: `1.5`.
 fn millis(m: u64) -> String {
     if m.is_multiple_of(1000) {

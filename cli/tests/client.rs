@@ -7,10 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ServerProcess, TempDir, ok, stderr, stdout};
-use flotilla_api::client::Client;
-use flotilla_proto::wire::StateReport;
-use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
+use common::{Agent, ServerProcess, TempDir, ok, stderr, stdout};
 
 const WEB: &str = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n";
 
@@ -125,108 +122,10 @@ fn load_without_machines_gives_up_with_the_reason() {
     assert!(listing.contains("launched"), "{listing}");
 }
 
-/// A simulated agent on its own thread: registers a machine, keeps its
-/// lease alive, and reports every unit in its feed as active.
-struct Agent {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    id: MachineId,
-}
-
-impl Agent {
-    fn start(endpoint: &str) -> Agent {
-        let id = MachineId::parse(&format!("{:032x}", 7u128)).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = Client::new([endpoint.to_owned()], None).unwrap();
-        let thread = std::thread::spawn({
-            let stop = stop.clone();
-            let id = id.clone();
-            move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let machine = Machine {
-                        id: id.clone(),
-                        hostname: "sim".into(),
-                        addresses: vec!["10.9.9.9".into()],
-                        metadata: Default::default(),
-                        capacity: Capacity {
-                            cpu_millis: 2000,
-                            memory_bytes: 1 << 30,
-                        },
-                        agent_version: "simulated".into(),
-                    };
-                    let reg = client.register_machine(&machine).await.unwrap();
-                    let mut index = None;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let _ = client.heartbeat(&id, reg.lease).await;
-                        let Ok(feed) = client
-                            .machine_units(&id, index, Duration::from_millis(200))
-                            .await
-                        else {
-                            continue;
-                        };
-                        index = Some(feed.index);
-                        let states = feed
-                            .units
-                            .iter()
-                            .map(|u| UnitState {
-                                unit: UnitName::parse(&u.name).unwrap(),
-                                machine: id.clone(),
-                                load_state: "loaded".into(),
-                                active_state: if u.desired_state
-                                    == flotilla_proto::DesiredState::Launched
-                                {
-                                    "active".into()
-                                } else {
-                                    "inactive".into()
-                                },
-                                sub_state: "running".into(),
-                                hash: Some(u.hash.clone()),
-                                main_pid: Some(100),
-                                n_restarts: 0,
-                                container_id: None,
-                                health: Health::None,
-                                since_ms: 0,
-                                last_error: None,
-                            })
-                            .collect();
-                        let _ = client
-                            .report_states(
-                                &id,
-                                &StateReport {
-                                    states,
-                                    removed: vec![],
-                                },
-                            )
-                            .await;
-                    }
-                });
-            }
-        });
-        Agent {
-            stop,
-            thread: Some(thread),
-            id,
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn start_blocks_until_the_unit_runs_and_list_units_shows_it() {
     let (dir, s) = server("start");
-    let agent = Agent::start(&s.endpoint);
+    let agent = Agent::start(&[&s.endpoint], 7);
     dir.write("web.service", WEB);
     let out = ok(&s.run(dir.path(), &["start", "web.service"]));
     assert_eq!(
@@ -244,7 +143,7 @@ fn start_blocks_until_the_unit_runs_and_list_units_shows_it() {
         lines[1],
         [
             "web.service",
-            &format!("{}/10.9.9.9", agent.id.short()),
+            &format!("{}/10.9.9.7", agent.id.short()),
             "active",
             "running",
             "-"
@@ -252,7 +151,7 @@ fn start_blocks_until_the_unit_runs_and_list_units_shows_it() {
     );
     let machines = ok(&s.run(dir.path(), &["list-machines"]));
     assert!(
-        machines.contains(agent.id.short()) && machines.contains("10.9.9.9"),
+        machines.contains(agent.id.short()) && machines.contains("10.9.9.7"),
         "{machines}"
     );
 
@@ -270,7 +169,7 @@ fn start_blocks_until_the_unit_runs_and_list_units_shows_it() {
 #[test]
 fn an_instance_starts_from_a_local_template() {
     let (dir, s) = server("template");
-    let _agent = Agent::start(&s.endpoint);
+    let _agent = Agent::start(&[&s.endpoint], 7);
     dir.write("worker@.service", "[Service]\nExecStart=/bin/echo %i\n");
     let out = ok(&s.run(dir.path(), &["start", "worker@1.service"]));
     assert!(
@@ -286,7 +185,7 @@ fn an_instance_starts_from_a_local_template() {
 #[test]
 fn apply_converges_and_a_second_apply_changes_nothing() {
     let (dir, s) = server("apply");
-    let _agent = Agent::start(&s.endpoint);
+    let _agent = Agent::start(&[&s.endpoint], 7);
     dir.write("repo/web.service", WEB);
     dir.write("repo/db.service", "[Service]\nExecStart=/bin/sleep 1000\n");
     dir.write(
@@ -348,6 +247,28 @@ fn apply_converges_and_a_second_apply_changes_nothing() {
         ok(&s.run(dir.path(), &["cat", "db.service"])),
         "[Service]\nExecStart=/bin/sleep 1000\n"
     );
+}
+
+#[test]
+fn list_servers_shows_the_leader() {
+    let (dir, s) = server("servers");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let listing = loop {
+        let listing = ok(&s.run(dir.path(), &["list-servers"]));
+        if listing.contains(" yes") {
+            break listing;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader: {listing}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines: Vec<Vec<&str>> = listing
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["SERVER", "ADDRESS", "VERSION", "LEADER"]);
+    assert_eq!(lines.len(), 2, "{listing}");
+    assert_eq!(lines[1][1], s.endpoint);
+    assert_eq!(lines[1][3], "yes");
 }
 
 #[test]

@@ -15,7 +15,9 @@
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
 //! - [`wire`]: the JSON shapes of the HTTP API.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
+//! - [`backoff`]: retry delays with jitter and a cap, for every retry loop.
 
+pub mod backoff;
 pub mod container;
 pub mod diagnostic;
 pub mod duration;

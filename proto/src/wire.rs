@@ -156,6 +156,26 @@ pub struct MachinePatch {
     pub metadata: BTreeMap<String, Option<String>>,
 }
 
+/// A server of the cluster (`GET /v1/servers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerResource {
+    /// Unique per process start: `<hostname>-<pid>`.
+    pub id: String,
+    /// Where its API listens.
+    pub address: String,
+    pub version: String,
+    /// Whether it leads (places units) now.
+    pub leader: bool,
+}
+
+/// `GET /v1/servers`: every live server, in id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerList {
+    pub servers: Vec<ServerResource>,
+}
+
 /// The body of every error response: `{"error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -9,13 +9,13 @@ use std::time::Duration;
 use flotilla_proto::fleet::{FleetOptions, units_conflict};
 use flotilla_proto::wire::{
     self, AssignedUnit, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration,
-    StatePage, StateReport, Unit, UnitPage, UnitPut,
+    ServerList, ServerResource, StatePage, StateReport, Unit, UnitPage, UnitPut,
 };
 use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName, UnitSpec, UnitState};
 
 use crate::control::{ControlError, ControlPlane, MAX_PAGE, PageRequest, PutOutcome, StateFilter};
 use crate::keys::{Key, Keys};
-use crate::records::{self, SchedRecord, UnitRecord};
+use crate::records::{self, LeaderRecord, SchedRecord, UnitRecord};
 use crate::store::{
     Compare, CompareOp, KeyValue, LeaseId, RangeOptions, Store, StoreError, Txn, TxnOp,
     TxnOpResponse,
@@ -589,6 +589,57 @@ impl ControlPlane for Cluster {
         )))
     }
 
+    async fn list_servers(&self) -> Result<ServerList, ControlError> {
+        let leader_key = self.keys().leader();
+        let txn = Txn::new().and_then([
+            TxnOp::get(leader_key.clone()),
+            TxnOp::range(self.keys().servers(), RangeOptions::default()),
+        ]);
+        let resp = self.store.txn(txn).await.map_err(store_error)?;
+        let mut leader: Option<LeaderRecord> = None;
+        let mut servers = Vec::new();
+        for r in resp.responses {
+            match r {
+                TxnOpResponse::Get(g) => {
+                    if let Some(kv) = g.kv {
+                        leader = Some(records::decode(&leader_key, &kv.value).map_err(internal)?);
+                    }
+                }
+                TxnOpResponse::Range(range) => {
+                    for kv in range.kvs {
+                        let record: LeaderRecord =
+                            records::decode(&kv.key, &kv.value).map_err(internal)?;
+                        servers.push(record);
+                    }
+                }
+                TxnOpResponse::Put(_) | TxnOpResponse::Delete(_) => {}
+            }
+        }
+        let leader_id = leader.as_ref().map(|l| l.id.clone());
+        let mut out: Vec<ServerResource> = servers
+            .into_iter()
+            .map(|s| ServerResource {
+                leader: leader_id.as_deref() == Some(s.id.as_str()),
+                id: s.id,
+                address: s.address,
+                version: s.version,
+            })
+            .collect();
+        // A leader that has not announced itself yet still shows.
+        if let Some(l) = leader
+            && !out.iter().any(|s| s.id == l.id)
+        {
+            out.push(ServerResource {
+                id: l.id,
+                address: l.address,
+                version: l.version,
+                leader: true,
+            });
+            out.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        Ok(ServerList { servers: out })
+    }
+
     async fn register_machine(&self, machine: Machine) -> Result<Registration, ControlError> {
         if machine.hostname.is_empty() {
             return Err(ControlError::InvalidRequest(
@@ -696,20 +747,28 @@ fn unit_resource(
 ) -> Unit {
     let (file, _) = flotilla_proto::UnitFile::parse(&record.text);
     let machine_id = sched.as_ref().and_then(|s| s.machine.clone());
+    // A Global unit has no one machine: it is launched once a machine runs
+    // it, loaded once a machine reports it.
+    let global = file
+        .last_value(flotilla_proto::fleet::SECTION, "Global")
+        .and_then(|v| flotilla_proto::value::parse_bool(v.value))
+        .unwrap_or(false);
+    let running = |s: &&UnitState| matches!(s.active_state.as_str(), "active" | "reloading");
     let current_state = if name.is_template() {
         None
+    } else if global {
+        Some(if states.iter().any(|s| running(&s)) {
+            DesiredState::Launched
+        } else if states.is_empty() {
+            DesiredState::Inactive
+        } else {
+            DesiredState::Loaded
+        })
     } else {
         Some(match &machine_id {
             None => DesiredState::Inactive,
             Some(m) => {
-                let active = states.iter().any(|s| {
-                    &s.machine == m
-                        && matches!(
-                            s.active_state.as_str(),
-                            "active" | "activating" | "reloading"
-                        )
-                });
-                if active {
+                if states.iter().any(|s| &s.machine == m && running(&s)) {
                     DesiredState::Launched
                 } else {
                     DesiredState::Loaded

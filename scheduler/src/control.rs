@@ -8,8 +8,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use flotilla_proto::wire::{
-    MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, StatePage, StateReport,
-    Unit, UnitPage, UnitPut,
+    MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, ServerList, StatePage,
+    StateReport, Unit, UnitPage, UnitPut,
 };
 use flotilla_proto::{Machine, MachineId, UnitFileError, UnitName};
 
@@ -123,6 +123,9 @@ pub trait ControlPlane: Send + Sync + 'static {
         id: &MachineId,
         patch: MachinePatch,
     ) -> impl Future<Output = Result<MachineResource, ControlError>> + Send;
+
+    /// Every live server, and which one leads.
+    fn list_servers(&self) -> impl Future<Output = Result<ServerList, ControlError>> + Send;
 
     // ---- agents ----
 

@@ -10,6 +10,7 @@
 //! | `machines/<id>` | `Machine` JSON, on the machine's lease | the machine's agent (through a server) |
 //! | `state/<unit>/<machine>` | `UnitState` JSON | the machine's agent (through a server) |
 //! | `leader` | [`LeaderRecord`](crate::records::LeaderRecord), on the leader's lease | the leader |
+//! | `servers/<id>` | [`LeaderRecord`](crate::records::LeaderRecord) of a live server, on its lease | each server |
 //!
 //! Assignments are under a per-machine prefix so that an agent's watch sees
 //! only its own work (fleet woke every machine on every change).
@@ -104,6 +105,14 @@ impl Keys {
 
     pub fn leader(&self) -> String {
         format!("{}leader", self.prefix)
+    }
+
+    pub fn servers(&self) -> String {
+        format!("{}servers/", self.prefix)
+    }
+
+    pub fn server(&self, id: &str) -> String {
+        format!("{}servers/{id}", self.prefix)
     }
 
     /// What a key under this prefix is, or `None` for keys flotilla does

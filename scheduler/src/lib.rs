@@ -10,6 +10,7 @@
 //! - [`control`] and [`cluster`]: everything the API asks of the control
 //!   plane, and its implementation over the store.
 //! - [`leader`]: leader election, and the fence every leader write carries.
+//! - [`presence`]: each server announces itself, for `list-servers`.
 //! - `placement`: which machine each unit runs on (pure, no I/O).
 //! - [`reconciler`]: the leader's loop from watch events to committed
 //!   placements.
@@ -19,6 +20,7 @@ pub mod control;
 pub mod keys;
 pub mod leader;
 pub mod placement;
+pub mod presence;
 pub mod reconciler;
 pub mod records;
 pub mod store;

@@ -16,8 +16,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
+use flotilla_proto::backoff::Backoff;
 use flotilla_proto::{Machine, UnitName, UnitSpec};
 
 use crate::keys::{Key, Keys};
@@ -82,7 +82,7 @@ pub async fn run(
             {
                 tracing::warn!("reconcile loop restarts after a store error: {e}");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff.next()) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = leadership.lost() => return ReconcileError::LeadershipLost,
                     _ = shutdown.wait_for(|s| *s) => return ReconcileError::Shutdown,
                 }
@@ -125,8 +125,23 @@ async fn reconcile(
             Err(e) => return ReconcileError::Store(e),
         };
         let mut stray = Vec::new();
+        let mut gone = Vec::new();
         for event in &events {
+            if let (Some(Key::Machine(id)), WatchEvent::Delete { .. }) =
+                (keys.parse(event.key()), event)
+            {
+                gone.push(id);
+            }
             apply(keys, &mut view, event, &mut stray);
+        }
+        // What a machine that left reported is no longer true: its units
+        // run elsewhere now, or nowhere. (When it comes back, its agent
+        // reports afresh.)
+        if !gone.is_empty() {
+            match stale_states(&**store, keys, &gone).await {
+                Ok(ops) => stray.extend(ops),
+                Err(e) => return ReconcileError::Store(e),
+            }
         }
         if !stray.is_empty()
             && let Err(e) = commit(&**store, leadership, stray).await
@@ -171,6 +186,20 @@ async fn load(
         }
     }
     Ok((view, revision, stray))
+}
+
+/// Deletes of the state reports of machines that left the cluster.
+async fn stale_states(
+    store: &dyn Store,
+    keys: &Keys,
+    gone: &[flotilla_proto::MachineId],
+) -> Result<Vec<TxnOp>, StoreError> {
+    let (states, _) = range_all(store, &keys.states()).await?;
+    Ok(states
+        .into_iter()
+        .filter(|kv| matches!(keys.parse(&kv.key), Some(Key::State(_, m)) if gone.contains(&m)))
+        .map(|kv| TxnOp::delete(kv.key))
+        .collect())
 }
 
 /// Every key under a prefix, a page at a time; the revision of the first
@@ -366,46 +395,16 @@ async fn commit(
             .and_then(chunk.to_vec());
         match store.txn(txn).await {
             Ok(resp) if resp.succeeded => {
-                backoff = Backoff::default();
+                backoff.reset();
                 next = chunks.next();
             }
             Ok(_) => return Err(ReconcileError::LeadershipLost),
             Err(e) if e.is_temporary() => {
                 tracing::warn!("committing placements failed, retrying: {e}");
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => return Err(ReconcileError::Store(e)),
         }
     }
     Ok(())
-}
-
-/// Exponential backoff with jitter, capped.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: Duration::from_millis(50),
-        }
-    }
-}
-
-impl Backoff {
-    const CAP: Duration = Duration::from_secs(5);
-
-    fn next(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Self::CAP);
-        // Up to 25% jitter, from the clock's low bits: enough to keep
-        // several servers from retrying in lockstep.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| t.subsec_nanos())
-            .unwrap_or(0);
-        d + d.mul_f64(f64::from(nanos % 250) / 1000.0)
-    }
 }

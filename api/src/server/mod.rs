@@ -15,6 +15,7 @@ mod extract;
 mod machines;
 mod meta;
 mod routes;
+mod servers;
 mod state;
 mod units;
 mod watch;

@@ -4,7 +4,7 @@
 use axum::routing::{MethodFilter, MethodRouter, on};
 use flotilla_scheduler::control::ControlPlane;
 
-use super::{AppState, agent, machines, meta, state, units, watch};
+use super::{AppState, agent, machines, meta, servers, state, units, watch};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +58,7 @@ pub enum Endpoint {
     ListStates,
     ListMachines,
     PatchMachine,
+    ListServers,
     Watch,
     RegisterMachine,
     Heartbeat,
@@ -97,6 +98,7 @@ pub const ROUTES: &[Route] = &[
         "/v1/machines/{id}",
         Endpoint::PatchMachine,
     ),
+    route(HttpMethod::Get, "/v1/servers", Endpoint::ListServers),
     route(HttpMethod::Get, "/v1/watch", Endpoint::Watch),
     route(
         HttpMethod::Post,
@@ -133,6 +135,7 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::ListStates => on(method, state::list::<C>),
         Endpoint::ListMachines => on(method, machines::list::<C>),
         Endpoint::PatchMachine => on(method, machines::patch::<C>),
+        Endpoint::ListServers => on(method, servers::list::<C>),
         Endpoint::Watch => on(method, watch::watch::<C>),
         Endpoint::RegisterMachine => on(method, agent::register::<C>),
         Endpoint::Heartbeat => on(method, agent::heartbeat::<C>),

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use flotilla_proto::wire::{
     AssignedUnit, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration,
-    StatePage, StateReport, Unit, UnitPage, UnitPut, options_of, text_of,
+    ServerList, ServerResource, StatePage, StateReport, Unit, UnitPage, UnitPut, options_of,
+    text_of,
 };
 use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName, UnitSpec, UnitState};
 use flotilla_scheduler::control::{
@@ -377,6 +378,18 @@ impl ControlPlane for FakeControl {
         Ok(StatePage {
             states,
             next_page_token,
+        })
+    }
+
+    async fn list_servers(&self) -> Result<ServerList, ControlError> {
+        self.take_failure()?;
+        Ok(ServerList {
+            servers: vec![ServerResource {
+                id: "fake-1".into(),
+                address: "http://127.0.0.1:0".into(),
+                version: "test".into(),
+                leader: true,
+            }],
         })
     }
 

@@ -8,6 +8,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use flotilla_api::client::Client;
+use flotilla_proto::wire::StateReport;
+use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
 
 /// A temporary directory removed when the test ends, pass or fail.
@@ -147,4 +151,119 @@ pub fn ok(out: &Output) -> String {
         stderr(out)
     );
     stdout(out)
+}
+
+/// A simulated agent on its own thread: registers a machine, keeps its
+/// lease alive, and reports every unit in its feed as active.
+pub struct Agent {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub id: MachineId,
+}
+
+impl Agent {
+    /// Starts machine number `n` talking to `endpoints`.
+    pub fn start(endpoints: &[&str], n: u8) -> Agent {
+        let id = MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = Client::new(endpoints.iter().map(|e| e.to_string()), None)
+            .unwrap()
+            .with_timeout(Duration::from_secs(2));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            let id = id.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let machine = Machine {
+                        id: id.clone(),
+                        hostname: format!("sim{n}"),
+                        addresses: vec![format!("10.9.9.{n}")],
+                        metadata: Default::default(),
+                        capacity: Capacity {
+                            cpu_millis: 2000,
+                            memory_bytes: 1 << 30,
+                        },
+                        agent_version: "simulated".into(),
+                    };
+                    let mut lease = None;
+                    let mut index = None;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        // Register (again, when the lease is gone), then
+                        // keep the lease alive.
+                        match lease {
+                            None => match client.register_machine(&machine).await {
+                                Ok(reg) => lease = Some(reg.lease),
+                                Err(_) => continue,
+                            },
+                            Some(l) => {
+                                if let Err(e) = client.heartbeat(&id, l).await
+                                    && e.is_not_found()
+                                {
+                                    lease = None;
+                                }
+                            }
+                        }
+                        let Ok(feed) = client
+                            .machine_units(&id, index, Duration::from_millis(200))
+                            .await
+                        else {
+                            continue;
+                        };
+                        index = Some(feed.index);
+                        let states = feed
+                            .units
+                            .iter()
+                            .map(|u| UnitState {
+                                unit: UnitName::parse(&u.name).unwrap(),
+                                machine: id.clone(),
+                                load_state: "loaded".into(),
+                                active_state: if u.desired_state
+                                    == flotilla_proto::DesiredState::Launched
+                                {
+                                    "active".into()
+                                } else {
+                                    "inactive".into()
+                                },
+                                sub_state: "running".into(),
+                                hash: Some(u.hash.clone()),
+                                main_pid: Some(100),
+                                n_restarts: 0,
+                                container_id: None,
+                                health: Health::None,
+                                since_ms: 0,
+                                last_error: None,
+                            })
+                            .collect();
+                        let _ = client
+                            .report_states(
+                                &id,
+                                &StateReport {
+                                    states,
+                                    removed: vec![],
+                                },
+                            )
+                            .await;
+                    }
+                });
+            }
+        });
+        Agent {
+            stop,
+            thread: Some(thread),
+            id,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -21,11 +21,12 @@
 //!   when it expires or is revoked its keys are deleted (and watchers see the
 //!   deletes).
 //!
-//! Backends: [`MemoryStore`] (tests; error injection and call counts) and
-//! [`EmbeddedStore`] (durable, on local disk: the default server store). Both
-//! are the same state machine (`state.rs`); the embedded store adds a
-//! write-ahead log and snapshots. An etcd backend comes later and must pass
-//! the same contract tests (`tests/contract/`).
+//! Backends: [`MemoryStore`] (tests; error injection and call counts),
+//! [`EmbeddedStore`] (durable, on local disk: the default server store), and
+//! `EtcdStore` (an etcd v3 cluster; cargo feature `etcd`, on by default).
+//! The first two are the same state machine (`state.rs`); the embedded store
+//! adds a write-ahead log and snapshots. All three pass the same contract
+//! tests (`tests/contract/`).
 //!
 //! See `DESIGN.md` (Store; Leadership and fencing) for how the scheduler uses
 //! it: every leader write is a transaction that also compares the leader
@@ -34,6 +35,8 @@
 mod embedded;
 mod engine;
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod lease;
 mod memory;
 mod state;
@@ -47,6 +50,8 @@ use std::time::Duration;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery, TornTail};
 pub use error::{StoreError, StoreResult};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdConnectError, EtcdStore, EtcdTls};
 pub use memory::{CallCounts, Fault, FaultPoint, MemoryOptions, MemoryStore, Method};
 pub use types::{
     Compare, CompareOp, CompareTarget, DeleteResponse, GetResponse, KeyValue, LeaseGrant, LeaseId,
