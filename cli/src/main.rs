@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod agent;
 mod apply;
 mod client;
+mod dev;
 mod logging;
-mod notify;
 mod server;
+mod shim;
 mod table;
 mod units;
 mod verify;
@@ -64,7 +66,19 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane: the store, the API and the scheduler.
-    Server(server::Args),
+    Server(Box<server::Args>),
+
+    /// Run the agent of this machine: register it, run its units in
+    /// systemd, report their state.
+    Agent(agent::Args),
+
+    /// Run a server on the embedded store and an agent for this machine in
+    /// one process: a one-machine cluster, ready for `flotilla start`.
+    Dev(dev::Args),
+
+    /// The main process of a container unit (run by systemd, not by hand).
+    #[command(hide = true)]
+    Shim(shim::Args),
 
     /// Check unit files offline: syntax, names, [X-Fleet], [Container] and
     /// resource settings, with no server involved.
@@ -97,6 +111,8 @@ enum Command {
     ListUnitFiles,
     /// List the machines of the cluster.
     ListMachines,
+    /// List the servers of the cluster and which one leads.
+    ListServers,
 
     /// Make the cluster's units match a directory of unit files.
     Apply(apply::Args),
@@ -111,8 +127,17 @@ fn main() -> ExitCode {
         Command::Verify(args) => return verify::run(&args, global.output),
         Command::Server(args) => {
             logging::init();
-            server::run(args).map(|()| ExitCode::SUCCESS)
+            server::run(*args).map(|()| ExitCode::SUCCESS)
         }
+        Command::Agent(args) => {
+            logging::init();
+            agent::run(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Dev(args) => {
+            logging::init();
+            dev::run(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Shim(args) => return shim::run(args),
         Command::Submit(args) => client::run(&global, |c| units::submit(c, args)),
         Command::Load(args) => {
             client::run(&global, |c| units::set_state(c, args, units::Verb::Load))
@@ -132,6 +157,7 @@ fn main() -> ExitCode {
         Command::ListUnits => client::run(&global, table::list_units),
         Command::ListUnitFiles => client::run(&global, table::list_unit_files),
         Command::ListMachines => client::run(&global, table::list_machines),
+        Command::ListServers => client::run(&global, table::list_servers),
         Command::Apply(args) => client::run(&global, |c| apply::apply(c, args)),
         Command::Diff(args) => client::run(&global, |c| apply::diff(c, args)),
     };

@@ -18,6 +18,10 @@
 //! Tests check where processes are (their cgroup), which is what makes the
 //! limits apply on a real machine.
 
+mod etcd;
+
+pub use etcd::Etcd;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -94,13 +98,55 @@ pub struct Host {
     nspawn: Child,
     /// The host's PID 1 (systemd), as seen from this machine.
     leader: u32,
+    /// The cgroup (v2) the host's tree lives in, its own.
+    cgroup: PathBuf,
+}
+
+/// A new cgroup v2 directory for one host. systemd-nspawn puts the host's
+/// tree under its own cgroup (`<own>/payload`): hosts started from the same
+/// cgroup would share one tree, and each host's systemd would manage (and
+/// kill) the others' `system.slice` units of the same name.
+fn host_cgroup(name: &str) -> Result<PathBuf, HostError> {
+    let root = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/unified")
+    };
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = root
+        .join("flotilla-testbed")
+        .join(format!("{name}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        HostError::Setup(format!("cannot create the cgroup {}: {e}", dir.display()))
+    })?;
+    Ok(dir)
+}
+
+/// Removes a cgroup tree, leaves first (what is still in use stays).
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 impl Host {
     /// Boots a host named `name` (its hostname) and waits until its
     /// systemd has finished starting up.
     pub fn boot(name: &str, options: &HostOptions) -> Result<Host, HostError> {
-        let mut cmd = Command::new("systemd-nspawn");
+        let cgroup = host_cgroup(name)?;
+        // nspawn starts in the host's own cgroup.
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            r#"echo $$ > "$0/cgroup.procs" && exec systemd-nspawn "$@""#,
+        ])
+        .arg(&cgroup);
         cmd.env("SYSTEMD_SECCOMP", "0")
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .args([
@@ -133,6 +179,7 @@ impl Host {
             name: name.to_owned(),
             leader: 0,
             nspawn,
+            cgroup,
         };
         host.leader = host.find_leader()?;
         host.wait_until_running()?;
@@ -157,8 +204,16 @@ impl Host {
     fn find_leader(&mut self) -> Result<u32, HostError> {
         let nspawn = self.nspawn.id();
         let deadline = Instant::now() + BOOT_DEADLINE;
+        // nspawn's first child only forks the container's init (in a new
+        // PID namespace) and exits: the leader is the child in another PID
+        // namespace than ours.
+        let ours = std::fs::read_link("/proc/self/ns/pid").ok();
         loop {
-            if let Some(pid) = children(nspawn).into_iter().next() {
+            let leader = children(nspawn).into_iter().find(|pid| {
+                let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+                theirs.is_some() && theirs != ours
+            });
+            if let Some(pid) = leader {
                 return Ok(pid);
             }
             if let Ok(Some(status)) = self.nspawn.try_wait() {
@@ -321,15 +376,29 @@ impl Drop for Host {
             kill(self.leader);
             // nspawn exits once its container's init is gone.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.nspawn.try_wait() {
-                    return;
+            let mut exited = false;
+            while !exited && Instant::now() < deadline {
+                exited = matches!(self.nspawn.try_wait(), Ok(Some(_)));
+                if !exited {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = self.nspawn.kill();
-            let _ = self.nspawn.wait();
+            if !exited {
+                let _ = self.nspawn.kill();
+                let _ = self.nspawn.wait();
+            }
         }
+        // Whatever is left of the host (its init, if nspawn died first).
+        let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let populated = || {
+            std::fs::read_to_string(self.cgroup.join("cgroup.events"))
+                .is_ok_and(|e| e.lines().any(|l| l == "populated 1"))
+        };
+        while populated() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        remove_cgroup(&self.cgroup);
     }
 }
 

@@ -1,0 +1,202 @@
+//! The container engine, behind the narrow seam the shim needs.
+//!
+//! [`ContainerRuntime`] is every call the shim makes to Docker: what the
+//! engine is ([`ContainerRuntime::info`]), a container's life (create, start,
+//! wait, stop, kill, remove), what it is ([`ContainerRuntime::inspect`]), its
+//! output and its health events. [`super::docker::Docker`] is the real one
+//! (Docker's Engine API over its socket, with bollard);
+//! [`super::fake::FakeRuntime`] an in-memory engine for unit tests.
+//!
+//! Errors: [`RuntimeError::ImageNotFound`] and [`RuntimeError::Create`] are
+//! the container's own fault (its image or its settings) and retrying does
+//! not help; [`RuntimeError::Unavailable`] means the engine could not be
+//! reached or failed, and may pass.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use flotilla_proto::Health;
+use futures_util::Stream;
+
+/// A stream the runtime hands out: boxed, so the trait stays object-free
+/// and each implementation picks its own.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send + 'static>>;
+
+/// Why a call to the container engine failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image is not in the local engine. flotilla never pulls: images
+    /// are loaded on the host beforehand.
+    #[error(
+        "image {image} is not in the local Docker engine (flotilla does not pull images): pull or load it on this host first"
+    )]
+    ImageNotFound { image: String },
+    /// No container by that name or id.
+    #[error("no container {0}")]
+    NoSuchContainer(String),
+    /// The engine refused the container's settings, or could not start it
+    /// (an executable missing in the image, a port already taken).
+    #[error("docker refused container {container}: {message}")]
+    Create { container: String, message: String },
+    /// The engine could not be reached, or failed; may be temporary.
+    #[error("docker: {0}")]
+    Unavailable(String),
+}
+
+/// Docker's cgroup driver: where it puts a container's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// Docker writes cgroups itself: a `cgroup_parent` path is used as is.
+    Cgroupfs,
+    /// Docker asks systemd for a scope unit `docker-<id>.scope` in the slice
+    /// given as `cgroup_parent`.
+    Systemd,
+}
+
+/// What the engine is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    pub cgroup_driver: CgroupDriver,
+    /// The engine's version, for messages.
+    pub version: String,
+}
+
+/// A container's health check, in Docker's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Docker's `Test`: `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", cmd]`;
+    /// empty keeps the image's.
+    pub test: Vec<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub start_period: Option<Duration>,
+    pub retries: Option<u32>,
+}
+
+/// A port published on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortBinding {
+    /// `80/tcp`.
+    pub container_port: String,
+    /// Empty: every address.
+    pub host_ip: String,
+    /// Empty: a free port chosen by Docker.
+    pub host_port: String,
+}
+
+/// Everything needed to create a container: [`super::config`] builds it
+/// from a unit's `[Container]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateConfig {
+    pub name: String,
+    pub image: String,
+    /// Arguments after the image; empty keeps the image's `CMD`.
+    pub cmd: Vec<String>,
+    /// `None` keeps the image's entrypoint; `Some(vec![])` clears it.
+    pub entrypoint: Option<Vec<String>>,
+    /// `NAME=value`, in order (a later one wins).
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub ports: Vec<PortBinding>,
+    /// Docker's bind and volume strings, `SOURCE:TARGET[:OPTIONS]`.
+    pub binds: Vec<String>,
+    /// Targets of new anonymous volumes.
+    pub anonymous_volumes: Vec<String>,
+    pub health: Option<HealthConfig>,
+    /// A signal name (`SIGTERM`); `None` keeps the image's.
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Duration,
+    pub read_only: bool,
+    pub init: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// A cgroup path (cgroupfs driver) or a slice name (systemd driver).
+    pub cgroup_parent: String,
+}
+
+/// What the engine says about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+    /// The host PID of its init process while it runs (0 when not).
+    pub pid: u32,
+    /// Its exit code once it has run and stopped.
+    pub exit_code: Option<i64>,
+    /// [`Health::None`] when it has no health check.
+    pub health: Health,
+}
+
+/// Which of the container's streams a piece of output comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A piece of the container's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub stream: OutputStream,
+    pub bytes: Vec<u8>,
+}
+
+/// Docker's engine, as the shim uses it. Every method is one call to the
+/// engine; none retries.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// The engine's cgroup driver and version.
+    fn info(&self) -> impl Future<Output = Result<EngineInfo, RuntimeError>> + Send;
+
+    /// Creates (does not start) a container; returns its id.
+    /// [`RuntimeError::ImageNotFound`] when the image is not local.
+    fn create(
+        &self,
+        config: &CreateConfig,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Starts a created container.
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// The container with this name or id, or `None`.
+    fn inspect(
+        &self,
+        name_or_id: &str,
+    ) -> impl Future<Output = Result<Option<ContainerInfo>, RuntimeError>> + Send;
+
+    /// Resolves with the container's exit code once it is not running
+    /// (at once if it has already stopped).
+    fn wait(&self, id: &str) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
+
+    /// Sends the container's stop signal, then SIGKILL after `timeout`;
+    /// returns once it has stopped.
+    fn stop(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Sends `signal` (a name such as `SIGKILL`) to the container.
+    fn kill(&self, id: &str, signal: &str)
+    -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes the container, killing it first if it runs. `Ok(false)` when
+    /// there was none.
+    fn remove(&self, name_or_id: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
+
+    /// The container's output from now on, until it exits. Attach before
+    /// starting it to miss nothing.
+    fn attach(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<BoxStream<Result<Output, RuntimeError>>, RuntimeError>> + Send;
+
+    /// The container's health transitions from now on, as the engine
+    /// reports them (events, not polling).
+    fn health_events(&self, id: &str) -> BoxStream<Result<Health, RuntimeError>>;
+}

@@ -1,0 +1,233 @@
+//! What the shim asks of systemd over D-Bus: to take the container's
+//! processes into the unit (Docker's systemd driver), and to stop or restart
+//! the unit when its container turns unhealthy.
+//!
+//! [`UnitControl`] is that seam; [`SystemdBus`] the real one (the system
+//! bus, `org.freedesktop.systemd1.Manager`), [`FakeUnitControl`] a recorder
+//! for unit tests. The system bus is only connected to when first needed, so
+//! a shim under the cgroupfs driver without a health policy never uses it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+/// Why systemd did not do what the shim asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SystemdError {
+    /// Another job of the unit is queued (a stop or restart someone asked
+    /// for): systemd keeps it rather than the shim's, and that job decides
+    /// what happens to the unit.
+    #[error("systemd: {0}")]
+    Conflict(String),
+    /// systemd could not be reached, or refused.
+    #[error("systemd: {0}")]
+    Failed(String),
+}
+
+/// The error name systemd answers a job with when it would cancel a queued
+/// job (the shim's jobs are queued in mode `fail`).
+const TRANSACTION_IS_DESTRUCTIVE: &str = "org.freedesktop.systemd1.TransactionIsDestructive";
+
+fn error(what: String, e: zbus::Error) -> SystemdError {
+    match &e {
+        zbus::Error::MethodError(name, ..) if name.as_str() == TRANSACTION_IS_DESTRUCTIVE => {
+            SystemdError::Conflict(format!("{what}: {e}"))
+        }
+        _ => SystemdError::Failed(format!("{what}: {e}")),
+    }
+}
+
+/// systemd, as the shim uses it.
+pub trait UnitControl: Send + Sync + 'static {
+    /// Moves `pids` into the sub-cgroup `subcgroup` (such as `/payload`;
+    /// it must exist) of `unit`, which has `Delegate=yes`.
+    fn attach_processes(
+        &self,
+        unit: &str,
+        subcgroup: &str,
+        pids: &[u32],
+    ) -> impl Future<Output = Result<(), SystemdError>> + Send;
+
+    /// Queues a stop job for `unit`, unless another job of the unit is
+    /// queued ([`SystemdError::Conflict`]).
+    fn stop_unit(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
+
+    /// Queues a restart job for `unit`, unless another job of the unit is
+    /// queued ([`SystemdError::Conflict`]): a user's `systemctl stop` must
+    /// not be cancelled by the shim's restart.
+    fn restart_unit(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn attach_processes_to_unit(
+        &self,
+        unit_name: &str,
+        subcgroup: &str,
+        pids: &[u32],
+    ) -> zbus::Result<()>;
+
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::OwnedObjectPath>;
+
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::OwnedObjectPath>;
+}
+
+/// systemd's manager on the system bus.
+#[derive(Debug, Default)]
+pub struct SystemdBus {
+    proxy: OnceCell<ManagerProxy<'static>>,
+}
+
+impl SystemdBus {
+    async fn manager(&self) -> Result<&ManagerProxy<'static>, SystemdError> {
+        self.proxy
+            .get_or_try_init(|| async {
+                let bus = zbus::Connection::system().await.map_err(|e| {
+                    SystemdError::Failed(format!("cannot connect to the system bus: {e}"))
+                })?;
+                ManagerProxy::new(&bus)
+                    .await
+                    .map_err(|e| SystemdError::Failed(e.to_string()))
+            })
+            .await
+    }
+}
+
+impl UnitControl for SystemdBus {
+    async fn attach_processes(
+        &self,
+        unit: &str,
+        subcgroup: &str,
+        pids: &[u32],
+    ) -> Result<(), SystemdError> {
+        self.manager()
+            .await?
+            .attach_processes_to_unit(unit, subcgroup, pids)
+            .await
+            .map_err(|e| error(format!("AttachProcessesToUnit({unit}, {subcgroup})"), e))
+    }
+
+    async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        self.manager()
+            .await?
+            .stop_unit(unit, "fail")
+            .await
+            .map(drop)
+            .map_err(|e| error(format!("StopUnit({unit})"), e))
+    }
+
+    async fn restart_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        self.manager()
+            .await?
+            .restart_unit(unit, "fail")
+            .await
+            .map(drop)
+            .map_err(|e| error(format!("RestartUnit({unit})"), e))
+    }
+}
+
+/// A request the shim made of systemd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitCall {
+    Attach {
+        unit: String,
+        subcgroup: String,
+        pids: Vec<u32>,
+    },
+    Stop(String),
+    Restart(String),
+}
+
+/// A callback with an attach's sub-cgroup and PIDs.
+type OnAttach = dyn Fn(&str, &[u32]) + Send + Sync;
+
+/// Records requests; `on_attach` can act out a move (tests write the
+/// cgroup files as systemd would).
+#[derive(Clone, Default)]
+pub struct FakeUnitControl {
+    calls: Arc<Mutex<Vec<UnitCall>>>,
+    fail_next: Arc<Mutex<Option<SystemdError>>>,
+    on_attach: Option<Arc<OnAttach>>,
+}
+
+impl std::fmt::Debug for FakeUnitControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeUnitControl")
+            .field("calls", &self.calls())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeUnitControl {
+    /// A recorder that runs `f(subcgroup, pids)` on each attach.
+    pub fn with_attach(f: impl Fn(&str, &[u32]) + Send + Sync + 'static) -> Self {
+        FakeUnitControl {
+            calls: Arc::default(),
+            fail_next: Arc::default(),
+            on_attach: Some(Arc::new(f)),
+        }
+    }
+
+    /// The next stop or restart request fails with `error`.
+    pub fn fail_next(&self, error: SystemdError) {
+        *self.fail_next.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    fn fault(&self) -> Result<(), SystemdError> {
+        match self
+            .fail_next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The requests so far.
+    pub fn calls(&self) -> Vec<UnitCall> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, call: UnitCall) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(call);
+    }
+}
+
+impl UnitControl for FakeUnitControl {
+    async fn attach_processes(
+        &self,
+        unit: &str,
+        subcgroup: &str,
+        pids: &[u32],
+    ) -> Result<(), SystemdError> {
+        self.record(UnitCall::Attach {
+            unit: unit.to_owned(),
+            subcgroup: subcgroup.to_owned(),
+            pids: pids.to_vec(),
+        });
+        if let Some(f) = &self.on_attach {
+            f(subcgroup, pids);
+        }
+        Ok(())
+    }
+
+    async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        self.record(UnitCall::Stop(unit.to_owned()));
+        self.fault()
+    }
+
+    async fn restart_unit(&self, unit: &str) -> Result<(), SystemdError> {
+        self.record(UnitCall::Restart(unit.to_owned()));
+        self.fault()
+    }
+}

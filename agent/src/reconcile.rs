@@ -1,0 +1,568 @@
+//! One reconcile pass: make systemd on this host match the units the
+//! cluster gives this machine.
+//!
+//! A pass is an idempotent diff, not told why it runs (a new feed, a
+//! retry, the agent starting): running it twice changes nothing the second
+//! time. In order:
+//!
+//! 1. **Render** every desired unit in memory ([`render`]): a plain unit as
+//!    written, a container unit through
+//!    [`render_service`](crate::container::render::render_service), each
+//!    behind the marker line of [`crate::unit_dir`].
+//! 2. **Observe**: the files flotilla wrote ([`UnitDir::managed`]), what is
+//!    at each desired unit's path, and what systemd says of each unit.
+//! 3. **Plan** ([`plan`], pure): which files to write (only those whose
+//!    content changed) and remove (only files flotilla wrote), whether to
+//!    reload, which jobs to run, which units to refuse.
+//! 4. **Apply**: stop units that are no longer desired, write and remove
+//!    files, reload systemd *once*, then run the jobs together and wait
+//!    for their results.
+//!
+//! The rules of the plan:
+//!
+//! - `launched`: started when not running; restarted when running and its
+//!   content hash changed. A unit that this agent already started for the
+//!   same hash and that then stopped or failed is left to systemd's
+//!   `Restart=` policy, not started again by every pass.
+//! - `loaded`: its file is present and it is stopped.
+//! - gone from the feed: stopped, then its file removed.
+//! - a unit that the host defines elsewhere (its `FragmentPath` is not
+//!   flotilla's file, e.g. `/etc/systemd/system/x.service`, or it is
+//!   masked), or whose path holds a file flotilla did not write, is never
+//!   touched: it is refused, and reported failed with the reason.
+//!
+//! A running unit whose hash did not change is never restarted, whatever
+//! else changed in its rendered file (such as the shim's path): so a
+//! restarted agent restarts nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flotilla_proto::wire::AssignedUnit;
+use flotilla_proto::{DesiredState, UnitName, UnitSpec};
+use tokio::task::JoinSet;
+
+use crate::container::render::render_service;
+use crate::systemd::{JobKind, JobResult, SystemdError, SystemdManager, UnitProperties};
+use crate::unit_dir::{OnDisk, UnitDir, UnitDirError, managed_content};
+
+/// A unit this machine should have, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    pub name: String,
+    /// The unit's content hash, as the cluster gives it.
+    pub hash: String,
+    /// `Loaded` or `Launched`.
+    pub state: DesiredState,
+    /// The whole file to write (marker included), or why the unit cannot
+    /// be rendered.
+    pub content: Result<String, String>,
+}
+
+/// Renders the feed's units: those whose desired state is `loaded` or
+/// `launched`, each once (the last of a name wins). `shim` is the path of
+/// the `flotilla` binary that container units run.
+pub fn render(units: &[AssignedUnit], shim: &Path) -> Vec<Desired> {
+    let mut out: BTreeMap<&str, Desired> = BTreeMap::new();
+    for unit in units {
+        if !unit.desired_state.is_scheduled() {
+            continue;
+        }
+        let content = render_one(unit, shim).map(|body| managed_content(&unit.hash, &body));
+        out.insert(
+            &unit.name,
+            Desired {
+                name: unit.name.clone(),
+                hash: unit.hash.clone(),
+                state: unit.desired_state,
+                content,
+            },
+        );
+    }
+    out.into_values().collect()
+}
+
+fn render_one(unit: &AssignedUnit, shim: &Path) -> Result<String, String> {
+    let name = UnitName::parse(&unit.name).map_err(|e| e.to_string())?;
+    if name.is_template() {
+        return Err(format!("{name} is a template: only its instances run"));
+    }
+    let checked = UnitSpec::check_named(name.as_str(), &name, &unit.text)
+        .map_err(|e| format!("the unit file is not valid: {e}"))?;
+    Ok(match render_service(&checked.spec, shim) {
+        Some(file) => file.to_string(),
+        None => unit.text.clone(),
+    })
+}
+
+/// What the agent found of a desired unit before acting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub disk: OnDisk,
+    pub props: UnitProperties,
+}
+
+/// What a pass will do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Units flotilla wrote that are no longer desired and still run:
+    /// stopped before their files go.
+    pub stop_removed: Vec<String>,
+    /// Files to write: unit name and whole content.
+    pub write: Vec<(String, String)>,
+    /// Files flotilla wrote for units no longer desired.
+    pub remove: Vec<String>,
+    /// Whether systemd must read unit files again (once, after writing).
+    pub reload: bool,
+    /// Jobs to run after the reload.
+    pub jobs: Vec<(JobKind, String)>,
+    /// Desired units left alone, and why.
+    pub refused: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// Whether the pass changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.stop_removed.is_empty()
+            && self.write.is_empty()
+            && self.remove.is_empty()
+            && !self.reload
+            && self.jobs.is_empty()
+    }
+}
+
+/// Decides a pass. `observed` has an entry for every desired unit whose
+/// content rendered; `stray` maps each file flotilla wrote for a unit that
+/// is no longer desired to that unit's properties; `started` maps units
+/// this agent started to the hash it started them with.
+pub fn plan(
+    desired: &[Desired],
+    observed: &BTreeMap<String, Observed>,
+    stray: &BTreeMap<String, UnitProperties>,
+    started: &HashMap<String, String>,
+    dir: &UnitDir,
+) -> Plan {
+    let mut plan = Plan::default();
+    for d in desired {
+        let content = match &d.content {
+            Ok(c) => c,
+            Err(why) => {
+                plan.refused.insert(d.name.clone(), why.clone());
+                continue;
+            }
+        };
+        let Some(obs) = observed.get(&d.name) else {
+            continue;
+        };
+        let ours = dir.file(&d.name);
+        if let Some(why) = refusal(&d.name, obs, &ours) {
+            plan.refused.insert(d.name.clone(), why);
+            continue;
+        }
+        let previous_hash = match &obs.disk {
+            OnDisk::Managed(file) => {
+                if file.content != *content {
+                    plan.write.push((d.name.clone(), content.clone()));
+                }
+                Some(file.hash.as_str())
+            }
+            OnDisk::Absent | OnDisk::Foreign => {
+                plan.write.push((d.name.clone(), content.clone()));
+                None
+            }
+        };
+        // A file written by an earlier pass whose reload never happened.
+        if obs.props.need_daemon_reload {
+            plan.reload = true;
+        }
+        let active = obs.props.is_active();
+        match d.state {
+            DesiredState::Launched if active => {
+                if previous_hash.is_some_and(|h| h != d.hash) {
+                    plan.jobs.push((JobKind::Restart, d.name.clone()));
+                }
+            }
+            DesiredState::Launched => {
+                if started.get(&d.name) != Some(&d.hash) {
+                    plan.jobs.push((JobKind::Start, d.name.clone()));
+                }
+            }
+            DesiredState::Loaded if active => plan.jobs.push((JobKind::Stop, d.name.clone())),
+            DesiredState::Loaded | DesiredState::Inactive => {}
+        }
+    }
+    for (name, props) in stray {
+        let ours = dir.file(name).display().to_string();
+        // A unit that the host now defines elsewhere is not ours to stop.
+        let shadowed = props.is_defined() && props.fragment_path != ours;
+        if props.is_active() && !shadowed {
+            plan.stop_removed.push(name.clone());
+        }
+        plan.remove.push(name.clone());
+    }
+    plan.reload |= !plan.write.is_empty() || !plan.remove.is_empty();
+    plan
+}
+
+/// Why a desired unit must be left alone, if it must.
+fn refusal(name: &str, obs: &Observed, ours: &Path) -> Option<String> {
+    if obs.disk == OnDisk::Foreign {
+        return Some(format!(
+            "{} exists and was not written by flotilla: the unit is left alone",
+            ours.display()
+        ));
+    }
+    if !obs.props.is_defined() {
+        return None;
+    }
+    if obs.props.load_state == "masked" {
+        return Some(format!(
+            "unit {name} is masked on this host: flotilla leaves it alone"
+        ));
+    }
+    let fragment = obs.props.fragment_path.as_str();
+    if fragment == ours.display().to_string() {
+        return None;
+    }
+    if fragment.is_empty() {
+        // Loaded from our file once, now gone: ours to write again.
+        if matches!(obs.disk, OnDisk::Managed(_)) {
+            return None;
+        }
+        return Some(format!(
+            "unit {name} already exists on this host (systemd has it loaded without a file of flotilla's): flotilla leaves it alone"
+        ));
+    }
+    Some(format!(
+        "unit {name} already exists on this host at {fragment}: flotilla does not touch units it did not write"
+    ))
+}
+
+/// What the reporter needs to know of a desired unit after a pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitNote {
+    /// The hash of the file flotilla wrote for it; `None` when refused.
+    pub hash: Option<String>,
+    /// Why it was left alone; such a unit is reported failed.
+    pub refused: Option<String>,
+    /// The last job failure for it, until a later job for it succeeds or
+    /// its content changes.
+    pub error: Option<String>,
+}
+
+/// What to do after a pass (the pass does not retry itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Everything was applied: wait for the feed to change.
+    AwaitChange,
+    /// Something failed in a way that may pass: run again after a backoff.
+    Retry,
+}
+
+/// The outcome of a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    /// Every desired unit, by name.
+    pub units: BTreeMap<String, UnitNote>,
+    /// Units whose files this pass removed: they no longer run here.
+    pub removed: Vec<String>,
+    /// What it did.
+    pub plan: Plan,
+    pub action: Action,
+}
+
+/// Why a pass stopped before it was done. Every case is worth retrying:
+/// the next pass starts from what it finds.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    UnitDir(#[from] UnitDirError),
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+}
+
+/// Runs passes against one systemd. Remembers, across passes, which units
+/// it started with which hash and their last job errors.
+#[derive(Debug)]
+pub struct Reconciler<S> {
+    systemd: Arc<S>,
+    dir: UnitDir,
+    shim: PathBuf,
+    started: HashMap<String, String>,
+    errors: HashMap<String, (String, String)>,
+}
+
+impl<S: SystemdManager> Reconciler<S> {
+    /// A reconciler writing to `dir`, with `shim` as the `flotilla` binary
+    /// for container units.
+    pub fn new(systemd: Arc<S>, dir: UnitDir, shim: PathBuf) -> Reconciler<S> {
+        Reconciler {
+            systemd,
+            dir,
+            shim,
+            started: HashMap::new(),
+            errors: HashMap::new(),
+        }
+    }
+
+    /// One pass towards `feed`: every unit this machine should have
+    /// (assigned units and the `Global` units that apply to it).
+    pub async fn reconcile(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
+        let desired = render(feed, &self.shim);
+        let managed = self.dir.managed()?;
+        let mut observed = BTreeMap::new();
+        let mut refused_early = BTreeMap::new();
+        for d in desired.iter().filter(|d| d.content.is_ok()) {
+            let disk = match managed.get(&d.name) {
+                Some(file) => OnDisk::Managed(file.clone()),
+                None => self.dir.read(&d.name)?,
+            };
+            let props = match self.systemd.unit(&d.name).await {
+                Ok(p) => p,
+                Err(e) if !e.is_temporary() => {
+                    refused_early.insert(d.name.clone(), e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            observed.insert(d.name.clone(), Observed { disk, props });
+        }
+        let mut stray = BTreeMap::new();
+        for name in managed.keys() {
+            if !desired.iter().any(|d| &d.name == name) {
+                stray.insert(name.clone(), self.systemd.unit(name).await?);
+            }
+        }
+        let mut plan = plan(&desired, &observed, &stray, &self.started, &self.dir);
+        plan.refused.extend(refused_early);
+        let (action, removed) = self.apply(&plan, &desired, &observed).await?;
+        let units = desired
+            .iter()
+            .map(|d| {
+                let refused = plan.refused.get(&d.name).cloned();
+                let note = UnitNote {
+                    hash: refused.is_none().then(|| d.hash.clone()),
+                    refused,
+                    error: self
+                        .errors
+                        .get(&d.name)
+                        .filter(|(hash, _)| *hash == d.hash)
+                        .map(|(_, e)| e.clone()),
+                };
+                (d.name.clone(), note)
+            })
+            .collect();
+        // Memory of units that are gone.
+        self.started
+            .retain(|name, _| desired.iter().any(|d| &d.name == name));
+        self.errors
+            .retain(|name, _| desired.iter().any(|d| &d.name == name));
+        Ok(Pass {
+            units,
+            removed,
+            plan,
+            action,
+        })
+    }
+
+    async fn apply(
+        &mut self,
+        plan: &Plan,
+        desired: &[Desired],
+        observed: &BTreeMap<String, Observed>,
+    ) -> Result<(Action, Vec<String>), ReconcileError> {
+        let mut action = Action::AwaitChange;
+        let stops = plan
+            .stop_removed
+            .iter()
+            .map(|n| (JobKind::Stop, n.clone()))
+            .collect();
+        let mut keep = Vec::new();
+        for (_, name, result) in self.run_jobs(stops).await {
+            if let Err(e) = result {
+                tracing::warn!("cannot stop {name}, which no longer runs here: {e}");
+                if e.is_temporary() {
+                    // Its file stays until it is stopped: the next pass
+                    // tries again.
+                    action = Action::Retry;
+                    keep.push(name.clone());
+                }
+            }
+            self.started.remove(&name);
+        }
+        for (name, content) in &plan.write {
+            self.dir.write(name, content)?;
+            tracing::info!("wrote {}", self.dir.file(name).display());
+        }
+        let mut removed = Vec::new();
+        for name in plan.remove.iter().filter(|n| !keep.contains(n)) {
+            self.dir.remove(name)?;
+            tracing::info!("removed {}", self.dir.file(name).display());
+            removed.push(name.clone());
+        }
+        if plan.reload {
+            self.systemd.reload().await?;
+        }
+        let hash_of = |name: &str| {
+            desired
+                .iter()
+                .find(|d| d.name == name)
+                .map(|d| d.hash.clone())
+                .unwrap_or_default()
+        };
+        for (kind, name, result) in self.run_jobs(plan.jobs.clone()).await {
+            let hash = hash_of(&name);
+            match result {
+                Ok(r) if r.is_success() => {
+                    tracing::info!("{} {name}: {}", kind.as_str(), r.as_str());
+                    self.errors.remove(&name);
+                }
+                Ok(r) => {
+                    let message =
+                        format!("the {} job ended with result {}", kind.as_str(), r.as_str());
+                    tracing::warn!("{name}: {message}");
+                    self.errors.insert(name.clone(), (hash.clone(), message));
+                }
+                Err(e) => {
+                    tracing::warn!("{name}: {e}");
+                    self.errors
+                        .insert(name.clone(), (hash.clone(), e.to_string()));
+                    if e.is_temporary() {
+                        action = Action::Retry;
+                        // Not started: the next pass tries again.
+                        continue;
+                    }
+                }
+            }
+            match kind {
+                JobKind::Start | JobKind::Restart => {
+                    self.started.insert(name, hash);
+                }
+                JobKind::Stop => {
+                    self.started.remove(&name);
+                }
+            }
+        }
+        // A launched unit found running with its content is this agent's
+        // (after a restart of the agent, say): should it stop later,
+        // systemd's `Restart=` decides, not the next pass.
+        for d in desired {
+            let running = observed.get(&d.name).is_some_and(|o| o.props.is_active());
+            let acted = plan.jobs.iter().any(|(_, n)| *n == d.name);
+            if d.state == DesiredState::Launched
+                && running
+                && !acted
+                && !plan.refused.contains_key(&d.name)
+            {
+                self.started.insert(d.name.clone(), d.hash.clone());
+            }
+        }
+        Ok((action, removed))
+    }
+
+    /// Runs jobs together and returns each result.
+    async fn run_jobs(
+        &self,
+        jobs: Vec<(JobKind, String)>,
+    ) -> Vec<(JobKind, String, Result<JobResult, SystemdError>)> {
+        let mut set = JoinSet::new();
+        for (kind, name) in jobs {
+            let systemd = self.systemd.clone();
+            set.spawn(async move {
+                let result = systemd.job(kind, &name).await;
+                (kind, name, result)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!("a systemd job task failed: {e}"),
+            }
+        }
+        out.sort_by(|a, b| a.1.cmp(&b.1));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(fragment: &str) -> UnitProperties {
+        UnitProperties {
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            fragment_path: fragment.into(),
+            main_pid: 7,
+            ..UnitProperties::default()
+        }
+    }
+
+    #[test]
+    fn a_departed_unit_shadowed_by_the_host_is_not_stopped() {
+        let dir = UnitDir::new("/run/systemd/system");
+        let stray = BTreeMap::from([
+            (
+                "mine.service".to_owned(),
+                running("/run/systemd/system/mine.service"),
+            ),
+            (
+                "shadowed.service".to_owned(),
+                running("/etc/systemd/system/shadowed.service"),
+            ),
+        ]);
+        let plan = plan(&[], &BTreeMap::new(), &stray, &HashMap::new(), &dir);
+        assert_eq!(plan.stop_removed, ["mine.service"]);
+        assert_eq!(plan.remove, ["mine.service", "shadowed.service"]);
+        assert!(plan.reload);
+    }
+
+    #[test]
+    fn refusals() {
+        let ours = Path::new("/run/systemd/system/x.service");
+        let obs = |disk, props| Observed { disk, props };
+        let absent = || OnDisk::Absent;
+        assert_eq!(
+            refusal(
+                "x.service",
+                &obs(absent(), UnitProperties::not_found()),
+                ours
+            ),
+            None
+        );
+        assert_eq!(
+            refusal(
+                "x.service",
+                &obs(absent(), running("/run/systemd/system/x.service")),
+                ours
+            ),
+            None
+        );
+        let transient = refusal(
+            "x.service",
+            &obs(absent(), running("/run/systemd/transient/x.service")),
+            ours,
+        );
+        assert!(
+            transient
+                .unwrap()
+                .contains("/run/systemd/transient/x.service")
+        );
+        let mut masked = running("/etc/systemd/system/x.service");
+        masked.load_state = "masked".into();
+        assert!(
+            refusal("x.service", &obs(absent(), masked), ours)
+                .unwrap()
+                .contains("masked")
+        );
+        let foreign = refusal(
+            "x.service",
+            &obs(OnDisk::Foreign, UnitProperties::not_found()),
+            ours,
+        );
+        assert!(foreign.unwrap().contains("not written by flotilla"));
+    }
+}

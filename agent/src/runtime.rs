@@ -1,0 +1,432 @@
+//! The agent assembled: four tasks around one systemd and one client.
+//!
+//! - **lease**: registers the machine, then heartbeats at a third of the
+//!   lease's TTL; registers again when a heartbeat says the lease is gone
+//!   (404). Each registration is counted, so the reporter sends a full
+//!   report after it.
+//! - **feed**: long-polls the machine's units (its assignments and the
+//!   `Global` units that apply to it), passing the last index back so that
+//!   nothing is missed across reconnects. While no server answers it keeps
+//!   the last set it had, so units keep running; it retries with backoff
+//!   and, after an error, polls again only once the lease is alive.
+//! - **reconcile**: runs a [`Reconciler`] pass whenever the feed changes,
+//!   and again with backoff while a pass asks to be retried. Nothing is
+//!   reconciled before the first feed arrives: an agent that starts while
+//!   every server is down changes nothing on the host.
+//! - **report**: the [`Reporter`], from systemd's signals.
+//!
+//! [`Agent::stop`] ends the tasks and leaves every unit as it is; so does
+//! dropping the agent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_api::client::{Client, ClientError};
+use flotilla_proto::MachineId;
+use flotilla_proto::backoff::Backoff;
+use flotilla_proto::wire::AssignedUnit;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::machine::{self, MACHINE_ID_FILE, MachineError};
+use crate::reconcile::{Action, Reconciler};
+use crate::report::{ClientSink, DEFAULT_BATCH, Interest, Reporter, ReporterInputs};
+use crate::systemd::{Closed, RUNTIME_UNIT_DIR, SystemdError, SystemdManager};
+use crate::unit_dir::UnitDir;
+
+/// How long one long poll of the feed waits for a change.
+pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(60);
+
+/// How long ordinary calls to the servers (register, heartbeat, report)
+/// may take before the next server is tried.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of an agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The servers, tried in order (`http://host:port`).
+    pub servers: Vec<String>,
+    /// The API token, if the servers require one.
+    pub token: Option<String>,
+    /// The machine's metadata, which `MachineMetadata=` matches.
+    pub metadata: BTreeMap<String, String>,
+    /// Where unit files are written ([`RUNTIME_UNIT_DIR`]).
+    pub unit_dir: PathBuf,
+    /// The `flotilla` binary that container units run as their shim.
+    pub shim: PathBuf,
+    /// Where the machine id is read from ([`MACHINE_ID_FILE`]).
+    pub machine_id_file: PathBuf,
+    /// How long state changes are gathered before they are sent.
+    pub report_batch: Duration,
+    /// How long one long poll of the feed waits.
+    pub poll_wait: Duration,
+}
+
+impl AgentConfig {
+    /// Settings with every default: the given servers, no metadata, and
+    /// `shim` as the binary of container units.
+    pub fn new(servers: Vec<String>, shim: PathBuf) -> AgentConfig {
+        AgentConfig {
+            servers,
+            token: None,
+            metadata: BTreeMap::new(),
+            unit_dir: PathBuf::from(RUNTIME_UNIT_DIR),
+            shim,
+            machine_id_file: PathBuf::from(MACHINE_ID_FILE),
+            report_batch: DEFAULT_BATCH,
+            poll_wait: DEFAULT_POLL_WAIT,
+        }
+    }
+}
+
+/// Why the agent could not start, or stopped by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    #[error("bad server settings: {0}")]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    /// The connection to systemd was lost: restart the agent (which
+    /// restarts no unit).
+    #[error(transparent)]
+    SystemdLost(#[from] Closed),
+    #[error("an agent task ended unexpectedly: {0}")]
+    Task(String),
+}
+
+/// A running agent.
+pub struct Agent {
+    machine: MachineId,
+    shutdown: watch::Sender<bool>,
+    registered: watch::Receiver<u64>,
+    tasks: JoinSet<Result<(), AgentError>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("machine", &self.machine)
+            .field("registrations", &*self.registered.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// Starts the agent's tasks (inside the current tokio runtime) and
+    /// returns at once; [`Agent::registered`] waits for the registration.
+    pub async fn start<S: SystemdManager>(
+        config: AgentConfig,
+        systemd: Arc<S>,
+    ) -> Result<Agent, AgentError> {
+        // Fails early on a machine without a usable id.
+        let machine = machine::describe(&config.machine_id_file, &config.metadata)?;
+        let id = machine.id.clone();
+        let client = Client::new(&config.servers, config.token.as_deref())?;
+        let calls = client.clone().with_timeout(CALL_TIMEOUT);
+        let changes = systemd.subscribe().await?;
+
+        let (shutdown, stopped) = watch::channel(false);
+        let (registered_tx, registered) = watch::channel(0u64);
+        let (lease_tx, lease_ok) = watch::channel(false);
+        let (desired_tx, desired_rx) = watch::channel(None);
+        let (passes_tx, passes_rx) = mpsc::channel(16);
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(keep_registered(
+            calls.clone(),
+            config.clone(),
+            registered_tx,
+            lease_tx,
+            stopped.clone(),
+        ));
+        tasks.spawn(follow_feed(
+            client,
+            id.clone(),
+            config.poll_wait,
+            lease_ok,
+            desired_tx,
+            stopped.clone(),
+        ));
+        let reconciler = Reconciler::new(
+            systemd.clone(),
+            UnitDir::new(&config.unit_dir),
+            config.shim.clone(),
+        );
+        tasks.spawn(reconcile_loop(
+            reconciler,
+            desired_rx,
+            passes_tx,
+            stopped.clone(),
+        ));
+        let reporter = Reporter::new(
+            systemd,
+            ClientSink {
+                client: calls,
+                machine: id.clone(),
+            },
+            id.clone(),
+            config.report_batch,
+        );
+        let inputs = ReporterInputs {
+            changes,
+            passes: passes_rx,
+            registered: registered.clone(),
+            shutdown: stopped,
+        };
+        tasks.spawn(async move { reporter.run(inputs).await.map_err(AgentError::from) });
+        tracing::info!(machine = %id, servers = ?config.servers, "agent started");
+        Ok(Agent {
+            machine: id,
+            shutdown,
+            registered,
+            tasks,
+        })
+    }
+
+    /// The id of the machine this agent runs.
+    pub fn machine_id(&self) -> &MachineId {
+        &self.machine
+    }
+
+    /// Waits until the machine is registered for the first time; fails if
+    /// the agent stopped by itself first.
+    pub async fn registered(&mut self) -> Result<(), AgentError> {
+        let mut registered = self.registered.clone();
+        tokio::select! {
+            r = registered.wait_for(|n| *n > 0) => {
+                r.map(|_| ()).map_err(|_| AgentError::Task("the lease task ended".into()))
+            }
+            ended = self.tasks.join_next() => Err(task_ended(ended)),
+        }
+    }
+
+    /// Waits until the agent stops by itself (it only does on failure,
+    /// such as losing systemd).
+    pub async fn finished(&mut self) -> AgentError {
+        task_ended(self.tasks.join_next().await)
+    }
+
+    /// Stops every task and leaves the units as they are.
+    pub async fn stop(mut self) -> Result<(), AgentError> {
+        let _ = self.shutdown.send(true);
+        let mut first_error = None;
+        while let Some(ended) = self.tasks.join_next().await {
+            let result = match ended {
+                Ok(r) => r,
+                Err(e) => Err(AgentError::Task(e.to_string())),
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        tracing::info!("agent stopped; units left as they are");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn task_ended(ended: Option<Result<Result<(), AgentError>, tokio::task::JoinError>>) -> AgentError {
+    match ended {
+        Some(Ok(Err(e))) => e,
+        Some(Ok(Ok(()))) => AgentError::Task("a task returned".into()),
+        Some(Err(e)) => AgentError::Task(e.to_string()),
+        None => AgentError::Task("no task runs".into()),
+    }
+}
+
+/// Resolves once shutdown is asked for (or whoever could ask is gone).
+pub(crate) async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await of the
+    // caller (it is not `Send`): drop it here.
+    let _ = stopped.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Sleeps `delay`, or less if shutdown comes first; whether it did.
+async fn sleep_or_stop(delay: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        () = stop_requested(stopped) => true,
+    }
+}
+
+/// The lease task; see the module documentation.
+async fn keep_registered(
+    client: Client,
+    config: AgentConfig,
+    registered: watch::Sender<u64>,
+    lease_ok: watch::Sender<bool>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    'register: loop {
+        // Read again each time: addresses may have changed.
+        let machine = machine::describe(&config.machine_id_file, &config.metadata)?;
+        let registration = tokio::select! {
+            r = client.register_machine(&machine) => r,
+            () = stop_requested(&mut stopped) => return Ok(()),
+        };
+        let registration = match registration {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot register the machine, trying again: {e}");
+                lease_ok.send_replace(false);
+                if sleep_or_stop(backoff.next_delay(), &mut stopped).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        tracing::info!(
+            machine = %machine.id,
+            lease = registration.lease,
+            ttl_ms = registration.ttl_ms,
+            "machine registered"
+        );
+        lease_ok.send_replace(true);
+        registered.send_modify(|n| *n += 1);
+        let period = Duration::from_millis(registration.ttl_ms / 3).max(Duration::from_millis(50));
+        let mut lease = registration.lease;
+        loop {
+            if sleep_or_stop(period, &mut stopped).await {
+                return Ok(());
+            }
+            let beat = tokio::select! {
+                r = client.heartbeat(&machine.id, lease) => r,
+                () = stop_requested(&mut stopped) => return Ok(()),
+            };
+            match beat {
+                Ok(r) => {
+                    lease = r.lease;
+                    lease_ok.send_replace(true);
+                }
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!("the machine's lease expired; registering again");
+                    lease_ok.send_replace(false);
+                    continue 'register;
+                }
+                Err(e) => {
+                    tracing::warn!("heartbeat failed: {e}");
+                    lease_ok.send_replace(false);
+                }
+            }
+        }
+    }
+}
+
+/// The feed task; see the module documentation.
+async fn follow_feed(
+    client: Client,
+    id: MachineId,
+    wait: Duration,
+    mut lease_ok: watch::Receiver<bool>,
+    desired: watch::Sender<Option<Vec<AssignedUnit>>>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut index = None;
+    loop {
+        tokio::select! {
+            r = lease_ok.wait_for(|ok| *ok) => {
+                if r.is_err() {
+                    return Ok(());
+                }
+            }
+            () = stop_requested(&mut stopped) => return Ok(()),
+        }
+        let polled = tokio::select! {
+            r = client.machine_units(&id, index, wait) => r,
+            () = stop_requested(&mut stopped) => return Ok(()),
+        };
+        match polled {
+            Ok(units) => {
+                backoff.reset();
+                index = Some(units.index);
+                desired.send_if_modified(|current| {
+                    if current.as_ref() == Some(&units.units) {
+                        return false;
+                    }
+                    tracing::debug!(
+                        units = units.units.len(),
+                        index = units.index,
+                        "feed changed"
+                    );
+                    *current = Some(units.units);
+                    true
+                });
+            }
+            Err(e) => {
+                tracing::warn!("cannot read this machine's units, keeping the last set: {e}");
+                if sleep_or_stop(backoff.next_delay(), &mut stopped).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The reconcile task; see the module documentation.
+async fn reconcile_loop<S: SystemdManager>(
+    mut reconciler: Reconciler<S>,
+    mut desired: watch::Receiver<Option<Vec<AssignedUnit>>>,
+    passes: mpsc::Sender<Interest>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            r = desired.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+            }
+            () = stop_requested(&mut stopped) => return Ok(()),
+        }
+        loop {
+            let Some(feed) = desired.borrow_and_update().clone() else {
+                break;
+            };
+            let outcome = tokio::select! {
+                r = reconciler.reconcile(&feed) => r,
+                () = stop_requested(&mut stopped) => return Ok(()),
+            };
+            match outcome {
+                Ok(pass) => {
+                    if !pass.plan.is_empty() || !pass.plan.refused.is_empty() {
+                        tracing::info!(
+                            units = pass.units.len(),
+                            written = pass.plan.write.len(),
+                            removed = pass.removed.len(),
+                            jobs = pass.plan.jobs.len(),
+                            refused = pass.plan.refused.len(),
+                            reloaded = pass.plan.reload,
+                            "reconciled"
+                        );
+                    }
+                    if passes.send(Interest::from(&pass)).await.is_err() {
+                        return Ok(());
+                    }
+                    if pass.action == Action::AwaitChange {
+                        backoff.reset();
+                        break;
+                    }
+                    tracing::warn!("some changes did not apply; reconciling again");
+                }
+                Err(e) => tracing::warn!("reconcile pass failed, trying again: {e}"),
+            }
+            // Again after a backoff, or at once if the feed changes.
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                r = desired.changed() => {
+                    if r.is_err() {
+                        return Ok(());
+                    }
+                }
+                () = stop_requested(&mut stopped) => return Ok(()),
+            }
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! [`SystemdManager`] over systemd's D-Bus API (`org.freedesktop.systemd1`)
+//! on the system bus, with zbus.
+//!
+//! The few calls the agent makes are declared here with `#[zbus::proxy]`
+//! rather than taken from the `zbus_systemd` crate, whose generated
+//! bindings of every systemd interface would cost far more to build than
+//! these few lines.
+//!
+//! Two tasks keep draining the bus for as long as the connection lives
+//! (a D-Bus stream that nobody reads stalls the whole connection):
+//!
+//! - `JobRemoved` signals resolve the jobs being waited for. A job's
+//!   signal may be read before the reply that names the job, so results
+//!   nobody waits for yet are kept (the most recent few thousand).
+//! - `PropertiesChanged` signals of unit objects, and `JobRemoved`, feed
+//!   the names of changed units to every [`ChangeFeed`].
+//!
+//! `Subscribe` is called once, so that systemd sends those signals at all.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+use zbus::message::Type as MessageType;
+use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
+
+use super::{
+    ChangeFeed, ChangeSink, DEFAULT_JOB_TIMEOUT, JobKind, JobResult, SystemdError, SystemdManager,
+    UnitProperties, change_feed,
+};
+
+const DESTINATION: &str = "org.freedesktop.systemd1";
+const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_INTERFACE: &str = "org.freedesktop.systemd1.Service";
+const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
+/// Where systemd puts unit objects: `UNIT_PATH_PREFIX/<escaped name>`.
+const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit";
+/// How many job results nobody waited for are kept, in case their waiter
+/// has not read its reply yet.
+const FINISHED_JOBS_KEPT: usize = 4096;
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reload(&self) -> zbus::Result<()>;
+    fn subscribe(&self) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+}
+
+/// Jobs being waited for, and results that came before their waiter.
+#[derive(Default)]
+struct Jobs {
+    waiting: HashMap<String, oneshot::Sender<JobResult>>,
+    finished: HashMap<String, JobResult>,
+    finished_order: VecDeque<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    jobs: Mutex<Jobs>,
+    sinks: Mutex<Vec<ChangeSink>>,
+}
+
+impl Shared {
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
+        // Maps of plain values stay valid if a holder panicked.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sinks(&self) -> MutexGuard<'_, Vec<ChangeSink>> {
+        self.sinks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn job_removed(&self, job: String, unit: &str, result: JobResult) {
+        let mut jobs = self.jobs();
+        match jobs.waiting.remove(&job) {
+            Some(waiter) => {
+                let _ = waiter.send(result);
+            }
+            None => {
+                jobs.finished.insert(job.clone(), result);
+                jobs.finished_order.push_back(job);
+                while jobs.finished_order.len() > FINISHED_JOBS_KEPT {
+                    if let Some(old) = jobs.finished_order.pop_front() {
+                        jobs.finished.remove(&old);
+                    }
+                }
+            }
+        }
+        drop(jobs);
+        self.changed(unit);
+    }
+
+    fn changed(&self, unit: &str) {
+        let mut sinks = self.sinks();
+        sinks.retain(|s| !s.is_abandoned());
+        for sink in sinks.iter() {
+            sink.push(unit);
+        }
+    }
+
+    fn close(&self) {
+        for sink in self.sinks().drain(..) {
+            sink.close();
+        }
+        // Waiters see their sender dropped.
+        self.jobs().waiting.clear();
+    }
+}
+
+/// systemd over the system bus.
+pub struct DbusSystemd {
+    conn: Connection,
+    manager: ManagerProxy<'static>,
+    shared: Arc<Shared>,
+    job_timeout: Duration,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DbusSystemd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbusSystemd")
+            .field("job_timeout", &self.job_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DbusSystemd {
+    fn drop(&mut self) {
+        for task in &self.listeners {
+            task.abort();
+        }
+    }
+}
+
+impl DbusSystemd {
+    /// Connects to systemd on the system bus and subscribes to its
+    /// signals. Must run inside a tokio runtime (the listeners are tasks).
+    pub async fn connect() -> Result<DbusSystemd, SystemdError> {
+        let conn = Connection::system()
+            .await
+            .map_err(|e| SystemdError::Connect(e.to_string()))?;
+        Self::with_connection(conn).await
+    }
+
+    /// As [`DbusSystemd::connect`], over a connection made elsewhere.
+    pub async fn with_connection(conn: Connection) -> Result<DbusSystemd, SystemdError> {
+        let manager = ManagerProxy::new(&conn)
+            .await
+            .map_err(|e| bus_error("proxy", e))?;
+        let shared = Arc::new(Shared::default());
+        // Both streams exist before Subscribe, so no signal is missed.
+        let jobs = manager
+            .receive_job_removed()
+            .await
+            .map_err(|e| bus_error("AddMatch JobRemoved", e))?;
+        let rule = MatchRule::builder()
+            .msg_type(MessageType::Signal)
+            .sender(DESTINATION)
+            .interface(PROPERTIES_INTERFACE)
+            .member("PropertiesChanged")
+            .path_namespace(UNIT_PATH_PREFIX)
+            .build()
+            .map_err(|e| bus_error("match rule", e))?;
+        let properties = MessageStream::for_match_rule(rule, &conn, None)
+            .await
+            .map_err(|e| bus_error("AddMatch PropertiesChanged", e))?;
+        manager
+            .subscribe()
+            .await
+            .map_err(|e| bus_error("Subscribe", e))?;
+        let listeners = vec![
+            tokio::spawn(listen_jobs(jobs, shared.clone())),
+            tokio::spawn(listen_properties(properties, shared.clone())),
+        ];
+        Ok(DbusSystemd {
+            conn,
+            manager,
+            shared,
+            job_timeout: DEFAULT_JOB_TIMEOUT,
+            listeners,
+        })
+    }
+
+    /// The same, waiting at most `timeout` for each job's result.
+    pub fn with_job_timeout(mut self, timeout: Duration) -> DbusSystemd {
+        self.job_timeout = timeout;
+        self
+    }
+
+    async fn get_all(
+        &self,
+        path: &OwnedObjectPath,
+        interface: &str,
+    ) -> Result<HashMap<String, OwnedVariant>, SystemdError> {
+        let reply = self
+            .conn
+            .call_method(
+                Some(DESTINATION),
+                path.as_str(),
+                Some(PROPERTIES_INTERFACE),
+                "GetAll",
+                &(interface,),
+            )
+            .await
+            .map_err(|e| bus_error("GetAll", e))?;
+        reply
+            .body()
+            .deserialize::<HashMap<String, OwnedVariant>>()
+            .map_err(|e| bus_error("GetAll", e))
+    }
+}
+
+async fn listen_jobs(mut stream: JobRemovedStream, shared: Arc<Shared>) {
+    while let Some(signal) = stream.next().await {
+        match signal.args() {
+            Ok(args) => shared.job_removed(
+                args.job.as_str().to_owned(),
+                &args.unit,
+                JobResult::parse(&args.result),
+            ),
+            Err(e) => tracing::warn!("cannot read a JobRemoved signal: {e}"),
+        }
+    }
+    tracing::warn!("the stream of systemd job results ended");
+    shared.close();
+}
+
+async fn listen_properties(mut stream: MessageStream, shared: Arc<Shared>) {
+    while let Some(message) = stream.next().await {
+        let Ok(message) = message else { continue };
+        let header = message.header();
+        if let Some(unit) = header.path().and_then(|p| unit_name_from_path(p.as_str())) {
+            shared.changed(&unit);
+        }
+    }
+    tracing::warn!("the stream of systemd property changes ended");
+    shared.close();
+}
+
+impl SystemdManager for DbusSystemd {
+    async fn reload(&self) -> Result<(), SystemdError> {
+        self.manager
+            .reload()
+            .await
+            .map_err(|e| call_error("reload", "the unit files", e))
+    }
+
+    async fn job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {
+        let queued = match kind {
+            JobKind::Start => self.manager.start_unit(unit, "replace").await,
+            JobKind::Stop => self.manager.stop_unit(unit, "replace").await,
+            JobKind::Restart => self.manager.restart_unit(unit, "replace").await,
+        };
+        let job = match queued {
+            Ok(job) => job.as_str().to_owned(),
+            Err(e) => {
+                let e = call_error(kind.as_str(), unit, e);
+                return match &e {
+                    // Nothing to stop: the aim is reached.
+                    SystemdError::Refused { name, .. }
+                        if kind == JobKind::Stop && name.ends_with(".NoSuchUnit") =>
+                    {
+                        Ok(JobResult::Skipped)
+                    }
+                    _ => Err(e),
+                };
+            }
+        };
+        let receiver = {
+            let mut jobs = self.shared.jobs();
+            if let Some(result) = jobs.finished.remove(&job) {
+                return Ok(result);
+            }
+            let (tx, rx) = oneshot::channel();
+            jobs.waiting.insert(job.clone(), tx);
+            rx
+        };
+        match tokio::time::timeout(self.job_timeout, receiver).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) => Err(SystemdError::Bus {
+                operation: kind.as_str(),
+                message: "the connection to systemd was lost while waiting for the job".into(),
+            }),
+            Err(_) => {
+                self.shared.jobs().waiting.remove(&job);
+                Err(SystemdError::JobTimeout {
+                    operation: kind.as_str(),
+                    unit: unit.to_owned(),
+                    waited: self.job_timeout,
+                })
+            }
+        }
+    }
+
+    async fn unit(&self, name: &str) -> Result<UnitProperties, SystemdError> {
+        let path = self
+            .manager
+            .load_unit(name)
+            .await
+            .map_err(|e| call_error("load", name, e))?;
+        let unit = self.get_all(&path, UNIT_INTERFACE).await?;
+        let mut props = UnitProperties {
+            load_state: string(&unit, "LoadState"),
+            active_state: string(&unit, "ActiveState"),
+            sub_state: string(&unit, "SubState"),
+            fragment_path: string(&unit, "FragmentPath"),
+            need_daemon_reload: flag(&unit, "NeedDaemonReload"),
+            state_change_usec: number(&unit, "StateChangeTimestamp"),
+            ..UnitProperties::default()
+        };
+        if name.ends_with(".service") && props.is_defined() {
+            let service = self.get_all(&path, SERVICE_INTERFACE).await?;
+            props.control_group = string(&service, "ControlGroup");
+            props.main_pid = number(&service, "MainPID");
+            props.n_restarts = number(&service, "NRestarts");
+            props.status_text = string(&service, "StatusText");
+            props.exec_main_status = number(&service, "ExecMainStatus");
+            props.result = string(&service, "Result");
+        }
+        Ok(props)
+    }
+
+    async fn subscribe(&self) -> Result<ChangeFeed, SystemdError> {
+        let (sink, feed) = change_feed();
+        if self.listeners.iter().any(|t| t.is_finished()) {
+            sink.close();
+        } else {
+            self.shared.sinks().push(sink);
+        }
+        Ok(feed)
+    }
+}
+
+fn string(props: &HashMap<String, OwnedVariant>, key: &str) -> String {
+    props
+        .get(key)
+        .and_then(|v| <&str>::try_from(v).ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn flag(props: &HashMap<String, OwnedVariant>, key: &str) -> bool {
+    props
+        .get(key)
+        .and_then(|v| bool::try_from(v).ok())
+        .unwrap_or(false)
+}
+
+/// A numeric property, whatever integer type systemd gives it (`u`, `i`,
+/// `t`); absent or out of range reads as 0.
+fn number<T: TryFrom<u64> + TryFrom<i64> + Default>(
+    props: &HashMap<String, OwnedVariant>,
+    key: &str,
+) -> T {
+    let Some(v) = props.get(key) else {
+        return T::default();
+    };
+    if let Ok(n) = u32::try_from(v) {
+        return T::try_from(u64::from(n)).unwrap_or_default();
+    }
+    if let Ok(n) = i32::try_from(v) {
+        return T::try_from(i64::from(n)).unwrap_or_default();
+    }
+    if let Ok(n) = u64::try_from(v) {
+        return T::try_from(n).unwrap_or_default();
+    }
+    if let Ok(n) = i64::try_from(v) {
+        return T::try_from(n).unwrap_or_default();
+    }
+    T::default()
+}
+
+/// The unit name in a unit object's path, undoing systemd's escaping
+/// (`sd_bus_path_encode`: every byte other than `[A-Za-z0-9]` becomes `_`
+/// and two lowercase hex digits). `None` for other paths.
+pub fn unit_name_from_path(path: &str) -> Option<String> {
+    let encoded = path.strip_prefix(UNIT_PATH_PREFIX)?.strip_prefix('/')?;
+    if encoded.is_empty() || encoded.contains('/') {
+        return None;
+    }
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = encoded.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn bus_error(operation: &'static str, e: zbus::Error) -> SystemdError {
+    SystemdError::Bus {
+        operation,
+        message: e.to_string(),
+    }
+}
+
+/// A method call's error: systemd's own refusals (a D-Bus error reply) are
+/// [`SystemdError::Refused`], except the bus's own errors (no reply, the
+/// service gone), which are temporary.
+fn call_error(operation: &'static str, unit: &str, e: zbus::Error) -> SystemdError {
+    let refusal = match &e {
+        zbus::Error::MethodError(name, detail, _) => {
+            Some((name.as_str().to_owned(), detail.clone().unwrap_or_default()))
+        }
+        zbus::Error::FDO(fdo) => {
+            let name = fdo_error_name(fdo);
+            Some((name, fdo.to_string()))
+        }
+        _ => None,
+    };
+    match refusal {
+        Some((name, message)) if !name.starts_with("org.freedesktop.DBus.Error.") => {
+            SystemdError::Refused {
+                operation,
+                unit: unit.to_owned(),
+                name,
+                message,
+            }
+        }
+        _ => SystemdError::Bus {
+            operation,
+            message: e.to_string(),
+        },
+    }
+}
+
+fn fdo_error_name(e: &zbus::fdo::Error) -> String {
+    use zbus::DBusError;
+    e.name().as_str().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_paths() {
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/web_2eservice").as_deref(),
+            Some("web.service")
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/web_40a_2d1_2eservice").as_deref(),
+            Some("web@a-1.service")
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/job/12"),
+            None
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/x_2"),
+            None
+        );
+        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/unit"), None);
+    }
+}

@@ -1,0 +1,270 @@
+//! systemd, as the agent needs it: a narrow trait ([`SystemdManager`]) over
+//! the `org.freedesktop.systemd1` D-Bus API, its real implementation
+//! ([`DbusSystemd`], over zbus) and an in-memory fake that behaves like it
+//! ([`FakeSystemd`], for unit tests).
+//!
+//! What the agent asks of systemd, and nothing more: reload unit files,
+//! run start/stop/restart jobs and wait for their results, read a unit's
+//! properties, and be told when units change.
+
+mod changes;
+mod dbus;
+mod fake;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use changes::{ChangeFeed, ChangeSink, Closed, change_feed};
+pub use dbus::{DbusSystemd, unit_name_from_path};
+pub use fake::{FakeCall, FakeSystemd};
+
+/// The runtime unit directory: systemd reads unit files from it, below
+/// `/etc/systemd/system` in priority, and it is emptied at boot.
+pub const RUNTIME_UNIT_DIR: &str = "/run/systemd/system";
+
+/// How long [`DbusSystemd`] waits for a job's result by default.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The jobs the agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Start => "start",
+            JobKind::Stop => "stop",
+            JobKind::Restart => "restart",
+        }
+    }
+}
+
+/// How a job ended: the `result` of systemd's `JobRemoved` signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    /// It did what it was asked.
+    Done,
+    /// Another job replaced it.
+    Canceled,
+    /// It ran out of time (`TimeoutStartSec=` and the like).
+    Timeout,
+    /// The unit failed.
+    Failed,
+    /// A unit it depends on failed.
+    Dependency,
+    /// Nothing to do (a stop of a unit that was not running, say).
+    Skipped,
+    /// A result this agent does not know.
+    Other(String),
+}
+
+impl JobResult {
+    pub fn parse(result: &str) -> JobResult {
+        match result {
+            "done" => JobResult::Done,
+            "canceled" => JobResult::Canceled,
+            "timeout" => JobResult::Timeout,
+            "failed" => JobResult::Failed,
+            "dependency" => JobResult::Dependency,
+            "skipped" => JobResult::Skipped,
+            other => JobResult::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobResult::Done => "done",
+            JobResult::Canceled => "canceled",
+            JobResult::Timeout => "timeout",
+            JobResult::Failed => "failed",
+            JobResult::Dependency => "dependency",
+            JobResult::Skipped => "skipped",
+            JobResult::Other(s) => s,
+        }
+    }
+
+    /// Whether the job achieved its aim.
+    pub fn is_success(&self) -> bool {
+        matches!(self, JobResult::Done | JobResult::Skipped)
+    }
+}
+
+/// The properties of a unit the agent reads: `org.freedesktop.systemd1.Unit`
+/// and, for services, `org.freedesktop.systemd1.Service`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitProperties {
+    /// `LoadState`: `loaded`, `not-found`, `bad-setting`, `error`,
+    /// `masked`, ...
+    pub load_state: String,
+    /// `ActiveState`: `active`, `reloading`, `inactive`, `failed`,
+    /// `activating`, `deactivating`.
+    pub active_state: String,
+    /// `SubState`: `running`, `dead`, `exited`, `auto-restart`, ...
+    pub sub_state: String,
+    /// `FragmentPath`: the unit file systemd loaded it from; empty when
+    /// none.
+    pub fragment_path: String,
+    /// `ControlGroup`: the unit's cgroup, when it has processes.
+    pub control_group: String,
+    /// `NeedDaemonReload`: its file changed since systemd read it.
+    pub need_daemon_reload: bool,
+    /// `StateChangeTimestamp`: when `ActiveState` last changed, in
+    /// microseconds since the Unix epoch (0 if never).
+    pub state_change_usec: u64,
+    /// `MainPID` (services; 0 when none).
+    pub main_pid: u32,
+    /// `NRestarts`: how often `Restart=` restarted it (services).
+    pub n_restarts: u32,
+    /// `StatusText`: the last `STATUS=` the service sent (services).
+    pub status_text: String,
+    /// `ExecMainStatus`: the main process's exit status (services).
+    pub exec_main_status: i32,
+    /// `Result`: why it last stopped (`success`, `exit-code`, `signal`,
+    /// `timeout`, ...; services).
+    pub result: String,
+}
+
+impl UnitProperties {
+    /// A unit systemd has no file for and does not run.
+    pub fn not_found() -> UnitProperties {
+        UnitProperties {
+            load_state: "not-found".into(),
+            active_state: "inactive".into(),
+            sub_state: "dead".into(),
+            ..UnitProperties::default()
+        }
+    }
+
+    /// Running or on its way up: `active`, `reloading` or `activating`
+    /// (which includes waiting to be restarted by `Restart=`).
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.active_state.as_str(),
+            "active" | "reloading" | "activating"
+        )
+    }
+
+    /// Whether systemd knows the unit from a file (or masked it).
+    pub fn is_defined(&self) -> bool {
+        !matches!(self.load_state.as_str(), "not-found" | "stub" | "")
+    }
+}
+
+/// Why a systemd operation failed. Each variant says whether trying again
+/// may help ([`SystemdError::is_temporary`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    /// No connection to systemd's bus: temporary.
+    #[error("cannot connect to systemd over d-bus: {0}")]
+    Connect(String),
+    /// systemd refused the request for this unit (a bad setting, no such
+    /// unit, a unit that may not be started by hand): not temporary, the
+    /// unit must change first.
+    #[error("systemd refused to {operation} {unit}: {message}")]
+    Refused {
+        operation: &'static str,
+        unit: String,
+        /// The D-Bus error name, such as `org.freedesktop.systemd1.NoSuchUnit`.
+        name: String,
+        message: String,
+    },
+    /// The call failed on the way (the bus, a broken connection, an answer
+    /// that does not decode): temporary.
+    #[error("d-bus call {operation} failed: {message}")]
+    Bus {
+        operation: &'static str,
+        message: String,
+    },
+    /// A job was queued and gave no result in time: temporary (it may still
+    /// finish).
+    #[error("the {operation} job of {unit} gave no result within {}s", .waited.as_secs())]
+    JobTimeout {
+        operation: &'static str,
+        unit: String,
+        waited: Duration,
+    },
+}
+
+impl SystemdError {
+    /// Whether the same request may succeed later without anything
+    /// changing.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            SystemdError::Connect(_)
+            | SystemdError::Bus { .. }
+            | SystemdError::JobTimeout { .. } => true,
+            SystemdError::Refused { .. } => false,
+        }
+    }
+}
+
+/// What the agent needs from systemd. Implementations are cheap to share
+/// (`Arc`) and safe to call concurrently.
+pub trait SystemdManager: Send + Sync + 'static {
+    /// `Reload`: reads every unit file again. Returns when systemd has
+    /// finished.
+    fn reload(&self) -> impl Future<Output = Result<(), SystemdError>> + Send;
+
+    /// Queues a job for `unit` (mode `replace`) and waits for its result.
+    /// Stopping a unit systemd does not know succeeds.
+    fn job(
+        &self,
+        kind: JobKind,
+        unit: &str,
+    ) -> impl Future<Output = Result<JobResult, SystemdError>> + Send;
+
+    /// The unit's properties, loading it from its file if systemd has not
+    /// yet (`LoadUnit`); a unit without a file is `not-found`.
+    fn unit(&self, name: &str)
+    -> impl Future<Output = Result<UnitProperties, SystemdError>> + Send;
+
+    /// A feed of the names of units whose properties changed or whose job
+    /// ended, from now on. It closes when the connection to systemd is lost.
+    fn subscribe(&self) -> impl Future<Output = Result<ChangeFeed, SystemdError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_results() {
+        for r in [
+            "done",
+            "canceled",
+            "timeout",
+            "failed",
+            "dependency",
+            "skipped",
+            "odd",
+        ] {
+            assert_eq!(JobResult::parse(r).as_str(), r);
+        }
+        assert!(JobResult::parse("done").is_success());
+        assert!(JobResult::parse("skipped").is_success());
+        assert!(!JobResult::parse("failed").is_success());
+    }
+
+    #[test]
+    fn activity() {
+        let mut p = UnitProperties::not_found();
+        assert!(!p.is_active() && !p.is_defined());
+        for (state, active) in [
+            ("active", true),
+            ("activating", true),
+            ("reloading", true),
+            ("deactivating", false),
+            ("failed", false),
+            ("inactive", false),
+        ] {
+            p.active_state = state.into();
+            assert_eq!(p.is_active(), active, "{state}");
+        }
+        p.load_state = "masked".into();
+        assert!(p.is_defined());
+    }
+}

@@ -1,0 +1,354 @@
+//! The reconcile pass against the in-memory systemd: render everything,
+//! write only what changed, reload once, then start/stop/restart; never
+//! touch what flotilla did not write; a second pass does nothing.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flotilla_agent::reconcile::{Action, Reconciler};
+use flotilla_agent::systemd::{FakeCall, FakeSystemd, JobKind};
+use flotilla_agent::unit_dir::{UnitDir, marker_hash};
+use flotilla_proto::wire::AssignedUnit;
+use flotilla_proto::{DesiredState, UnitFile};
+
+const SHIM: &str = "/opt/flotilla/bin/flotilla";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    systemd: Arc<FakeSystemd>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("system")).unwrap();
+        let systemd = Arc::new(FakeSystemd::new(&dir.path().join("system")));
+        Setup { dir, systemd }
+    }
+
+    fn units(&self) -> PathBuf {
+        self.dir.path().join("system")
+    }
+
+    /// A reconciler with no memory, as after the agent starts.
+    fn reconciler(&self) -> Reconciler<FakeSystemd> {
+        Reconciler::new(
+            self.systemd.clone(),
+            UnitDir::new(self.units()),
+            PathBuf::from(SHIM),
+        )
+    }
+
+    fn file(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.units().join(name)).ok()
+    }
+}
+
+fn unit(name: &str, text: &str, state: DesiredState) -> AssignedUnit {
+    let (file, diags) = UnitFile::parse(text);
+    assert!(diags.is_empty(), "{diags:?}");
+    AssignedUnit {
+        name: name.to_owned(),
+        text: text.to_owned(),
+        hash: file.content_hash(),
+        desired_state: state,
+        global: false,
+    }
+}
+
+fn sleeper(tag: &str) -> String {
+    format!("[Unit]\nDescription={tag}\n\n[Service]\nExecStart=/bin/sleep infinity\n")
+}
+
+const CONTAINER: &str =
+    "[Unit]\nDescription=web\n[Container]\nImage=local/busybox:latest\nExec=httpd -f\n";
+
+fn job(kind: JobKind, name: &str) -> FakeCall {
+    FakeCall::Job(kind, name.to_owned())
+}
+
+#[tokio::test]
+async fn renders_everything_writes_what_changed_and_reloads_once() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let feed = vec![
+        unit("a.service", &sleeper("a"), DesiredState::Launched),
+        unit("b.service", &sleeper("b"), DesiredState::Loaded),
+        unit("web.service", CONTAINER, DesiredState::Launched),
+        // Not scheduled here: nothing is written for it.
+        unit("c.service", &sleeper("c"), DesiredState::Inactive),
+    ];
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(pass.action, Action::AwaitChange);
+    assert_eq!(pass.plan.write.len(), 3);
+    assert!(pass.plan.refused.is_empty(), "{:?}", pass.plan.refused);
+    // One reload, after every file was written, before any job.
+    assert_eq!(
+        s.systemd.changes(),
+        [
+            FakeCall::Reload,
+            job(JobKind::Start, "a.service"),
+            job(JobKind::Start, "web.service"),
+        ]
+    );
+    assert!(s.systemd.is_active("a.service"));
+    assert!(!s.systemd.is_active("b.service"));
+    assert!(s.file("c.service").is_none());
+
+    // Plain units as written, behind the marker.
+    let a = s.file("a.service").unwrap();
+    assert_eq!(marker_hash(&a), Some(feed[0].hash.as_str()));
+    assert!(a.ends_with(&sleeper("a")));
+    assert_eq!(s.systemd.loaded_text("a.service").unwrap(), a);
+    // Container units through the shim.
+    let web = s.file("web.service").unwrap();
+    assert_eq!(marker_hash(&web), Some(feed[2].hash.as_str()));
+    assert!(web.contains(&format!("ExecStart={SHIM} shim run --unit web.service")));
+    assert!(web.contains("[X-Container]"));
+
+    // The same feed again: nothing at all changes.
+    s.systemd.clear_calls();
+    let mtime = std::fs::metadata(s.units().join("a.service"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert!(pass.plan.is_empty(), "{:?}", pass.plan);
+    assert_eq!(s.systemd.changes(), []);
+    let again = std::fs::metadata(s.units().join("a.service"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(mtime, again);
+    assert_eq!(pass.units.len(), 3);
+    assert_eq!(
+        pass.units["a.service"].hash.as_deref(),
+        Some(feed[0].hash.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_changed_unit_is_rewritten_and_restarted_and_nothing_else() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let mut feed = vec![
+        unit("a.service", &sleeper("a"), DesiredState::Launched),
+        unit("b.service", &sleeper("b"), DesiredState::Launched),
+    ];
+    r.reconcile(&feed).await.unwrap();
+    let (pid_a, pid_b) = (
+        s.systemd.peek("a.service").main_pid,
+        s.systemd.peek("b.service").main_pid,
+    );
+    s.systemd.clear_calls();
+    feed[0] = unit("a.service", &sleeper("a, changed"), DesiredState::Launched);
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(pass.plan.write.len(), 1);
+    assert_eq!(
+        s.systemd.changes(),
+        [FakeCall::Reload, job(JobKind::Restart, "a.service")]
+    );
+    assert_ne!(s.systemd.peek("a.service").main_pid, pid_a);
+    assert_eq!(s.systemd.peek("b.service").main_pid, pid_b);
+    assert!(
+        s.systemd
+            .loaded_text("a.service")
+            .unwrap()
+            .contains("a, changed")
+    );
+    assert_eq!(
+        marker_hash(&s.file("a.service").unwrap()),
+        Some(feed[0].hash.as_str())
+    );
+
+    // A changed unit that is only loaded is rewritten, not started.
+    s.systemd.clear_calls();
+    feed[1] = unit("b.service", &sleeper("b, changed"), DesiredState::Loaded);
+    r.reconcile(&feed).await.unwrap();
+    assert_eq!(
+        s.systemd.changes(),
+        [FakeCall::Reload, job(JobKind::Stop, "b.service")]
+    );
+}
+
+#[tokio::test]
+async fn stopped_units_keep_their_files_and_removed_units_lose_them() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let mut feed = vec![
+        unit("a.service", &sleeper("a"), DesiredState::Launched),
+        unit("b.service", &sleeper("b"), DesiredState::Launched),
+    ];
+    r.reconcile(&feed).await.unwrap();
+    s.systemd.clear_calls();
+
+    // launched -> loaded: stopped, file kept, no reload needed.
+    feed[0].desired_state = DesiredState::Loaded;
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(s.systemd.changes(), [job(JobKind::Stop, "a.service")]);
+    assert!(pass.removed.is_empty());
+    assert!(s.file("a.service").is_some());
+    assert!(!s.systemd.is_active("a.service"));
+
+    // loaded -> launched again: started (a `flotilla restart`).
+    s.systemd.clear_calls();
+    feed[0].desired_state = DesiredState::Launched;
+    r.reconcile(&feed).await.unwrap();
+    assert_eq!(s.systemd.changes(), [job(JobKind::Start, "a.service")]);
+
+    // Gone from the feed: stopped first, then its file removed, one reload.
+    s.systemd.clear_calls();
+    feed.remove(0);
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(
+        s.systemd.changes(),
+        [job(JobKind::Stop, "a.service"), FakeCall::Reload]
+    );
+    assert_eq!(pass.removed, ["a.service"]);
+    assert!(s.file("a.service").is_none());
+    assert!(!s.systemd.is_active("a.service"));
+    assert!(s.systemd.is_active("b.service"));
+    assert!(!pass.units.contains_key("a.service"));
+
+    // An empty feed removes everything flotilla wrote, and only that.
+    std::fs::write(s.units().join("mine-not.service"), sleeper("host")).unwrap();
+    let pass = r.reconcile(&[]).await.unwrap();
+    assert_eq!(pass.removed, ["b.service"]);
+    assert_eq!(s.file("mine-not.service").unwrap(), sleeper("host"));
+}
+
+#[tokio::test]
+async fn units_flotilla_did_not_write_are_never_touched() {
+    let s = Setup::new();
+    // A host unit of the same name, defined in /etc and running.
+    let etc = Path::new("/etc/systemd/system/x.service");
+    s.systemd.add_host_unit("x.service", etc);
+    let pid = s.systemd.peek("x.service").main_pid;
+    // A file flotilla did not write at flotilla's own path.
+    std::fs::write(s.units().join("y.service"), sleeper("by hand")).unwrap();
+
+    let mut r = s.reconciler();
+    let feed = vec![
+        unit("x.service", &sleeper("x"), DesiredState::Loaded),
+        unit("y.service", &sleeper("y"), DesiredState::Launched),
+        unit("z.service", &sleeper("z"), DesiredState::Launched),
+    ];
+    let pass = r.reconcile(&feed).await.unwrap();
+    let x = pass.units["x.service"].refused.as_deref().unwrap();
+    assert!(x.contains("/etc/systemd/system/x.service"), "{x}");
+    let y = pass.units["y.service"].refused.as_deref().unwrap();
+    assert!(y.contains("not written by flotilla"), "{y}");
+    assert_eq!(pass.units["x.service"].hash, None);
+    assert!(pass.units["z.service"].refused.is_none());
+    // Only z was written and started; x kept running as it was.
+    assert_eq!(pass.plan.write.len(), 1);
+    assert_eq!(
+        s.systemd.changes(),
+        [FakeCall::Reload, job(JobKind::Start, "z.service")]
+    );
+    assert!(s.file("x.service").is_none());
+    assert_eq!(s.file("y.service").unwrap(), sleeper("by hand"));
+    assert_eq!(s.systemd.peek("x.service").main_pid, pid);
+
+    // Dropped from the feed, they are still not touched.
+    s.systemd.clear_calls();
+    let pass = r.reconcile(&feed[2..]).await.unwrap();
+    assert!(pass.removed.is_empty());
+    assert_eq!(s.systemd.changes(), []);
+    assert_eq!(s.file("y.service").unwrap(), sleeper("by hand"));
+    assert!(s.systemd.is_active("x.service"));
+}
+
+#[tokio::test]
+async fn a_restarted_agent_changes_nothing() {
+    let s = Setup::new();
+    let feed = vec![
+        unit("a.service", &sleeper("a"), DesiredState::Launched),
+        unit("web.service", CONTAINER, DesiredState::Launched),
+        unit("b.service", &sleeper("b"), DesiredState::Loaded),
+    ];
+    s.reconciler().reconcile(&feed).await.unwrap();
+    let pids: Vec<u32> = ["a.service", "web.service"]
+        .iter()
+        .map(|u| s.systemd.peek(u).main_pid)
+        .collect();
+    s.systemd.clear_calls();
+    // A new reconciler knows only what is on disk and in systemd.
+    let pass = s.reconciler().reconcile(&feed).await.unwrap();
+    assert!(pass.plan.is_empty(), "{:?}", pass.plan);
+    assert_eq!(s.systemd.changes(), []);
+    let after: Vec<u32> = ["a.service", "web.service"]
+        .iter()
+        .map(|u| s.systemd.peek(u).main_pid)
+        .collect();
+    assert_eq!(pids, after);
+}
+
+#[tokio::test]
+async fn a_failed_unit_is_left_to_systemd_until_it_changes() {
+    let s = Setup::new();
+    s.systemd.fail_jobs_of("a.service");
+    let mut r = s.reconciler();
+    let mut feed = vec![unit("a.service", &sleeper("a"), DesiredState::Launched)];
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(pass.action, Action::AwaitChange);
+    let error = pass.units["a.service"].error.as_deref().unwrap();
+    assert!(error.contains("failed"), "{error}");
+    assert_eq!(s.systemd.peek("a.service").active_state, "failed");
+
+    // Another pass does not start it again: Restart= decides.
+    s.systemd.clear_calls();
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(s.systemd.changes(), []);
+    assert!(pass.units["a.service"].error.is_some());
+
+    // Nor does a unit that crashed after it ran.
+    s.systemd.crash("a.service");
+    r.reconcile(&feed).await.unwrap();
+    assert_eq!(s.systemd.changes(), []);
+
+    // New contents are started again (the fake still fails them).
+    feed[0] = unit("a.service", &sleeper("a, fixed"), DesiredState::Launched);
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert!(
+        s.systemd
+            .changes()
+            .contains(&job(JobKind::Start, "a.service"))
+    );
+    assert_eq!(pass.plan.jobs, [(JobKind::Start, "a.service".to_owned())]);
+}
+
+#[tokio::test]
+async fn systemd_unavailable_is_an_error_to_retry_and_the_retry_completes() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let feed = vec![unit("a.service", &sleeper("a"), DesiredState::Launched)];
+    s.systemd.set_unavailable(true);
+    let e = r.reconcile(&feed).await.unwrap_err();
+    assert!(e.to_string().contains("d-bus"), "{e}");
+    s.systemd.set_unavailable(false);
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(pass.action, Action::AwaitChange);
+    assert!(s.systemd.is_active("a.service"));
+}
+
+#[tokio::test]
+async fn invalid_units_are_refused_with_the_reason() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let bad = AssignedUnit {
+        name: "bad.service".into(),
+        text: "[Service]\nExecStart=/bin/true\nnot an assignment\n".into(),
+        hash: "h".into(),
+        desired_state: DesiredState::Launched,
+        global: false,
+    };
+    let template = unit("t@.service", &sleeper("t"), DesiredState::Launched);
+    let pass = r.reconcile(&[bad, template]).await.unwrap();
+    assert!(pass.units["bad.service"].refused.is_some());
+    let t = pass.units["t@.service"].refused.as_deref().unwrap();
+    assert!(t.contains("template"), "{t}");
+    assert_eq!(s.systemd.changes(), []);
+    assert!(s.file("bad.service").is_none());
+}

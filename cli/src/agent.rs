@@ -1,0 +1,221 @@
+//! `flotilla agent`: the agent of this machine (see `flotilla_agent`), with
+//! its settings from flags, environment and a YAML file, systemd's
+//! readiness protocol, and a graceful stop that leaves units running.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use flotilla_agent::notify::notify;
+use flotilla_agent::systemd::{DbusSystemd, RUNTIME_UNIT_DIR};
+use flotilla_agent::{Agent, AgentConfig};
+use serde::Deserialize;
+
+use crate::server::{DEFAULT_LISTEN, read_config, wait_for_signal};
+
+/// Flags (and their environment variables) of `flotilla agent`; each
+/// overrides the same setting in the YAML file given with `--config`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A YAML configuration file (keys: server, metadata, token, unit-dir).
+    #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// The servers, comma-separated; when one cannot be reached the next is
+    /// tried [default: http://127.0.0.1:7070].
+    #[arg(
+        long,
+        env = "FLOTILLA_SERVER",
+        value_delimiter = ',',
+        value_name = "URL[,URL...]"
+    )]
+    server: Vec<String>,
+
+    /// This machine's metadata, comma-separated `key=value` pairs, which
+    /// units select machines by (`MachineMetadata=`).
+    #[arg(
+        long,
+        env = "FLOTILLA_METADATA",
+        value_delimiter = ',',
+        value_name = "K=V[,K=V...]",
+        value_parser = parse_pair
+    )]
+    metadata: Vec<(String, String)>,
+
+    /// The API token, if the servers require one.
+    #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Where unit files are written [default: /run/systemd/system].
+    #[arg(long, env = "FLOTILLA_UNIT_DIR", value_name = "DIR")]
+    unit_dir: Option<PathBuf>,
+}
+
+/// One `key=value` of machine metadata: a non-empty key and value, no
+/// second `=` (as `MachineMetadata=` reads them).
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() && !v.contains('=') => {
+            Ok((k.trim().to_owned(), v.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "expected key=value with a non-empty key and value, found {s:?}"
+        )),
+    }
+}
+
+/// The YAML configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    #[serde(default)]
+    server: Servers,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    token: Option<String>,
+    unit_dir: Option<PathBuf>,
+}
+
+/// `server:` as one URL, comma-separated URLs, or a list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum Servers {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Servers {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Servers::None => Vec::new(),
+            Servers::One(s) => s
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
+            Servers::Many(v) => v,
+        }
+    }
+}
+
+fn resolve(args: Args) -> anyhow::Result<AgentConfig> {
+    let file: FileConfig = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    if let Some(path) = &args.config {
+        for (k, v) in &file.metadata {
+            parse_pair(&format!("{k}={v}"))
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("metadata in {}", path.display()))?;
+        }
+    }
+    let mut servers = args.server;
+    if servers.is_empty() {
+        servers = file.server.into_vec();
+    }
+    if servers.is_empty() {
+        servers = vec![format!("http://{DEFAULT_LISTEN}")];
+    }
+    let metadata = if args.metadata.is_empty() {
+        file.metadata
+    } else {
+        args.metadata.into_iter().collect()
+    };
+    let mut config = AgentConfig::new(servers, own_binary()?);
+    config.metadata = metadata;
+    config.token = args.token.or(file.token).filter(|t| !t.is_empty());
+    config.unit_dir = args
+        .unit_dir
+        .or(file.unit_dir)
+        .unwrap_or_else(|| PathBuf::from(RUNTIME_UNIT_DIR));
+    Ok(config)
+}
+
+/// This binary: container units run it as their shim.
+pub fn own_binary() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot tell where the flotilla binary is")
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = resolve(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let agent = start(config).await?;
+        supervise(agent).await
+    })
+}
+
+/// Connects to systemd and starts the agent.
+pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+    let systemd = DbusSystemd::connect()
+        .await
+        .context("the agent needs systemd")?;
+    check_unit_dir(&config.unit_dir)?;
+    Ok(Agent::start(config, Arc::new(systemd)).await?)
+}
+
+fn check_unit_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the unit directory {}", dir.display()))
+}
+
+/// Runs the agent until SIGTERM or SIGINT (or until it fails), telling
+/// systemd it is ready once the machine is registered. Units are left
+/// running when it stops.
+pub async fn supervise(mut agent: Agent) -> anyhow::Result<()> {
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    tokio::select! {
+        r = agent.registered() => {
+            r?;
+            notify("READY=1");
+        }
+        () = &mut signal => {
+            notify("STOPPING=1");
+            agent.stop().await?;
+            return Ok(());
+        }
+    }
+    tokio::select! {
+        e = agent.finished() => {
+            return Err(anyhow::Error::from(e).context("the agent stopped"));
+        }
+        () = &mut signal => {}
+    }
+    tracing::info!("shutting down; units keep running");
+    notify("STOPPING=1");
+    agent.stop().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_pairs() {
+        assert_eq!(parse_pair("role=web"), Ok(("role".into(), "web".into())));
+        assert!(parse_pair("role").is_err());
+        assert!(parse_pair("=web").is_err());
+        assert!(parse_pair("role=").is_err());
+        assert!(parse_pair("a=b=c").is_err());
+    }
+
+    #[test]
+    fn server_lists() {
+        let one: FileConfig = serde_norway::from_str("server: http://a:1, http://b:2\n").unwrap();
+        assert_eq!(one.server.into_vec(), ["http://a:1", "http://b:2"]);
+        let many: FileConfig =
+            serde_norway::from_str("server: [http://a:1]\nmetadata: {role: web}\n").unwrap();
+        assert_eq!(many.server.into_vec(), ["http://a:1"]);
+        assert_eq!(many.metadata["role"], "web");
+        assert!(serde_norway::from_str::<FileConfig>("servers: x\n").is_err());
+    }
+}

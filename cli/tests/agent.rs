@@ -1,0 +1,406 @@
+//! `flotilla agent` on real systemd hosts: a `flotilla server` process here,
+//! a test host (systemd-nspawn, its own systemd and machine id) running
+//! the real binary as a unit of its systemd, and the units it runs checked
+//! in the host's systemd with `systemctl`, as a user would.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{BIN, ServerProcess, TempDir, ok};
+use flotilla_api::client::{Client, StateQuery};
+use flotilla_proto::{UnitName, UnitState};
+use flotilla_testbed::{Host, HostOptions};
+
+/// Where the binary is in a host.
+const HOST_BIN: &str = "/opt/flotilla/bin/flotilla";
+/// How long anything may take to show.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn boot(name: &str) -> Host {
+    Host::boot(
+        name,
+        &HostOptions {
+            binds_ro: vec![(PathBuf::from(BIN), PathBuf::from(HOST_BIN))],
+            ..HostOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Starts `flotilla agent` as the unit `flotilla-agent` of the host's
+/// systemd, as a `Type=notify` unit: this returns once the agent said
+/// `READY=1`, which it does once its machine is registered.
+fn start_agent(host: &Host, endpoint: &str, metadata: &str) {
+    host.spawn_unit(
+        "flotilla-agent",
+        &[
+            "--property=Type=notify",
+            "--setenv=FLOTILLA_LOG=info",
+            HOST_BIN,
+            "agent",
+            "--server",
+            endpoint,
+            "--metadata",
+            metadata,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("the agent did not start: {e}\n{}", journal(host)));
+}
+
+/// Stops the agent with SIGTERM (systemctl stop) and waits until it is gone.
+fn stop_agent(host: &Host) {
+    host.run(&["systemctl", "stop", "flotilla-agent"]).unwrap();
+}
+
+fn journal(host: &Host) -> String {
+    host.output(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-u",
+        "flotilla-agent",
+        "-u",
+        "flotilla-dev",
+        "-n",
+        "200",
+    ])
+    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    .unwrap_or_default()
+}
+
+/// `systemctl show` of a unit in the host.
+fn show(host: &Host, unit: &str) -> BTreeMap<String, String> {
+    let out = host
+        .run(&[
+            "systemctl",
+            "show",
+            "-p",
+            "LoadState,ActiveState,SubState,MainPID,FragmentPath",
+            unit,
+        ])
+        .unwrap();
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn main_pid(host: &Host, unit: &str) -> u32 {
+    show(host, unit)["MainPID"].parse().unwrap()
+}
+
+/// Polls `check` until it returns something, up to the deadline; on
+/// timeout, fails showing the agent's log.
+fn wait_for<T>(host: &Host, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > until {
+            panic!(
+                "on host {}: {what} did not happen within {}s\nagent log:\n{}",
+                host.name(),
+                DEADLINE.as_secs(),
+                journal(host)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_active(host: &Host, unit: &str) -> u32 {
+    wait_for(host, &format!("{unit} active"), || {
+        let s = show(host, unit);
+        let pid: u32 = s["MainPID"].parse().unwrap_or(0);
+        (s["ActiveState"] == "active" && pid != 0).then_some(pid)
+    })
+}
+
+/// Observed states as the servers have them (`GET /v1/state`).
+fn states(endpoint: &str, unit: &str) -> Vec<UnitState> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new([endpoint], None).unwrap();
+    rt.block_on(client.all_states(&StateQuery {
+        unit: Some(UnitName::parse(unit).unwrap()),
+        machine: None,
+    }))
+    .unwrap()
+}
+
+/// `flotilla list-units -o json`, rows of one unit.
+fn listed(server: &ServerProcess, dir: &TempDir, unit: &str) -> Vec<serde_json::Value> {
+    let out = ok(&server.run(dir.path(), &["list-units", "-o", "json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    rows.into_iter().filter(|r| r["unit"] == unit).collect()
+}
+
+fn sleeper(description: &str) -> String {
+    format!(
+        "[Unit]\nDescription={description}\n\n[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nMachineMetadata=role=web\n"
+    )
+}
+
+/// A server on a fixed free port (so that it can be restarted where the
+/// agent looks for it), with a machine TTL long enough that restarting the
+/// agent does not end the machine's lease.
+fn start_server(data: &std::path::Path, port: u16) -> ServerProcess {
+    let listen = format!("127.0.0.1:{port}");
+    ServerProcess::start_args(
+        data,
+        &[
+            "--listen",
+            &listen,
+            "--machine-ttl",
+            "10s",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn units_follow_the_cluster_on_a_real_host() {
+    let dir = TempDir::new("agent-host");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut server = start_server(&data, port);
+    let host = boot("flt-agent-a");
+    let machine_id = host.machine_id().unwrap();
+    start_agent(&host, &server.endpoint, "role=web,zone=a");
+
+    // Registered with the host's machine id and metadata.
+    let out = ok(&server.run(dir.path(), &["list-machines", "-o", "json"]));
+    let machines: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(machines.len(), 1, "{out}");
+    assert_eq!(machines[0]["id"], machine_id.as_str());
+    assert_eq!(machines[0]["hostname"], "flt-agent-a");
+    assert_eq!(machines[0]["metadata"]["role"], "web");
+    assert_eq!(machines[0]["metadata"]["zone"], "a");
+    assert!(machines[0]["capacity"]["cpuMillis"].as_u64().unwrap() >= 1000);
+
+    // Started through the CLI: active in the host's systemd, from
+    // flotilla's file, and visible in list-units soon after.
+    dir.write("a.service", &sleeper("a"));
+    ok(&server.run(dir.path(), &["start", "--no-block", "a.service"]));
+    let pid = wait_active(&host, "a.service");
+    let active_at = Instant::now();
+    let s = show(&host, "a.service");
+    assert_eq!(s["FragmentPath"], "/run/systemd/system/a.service");
+    let file = host.run(&["cat", "/run/systemd/system/a.service"]).unwrap();
+    assert!(
+        file.starts_with("# flotilla: managed unit; content hash "),
+        "{file}"
+    );
+    let row = wait_for(&host, "a.service listed as running", || {
+        listed(&server, &dir, "a.service")
+            .into_iter()
+            .find(|r| r["activeState"] == "active" && r["mainPid"] == pid)
+    });
+    assert_eq!(row["machineID"], machine_id.as_str());
+    assert!(
+        active_at.elapsed() < Duration::from_secs(3),
+        "the state took {:?} to reach the server",
+        active_at.elapsed()
+    );
+
+    // A changed unit is written again and restarted.
+    dir.write("a.service", &sleeper("a, changed"));
+    ok(&server.run(
+        dir.path(),
+        &["start", "--no-block", "--replace", "a.service"],
+    ));
+    let new_pid = wait_for(&host, "a.service restarted", || {
+        let p = main_pid(&host, "a.service");
+        (p != 0 && p != pid).then_some(p)
+    });
+    let file = host.run(&["cat", "/run/systemd/system/a.service"]).unwrap();
+    assert!(file.contains("Description=a, changed"), "{file}");
+    wait_for(&host, "the new MainPID reported", || {
+        states(&server.endpoint, "a.service")
+            .into_iter()
+            .find(|s| s.main_pid == Some(new_pid))
+    });
+
+    // Restarting the agent restarts no unit; stopping it leaves them
+    // running.
+    stop_agent(&host);
+    assert_eq!(show(&host, "a.service")["ActiveState"], "active");
+    assert_eq!(main_pid(&host, "a.service"), new_pid);
+    start_agent(&host, &server.endpoint, "role=web,zone=a");
+    dir.write("b.service", &sleeper("b"));
+    ok(&server.run(dir.path(), &["start", "--no-block", "b.service"]));
+    // b running proves the restarted agent has reconciled.
+    let pid_b = wait_active(&host, "b.service");
+    assert_eq!(main_pid(&host, "a.service"), new_pid, "a was restarted");
+
+    // A unit whose process dies: reported failed as systemd signals it,
+    // and left to its own Restart= (none here) by later passes.
+    dir.write("c.service", &sleeper("c"));
+    ok(&server.run(dir.path(), &["start", "--no-block", "c.service"]));
+    let pid_c = wait_active(&host, "c.service");
+    host.run(&["kill", "-KILL", &pid_c.to_string()]).unwrap();
+    let failed = wait_for(&host, "c.service reported failed", || {
+        states(&server.endpoint, "c.service")
+            .into_iter()
+            .find(|s| s.active_state == "failed")
+    });
+    assert_eq!(failed.main_pid, None);
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("the unit failed: signal")
+    );
+
+    // Cut off from every server: units keep running; back, it reconciles.
+    server.kill();
+    wait_for(&host, "the agent to notice the server is gone", || {
+        journal(&host)
+            .contains("keeping the last set")
+            .then_some(())
+    });
+    assert_eq!(main_pid(&host, "a.service"), new_pid);
+    assert_eq!(main_pid(&host, "b.service"), pid_b);
+    server = start_server(&data, port);
+    ok(&server.run(dir.path(), &["stop", "--no-block", "b.service"]));
+    wait_for(
+        &host,
+        "b.service stopped after the server came back",
+        || (show(&host, "b.service")["ActiveState"] == "inactive").then_some(()),
+    );
+    assert_eq!(main_pid(&host, "a.service"), new_pid);
+    // Stopped, its file stays.
+    assert!(
+        host.run(&["test", "-f", "/run/systemd/system/b.service"])
+            .is_ok()
+    );
+
+    // Destroyed: stopped, its file gone, its state gone.
+    ok(&server.run(dir.path(), &["destroy", "a.service"]));
+    wait_for(&host, "a.service stopped and its file removed", || {
+        let s = show(&host, "a.service");
+        let gone = host
+            .run(&["test", "-e", "/run/systemd/system/a.service"])
+            .is_err();
+        (s["ActiveState"] == "inactive" && gone).then_some(())
+    });
+    wait_for(&host, "the state of a.service removed", || {
+        states(&server.endpoint, "a.service")
+            .is_empty()
+            .then_some(())
+    });
+    // Every pass since left the failed unit alone.
+    assert_eq!(show(&host, "c.service")["ActiveState"], "failed");
+    stop_agent(&host);
+}
+
+#[test]
+fn a_host_unit_with_the_same_name_is_never_touched() {
+    let dir = TempDir::new("agent-collision");
+    let data = dir.path().join("data");
+    let server = start_server(&data, free_port());
+    let host = boot("flt-agent-b");
+    let host_unit =
+        "[Unit]\nDescription=a unit of the host\n\n[Service]\nExecStart=/bin/sleep 1000\n";
+    host.sh(&format!(
+        "printf '%s' '{host_unit}' > /etc/systemd/system/x.service && systemctl daemon-reload && systemctl start x.service"
+    ))
+    .unwrap();
+    let pid = wait_active(&host, "x.service");
+    start_agent(&host, &server.endpoint, "role=web");
+
+    dir.write("x.service", &sleeper("flotilla's x"));
+    ok(&server.run(dir.path(), &["start", "--no-block", "x.service"]));
+    let state = wait_for(&host, "x.service reported failed", || {
+        states(&server.endpoint, "x.service")
+            .into_iter()
+            .find(|s| s.active_state == "failed")
+    });
+    let reason = state.last_error.unwrap();
+    assert!(reason.contains("/etc/systemd/system/x.service"), "{reason}");
+    // Nothing of the host's unit changed, and flotilla wrote no file.
+    assert_eq!(main_pid(&host, "x.service"), pid);
+    assert_eq!(show(&host, "x.service")["ActiveState"], "active");
+    assert_eq!(
+        host.run(&["cat", "/etc/systemd/system/x.service"]).unwrap(),
+        host_unit
+    );
+    assert!(
+        host.run(&["test", "-e", "/run/systemd/system/x.service"])
+            .is_err()
+    );
+    // list-units shows it failed too.
+    let rows = listed(&server, &dir, "x.service");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["activeState"], "failed");
+
+    // Destroyed in the cluster: the host's unit still runs.
+    ok(&server.run(dir.path(), &["destroy", "x.service"]));
+    wait_for(&host, "the state of x.service removed", || {
+        states(&server.endpoint, "x.service")
+            .is_empty()
+            .then_some(())
+    });
+    assert_eq!(main_pid(&host, "x.service"), pid);
+    stop_agent(&host);
+}
+
+#[test]
+fn flotilla_dev_is_a_one_machine_cluster() {
+    let dir = TempDir::new("agent-dev");
+    let host = boot("flt-agent-dev");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // Ready (READY=1) once its own machine is registered.
+    host.spawn_unit(
+        "flotilla-dev",
+        &[
+            "--property=Type=notify",
+            HOST_BIN,
+            "dev",
+            "--listen",
+            &listen,
+            "--data-dir",
+            "/var/lib/flotilla-dev",
+            "--metadata",
+            "role=web",
+        ],
+    )
+    .unwrap();
+    let flotilla = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .env("FLOTILLA_ENDPOINT", format!("http://{listen}"))
+            .env_remove("FLOTILLA_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = ok(&flotilla(&["list-machines", "-o", "json"]));
+    let machines: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(machines.len(), 1, "{out}");
+    assert_eq!(machines[0]["id"], host.machine_id().unwrap().as_str());
+
+    dir.write("d.service", &sleeper("d"));
+    // `flotilla start` blocks until the unit runs.
+    ok(&flotilla(&["start", "d.service"]));
+    let pid = wait_active(&host, "d.service");
+    // Stopping `flotilla dev` leaves its units running.
+    host.run(&["systemctl", "stop", "flotilla-dev"]).unwrap();
+    assert_eq!(main_pid(&host, "d.service"), pid);
+}
