@@ -551,3 +551,56 @@ async fn prefixes_map_to_etcd_key_ranges_at_the_edges() {
     );
     assert!(store.get("/éa").await.unwrap().kv.is_some());
 }
+
+/// Leader election and fencing on etcd: while one server leads another
+/// waits; when the leader's lease is revoked behind its back, the other
+/// leads, and a write fenced on the old leadership is refused by etcd.
+#[tokio::test]
+async fn a_deposed_leader_cannot_write_on_etcd() {
+    use flotilla_scheduler::keys::Keys;
+    use flotilla_scheduler::leader::{ElectionConfig, campaign};
+    use flotilla_scheduler::records::LeaderRecord;
+    use flotilla_scheduler::store::{Store, Txn, TxnOp};
+
+    let fixture = etcd().await;
+    let store: Arc<dyn Store> = fixture.store.clone();
+    let config = |id: &str| ElectionConfig {
+        keys: Keys::default(),
+        ttl: Duration::from_secs(2),
+        record: LeaderRecord {
+            id: id.into(),
+            address: format!("http://{id}"),
+            version: "test".into(),
+        },
+    };
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let first = campaign(store.clone(), &config("a"), shutdown.clone())
+        .await
+        .unwrap();
+    let second = tokio::spawn({
+        let store = store.clone();
+        let config = config("b");
+        let shutdown = shutdown.clone();
+        async move { campaign(store, &config, shutdown).await }
+    });
+    store.revoke(first.lease()).await.unwrap();
+    let second = tokio::time::timeout(EVENT_DEADLINE, second)
+        .await
+        .expect("the second server leads once the first lease is gone")
+        .unwrap()
+        .unwrap();
+    assert_ne!(second.revision(), first.revision());
+    let write = |fence| {
+        Txn::new()
+            .when([fence])
+            .and_then([TxnOp::put("/flotilla/v1/assign/m/u.service", Vec::new())])
+    };
+    assert!(
+        !store.txn(write(first.fence())).await.unwrap().succeeded,
+        "the deposed leader wrote"
+    );
+    assert!(store.txn(write(second.fence())).await.unwrap().succeeded);
+    tokio::time::timeout(EVENT_DEADLINE, first.lost())
+        .await
+        .unwrap();
+}

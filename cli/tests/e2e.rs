@@ -1,0 +1,315 @@
+//! End to end, as a user runs flotilla: `deploy/local-cluster` brings up a
+//! server and real systemd hosts (each with Docker and `flotilla agent` from
+//! `deploy/flotilla-agent.service`, in its own network namespace), the
+//! `flotilla` CLI drives it, faults are injected with the script, and the
+//! cluster is torn down even when a test fails.
+//!
+//! The script keeps its state in one place, so these tests take turns.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+static TURN: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A cluster brought up by `deploy/local-cluster`, down when dropped.
+struct Cluster {
+    endpoint: String,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    fn up(args: &[&str]) -> Cluster {
+        let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        // A cluster left over by an aborted run would be in the way.
+        let _ = script(&["down"]);
+        let out = Command::new(repo().join("deploy/local-cluster"))
+            .arg("up")
+            .args(args)
+            .env("FLOTILLA_BIN", common::BIN)
+            .env("FLOTILLA_MACHINE_TTL", "4s")
+            .env("FLOTILLA_LEADER_TTL", "2s")
+            .output()
+            .unwrap();
+        // From here on, dropping the guard tears the cluster down.
+        let mut cluster = Cluster {
+            endpoint: String::new(),
+            _turn: turn,
+        };
+        assert!(
+            out.status.success(),
+            "local-cluster up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        cluster.endpoint = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export FLOTILLA_ENDPOINT="))
+            .expect("up prints the endpoint")
+            .to_owned();
+        cluster
+    }
+
+    /// Runs `flotilla ARGS` against the cluster.
+    fn flotilla(&self, args: &[&str]) -> Output {
+        Command::new(common::BIN)
+            .args(args)
+            .current_dir(repo())
+            .env("FLOTILLA_ENDPOINT", &self.endpoint)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        common::ok(&self.flotilla(args))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// `list-units -o json` rows.
+    fn units(&self) -> Vec<Value> {
+        self.json(&["list-units"]).as_array().unwrap().clone()
+    }
+
+    /// Runs a command in a host.
+    fn exec(&self, host: &str, argv: &[&str]) -> String {
+        let mut args = vec!["exec", host];
+        args.extend_from_slice(argv);
+        common::ok(&script(&args))
+    }
+
+    /// The host (name) a machine id belongs to.
+    fn host_of(&self, machine: &str) -> String {
+        let status = common::ok(&script(&["status"]));
+        status
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(machine))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no host with machine id {machine}:\n{status}"))
+            .to_owned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = script(&["down"]);
+    }
+}
+
+fn script(args: &[&str]) -> Output {
+    Command::new(repo().join("deploy/local-cluster"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Polls `check` until it gives a value, up to the deadline.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn row<'a>(rows: &'a [Value], unit: &str) -> Option<&'a Value> {
+    rows.iter().find(|r| r["unit"] == unit)
+}
+
+/// The machine a unit is active on, if exactly one (no duplicates).
+fn active_on(rows: &[Value], unit: &str) -> Option<String> {
+    let active: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["unit"] == unit && r["activeState"] == "active")
+        .collect();
+    match active.as_slice() {
+        [one] => Some(one["machineID"].as_str().unwrap().to_owned()),
+        _ => None,
+    }
+}
+
+#[test]
+fn apply_converges_changes_only_what_changed_and_an_agent_restart_restarts_nothing() {
+    let c = Cluster::up(&["--hosts", "3"]);
+    c.ok(&["apply", "--block-attempts", "60", "examples/"]);
+    let rows = c.units();
+    for unit in [
+        "hello.service",
+        "db.service",
+        "db-backup.service",
+        "web.service",
+    ] {
+        assert!(
+            active_on(&rows, unit).is_some(),
+            "{unit} is not active: {rows:#?}"
+        );
+    }
+    // The pair shares a machine; the global unit runs on the worker hosts.
+    assert_eq!(
+        active_on(&rows, "db.service"),
+        active_on(&rows, "db-backup.service")
+    );
+    let exporters = rows
+        .iter()
+        .filter(|r| r["unit"] == "node-exporter.service")
+        .count();
+    assert_eq!(exporters, 2, "{rows:#?}");
+    // The container unit reports its health.
+    let web = eventually("web.service healthy", || {
+        let rows = c.units();
+        row(&rows, "web.service")
+            .filter(|r| r["health"] == "healthy")
+            .cloned()
+    });
+    let pids: Vec<(String, Value)> = c
+        .units()
+        .iter()
+        .map(|r| (r["unit"].as_str().unwrap().to_owned(), r["mainPid"].clone()))
+        .collect();
+
+    assert_eq!(c.ok(&["apply", "examples/"]), "no changes\n");
+
+    // Restarting the agent of the web host restarts no unit.
+    let host = c.host_of(web["machineID"].as_str().unwrap());
+    c.exec(&host, &["systemctl", "restart", "flotilla-agent.service"]);
+    eventually("the agent back", || {
+        let out = c.exec(&host, &["systemctl", "is-active", "flotilla-agent.service"]);
+        (out.trim() == "active").then_some(())
+    });
+    // Give the new agent time to act on every unit (it must not); a
+    // negative check needs a window, not a condition to wait for.
+    std::thread::sleep(Duration::from_secs(3));
+    let after: Vec<(String, Value)> = c
+        .units()
+        .iter()
+        .map(|r| (r["unit"].as_str().unwrap().to_owned(), r["mainPid"].clone()))
+        .collect();
+    assert_eq!(after, pids, "a unit restarted with the agent");
+
+    // fleet's scenario: five mutually conflicting units on three hosts.
+    let dir = common::TempDir::new("e2e-lonely");
+    let mut files = Vec::new();
+    for i in 1..=5 {
+        let path = dir.write(
+            &format!("lonely{i}.service"),
+            "[Service]\nExecStart=/bin/sleep 100000\n[X-Fleet]\nConflicts=lonely*.service\n",
+        );
+        files.push(path.to_str().unwrap().to_owned());
+    }
+    let mut args = vec!["start", "--no-block"];
+    args.extend(files.iter().map(String::as_str));
+    c.ok(&args);
+    eventually("three lonely units active, two waiting", || {
+        let rows = c.units();
+        let lonely: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["unit"].as_str().unwrap().starts_with("lonely"))
+            .collect();
+        let active: Vec<&str> = lonely
+            .iter()
+            .filter(|r| r["activeState"] == "active")
+            .map(|r| r["machineID"].as_str().unwrap())
+            .collect();
+        let waiting = lonely
+            .iter()
+            .filter(|r| !r["unscheduledReason"].is_null())
+            .count();
+        let hosts: std::collections::BTreeSet<&str> = active.iter().copied().collect();
+        (active.len() == 3 && hosts.len() == 3 && waiting == 2).then_some(())
+    });
+}
+
+#[test]
+fn a_crashed_host_s_units_move_and_a_container_lives_in_its_unit() {
+    let c = Cluster::up(&["--hosts", "3"]);
+    c.ok(&["apply", "--block-attempts", "60", "examples/"]);
+
+    // The container's processes are in the unit's cgroup on its host.
+    let rows = c.units();
+    let web_machine = active_on(&rows, "web.service").expect("web.service active");
+    let host = c.host_of(&web_machine);
+    let pid = c.exec(
+        &host,
+        &[
+            "systemctl",
+            "show",
+            "-p",
+            "MainPID",
+            "--value",
+            "web.service",
+        ],
+    );
+    let cgroup = c.exec(&host, &["cat", &format!("/proc/{}/cgroup", pid.trim())]);
+    assert!(cgroup.contains("/system.slice/web.service/"), "{cgroup}");
+    // A host-level stop leaves no container behind.
+    c.exec(&host, &["systemctl", "stop", "web.service"]);
+    let left = c.exec(
+        &host,
+        &["docker", "ps", "-aq", "--filter", "name=flotilla-web"],
+    );
+    assert!(
+        left.trim().is_empty(),
+        "a container outlived its unit: {left}"
+    );
+
+    // The host of the db pair crashes: the pair moves together.
+    let db_machine = active_on(&c.units(), "db.service").expect("db.service active");
+    let db_host = c.host_of(&db_machine);
+    common::ok(&script(&["kill", &db_host]));
+    let moved = eventually("the pair active on another host", || {
+        let rows = c.units();
+        let db = active_on(&rows, "db.service")?;
+        let backup = active_on(&rows, "db-backup.service")?;
+        (db != db_machine && db == backup).then_some(db)
+    });
+    assert_ne!(moved, db_machine);
+}
+
+#[test]
+fn a_partitioned_host_s_units_move_and_it_stops_its_copies_when_healed() {
+    let c = Cluster::up(&["--hosts", "2"]);
+    c.ok(&["start", "--block-attempts", "60", "examples/hello.service"]);
+    let first = active_on(&c.units(), "hello.service").unwrap();
+    let host = c.host_of(&first);
+
+    common::ok(&script(&["partition", &host]));
+    let second = eventually("hello.service active elsewhere", || {
+        active_on(&c.units(), "hello.service").filter(|m| *m != first)
+    });
+    assert_ne!(second, first);
+    // The cut-off host still runs its copy meanwhile.
+    let still = c.exec(&host, &["systemctl", "is-active", "hello.service"]);
+    assert_eq!(still.trim(), "active");
+
+    common::ok(&script(&["heal", &host]));
+    eventually("the healed host stopped its duplicate", || {
+        let out = Command::new(repo().join("deploy/local-cluster"))
+            .args(["exec", &host, "systemctl", "is-active", "hello.service"])
+            .output()
+            .unwrap();
+        (String::from_utf8_lossy(&out.stdout).trim() != "active").then_some(())
+    });
+    assert_eq!(active_on(&c.units(), "hello.service"), Some(second));
+}
