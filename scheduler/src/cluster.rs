@@ -281,6 +281,20 @@ impl Cluster {
         }
     }
 
+    /// One page of the keys under `prefix`: the page token is the last
+    /// key of the previous page without the prefix.
+    async fn page(
+        &self,
+        prefix: &str,
+        page: &PageRequest,
+    ) -> Result<crate::store::RangeResponse, ControlError> {
+        let mut options = RangeOptions::default().limit(page_limit(page));
+        if let Some(token) = &page.token {
+            options = options.start_after(format!("{prefix}{token}"));
+        }
+        self.store.range(prefix, options).await.map_err(store_error)
+    }
+
     /// The store's current revision.
     async fn current_revision(&self) -> Result<u64, ControlError> {
         let got = self
@@ -308,17 +322,7 @@ impl Cluster {
 
 impl ControlPlane for Cluster {
     async fn list_units(&self, page: PageRequest) -> Result<UnitPage, ControlError> {
-        let prefix = self.keys().units();
-        let limit = page_limit(&page);
-        let mut options = RangeOptions::default().limit(limit);
-        if let Some(token) = &page.token {
-            options = options.start_after(format!("{prefix}{token}"));
-        }
-        let range = self
-            .store
-            .range(&prefix, options)
-            .await
-            .map_err(store_error)?;
+        let range = self.page(&self.keys().units(), &page).await?;
         let mut units = Vec::with_capacity(range.kvs.len());
         for kv in &range.kvs {
             let Some(Key::Unit(name)) = self.keys().parse(&kv.key) else {
@@ -523,16 +527,7 @@ impl ControlPlane for Cluster {
     }
 
     async fn list_machines(&self, page: PageRequest) -> Result<MachinePage, ControlError> {
-        let prefix = self.keys().machines();
-        let mut options = RangeOptions::default().limit(page_limit(&page));
-        if let Some(token) = &page.token {
-            options = options.start_after(format!("{prefix}{token}"));
-        }
-        let range = self
-            .store
-            .range(&prefix, options)
-            .await
-            .map_err(store_error)?;
+        let range = self.page(&self.keys().machines(), &page).await?;
         let mut machines = Vec::with_capacity(range.kvs.len());
         for kv in &range.kvs {
             let machine: Machine = records::decode(&kv.key, &kv.value).map_err(internal)?;
