@@ -115,6 +115,7 @@ impl Daemon {
         let reconcile = ReconcilerConfig {
             keys: config.keys.clone(),
             strategy: config.strategy,
+            machine_grace: config.machine_ttl,
             ..ReconcilerConfig::default()
         };
         let announcing = tokio::spawn(presence::announce(

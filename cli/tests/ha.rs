@@ -203,3 +203,46 @@ fn an_etcd_outage_longer_than_the_machine_ttl_moves_and_stops_nothing() {
         "a machine was declared dead: {machines:?}"
     );
 }
+
+#[test]
+fn servers_cut_off_from_etcd_longer_than_the_machine_ttl_move_nothing() {
+    let dir = TempDir::new("ha-cutoff");
+    let etcd = Etcd::start().unwrap();
+    let servers = start_servers(&dir, &etcd, 1);
+    let rt = runtime();
+    let all: Vec<&ServerProcess> = servers.iter().collect();
+    let c = client(&all);
+    eventually("a leader", || leader(&rt, &c));
+    let endpoints: Vec<&str> = servers.iter().map(|s| s.endpoint.as_str()).collect();
+    let _agents = [Agent::start(&endpoints, 1), Agent::start(&endpoints, 2)];
+    for i in 0..10 {
+        launch(&rt, &c, &format!("kept{i}.service"));
+    }
+    let before = eventually("all 10 units placed", || {
+        let a = assignments(&rt, &etcd);
+        (a.len() == 10).then_some(a)
+    });
+
+    // The server freezes while etcd runs on: the agents cannot heartbeat
+    // through it, and etcd ends the machines' leases (TTL 3 s). The pause is
+    // the fault being injected.
+    servers[0].signal("STOP");
+    std::thread::sleep(Duration::from_secs(6));
+    servers[0].signal("CONT");
+
+    // The machines come back (their agents register again) and keep their
+    // units: liveness counted only while the store was reachable.
+    eventually("both machines registered again", || {
+        let machines = rt.block_on(c.all_machines()).ok()?;
+        (machines.len() == 2).then_some(())
+    });
+    for _ in 0..5 {
+        let index = rt.block_on(c.watch(0, Duration::ZERO)).unwrap();
+        let _ = rt.block_on(c.watch(index, Duration::from_secs(1)));
+        assert_eq!(
+            assignments(&rt, &etcd),
+            before,
+            "a unit moved after the cut"
+        );
+    }
+}

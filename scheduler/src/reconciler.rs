@@ -14,11 +14,12 @@
 //!   a failed commit whose outcome is unknown, the view is rebuilt from a
 //!   fresh read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use flotilla_proto::backoff::Backoff;
-use flotilla_proto::{Machine, UnitName, UnitSpec};
+use flotilla_proto::{Machine, MachineId, UnitName, UnitSpec};
 
 use crate::keys::{Key, Keys};
 use crate::leader::Leadership;
@@ -35,6 +36,12 @@ pub struct ReconcilerConfig {
     /// committed, so a leader starting with a million units commits as it
     /// goes.
     pub plan_batch: usize,
+    /// How long, after loading the view, a machine that has units assigned
+    /// but no key in the store (its lease ended while this server could not
+    /// reach the store, or during a failover) gets to register again before
+    /// its units move: the machine TTL, so that liveness counts only time
+    /// the store was reachable.
+    pub machine_grace: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -43,6 +50,7 @@ impl Default for ReconcilerConfig {
             keys: Keys::default(),
             strategy: Strategy::default(),
             plan_batch: 10_000,
+            machine_grace: Duration::from_secs(10),
         }
     }
 }
@@ -99,7 +107,7 @@ async fn reconcile(
     config: &ReconcilerConfig,
 ) -> ReconcileError {
     let keys = &config.keys;
-    let (mut view, revision, stray) = match load(&**store, config).await {
+    let (mut view, revision, stray, mut held) = match load(&**store, config).await {
         Ok(v) => v,
         Err(e) => return ReconcileError::Store(e),
     };
@@ -120,17 +128,34 @@ async fn reconcile(
         if let Err(e) = plan_and_commit(&**store, leadership, config, &mut view).await {
             return e;
         }
-        let events = match watch.next().await {
+        let grace_end = held.until;
+        let next = tokio::select! {
+            events = watch.next() => Some(events),
+            _ = sleep_until_or_forever(grace_end) => None,
+        };
+        let Some(events) = next else {
+            tracing::info!("grace over: units of machines still absent move");
+            held.release(&mut view, None);
+            continue;
+        };
+        let events = match events {
             Ok(events) => events,
             Err(e) => return ReconcileError::Store(e),
         };
         let mut stray = Vec::new();
         let mut gone = Vec::new();
         for event in &events {
-            if let (Some(Key::Machine(id)), WatchEvent::Delete { .. }) =
-                (keys.parse(event.key()), event)
-            {
-                gone.push(id);
+            if held.absorb(keys, event, &mut stray) {
+                continue;
+            }
+            match (keys.parse(event.key()), event) {
+                (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => gone.push(id),
+                (Some(Key::Machine(id)), WatchEvent::Put { .. }) => {
+                    apply(keys, &mut view, event, &mut stray);
+                    held.release(&mut view, Some(&id));
+                    continue;
+                }
+                _ => {}
             }
             apply(keys, &mut view, event, &mut stray);
         }
@@ -158,34 +183,134 @@ async fn reconcile(
 async fn load(
     store: &dyn Store,
     config: &ReconcilerConfig,
-) -> Result<(PlacementView, u64, Vec<TxnOp>), StoreError> {
+) -> Result<(PlacementView, u64, Vec<TxnOp>, Held), StoreError> {
     let keys = &config.keys;
     let mut view = PlacementView::new(config.strategy);
     let (units, revision) = range_all(store, &keys.units()).await?;
+    let mut inputs: HashMap<UnitName, UnitInput> = HashMap::new();
     for kv in &units {
         if let Some(Key::Unit(name)) = keys.parse(&kv.key)
             && let Some(input) = unit_input(&name, kv)
         {
-            view.put_unit(name, input);
+            inputs.insert(name, input);
         }
     }
     let (machines, _) = range_all(store, &keys.machines()).await?;
+    let mut present = HashSet::new();
     for kv in &machines {
         if let Some(machine) = machine_of(kv) {
+            present.insert(machine.id.clone());
             view.put_machine(machine);
         }
     }
     let (assignments, _) = range_all(store, &keys.assignments()).await?;
     let mut stray = Vec::new();
+    let mut held = Held::default();
+    let mut assigned = Vec::new();
     for kv in &assignments {
-        if let Some(Key::Assignment(machine, unit)) = keys.parse(&kv.key)
-            && view.set_assignment(&unit, &machine).is_err()
+        let Some(Key::Assignment(machine, unit)) = keys.parse(&kv.key) else {
+            continue;
+        };
+        if !present.contains(&machine)
+            && let Some(input) = inputs.remove(&unit)
         {
+            held.units.insert(unit, (machine, input));
+        } else if inputs.contains_key(&unit) || held.units.contains_key(&unit) {
+            assigned.push((unit, machine));
+        } else {
             // An assignment of a unit that no longer exists.
             stray.push(TxnOp::delete(kv.key.clone()));
         }
     }
-    Ok((view, revision, stray))
+    for (name, input) in inputs {
+        view.put_unit(name, input);
+    }
+    for (unit, machine) in assigned {
+        // A unit held for its absent machine has a second assignment:
+        // the view sorts that out once the unit joins it.
+        let _ = view.set_assignment(&unit, &machine);
+    }
+    if !held.units.is_empty() {
+        held.until = Some(tokio::time::Instant::now() + config.machine_grace);
+        tracing::info!(
+            units = held.units.len(),
+            grace = ?config.machine_grace,
+            "units of machines absent from the store wait for them to register again"
+        );
+    }
+    Ok((view, revision, stray, held))
+}
+
+/// Units assigned to machines that were absent when the view was loaded,
+/// kept out of the view (so nothing moves them) until their machine
+/// registers again or the grace ends.
+#[derive(Debug, Default)]
+struct Held {
+    units: HashMap<UnitName, (MachineId, UnitInput)>,
+    until: Option<tokio::time::Instant>,
+}
+
+impl Held {
+    fn holds(&self, unit: &UnitName) -> bool {
+        self.units.contains_key(unit)
+    }
+
+    /// Units join the view on the machine they were assigned to; when that
+    /// machine is still absent, the view moves them.
+    fn release(&mut self, view: &mut PlacementView, machine: Option<&MachineId>) {
+        let names: Vec<UnitName> = self
+            .units
+            .iter()
+            .filter(|(_, (m, _))| machine.is_none_or(|x| x == m))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for name in names {
+            if let Some((m, input)) = self.units.remove(&name) {
+                view.put_unit(name.clone(), input);
+                let _ = view.set_assignment(&name, &m);
+            }
+        }
+        if self.units.is_empty() {
+            self.until = None;
+        }
+    }
+
+    /// Takes an event about a held unit; returns whether it was one.
+    fn absorb(&mut self, keys: &Keys, event: &WatchEvent, stray: &mut Vec<TxnOp>) -> bool {
+        match (keys.parse(event.key()), event) {
+            (Some(Key::Unit(name)), WatchEvent::Put { kv, .. }) if self.holds(&name) => {
+                match unit_input(&name, kv) {
+                    Some(input) => {
+                        if let Some(entry) = self.units.get_mut(&name) {
+                            entry.1 = input;
+                        }
+                    }
+                    None => self.drop_unit(keys, &name, stray),
+                }
+                true
+            }
+            (Some(Key::Unit(name)), WatchEvent::Delete { .. }) if self.holds(&name) => {
+                self.drop_unit(keys, &name, stray);
+                true
+            }
+            (Some(Key::Assignment(_, unit)), _) => self.holds(&unit),
+            _ => false,
+        }
+    }
+
+    fn drop_unit(&mut self, keys: &Keys, name: &UnitName, stray: &mut Vec<TxnOp>) {
+        if let Some((machine, _)) = self.units.remove(name) {
+            stray.push(TxnOp::delete(keys.assignment(&machine, name)));
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Deletes of the state reports of machines that left the cluster.

@@ -106,6 +106,15 @@ impl ServerProcess {
         }
     }
 
+    /// Sends the server a signal (`STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
