@@ -313,3 +313,43 @@ fn a_partitioned_host_s_units_move_and_it_stops_its_copies_when_healed() {
     });
     assert_eq!(active_on(&c.units(), "hello.service"), Some(second));
 }
+
+#[test]
+fn a_global_unit_reaches_a_host_that_joins_later_and_replaces_takes_a_machine() {
+    let c = Cluster::up(&["--hosts", "2"]);
+    c.ok(&[
+        "start",
+        "--block-attempts",
+        "60",
+        "examples/node-exporter.service",
+    ]);
+    // Metadata role=worker: host2 only (host1 is the edge).
+    let on = |rows: &[Value]| {
+        rows.iter()
+            .filter(|r| r["unit"] == "node-exporter.service" && r["activeState"] == "active")
+            .count()
+    };
+    assert_eq!(on(&c.units()), 1);
+    let added = common::ok(&script(&["add"]));
+    assert_eq!(added.trim(), "host3");
+    eventually("the global unit on the new worker too", || {
+        (on(&c.units()) == 2).then_some(())
+    });
+
+    // Replaces: new.service takes old.service's machine, old moves.
+    let dir = common::TempDir::new("e2e-replaces");
+    let old = dir.write("old.service", "[Service]\nExecStart=/bin/sleep 100000\n");
+    c.ok(&["start", "--block-attempts", "60", old.to_str().unwrap()]);
+    let home = active_on(&c.units(), "old.service").unwrap();
+    let new = dir.write(
+        "new.service",
+        "[Service]\nExecStart=/bin/sleep 100000\n[X-Fleet]\nReplaces=old.service\n",
+    );
+    c.ok(&["start", "--no-block", new.to_str().unwrap()]);
+    eventually("new.service on old's machine and old elsewhere", || {
+        let rows = c.units();
+        let new = active_on(&rows, "new.service")?;
+        let old = active_on(&rows, "old.service")?;
+        (new == home && old != home).then_some(())
+    });
+}
