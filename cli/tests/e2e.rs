@@ -353,3 +353,60 @@ fn a_global_unit_reaches_a_host_that_joins_later_and_replaces_takes_a_machine() 
         (new == home && old != home).then_some(())
     });
 }
+
+#[test]
+fn a_killed_leader_and_an_etcd_restart_stop_and_move_nothing() {
+    let c = Cluster::up(&["--hosts", "2", "--servers", "3", "--store", "etcd"]);
+    c.ok(&["start", "--block-attempts", "60", "examples/hello.service"]);
+    let machine = active_on(&c.units(), "hello.service").unwrap();
+    let host = c.host_of(&machine);
+    let pid = || {
+        c.exec(
+            &host,
+            &[
+                "systemctl",
+                "show",
+                "-p",
+                "MainPID",
+                "--value",
+                "hello.service",
+            ],
+        )
+    };
+    let before = pid();
+
+    // Kill the leading server: the unit keeps running, a new submission is
+    // placed by the next leader.
+    let servers = c.json(&["list-servers"]);
+    let leader = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["leader"] == true)
+        .unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let index = c.endpoint.split(',').position(|e| e == leader).unwrap();
+    common::ok(&script(&["kill-server", &index.to_string()]));
+    c.ok(&["start", "--block-attempts", "60", "examples/db.service"]);
+    assert_eq!(
+        pid(),
+        before,
+        "hello.service restarted when the leader died"
+    );
+
+    // Restart etcd: no unit moves or restarts.
+    common::ok(&script(&["restart-etcd"]));
+    eventually("the cluster answers again", || {
+        c.flotilla(&["list-units"]).status.success().then_some(())
+    });
+    c.ok(&[
+        "start",
+        "--block-attempts",
+        "60",
+        "examples/db-backup.service",
+    ]);
+    assert_eq!(active_on(&c.units(), "hello.service"), Some(machine));
+    assert_eq!(pid(), before, "hello.service restarted with etcd");
+}
