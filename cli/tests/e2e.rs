@@ -153,7 +153,15 @@ fn active_on(rows: &[Value], unit: &str) -> Option<String> {
 #[test]
 fn apply_converges_changes_only_what_changed_and_an_agent_restart_restarts_nothing() {
     let c = Cluster::up(&["--hosts", "3"]);
-    c.ok(&["apply", "--block-attempts", "60", "examples/"]);
+    // The examples, in a directory of our own to edit later.
+    let repo_dir = common::TempDir::new("e2e-apply");
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        repo_dir.write(&name, &std::fs::read_to_string(&path).unwrap());
+    }
+    let units_dir = repo_dir.path().to_str().unwrap().to_owned();
+    c.ok(&["apply", "--block-attempts", "60", &units_dir]);
     let rows = c.units();
     for unit in [
         "hello.service",
@@ -189,7 +197,7 @@ fn apply_converges_changes_only_what_changed_and_an_agent_restart_restarts_nothi
         .map(|r| (r["unit"].as_str().unwrap().to_owned(), r["mainPid"].clone()))
         .collect();
 
-    assert_eq!(c.ok(&["apply", "examples/"]), "no changes\n");
+    assert_eq!(c.ok(&["apply", &units_dir]), "no changes\n");
 
     // Restarting the agent of the web host restarts no unit.
     let host = c.host_of(web["machineID"].as_str().unwrap());
@@ -207,6 +215,29 @@ fn apply_converges_changes_only_what_changed_and_an_agent_restart_restarts_nothi
         .map(|r| (r["unit"].as_str().unwrap().to_owned(), r["mainPid"].clone()))
         .collect();
     assert_eq!(after, pids, "a unit restarted with the agent");
+
+    // Editing one file and applying again restarts only that unit.
+    let hello = std::fs::read_to_string(repo_dir.path().join("hello.service")).unwrap();
+    repo_dir.write("hello.service", &hello.replace("sleep 10", "sleep 11"));
+    assert_eq!(
+        c.ok(&["apply", "--block-attempts", "60", &units_dir]),
+        "~ hello.service: contents changed (launched)\n"
+    );
+    let edited = eventually("hello.service running its new contents", || {
+        let rows = c.units();
+        let now: Vec<(String, Value)> = rows
+            .iter()
+            .map(|r| (r["unit"].as_str().unwrap().to_owned(), r["mainPid"].clone()))
+            .collect();
+        let changed: Vec<&str> = now
+            .iter()
+            .zip(&after)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| a.0.as_str())
+            .collect();
+        (changed == ["hello.service"]).then_some(now)
+    });
+    assert_eq!(edited.len(), after.len());
 
     // fleet's scenario: five mutually conflicting units on three hosts.
     let dir = common::TempDir::new("e2e-lonely");
