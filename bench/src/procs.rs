@@ -1,0 +1,422 @@
+//! Processes the benchmarks start: etcd and `flotilla server`. Each is
+//! killed when its handle is dropped (pass or fail), and its pid is appended
+//! to `$FLOTILLA_BENCH_PIDS` so that `scripts/bench` can stop it even if
+//! this process is killed first. Everything listens on 127.0.0.1 only.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+
+/// A free TCP port on 127.0.0.1 (bound and released: another process could
+/// take it in between, which on a benchmark machine does not happen).
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Where logs of the processes started are copied when they end, if set.
+static KEEP_LOGS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Keeps a copy of every log in `dir` (`--keep-logs`).
+pub fn keep_logs(dir: PathBuf) {
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = KEEP_LOGS.set(dir);
+}
+
+fn keep_log(path: &Path) {
+    if let (Some(dir), Some(name)) = (KEEP_LOGS.get(), path.file_name()) {
+        let _ = std::fs::copy(path, dir.join(name));
+    }
+}
+
+/// Notes a pid for `scripts/bench`'s cleanup.
+fn record_pid(pid: u32) {
+    if let Some(path) = std::env::var_os("FLOTILLA_BENCH_PIDS")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(f, "{pid}");
+    }
+}
+
+/// Sends SIGTERM, waits up to `grace`, then SIGKILL.
+fn terminate(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One etcd member on loopback, with its data in a directory of its own.
+pub struct EtcdProc {
+    child: Option<Child>,
+    dir: PathBuf,
+    pub endpoint: String,
+}
+
+impl EtcdProc {
+    /// Starts etcd with its data under `parent` (a real disk or a tmpfs) and
+    /// waits until it is healthy.
+    pub fn start(parent: &Path, tag: &str) -> anyhow::Result<EtcdProc> {
+        let binary = std::env::var_os("FLOTILLA_ETCD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+        if !binary.is_file() {
+            bail!(
+                "etcd not found at {} (Debian's etcd-server; scripts/bench installs it, or set FLOTILLA_ETCD)",
+                binary.display()
+            );
+        }
+        let dir = parent.join(format!("etcd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let endpoint = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.join("etcd.log"))?;
+        let child = Command::new(&binary)
+            .arg("--name=bench")
+            .arg(format!("--data-dir={}", dir.join("data").display()))
+            .arg(format!("--listen-client-urls={endpoint}"))
+            .arg(format!("--advertise-client-urls={endpoint}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=bench={peer}"))
+            // A million units with their assignments and history outgrow
+            // the default 2 GiB quota; 8 GiB is etcd's suggested maximum.
+            .arg("--quota-backend-bytes=8589934592")
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot run {}", binary.display()))?;
+        record_pid(child.id());
+        let mut etcd = EtcdProc {
+            child: Some(child),
+            dir,
+            endpoint,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if healthy(client_port) {
+                return Ok(etcd);
+            }
+            if let Some(Ok(Some(status))) = etcd.child.as_mut().map(Child::try_wait) {
+                let log = std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default();
+                bail!("etcd exited ({status}): {log}");
+            }
+            if Instant::now() > deadline {
+                bail!("etcd did not become healthy within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The data directory's size in bytes (`du`-like, files only).
+    pub fn data_bytes(&self) -> u64 {
+        dir_bytes(&self.dir.join("data"))
+    }
+}
+
+impl Drop for EtcdProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(5));
+        }
+        keep_log(&self.dir.join("etcd.log"));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.contains("\"health\":\"true\"")
+}
+
+/// The total size of the files under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A leader decision the server logged: `assign unit=U machine=M`, with
+/// the log line's timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignLine {
+    pub at: SystemTime,
+    pub unit: String,
+    pub machine: String,
+}
+
+/// A `flotilla server` process.
+pub struct ServerProc {
+    child: Option<Child>,
+    pub endpoint: String,
+    pub pid: u32,
+    /// The server's `WARN` and `ERROR` lines so far (the first 20).
+    pub warnings: std::sync::Arc<std::sync::Mutex<(usize, Vec<String>)>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    log_path: PathBuf,
+}
+
+impl ServerProc {
+    /// Starts `flotilla server --listen 127.0.0.1:<free port> ARGS` with
+    /// `FLOTILLA_LOG=log_level`. Its log goes to `log_path`; when `assigns`
+    /// is given, every `assign` line is parsed and sent there.
+    pub fn start(
+        binary: &Path,
+        args: &[String],
+        log_level: &str,
+        log_path: &Path,
+        assigns: Option<mpsc::Sender<AssignLine>>,
+    ) -> anyhow::Result<ServerProc> {
+        let port = free_port()?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut child = Command::new(binary)
+            .arg("server")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("FLOTILLA_LOG", log_level)
+            .env_remove("FLOTILLA_TOKEN")
+            .env_remove("FLOTILLA_CONFIG")
+            // Without it the log lines carry their timestamps.
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {} server", binary.display()))?;
+        let pid = child.id();
+        record_pid(pid);
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let mut log = std::fs::File::create(log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        // Drains the pipe (a full pipe would stall the server), keeps the
+        // log, and picks out the decisions and the warnings.
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new((0, Vec::new())));
+        let noted = warnings.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                if (line.contains(" WARN ") || line.contains(" ERROR "))
+                    && let Ok(mut w) = noted.lock()
+                {
+                    w.0 += 1;
+                    if w.1.len() < 20 {
+                        w.1.push(line.clone());
+                    }
+                }
+                if let Some(tx) = &assigns
+                    && let Some(a) = parse_assign(&line)
+                {
+                    let _ = tx.send(a);
+                }
+            }
+        });
+        Ok(ServerProc {
+            child: Some(child),
+            endpoint,
+            pid,
+            warnings,
+            reader: Some(reader),
+            log_path: log_path.to_owned(),
+        })
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.child = None;
+    }
+
+    /// The server's resident memory (`VmRSS`) and its peak (`VmHWM`), in
+    /// bytes.
+    pub fn rss(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// How many warnings the server logged, and the distinct messages of
+    /// the first ones (timestamps cut off).
+    pub fn warnings(&self) -> (usize, Vec<String>) {
+        let Ok(w) = self.warnings.lock() else {
+            return (0, Vec::new());
+        };
+        let mut kinds: Vec<String> = Vec::new();
+        for line in &w.1 {
+            let text = line
+                .split_once(' ')
+                .map_or(line.as_str(), |(_, t)| t)
+                .trim();
+            if !kinds.iter().any(|k| k == text) {
+                kinds.push(text.to_owned());
+            }
+        }
+        (w.0, kinds)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        keep_log(&self.log_path);
+    }
+}
+
+/// Parses a log line `2026-03-21T10:00:00.123456Z  INFO assign unit=U
+/// machine=M` (tracing-subscriber's default format without target).
+pub fn parse_assign(line: &str) -> Option<AssignLine> {
+    let mut words = line.split_whitespace();
+    let at = parse_utc(words.next()?)?;
+    let mut seen_assign = false;
+    let mut unit = None;
+    let mut machine = None;
+    for w in words {
+        if w == "assign" {
+            seen_assign = true;
+        } else if let Some(u) = w.strip_prefix("unit=") {
+            unit = Some(u.to_owned());
+        } else if let Some(m) = w.strip_prefix("machine=") {
+            machine = Some(m.to_owned());
+        }
+    }
+    if !seen_assign {
+        return None;
+    }
+    Some(AssignLine {
+        at,
+        unit: unit?,
+        machine: machine?,
+    })
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.frac]Z` (UTC).
+pub fn parse_utc(s: &str) -> Option<SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let (hms, frac) = match time.split_once('.') {
+        Some((hms, frac)) => (hms, frac),
+        None => (time, ""),
+    };
+    let mut t = hms.split(':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let minute: i64 = t.next()?.parse().ok()?;
+    let second: i64 = t.next()?.parse().ok()?;
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        let n: u32 = digits.parse().ok()?;
+        n * 10u32.pow(9 - digits.len() as u32)
+    };
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    let secs = u64::try_from(secs).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_timestamps() {
+        let t = parse_utc("2024-03-01T00:00:01.5Z").unwrap();
+        let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(secs, Duration::from_millis(1_709_251_201_500));
+        let epoch = parse_utc("1970-01-01T00:00:00Z").unwrap();
+        assert_eq!(epoch, SystemTime::UNIX_EPOCH);
+        assert!(parse_utc("yesterday").is_none());
+    }
+
+    #[test]
+    fn assign_lines_and_not_unassign_lines() {
+        let line = "2024-03-01T00:00:01.000123Z  INFO assign unit=a.service machine=0123";
+        let a = parse_assign(line).unwrap();
+        assert_eq!(a.unit, "a.service");
+        assert_eq!(a.machine, "0123");
+        let un = "2024-03-01T00:00:01.000123Z  INFO unassign unit=a.service machine=0123 reason=x";
+        assert!(parse_assign(un).is_none());
+        assert!(parse_assign("garbage").is_none());
+    }
+
+    #[test]
+    fn a_free_port_is_on_loopback() {
+        assert!(free_port().unwrap() > 0);
+    }
+}
