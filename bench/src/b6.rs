@@ -274,6 +274,8 @@ async fn measure(
     );
 
     // The waves of changes.
+    let server_cpu = server.cpu();
+    let own_cpu = crate::procs::cpu_of("/proc/self/stat");
     let polls_before = stats.polls.load(Ordering::Relaxed);
     let errors_before = stats.errors.load(Ordering::Relaxed);
     let t = Instant::now();
@@ -283,11 +285,22 @@ async fn measure(
     }
     let delivered_all = eventually(
         "every change delivered",
-        MACHINE_TTL * 2 + Duration::from_secs(180),
+        MACHINE_TTL * 2 + Duration::from_secs(340),
         || async { stats.delivered() >= total },
     )
     .await;
     let waves_took = t.elapsed();
+    let cpu_used = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
+        (Some(b), Some(a)) => format!(
+            "{} ({:.0}% of one core)",
+            dur(a.saturating_sub(b)),
+            100.0 * a.saturating_sub(b).as_secs_f64() / waves_took.as_secs_f64()
+        ),
+        _ => "?".to_owned(),
+    };
+    let server_cpu = cpu_used(server_cpu, server.cpu());
+    let own_cpu = cpu_used(own_cpu, crate::procs::cpu_of("/proc/self/stat"));
+    println!("  CPU during the changes: server {server_cpu}, agents (this process) {own_cpu}");
     let wave_polls = stats.polls.load(Ordering::Relaxed) - polls_before;
     let wave_errors = stats.errors.load(Ordering::Relaxed) - errors_before;
     let reregistered = stats.reregistered.load(Ordering::Relaxed);
@@ -321,12 +334,24 @@ async fn measure(
         }
     }
 
-    // Where the API says every unit is, against what each agent holds.
-    let placed = client.all_units().await.context("listing units")?;
-    let where_placed: HashMap<String, String> = placed
-        .into_iter()
-        .filter_map(|u| u.machine_id.map(|m| (u.name, m.to_string())))
-        .collect();
+    // Where the API says every unit is, against what each agent holds. A
+    // server still busy with the changes may take a while to answer.
+    let lister = client.clone().with_timeout(Duration::from_secs(120));
+    let mut where_placed: Option<HashMap<String, String>> = None;
+    for _ in 0..3 {
+        match lister.all_units().await {
+            Ok(units) => {
+                where_placed = Some(
+                    units
+                        .into_iter()
+                        .filter_map(|u| u.machine_id.map(|m| (u.name, m.to_string())))
+                        .collect(),
+                );
+                break;
+            }
+            Err(e) => println!("  listing the units failed: {e}"),
+        }
+    }
 
     // Unit writes while every agent polls.
     let mut submit_latency = Samples::default();
@@ -362,15 +387,18 @@ async fn measure(
     }
     agents.abort_all();
     parking_tasks.abort_all();
-    let mut misplaced = 0usize;
-    for (i, units) in &held {
-        let me = machine(*i).id.to_string();
-        for u in units {
-            if u.starts_with("fan") && where_placed.get(u) != Some(&me) {
-                misplaced += 1;
+    let misplaced = where_placed.as_ref().map(|placed| {
+        let mut n = 0usize;
+        for (i, units) in &held {
+            let me = machine(*i).id.to_string();
+            for u in units {
+                if u.starts_with("fan") && placed.get(u) != Some(&me) {
+                    n += 1;
+                }
             }
         }
-    }
+        n
+    });
 
     let (p50, p99, max) = (
         latencies.percentile(50.0),
@@ -389,12 +417,13 @@ async fn measure(
             dur(config.wave)
         ),
         figure: format!(
-            "delivery p50 {}, p99 {}, max {} ({} of {} delivered; {:.2} long polls woken per change; {} server warnings{}; {} agents lost their lease and registered again); server RSS {} per agent ({} before the agents, {} with them, {} after the changes); {} deliveries of another machine's unit, {} units held by an agent the API does not place them on",
+            "delivery p50 {}, p99 {}, max {} ({} of {} delivered in {}; {:.2} long polls woken per change; {} server warnings{}; {} agents lost their lease and registered again; CPU: server {}, agents {}); server RSS {} per agent ({} before the agents, {} with them, {} after the changes); {} deliveries of another machine's unit, {} units held by an agent the API does not place them on",
             dur(p50),
             dur(p99),
             dur(max),
             count(latencies.len() as f64),
             count(total as f64),
+            dur(waves_took),
             wave_polls as f64 / total.max(1) as f64,
             warnings,
             if kinds.iter().any(|k| k.contains("leadership lost")) {
@@ -403,12 +432,14 @@ async fn measure(
                 ""
             },
             reregistered,
+            server_cpu,
+            own_cpu,
             bytes(per_agent),
             bytes(rss_before.0 as f64),
             bytes(rss_agents.0 as f64),
             bytes(rss_after.0 as f64),
             wrong,
-            misplaced
+            misplaced.map_or_else(|| "(the API did not answer the listing)".to_owned(), |n| n.to_string())
         ),
         anchor: "fleet: every change woke every machine; etcd watch memory ~18 KB per stream".to_owned(),
         goal: "p99 delivery < 1 s, server RSS per agent reported, no agent receives another machine's work".to_owned(),
@@ -421,7 +452,7 @@ async fn measure(
                 "goal MISSED"
             },
             per_agent / (18.0 * 1024.0),
-            if wrong == 0 && misplaced == 0 {
+            if wrong == 0 && misplaced.unwrap_or(0) == 0 {
                 "no cross-delivery"
             } else {
                 "CROSS-DELIVERY"

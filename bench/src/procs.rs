@@ -307,6 +307,11 @@ impl ServerProc {
         (w.0, kinds)
     }
 
+    /// CPU time the server has used so far (user + system).
+    pub fn cpu(&self) -> Option<Duration> {
+        cpu_of(&format!("/proc/{}/stat", self.pid))
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child
@@ -325,6 +330,20 @@ impl Drop for ServerProc {
         }
         keep_log(&self.log_path);
     }
+}
+
+/// CPU time (user + system) of a process, from its `/proc/PID/stat`,
+/// assuming the usual 100 clock ticks a second.
+pub fn cpu_of(stat_path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // The fields after the command name (which may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13
+    // after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Parses a log line `2026-03-21T10:00:00.123456Z  INFO assign unit=U
@@ -413,6 +432,11 @@ mod tests {
         let un = "2024-03-01T00:00:01.000123Z  INFO unassign unit=a.service machine=0123 reason=x";
         assert!(parse_assign(un).is_none());
         assert!(parse_assign("garbage").is_none());
+    }
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        assert!(cpu_of("/proc/self/stat").is_some());
     }
 
     #[test]
