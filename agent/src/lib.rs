@@ -4,6 +4,8 @@
 //!
 //! - [`container`]: container units: how they are rendered into a service
 //!   whose main process is `flotilla shim`, and the shim itself.
+//! - [`cut_off`]: `StopAfterCutOff=`, stopping units while the machine is
+//!   cut off from the servers.
 //! - [`notify`]: systemd's notification protocol (`sd_notify`).
 //! - [`Agent`] ([`runtime`]): the agent assembled: registration and lease,
 //!   the feed of this machine's units, reconcile passes, state reports.
@@ -17,6 +19,7 @@
 //! - [`machine`]: the machine's id, hostname, addresses and capacity.
 
 pub mod container;
+pub mod cut_off;
 pub mod machine;
 pub mod notify;
 pub mod reconcile;

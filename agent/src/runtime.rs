@@ -1,18 +1,23 @@
 //! The agent assembled: four tasks around one systemd and one client.
 //!
 //! - **lease**: registers the machine, then heartbeats at a third of the
-//!   lease's TTL; registers again when a heartbeat says the lease is gone
-//!   (404). Each registration is counted, so the reporter sends a full
-//!   report after it.
+//!   lease's TTL, each heartbeat given at most that long; registers again
+//!   when a heartbeat says the lease is gone (404). Each registration is
+//!   counted, so the reporter sends a full report after it. It publishes
+//!   the last renewal and whether the latest attempt failed ([`Contact`]).
 //! - **feed**: long-polls the machine's units (its assignments and the
 //!   `Global` units that apply to it), passing the last index back so that
-//!   nothing is missed across reconnects. While no server answers it keeps
-//!   the last set it had, so units keep running; it retries with backoff
-//!   and, after an error, polls again only once the lease is alive.
+//!   nothing is missed. While no server answers it keeps the last set it
+//!   had, so units keep running; it retries with backoff. When the lease is
+//!   in doubt (a failed heartbeat or registration) it drops the poll in
+//!   flight, and once the lease is alive again it asks for the whole set at
+//!   once rather than waiting for a change.
 //! - **reconcile**: runs a [`Reconciler`] pass whenever the feed changes,
 //!   and again with backoff while a pass asks to be retried. Nothing is
 //!   reconciled before the first feed arrives: an agent that starts while
-//!   every server is down changes nothing on the host.
+//!   every server is down changes nothing on the host. Before each pass the
+//!   [`CutOff`] policy (`StopAfterCutOff=`) holds stopped the units whose
+//!   limit ran out while the lease could not be renewed.
 //! - **report**: the [`Reporter`], from systemd's signals.
 //!
 //! [`Agent::stop`] ends the tasks and leaves every unit as it is; so does
@@ -21,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_api::client::{Client, ClientError};
 use flotilla_proto::MachineId;
@@ -30,6 +35,7 @@ use flotilla_proto::wire::AssignedUnit;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::cut_off::{Contact, CutOff, Feed};
 use crate::machine::{self, MACHINE_ID_FILE, MachineError};
 use crate::reconcile::{Action, Reconciler};
 use crate::report::{ClientSink, DEFAULT_BATCH, Interest, Reporter, ReporterInputs};
@@ -132,6 +138,7 @@ impl Agent {
         let (shutdown, stopped) = watch::channel(false);
         let (registered_tx, registered) = watch::channel(0u64);
         let (lease_tx, lease_ok) = watch::channel(false);
+        let (contact_tx, contact_rx) = watch::channel(Contact::starting(Instant::now()));
         let (desired_tx, desired_rx) = watch::channel(None);
         let (passes_tx, passes_rx) = mpsc::channel(16);
 
@@ -141,6 +148,7 @@ impl Agent {
             config.clone(),
             registered_tx,
             lease_tx,
+            contact_tx,
             stopped.clone(),
         ));
         tasks.spawn(follow_feed(
@@ -159,6 +167,7 @@ impl Agent {
         tasks.spawn(reconcile_loop(
             reconciler,
             desired_rx,
+            contact_rx,
             passes_tx,
             stopped.clone(),
         ));
@@ -258,8 +267,19 @@ async fn keep_registered(
     config: AgentConfig,
     registered: watch::Sender<u64>,
     lease_ok: watch::Sender<bool>,
+    contact: watch::Sender<Contact>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
+    let renewed = |contact: &watch::Sender<Contact>| {
+        contact.send_replace(Contact {
+            renewed: Instant::now(),
+            failing: false,
+        });
+    };
+    let failed = |contact: &watch::Sender<Contact>, lease_ok: &watch::Sender<bool>| {
+        lease_ok.send_replace(false);
+        contact.send_if_modified(|c| !std::mem::replace(&mut c.failing, true));
+    };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     'register: loop {
         // Read again each time: addresses may have changed.
@@ -272,7 +292,7 @@ async fn keep_registered(
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("cannot register the machine, trying again: {e}");
-                lease_ok.send_replace(false);
+                failed(&contact, &lease_ok);
                 if sleep_or_stop(backoff.next_delay(), &mut stopped).await {
                     return Ok(());
                 }
@@ -280,6 +300,7 @@ async fn keep_registered(
             }
         };
         backoff.reset();
+        renewed(&contact);
         tracing::info!(
             machine = %machine.id,
             lease = registration.lease,
@@ -289,28 +310,32 @@ async fn keep_registered(
         lease_ok.send_replace(true);
         registered.send_modify(|n| *n += 1);
         let period = Duration::from_millis(registration.ttl_ms / 3).max(Duration::from_millis(50));
+        // A heartbeat slower than the period is as good as lost: so a
+        // cut-off is noticed within two periods of the last renewal.
+        let beats = client.clone().with_timeout(period.min(CALL_TIMEOUT));
         let mut lease = registration.lease;
         loop {
             if sleep_or_stop(period, &mut stopped).await {
                 return Ok(());
             }
             let beat = tokio::select! {
-                r = client.heartbeat(&machine.id, lease) => r,
+                r = beats.heartbeat(&machine.id, lease) => r,
                 () = stop_requested(&mut stopped) => return Ok(()),
             };
             match beat {
                 Ok(r) => {
                     lease = r.lease;
+                    renewed(&contact);
                     lease_ok.send_replace(true);
                 }
                 Err(e) if e.is_not_found() => {
                     tracing::warn!("the machine's lease expired; registering again");
-                    lease_ok.send_replace(false);
+                    failed(&contact, &lease_ok);
                     continue 'register;
                 }
                 Err(e) => {
                     tracing::warn!("heartbeat failed: {e}");
-                    lease_ok.send_replace(false);
+                    failed(&contact, &lease_ok);
                 }
             }
         }
@@ -323,11 +348,13 @@ async fn follow_feed(
     id: MachineId,
     wait: Duration,
     mut lease_ok: watch::Receiver<bool>,
-    desired: watch::Sender<Option<Vec<AssignedUnit>>>,
+    desired: watch::Sender<Option<Feed>>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut index = None;
+    // Whether the next poll asks for the whole set at once.
+    let mut afresh = true;
     loop {
         tokio::select! {
             r = lease_ok.wait_for(|ok| *ok) => {
@@ -337,29 +364,42 @@ async fn follow_feed(
             }
             () = stop_requested(&mut stopped) => return Ok(()),
         }
+        let asked_at = Instant::now();
+        let since = if afresh { None } else { index };
         let polled = tokio::select! {
-            r = client.machine_units(&id, index, wait) => r,
+            r = client.machine_units(&id, since, wait) => r,
+            r = lease_ok.wait_for(|ok| !*ok) => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                tracing::debug!("the lease is in doubt: asking afresh once it is back");
+                afresh = true;
+                continue;
+            }
             () = stop_requested(&mut stopped) => return Ok(()),
         };
         match polled {
             Ok(units) => {
                 backoff.reset();
+                afresh = false;
                 index = Some(units.index);
-                desired.send_if_modified(|current| {
-                    if current.as_ref() == Some(&units.units) {
-                        return false;
+                desired.send_modify(|current| {
+                    if current.as_ref().map(|f| &f.units) != Some(&units.units) {
+                        tracing::debug!(
+                            units = units.units.len(),
+                            index = units.index,
+                            "feed changed"
+                        );
                     }
-                    tracing::debug!(
-                        units = units.units.len(),
-                        index = units.index,
-                        "feed changed"
-                    );
-                    *current = Some(units.units);
-                    true
+                    *current = Some(Feed {
+                        units: units.units,
+                        asked_at,
+                    });
                 });
             }
             Err(e) => {
                 tracing::warn!("cannot read this machine's units, keeping the last set: {e}");
+                afresh = true;
                 if sleep_or_stop(backoff.next_delay(), &mut stopped).await {
                     return Ok(());
                 }
@@ -371,62 +411,92 @@ async fn follow_feed(
 /// The reconcile task; see the module documentation.
 async fn reconcile_loop<S: SystemdManager>(
     mut reconciler: Reconciler<S>,
-    mut desired: watch::Receiver<Option<Vec<AssignedUnit>>>,
+    mut desired: watch::Receiver<Option<Feed>>,
+    mut contact: watch::Receiver<Contact>,
     passes: mpsc::Sender<Interest>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut policy = CutOff::default();
+    // The units of the last pass that applied everything.
+    let mut done: Option<Vec<AssignedUnit>> = None;
+    let mut retry_at: Option<Instant> = None;
     loop {
+        let feed = desired.borrow_and_update().clone();
+        let lease = *contact.borrow_and_update();
+        let now = Instant::now();
+        let mut wake_at = None;
+        if let Some(feed) = feed {
+            let applied = policy.apply(&feed, lease, now);
+            wake_at = applied.wake_at;
+            let due = retry_at.is_some_and(|at| at <= now);
+            if due || (retry_at.is_none() && done.as_ref() != Some(&applied.units)) {
+                retry_at = None;
+                let outcome = tokio::select! {
+                    r = reconciler.reconcile(&applied.units) => r,
+                    () = stop_requested(&mut stopped) => return Ok(()),
+                };
+                match outcome {
+                    Ok(pass) => {
+                        if !pass.plan.is_empty() || !pass.plan.refused.is_empty() {
+                            tracing::info!(
+                                units = pass.units.len(),
+                                written = pass.plan.write.len(),
+                                removed = pass.removed.len(),
+                                jobs = pass.plan.jobs.len(),
+                                refused = pass.plan.refused.len(),
+                                reloaded = pass.plan.reload,
+                                "reconciled"
+                            );
+                        }
+                        if passes.send(Interest::from(&pass)).await.is_err() {
+                            return Ok(());
+                        }
+                        if pass.action == Action::AwaitChange {
+                            backoff.reset();
+                            done = Some(applied.units);
+                        } else {
+                            tracing::warn!("some changes did not apply; reconciling again");
+                            done = None;
+                            retry_at = Some(Instant::now() + backoff.next_delay());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("reconcile pass failed, trying again: {e}");
+                        done = None;
+                        retry_at = Some(Instant::now() + backoff.next_delay());
+                    }
+                }
+                // Look again at once: the feed or the contact may have
+                // changed during the pass.
+                continue;
+            }
+        }
+        // Until the feed or the contact changes, a retry is due, or a
+        // unit's cut-off limit runs out.
+        let until = match (retry_at, wake_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sleep = async {
+            match until {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = desired.changed() => {
                 if r.is_err() {
                     return Ok(());
                 }
             }
+            r = contact.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+            }
+            () = sleep => {}
             () = stop_requested(&mut stopped) => return Ok(()),
-        }
-        loop {
-            let Some(feed) = desired.borrow_and_update().clone() else {
-                break;
-            };
-            let outcome = tokio::select! {
-                r = reconciler.reconcile(&feed) => r,
-                () = stop_requested(&mut stopped) => return Ok(()),
-            };
-            match outcome {
-                Ok(pass) => {
-                    if !pass.plan.is_empty() || !pass.plan.refused.is_empty() {
-                        tracing::info!(
-                            units = pass.units.len(),
-                            written = pass.plan.write.len(),
-                            removed = pass.removed.len(),
-                            jobs = pass.plan.jobs.len(),
-                            refused = pass.plan.refused.len(),
-                            reloaded = pass.plan.reload,
-                            "reconciled"
-                        );
-                    }
-                    if passes.send(Interest::from(&pass)).await.is_err() {
-                        return Ok(());
-                    }
-                    if pass.action == Action::AwaitChange {
-                        backoff.reset();
-                        break;
-                    }
-                    tracing::warn!("some changes did not apply; reconciling again");
-                }
-                Err(e) => tracing::warn!("reconcile pass failed, trying again: {e}"),
-            }
-            // Again after a backoff, or at once if the feed changes.
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-                r = desired.changed() => {
-                    if r.is_err() {
-                        return Ok(());
-                    }
-                }
-                () = stop_requested(&mut stopped) => return Ok(()),
-            }
         }
     }
 }

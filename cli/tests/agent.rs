@@ -267,16 +267,37 @@ fn units_follow_the_cluster_on_a_real_host() {
         Some("the unit failed: signal")
     );
 
-    // Cut off from every server: units keep running; back, it reconciles.
+    // A unit that asks to be stopped when its machine is cut off.
+    dir.write(
+        "d.service",
+        &format!("{}StopAfterCutOff=1s\n", sleeper("d")),
+    );
+    ok(&server.run(dir.path(), &["start", "--no-block", "d.service"]));
+    let pid_d = wait_active(&host, "d.service");
+
+    // Cut off from every server: units keep running, except the one whose
+    // StopAfterCutOff ran out; back, it reconciles.
     server.kill();
     wait_for(&host, "the agent to notice the server is gone", || {
         journal(&host)
             .contains("keeping the last set")
             .then_some(())
     });
+    wait_for(&host, "d.service stopped while cut off", || {
+        (show(&host, "d.service")["ActiveState"] == "inactive").then_some(())
+    });
+    assert!(journal(&host).contains("StopAfterCutOff=1s"));
+    // Held stopped, its file stays; the others run on.
+    assert!(
+        host.run(&["test", "-f", "/run/systemd/system/d.service"])
+            .is_ok()
+    );
     assert_eq!(main_pid(&host, "a.service"), new_pid);
     assert_eq!(main_pid(&host, "b.service"), pid_b);
     server = start_server(&data, port);
+    // Still this machine's: started again once the server answers.
+    let pid_d_again = wait_active(&host, "d.service");
+    assert_ne!(pid_d_again, pid_d);
     ok(&server.run(dir.path(), &["stop", "--no-block", "b.service"]));
     wait_for(
         &host,

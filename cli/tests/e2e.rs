@@ -35,6 +35,10 @@ struct Cluster {
 
 impl Cluster {
     fn up(args: &[&str]) -> Cluster {
+        Cluster::up_with_ttl(args, "4s")
+    }
+
+    fn up_with_ttl(args: &[&str], machine_ttl: &str) -> Cluster {
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         // A cluster left over by an aborted run would be in the way.
         let _ = script(&["down"]);
@@ -42,7 +46,7 @@ impl Cluster {
             .arg("up")
             .args(args)
             .env("FLOTILLA_BIN", common::BIN)
-            .env("FLOTILLA_MACHINE_TTL", "4s")
+            .env("FLOTILLA_MACHINE_TTL", machine_ttl)
             .env("FLOTILLA_LEADER_TTL", "2s")
             .output()
             .unwrap();
@@ -132,6 +136,29 @@ fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// When `single.service`'s journal on `host` last logged a line containing
+/// `message`, in seconds of the monotonic clock the hosts share with this
+/// machine (`journalctl -o short-monotonic`).
+fn journal_seconds(c: &Cluster, host: &str, message: &str) -> Option<f64> {
+    let out = c.exec(
+        host,
+        &[
+            "journalctl",
+            "-u",
+            "single.service",
+            "-o",
+            "short-monotonic",
+            "--no-pager",
+            "-q",
+        ],
+    );
+    out.lines()
+        .rev()
+        .filter(|l| l.contains(message))
+        .filter_map(|l| l.strip_prefix('[')?.split_once(']')?.0.trim().parse().ok())
+        .next()
 }
 
 fn row<'a>(rows: &'a [Value], unit: &str) -> Option<&'a Value> {
@@ -316,23 +343,82 @@ fn a_crashed_host_s_units_move_and_a_container_lives_in_its_unit() {
         (db != db_machine && db == backup).then_some(db)
     });
     assert_ne!(moved, db_machine);
+
+    // The crashed host boots again as the same machine: it runs what the
+    // cluster gives it now, and nothing that moved away.
+    common::ok(&script(&["start", &db_host]));
+    let dir = common::TempDir::new("e2e-return");
+    dir.write(
+        "back.service",
+        &format!("[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nMachineID={db_machine}\n"),
+    );
+    let back = dir.path().join("back.service");
+    c.ok(&["start", "--block-attempts", "60", back.to_str().unwrap()]);
+    // Active there means its agent has reconciled the machine's feed.
+    eventually("a unit pinned to the returned machine active", || {
+        (active_on(&c.units(), "back.service") == Some(db_machine.clone())).then_some(())
+    });
+    for unit in ["db.service", "db-backup.service"] {
+        let out = Command::new(repo().join("deploy/local-cluster"))
+            .args(["exec", &db_host, "systemctl", "is-active", unit])
+            .output()
+            .unwrap();
+        assert_ne!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "active",
+            "{unit} runs again on the returned host"
+        );
+    }
+    let rows = c.units();
+    for unit in ["db.service", "db-backup.service", "hello.service"] {
+        assert!(
+            active_on(&rows, unit).is_some(),
+            "{unit} is not active exactly once: {rows:#?}"
+        );
+    }
+    assert_eq!(active_on(&rows, "db.service"), Some(moved));
 }
 
 #[test]
 fn a_partitioned_host_s_units_move_and_it_stops_its_copies_when_healed() {
-    let c = Cluster::up(&["--hosts", "2"]);
+    // A machine TTL long enough that StopAfterCutOff=1s has room before it.
+    let c = Cluster::up_with_ttl(&["--hosts", "2"], "8s");
     c.ok(&["start", "--block-attempts", "60", "examples/hello.service"]);
+    // A unit that must not run twice follows hello, and asks to be stopped
+    // once its machine is cut off.
+    let dir = common::TempDir::new("e2e-cut-off");
+    dir.write(
+        "single.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nMachineOf=hello.service\nStopAfterCutOff=1s\n",
+    );
+    let single = dir.path().join("single.service");
+    c.ok(&["start", "--block-attempts", "60", single.to_str().unwrap()]);
     let first = active_on(&c.units(), "hello.service").unwrap();
     let host = c.host_of(&first);
+    eventually("single.service active next to hello", || {
+        (active_on(&c.units(), "single.service") == Some(first.clone())).then_some(())
+    });
 
     common::ok(&script(&["partition", &host]));
-    let second = eventually("hello.service active elsewhere", || {
-        active_on(&c.units(), "hello.service").filter(|m| *m != first)
+    let second = eventually("both active elsewhere", || {
+        let rows = c.units();
+        let hello = active_on(&rows, "hello.service").filter(|m| *m != first)?;
+        (active_on(&rows, "single.service") == Some(hello.clone())).then_some(hello)
     });
     assert_ne!(second, first);
-    // The cut-off host still runs its copy meanwhile.
+    // The cut-off host still runs hello meanwhile, but stopped the unit
+    // with StopAfterCutOff before the other host started it (the hosts
+    // share this machine's monotonic clock).
     let still = c.exec(&host, &["systemctl", "is-active", "hello.service"]);
     assert_eq!(still.trim(), "active");
+    let stopped = journal_seconds(&c, &host, "Stopped single.service");
+    let started = journal_seconds(&c, &c.host_of(&second), "Started single.service");
+    let stopped = stopped.expect("single.service never stopped on the cut-off host");
+    let started = started.expect("single.service never started on the other host");
+    assert!(
+        stopped < started,
+        "single.service stopped on the cut-off host at {stopped}s, after the other host started it at {started}s"
+    );
 
     common::ok(&script(&["heal", &host]));
     eventually("the healed host stopped its duplicate", || {
@@ -342,7 +428,23 @@ fn a_partitioned_host_s_units_move_and_it_stops_its_copies_when_healed() {
             .unwrap();
         (String::from_utf8_lossy(&out.stdout).trim() != "active").then_some(())
     });
-    assert_eq!(active_on(&c.units(), "hello.service"), Some(second));
+    let rows = c.units();
+    assert_eq!(active_on(&rows, "hello.service"), Some(second.clone()));
+    assert_eq!(active_on(&rows, "single.service"), Some(second));
+    // Held stopped until the servers answered, then removed: it moved.
+    eventually("single.service's file gone from the healed host", || {
+        let out = Command::new(repo().join("deploy/local-cluster"))
+            .args([
+                "exec",
+                &host,
+                "test",
+                "-e",
+                "/run/systemd/system/single.service",
+            ])
+            .output()
+            .unwrap();
+        (!out.status.success()).then_some(())
+    });
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! | `Conflicts` | unit name globs | never share a machine with a matching unit |
 //! | `Global` | a boolean | run on every machine (that matches `MachineMetadata`) |
 //! | `Replaces` | unit name globs | take the machine of a matching unit, which moves elsewhere |
+//! | `StopAfterCutOff` | a time span | flotilla's own: stop the unit once its machine has been cut off from the servers this long |
 //!
 //! Values:
 //!
@@ -20,8 +21,12 @@
 //!   `MachineMetadata="rack=a 1" disk=ssd` is two pairs), or on repeated
 //!   lines. An empty assignment (`Conflicts=`) drops the values assigned
 //!   before it, as systemd does for its list settings.
-//! - `MachineID` and `Global` take one value; the last assignment wins, and
-//!   an empty assignment resets the option.
+//! - `MachineID`, `Global` and `StopAfterCutOff` take one value; the last
+//!   assignment wins, and an empty assignment resets the option.
+//! - `StopAfterCutOff` is a systemd time span (`45s`, `1min 30s`; a bare
+//!   number is seconds), or `infinity`, the default: the unit keeps running
+//!   however long its machine is cut off. The agent counts from the last
+//!   time it renewed its machine's lease; see docs/architecture.md.
 //! - `MachineOf` names units as `systemctl` does: `db` means `db.service`.
 //! - `MachineMetadata`: every key named must be present on the machine; when
 //!   a key is given several values, the machine needs one of them. So
@@ -57,6 +62,7 @@
 //! Unknown keys in `[X-Fleet]` are errors, as in fleet.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +109,14 @@ pub struct FleetOptions {
     /// are moved to another machine.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub replaces: Vec<String>,
+    /// `StopAfterCutOff` (flotilla's own): once the agent has not renewed
+    /// its machine's lease for this long, it stops the unit, and starts it
+    /// again when the servers say it is still the machine's.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::duration::serde_timespan_option"
+    )]
+    pub stop_after_cut_off: Option<Duration>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -206,6 +220,7 @@ enum Key {
     Conflicts,
     Global,
     Replaces,
+    StopAfterCutOff,
 }
 
 impl Key {
@@ -217,24 +232,27 @@ impl Key {
             Key::Conflicts => "Conflicts",
             Key::Global => "Global",
             Key::Replaces => "Replaces",
+            Key::StopAfterCutOff => "StopAfterCutOff",
         }
     }
 }
 
 /// The keys to suggest for a misspelt one.
-const KNOWN_KEYS: [&str; 6] = [
+const KNOWN_KEYS: [&str; 7] = [
     "MachineID",
     "MachineOf",
     "MachineMetadata",
     "Conflicts",
     "Global",
     "Replaces",
+    "StopAfterCutOff",
 ];
 
 /// Every accepted spelling, with fleet's deprecated ones (job/job.go:
 /// `validRequirements`; deprecated in fleet 0.8.0).
-const SPELLINGS: [(&str, Key); 10] = [
+const SPELLINGS: [(&str, Key); 11] = [
     ("MachineID", Key::MachineId),
+    ("StopAfterCutOff", Key::StopAfterCutOff),
     ("MachineOf", Key::MachineOf),
     ("MachineMetadata", Key::MachineMetadata),
     ("Conflicts", Key::Conflicts),
@@ -316,6 +334,7 @@ struct Reader<'a> {
     name: &'a UnitName,
     machine_id: Single<'a, String>,
     global: Single<'a, bool>,
+    stop_after_cut_off: Single<'a, Duration>,
     machine_of: List<'a, UnitName>,
     metadata: List<'a, (String, String)>,
     conflicts: List<'a, String>,
@@ -335,6 +354,7 @@ impl<'a> Reader<'a> {
             name,
             machine_id: Single::new(),
             global: Single::new(),
+            stop_after_cut_off: Single::new(),
             machine_of: List::new(),
             metadata: List::new(),
             conflicts: List::new(),
@@ -393,6 +413,7 @@ impl<'a> Reader<'a> {
         match key {
             Key::MachineId => self.machine_id(v, &words, diags),
             Key::Global => self.global(v, &words, diags),
+            Key::StopAfterCutOff => self.stop_after_cut_off(v, raw, diags),
             Key::MachineOf => {
                 for w in &words {
                     self.machine_of_word(v, w, diags);
@@ -428,6 +449,7 @@ impl<'a> Reader<'a> {
         match key {
             Key::MachineId => self.machine_id.reset(),
             Key::Global => self.global.reset(),
+            Key::StopAfterCutOff => self.stop_after_cut_off.reset(),
             Key::MachineOf => self.machine_of.reset(),
             Key::MachineMetadata => self.metadata.reset(),
             Key::Conflicts => self.conflicts.reset(),
@@ -441,6 +463,7 @@ impl<'a> Reader<'a> {
         match key {
             Key::MachineId => self.machine_id.at = Some(v),
             Key::Global => self.global.at = Some(v),
+            Key::StopAfterCutOff => self.stop_after_cut_off.at = Some(v),
             Key::MachineOf => self.machine_of.mark(v),
             Key::MachineMetadata => self.metadata.mark(v),
             Key::Conflicts => self.conflicts.mark(v),
@@ -453,6 +476,7 @@ impl<'a> Reader<'a> {
         match key {
             Key::MachineId => self.machine_id.value = None,
             Key::Global => self.global.value = None,
+            Key::StopAfterCutOff => self.stop_after_cut_off.value = None,
             _ => {}
         }
     }
@@ -484,6 +508,25 @@ impl<'a> Reader<'a> {
                     w.text
                 ),
             ),
+        }
+    }
+
+    /// A time span, read as systemd reads one (`90s`, `1min 30s`, a bare
+    /// number is seconds); the whole value, since a span may hold spaces.
+    fn stop_after_cut_off(&mut self, v: ValueRef<'a>, raw: &str, diags: &mut Diagnostics) {
+        self.stop_after_cut_off.value = None;
+        use crate::duration::{Timespan, parse_timespan_or_infinity};
+        match parse_timespan_or_infinity(raw) {
+            Ok(Timespan::Finite(d)) if d.is_zero() => diags.push(
+                v.error(
+                    "a unit cannot be stopped the moment its machine is cut off: give a time span \
+                 longer than zero, or infinity (the default) to keep it running"
+                        .to_owned(),
+                ),
+            ),
+            Ok(Timespan::Finite(d)) => self.stop_after_cut_off.value = Some(d),
+            Ok(Timespan::Infinity) => {}
+            Err(e) => diags.push(v.error(format!("{e}, or infinity"))),
         }
     }
 
@@ -616,6 +659,7 @@ impl<'a> Reader<'a> {
             conflicts: self.conflicts.values().collect(),
             global: self.global.value.unwrap_or(false),
             replaces: self.replaces.values().collect(),
+            stop_after_cut_off: self.stop_after_cut_off.value,
         }
     }
 }
