@@ -34,6 +34,12 @@
 //! A running unit whose hash did not change is never restarted, whatever
 //! else changed in its rendered file (such as the shim's path): so a
 //! restarted agent restarts nothing.
+//!
+//! Which hash each unit was started with is kept in the unit directory
+//! ([`UnitDir::save_started`]) after every pass that changed it, so an agent
+//! that crashed between writing a unit's new file and restarting the unit
+//! restarts it when it comes back, and leaves a unit it started that then
+//! failed to systemd's `Restart=`, as before the crash.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -179,7 +185,10 @@ pub fn plan(
         let active = obs.props.is_active();
         match d.state {
             DesiredState::Launched if active => {
-                if previous_hash.is_some_and(|h| h != d.hash) {
+                // The content it runs: what this agent started it with, or
+                // else what its file said before this pass.
+                let running = started.get(&d.name).map(String::as_str).or(previous_hash);
+                if running.is_some_and(|h| h != d.hash) {
                     plan.jobs.push((JobKind::Restart, d.name.clone()));
                 }
             }
@@ -290,6 +299,8 @@ pub struct Reconciler<S> {
     dir: UnitDir,
     shim: PathBuf,
     started: HashMap<String, String>,
+    /// `started` as last saved, when it is kept on disk.
+    saved: Option<HashMap<String, String>>,
     errors: HashMap<String, (String, String)>,
 }
 
@@ -302,8 +313,17 @@ impl<S: SystemdManager> Reconciler<S> {
             dir,
             shim,
             started: HashMap::new(),
+            saved: None,
             errors: HashMap::new(),
         }
+    }
+
+    /// Keeps which hash each unit was started with in the unit directory,
+    /// across restarts of the agent, starting from what is there.
+    pub fn remembering(mut self) -> Reconciler<S> {
+        self.started = self.dir.load_started();
+        self.saved = Some(self.started.clone());
+        self
     }
 
     /// One pass towards `feed`: every unit this machine should have
@@ -358,6 +378,14 @@ impl<S: SystemdManager> Reconciler<S> {
             .retain(|name, _| desired.iter().any(|d| &d.name == name));
         self.errors
             .retain(|name, _| desired.iter().any(|d| &d.name == name));
+        if self.saved.as_ref().is_some_and(|s| *s != self.started) {
+            // Not fatal: without the record, a restarted agent goes by the
+            // markers, as it would after a reboot.
+            match self.dir.save_started(&self.started) {
+                Ok(()) => self.saved = Some(self.started.clone()),
+                Err(e) => tracing::warn!("cannot record which units were started: {e}"),
+            }
+        }
         Ok(Pass {
             units,
             removed,

@@ -163,7 +163,8 @@ impl Agent {
             systemd.clone(),
             UnitDir::new(&config.unit_dir),
             config.shim.clone(),
-        );
+        )
+        .remembering();
         tasks.spawn(reconcile_loop(
             reconciler,
             desired_rx,

@@ -14,9 +14,11 @@
 //!
 //! A file without that first line was not written by flotilla: the agent
 //! never overwrites or removes it. After a restart the agent reads the
-//! markers to learn what it wrote and which content each running unit has.
+//! markers to learn what it wrote, and `.flotilla-started` beside them to
+//! learn which content each unit it started runs: a unit whose new file was
+//! written just before the agent crashed still runs the old content.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,10 @@ use std::path::{Path, PathBuf};
 pub const MARKER_PREFIX: &str = "# flotilla: managed unit; content hash ";
 
 /// The second line: for a person who finds the file.
+/// The record of the hash each unit was last started with: a leading dot
+/// and no unit suffix, so systemd ignores it.
+const STARTED_FILE: &str = ".flotilla-started";
+
 const NOTE: &str = "# Written by the flotilla agent: changes here are overwritten.";
 
 /// Why the unit directory could not be read or written.
@@ -201,6 +207,34 @@ impl UnitDir {
             let _ = std::fs::remove_file(&temp);
         }
         result.map_err(err)
+    }
+
+    /// The hash each unit was last started with, as [`UnitDir::save_started`]
+    /// left it: empty when there is no record (or it cannot be read, which
+    /// is logged).
+    pub fn load_started(&self) -> HashMap<String, String> {
+        let path = self.path.join(STARTED_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(unit, hash)| (unit.to_owned(), hash.to_owned()))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => {
+                tracing::warn!("cannot read {}: {e}", path.display());
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Records the hash each unit was last started with, whole (as
+    /// [`UnitDir::write`] writes), in a file beside the units that systemd
+    /// ignores and that lives as long as they do.
+    pub fn save_started(&self, started: &HashMap<String, String>) -> Result<(), UnitDirError> {
+        let mut lines: Vec<String> = started.iter().map(|(u, h)| format!("{u} {h}\n")).collect();
+        lines.sort();
+        self.write(STARTED_FILE, &lines.concat())
     }
 
     /// Removes the file of `unit`, which must be one flotilla wrote (see

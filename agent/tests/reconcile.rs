@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use flotilla_agent::reconcile::{Action, Reconciler};
 use flotilla_agent::systemd::{FakeCall, FakeSystemd, JobKind};
-use flotilla_agent::unit_dir::{UnitDir, marker_hash};
+use flotilla_agent::unit_dir::{UnitDir, managed_content, marker_hash};
 use flotilla_proto::wire::AssignedUnit;
 use flotilla_proto::{DesiredState, UnitFile};
 
@@ -38,6 +38,12 @@ impl Setup {
             UnitDir::new(self.units()),
             PathBuf::from(SHIM),
         )
+    }
+
+    /// A reconciler that keeps which hash it started each unit with in the
+    /// unit directory, as the agent's does.
+    fn remembering(&self) -> Reconciler<FakeSystemd> {
+        self.reconciler().remembering()
     }
 
     fn file(&self, name: &str) -> Option<String> {
@@ -283,6 +289,48 @@ async fn a_restarted_agent_changes_nothing() {
         .map(|u| s.systemd.peek(u).main_pid)
         .collect();
     assert_eq!(pids, after);
+}
+
+#[tokio::test]
+async fn an_agent_that_crashed_between_writing_and_restarting_restarts_when_back() {
+    let s = Setup::new();
+    let v1 = vec![unit("a.service", &sleeper("a"), DesiredState::Launched)];
+    s.remembering().reconcile(&v1).await.unwrap();
+    let pid = s.systemd.peek("a.service").main_pid;
+
+    // A restarted agent with nothing new restarts nothing.
+    s.systemd.clear_calls();
+    let pass = s.remembering().reconcile(&v1).await.unwrap();
+    assert!(pass.plan.is_empty(), "{:?}", pass.plan);
+
+    // The agent wrote a's new file, and died before restarting it.
+    let v2 = vec![unit(
+        "a.service",
+        &sleeper("a, changed"),
+        DesiredState::Launched,
+    )];
+    UnitDir::new(s.units())
+        .write("a.service", &managed_content(&v2[0].hash, &v2[0].text))
+        .unwrap();
+    s.systemd.clear_calls();
+    let pass = s.remembering().reconcile(&v2).await.unwrap();
+    assert!(pass.plan.write.is_empty(), "{:?}", pass.plan);
+    assert!(
+        s.systemd
+            .changes()
+            .contains(&job(JobKind::Restart, "a.service")),
+        "{:?}",
+        s.systemd.changes()
+    );
+    assert_ne!(s.systemd.peek("a.service").main_pid, pid);
+
+    // And the record now says so: the next agent restarts nothing.
+    s.systemd.clear_calls();
+    let pass = s.remembering().reconcile(&v2).await.unwrap();
+    assert!(pass.plan.is_empty(), "{:?}", pass.plan);
+    // The record is not a unit.
+    let managed = UnitDir::new(s.units()).managed().unwrap();
+    assert_eq!(managed.keys().collect::<Vec<_>>(), ["a.service"]);
 }
 
 #[tokio::test]
