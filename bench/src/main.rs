@@ -7,9 +7,11 @@
 //!   (embedded store on disk and on tmpfs, and a local etcd).
 //! - B3: leader failover among three `flotilla server` processes on etcd.
 //! - B4: machine loss: a machine's 1,000 units re-placed after its lease ends.
+//! - B5: agent convergence on real systemd: the real agent in a test host
+//!   (systemd-nspawn) starting 500 plain and 100 container units from
+//!   cold, against bare D-Bus `StartUnit` calls on the same host, then one
+//!   change at a time. Needs root.
 //! - B6: fan-out to thousands of long-polling agents.
-//!
-//! B5 (agent convergence on real systemd) is not here: it needs the agent.
 //!
 //! Benchmarks measure; nothing here asserts a time.
 
@@ -17,7 +19,9 @@ mod b1;
 mod b2;
 mod b3;
 mod b4;
+mod b5;
 mod b6;
+mod hostbus;
 mod procs;
 mod report;
 mod stats;
@@ -38,15 +42,15 @@ use crate::stores::{Backend, filesystem_of};
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-bench")]
 struct Args {
-    /// Rows to run: B1 B2 B3 B4 B6 (default: all).
+    /// Rows to run: B1 B2 B3 B4 B5 B6 (default: all). B5 needs root.
     rows: Vec<String>,
 
     /// Smaller sizes, for a smoke run of every row in a few minutes.
     #[arg(long)]
     quick: bool,
 
-    /// The `flotilla` binary (B3 and B6 start `flotilla server`)
-    /// [default: next to this binary].
+    /// The `flotilla` binary (B3, B5 and B6 start `flotilla server`; B5
+    /// runs `flotilla agent` in its host) [default: next to this binary].
     #[arg(long, value_name = "PATH")]
     flotilla: Option<PathBuf>,
 
@@ -78,6 +82,19 @@ struct Args {
     #[arg(long)]
     b4_machines: Option<usize>,
 
+    /// B5: plain units [default: 500].
+    #[arg(long)]
+    b5_plain: Option<usize>,
+
+    /// B5: container units [default: 100].
+    #[arg(long)]
+    b5_containers: Option<usize>,
+
+    /// B5: changes of one plain unit, one at a time [default: 20]; a
+    /// quarter as many (at least one) of a container unit.
+    #[arg(long)]
+    b5_changes: Option<usize>,
+
     /// B6: simulated agents, one run per count (comma-separated)
     /// [default: 1000,5000]. Each run has two assignment changes per agent.
     #[arg(long, value_delimiter = ',')]
@@ -106,6 +123,9 @@ struct Sizes {
     b3_units: usize,
     b3_machines: usize,
     b4_machines: usize,
+    b5_plain: usize,
+    b5_containers: usize,
+    b5_changes: usize,
     agents: Vec<usize>,
     parking: usize,
     submits: usize,
@@ -132,6 +152,9 @@ impl Sizes {
                 .unwrap_or(if quick { 10_000 } else { 100_000 }),
             b3_machines: 100,
             b4_machines: args.b4_machines.unwrap_or(if quick { 10 } else { 100 }),
+            b5_plain: args.b5_plain.unwrap_or(if quick { 50 } else { 500 }),
+            b5_containers: args.b5_containers.unwrap_or(if quick { 10 } else { 100 }),
+            b5_changes: args.b5_changes.unwrap_or(if quick { 5 } else { 20 }),
             agents: if !args.agents.is_empty() {
                 args.agents.clone()
             } else if quick {
@@ -145,7 +168,7 @@ impl Sizes {
     }
 }
 
-const ALL: [&str; 5] = ["B1", "B2", "B3", "B4", "B6"];
+const ALL: [&str; 6] = ["B1", "B2", "B3", "B4", "B5", "B6"];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -159,11 +182,6 @@ fn main() -> anyhow::Result<()> {
         args.rows.iter().map(|r| r.to_uppercase()).collect()
     };
     for r in &rows {
-        if r == "B5" {
-            anyhow::bail!(
-                "B5 (agent convergence on real systemd) is not built yet: it needs the agent"
-            );
-        }
         if !ALL.contains(&r.as_str()) {
             anyhow::bail!("unknown row {r}: the rows are {}", ALL.join(" "));
         }
@@ -215,6 +233,14 @@ fn main() -> anyhow::Result<()> {
                 leader_ttl: "1s",
             })),
             "B4" => runtime.block_on(run_b4(&sizes, &disk, &tmpfs)),
+            "B5" => runtime.block_on(b5::run(&b5::Config {
+                flotilla: flotilla.clone(),
+                data_parent: tmpfs.clone(),
+                plain: sizes.b5_plain,
+                containers: sizes.b5_containers,
+                changes: sizes.b5_changes,
+                container_changes: sizes.b5_changes.div_ceil(4),
+            })),
             "B6" => runtime.block_on(run_b6(&sizes, &flotilla, &disk, &tmpfs, args.b6_disk)),
             _ => unreachable!("rows are checked above"),
         };

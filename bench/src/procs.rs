@@ -1,7 +1,8 @@
 //! Processes the benchmarks start: etcd and `flotilla server`. Each is
 //! killed when its handle is dropped (pass or fail), and its pid is appended
 //! to `$FLOTILLA_BENCH_PIDS` so that `scripts/bench` can stop it even if
-//! this process is killed first. Everything listens on 127.0.0.1 only.
+//! this process is killed first (so is the PID 1 of B5's test host).
+//! Everything listens on 127.0.0.1 only.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,7 +36,7 @@ fn keep_log(path: &Path) {
 }
 
 /// Notes a pid for `scripts/bench`'s cleanup.
-fn record_pid(pid: u32) {
+pub fn record_pid(pid: u32) {
     if let Some(path) = std::env::var_os("FLOTILLA_BENCH_PIDS")
         && let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
