@@ -35,11 +35,15 @@
 //! else changed in its rendered file (such as the shim's path): so a
 //! restarted agent restarts nothing.
 //!
-//! Which hash each unit was started with is kept in the unit directory
-//! ([`UnitDir::save_started`]) after every pass that changed it, so an agent
-//! that crashed between writing a unit's new file and restarting the unit
-//! restarts it when it comes back, and leaves a unit it started that then
-//! failed to systemd's `Restart=`, as before the crash.
+//! Which hash each running unit was started with is kept in the unit
+//! directory ([`UnitDir::save_started`]) after every pass that changed it,
+//! so an agent that crashed between writing a unit's new file and
+//! restarting the unit restarts it when it comes back. (Which units this
+//! agent started, to leave them to `Restart=` once they stop, is not kept:
+//! a unit found stopped by a new agent is started.)
+//!
+//! A pass has at most [`IN_FLIGHT`] calls to systemd in flight: reading
+//! units, and jobs (each until it finished).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -47,11 +51,16 @@ use std::sync::Arc;
 
 use flotilla_proto::wire::AssignedUnit;
 use flotilla_proto::{DesiredState, UnitName, UnitSpec};
-use tokio::task::JoinSet;
+use futures_util::stream::{self, StreamExt};
 
 use crate::container::render::render_service;
 use crate::systemd::{JobKind, JobResult, SystemdError, SystemdManager, UnitProperties};
 use crate::unit_dir::{OnDisk, UnitDir, UnitDirError, managed_content};
+
+/// How many calls to systemd a pass has in flight at once. dbus-daemon
+/// refuses more than 128 calls awaiting a reply on one connection (its
+/// default `max_replies_per_connection`), which the reporter shares.
+pub const IN_FLIGHT: usize = 48;
 
 /// A unit this machine should have, rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +118,19 @@ pub struct Observed {
     pub props: UnitProperties,
 }
 
+/// What the agent knows of the units it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Units this agent (this process) started, with the hash it started
+    /// them with: one that then stopped or failed is left to systemd's
+    /// `Restart=`, not started again by every pass.
+    pub started: HashMap<String, String>,
+    /// The hash each running unit was last started with by an agent on
+    /// this host, kept across restarts of the agent when it remembers
+    /// ([`Reconciler::remembering`]): what decides a restart.
+    pub recorded: HashMap<String, String>,
+}
+
 /// What a pass will do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -140,13 +162,13 @@ impl Plan {
 
 /// Decides a pass. `observed` has an entry for every desired unit whose
 /// content rendered; `stray` maps each file flotilla wrote for a unit that
-/// is no longer desired to that unit's properties; `started` maps units
-/// this agent started to the hash it started them with.
+/// is no longer desired to that unit's properties; `memory` is what the
+/// agent knows of the units it started.
 pub fn plan(
     desired: &[Desired],
     observed: &BTreeMap<String, Observed>,
     stray: &BTreeMap<String, UnitProperties>,
-    started: &HashMap<String, String>,
+    memory: &Memory,
     dir: &UnitDir,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -185,15 +207,20 @@ pub fn plan(
         let active = obs.props.is_active();
         match d.state {
             DesiredState::Launched if active => {
-                // The content it runs: what this agent started it with, or
-                // else what its file said before this pass.
-                let running = started.get(&d.name).map(String::as_str).or(previous_hash);
+                // The content it runs: what an agent on this host last
+                // started it with, or else what its file said before this
+                // pass.
+                let running = memory
+                    .recorded
+                    .get(&d.name)
+                    .map(String::as_str)
+                    .or(previous_hash);
                 if running.is_some_and(|h| h != d.hash) {
                     plan.jobs.push((JobKind::Restart, d.name.clone()));
                 }
             }
             DesiredState::Launched => {
-                if started.get(&d.name) != Some(&d.hash) {
+                if memory.started.get(&d.name) != Some(&d.hash) {
                     plan.jobs.push((JobKind::Start, d.name.clone()));
                 }
             }
@@ -298,8 +325,8 @@ pub struct Reconciler<S> {
     systemd: Arc<S>,
     dir: UnitDir,
     shim: PathBuf,
-    started: HashMap<String, String>,
-    /// `started` as last saved, when it is kept on disk.
+    memory: Memory,
+    /// `memory.recorded` as last saved, when it is kept on disk.
     saved: Option<HashMap<String, String>>,
     errors: HashMap<String, (String, String)>,
 }
@@ -312,7 +339,7 @@ impl<S: SystemdManager> Reconciler<S> {
             systemd,
             dir,
             shim,
-            started: HashMap::new(),
+            memory: Memory::default(),
             saved: None,
             errors: HashMap::new(),
         }
@@ -321,8 +348,8 @@ impl<S: SystemdManager> Reconciler<S> {
     /// Keeps which hash each unit was started with in the unit directory,
     /// across restarts of the agent, starting from what is there.
     pub fn remembering(mut self) -> Reconciler<S> {
-        self.started = self.dir.load_started();
-        self.saved = Some(self.started.clone());
+        self.memory.recorded = self.dir.load_started();
+        self.saved = Some(self.memory.recorded.clone());
         self
     }
 
@@ -333,12 +360,21 @@ impl<S: SystemdManager> Reconciler<S> {
         let managed = self.dir.managed()?;
         let mut observed = BTreeMap::new();
         let mut refused_early = BTreeMap::new();
-        for d in desired.iter().filter(|d| d.content.is_ok()) {
+        let renderable: Vec<&Desired> = desired.iter().filter(|d| d.content.is_ok()).collect();
+        let mut read = self
+            .read_units(renderable.iter().map(|d| d.name.clone()))
+            .await;
+        for d in renderable {
             let disk = match managed.get(&d.name) {
                 Some(file) => OnDisk::Managed(file.clone()),
                 None => self.dir.read(&d.name)?,
             };
-            let props = match self.systemd.unit(&d.name).await {
+            let props = match read.remove(&d.name).unwrap_or_else(|| {
+                Err(SystemdError::Bus {
+                    operation: "read",
+                    message: format!("{} was not read", d.name),
+                })
+            }) {
                 Ok(p) => p,
                 Err(e) if !e.is_temporary() => {
                     refused_early.insert(d.name.clone(), e.to_string());
@@ -348,13 +384,15 @@ impl<S: SystemdManager> Reconciler<S> {
             };
             observed.insert(d.name.clone(), Observed { disk, props });
         }
+        let strays = managed
+            .keys()
+            .filter(|name| !desired.iter().any(|d| &d.name == *name))
+            .cloned();
         let mut stray = BTreeMap::new();
-        for name in managed.keys() {
-            if !desired.iter().any(|d| &d.name == name) {
-                stray.insert(name.clone(), self.systemd.unit(name).await?);
-            }
+        for (name, props) in self.read_units(strays).await {
+            stray.insert(name, props?);
         }
-        let mut plan = plan(&desired, &observed, &stray, &self.started, &self.dir);
+        let mut plan = plan(&desired, &observed, &stray, &self.memory, &self.dir);
         plan.refused.extend(refused_early);
         let (action, removed) = self.apply(&plan, &desired, &observed).await?;
         let units = desired
@@ -373,16 +411,24 @@ impl<S: SystemdManager> Reconciler<S> {
                 (d.name.clone(), note)
             })
             .collect();
-        // Memory of units that are gone.
-        self.started
-            .retain(|name, _| desired.iter().any(|d| &d.name == name));
-        self.errors
-            .retain(|name, _| desired.iter().any(|d| &d.name == name));
-        if self.saved.as_ref().is_some_and(|s| *s != self.started) {
+        // Memory of units that are gone; the record follows what this
+        // agent started.
+        let wanted = |name: &String| desired.iter().any(|d| &d.name == name);
+        self.memory.started.retain(|name, _| wanted(name));
+        self.memory.recorded.retain(|name, _| wanted(name));
+        for (name, hash) in &self.memory.started {
+            self.memory.recorded.insert(name.clone(), hash.clone());
+        }
+        self.errors.retain(|name, _| wanted(name));
+        if self
+            .saved
+            .as_ref()
+            .is_some_and(|s| *s != self.memory.recorded)
+        {
             // Not fatal: without the record, a restarted agent goes by the
             // markers, as it would after a reboot.
-            match self.dir.save_started(&self.started) {
-                Ok(()) => self.saved = Some(self.started.clone()),
+            match self.dir.save_started(&self.memory.recorded) {
+                Ok(()) => self.saved = Some(self.memory.recorded.clone()),
                 Err(e) => tracing::warn!("cannot record which units were started: {e}"),
             }
         }
@@ -417,7 +463,7 @@ impl<S: SystemdManager> Reconciler<S> {
                     keep.push(name.clone());
                 }
             }
-            self.started.remove(&name);
+            self.memory.started.remove(&name);
         }
         for (name, content) in &plan.write {
             self.dir.write(name, content)?;
@@ -465,10 +511,10 @@ impl<S: SystemdManager> Reconciler<S> {
             }
             match kind {
                 JobKind::Start | JobKind::Restart => {
-                    self.started.insert(name, hash);
+                    self.memory.started.insert(name, hash);
                 }
                 JobKind::Stop => {
-                    self.started.remove(&name);
+                    self.memory.started.remove(&name);
                 }
             }
         }
@@ -483,32 +529,49 @@ impl<S: SystemdManager> Reconciler<S> {
                 && !acted
                 && !plan.refused.contains_key(&d.name)
             {
-                self.started.insert(d.name.clone(), d.hash.clone());
+                self.memory.started.insert(d.name.clone(), d.hash.clone());
             }
         }
         Ok((action, removed))
     }
 
-    /// Runs jobs together and returns each result.
+    /// Reads the properties of units, [`IN_FLIGHT`] at a time.
+    async fn read_units(
+        &self,
+        names: impl Iterator<Item = String>,
+    ) -> HashMap<String, Result<UnitProperties, SystemdError>> {
+        let systemd = self.systemd.clone();
+        let names: Vec<String> = names.collect();
+        stream::iter(names)
+            .map(move |name| {
+                let systemd = systemd.clone();
+                async move {
+                    let props = systemd.unit(&name).await;
+                    (name, props)
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await
+    }
+
+    /// Runs jobs together, [`IN_FLIGHT`] at a time, and returns each result.
     async fn run_jobs(
         &self,
         jobs: Vec<(JobKind, String)>,
     ) -> Vec<(JobKind, String, Result<JobResult, SystemdError>)> {
-        let mut set = JoinSet::new();
-        for (kind, name) in jobs {
-            let systemd = self.systemd.clone();
-            set.spawn(async move {
-                let result = systemd.job(kind, &name).await;
-                (kind, name, result)
-            });
-        }
-        let mut out = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            match joined {
-                Ok(r) => out.push(r),
-                Err(e) => tracing::error!("a systemd job task failed: {e}"),
-            }
-        }
+        let systemd = self.systemd.clone();
+        let mut out: Vec<_> = stream::iter(jobs)
+            .map(move |(kind, name)| {
+                let systemd = systemd.clone();
+                async move {
+                    let result = systemd.job(kind, &name).await;
+                    (kind, name, result)
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
         out.sort_by(|a, b| a.1.cmp(&b.1));
         out
     }
@@ -542,7 +605,7 @@ mod tests {
                 running("/etc/systemd/system/shadowed.service"),
             ),
         ]);
-        let plan = plan(&[], &BTreeMap::new(), &stray, &HashMap::new(), &dir);
+        let plan = plan(&[], &BTreeMap::new(), &stray, &Memory::default(), &dir);
         assert_eq!(plan.stop_removed, ["mine.service"]);
         assert_eq!(plan.remove, ["mine.service", "shadowed.service"]);
         assert!(plan.reload);

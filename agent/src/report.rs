@@ -26,6 +26,7 @@ use flotilla_api::client::{Client, ClientError};
 use flotilla_proto::backoff::Backoff;
 use flotilla_proto::wire::StateReport;
 use flotilla_proto::{Health, MachineId, UnitName, UnitState};
+use futures_util::stream::{self, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -34,6 +35,10 @@ use crate::systemd::{ChangeFeed, Closed, SystemdManager, UnitProperties};
 
 /// How long changes are gathered before they are sent.
 pub const DEFAULT_BATCH: Duration = Duration::from_millis(100);
+
+/// How many units' properties a flush reads at once (on the connection the
+/// reconcile passes share; see [`crate::reconcile::IN_FLIGHT`]).
+const READS_IN_FLIGHT: usize = 16;
 
 /// The prefix of the status a container unit's shim sets.
 pub const STATUS_PREFIX: &str = "flotilla: ";
@@ -279,24 +284,46 @@ impl<S: SystemdManager, R: ReportSink> Reporter<S, R> {
     /// Reads the dirty units and sends what changed.
     async fn flush(&mut self) -> Result<(), String> {
         let names = std::mem::take(&mut self.dirty);
+        // Read what systemd says of them, a few at a time.
+        let to_read: Vec<String> = names
+            .iter()
+            .filter(|n| {
+                self.interest
+                    .get(*n)
+                    .is_some_and(|note| note.refused.is_none())
+            })
+            .cloned()
+            .collect();
+        let systemd = self.systemd.clone();
+        let mut read: HashMap<String, _> = stream::iter(to_read)
+            .map(move |name| {
+                let systemd = systemd.clone();
+                async move {
+                    let props = systemd.unit(&name).await;
+                    (name, props)
+                }
+            })
+            .buffer_unordered(READS_IN_FLIGHT)
+            .collect()
+            .await;
+        if let Some(e) = read.values().find_map(|r| r.as_ref().err()) {
+            // Everything waits for the next try.
+            let e = e.to_string();
+            self.dirty.extend(names);
+            return Err(e);
+        }
         let mut states = Vec::new();
-        for (i, name) in names.iter().enumerate() {
+        for name in &names {
             let Some(note) = self.interest.get(name) else {
                 continue;
             };
             let Ok(unit) = UnitName::parse(name) else {
                 continue;
             };
-            let state = match &note.refused {
-                Some(reason) => refused_state(&self.machine, &unit, reason),
-                None => match self.systemd.unit(name).await {
-                    Ok(props) => unit_state(&self.machine, &unit, &props, note),
-                    Err(e) => {
-                        // Everything not read yet waits for the next try.
-                        self.dirty.extend(names.iter().skip(i).cloned());
-                        return Err(e.to_string());
-                    }
-                },
+            let state = match (&note.refused, read.remove(name)) {
+                (Some(reason), _) => refused_state(&self.machine, &unit, reason),
+                (None, Some(Ok(props))) => unit_state(&self.machine, &unit, &props, note),
+                (None, _) => continue,
             };
             if self.full || self.sent.get(name) != Some(&state) {
                 states.push(state);

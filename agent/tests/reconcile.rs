@@ -331,6 +331,14 @@ async fn an_agent_that_crashed_between_writing_and_restarting_restarts_when_back
     // The record is not a unit.
     let managed = UnitDir::new(s.units()).managed().unwrap();
     assert_eq!(managed.keys().collect::<Vec<_>>(), ["a.service"]);
+
+    // A unit that stopped while no agent ran is started by the next one:
+    // the record decides restarts, not starts.
+    s.systemd.crash("a.service");
+    s.systemd.clear_calls();
+    s.remembering().reconcile(&v2).await.unwrap();
+    assert_eq!(s.systemd.changes(), [job(JobKind::Start, "a.service")]);
+    assert!(s.systemd.is_active("a.service"));
 }
 
 #[tokio::test]
