@@ -429,15 +429,20 @@ async fn plan_and_commit(
     view: &mut PlacementView,
 ) -> Result<(), ReconcileError> {
     loop {
+        // Each batch looks at up to `plan_batch` dirty units, so this ends:
+        // a batch that decides nothing (a new leader checking units that
+        // stay where they are) is no reason to leave the rest waiting for
+        // the next event.
         let decisions = view.plan_batch(config.plan_batch);
-        if decisions.is_empty() && !view.has_pending_work() {
+        if !decisions.is_empty() {
+            let ops = decision_ops(&config.keys, &decisions);
+            commit(store, leadership, ops).await?;
+        }
+        if !view.has_pending_work() {
             return Ok(());
         }
-        let ops = decision_ops(&config.keys, &decisions);
-        commit(store, leadership, ops).await?;
-        if decisions.is_empty() {
-            return Ok(());
-        }
+        // Let the API and the watch run between batches.
+        tokio::task::yield_now().await;
     }
 }
 

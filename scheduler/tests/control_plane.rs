@@ -420,3 +420,73 @@ async fn the_leader_places_units_and_moves_them_when_a_machine_dies() {
         .unwrap();
     assert!(matches!(ended, ReconcileError::Shutdown), "{ended}");
 }
+
+/// Runs a leader with the given batch size until `stop` says so.
+fn spawn_leader(
+    store: Arc<dyn Store>,
+    id: &'static str,
+    plan_batch: usize,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<ReconcileError> {
+    tokio::spawn(async move {
+        let leadership = campaign(store.clone(), &election(id), shutdown.clone())
+            .await
+            .unwrap();
+        let config = ReconcilerConfig {
+            plan_batch,
+            ..ReconcilerConfig::default()
+        };
+        reconciler::run(store, &leadership, &config, shutdown).await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_gets_through_every_batch_without_waiting_for_events() {
+    let store = Arc::new(MemoryStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let c = cluster(&store, Duration::from_secs(30));
+    let m = machine(1, &[]);
+    c.register_machine(m.clone()).await.unwrap();
+
+    // A first leader places thirty units, and steps down.
+    let (stop_a, shutdown_a) = watch::channel(false);
+    let a = spawn_leader(dyn_store.clone(), "a", 5, shutdown_a);
+    for i in 0..30 {
+        c.put_unit(
+            &name(&format!("u{i:02}.service")),
+            text_put(HELLO, DesiredState::Launched),
+        )
+        .await
+        .unwrap();
+    }
+    eventually(&c, "thirty units placed", async || {
+        let placed = c.get_unit(&name("u29.service")).await.unwrap().machine_id;
+        placed.filter(|p| *p == m.id)
+    })
+    .await;
+    stop_a.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), a)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // With no leader, a unit whose name sorts after them all arrives. The
+    // next leader checks the thirty in batches of five, none of which
+    // decides anything, and nothing else happens in the cluster: it must
+    // still get to the new unit.
+    c.put_unit(&name("zz.service"), text_put(HELLO, DesiredState::Launched))
+        .await
+        .unwrap();
+    let (stop_b, shutdown_b) = watch::channel(false);
+    let b = spawn_leader(dyn_store.clone(), "b", 5, shutdown_b);
+    let placed = eventually(&c, "zz.service placed by the new leader", async || {
+        c.get_unit(&name("zz.service")).await.unwrap().machine_id
+    })
+    .await;
+    assert_eq!(placed, m.id);
+    stop_b.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), b)
+        .await
+        .unwrap()
+        .unwrap();
+}
