@@ -10,7 +10,11 @@
 //!    [`render_service`](crate::container::render::render_service), each
 //!    behind the marker line of [`crate::unit_dir`].
 //! 2. **Observe**: the files flotilla wrote ([`UnitDir::managed`]), what is
-//!    at each desired unit's path, and what systemd says of each unit.
+//!    at each desired unit's path, and what systemd says of each unit. The
+//!    first pass reads every unit whole; later ones read whole only the
+//!    units whose file or state is not as the last pass left it, and the
+//!    states of the others in one `ListUnitsByNames` call, so that one
+//!    change among hundreds of units costs a few calls, not hundreds.
 //! 3. **Plan** ([`plan`], pure): which files to write (only those whose
 //!    content changed) and remove (only files flotilla wrote), whether to
 //!    reload, which jobs to run, which units to refuse.
@@ -326,6 +330,9 @@ pub struct Reconciler<S> {
     dir: UnitDir,
     shim: PathBuf,
     memory: Memory,
+    /// The properties of each desired unit as the last pass saw them;
+    /// `None` before the first pass, which reads every unit whole.
+    known: Option<HashMap<String, UnitProperties>>,
     /// `memory.recorded` as last saved, when it is kept on disk.
     saved: Option<HashMap<String, String>>,
     errors: HashMap<String, (String, String)>,
@@ -340,6 +347,7 @@ impl<S: SystemdManager> Reconciler<S> {
             dir,
             shim,
             memory: Memory::default(),
+            known: None,
             saved: None,
             errors: HashMap::new(),
         }
@@ -361,14 +369,28 @@ impl<S: SystemdManager> Reconciler<S> {
         let mut observed = BTreeMap::new();
         let mut refused_early = BTreeMap::new();
         let renderable: Vec<&Desired> = desired.iter().filter(|d| d.content.is_ok()).collect();
-        let mut read = self
-            .read_units(renderable.iter().map(|d| d.name.clone()))
-            .await;
-        for d in renderable {
+        let mut disks = BTreeMap::new();
+        for d in &renderable {
             let disk = match managed.get(&d.name) {
                 Some(file) => OnDisk::Managed(file.clone()),
                 None => self.dir.read(&d.name)?,
             };
+            disks.insert(d.name.clone(), disk);
+        }
+        // Units whose file is as desired and whose state is as it was: their
+        // states in one call, the rest of what is known of them from before.
+        let mut settled = self.settled(&renderable, &disks).await?;
+        let unsettled = renderable
+            .iter()
+            .filter(|d| !settled.contains_key(&d.name))
+            .map(|d| d.name.clone());
+        let mut read = self.read_units(unsettled).await;
+        for d in renderable {
+            let disk = disks.remove(&d.name).unwrap_or(OnDisk::Absent);
+            if let Some(props) = settled.remove(&d.name) {
+                observed.insert(d.name.clone(), Observed { disk, props });
+                continue;
+            }
             let props = match read.remove(&d.name).unwrap_or_else(|| {
                 Err(SystemdError::Bus {
                     operation: "read",
@@ -395,6 +417,14 @@ impl<S: SystemdManager> Reconciler<S> {
         let mut plan = plan(&desired, &observed, &stray, &self.memory, &self.dir);
         plan.refused.extend(refused_early);
         let (action, removed) = self.apply(&plan, &desired, &observed).await?;
+        // What is known of each unit for the next pass; what this pass's
+        // jobs changed, that pass reads in its one call.
+        self.known = Some(
+            observed
+                .iter()
+                .map(|(name, o)| (name.clone(), o.props.clone()))
+                .collect(),
+        );
         let units = desired
             .iter()
             .map(|d| {
@@ -533,6 +563,63 @@ impl<S: SystemdManager> Reconciler<S> {
             }
         }
         Ok((action, removed))
+    }
+
+    /// The units that need no full read this pass, with their properties:
+    /// those the last pass saw loaded, whose file is already as desired, and
+    /// that are still loaded and in the active state they should have
+    /// (so no job will be run for them). Their states come from one call to
+    /// systemd for all of them, the rest (such as `FragmentPath`) from the
+    /// last pass. Every other unit is read whole.
+    async fn settled(
+        &self,
+        renderable: &[&Desired],
+        disks: &BTreeMap<String, OnDisk>,
+    ) -> Result<HashMap<String, UnitProperties>, SystemdError> {
+        let Some(known) = &self.known else {
+            return Ok(HashMap::new());
+        };
+        let candidates: Vec<(&Desired, &UnitProperties)> = renderable
+            .iter()
+            .filter_map(|d| {
+                let before = known.get(&d.name)?;
+                let as_desired = match (disks.get(&d.name), &d.content) {
+                    (Some(OnDisk::Managed(file)), Ok(content)) => file.content == *content,
+                    _ => false,
+                };
+                as_desired.then_some((*d, before))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let names: Vec<String> = candidates.iter().map(|(d, _)| d.name.clone()).collect();
+        let states = self.systemd.unit_states(&names).await?;
+        let mut out = HashMap::new();
+        for ((d, before), now) in candidates.into_iter().zip(states) {
+            let in_state = match d.state {
+                DesiredState::Launched => now.is_active(),
+                _ => !now.is_active(),
+            };
+            // Loaded from a file both times: what the last pass read of
+            // it (its FragmentPath) still holds.
+            let loaded = before.load_state == "loaded" && now.load_state == "loaded";
+            if !loaded || !in_state {
+                continue;
+            }
+            out.insert(
+                d.name.clone(),
+                UnitProperties {
+                    load_state: now.load_state,
+                    active_state: now.active_state,
+                    sub_state: now.sub_state,
+                    // The last pass reloaded if it had to.
+                    need_daemon_reload: false,
+                    ..before.clone()
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Reads the properties of units, [`IN_FLIGHT`] at a time.

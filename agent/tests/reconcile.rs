@@ -342,6 +342,51 @@ async fn an_agent_that_crashed_between_writing_and_restarting_restarts_when_back
 }
 
 #[tokio::test]
+async fn after_the_first_pass_only_units_not_as_left_are_read_whole() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let mut feed: Vec<AssignedUnit> = (0..10)
+        .map(|i| {
+            unit(
+                &format!("u{i}.service"),
+                &sleeper("u"),
+                DesiredState::Launched,
+            )
+        })
+        .collect();
+    r.reconcile(&feed).await.unwrap();
+    // The first pass saw them before they had files; the second reads them
+    // whole once more.
+    r.reconcile(&feed).await.unwrap();
+    let reads = |calls: Vec<FakeCall>| -> Vec<String> {
+        calls
+            .into_iter()
+            .filter_map(|c| match c {
+                FakeCall::Unit(name) => Some(name),
+                _ => None,
+            })
+            .collect()
+    };
+    // Nothing changed: the states of all ten in one call, no unit read.
+    s.systemd.clear_calls();
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert!(pass.plan.is_empty(), "{:?}", pass.plan);
+    assert_eq!(reads(s.systemd.calls()), Vec::<String>::new());
+    assert!(s.systemd.calls().contains(&FakeCall::UnitStates(10)));
+
+    // One changed, one crashed: only those two are read whole.
+    feed[3] = unit("u3.service", &sleeper("u, changed"), DesiredState::Launched);
+    s.systemd.crash("u7.service");
+    s.systemd.clear_calls();
+    r.reconcile(&feed).await.unwrap();
+    assert_eq!(reads(s.systemd.calls()), ["u3.service", "u7.service"]);
+    assert_eq!(
+        s.systemd.changes(),
+        [FakeCall::Reload, job(JobKind::Restart, "u3.service")]
+    );
+}
+
+#[tokio::test]
 async fn a_failed_unit_is_left_to_systemd_until_it_changes() {
     let s = Setup::new();
     s.systemd.fail_jobs_of("a.service");

@@ -53,6 +53,8 @@ trait Manager {
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload(&self) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<ListedUnit>>;
 
     #[zbus(signal)]
     fn job_removed(
@@ -63,6 +65,21 @@ trait Manager {
         result: String,
     ) -> zbus::Result<()>;
 }
+
+/// One unit of `ListUnitsByNames`: name, description, load state, active
+/// state, sub state, followed unit, object path, job id, job type, job path.
+type ListedUnit = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
 
 /// Jobs being waited for, and results that came before their waiter.
 #[derive(Default)]
@@ -336,6 +353,31 @@ impl SystemdManager for DbusSystemd {
             props.result = string(&service, "Result");
         }
         Ok(props)
+    }
+
+    async fn unit_states(&self, names: &[String]) -> Result<Vec<UnitProperties>, SystemdError> {
+        let asked: Vec<&str> = names.iter().map(String::as_str).collect();
+        let listed = self
+            .manager
+            .list_units_by_names(&asked)
+            .await
+            .map_err(|e| call_error("list", "units", e))?;
+        let mut by_name: HashMap<String, UnitProperties> = listed
+            .into_iter()
+            .map(|(name, _, load_state, active_state, sub_state, ..)| {
+                let props = UnitProperties {
+                    load_state,
+                    active_state,
+                    sub_state,
+                    ..UnitProperties::default()
+                };
+                (name, props)
+            })
+            .collect();
+        Ok(names
+            .iter()
+            .map(|n| by_name.remove(n).unwrap_or_else(UnitProperties::not_found))
+            .collect())
     }
 
     async fn subscribe(&self) -> Result<ChangeFeed, SystemdError> {

@@ -32,6 +32,8 @@ pub enum FakeCall {
     Reload,
     Job(JobKind, String),
     Unit(String),
+    /// `unit_states` of this many units.
+    UnitStates(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +126,7 @@ impl FakeSystemd {
     pub fn changes(&self) -> Vec<FakeCall> {
         self.calls()
             .into_iter()
-            .filter(|c| !matches!(c, FakeCall::Unit(_)))
+            .filter(|c| !matches!(c, FakeCall::Unit(_) | FakeCall::UnitStates(_)))
             .collect()
     }
 
@@ -349,6 +351,25 @@ impl SystemdManager for FakeSystemd {
         s.calls.push(FakeCall::Unit(name.to_owned()));
         s.load(name);
         Ok(s.props(name))
+    }
+
+    async fn unit_states(&self, names: &[String]) -> Result<Vec<UnitProperties>, SystemdError> {
+        let mut s = self.lock();
+        s.check_available("list")?;
+        s.calls.push(FakeCall::UnitStates(names.len()));
+        Ok(names
+            .iter()
+            .map(|name| {
+                s.load(name);
+                let full = s.props(name);
+                UnitProperties {
+                    load_state: full.load_state,
+                    active_state: full.active_state,
+                    sub_state: full.sub_state,
+                    ..UnitProperties::default()
+                }
+            })
+            .collect())
     }
 
     async fn subscribe(&self) -> Result<ChangeFeed, SystemdError> {

@@ -222,6 +222,14 @@ pub trait SystemdManager: Send + Sync + 'static {
     fn unit(&self, name: &str)
     -> impl Future<Output = Result<UnitProperties, SystemdError>> + Send;
 
+    /// The load, active and sub states of many units in one call
+    /// (`ListUnitsByNames`), loading each as [`SystemdManager::unit`] does;
+    /// the other properties are left empty. In the order of `names`.
+    fn unit_states(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<UnitProperties>, SystemdError>> + Send;
+
     /// A feed of the names of units whose properties changed or whose job
     /// ended, from now on. It closes when the connection to systemd is lost.
     fn subscribe(&self) -> impl Future<Output = Result<ChangeFeed, SystemdError>> + Send;
