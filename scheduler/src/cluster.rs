@@ -165,6 +165,30 @@ impl Cluster {
         })
     }
 
+    /// The units assigned to machine `id`, and every Global unit.
+    async fn units_concerning(
+        &self,
+        id: &MachineId,
+    ) -> Result<std::collections::HashSet<UnitName>, ControlError> {
+        let mut out = std::collections::HashSet::new();
+        for prefix in [self.keys().machine_assignments(id), self.keys().globals()] {
+            let got = self
+                .store
+                .range(&prefix, RangeOptions::default())
+                .await
+                .map_err(store_error)?;
+            out.extend(
+                got.kvs
+                    .iter()
+                    .filter_map(|kv| match self.keys().parse(&kv.key) {
+                        Some(Key::Assignment(_, unit) | Key::Global(unit)) => Some(unit),
+                        _ => None,
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
     async fn machine_snapshot(&self, id: &MachineId) -> Result<MachineUnits, ControlError> {
         let assigned_prefix = self.keys().machine_assignments(id);
         let first = self
@@ -695,10 +719,16 @@ impl ControlPlane for Cluster {
         if let Some(index) = index.map(from_wire_revision).filter(|i| *i > 0) {
             let keys = self.keys().clone();
             let mine = keys.machine_assignments(id);
+            // A unit's file or state concerns this machine only when the
+            // unit is assigned to it or is Global: other writes wake no one
+            // (fleet woke every machine for every change). A unit assigned
+            // after this read is an assignment event, which wakes it.
+            let concerned = self.units_concerning(id).await?;
             let relevant = |k: &str| {
                 k.starts_with(&mine)
                     || match keys.parse(k) {
-                        Some(Key::Unit(_) | Key::Global(_)) => true,
+                        Some(Key::Global(_)) => true,
+                        Some(Key::Unit(u)) => concerned.contains(&u),
                         // Its metadata decides which Global units apply.
                         Some(Key::Machine(m)) => &m == id,
                         _ => false,

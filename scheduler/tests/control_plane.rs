@@ -490,3 +490,78 @@ async fn a_new_leader_gets_through_every_batch_without_waiting_for_events() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_write_wakes_only_the_machine_that_runs_it() {
+    let store = Arc::new(MemoryStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let c = cluster(&store, Duration::from_secs(30));
+    let (m1, m2) = (machine(1, &[]), machine(2, &[]));
+    c.register_machine(m1.clone()).await.unwrap();
+    c.register_machine(m2.clone()).await.unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let leader = spawn_leader(dyn_store.clone(), "a", 10_000, shutdown);
+    let pinned = |m: &Machine, tag: &str| UnitPut {
+        replace: true,
+        ..text_put(
+            &format!(
+                "[Service]\nExecStart=/bin/true {tag}\n[X-Fleet]\nMachineID={}\n",
+                m.id
+            ),
+            DesiredState::Launched,
+        )
+    };
+    c.put_unit(&name("one.service"), pinned(&m1, "1"))
+        .await
+        .unwrap();
+    c.put_unit(&name("two.service"), pinned(&m2, "2"))
+        .await
+        .unwrap();
+    eventually(&c, "both placed", async || {
+        let one = c.get_unit(&name("one.service")).await.unwrap().machine_id;
+        let two = c.get_unit(&name("two.service")).await.unwrap().machine_id;
+        (one.is_some() && two.is_some()).then_some(())
+    })
+    .await;
+
+    // Machine 1 long-polls; a new version of machine 2's unit does not
+    // wake it: it answers when its wait ends.
+    let index = c
+        .machine_units(&m1.id, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .index;
+    let poll = |wait: Duration| {
+        let c = cluster(&store, Duration::from_secs(30));
+        let id = m1.id.clone();
+        tokio::spawn(async move {
+            let t = tokio::time::Instant::now();
+            let units = c.machine_units(&id, Some(index), wait).await.unwrap();
+            (units, t.elapsed())
+        })
+    };
+    let waiting = poll(Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.put_unit(&name("two.service"), pinned(&m2, "2, changed"))
+        .await
+        .unwrap();
+    let (units, took) = waiting.await.unwrap();
+    assert!(took >= Duration::from_secs(2), "woken after {took:?}");
+    assert_eq!(units.units.len(), 1);
+
+    // A new version of its own unit wakes it.
+    let waiting = poll(Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.put_unit(&name("one.service"), pinned(&m1, "1, changed"))
+        .await
+        .unwrap();
+    let (units, took) = waiting.await.unwrap();
+    assert!(took < Duration::from_secs(30), "not woken: {took:?}");
+    assert!(units.units[0].text.contains("1, changed"));
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), leader)
+        .await
+        .unwrap()
+        .unwrap();
+}
