@@ -283,16 +283,43 @@ impl Cluster {
         wait: Duration,
         relevant: impl Fn(&str) -> bool,
     ) -> Result<bool, ControlError> {
-        let mut watch = match self.store.watch(prefix, index + 1).await {
-            Ok(w) => w,
-            // History before `index` is gone: the caller's view is stale, so
-            // tell it to read again now.
-            Err(StoreError::Compacted { .. }) => return Ok(true),
-            Err(e) => return Err(store_error(e)),
-        };
+        self.wait_under_any(&[prefix], index, wait, relevant).await
+    }
+
+    /// As [`Cluster::wait_under`], watching several prefixes: a watch only
+    /// receives the events of its prefix, so a narrow prefix spares the
+    /// poll (and the store) every other write.
+    async fn wait_under_any(
+        &self,
+        prefixes: &[&str],
+        index: u64,
+        wait: Duration,
+        relevant: impl Fn(&str) -> bool,
+    ) -> Result<bool, ControlError> {
+        let mut watches = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            match self.store.watch(prefix, index + 1).await {
+                Ok(w) => watches.push(w),
+                // History before `index` is gone: the caller's view is
+                // stale, so tell it to read again now.
+                Err(StoreError::Compacted { .. }) => return Ok(true),
+                Err(e) => return Err(store_error(e)),
+            }
+        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout_at(deadline, watch.next()).await {
+            // The first of the watches to have events (each `next` only
+            // pulls from its queue, so dropping the others loses nothing).
+            let mut nexts: Vec<_> = watches.iter_mut().map(|w| Box::pin(w.next())).collect();
+            let first = std::future::poll_fn(|cx| {
+                for next in &mut nexts {
+                    if let std::task::Poll::Ready(r) = next.as_mut().poll(cx) {
+                        return std::task::Poll::Ready(r);
+                    }
+                }
+                std::task::Poll::Pending
+            });
+            match tokio::time::timeout_at(deadline, first).await {
                 Err(_) => return Ok(false),
                 Ok(Err(StoreError::Compacted { .. })) => return Ok(true),
                 Ok(Err(e)) => return Err(store_error(e)),
@@ -734,7 +761,17 @@ impl ControlPlane for Cluster {
                         _ => false,
                     }
             };
-            self.wait_under(keys.root(), index, wait, relevant).await?;
+            // Only the prefixes that can concern the machine: not the state
+            // reports and scheduling records every agent causes.
+            let machine_key = keys.machine(id);
+            let prefixes = [
+                mine.as_str(),
+                &keys.units(),
+                &keys.globals(),
+                machine_key.as_str(),
+            ];
+            self.wait_under_any(&prefixes, index, wait, relevant)
+                .await?;
         }
         self.machine_snapshot(id).await
     }
