@@ -58,7 +58,9 @@ use flotilla_proto::{DesiredState, UnitName, UnitSpec};
 use futures_util::stream::{self, StreamExt};
 
 use crate::container::render::render_service;
-use crate::systemd::{JobKind, JobResult, SystemdError, SystemdManager, UnitProperties};
+use crate::systemd::{
+    JobKind, JobResult, SystemdError, SystemdManager, UnitProperties, read_units,
+};
 use crate::unit_dir::{OnDisk, UnitDir, UnitDirError, managed_content};
 
 /// How many calls to systemd a pass has in flight at once. dbus-daemon
@@ -383,8 +385,9 @@ impl<S: SystemdManager> Reconciler<S> {
         let unsettled = renderable
             .iter()
             .filter(|d| !settled.contains_key(&d.name))
-            .map(|d| d.name.clone());
-        let mut read = self.read_units(unsettled).await;
+            .map(|d| d.name.clone())
+            .collect();
+        let mut read = read_units(&self.systemd, unsettled, IN_FLIGHT).await;
         for d in renderable {
             let disk = disks.remove(&d.name).unwrap_or(OnDisk::Absent);
             if let Some(props) = settled.remove(&d.name) {
@@ -409,9 +412,10 @@ impl<S: SystemdManager> Reconciler<S> {
         let strays = managed
             .keys()
             .filter(|name| !desired.iter().any(|d| &d.name == *name))
-            .cloned();
+            .cloned()
+            .collect();
         let mut stray = BTreeMap::new();
-        for (name, props) in self.read_units(strays).await {
+        for (name, props) in read_units(&self.systemd, strays, IN_FLIGHT).await {
             stray.insert(name, props?);
         }
         let mut plan = plan(&desired, &observed, &stray, &self.memory, &self.dir);
@@ -620,26 +624,6 @@ impl<S: SystemdManager> Reconciler<S> {
             );
         }
         Ok(out)
-    }
-
-    /// Reads the properties of units, [`IN_FLIGHT`] at a time.
-    async fn read_units(
-        &self,
-        names: impl Iterator<Item = String>,
-    ) -> HashMap<String, Result<UnitProperties, SystemdError>> {
-        let systemd = self.systemd.clone();
-        let names: Vec<String> = names.collect();
-        stream::iter(names)
-            .map(move |name| {
-                let systemd = systemd.clone();
-                async move {
-                    let props = systemd.unit(&name).await;
-                    (name, props)
-                }
-            })
-            .buffer_unordered(IN_FLIGHT)
-            .collect()
-            .await
     }
 
     /// Runs jobs together, [`IN_FLIGHT`] at a time, and returns each result.

@@ -26,12 +26,11 @@ use flotilla_api::client::{Client, ClientError};
 use flotilla_proto::backoff::Backoff;
 use flotilla_proto::wire::StateReport;
 use flotilla_proto::{Health, MachineId, UnitName, UnitState};
-use futures_util::stream::{self, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::reconcile::{Pass, UnitNote};
-use crate::systemd::{ChangeFeed, Closed, SystemdManager, UnitProperties};
+use crate::systemd::{ChangeFeed, Closed, SystemdManager, UnitProperties, read_units};
 
 /// How long changes are gathered before they are sent.
 pub const DEFAULT_BATCH: Duration = Duration::from_millis(100);
@@ -294,18 +293,7 @@ impl<S: SystemdManager, R: ReportSink> Reporter<S, R> {
             })
             .cloned()
             .collect();
-        let systemd = self.systemd.clone();
-        let mut read: HashMap<String, _> = stream::iter(to_read)
-            .map(move |name| {
-                let systemd = systemd.clone();
-                async move {
-                    let props = systemd.unit(&name).await;
-                    (name, props)
-                }
-            })
-            .buffer_unordered(READS_IN_FLIGHT)
-            .collect()
-            .await;
+        let mut read = read_units(&self.systemd, to_read, READS_IN_FLIGHT).await;
         if let Some(e) = read.values().find_map(|r| r.as_ref().err()) {
             // Everything waits for the next try.
             let e = e.to_string();

@@ -52,9 +52,8 @@ use flotilla_agent::container::render::render_service;
 use flotilla_agent::systemd::{JobKind, SystemdManager};
 use flotilla_api::client::{Client, StateQuery};
 use flotilla_proto::wire::UnitPut;
-use flotilla_proto::{DesiredState, UnitName, UnitSpec};
+use flotilla_proto::{UnitName, UnitSpec};
 use flotilla_testbed::{CgroupDriver, Host, HostOptions};
-use tokio::task::JoinSet;
 
 use crate::hostbus::{HostBus, IN_FLIGHT, jobs_at_once, jobs_in_sequence};
 use crate::procs::ServerProc;
@@ -1162,30 +1161,13 @@ async fn watch_server(client: Client, expected: Arc<HashSet<String>>, t0: Instan
     }
 }
 
-/// Submits and launches units, 32 calls at a time.
+/// Submits and launches units given by name and text.
 async fn submit(client: &Client, units: &[(String, String)]) -> anyhow::Result<()> {
-    let mut tasks = JoinSet::new();
-    for (name, text) in units {
-        let client = client.clone();
-        let name = UnitName::parse(name)?;
-        let put = UnitPut {
-            desired_state: Some(DesiredState::Launched),
-            text: Some(text.clone()),
-            ..UnitPut::default()
-        };
-        tasks.spawn(async move { client.put_unit(&name, &put).await });
-        while tasks.len() >= 32 {
-            if let Some(r) = tasks.join_next().await {
-                r.context("a submit task failed")?
-                    .context("submitting a unit")?;
-            }
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.context("a submit task failed")?
-            .context("submitting a unit")?;
-    }
-    Ok(())
+    let units = units
+        .iter()
+        .map(|(name, text)| Ok((UnitName::parse(name)?, text.clone())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    crate::workload::launch_all(client, units).await
 }
 
 /// Starts `flotilla agent` as a `Type=notify` unit of the host's systemd:

@@ -35,8 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use flotilla_api::client::Client;
-use flotilla_proto::wire::UnitPut;
-use flotilla_proto::{Capacity, DesiredState, Machine, UnitName};
+use flotilla_proto::{Capacity, Machine, UnitName};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -499,31 +498,10 @@ async fn measure(
     Ok(rows)
 }
 
-/// Submits units, 32 requests at a time.
+/// Submits and launches units of the same text.
 async fn submit_all(client: &Client, names: &[UnitName]) -> anyhow::Result<()> {
-    let put = UnitPut {
-        desired_state: Some(DesiredState::Launched),
-        text: Some(UNIT_TEXT.to_owned()),
-        ..UnitPut::default()
-    };
-    let mut tasks = JoinSet::new();
-    for name in names {
-        let client = client.clone();
-        let put = put.clone();
-        let name = name.clone();
-        tasks.spawn(async move { client.put_unit(&name, &put).await });
-        while tasks.len() >= 32 {
-            if let Some(r) = tasks.join_next().await {
-                r.context("a submit task failed")?
-                    .context("submitting a unit")?;
-            }
-        }
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.context("a submit task failed")?
-            .context("submitting a unit")?;
-    }
-    Ok(())
+    let units = names.iter().map(|n| (n.clone(), UNIT_TEXT.to_owned()));
+    crate::workload::launch_all(client, units).await
 }
 
 /// Latencies of every delivery (from the decision for that machine), and

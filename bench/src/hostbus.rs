@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flotilla_agent::systemd::{DbusSystemd, JobKind, SystemdManager};
+use flotilla_agent::systemd::{DbusSystemd, JobKind, ListedUnit, SystemdManager};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant};
@@ -32,22 +32,6 @@ pub const IN_FLIGHT: usize = 100;
 /// How long a job may take before it counts as failed (a hundred
 /// containers started at once take a while).
 const JOB_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// One entry of `ListUnitsByPatterns`: name, description, load state,
-/// active state, sub state, followed unit, object path, job id, job type,
-/// job path.
-type ListedUnit = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    OwnedObjectPath,
-    u32,
-    String,
-    OwnedObjectPath,
-);
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",

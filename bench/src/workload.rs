@@ -19,9 +19,12 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use flotilla_api::client::Client;
+use flotilla_proto::wire::UnitPut;
 use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName, UnitSpec};
 use flotilla_scheduler::placement::UnitInput;
 use flotilla_scheduler::records::UnitRecord;
+use tokio::task::JoinSet;
 
 /// A machine of the benchmark cluster.
 pub fn machine(i: usize) -> Machine {
@@ -144,6 +147,35 @@ pub fn plain_record(name: &UnitName) -> anyhow::Result<UnitRecord> {
         hash: checked.spec.hash,
         desired_state: DesiredState::Launched,
     })
+}
+
+/// Submits units with their texts through the API and launches them, 32
+/// requests at a time.
+pub async fn launch_all(
+    client: &Client,
+    units: impl IntoIterator<Item = (UnitName, String)>,
+) -> anyhow::Result<()> {
+    let mut tasks = JoinSet::new();
+    for (name, text) in units {
+        let client = client.clone();
+        let put = UnitPut {
+            desired_state: Some(DesiredState::Launched),
+            text: Some(text),
+            ..UnitPut::default()
+        };
+        tasks.spawn(async move { client.put_unit(&name, &put).await });
+        while tasks.len() >= 32 {
+            if let Some(r) = tasks.join_next().await {
+                r.context("a submit task failed")?
+                    .context("submitting a unit")?;
+            }
+        }
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("a submit task failed")?
+            .context("submitting a unit")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -359,10 +359,7 @@ fn a_crashed_host_s_units_move_and_a_container_lives_in_its_unit() {
         (active_on(&c.units(), "back.service") == Some(db_machine.clone())).then_some(())
     });
     for unit in ["db.service", "db-backup.service"] {
-        let out = Command::new(repo().join("deploy/local-cluster"))
-            .args(["exec", &db_host, "systemctl", "is-active", unit])
-            .output()
-            .unwrap();
+        let out = script(&["exec", &db_host, "systemctl", "is-active", unit]);
         assert_ne!(
             String::from_utf8_lossy(&out.stdout).trim(),
             "active",
@@ -422,10 +419,7 @@ fn a_partitioned_host_s_units_move_and_it_stops_its_copies_when_healed() {
 
     common::ok(&script(&["heal", &host]));
     eventually("the healed host stopped its duplicate", || {
-        let out = Command::new(repo().join("deploy/local-cluster"))
-            .args(["exec", &host, "systemctl", "is-active", "hello.service"])
-            .output()
-            .unwrap();
+        let out = script(&["exec", &host, "systemctl", "is-active", "hello.service"]);
         (String::from_utf8_lossy(&out.stdout).trim() != "active").then_some(())
     });
     let rows = c.units();
@@ -433,16 +427,13 @@ fn a_partitioned_host_s_units_move_and_it_stops_its_copies_when_healed() {
     assert_eq!(active_on(&rows, "single.service"), Some(second));
     // Held stopped until the servers answered, then removed: it moved.
     eventually("single.service's file gone from the healed host", || {
-        let out = Command::new(repo().join("deploy/local-cluster"))
-            .args([
-                "exec",
-                &host,
-                "test",
-                "-e",
-                "/run/systemd/system/single.service",
-            ])
-            .output()
-            .unwrap();
+        let out = script(&[
+            "exec",
+            &host,
+            "test",
+            "-e",
+            "/run/systemd/system/single.service",
+        ]);
         (!out.status.success()).then_some(())
     });
 }

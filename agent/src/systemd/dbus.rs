@@ -53,7 +53,6 @@ trait Manager {
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload(&self) -> zbus::Result<()>;
     fn subscribe(&self) -> zbus::Result<()>;
-    #[allow(clippy::type_complexity)]
     fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<ListedUnit>>;
 
     #[zbus(signal)]
@@ -66,9 +65,10 @@ trait Manager {
     ) -> zbus::Result<()>;
 }
 
-/// One unit of `ListUnitsByNames`: name, description, load state, active
-/// state, sub state, followed unit, object path, job id, job type, job path.
-type ListedUnit = (
+/// One unit as systemd's `ListUnits*` calls return it: name, description,
+/// load state, active state, sub state, followed unit, object path, job id,
+/// job type, job path.
+pub type ListedUnit = (
     String,
     String,
     String,

@@ -11,11 +11,15 @@ mod changes;
 mod dbus;
 mod fake;
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{self, StreamExt};
+
 pub use changes::{ChangeFeed, ChangeSink, Closed, change_feed};
-pub use dbus::{DbusSystemd, unit_name_from_path};
+pub use dbus::{DbusSystemd, ListedUnit, unit_name_from_path};
 pub use fake::{FakeCall, FakeSystemd};
 
 /// The runtime unit directory: systemd reads unit files from it, below
@@ -233,6 +237,28 @@ pub trait SystemdManager: Send + Sync + 'static {
     /// A feed of the names of units whose properties changed or whose job
     /// ended, from now on. It closes when the connection to systemd is lost.
     fn subscribe(&self) -> impl Future<Output = Result<ChangeFeed, SystemdError>> + Send;
+}
+
+/// The properties of many units ([`SystemdManager::unit`]), with at most
+/// `in_flight` calls awaiting systemd's reply at once (dbus-daemon refuses
+/// more than 128 per connection), each unit's result by name.
+pub async fn read_units<S: SystemdManager>(
+    systemd: &Arc<S>,
+    names: Vec<String>,
+    in_flight: usize,
+) -> HashMap<String, Result<UnitProperties, SystemdError>> {
+    let systemd = systemd.clone();
+    stream::iter(names)
+        .map(move |name| {
+            let systemd = systemd.clone();
+            async move {
+                let props = systemd.unit(&name).await;
+                (name, props)
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await
 }
 
 #[cfg(test)]
