@@ -14,6 +14,9 @@
 //! - [`mod@unit`]: a whole unit checked together ([`UnitSpec::check`]).
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
 //! - [`wire`]: the JSON shapes of the HTTP API.
+//! - [`token`]: the bearer tokens' format, and join strings.
+//! - [`trust`]: roles, credentials and audit entries, as the API carries
+//!   them.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
 //! - [`backoff`]: retry delays with jitter and a cap, for every retry loop.
 
@@ -27,6 +30,8 @@ pub mod name;
 pub mod resources;
 pub mod state;
 pub mod suggest;
+pub mod token;
+pub mod trust;
 pub mod unit;
 pub mod unit_file;
 pub mod value;

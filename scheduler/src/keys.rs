@@ -11,6 +11,11 @@
 //! | `state/<unit>/<machine>` | `UnitState` JSON | the machine's agent (through a server) |
 //! | `leader` | [`LeaderRecord`](crate::records::LeaderRecord), on the leader's lease | the leader |
 //! | `servers/<id>` | [`LeaderRecord`](crate::records::LeaderRecord) of a live server, on its lease | each server |
+//! | `auth/creds/<id>` | a credential ([`CredentialRecord`](crate::trust::CredentialRecord)): never its secret, only a hash | any server (admins, joining machines) |
+//! | `auth/machine/<machine>` | the id of the credential bound to a machine | any server, with the credential |
+//! | `auth/bootstrap` | when the first admin credential was made | the first server |
+//! | `audit/<ms>-<random>` | an [`AuditEntry`](flotilla_proto::trust::AuditEntry) | any server, after each change |
+//! | `tls/ca` | the cluster CA's certificate (PEM; never its key) | the first server |
 //!
 //! Assignments are under a per-machine prefix so that an agent's watch sees
 //! only its own work (fleet woke every machine on every change).
@@ -113,6 +118,30 @@ impl Keys {
 
     pub fn server(&self, id: &str) -> String {
         format!("{}servers/{id}", self.prefix)
+    }
+
+    pub fn credentials(&self) -> String {
+        format!("{}auth/creds/", self.prefix)
+    }
+
+    pub fn credential(&self, id: &str) -> String {
+        format!("{}auth/creds/{id}", self.prefix)
+    }
+
+    pub fn machine_credential(&self, machine: &MachineId) -> String {
+        format!("{}auth/machine/{machine}", self.prefix)
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("{}auth/bootstrap", self.prefix)
+    }
+
+    pub fn audit(&self) -> String {
+        format!("{}audit/", self.prefix)
+    }
+
+    pub fn ca(&self) -> String {
+        format!("{}tls/ca", self.prefix)
     }
 
     /// What a key under this prefix is, or `None` for keys flotilla does

@@ -14,6 +14,8 @@
 //! - `placement`: which machine each unit runs on (pure, no I/O).
 //! - [`reconciler`]: the leader's loop from watch events to committed
 //!   placements.
+//! - [`trust`]: credentials (tokens, client certificates, machines) and
+//!   the audit log.
 
 pub mod cluster;
 pub mod control;
@@ -24,3 +26,4 @@ pub mod presence;
 pub mod reconciler;
 pub mod records;
 pub mod store;
+pub mod trust;
