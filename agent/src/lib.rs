@@ -4,6 +4,8 @@
 //!
 //! - [`container`]: container units: how they are rendered into a service
 //!   whose main process is `flotilla shim`, and the shim itself.
+//! - [`credential`]: the machine's credential, obtained once with a join
+//!   token and kept in the agent's state directory.
 //! - [`cut_off`]: `StopAfterCutOff=`, stopping units while the machine is
 //!   cut off from the servers.
 //! - [`notify`]: systemd's notification protocol (`sd_notify`).
@@ -19,6 +21,7 @@
 //! - [`machine`]: the machine's id, hostname, addresses and capacity.
 
 pub mod container;
+pub mod credential;
 pub mod cut_off;
 pub mod machine;
 pub mod notify;

@@ -28,13 +28,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_api::client::{Client, ClientError};
+use flotilla_api::client::{Client, ClientError, ClientOptions};
 use flotilla_proto::MachineId;
 use flotilla_proto::backoff::Backoff;
 use flotilla_proto::wire::AssignedUnit;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::credential::{self, CredentialError, DEFAULT_STATE_DIR, JoinSettings};
 use crate::cut_off::{Contact, CutOff, Feed};
 use crate::machine::{self, MACHINE_ID_FILE, MachineError};
 use crate::reconcile::{Action, Reconciler};
@@ -52,10 +53,15 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Settings of an agent.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// The servers, tried in order (`http://host:port`).
+    /// The servers, tried in order (`https://host:port`).
     pub servers: Vec<String>,
-    /// The API token, if the servers require one.
-    pub token: Option<String>,
+    /// Where the machine's credential is kept ([`DEFAULT_STATE_DIR`]).
+    pub state_dir: PathBuf,
+    /// A join token (or join string), used once when the machine has no
+    /// credential yet.
+    pub join_token: Option<String>,
+    /// The cluster CA's certificate (PEM), when given (`--ca`).
+    pub ca: Option<Vec<u8>>,
     /// The machine's metadata, which `MachineMetadata=` matches.
     pub metadata: BTreeMap<String, String>,
     /// Where unit files are written ([`RUNTIME_UNIT_DIR`]).
@@ -76,7 +82,9 @@ impl AgentConfig {
     pub fn new(servers: Vec<String>, shim: PathBuf) -> AgentConfig {
         AgentConfig {
             servers,
-            token: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            join_token: None,
+            ca: None,
             metadata: BTreeMap::new(),
             unit_dir: PathBuf::from(RUNTIME_UNIT_DIR),
             shim,
@@ -94,6 +102,8 @@ pub enum AgentError {
     Machine(#[from] MachineError),
     #[error("bad server settings: {0}")]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     #[error(transparent)]
     Systemd(#[from] SystemdError),
     /// The connection to systemd was lost: restart the agent (which
@@ -122,8 +132,10 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Starts the agent's tasks (inside the current tokio runtime) and
-    /// returns at once; [`Agent::registered`] waits for the registration.
+    /// Obtains the machine's credential (joining the cluster the first
+    /// time, which waits for a server to answer), then starts the agent's
+    /// tasks (inside the current tokio runtime) and returns;
+    /// [`Agent::registered`] waits for the registration.
     pub async fn start<S: SystemdManager>(
         config: AgentConfig,
         systemd: Arc<S>,
@@ -131,11 +143,29 @@ impl Agent {
         // Fails early on a machine without a usable id.
         let machine = machine::describe(&config.machine_id_file, &config.metadata)?;
         let id = machine.id.clone();
-        let client = Client::new(&config.servers, config.token.as_deref())?;
+        let (shutdown, stopped) = watch::channel(false);
+        let access = credential::obtain(
+            &JoinSettings {
+                servers: &config.servers,
+                state_dir: &config.state_dir,
+                join_token: config.join_token.as_deref(),
+                ca: config.ca.as_deref(),
+            },
+            &id,
+            &mut stopped.clone(),
+        )
+        .await?;
+        let client = Client::with_options(
+            &config.servers,
+            ClientOptions {
+                token: Some(access.token),
+                trust: access.trust,
+                identity: None,
+            },
+        )?;
         let calls = client.clone().with_timeout(CALL_TIMEOUT);
         let changes = systemd.subscribe().await?;
 
-        let (shutdown, stopped) = watch::channel(false);
         let (registered_tx, registered) = watch::channel(0u64);
         let (lease_tx, lease_ok) = watch::channel(false);
         let (contact_tx, contact_rx) = watch::channel(Contact::starting(Instant::now()));
@@ -292,7 +322,14 @@ async fn keep_registered(
         let registration = match registration {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!("cannot register the machine, trying again: {e}");
+                if matches!(e.status(), Some(401 | 403)) {
+                    tracing::error!(
+                        "the servers refuse this machine's credential ({e}): it was revoked or the machine removed (flotilla machine remove). Units are left as they are. To join again, delete {} and start the agent with a join token",
+                        config.state_dir.join(credential::CREDENTIAL_FILE).display()
+                    );
+                } else {
+                    tracing::warn!("cannot register the machine, trying again: {e}");
+                }
                 failed(&contact, &lease_ok);
                 if sleep_or_stop(backoff.next_delay(), &mut stopped).await {
                     return Ok(());

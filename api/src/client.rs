@@ -12,6 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use flotilla_proto::trust::{
+    AuditPage, CertCreate, CertIssued, CredentialInfo, CredentialList, JoinRequest, TokenCreate,
+    TokenCreated, WhoAmI,
+};
 use flotilla_proto::wire::{
     ErrorBody, Heartbeat, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration,
     ServerList, StatePage, StateReport, Unit, UnitPage, UnitPut,
@@ -22,6 +26,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::tls::{ClientIdentity, ServerTrust};
 use crate::wire::WatchIndex;
 
 pub use reqwest::Url;
@@ -36,6 +41,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// out: the server answers when `wait` passes, this covers the trip.
 pub const LONG_POLL_MARGIN: Duration = Duration::from_secs(15);
 
+/// How long an idle pooled connection is kept: well under the servers'
+/// idle timeout (`http.idle-timeout`, 90 s by default).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -46,9 +55,12 @@ pub enum ClientError {
     #[error("invalid server endpoint {url:?}: {reason}")]
     InvalidEndpoint { url: String, reason: String },
     /// A token with characters an HTTP header cannot carry (such as a
-    /// newline).
-    #[error("the token has characters an http header cannot carry")]
+    /// newline), or an empty one.
+    #[error("the token is empty or has characters an http header cannot carry")]
     InvalidToken,
+    /// The CA or client certificate given cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The server answered with an error: `status` and `reason` are the
     /// JSON error body's, `message` is for a person (for a rejected unit
     /// file, one `FILE:LINE: error: ...` line per problem).
@@ -94,6 +106,7 @@ impl ClientError {
             ClientError::NoEndpoint
             | ClientError::InvalidEndpoint { .. }
             | ClientError::InvalidToken
+            | ClientError::Tls(_)
             | ClientError::Unreachable { .. }
             | ClientError::Encode { .. }
             | ClientError::Decode { .. }
@@ -139,6 +152,18 @@ pub struct StateQuery {
     pub machine: Option<MachineId>,
 }
 
+/// How a client proves who it is and whom it trusts.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// A bearer token (`flt1....`).
+    pub token: Option<String>,
+    /// Which CA signs the servers' certificates (https endpoints).
+    pub trust: ServerTrust,
+    /// A client certificate signed by the cluster CA, instead of (or
+    /// beside) a token.
+    pub identity: Option<ClientIdentity>,
+}
+
 /// The API's typed client. Cheap to clone: clones share connections and
 /// the choice of server.
 #[derive(Clone)]
@@ -178,10 +203,26 @@ struct Call<'a> {
 }
 
 impl Client {
-    /// A client of the servers at `endpoints` (`http://host:port`, or with
-    /// a path prefix), tried in order, sending `token` as a bearer token
-    /// when given. Only plain HTTP is supported for now.
+    /// A client of the servers at `endpoints` (`https://host:port`, or
+    /// `http://` for a server run with `--insecure-http`; with a path
+    /// prefix or not), tried in order, sending `token` as a bearer token
+    /// when given, and trusting the system's CAs.
     pub fn new<I, S>(endpoints: I, token: Option<&str>) -> Result<Client, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        Client::with_options(
+            endpoints,
+            ClientOptions {
+                token: token.map(str::to_owned),
+                ..ClientOptions::default()
+            },
+        )
+    }
+
+    /// A client of the servers at `endpoints` with `options`.
+    pub fn with_options<I, S>(endpoints: I, options: ClientOptions) -> Result<Client, ClientError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -193,21 +234,50 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoint);
         }
-        let auth = token
+        let auth = options
+            .token
+            .as_deref()
             .map(|t| {
+                let t = t.trim();
+                if t.is_empty() {
+                    return Err(ClientError::InvalidToken);
+                }
                 let mut value = HeaderValue::from_str(&format!("Bearer {t}"))
                     .map_err(|_| ClientError::InvalidToken)?;
                 value.set_sensitive(true);
                 Ok(value)
             })
             .transpose()?;
-        let http = reqwest::Client::builder()
+        crate::tls::install_provider();
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| ClientError::InvalidEndpoint {
-                url: endpoints[0].to_string(),
-                reason: format!("cannot set up the http client: {}", root_cause(&e)),
-            })?;
+            // Shorter than the servers' idle timeout, so that a pooled
+            // connection is not reused just as the server closes it.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        match &options.trust {
+            ServerTrust::CaPem(pem) => {
+                let config = crate::tls::client_config(pem, options.identity.as_ref())?;
+                builder = builder.tls_backend_preconfigured(config);
+            }
+            ServerTrust::System => {
+                if let Some(id) = &options.identity {
+                    let mut pem = id.cert_pem.clone();
+                    pem.extend_from_slice(b"\n");
+                    pem.extend_from_slice(&id.key_pem);
+                    let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                        crate::tls::TlsError::Invalid {
+                            what: "the client certificate".into(),
+                            reason: root_cause(&e),
+                        }
+                    })?;
+                    builder = builder.identity(identity);
+                }
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::InvalidEndpoint {
+            url: endpoints[0].to_string(),
+            reason: format!("cannot set up the http client: {}", root_cause(&e)),
+        })?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -420,6 +490,80 @@ impl Client {
         Ok(())
     }
 
+    // ---- credentials, machines and the audit log ----
+
+    /// `GET /v1/whoami`: the credential this client calls with.
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        self.get_json(&["v1", "whoami"], Vec::new()).await
+    }
+
+    /// `GET /v1/tokens`: every credential (admin).
+    pub async fn list_credentials(&self) -> Result<Vec<CredentialInfo>, ClientError> {
+        let list: CredentialList = self.get_json(&["v1", "tokens"], Vec::new()).await?;
+        Ok(list.credentials)
+    }
+
+    /// `POST /v1/tokens`: makes a token (admin); its secret is in the
+    /// answer only.
+    pub async fn create_token(&self, create: &TokenCreate) -> Result<TokenCreated, ClientError> {
+        let path = ["v1", "tokens"];
+        self.send_json(self.call_with_body(Method::POST, &path, create)?)
+            .await
+    }
+
+    /// `DELETE /v1/tokens/{id}`: revokes a token or a client certificate
+    /// (admin).
+    pub async fn revoke_credential(&self, id: &str) -> Result<CredentialInfo, ClientError> {
+        let path = ["v1", "tokens", id];
+        self.send_json(self.call(Method::DELETE, &path)).await
+    }
+
+    /// `POST /v1/certs`: signs a client certificate for a signing request
+    /// (admin).
+    pub async fn create_certificate(&self, create: &CertCreate) -> Result<CertIssued, ClientError> {
+        let path = ["v1", "certs"];
+        self.send_json(self.call_with_body(Method::POST, &path, create)?)
+            .await
+    }
+
+    /// `POST /v1/agent/join`: exchanges this client's join token for the
+    /// credential of `machine`.
+    pub async fn join(&self, machine: &MachineId) -> Result<TokenCreated, ClientError> {
+        let path = ["v1", "agent", "join"];
+        let body = JoinRequest {
+            machine_id: machine.clone(),
+        };
+        self.send_json(self.call_with_body(Method::POST, &path, &body)?)
+            .await
+    }
+
+    /// `DELETE /v1/machines/{id}`: removes a machine and revokes its
+    /// credential (admin).
+    pub async fn remove_machine(&self, id: &MachineId) -> Result<(), ClientError> {
+        let path = ["v1", "machines", id.as_str()];
+        self.send(self.call(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/audit`: one page of the audit log, oldest first (admin).
+    pub async fn audit(
+        &self,
+        since_ms: Option<u64>,
+        page: &PageQuery,
+    ) -> Result<AuditPage, ClientError> {
+        let mut query = page_query(page);
+        if let Some(since) = since_ms {
+            query.push(("sinceMs", since.to_string()));
+        }
+        self.get_json(&["v1", "audit"], query).await
+    }
+
+    /// `GET /v1/ca`: the cluster CA's certificate, PEM.
+    pub async fn ca(&self) -> Result<String, ClientError> {
+        let (_, _, body) = self.send(self.call(Method::GET, &["v1", "ca"])).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     // ---- the API itself ----
 
     /// `GET /v1/openapi.json`: the server's OpenAPI document.
@@ -569,9 +713,8 @@ fn parse_endpoint(raw: &str) -> Result<Url, ClientError> {
     };
     let mut url = Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
     match url.scheme() {
-        "http" => {}
-        "https" => return Err(invalid("https is not supported yet: use http")),
-        _ => return Err(invalid("the scheme must be http")),
+        "http" | "https" => {}
+        _ => return Err(invalid("the scheme must be https (or http)")),
     }
     if url.host().is_none() {
         return Err(invalid("no host"));
@@ -664,8 +807,8 @@ fn unreachable(endpoint: String, error: reqwest::Error) -> ClientError {
 }
 
 /// The innermost error of a chain: "connection refused" rather than
-/// "error sending request".
-fn root_cause(error: &reqwest::Error) -> String {
+/// "error sending request"; for TLS failures, what they mean.
+pub(crate) fn root_cause(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "timed out".to_owned();
     }
@@ -673,7 +816,36 @@ fn root_cause(error: &reqwest::Error) -> String {
     while let Some(inner) = cause.source() {
         cause = inner;
     }
-    cause.to_string()
+    let text = cause.to_string();
+    match tls_hint(&text) {
+        Some(hint) => format!("{text}: {hint}"),
+        None => text,
+    }
+}
+
+/// What a TLS failure means for the person who sees it.
+fn tls_hint(cause: &str) -> Option<&'static str> {
+    if cause.contains("UnknownIssuer")
+        || cause.contains("unknown issuer")
+        || cause.contains("BadSignature")
+    {
+        Some(
+            "the server's certificate is not signed by a CA this client trusts (give the cluster's CA with --ca or FLOTILLA_CA)",
+        )
+    } else if cause.contains("NotValidForName") || cause.contains("not valid for name") {
+        Some(
+            "the server's certificate does not name the host in the endpoint (a server's names are its listen address, host name, loopback and --tls-san)",
+        )
+    } else if cause.contains("InvalidContentType")
+        || cause.contains("corrupt message")
+        || cause.contains("invalid content type")
+    {
+        Some("the server does not speak TLS: it runs with --insecure-http, reach it with http://")
+    } else if cause.contains("Expired") || cause.contains("expired") {
+        Some("a certificate has expired")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -692,13 +864,8 @@ mod tests {
             request_url(&url, &["v1", "watch"], &[("index", "3".into())]).as_str(),
             "http://h:1/api/v1/watch?index=3"
         );
-        for bad in [
-            "https://h",
-            "ftp://h",
-            "h:4001",
-            "http://h/?x=1",
-            "not a url",
-        ] {
+        assert!(parse_endpoint("https://h:7070").is_ok());
+        for bad in ["ftp://h", "h:4001", "http://h/?x=1", "not a url"] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
         assert!(matches!(

@@ -3,8 +3,8 @@
 //! while this server leads. `flotilla server` runs one; tests run them
 //! in-process.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +16,37 @@ use flotilla_scheduler::presence;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
 use flotilla_scheduler::store::{
-    EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery, Store,
-    StoreError,
+    Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery,
+    Store, StoreError, Txn, TxnOp,
 };
+use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, TrustError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::server::{ApiConfig, router, serve};
+use crate::server::{ApiConfig, Transport, Trust, router, serve};
+use crate::tls::{self, ClusterCa, IssuedCert, TLS_DIR, TlsError};
+
+/// How the API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSettings {
+    /// HTTPS with a certificate this server makes at each start, signed by
+    /// the cluster CA, for its listen address, host name, loopback and
+    /// these names.
+    ClusterCa { extra_names: Vec<String> },
+    /// HTTPS with the operator's own certificate (chain) and key, PEM.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Plain HTTP (`--insecure-http`): anyone on the path sees every
+    /// credential.
+    Insecure,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings::ClusterCa {
+            extra_names: Vec::new(),
+        }
+    }
+}
 
 /// Settings of one server.
 #[derive(Debug, Clone)]
@@ -39,6 +63,12 @@ pub struct DaemonConfig {
     pub strategy: Strategy,
     pub keys: Keys,
     pub api: ApiConfig,
+    pub tls: TlsSettings,
+    /// An admin token the operator gives the server (`--token`), known to
+    /// this server only, beside the credentials in the store.
+    pub static_admin_token: Option<String>,
+    /// How much of the audit log is kept.
+    pub audit: AuditRetention,
 }
 
 /// Why a server could not start or stopped.
@@ -60,12 +90,24 @@ pub enum DaemonError {
     },
     #[error("the API server failed: {0}")]
     Serve(std::io::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Ca(String),
+    #[error("cannot set up the credentials: {0}")]
+    Trust(#[from] TrustError),
 }
 
 /// A running server.
 #[derive(Debug)]
 pub struct Daemon {
     address: SocketAddr,
+    /// `https` or `http`.
+    scheme: &'static str,
+    trust: Arc<Trust>,
+    /// Where this server wrote the cluster's first admin token, when it
+    /// made it at this start.
+    admin_token: Option<PathBuf>,
     /// What opening the embedded store found; `None` on etcd.
     recovery: Option<Recovery>,
     stop: watch::Sender<bool>,
@@ -73,27 +115,84 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Opens the store, binds the listener and starts serving and
-    /// campaigning. Returns once the API accepts connections.
+    /// Opens the store, sets up TLS and the credentials, binds the
+    /// listener and starts serving and campaigning. Returns once the API
+    /// accepts connections.
     pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
+        create_private_dir(&config.data_dir)?;
         let (store, recovery) = open_store(&config).await?;
+        match Daemon::start_on(config, store, recovery).await {
+            Ok(d) => Ok(d),
+            Err((e, store)) => {
+                store.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_on(
+        config: DaemonConfig,
+        store: OpenStore,
+        recovery: Option<Recovery>,
+    ) -> Result<Daemon, (DaemonError, OpenStore)> {
+        let dyn_store = store.dyn_store();
+        let ca = match cluster_ca(&*dyn_store, &config).await {
+            Ok(ca) => Arc::new(ca),
+            Err(e) => return Err((e, store)),
+        };
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(source) => {
-                store.close().await;
-                return Err(DaemonError::Listen {
-                    address: config.listen,
-                    source,
-                });
+                return Err((
+                    DaemonError::Listen {
+                        address: config.listen,
+                        source,
+                    },
+                    store,
+                ));
             }
         };
-        let address = listener
-            .local_addr()
-            .map_err(|source| DaemonError::Listen {
-                address: config.listen,
-                source,
-            })?;
-        let dyn_store = store.dyn_store();
+        let address = match listener.local_addr() {
+            Ok(a) => a,
+            Err(source) => {
+                return Err((
+                    DaemonError::Listen {
+                        address: config.listen,
+                        source,
+                    },
+                    store,
+                ));
+            }
+        };
+        let transport = match transport(&config, &ca, address) {
+            Ok(t) => t,
+            Err(e) => return Err((e, store)),
+        };
+        let scheme = match transport {
+            Transport::Tls(_) => "https",
+            Transport::Plain => "http",
+        };
+        let credentials = Credentials::start(
+            dyn_store.clone(),
+            config.keys.clone(),
+            config.static_admin_token.as_deref(),
+        );
+        let admin_token = match credentials.bootstrap_admin(&config.data_dir).await {
+            Ok(path) => path,
+            Err(e) => return Err((e.into(), store)),
+        };
+        if let Some(path) = &admin_token {
+            tracing::info!(
+                "this is the cluster's first start: its admin token is in {} (readable by this user only)",
+                path.display()
+            );
+        }
+        let audit = AuditLog::new(dyn_store.clone(), config.keys.clone(), config.audit);
+        let trust = Arc::new(Trust {
+            credentials,
+            audit: audit.clone(),
+            ca,
+        });
         let cluster = Arc::new(Cluster::new(
             dyn_store.clone(),
             ClusterConfig {
@@ -101,14 +200,14 @@ impl Daemon {
                 machine_ttl: config.machine_ttl,
             },
         ));
-        let api = router(cluster, config.api.clone());
+        let api = router(cluster, Arc::clone(&trust), config.api.clone());
         let (stop, stopped) = watch::channel(false);
         let election = ElectionConfig {
             keys: config.keys.clone(),
             ttl: config.leader_ttl,
             record: LeaderRecord {
                 id: format!("{}-{}", hostname(), std::process::id()),
-                address: format!("http://{address}"),
+                address: format!("{scheme}://{address}"),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
         };
@@ -125,27 +224,65 @@ impl Daemon {
             config.leader_ttl,
             stopped.clone(),
         ));
+        let trimming = tokio::spawn(trim_audit(audit, stopped.clone()));
+        let limits = config.api.http;
         let task = tokio::spawn(async move {
             let leading = tokio::spawn(lead(dyn_store, election, reconcile, stopped.clone()));
             let mut until = stopped;
             let shutdown = async move {
                 let _ = until.wait_for(|s| *s).await;
             };
-            let served = serve(listener, api, shutdown).await;
+            let served = serve(listener, api, transport, limits, shutdown).await;
             if let Err(e) = leading.await {
                 tracing::error!("leader task failed: {e}");
             }
             let _ = announcing.await;
+            let _ = trimming.await;
             store.close().await;
             served.map_err(DaemonError::Serve)
         });
-        tracing::info!("flotilla server listening on http://{address}");
+        if scheme == "http" {
+            tracing::warn!(
+                "serving plain HTTP (--insecure-http): every credential and unit crosses the network in clear text"
+            );
+        }
+        tracing::info!("the cluster CA's fingerprint is {}", trust.ca.fingerprint());
+        tracing::info!("flotilla server listening on {scheme}://{address}");
         Ok(Daemon {
             address,
+            scheme,
+            trust,
+            admin_token,
             recovery,
             stop,
             task,
         })
+    }
+
+    /// The URL clients reach this server at (`https://ADDR:PORT`), with a
+    /// wildcard listen address replaced by loopback.
+    pub fn url(&self) -> String {
+        let ip = match self.address.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!(
+            "{}://{}",
+            self.scheme,
+            SocketAddr::new(ip, self.address.port())
+        )
+    }
+
+    /// The credentials, the audit log and the CA this server serves with.
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.trust
+    }
+
+    /// Where this server wrote the cluster's first admin token, when it
+    /// made it at this start.
+    pub fn admin_token_path(&self) -> Option<&Path> {
+        self.admin_token.as_deref()
     }
 
     /// Where the API listens.
@@ -199,10 +336,6 @@ async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery
         tracing::info!(endpoints = ?etcd.endpoints, "using etcd");
         return Ok((OpenStore::Etcd(Arc::new(store)), None));
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
     let (store, recovery) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
         .await
         .map_err(|source| DaemonError::Store {
@@ -225,6 +358,201 @@ async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery
         "store opened"
     );
     Ok((OpenStore::Embedded(Arc::new(store)), Some(recovery)))
+}
+
+/// Makes `dir` (and its parents) if absent; a new `dir` is readable by its
+/// owner only, as it holds the store, the CA key and the admin token.
+fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| DaemonError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// The cluster CA: this server's copy in `DATA_DIR/tls/`, which must be the
+/// one whose certificate the store holds (servers on one etcd share it by
+/// copying the files); made, and published, at the cluster's first start.
+async fn cluster_ca(store: &dyn Store, config: &DaemonConfig) -> Result<ClusterCa, DaemonError> {
+    let dir = config.data_dir.join(TLS_DIR);
+    let key = config.keys.ca();
+    let copy = |why: String| {
+        DaemonError::Ca(format!(
+            "{why}; servers of one cluster share its CA: copy {cert} and {key_file} from the data directory of a server of this cluster into {dir}",
+            cert = Path::new(TLS_DIR).join(tls::CA_CERT_FILE).display(),
+            key_file = Path::new(TLS_DIR).join(tls::CA_KEY_FILE).display(),
+            dir = dir.display()
+        ))
+    };
+    let published = patiently("read the cluster CA", || store.get(&key))
+        .await
+        .map_err(|e| DaemonError::Ca(format!("cannot read the cluster CA from the store: {e}")))?
+        .kv
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+    let local = ClusterCa::load(&dir)?;
+    match (published, local) {
+        (Some(pem), Some(ca)) => {
+            let theirs = tls::certificates_from_pem("the cluster CA in the store", pem.as_bytes())?;
+            let theirs = tls::fingerprint(&theirs[0]);
+            if theirs != ca.fingerprint() {
+                return Err(copy(format!(
+                    "this server's CA ({}) is not the cluster's ({theirs})",
+                    ca.fingerprint()
+                )));
+            }
+            Ok(ca)
+        }
+        (Some(_), None) => Err(copy(format!(
+            "the cluster has a CA, and {} has none",
+            dir.display()
+        ))),
+        (None, local) => {
+            let ca = match local {
+                Some(ca) => ca,
+                None => {
+                    let (ca, _) = ClusterCa::load_or_create(&dir)?;
+                    tracing::info!(
+                        fingerprint = ca.fingerprint(),
+                        "made the cluster CA in {}",
+                        dir.display()
+                    );
+                    ca
+                }
+            };
+            let publish = || {
+                store.txn(
+                    Txn::new()
+                        .when([Compare::absent(&key)])
+                        .and_then([TxnOp::put(&key, ca.cert_pem().as_bytes().to_vec())]),
+                )
+            };
+            let published = patiently("publish the cluster CA", publish)
+                .await
+                .map_err(|e| DaemonError::Ca(format!("cannot publish the cluster CA: {e}")))?;
+            if !published.succeeded {
+                // Ours, from an attempt whose answer was lost, or another
+                // server's, made at the same time.
+                let now = patiently("read the cluster CA", || store.get(&key))
+                    .await
+                    .map_err(|e| {
+                        DaemonError::Ca(format!("cannot read the cluster CA from the store: {e}"))
+                    })?;
+                if now
+                    .kv
+                    .is_none_or(|kv| &*kv.value != ca.cert_pem().as_bytes())
+                {
+                    return Err(copy(
+                        "another server published the cluster's CA at the same time".into(),
+                    ));
+                }
+            }
+            Ok(ca)
+        }
+    }
+}
+
+/// How long a starting server waits for a store that is not reachable yet
+/// (etcd starting beside it) before it gives up.
+const STORE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `op` until it succeeds, fails for good, or the store has been
+/// unavailable for [`STORE_PATIENCE`]. A write retried this way must be
+/// idempotent (a compare-and-swap that is refused the second time is).
+async fn patiently<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
+    let mut backoff =
+        flotilla_proto::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        match op().await {
+            Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!("cannot {what} yet, trying again: {e}");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The names a server's certificate is made for: its listen address (or,
+/// on a wildcard address, every address of the machine), its host name,
+/// loopback, and `extra`.
+fn server_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |n: String| {
+        if !n.is_empty() && !names.contains(&n) {
+            names.push(n);
+        }
+    };
+    if listen.ip().is_unspecified() {
+        if let Ok(found) = if_addrs::get_if_addrs() {
+            for i in found {
+                add(i.ip().to_string());
+            }
+        }
+    } else {
+        add(listen.ip().to_string());
+    }
+    add(hostname());
+    add("localhost".into());
+    add("127.0.0.1".into());
+    add("::1".into());
+    for n in extra {
+        add(n.clone());
+    }
+    names
+}
+
+/// How this server serves its API.
+fn transport(
+    config: &DaemonConfig,
+    ca: &ClusterCa,
+    address: SocketAddr,
+) -> Result<Transport, DaemonError> {
+    let cert = match &config.tls {
+        TlsSettings::Insecure => return Ok(Transport::Plain),
+        TlsSettings::ClusterCa { extra_names } => {
+            ca.issue_server(&server_names(address, extra_names))?
+        }
+        TlsSettings::Files { cert, key } => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).map_err(|source| TlsError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            };
+            IssuedCert {
+                chain: tls::certificates_from_pem(&cert.display().to_string(), &read(cert)?)?,
+                key: tls::private_key_from_pem(&key.display().to_string(), &read(key)?)?,
+            }
+        }
+    };
+    Ok(Transport::Tls(tls::server_config(cert, ca.cert_der())?))
+}
+
+/// Trims the audit log now and then, until shutdown.
+async fn trim_audit(audit: AuditLog, mut stopped: watch::Receiver<bool>) {
+    loop {
+        match audit.trim().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(dropped = n, "trimmed the audit log"),
+            Err(e) => tracing::warn!("cannot trim the audit log: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(300)) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Campaigns, leads while it can, and campaigns again, until shutdown.

@@ -11,6 +11,8 @@
 //!   methods for every route, with failover between several servers.
 //! - [`daemon`] (feature `server`): one whole server assembled: the
 //!   embedded store, the API, the election and the reconcile loop.
+//! - [`tls`]: the cluster CA, server and client certificates, and how
+//!   clients trust servers.
 //! - [`wire`]: the one JSON shape of the API that `flotilla-proto` does not
 //!   define yet.
 //!
@@ -24,6 +26,8 @@ pub mod client;
 pub mod daemon;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod wire;
 
 /// The OpenAPI 3 document of every route, served at `GET /v1/openapi.json`.

@@ -8,9 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
-use flotilla_api::client::Client;
-use flotilla_api::daemon::{Daemon, DaemonConfig};
+use flotilla_api::client::{Client, ClientOptions};
+use flotilla_api::daemon::{Daemon, DaemonConfig, TlsSettings};
 use flotilla_api::server::ApiConfig;
+use flotilla_api::tls::ServerTrust;
+use flotilla_proto::trust::{Role, TokenCreate};
 use flotilla_proto::wire::{Unit, UnitPut};
 use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName};
 use flotilla_scheduler::keys::Keys;
@@ -38,6 +40,9 @@ impl Server {
             strategy,
             keys: Keys::default(),
             api: ApiConfig::default(),
+            tls: TlsSettings::default(),
+            static_admin_token: None,
+            audit: Default::default(),
         })
         .await
         .unwrap();
@@ -47,9 +52,44 @@ impl Server {
         }
     }
 
+    /// A client with `token`, trusting the cluster CA.
+    fn client_with(&self, token: &str) -> Client {
+        let daemon = self.daemon.as_ref().unwrap();
+        Client::with_options(
+            [daemon.url()],
+            ClientOptions {
+                token: Some(token.to_owned()),
+                trust: ServerTrust::CaPem(daemon.trust().ca.cert_pem().as_bytes().to_vec()),
+                identity: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// A client with the cluster's first admin token.
     fn client(&self) -> Client {
-        let address = self.daemon.as_ref().unwrap().address();
-        Client::new([format!("http://{address}")], None).unwrap()
+        let path = self.daemon.as_ref().unwrap().admin_token_path().unwrap();
+        self.client_with(std::fs::read_to_string(path).unwrap().trim())
+    }
+
+    /// A client acting as machine `n`, which joins with a join token.
+    async fn agent_client(&self, n: u8) -> Client {
+        let join = self
+            .client()
+            .create_token(&TokenCreate {
+                role: Role::Join,
+                name: format!("join {n}"),
+                ttl_ms: None,
+                uses: Some(1),
+            })
+            .await
+            .unwrap();
+        let created = self
+            .client_with(&join.token)
+            .join(&machine_id(n))
+            .await
+            .unwrap();
+        self.client_with(&created.token)
     }
 
     async fn stop(mut self) {
@@ -59,17 +99,24 @@ impl Server {
     }
 }
 
-/// A simulated agent: registers its machine and keeps its lease alive until
-/// it is killed.
+fn machine_id(n: u8) -> MachineId {
+    MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap()
+}
+
+/// A simulated agent: joins, registers its machine and keeps its lease
+/// alive until it is killed.
 struct Agent {
     id: MachineId,
+    lease: i64,
+    client: Client,
     heartbeat: JoinHandle<()>,
 }
 
 impl Agent {
-    async fn join(client: &Client, n: u8, metadata: &[(&str, &str)], cpu_millis: u64) -> Agent {
+    async fn join(server: &Server, n: u8, metadata: &[(&str, &str)], cpu_millis: u64) -> Agent {
+        let client = server.agent_client(n).await;
         let machine = Machine {
-            id: MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap(),
+            id: machine_id(n),
             hostname: format!("host{n}"),
             addresses: vec![format!("10.0.0.{n}")],
             metadata: metadata
@@ -95,6 +142,8 @@ impl Agent {
         });
         Agent {
             id: machine.id,
+            lease: reg.lease,
+            client,
             heartbeat,
         }
     }
@@ -105,8 +154,9 @@ impl Agent {
     }
 
     /// The units the server tells this machine to run.
-    async fn units(&self, client: &Client) -> BTreeSet<String> {
-        let feed = client
+    async fn units(&self) -> BTreeSet<String> {
+        let feed = self
+            .client
             .machine_units(&self.id, None, Duration::ZERO)
             .await
             .unwrap();
@@ -188,9 +238,9 @@ async fn machine_of_pairs_share_a_machine_and_move_together() {
     let server = Server::start(Strategy::Spread).await;
     let c = server.client();
     let agents = [
-        Agent::join(&c, 1, &[], 4000).await,
-        Agent::join(&c, 2, &[], 4000).await,
-        Agent::join(&c, 3, &[], 4000).await,
+        Agent::join(&server, 1, &[], 4000).await,
+        Agent::join(&server, 2, &[], 4000).await,
+        Agent::join(&server, 3, &[], 4000).await,
     ];
     for i in 1..=3 {
         launch(&c, &format!("app{i}.service"), &service("")).await;
@@ -253,9 +303,9 @@ async fn five_mutually_conflicting_units_on_three_machines() {
     let server = Server::start(Strategy::Spread).await;
     let c = server.client();
     let _agents = [
-        Agent::join(&c, 1, &[], 4000).await,
-        Agent::join(&c, 2, &[], 4000).await,
-        Agent::join(&c, 3, &[], 4000).await,
+        Agent::join(&server, 1, &[], 4000).await,
+        Agent::join(&server, 2, &[], 4000).await,
+        Agent::join(&server, 3, &[], 4000).await,
     ];
     let names: Vec<String> = (1..=5).map(|i| format!("lonely{i}.service")).collect();
     for n in &names {
@@ -285,7 +335,7 @@ async fn five_mutually_conflicting_units_on_three_machines() {
 async fn a_conflict_declared_one_way_holds_both_ways() {
     let server = Server::start(Strategy::Spread).await;
     let c = server.client();
-    let _agent = Agent::join(&c, 1, &[], 4000).await;
+    let _agent = Agent::join(&server, 1, &[], 4000).await;
     // Only `polite` declares the conflict; `plain` arrives first.
     launch(&c, "plain.service", &service("")).await;
     settled(&c, &["plain.service"]).await;
@@ -295,7 +345,7 @@ async fn a_conflict_declared_one_way_holds_both_ways() {
     assert!(all["polite.service"].machine_id.is_none());
 
     // A second machine joins: the unschedulable unit is placed there.
-    let second = Agent::join(&c, 2, &[], 4000).await;
+    let second = Agent::join(&server, 2, &[], 4000).await;
     let placed = eventually(&c, "polite.service placed on the new machine", || async {
         units(&c).await["polite.service"].machine_id.clone()
     })
@@ -308,8 +358,8 @@ async fn a_conflict_declared_one_way_holds_both_ways() {
 async fn a_global_unit_runs_on_every_matching_machine_including_later_ones() {
     let server = Server::start(Strategy::Spread).await;
     let c = server.client();
-    let worker1 = Agent::join(&c, 1, &[("role", "worker")], 4000).await;
-    let db = Agent::join(&c, 2, &[("role", "db")], 4000).await;
+    let worker1 = Agent::join(&server, 1, &[("role", "worker")], 4000).await;
+    let db = Agent::join(&server, 2, &[("role", "db")], 4000).await;
     launch(
         &c,
         "exporter.service",
@@ -319,20 +369,20 @@ async fn a_global_unit_runs_on_every_matching_machine_including_later_ones() {
 
     eventually(&c, "the global unit in worker1's feed", || async {
         worker1
-            .units(&c)
+            .units()
             .await
             .contains("exporter.service")
             .then_some(())
     })
     .await;
-    assert!(!db.units(&c).await.contains("exporter.service"));
+    assert!(!db.units().await.contains("exporter.service"));
     // The scheduler never places a global unit on one machine.
     assert_eq!(units(&c).await["exporter.service"].machine_id, None);
 
-    let worker3 = Agent::join(&c, 3, &[("role", "worker")], 4000).await;
+    let worker3 = Agent::join(&server, 3, &[("role", "worker")], 4000).await;
     eventually(&c, "the global unit in the new worker's feed", || async {
         worker3
-            .units(&c)
+            .units()
             .await
             .contains("exporter.service")
             .then_some(())
@@ -348,12 +398,7 @@ async fn a_global_unit_runs_on_every_matching_machine_including_later_ones() {
     eventually(
         &c,
         "the global unit in the patched machine's feed",
-        || async {
-            db.units(&c)
-                .await
-                .contains("exporter.service")
-                .then_some(())
-        },
+        || async { db.units().await.contains("exporter.service").then_some(()) },
     )
     .await;
     server.stop().await;
@@ -364,8 +409,8 @@ async fn a_replacing_unit_takes_the_machine_and_the_replaced_one_moves() {
     let server = Server::start(Strategy::Spread).await;
     let c = server.client();
     let _agents = [
-        Agent::join(&c, 1, &[], 4000).await,
-        Agent::join(&c, 2, &[], 4000).await,
+        Agent::join(&server, 1, &[], 4000).await,
+        Agent::join(&server, 2, &[], 4000).await,
     ];
     launch(&c, "old.service", &service("")).await;
     let all = settled(&c, &["old.service"]).await;
@@ -388,8 +433,8 @@ async fn units_are_placed_only_where_their_resources_fit() {
     let server = Server::start(Strategy::BinPack).await;
     let c = server.client();
     let _agents = [
-        Agent::join(&c, 1, &[], 1000).await,
-        Agent::join(&c, 2, &[], 1000).await,
+        Agent::join(&server, 1, &[], 1000).await,
+        Agent::join(&server, 2, &[], 1000).await,
     ];
     let names: Vec<String> = (1..=3).map(|i| format!("heavy{i}.service")).collect();
     for n in &names {
@@ -424,12 +469,13 @@ async fn units_are_placed_only_where_their_resources_fit() {
 async fn a_reported_state_makes_a_unit_launched() {
     let server = Server::start(Strategy::Spread).await;
     let c = server.client();
-    let agent = Agent::join(&c, 1, &[], 4000).await;
+    let agent = Agent::join(&server, 1, &[], 4000).await;
     launch(&c, "web.service", &service("")).await;
     // The agent's feed carries the unit once it is placed; the agent
     // answers with its systemd state.
     let feed = eventually(&c, "web.service in the feed", || async {
-        let feed = c
+        let feed = agent
+            .client
             .machine_units(&agent.id, None, Duration::ZERO)
             .await
             .unwrap();
@@ -445,7 +491,7 @@ async fn a_reported_state_makes_a_unit_launched() {
     );
     // A long poll from the feed's index returns when something changes.
     let poll = tokio::spawn({
-        let c = c.clone();
+        let c = agent.client.clone();
         let id = agent.id.clone();
         async move {
             c.machine_units(&id, Some(feed.index), Duration::from_secs(20))
@@ -466,15 +512,17 @@ async fn a_reported_state_makes_a_unit_launched() {
         since_ms: 0,
         last_error: None,
     };
-    c.report_states(
-        &agent.id,
-        &flotilla_proto::wire::StateReport {
-            states: vec![state],
-            removed: vec![],
-        },
-    )
-    .await
-    .unwrap();
+    agent
+        .client
+        .report_states(
+            &agent.id,
+            &flotilla_proto::wire::StateReport {
+                states: vec![state],
+                removed: vec![],
+            },
+        )
+        .await
+        .unwrap();
     eventually(&c, "web.service launched", || async {
         (units(&c).await["web.service"].current_state == Some(DesiredState::Launched)).then_some(())
     })
@@ -494,5 +542,106 @@ async fn a_reported_state_makes_a_unit_launched() {
         .unwrap();
     let web = woke.units.iter().find(|u| u.name == "web.service").unwrap();
     assert_eq!(web.desired_state, DesiredState::Loaded);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_acts_only_as_itself() {
+    let server = Server::start(Strategy::Spread).await;
+    let c = server.client();
+    let one = Agent::join(&server, 1, &[("role", "web")], 4000).await;
+    let two = Agent::join(&server, 2, &[("role", "db")], 4000).await;
+    launch(&c, "db.service", &service("MachineMetadata=role=db")).await;
+    let placed = settled(&c, &["db.service"]).await;
+    assert_eq!(placed["db.service"].machine_id.as_ref(), Some(&two.id));
+    let machines = c.all_machines().await.unwrap();
+    let states = c.all_states(&Default::default()).await.unwrap();
+
+    // Machine 1 tries to be machine 2 on every agent route.
+    let forbidden = |what: &str, e: flotilla_api::client::ClientError| {
+        assert_eq!(e.status(), Some(403), "{what}: {e}");
+    };
+    let mut hijack = machines
+        .iter()
+        .find(|m| m.machine.id == two.id)
+        .unwrap()
+        .machine
+        .clone();
+    hijack.metadata.insert("role".into(), "web".into());
+    forbidden(
+        "register",
+        one.client.register_machine(&hijack).await.unwrap_err(),
+    );
+    forbidden(
+        "heartbeat",
+        one.client.heartbeat(&two.id, two.lease).await.unwrap_err(),
+    );
+    forbidden(
+        "units",
+        one.client
+            .machine_units(&two.id, None, Duration::ZERO)
+            .await
+            .unwrap_err(),
+    );
+    let lie = flotilla_proto::UnitState {
+        unit: UnitName::parse("db.service").unwrap(),
+        machine: two.id.clone(),
+        load_state: "loaded".into(),
+        active_state: "failed".into(),
+        sub_state: "failed".into(),
+        hash: None,
+        main_pid: None,
+        n_restarts: 0,
+        container_id: None,
+        health: flotilla_proto::Health::None,
+        since_ms: 0,
+        last_error: Some("lies".into()),
+    };
+    let report = flotilla_proto::wire::StateReport {
+        states: vec![lie],
+        removed: vec![],
+    };
+    forbidden(
+        "report",
+        one.client
+            .report_states(&two.id, &report)
+            .await
+            .unwrap_err(),
+    );
+    // Joining again as machine 2, with a fresh join token.
+    let join = c
+        .create_token(&TokenCreate {
+            role: Role::Join,
+            name: "again".into(),
+            ttl_ms: None,
+            uses: None,
+        })
+        .await
+        .unwrap();
+    forbidden(
+        "join",
+        server
+            .client_with(&join.token)
+            .join(&two.id)
+            .await
+            .unwrap_err(),
+    );
+    // A lease guessed for its own machine is no lease.
+    let e = one.client.heartbeat(&one.id, two.lease).await.unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+
+    // Read back: nothing changed.
+    assert_eq!(c.all_machines().await.unwrap(), machines);
+    assert_eq!(c.all_states(&Default::default()).await.unwrap(), states);
+    assert_eq!(
+        units(&c).await["db.service"].machine_id.as_ref(),
+        Some(&two.id)
+    );
+    assert_eq!(two.units().await, BTreeSet::from(["db.service".to_owned()]));
+
+    // Removed, machine 2's units move, and its agent is refused.
+    c.remove_machine(&two.id).await.unwrap();
+    let e = two.client.heartbeat(&two.id, two.lease).await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
     server.stop().await;
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use flotilla_agent::notify::notify;
 use flotilla_agent::systemd::{DbusSystemd, RUNTIME_UNIT_DIR};
 use flotilla_agent::{Agent, AgentConfig};
@@ -18,12 +18,13 @@ use crate::server::{DEFAULT_LISTEN, read_config, wait_for_signal};
 /// overrides the same setting in the YAML file given with `--config`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A YAML configuration file (keys: server, metadata, token, unit-dir).
+    /// A YAML configuration file (keys: server, metadata, join-token,
+    /// join-token-file, ca, state-dir, unit-dir).
     #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
     /// The servers, comma-separated; when one cannot be reached the next is
-    /// tried [default: http://127.0.0.1:7070].
+    /// tried [default: https://127.0.0.1:7070].
     #[arg(
         long,
         env = "FLOTILLA_SERVER",
@@ -43,9 +44,25 @@ pub struct Args {
     )]
     metadata: Vec<(String, String)>,
 
-    /// The API token, if the servers require one.
-    #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// A join token (`flotilla token create --role join` prints it), used
+    /// once, when this machine has no credential yet. Its join line also
+    /// pins the cluster CA. Prefer --join-token-file: a flag shows in `ps`.
+    #[arg(long, env = "FLOTILLA_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+
+    /// A file holding the join token.
+    #[arg(long, env = "FLOTILLA_JOIN_TOKEN_FILE", value_name = "FILE")]
+    join_token_file: Option<PathBuf>,
+
+    /// The cluster CA's certificate (PEM), when the join token does not
+    /// carry its fingerprint, or the servers use certificates of their own.
+    #[arg(long, env = "FLOTILLA_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// Where the machine's credential is kept [default:
+    /// /var/lib/flotilla-agent].
+    #[arg(long, env = "FLOTILLA_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 
     /// Where unit files are written [default: /run/systemd/system].
     #[arg(long, env = "FLOTILLA_UNIT_DIR", value_name = "DIR")]
@@ -73,7 +90,10 @@ struct FileConfig {
     server: Servers,
     #[serde(default)]
     metadata: BTreeMap<String, String>,
-    token: Option<String>,
+    join_token: Option<String>,
+    join_token_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     unit_dir: Option<PathBuf>,
 }
 
@@ -118,7 +138,7 @@ fn resolve(args: Args) -> anyhow::Result<AgentConfig> {
         servers = file.server.into_vec();
     }
     if servers.is_empty() {
-        servers = vec![format!("http://{DEFAULT_LISTEN}")];
+        servers = vec![format!("https://{DEFAULT_LISTEN}")];
     }
     let metadata = if args.metadata.is_empty() {
         file.metadata
@@ -127,7 +147,27 @@ fn resolve(args: Args) -> anyhow::Result<AgentConfig> {
     };
     let mut config = AgentConfig::new(servers, own_binary()?);
     config.metadata = metadata;
-    config.token = args.token.or(file.token).filter(|t| !t.is_empty());
+    config.join_token = match (
+        args.join_token.or(file.join_token),
+        args.join_token_file.or(file.join_token_file),
+    ) {
+        (Some(_), Some(_)) => bail!("give a join token or a join token file, not both"),
+        (Some(t), None) if t.trim().is_empty() => bail!("the join token given is empty"),
+        (Some(t), None) => Some(t.trim().to_owned()),
+        (None, Some(path)) => Some(crate::client::read_token(&path)?),
+        (None, None) => None,
+    };
+    config.ca = args
+        .ca
+        .or(file.ca)
+        .map(|path| {
+            std::fs::read(&path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))
+        })
+        .transpose()?;
+    if let Some(dir) = args.state_dir.or(file.state_dir) {
+        config.state_dir = dir;
+    }
     config.unit_dir = args
         .unit_dir
         .or(file.unit_dir)
@@ -147,7 +187,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let agent = start(config).await?;
+        // Joining waits for a server: a signal meanwhile stops the agent.
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
+        let agent = tokio::select! {
+            agent = start(config) => agent?,
+            () = &mut signal => return Ok(()),
+        };
         supervise(agent).await
     })
 }

@@ -2,16 +2,30 @@
 //! embedded store, and the agent of this machine pointed at it. Once it is
 //! ready (the machine registered), `flotilla start unit.service` runs the
 //! unit in this machine's systemd.
+//!
+//! It is secure as any server: HTTPS with the cluster CA it makes, on
+//! loopback by default. It writes the cluster `dev` into the client
+//! configuration (its endpoint, CA and admin token file) and makes it
+//! current, so the CLI on this machine needs no flags; its agent joins
+//! with a join token made in process.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use flotilla_agent::AgentConfig;
 use flotilla_api::daemon::Daemon;
+use flotilla_api::tls::{CA_CERT_FILE, TLS_DIR};
+use flotilla_proto::trust::{Role, TokenCreate};
+use flotilla_scheduler::trust::{ADMIN_TOKEN_FILE, Identity};
 
 use crate::agent::{own_binary, parse_pair, start, supervise};
-use crate::server::{DEFAULT_LISTEN, dev_config};
+use crate::config::{ClusterEntry, set_cluster};
+use crate::server::{DEFAULT_LISTEN, dev_config, wait_for_signal};
+
+/// The name of the cluster `flotilla dev` writes into the client
+/// configuration.
+pub const DEV_CLUSTER: &str = "dev";
 
 /// Default directory of the embedded store of `flotilla dev`.
 const DEFAULT_DATA_DIR: &str = "/var/lib/flotilla-dev";
@@ -45,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let server = dev_config(listen, data_dir)?;
+    let server = dev_config(listen, data_dir.clone())?;
     let shim = own_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,12 +67,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let daemon = Daemon::start(server).await?;
-        let mut config =
-            AgentConfig::new(vec![format!("http://{}", local(daemon.address()))], shim);
+        let url = daemon.url();
+        match set_up_client(&data_dir, &url) {
+            Ok(path) => eprintln!(
+                "flotilla dev: the CLI on this machine now talks to this cluster as admin (cluster {DEV_CLUSTER} in {})",
+                path.display()
+            ),
+            Err(e) => eprintln!("flotilla dev: cannot write the client configuration: {e:#}"),
+        }
+        let mut config = AgentConfig::new(vec![url], shim);
         config.metadata = args.metadata.into_iter().collect();
-        let ran = match start(config).await {
-            Ok(agent) => supervise(agent).await,
-            Err(e) => Err(e),
+        config.state_dir = data_dir.join("agent");
+        config.ca = Some(daemon.trust().ca.cert_pem().as_bytes().to_vec());
+        if !config.state_dir.join(flotilla_agent::credential::CREDENTIAL_FILE).exists() {
+            config.join_token = Some(join_token(&daemon).await?);
+        }
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
+        let ran = tokio::select! {
+            started = start(config) => match started {
+                Ok(agent) => supervise(agent).await,
+                Err(e) => Err(e),
+            },
+            () = &mut signal => Ok(()),
         };
         // The agent has stopped (units left running): now the server.
         let stopped = daemon.stop().await;
@@ -68,31 +99,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })
 }
 
-/// Where the agent reaches a server listening on `address`: on a wildcard
-/// address, through loopback.
-fn local(address: SocketAddr) -> SocketAddr {
-    match address.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), address.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), address.port())
-        }
-        _ => address,
-    }
+/// Writes the cluster `dev` into the client configuration, current.
+fn set_up_client(data_dir: &Path, url: &str) -> anyhow::Result<PathBuf> {
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let token_file = absolute.join(ADMIN_TOKEN_FILE);
+    let entry = ClusterEntry {
+        endpoint: vec![url.to_owned()],
+        ca: Some(absolute.join(TLS_DIR).join(CA_CERT_FILE)),
+        token_file: token_file.exists().then_some(token_file),
+        ..ClusterEntry::default()
+    };
+    set_cluster(None, DEV_CLUSTER, entry, true)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcard_listen_addresses_are_reached_on_loopback() {
-        let a: SocketAddr = "0.0.0.0:7070".parse().unwrap();
-        assert_eq!(local(a).to_string(), "127.0.0.1:7070");
-        let a: SocketAddr = "[::]:7070".parse().unwrap();
-        assert_eq!(local(a).to_string(), "[::1]:7070");
-        let a: SocketAddr = "10.1.2.3:7070".parse().unwrap();
-        assert_eq!(local(a), a);
-    }
+/// A join token for this machine's agent, made in process: one use, ten
+/// minutes.
+async fn join_token(daemon: &Daemon) -> anyhow::Result<String> {
+    let trust = daemon.trust();
+    let by = Identity {
+        id: "dev".into(),
+        name: "flotilla dev".into(),
+        role: Role::Admin,
+        machine: None,
+    };
+    let create = TokenCreate {
+        role: Role::Join,
+        name: "flotilla dev's agent".into(),
+        ttl_ms: Some(600_000),
+        uses: Some(1),
+    };
+    let (_, token) = trust
+        .credentials
+        .create_token(&create, &by)
+        .await
+        .context("cannot make a join token for the agent")?;
+    Ok(token.expose())
 }

@@ -8,11 +8,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod agent;
 mod apply;
 mod client;
+mod config;
 mod dev;
 mod logging;
 mod server;
 mod shim;
 mod table;
+mod trust;
 mod units;
 mod verify;
 
@@ -30,23 +32,47 @@ struct Cli {
     command: Command,
 }
 
-/// Options of every client command.
+/// Options of every client command. Each overrides the same setting of
+/// the current cluster in the client configuration file
+/// (~/.config/flotilla/config.yaml, or FLOTILLA_CLIENT_CONFIG).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
+    /// The cluster of the client configuration file to use [default: its
+    /// current one].
+    #[arg(long, global = true, env = "FLOTILLA_CLUSTER", value_name = "NAME")]
+    cluster: Option<String>,
+
     /// The server(s) to talk to, comma-separated; the next is tried when one
-    /// cannot be reached.
+    /// cannot be reached [default: https://127.0.0.1:7070].
     #[arg(
         long,
         global = true,
         env = "FLOTILLA_ENDPOINT",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:7070"
+        value_name = "URL[,URL...]"
     )]
     endpoint: Vec<String>,
 
-    /// The API token, if the servers require one.
+    /// A token to call with (prefer --token-file: a flag shows in `ps`).
     #[arg(long, global = true, env = "FLOTILLA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+
+    /// A file holding the token to call with.
+    #[arg(long, global = true, env = "FLOTILLA_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+
+    /// The cluster CA's certificate (PEM), to verify the servers with.
+    #[arg(long, global = true, env = "FLOTILLA_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+
+    /// A client certificate (PEM) signed by the cluster CA, to call with
+    /// instead of a token (see `flotilla cert create`).
+    #[arg(long, global = true, env = "FLOTILLA_CERT", value_name = "FILE")]
+    cert: Option<std::path::PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "FLOTILLA_KEY", value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
 
     /// Output format of listings and reports.
     #[arg(short, long, global = true, value_enum, default_value_t = Output::Text)]
@@ -118,6 +144,23 @@ enum Command {
     Apply(apply::Args),
     /// Show what `apply` would change.
     Diff(apply::DiffArgs),
+
+    /// Make, list and revoke tokens (admin).
+    #[command(subcommand)]
+    Token(trust::TokenCommand),
+    /// Make client certificates signed by the cluster CA (admin).
+    #[command(subcommand)]
+    Cert(trust::CertCommand),
+    /// Manage machines (admin).
+    #[command(subcommand)]
+    Machine(trust::MachineCommand),
+    /// Read the audit log: every change, who made it, how it ended (admin).
+    Audit(trust::AuditArgs),
+    /// Show the credential the CLI calls with.
+    Whoami,
+    /// Edit the client configuration file (the clusters this CLI knows).
+    #[command(subcommand)]
+    Config(trust::ConfigCommand),
 }
 
 fn main() -> ExitCode {
@@ -160,6 +203,12 @@ fn main() -> ExitCode {
         Command::ListServers => client::run(&global, table::list_servers),
         Command::Apply(args) => client::run(&global, |c| apply::apply(c, args)),
         Command::Diff(args) => client::run(&global, |c| apply::diff(c, args)),
+        Command::Token(cmd) => client::run(&global, |c| trust::token(c, cmd)),
+        Command::Cert(cmd) => client::run(&global, |c| trust::cert(c, cmd)),
+        Command::Machine(cmd) => client::run(&global, |c| trust::machine(c, cmd)),
+        Command::Audit(args) => client::run(&global, |c| trust::audit(c, args)),
+        Command::Whoami => client::run(&global, trust::whoami),
+        Command::Config(cmd) => trust::config(&global, cmd),
     };
     match result {
         Ok(code) => code,

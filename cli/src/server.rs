@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-use flotilla_api::daemon::{Daemon, DaemonConfig};
-use flotilla_api::server::ApiConfig;
+use anyhow::{Context, bail};
+use flotilla_api::daemon::{Daemon, DaemonConfig, TlsSettings};
+use flotilla_api::server::{ApiConfig, HttpLimits};
 use flotilla_proto::duration::{parse_timespan, serde_timespan_option};
 use flotilla_scheduler::keys::{DEFAULT_PREFIX, Keys};
 use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::store::{EtcdConfig, EtcdTls};
+use flotilla_scheduler::trust::AuditRetention;
 use serde::Deserialize;
 
 use flotilla_agent::notify::notify;
@@ -27,7 +28,10 @@ const DEFAULT_LEADER_TTL: Duration = Duration::from_secs(3);
 #[derive(Debug, Default, clap::Args)]
 pub struct Args {
     /// A YAML configuration file (keys: listen, data-dir, machine-ttl,
-    /// leader-ttl, strategy, token, key-prefix, and etcd: endpoints,
+    /// leader-ttl, strategy, token-file, key-prefix, tls: cert, key, san,
+    /// insecure-http, allow-insecure-remote; http: max-connections,
+    /// max-connections-per-peer, header-read-timeout, idle-timeout,
+    /// body-read-timeout; audit: max-entries, max-age; etcd: endpoints,
     /// username, password, request-timeout, ca, cert, key).
     #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -55,9 +59,77 @@ pub struct Args {
     #[arg(long, env = "FLOTILLA_STRATEGY")]
     strategy: Option<Strategy>,
 
-    /// Require `Authorization: Bearer TOKEN` on every API call.
+    /// An admin token of the operator's choosing (at least 32 characters),
+    /// accepted by this server beside the cluster's own credentials. Prefer
+    /// --token-file: a flag shows in `ps`.
     #[arg(long, env = "FLOTILLA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+
+    /// A file holding such an admin token.
+    #[arg(long, env = "FLOTILLA_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Serve HTTPS with this certificate (chain, PEM) instead of one made by
+    /// the cluster CA.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// More names (host names or addresses) for the certificate the server
+    /// makes itself, comma-separated: those clients reach it by, beside its
+    /// listen address, host name and loopback.
+    #[arg(
+        long,
+        env = "FLOTILLA_TLS_SAN",
+        value_delimiter = ',',
+        value_name = "NAME[,NAME...]"
+    )]
+    tls_san: Vec<String>,
+
+    /// Serve plain HTTP, without TLS: every token crosses the network in
+    /// clear. Refused on an address other than loopback unless
+    /// --allow-insecure-remote is given too.
+    #[arg(long, env = "FLOTILLA_INSECURE_HTTP")]
+    insecure_http: bool,
+
+    /// With --insecure-http: allow it on an address other than loopback.
+    #[arg(long, env = "FLOTILLA_ALLOW_INSECURE_REMOTE")]
+    allow_insecure_remote: bool,
+
+    /// Most connections open at once [default: 8192, within the file
+    /// limit].
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// Most connections open at once from one IP address [default: 256].
+    #[arg(long, env = "FLOTILLA_MAX_CONNECTIONS_PER_PEER", value_name = "N")]
+    max_connections_per_peer: Option<usize>,
+
+    /// How long a connection may take to send a request's head, and its
+    /// TLS handshake [default: 10s].
+    #[arg(long, env = "FLOTILLA_HEADER_READ_TIMEOUT", value_name = "TIMESPAN", value_parser = parse_span)]
+    header_read_timeout: Option<Duration>,
+
+    /// How long a connection may stay idle between requests [default: 90s].
+    #[arg(long, env = "FLOTILLA_IDLE_TIMEOUT", value_name = "TIMESPAN", value_parser = parse_span)]
+    idle_timeout: Option<Duration>,
+
+    /// How long a request may take to send its body [default: 30s].
+    #[arg(long, env = "FLOTILLA_BODY_READ_TIMEOUT", value_name = "TIMESPAN", value_parser = parse_span)]
+    body_read_timeout: Option<Duration>,
 
     /// Prefix of every key in the store [default: /flotilla/v1/].
     #[arg(long, env = "FLOTILLA_KEY_PREFIX", value_name = "PREFIX")]
@@ -114,9 +186,52 @@ struct FileConfig {
     #[serde(default, with = "serde_timespan_option")]
     leader_ttl: Option<Duration>,
     strategy: Option<String>,
-    token: Option<String>,
+    token_file: Option<PathBuf>,
     key_prefix: Option<String>,
+    #[serde(default)]
+    tls: TlsFile,
+    #[serde(default)]
+    http: HttpFile,
+    #[serde(default)]
+    audit: AuditFile,
     etcd: Option<EtcdFile>,
+}
+
+/// The `tls:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    san: Vec<String>,
+    #[serde(default)]
+    insecure_http: bool,
+    #[serde(default)]
+    allow_insecure_remote: bool,
+}
+
+/// The `http:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct HttpFile {
+    max_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
+    #[serde(default, with = "serde_timespan_option")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, with = "serde_timespan_option")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, with = "serde_timespan_option")]
+    body_read_timeout: Option<Duration>,
+}
+
+/// The `audit:` section of the YAML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct AuditFile {
+    max_entries: Option<usize>,
+    #[serde(default, with = "serde_timespan_option")]
+    max_age: Option<Duration>,
 }
 
 /// The `etcd:` section of the YAML file.
@@ -150,6 +265,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
         Some(l) => l,
         None => DEFAULT_LISTEN.parse().context("default listen address")?,
     };
+    let tls = tls_settings(&args, &file.tls, listen)?;
     let etcd_file = file.etcd.unwrap_or_default();
     let endpoints = if args.etcd.is_empty() {
         etcd_file.endpoints
@@ -170,8 +286,40 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
         });
         config
     });
+    let static_admin_token = static_token(
+        args.token.as_deref(),
+        args.token_file.as_deref().or(file.token_file.as_deref()),
+    )?;
+    let defaults = HttpLimits::default();
+    let http = HttpLimits {
+        max_connections: args.max_connections.or(file.http.max_connections),
+        max_connections_per_peer: args
+            .max_connections_per_peer
+            .or(file.http.max_connections_per_peer)
+            .unwrap_or(defaults.max_connections_per_peer),
+        header_read_timeout: args
+            .header_read_timeout
+            .or(file.http.header_read_timeout)
+            .unwrap_or(defaults.header_read_timeout),
+        idle_timeout: args
+            .idle_timeout
+            .or(file.http.idle_timeout)
+            .unwrap_or(defaults.idle_timeout),
+        body_read_timeout: args
+            .body_read_timeout
+            .or(file.http.body_read_timeout)
+            .unwrap_or(defaults.body_read_timeout),
+    };
+    let audit_defaults = AuditRetention::default();
+    let audit = AuditRetention {
+        max_entries: file.audit.max_entries.unwrap_or(audit_defaults.max_entries),
+        max_age: file.audit.max_age.unwrap_or(audit_defaults.max_age),
+    };
     Ok(DaemonConfig {
         listen,
+        tls,
+        static_admin_token,
+        audit,
         etcd,
         data_dir: args
             .data_dir
@@ -187,7 +335,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
             .unwrap_or(DEFAULT_LEADER_TTL),
         strategy,
         api: ApiConfig {
-            token: args.token.or(file.token).filter(|t| !t.is_empty()),
+            http,
             ..ApiConfig::default()
         },
         keys: Keys::new(
@@ -197,6 +345,80 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
                 .unwrap_or(DEFAULT_PREFIX),
         ),
     })
+}
+
+/// Shortest admin token an operator may give with `--token`: about 190
+/// bits if random.
+const MIN_STATIC_TOKEN: usize = 32;
+
+/// The operator's admin token, from `--token` (`FLOTILLA_TOKEN`) or a file.
+/// An empty one is an error, never "auth off".
+fn static_token(flag: Option<&str>, file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    // clap reads a variable set to "" as absent: look at it directly.
+    let from_env = std::env::var_os("FLOTILLA_TOKEN");
+    if from_env.as_ref().is_some_and(|v| v.is_empty()) && flag.is_none_or(str::is_empty) {
+        bail!(
+            "FLOTILLA_TOKEN is set but empty: an empty token is an error, not \"no authentication\"; unset it, or give a token of at least {MIN_STATIC_TOKEN} characters"
+        );
+    }
+    let token = match (flag, file) {
+        (Some(_), Some(_)) => bail!("give --token or --token-file, not both"),
+        (Some(t), None) => t.trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if token.is_empty() {
+        bail!(
+            "the token given (--token, FLOTILLA_TOKEN or --token-file) is empty: an empty token is an error, not \"no authentication\""
+        );
+    }
+    if token.len() < MIN_STATIC_TOKEN {
+        bail!(
+            "the token given is {} characters: give at least {MIN_STATIC_TOKEN} random ones",
+            token.len()
+        );
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("the token given has spaces or control characters");
+    }
+    Ok(Some(token))
+}
+
+/// How the API is served: TLS unless --insecure-http, which is refused off
+/// loopback without --allow-insecure-remote.
+fn tls_settings(args: &Args, file: &TlsFile, listen: SocketAddr) -> anyhow::Result<TlsSettings> {
+    let insecure = args.insecure_http || file.insecure_http;
+    let remote_ok = args.allow_insecure_remote || file.allow_insecure_remote;
+    let cert = args.tls_cert.clone().or_else(|| file.cert.clone());
+    let key = args.tls_key.clone().or_else(|| file.key.clone());
+    if insecure {
+        if cert.is_some() {
+            bail!("--insecure-http serves no TLS: do not give --tls-cert with it");
+        }
+        if !listen.ip().is_loopback() && !remote_ok {
+            bail!(
+                "--insecure-http on {listen} would send every token in clear text over the network: listen on loopback, drop --insecure-http, or add --allow-insecure-remote if the network is really trusted"
+            );
+        }
+        if !listen.ip().is_loopback() {
+            tracing::warn!(
+                "INSECURE: serving plain HTTP on {listen}: anyone on the network path can read and reuse every credential"
+            );
+        }
+        return Ok(TlsSettings::Insecure);
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(TlsSettings::Files { cert, key }),
+        (None, None) => {
+            let mut extra_names = args.tls_san.clone();
+            extra_names.extend(file.san.iter().cloned());
+            Ok(TlsSettings::ClusterCa { extra_names })
+        }
+        _ => bail!("a TLS certificate needs both tls cert and key"),
+    }
 }
 
 /// Reads a YAML configuration file (of `flotilla server` or `flotilla
@@ -226,8 +448,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The settings `flotilla dev` runs its server with: those of `flotilla
-/// server` with no flags, file or environment, but for where it listens and
-/// keeps its data.
+/// server` with no flags or file, but for where it listens and keeps its
+/// data.
 pub(crate) fn dev_config(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<DaemonConfig> {
     resolve(Args {
         listen: Some(listen),

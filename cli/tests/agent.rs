@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{BIN, ServerProcess, TempDir, ok};
-use flotilla_api::client::{Client, StateQuery};
+use flotilla_api::client::StateQuery;
 use flotilla_proto::{UnitName, UnitState};
 use flotilla_testbed::{Host, HostOptions};
 
@@ -33,17 +33,20 @@ fn boot(name: &str) -> Host {
 
 /// Starts `flotilla agent` as the unit `flotilla-agent` of the host's
 /// systemd, as a `Type=notify` unit: this returns once the agent said
-/// `READY=1`, which it does once its machine is registered.
-fn start_agent(host: &Host, endpoint: &str, metadata: &str) {
+/// `READY=1`, which it does once its machine is registered. It joins with
+/// a join string the first time, and keeps its credential after that.
+fn start_agent(host: &Host, server: &ServerProcess, metadata: &str) {
+    let join = server.join_string();
     host.spawn_unit(
         "flotilla-agent",
         &[
             "--property=Type=notify",
             "--setenv=FLOTILLA_LOG=info",
+            &format!("--setenv=FLOTILLA_JOIN_TOKEN={join}"),
             HOST_BIN,
             "agent",
             "--server",
-            endpoint,
+            &server.endpoint,
             "--metadata",
             metadata,
         ],
@@ -123,12 +126,12 @@ fn wait_active(host: &Host, unit: &str) -> u32 {
 }
 
 /// Observed states as the servers have them (`GET /v1/state`).
-fn states(endpoint: &str, unit: &str) -> Vec<UnitState> {
+fn states(server: &ServerProcess, unit: &str) -> Vec<UnitState> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let client = Client::new([endpoint], None).unwrap();
+    let client = server.client();
     rt.block_on(client.all_states(&StateQuery {
         unit: Some(UnitName::parse(unit).unwrap()),
         machine: None,
@@ -183,7 +186,7 @@ fn units_follow_the_cluster_on_a_real_host() {
     let mut server = start_server(&data, port);
     let host = boot("flt-agent-a");
     let machine_id = host.machine_id().unwrap();
-    start_agent(&host, &server.endpoint, "role=web,zone=a");
+    start_agent(&host, &server, "role=web,zone=a");
 
     // Registered with the host's machine id and metadata.
     let out = ok(&server.run(dir.path(), &["list-machines", "-o", "json"]));
@@ -233,7 +236,7 @@ fn units_follow_the_cluster_on_a_real_host() {
     let file = host.run(&["cat", "/run/systemd/system/a.service"]).unwrap();
     assert!(file.contains("Description=a, changed"), "{file}");
     wait_for(&host, "the new MainPID reported", || {
-        states(&server.endpoint, "a.service")
+        states(&server, "a.service")
             .into_iter()
             .find(|s| s.main_pid == Some(new_pid))
     });
@@ -243,7 +246,7 @@ fn units_follow_the_cluster_on_a_real_host() {
     stop_agent(&host);
     assert_eq!(show(&host, "a.service")["ActiveState"], "active");
     assert_eq!(main_pid(&host, "a.service"), new_pid);
-    start_agent(&host, &server.endpoint, "role=web,zone=a");
+    start_agent(&host, &server, "role=web,zone=a");
     dir.write("b.service", &sleeper("b"));
     ok(&server.run(dir.path(), &["start", "--no-block", "b.service"]));
     // b running proves the restarted agent has reconciled.
@@ -257,7 +260,7 @@ fn units_follow_the_cluster_on_a_real_host() {
     let pid_c = wait_active(&host, "c.service");
     host.run(&["kill", "-KILL", &pid_c.to_string()]).unwrap();
     let failed = wait_for(&host, "c.service reported failed", || {
-        states(&server.endpoint, "c.service")
+        states(&server, "c.service")
             .into_iter()
             .find(|s| s.active_state == "failed")
     });
@@ -321,9 +324,7 @@ fn units_follow_the_cluster_on_a_real_host() {
         (s["ActiveState"] == "inactive" && gone).then_some(())
     });
     wait_for(&host, "the state of a.service removed", || {
-        states(&server.endpoint, "a.service")
-            .is_empty()
-            .then_some(())
+        states(&server, "a.service").is_empty().then_some(())
     });
     // Every pass since left the failed unit alone.
     assert_eq!(show(&host, "c.service")["ActiveState"], "failed");
@@ -343,12 +344,12 @@ fn a_host_unit_with_the_same_name_is_never_touched() {
     ))
     .unwrap();
     let pid = wait_active(&host, "x.service");
-    start_agent(&host, &server.endpoint, "role=web");
+    start_agent(&host, &server, "role=web");
 
     dir.write("x.service", &sleeper("flotilla's x"));
     ok(&server.run(dir.path(), &["start", "--no-block", "x.service"]));
     let state = wait_for(&host, "x.service reported failed", || {
-        states(&server.endpoint, "x.service")
+        states(&server, "x.service")
             .into_iter()
             .find(|s| s.active_state == "failed")
     });
@@ -373,9 +374,7 @@ fn a_host_unit_with_the_same_name_is_never_touched() {
     // Destroyed in the cluster: the host's unit still runs.
     ok(&server.run(dir.path(), &["destroy", "x.service"]));
     wait_for(&host, "the state of x.service removed", || {
-        states(&server.endpoint, "x.service")
-            .is_empty()
-            .then_some(())
+        states(&server, "x.service").is_empty().then_some(())
     });
     assert_eq!(main_pid(&host, "x.service"), pid);
     stop_agent(&host);
@@ -392,6 +391,9 @@ fn flotilla_dev_is_a_one_machine_cluster() {
         "flotilla-dev",
         &[
             "--property=Type=notify",
+            // As from a root shell: its client configuration goes to
+            // /root/.config/flotilla/config.yaml.
+            "--setenv=HOME=/root",
             HOST_BIN,
             "dev",
             "--listen",
@@ -403,11 +405,32 @@ fn flotilla_dev_is_a_one_machine_cluster() {
         ],
     )
     .unwrap();
+    // The CLI on the host is set up by `flotilla dev`: no flags, no
+    // variables, its client configuration names the cluster, its CA and
+    // its admin token.
+    let who = host.run(&[HOST_BIN, "whoami"]).unwrap();
+    assert!(who.contains("role admin"), "{who}");
+    // Here, the same with the CA and token read from the host.
+    let ca = dir.write(
+        "ca.crt",
+        &host
+            .run(&["cat", "/var/lib/flotilla-dev/tls/ca.crt"])
+            .unwrap(),
+    );
+    let token = dir.write(
+        "admin.token",
+        &host
+            .run(&["cat", "/var/lib/flotilla-dev/admin.token"])
+            .unwrap(),
+    );
     let flotilla = |args: &[&str]| {
         std::process::Command::new(BIN)
             .args(args)
             .current_dir(dir.path())
-            .env("FLOTILLA_ENDPOINT", format!("http://{listen}"))
+            .env("FLOTILLA_ENDPOINT", format!("https://{listen}"))
+            .env("FLOTILLA_CA", &ca)
+            .env("FLOTILLA_TOKEN_FILE", &token)
+            .env("FLOTILLA_CLIENT_CONFIG", dir.path().join("none.yaml"))
             .env_remove("FLOTILLA_TOKEN")
             .output()
             .unwrap()

@@ -125,7 +125,7 @@ fn load_without_machines_gives_up_with_the_reason() {
 #[test]
 fn start_blocks_until_the_unit_runs_and_list_units_shows_it() {
     let (dir, s) = server("start");
-    let agent = Agent::start(&[&s.endpoint], 7);
+    let agent = Agent::start(&[&s], 7);
     dir.write("web.service", WEB);
     let out = ok(&s.run(dir.path(), &["start", "web.service"]));
     assert_eq!(
@@ -169,7 +169,7 @@ fn start_blocks_until_the_unit_runs_and_list_units_shows_it() {
 #[test]
 fn an_instance_starts_from_a_local_template() {
     let (dir, s) = server("template");
-    let _agent = Agent::start(&[&s.endpoint], 7);
+    let _agent = Agent::start(&[&s], 7);
     dir.write("worker@.service", "[Service]\nExecStart=/bin/echo %i\n");
     let out = ok(&s.run(dir.path(), &["start", "worker@1.service"]));
     assert!(
@@ -185,7 +185,7 @@ fn an_instance_starts_from_a_local_template() {
 #[test]
 fn apply_converges_and_a_second_apply_changes_nothing() {
     let (dir, s) = server("apply");
-    let _agent = Agent::start(&[&s.endpoint], 7);
+    let _agent = Agent::start(&[&s], 7);
     dir.write("repo/web.service", WEB);
     dir.write("repo/db.service", "[Service]\nExecStart=/bin/sleep 1000\n");
     dir.write(
@@ -303,7 +303,7 @@ fn the_server_reads_a_yaml_configuration_and_refuses_a_bad_one() {
     // The file gives the address and the data directory.
     let s = ServerProcess::start_args(&data, &["--config", config]);
     assert!(
-        s.endpoint.starts_with("http://127.0.0.1:"),
+        s.endpoint.starts_with("https://127.0.0.1:"),
         "{}",
         s.endpoint
     );

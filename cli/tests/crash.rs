@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{ServerProcess, TempDir};
-use flotilla_api::client::Client;
 use flotilla_proto::wire::UnitPut;
 use flotilla_proto::{DesiredState, UnitName};
 
@@ -30,9 +29,7 @@ fn every_acknowledged_write_survives_sigkill() {
     let mut acknowledged: BTreeSet<String> = BTreeSet::new();
     for round in 0..3 {
         let server = ServerProcess::start(&data, &[]);
-        let client = Client::new([server.endpoint.clone()], None)
-            .unwrap()
-            .with_timeout(Duration::from_secs(5));
+        let client = server.client().with_timeout(Duration::from_secs(5));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
@@ -72,7 +69,7 @@ fn every_acknowledged_write_survives_sigkill() {
 
         // Every acknowledged write is there after a restart.
         let server = ServerProcess::start(&data, &[]);
-        let client = Client::new([server.endpoint.clone()], None).unwrap();
+        let client = server.client();
         let stored: BTreeSet<String> = rt
             .block_on(client.all_units())
             .unwrap()

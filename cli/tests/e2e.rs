@@ -30,6 +30,11 @@ fn repo() -> PathBuf {
 /// A cluster brought up by `deploy/local-cluster`, down when dropped.
 struct Cluster {
     endpoint: String,
+    /// `FLOTILLA_CA` and `FLOTILLA_TOKEN_FILE` as `up` prints them.
+    ca: String,
+    token_file: String,
+    /// Where `up` writes its client configuration (not the user's own).
+    client_config: common::TempDir,
     _turn: MutexGuard<'static, ()>,
 }
 
@@ -42,10 +47,15 @@ impl Cluster {
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
         // A cluster left over by an aborted run would be in the way.
         let _ = script(&["down"]);
+        let client_config = common::TempDir::new("e2e-client-config");
         let out = Command::new(repo().join("deploy/local-cluster"))
             .arg("up")
             .args(args)
             .env("FLOTILLA_BIN", common::BIN)
+            .env(
+                "FLOTILLA_CLIENT_CONFIG",
+                client_config.path().join("config.yaml"),
+            )
             .env("FLOTILLA_MACHINE_TTL", machine_ttl)
             .env("FLOTILLA_LEADER_TTL", "2s")
             .output()
@@ -53,6 +63,9 @@ impl Cluster {
         // From here on, dropping the guard tears the cluster down.
         let mut cluster = Cluster {
             endpoint: String::new(),
+            ca: String::new(),
+            token_file: String::new(),
+            client_config,
             _turn: turn,
         };
         assert!(
@@ -61,11 +74,20 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        cluster.endpoint = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("export FLOTILLA_ENDPOINT="))
-            .expect("up prints the endpoint")
-            .to_owned();
+        let exported = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("up prints {name}"))
+                .to_owned()
+        };
+        cluster.endpoint = exported("FLOTILLA_ENDPOINT");
+        cluster.ca = exported("FLOTILLA_CA");
+        cluster.token_file = exported("FLOTILLA_TOKEN_FILE");
+        // And the client configuration it wrote names the same cluster.
+        let config =
+            std::fs::read_to_string(cluster.client_config.path().join("config.yaml")).unwrap();
+        assert!(config.contains("current: local"), "{config}");
         cluster
     }
 
@@ -75,6 +97,13 @@ impl Cluster {
             .args(args)
             .current_dir(repo())
             .env("FLOTILLA_ENDPOINT", &self.endpoint)
+            .env("FLOTILLA_CA", &self.ca)
+            .env("FLOTILLA_TOKEN_FILE", &self.token_file)
+            .env(
+                "FLOTILLA_CLIENT_CONFIG",
+                self.client_config.path().join("config.yaml"),
+            )
+            .env_remove("FLOTILLA_TOKEN")
             .output()
             .unwrap()
     }

@@ -18,14 +18,22 @@ use flotilla_testbed::Etcd;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// `n` servers on `etcd`: the first makes the cluster CA, which the others
+/// are given (copied into their data directories) before they start.
 fn start_servers(dir: &TempDir, etcd: &Etcd, n: usize) -> Vec<ServerProcess> {
     (0..n)
         .map(|i| {
+            let data = dir.path().join(format!("s{i}"));
+            if i > 0 {
+                common::share_ca(&dir.path().join("s0"), &data);
+            }
             ServerProcess::start_args(
-                &dir.path().join(format!("s{i}")),
+                &data,
                 &[
                     "--listen",
                     "127.0.0.1:0",
+                    "--data-dir",
+                    data.to_str().unwrap(),
                     "--etcd",
                     &etcd.endpoint(),
                     "--leader-ttl",
@@ -38,10 +46,20 @@ fn start_servers(dir: &TempDir, etcd: &Etcd, n: usize) -> Vec<ServerProcess> {
         .collect()
 }
 
-fn client(servers: &[&ServerProcess]) -> Client {
-    Client::new(servers.iter().map(|s| s.endpoint.clone()), None)
-        .unwrap()
-        .with_timeout(Duration::from_secs(3))
+/// A client of `servers` with the cluster's first admin token (in the data
+/// directory of the server that made the cluster).
+fn client(servers: &[&ServerProcess], admin: &Admin) -> Client {
+    common::client_of(servers, &admin.0, &admin.1).with_timeout(Duration::from_secs(3))
+}
+
+/// The cluster CA and the first admin token, from the first server's data
+/// directory (they outlive the server).
+struct Admin(Vec<u8>, String);
+
+impl Admin {
+    fn of(first: &ServerProcess) -> Admin {
+        Admin(first.ca_pem(), first.admin_token())
+    }
 }
 
 /// Polls `check` until it gives a value, up to the deadline.
@@ -111,15 +129,15 @@ fn the_leader_fails_over_and_no_unit_is_placed_twice() {
     let mut servers = start_servers(&dir, &etcd, 3);
     let rt = runtime();
     let all: Vec<&ServerProcess> = servers.iter().collect();
-    let c = client(&all);
+    let admin = Admin::of(&servers[0]);
+    let c = client(&all, &admin);
     let first = eventually("a leader", || leader(&rt, &c));
     let listing = eventually("three servers listed", || {
         let listing = ok(&servers[0].run(dir.path(), &["list-servers"]));
         (listing.lines().count() == 4).then_some(listing)
     });
     assert_eq!(listing.matches(" yes").count(), 1, "{listing}");
-    let endpoints: Vec<&str> = servers.iter().map(|s| s.endpoint.as_str()).collect();
-    let _agents = [Agent::start(&endpoints, 1), Agent::start(&endpoints, 2)];
+    let _agents = [Agent::start(&all, 1), Agent::start(&all, 2)];
 
     // A burst of placements, with the leader killed in the middle of it.
     for i in 0..20 {
@@ -131,7 +149,7 @@ fn the_leader_fails_over_and_no_unit_is_placed_twice() {
         .unwrap();
     servers.remove(leader_at).kill();
     let survivors: Vec<&ServerProcess> = servers.iter().collect();
-    let c = client(&survivors);
+    let c = client(&survivors, &admin);
     for i in 0..20 {
         launch(&rt, &c, &format!("after{i}.service"));
     }
@@ -157,10 +175,10 @@ fn an_etcd_outage_longer_than_the_machine_ttl_moves_and_stops_nothing() {
     let servers = start_servers(&dir, &etcd, 2);
     let rt = runtime();
     let all: Vec<&ServerProcess> = servers.iter().collect();
-    let c = client(&all);
+    let admin = Admin::of(&servers[0]);
+    let c = client(&all, &admin);
     eventually("a leader", || leader(&rt, &c));
-    let endpoints: Vec<&str> = servers.iter().map(|s| s.endpoint.as_str()).collect();
-    let _agents = [Agent::start(&endpoints, 1), Agent::start(&endpoints, 2)];
+    let _agents = [Agent::start(&all, 1), Agent::start(&all, 2)];
     for i in 0..10 {
         launch(&rt, &c, &format!("steady{i}.service"));
     }
@@ -211,10 +229,10 @@ fn servers_cut_off_from_etcd_longer_than_the_machine_ttl_move_nothing() {
     let servers = start_servers(&dir, &etcd, 1);
     let rt = runtime();
     let all: Vec<&ServerProcess> = servers.iter().collect();
-    let c = client(&all);
+    let admin = Admin::of(&servers[0]);
+    let c = client(&all, &admin);
     eventually("a leader", || leader(&rt, &c));
-    let endpoints: Vec<&str> = servers.iter().map(|s| s.endpoint.as_str()).collect();
-    let _agents = [Agent::start(&endpoints, 1), Agent::start(&endpoints, 2)];
+    let _agents = [Agent::start(&all, 1), Agent::start(&all, 2)];
     for i in 0..10 {
         launch(&rt, &c, &format!("kept{i}.service"));
     }

@@ -10,15 +10,19 @@ use flotilla_proto::Machine;
 use flotilla_proto::wire::{Heartbeat, MachineUnits, Registration, StateReport};
 use flotilla_scheduler::control::ControlPlane;
 
-use super::extract::{Drain, JsonBody, MachinePath, PollParams, QueryParams};
+use super::extract::{
+    CallerOf, Drain, JsonBody, OwnMachinePath, PollParams, QueryParams, check_own_machine,
+};
 use super::{ApiError, AppState};
 
-/// `POST /v1/agent/machines`: registers the machine of the body on a new
-/// lease.
+/// `POST /v1/agent/machines`: registers the machine of the body, which
+/// must be the caller's own, on a new lease.
 pub(super) async fn register<C: ControlPlane>(
     State(s): State<AppState<C>>,
+    CallerOf(caller): CallerOf,
     JsonBody(machine): JsonBody<Machine>,
 ) -> Result<Json<Registration>, ApiError> {
+    check_own_machine(&caller, &machine.id)?;
     Ok(Json(s.control.register_machine(machine).await?))
 }
 
@@ -26,7 +30,7 @@ pub(super) async fn register<C: ControlPlane>(
 /// when it expired and the agent must register again.
 pub(super) async fn heartbeat<C: ControlPlane>(
     State(s): State<AppState<C>>,
-    MachinePath(id): MachinePath,
+    OwnMachinePath(id): OwnMachinePath,
     JsonBody(beat): JsonBody<Heartbeat>,
 ) -> Result<Json<Registration>, ApiError> {
     Ok(Json(s.control.heartbeat(&id, beat.lease).await?))
@@ -38,7 +42,7 @@ pub(super) async fn heartbeat<C: ControlPlane>(
 /// with the units as they are.
 pub(super) async fn units<C: ControlPlane>(
     State(s): State<AppState<C>>,
-    MachinePath(id): MachinePath,
+    OwnMachinePath(id): OwnMachinePath,
     drain: Drain,
     QueryParams(params): QueryParams<PollParams>,
 ) -> Result<Json<MachineUnits>, ApiError> {
@@ -55,7 +59,7 @@ pub(super) async fn units<C: ControlPlane>(
 /// each of which must be about this machine; 204.
 pub(super) async fn report_states<C: ControlPlane>(
     State(s): State<AppState<C>>,
-    MachinePath(id): MachinePath,
+    OwnMachinePath(id): OwnMachinePath,
     JsonBody(report): JsonBody<StateReport>,
 ) -> Result<StatusCode, ApiError> {
     if let Some(other) = report.states.iter().find(|st| st.machine != id) {

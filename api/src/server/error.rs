@@ -2,12 +2,13 @@
 //! HTTP status and reason.
 
 use axum::Json;
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flotilla_proto::machine::MachineIdError;
 use flotilla_proto::name::NameError;
 use flotilla_proto::wire::{ErrorBody, ErrorDetail};
 use flotilla_scheduler::control::ControlError;
+use flotilla_scheduler::trust::{AuthError, TrustError};
 
 /// An error response: a control-plane error, or a request the API refused
 /// before it reached the control plane.
@@ -50,9 +51,34 @@ pub enum ApiError {
     /// or with itself.
     #[error("{0}")]
     BadRequest(String),
-    /// No bearer token, or the wrong one.
-    #[error("this route needs the header \"Authorization: Bearer TOKEN\" with the server's token")]
-    Unauthorized,
+    /// No credential, or one that is not valid (unknown, revoked,
+    /// expired).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid credential that may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Managing credentials failed.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The credentials could not be checked now (the store is slow).
+    #[error("{0}")]
+    AuthUnavailable(String),
+    /// The body did not arrive within the body timeout.
+    #[error("the request body did not arrive within {seconds} s")]
+    BodyTimeout { seconds: u64 },
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Unavailable(_) => ApiError::AuthUnavailable(e.to_string()),
+            AuthError::Malformed(_)
+            | AuthError::Unknown
+            | AuthError::Expired
+            | AuthError::NoUsesLeft => ApiError::Unauthorized(e.to_string()),
+        }
+    }
 }
 
 impl ApiError {
@@ -77,7 +103,11 @@ impl ApiError {
             ApiError::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Trust(e) => trust_status(e),
+            ApiError::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
         }
     }
 
@@ -109,33 +139,29 @@ fn control_status(e: &ControlError) -> (StatusCode, &'static str) {
     }
 }
 
+/// The status and reason of each error of managing credentials: one match,
+/// no wildcard.
+fn trust_status(e: &TrustError) -> (StatusCode, &'static str) {
+    match e {
+        TrustError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        TrustError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        TrustError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        TrustError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
+        TrustError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        TrustError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, _) = self.status_and_reason();
         let mut response = (status, Json(self.body())).into_response();
-        if let ApiError::Unauthorized = self {
+        if let ApiError::Unauthorized(_) = self {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
-    }
-}
-
-/// The router's fallback: no route has this path.
-pub(super) async fn route_not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::RouteNotFound {
-        method,
-        path: uri.path().to_owned(),
-    }
-}
-
-/// The fallback of each path: no route of this path has this method. axum
-/// adds the `Allow` header.
-pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed {
-        method,
-        path: uri.path().to_owned(),
     }
 }
 
@@ -196,7 +222,7 @@ mod tests {
 
     #[test]
     fn unauthorized_names_the_scheme() {
-        let response = ApiError::Unauthorized.into_response();
+        let response = ApiError::Unauthorized("no".into()).into_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::auth::Caller;
 use super::{ApiConfig, ApiError, AppState};
+use flotilla_scheduler::trust::Identity;
 
 /// A JSON request body: refused with 415 unless declared
 /// `application/json` (or `+json`), 413 over the body limit, 400 unless it
@@ -27,7 +29,25 @@ impl<C: ControlPlane, T: DeserializeOwned> FromRequest<AppState<C>> for JsonBody
 
     async fn from_request(req: Request, state: &AppState<C>) -> Result<Self, ApiError> {
         check_json_content_type(req.headers())?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        // A body announced over the limit is refused before a byte of it
+        // is read (or waited for).
+        let announced = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > state.config.body_limit as u64) {
+            return Err(ApiError::PayloadTooLarge {
+                limit: state.config.body_limit,
+            });
+        }
+        let timeout = state.config.http.body_read_timeout;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::BodyTimeout {
+                seconds: timeout.as_secs(),
+            })?;
+        let bytes = read.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge {
                     limit: state.config.body_limit,
@@ -108,6 +128,53 @@ impl<S: Send + Sync> FromRequestParts<S> for MachinePath {
         MachineId::parse(&raw)
             .map(MachinePath)
             .map_err(ApiError::InvalidMachineId)
+    }
+}
+
+/// The `{id}` of an agent route, which must be the machine the caller's
+/// credential acts as (403 otherwise).
+pub(crate) struct OwnMachinePath(pub MachineId);
+
+impl<S: Send + Sync> FromRequestParts<S> for OwnMachinePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let MachinePath(id) = MachinePath::from_request_parts(parts, state).await?;
+        let CallerOf(caller) = CallerOf::from_request_parts(parts, state).await?;
+        check_own_machine(&caller, &id)?;
+        Ok(OwnMachinePath(id))
+    }
+}
+
+/// Refuses (403) unless `caller` is the credential of machine `id`.
+pub(crate) fn check_own_machine(caller: &Identity, id: &MachineId) -> Result<(), ApiError> {
+    match &caller.machine {
+        Some(own) if own == id => Ok(()),
+        Some(own) => Err(ApiError::Forbidden(format!(
+            "{} acts as machine {own} only, not {id}",
+            caller.describe()
+        ))),
+        None => Err(ApiError::Forbidden(format!(
+            "{} is not a machine's credential",
+            caller.describe()
+        ))),
+    }
+}
+
+/// The caller that the route's guard let through.
+pub(crate) struct CallerOf(pub Identity);
+
+impl<S: Send + Sync> FromRequestParts<S> for CallerOf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .map(|c| CallerOf(c.0.clone()))
+            // Every route but the public ones is guarded: a handler that
+            // asks for its caller on a public route is a bug.
+            .ok_or_else(|| ApiError::Unauthorized("this route needs a credential".into()))
     }
 }
 

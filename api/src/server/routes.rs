@@ -1,10 +1,13 @@
-//! The one table of routes: the router is built from it, and the OpenAPI
-//! test checks the document against it and against the live router.
+//! The one table of routes: the router is built from it, with who may call
+//! each ([`Access`]) and whether calls are audited; the OpenAPI test checks
+//! the document against it and against the live router, and the security
+//! test checks docs/security.md's table against it.
 
 use axum::routing::{MethodFilter, MethodRouter, on};
+use flotilla_proto::trust::Role;
 use flotilla_scheduler::control::ControlPlane;
 
-use super::{AppState, agent, machines, meta, servers, state, units, watch};
+use super::{AppState, agent, machines, meta, servers, state, trust, units, watch};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,64 +67,212 @@ pub enum Endpoint {
     Heartbeat,
     MachineUnits,
     ReportStates,
+    Join,
+    RemoveMachine,
+    WhoAmI,
+    ListTokens,
+    CreateToken,
+    RevokeToken,
+    CreateCert,
+    Audit,
+    Ca,
     OpenApi,
     Health,
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Anyone, with no credential: health, the OpenAPI document and the
+    /// cluster CA's certificate (all public).
+    Public,
+    /// Any valid credential.
+    Authenticated,
+    /// A person's or tool's credential with at least this role.
+    AtLeast(Role),
+    /// A machine credential, acting as its own machine only (the route's
+    /// `{id}`, or the machine in the body).
+    OwnMachine,
+    /// A join token.
+    Join,
+}
+
+impl Access {
+    /// Whether a credential of `role` may call a route with this access
+    /// (for `OwnMachine`, given that the machine is its own).
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public | Access::Authenticated => true,
+            Access::AtLeast(least) => role.at_least(least),
+            Access::OwnMachine => role == Role::Machine,
+            Access::Join => role == Role::Join,
+        }
+    }
+
+    /// How docs/security.md names it.
+    pub fn describe(self) -> String {
+        match self {
+            Access::Public => "anyone".into(),
+            Access::Authenticated => "any credential".into(),
+            Access::AtLeast(Role::Admin) => "admin".into(),
+            Access::AtLeast(role) => format!("{role} and above"),
+            Access::OwnMachine => "machine (its own)".into(),
+            Access::Join => "join token".into(),
+        }
+    }
+}
+
 /// One route: a method on a path (with `{param}`s, as axum and OpenAPI
-/// both write them).
+/// both write them), who may call it, and whether its calls are audited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub method: HttpMethod,
     pub path: &'static str,
     pub endpoint: Endpoint,
+    pub access: Access,
+    /// Every call is recorded in the audit log (all changes, but an
+    /// agent's heartbeats and state reports, which change nothing a person
+    /// asked for).
+    pub audited: bool,
 }
 
-const fn route(method: HttpMethod, path: &'static str, endpoint: Endpoint) -> Route {
+const VIEWER: Access = Access::AtLeast(Role::Viewer);
+const OPERATOR: Access = Access::AtLeast(Role::Operator);
+const ADMIN: Access = Access::AtLeast(Role::Admin);
+
+const fn route(
+    method: HttpMethod,
+    path: &'static str,
+    endpoint: Endpoint,
+    access: Access,
+) -> Route {
     Route {
         method,
         path,
         endpoint,
+        access,
+        audited: false,
+    }
+}
+
+const fn audited(
+    method: HttpMethod,
+    path: &'static str,
+    endpoint: Endpoint,
+    access: Access,
+) -> Route {
+    Route {
+        audited: true,
+        ..route(method, path, endpoint, access)
     }
 }
 
 /// Every route the server answers.
 pub const ROUTES: &[Route] = &[
-    route(HttpMethod::Get, "/v1/units", Endpoint::ListUnits),
-    route(HttpMethod::Get, "/v1/units/{name}", Endpoint::GetUnit),
-    route(HttpMethod::Put, "/v1/units/{name}", Endpoint::PutUnit),
-    route(HttpMethod::Delete, "/v1/units/{name}", Endpoint::DeleteUnit),
-    route(HttpMethod::Get, "/v1/state", Endpoint::ListStates),
-    route(HttpMethod::Get, "/v1/machines", Endpoint::ListMachines),
+    route(HttpMethod::Get, "/v1/units", Endpoint::ListUnits, VIEWER),
     route(
+        HttpMethod::Get,
+        "/v1/units/{name}",
+        Endpoint::GetUnit,
+        VIEWER,
+    ),
+    audited(
+        HttpMethod::Put,
+        "/v1/units/{name}",
+        Endpoint::PutUnit,
+        OPERATOR,
+    ),
+    audited(
+        HttpMethod::Delete,
+        "/v1/units/{name}",
+        Endpoint::DeleteUnit,
+        OPERATOR,
+    ),
+    route(HttpMethod::Get, "/v1/state", Endpoint::ListStates, VIEWER),
+    route(
+        HttpMethod::Get,
+        "/v1/machines",
+        Endpoint::ListMachines,
+        VIEWER,
+    ),
+    audited(
         HttpMethod::Patch,
         "/v1/machines/{id}",
         Endpoint::PatchMachine,
+        ADMIN,
     ),
-    route(HttpMethod::Get, "/v1/servers", Endpoint::ListServers),
-    route(HttpMethod::Get, "/v1/watch", Endpoint::Watch),
+    audited(
+        HttpMethod::Delete,
+        "/v1/machines/{id}",
+        Endpoint::RemoveMachine,
+        ADMIN,
+    ),
     route(
+        HttpMethod::Get,
+        "/v1/servers",
+        Endpoint::ListServers,
+        VIEWER,
+    ),
+    route(HttpMethod::Get, "/v1/watch", Endpoint::Watch, VIEWER),
+    route(
+        HttpMethod::Get,
+        "/v1/whoami",
+        Endpoint::WhoAmI,
+        Access::Authenticated,
+    ),
+    route(HttpMethod::Get, "/v1/tokens", Endpoint::ListTokens, ADMIN),
+    audited(HttpMethod::Post, "/v1/tokens", Endpoint::CreateToken, ADMIN),
+    audited(
+        HttpMethod::Delete,
+        "/v1/tokens/{id}",
+        Endpoint::RevokeToken,
+        ADMIN,
+    ),
+    audited(HttpMethod::Post, "/v1/certs", Endpoint::CreateCert, ADMIN),
+    route(HttpMethod::Get, "/v1/audit", Endpoint::Audit, ADMIN),
+    audited(
+        HttpMethod::Post,
+        "/v1/agent/join",
+        Endpoint::Join,
+        Access::Join,
+    ),
+    audited(
         HttpMethod::Post,
         "/v1/agent/machines",
         Endpoint::RegisterMachine,
+        Access::OwnMachine,
     ),
     route(
         HttpMethod::Post,
         "/v1/agent/machines/{id}/heartbeat",
         Endpoint::Heartbeat,
+        Access::OwnMachine,
     ),
     route(
         HttpMethod::Get,
         "/v1/agent/machines/{id}/units",
         Endpoint::MachineUnits,
+        Access::OwnMachine,
     ),
     route(
         HttpMethod::Put,
         "/v1/agent/machines/{id}/state",
         Endpoint::ReportStates,
+        Access::OwnMachine,
     ),
-    route(HttpMethod::Get, "/v1/openapi.json", Endpoint::OpenApi),
-    route(HttpMethod::Get, "/healthz", Endpoint::Health),
+    route(HttpMethod::Get, "/v1/ca", Endpoint::Ca, Access::Public),
+    route(
+        HttpMethod::Get,
+        "/v1/openapi.json",
+        Endpoint::OpenApi,
+        Access::Public,
+    ),
+    route(
+        HttpMethod::Get,
+        "/healthz",
+        Endpoint::Health,
+        Access::Public,
+    ),
 ];
 
 /// The handler of `route`, on its method only.
@@ -141,6 +292,15 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::Heartbeat => on(method, agent::heartbeat::<C>),
         Endpoint::MachineUnits => on(method, agent::units::<C>),
         Endpoint::ReportStates => on(method, agent::report_states::<C>),
+        Endpoint::Join => on(method, trust::join::<C>),
+        Endpoint::RemoveMachine => on(method, trust::remove_machine::<C>),
+        Endpoint::WhoAmI => on(method, trust::whoami),
+        Endpoint::ListTokens => on(method, trust::list_tokens::<C>),
+        Endpoint::CreateToken => on(method, trust::create_token::<C>),
+        Endpoint::RevokeToken => on(method, trust::revoke_token::<C>),
+        Endpoint::CreateCert => on(method, trust::create_cert::<C>),
+        Endpoint::Audit => on(method, trust::audit::<C>),
+        Endpoint::Ca => on(method, trust::ca::<C>),
         Endpoint::OpenApi => on(method, meta::openapi),
         Endpoint::Health => on(method, meta::health),
     }

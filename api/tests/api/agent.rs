@@ -8,12 +8,12 @@ use flotilla_proto::DesiredState;
 use flotilla_proto::wire::{StateReport, UnitPut};
 
 use crate::fake::TTL_MS;
-use crate::{SERVICE, Server, machine, machine_id, name, raw_error, state, until, within};
+use crate::{SERVICE, Server, machine, machine_id, name, state, until, within};
 
 #[tokio::test]
 async fn register_and_heartbeat() {
     let server = Server::start().await;
-    let client = server.client();
+    let client = server.agent(1).await;
     let id = machine_id(1);
     let registration = client.register_machine(&machine(1)).await.unwrap();
     assert_eq!(registration.ttl_ms, TTL_MS);
@@ -33,13 +33,17 @@ async fn register_and_heartbeat() {
     let again = client.register_machine(&machine(1)).await.unwrap();
     assert_ne!(again.lease, registration.lease);
 
-    let e = raw_error(
-        "POST",
-        &format!("{}/v1/agent/machines", server.url),
-        Some("application/json"),
-        r#"{"id":"xyz","hostname":"h","capacity":{"cpuMillis":1,"memoryBytes":1},"agentVersion":"1"}"#,
-    )
-    .await;
+    let token = server.machine_token(2).await;
+    let (status, headers, body) = server
+        .raw_as(
+            Some(&token),
+            "POST",
+            &format!("{}/v1/agent/machines", server.url),
+            Some("application/json"),
+            r#"{"id":"xyz","hostname":"h","capacity":{"cpuMillis":1,"memoryBytes":1},"agentVersion":"1"}"#,
+        )
+        .await;
+    let e = crate::error_body(status, &headers, &body);
     assert_eq!(
         (e.error.code, e.error.reason.as_str()),
         (400, "invalid_json")
@@ -54,11 +58,12 @@ async fn register_and_heartbeat() {
 #[tokio::test]
 async fn units_long_poll_wakes_on_placement() {
     let server = Server::start().await;
-    let client = server.client();
+    let client = server.agent(1).await;
     let id = machine_id(1);
     client.register_machine(&machine(1)).await.unwrap();
     let web = name("web.service");
-    client
+    server
+        .client()
         .put_unit(
             &web,
             &UnitPut {
@@ -105,7 +110,16 @@ async fn units_long_poll_wakes_on_placement() {
         .unwrap();
     assert_eq!(same, got);
 
+    // Another machine's feed is not this agent's to read.
     let e = client
+        .machine_units(&machine_id(9), None, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    // An unknown machine's own feed.
+    let e = server
+        .agent(9)
+        .await
         .machine_units(&machine_id(9), None, Duration::ZERO)
         .await
         .unwrap_err();
@@ -116,18 +130,19 @@ async fn units_long_poll_wakes_on_placement() {
 async fn report_and_list_states() {
     let server = Server::start().await;
     let client = server.client();
-    for n in [1, 2] {
-        client.register_machine(&machine(n)).await.unwrap();
+    let agents = [server.agent(1).await, server.agent(2).await];
+    for (agent, n) in agents.iter().zip([1, 2]) {
+        agent.register_machine(&machine(n)).await.unwrap();
     }
     let report = |n: u8, units: &[&str]| StateReport {
         states: units.iter().map(|u| state(u, n)).collect(),
         removed: Vec::new(),
     };
-    client
+    agents[0]
         .report_states(&machine_id(1), &report(1, &["a", "b", "c"]))
         .await
         .unwrap();
-    client
+    agents[1]
         .report_states(&machine_id(2), &report(2, &["a", "d"]))
         .await
         .unwrap();
@@ -176,7 +191,7 @@ async fn report_and_list_states() {
     assert_eq!(walked, all);
 
     // Removed units lose their state.
-    client
+    agents[0]
         .report_states(
             &machine_id(1),
             &StateReport {
@@ -189,24 +204,32 @@ async fn report_and_list_states() {
     assert_eq!(server.fake.state(&name("b"), &machine_id(1)), None);
 
     // A state of another machine than the path's.
-    let e = client
+    let e = agents[0]
         .report_states(&machine_id(1), &report(2, &["x"]))
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(400), "{e}");
-    let e = client
+    let e = agents[0]
+        .report_states(&machine_id(9), &report(9, &["x"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let e = server
+        .agent(9)
+        .await
         .report_states(&machine_id(9), &report(9, &["x"]))
         .await
         .unwrap_err();
     assert!(e.is_not_found(), "{e}");
 
-    let e = raw_error(
-        "GET",
-        &format!("{}/v1/state?machineID=nope", server.url),
-        None,
-        "",
-    )
-    .await;
+    let e = server
+        .raw_error(
+            "GET",
+            &format!("{}/v1/state?machineID=nope", server.url),
+            None,
+            "",
+        )
+        .await;
     assert_eq!(
         (e.error.code, e.error.reason.as_str()),
         (400, "invalid_machine_id")

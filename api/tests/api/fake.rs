@@ -187,6 +187,11 @@ impl FakeControl {
     }
 
     /// How many long polls are waiting for a change.
+    /// The lease machine `id` is registered on, if it is.
+    pub fn lease_of(&self, id: &MachineId) -> Option<i64> {
+        self.lock().machines.get(id).map(|m| m.lease)
+    }
+
     pub fn waiters(&self) -> usize {
         self.revision.receiver_count()
     }

@@ -3,14 +3,19 @@
 use flotilla_api::client::PageQuery;
 use flotilla_proto::wire::MachinePatch;
 
-use crate::{Server, machine, machine_id, raw_error};
+use crate::{Server, machine, machine_id};
 
 #[tokio::test]
 async fn list_in_pages() {
     let server = Server::start().await;
     let client = server.client();
     for n in [3, 1, 2, 5, 4] {
-        client.register_machine(&machine(n)).await.unwrap();
+        server
+            .agent(n)
+            .await
+            .register_machine(&machine(n))
+            .await
+            .unwrap();
     }
     let first = client
         .list_machines(&PageQuery {
@@ -34,7 +39,12 @@ async fn list_in_pages() {
 async fn patch_metadata() {
     let server = Server::start().await;
     let client = server.client();
-    client.register_machine(&machine(1)).await.unwrap();
+    server
+        .agent(1)
+        .await
+        .register_machine(&machine(1))
+        .await
+        .unwrap();
     let patch = MachinePatch {
         metadata: [
             ("disk".to_owned(), Some("ssd".to_owned())),
@@ -54,13 +64,14 @@ async fn patch_metadata() {
         .unwrap_err();
     assert!(e.is_not_found(), "{e}");
 
-    let e = raw_error(
-        "PATCH",
-        &format!("{}/v1/machines/node-1", server.url),
-        Some("application/json"),
-        r#"{"metadata":{}}"#,
-    )
-    .await;
+    let e = server
+        .raw_error(
+            "PATCH",
+            &format!("{}/v1/machines/node-1", server.url),
+            Some("application/json"),
+            r#"{"metadata":{}}"#,
+        )
+        .await;
     assert_eq!(
         (e.error.code, e.error.reason.as_str()),
         (400, "invalid_machine_id")

@@ -3,10 +3,12 @@
 //! in-memory [`fake::FakeControl`], called through the typed client (and
 //! through raw requests where the client cannot send what is tested).
 
+mod access;
 mod agent;
 mod errors;
 mod failover;
 mod fake;
+mod limits;
 mod machines;
 mod openapi;
 mod shutdown;
@@ -17,10 +19,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_api::client::Client;
-use flotilla_api::server::{self, ApiConfig};
+use flotilla_api::client::{Client, ClientOptions};
+use flotilla_api::server::{self, ApiConfig, HttpLimits, Transport, Trust};
+use flotilla_api::tls::{ClusterCa, ServerTrust, server_config};
+use flotilla_proto::trust::{Role, TokenCreate};
 use flotilla_proto::wire::ErrorBody;
 use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
+use flotilla_scheduler::keys::Keys;
+use flotilla_scheduler::store::MemoryStore;
+use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, Identity};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,12 +37,28 @@ use fake::FakeControl;
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A server under test.
+/// A server under test: the API over the fake control plane, on HTTPS,
+/// with real credentials over an in-memory store.
 pub struct Server {
     pub fake: Arc<FakeControl>,
     pub url: String,
+    pub trust: Arc<Trust>,
+    /// The cluster CA's certificate, PEM.
+    pub ca_pem: Vec<u8>,
+    /// An admin token.
+    pub admin: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Who made the tokens of the tests.
+fn tester() -> Identity {
+    Identity {
+        id: "test".into(),
+        name: "test".into(),
+        role: Role::Admin,
+        machine: None,
+    }
 }
 
 impl Server {
@@ -44,24 +67,155 @@ impl Server {
     }
 
     pub async fn with_config(config: ApiConfig) -> Server {
+        let store = Arc::new(MemoryStore::new());
+        let keys = Keys::default();
+        let credentials = Credentials::start(store.clone(), keys.clone(), None);
+        let ca = ClusterCa::generate().unwrap();
+        let ca_pem = ca.cert_pem().as_bytes().to_vec();
+        let cert = ca.issue_server(&["127.0.0.1".into()]).unwrap();
+        let tls = server_config(cert, ca.cert_der()).unwrap();
+        let trust = Arc::new(Trust {
+            credentials,
+            audit: AuditLog::new(store, keys, AuditRetention::default()),
+            ca: Arc::new(ca),
+        });
+        let (_, admin) = trust
+            .credentials
+            .create_token(&token_create(Role::Admin), &tester())
+            .await
+            .unwrap();
         let fake = Arc::new(FakeControl::default());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = server::router(Arc::clone(&fake), config);
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let limits: HttpLimits = config.http;
+        let router = server::router(Arc::clone(&fake), Arc::clone(&trust), config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, router, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(server::serve(
+            listener,
+            router,
+            Transport::Tls(tls),
+            limits,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Server {
             fake,
             url,
+            trust,
+            ca_pem,
+            admin: admin.expose(),
             stop: Some(stop),
             task: Some(task),
         }
     }
 
+    /// A client with the admin token.
     pub fn client(&self) -> Client {
-        Client::new([&self.url], None).unwrap()
+        self.client_with(Some(&self.admin))
+    }
+
+    /// A client with `token` (or none), trusting the cluster CA.
+    pub fn client_with(&self, token: Option<&str>) -> Client {
+        Client::with_options([&self.url], self.options(token)).unwrap()
+    }
+
+    /// The options of a client with `token` (or none), trusting the
+    /// cluster CA.
+    pub fn options(&self, token: Option<&str>) -> ClientOptions {
+        ClientOptions {
+            token: token.map(str::to_owned),
+            trust: ServerTrust::CaPem(self.ca_pem.clone()),
+            identity: None,
+        }
+    }
+
+    /// A new token of `role`.
+    pub async fn token(&self, role: Role) -> String {
+        let (_, token) = self
+            .trust
+            .credentials
+            .create_token(&token_create(role), &tester())
+            .await
+            .unwrap();
+        token.expose()
+    }
+
+    /// A client with a new token of `role`.
+    pub async fn client_as(&self, role: Role) -> Client {
+        let token = self.token(role).await;
+        self.client_with(Some(&token))
+    }
+
+    /// The credential of machine `n`, joined with a join token.
+    pub async fn machine_token(&self, n: u8) -> String {
+        let join = self.token(Role::Join).await;
+        let created = self
+            .client_with(Some(&join))
+            .join(&machine_id(n))
+            .await
+            .unwrap();
+        created.token
+    }
+
+    /// A client acting as machine `n` (its agent).
+    pub async fn agent(&self, n: u8) -> Client {
+        let token = self.machine_token(n).await;
+        self.client_with(Some(&token))
+    }
+
+    /// A request the typed client would not send, with the admin token;
+    /// returns the status, the headers and the body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        self.raw_as(Some(&self.admin), method, url, content_type, body)
+            .await
+    }
+
+    /// As [`Server::raw`], with `token` (or none).
+    pub async fn raw_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem(&self.ca_pem).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap();
+        let mut request = http.request(method.parse().unwrap(), url);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.body(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.unwrap().to_vec())
+    }
+
+    /// As [`Server::raw`], expecting an error; checks that the body is an
+    /// `ErrorBody` whose code is the status, and returns it.
+    pub async fn raw_error(
+        &self,
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> ErrorBody {
+        let (status, headers, body) = self.raw(method, url, content_type, body).await;
+        error_body(status, &headers, &body)
     }
 
     /// Asks for shutdown and waits (within [`DEADLINE`]) for `serve` to
@@ -73,6 +227,25 @@ impl Server {
         let task = self.task.take().unwrap();
         within(task).await.unwrap()
     }
+}
+
+fn token_create(role: Role) -> TokenCreate {
+    TokenCreate {
+        role,
+        name: format!("test {role}"),
+        ttl_ms: None,
+        uses: None,
+    }
+}
+
+/// Checks that `body` is an `ErrorBody` whose code is `status`, and
+/// returns it.
+pub fn error_body(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]) -> ErrorBody {
+    assert_eq!(headers["content-type"], "application/json");
+    let error: ErrorBody = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not an error body ({e}): {}", String::from_utf8_lossy(body)));
+    assert_eq!(error.error.code, status);
+    error
 }
 
 impl Drop for Server {
@@ -98,44 +271,6 @@ pub async fn until(mut condition: impl FnMut() -> bool) {
         }
     })
     .await;
-}
-
-/// A request the typed client would not send; returns the status, the
-/// headers and the body.
-pub async fn raw(
-    method: &str,
-    url: &str,
-    content_type: Option<&str>,
-    body: impl Into<reqwest::Body>,
-) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let mut request = reqwest::Client::new().request(method.parse().unwrap(), url);
-    if let Some(ct) = content_type {
-        request = request.header("content-type", ct);
-    }
-    let response = request.body(body).send().await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (status, headers, response.bytes().await.unwrap().to_vec())
-}
-
-/// As [`raw`], expecting an error; checks that the body is an
-/// `ErrorBody` whose code is the status, and returns it.
-pub async fn raw_error(
-    method: &str,
-    url: &str,
-    content_type: Option<&str>,
-    body: impl Into<reqwest::Body>,
-) -> ErrorBody {
-    let (status, headers, body) = raw(method, url, content_type, body).await;
-    assert_eq!(headers["content-type"], "application/json");
-    let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_else(|e| {
-        panic!(
-            "not an error body ({e}): {}",
-            String::from_utf8_lossy(&body)
-        )
-    });
-    assert_eq!(error.error.code, status);
-    error
 }
 
 pub fn name(s: &str) -> UnitName {
@@ -178,12 +313,3 @@ pub fn state(unit: &str, machine: u8) -> UnitState {
 }
 
 pub const SERVICE: &str = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep infinity\n";
-
-#[test]
-fn config_debug_hides_the_token() {
-    let config = ApiConfig {
-        token: Some("s3cret".into()),
-        ..ApiConfig::default()
-    };
-    assert!(!format!("{config:?}").contains("s3cret"));
-}

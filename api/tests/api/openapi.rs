@@ -8,12 +8,16 @@ use flotilla_api::OPENAPI;
 use flotilla_api::server::{HttpMethod, ROUTES};
 use flotilla_api::wire::WatchIndex;
 use flotilla_proto::DesiredState;
+use flotilla_proto::trust::{
+    AuditEntry, AuditPage, CertCreate, CertIssued, CredentialInfo, CredentialKind, CredentialList,
+    JoinRequest, Role, TokenCreate, TokenCreated, WhoAmI,
+};
 use flotilla_proto::wire::{
     AssignedUnit, MachineResource, MachineUnits, Registration, StateReport, Unit, UnitOption,
 };
 use serde_json::Value;
 
-use crate::{Server, machine, machine_id, raw, state};
+use crate::{Server, machine, machine_id, state};
 
 fn document() -> Value {
     serde_json::from_str(OPENAPI).expect("openapi.json is JSON")
@@ -173,6 +177,99 @@ fn schemas_match_the_wire_types() {
         },
     );
     check(&doc, "WatchIndex", WatchIndex { index: 1 });
+    let credential = CredentialInfo {
+        id: "0123456789abcdef".into(),
+        name: "n".into(),
+        role: Role::Machine,
+        kind: CredentialKind::Token,
+        machine_id: Some(machine_id(1)),
+        created_ms: 1,
+        expires_ms: Some(2),
+        uses_left: Some(3),
+        created_by: "b".into(),
+    };
+    check(&doc, "CredentialInfo", &credential);
+    check(
+        &doc,
+        "CredentialList",
+        CredentialList {
+            credentials: vec![credential.clone()],
+        },
+    );
+    check(
+        &doc,
+        "TokenCreate",
+        TokenCreate {
+            role: Role::Join,
+            name: "n".into(),
+            ttl_ms: Some(1),
+            uses: Some(1),
+        },
+    );
+    check(
+        &doc,
+        "TokenCreated",
+        TokenCreated {
+            credential: credential.clone(),
+            token: "t".into(),
+            join: Some("j".into()),
+        },
+    );
+    check(
+        &doc,
+        "JoinRequest",
+        JoinRequest {
+            machine_id: machine_id(1),
+        },
+    );
+    check(
+        &doc,
+        "CertCreate",
+        CertCreate {
+            role: Role::Viewer,
+            name: "n".into(),
+            csr_pem: "c".into(),
+            ttl_ms: Some(1),
+        },
+    );
+    check(
+        &doc,
+        "CertIssued",
+        CertIssued {
+            credential: credential.clone(),
+            certificate_pem: "c".into(),
+            ca_pem: "a".into(),
+        },
+    );
+    check(
+        &doc,
+        "WhoAmI",
+        WhoAmI {
+            id: "i".into(),
+            name: "n".into(),
+            role: Role::Machine,
+            machine_id: Some(machine_id(1)),
+        },
+    );
+    let entry = AuditEntry {
+        at_ms: 1,
+        actor_id: "i".into(),
+        actor_name: "n".into(),
+        role: Role::Admin,
+        action: "PUT /v1/units/a.service".into(),
+        target: "units/a.service".into(),
+        status: 201,
+        peer: "127.0.0.1:1".into(),
+    };
+    check(&doc, "AuditEntry", &entry);
+    check(
+        &doc,
+        "AuditPage",
+        AuditPage {
+            entries: vec![entry],
+            next_page_token: Some("t".into()),
+        },
+    );
 }
 
 /// Probes the live router with every documented path and every method:
@@ -181,17 +278,40 @@ fn schemas_match_the_wire_types() {
 #[tokio::test]
 async fn the_live_router_serves_the_document() {
     let server = Server::start().await;
+    let machine = server.machine_token(1).await;
+    let join = server.token(Role::Join).await;
     let doc = document();
     let operations = documented(&doc);
     let paths: BTreeSet<&String> = operations.iter().map(|(_, p)| p).collect();
     for path in paths {
-        let concrete = path
-            .replace("{name}", "probe.service")
-            .replace("{id}", machine_id(1).as_str());
+        let id = if path.starts_with("/v1/tokens/") {
+            "0123456789abcdef".to_owned()
+        } else if path.starts_with("/v1/machines/") {
+            // Not a machine of this server: removing it changes nothing.
+            machine_id(7).to_string()
+        } else {
+            machine_id(1).to_string()
+        };
+        let concrete = path.replace("{name}", "probe.service").replace("{id}", &id);
         let url = format!("{}{concrete}?wait=0", server.url);
         for method in HttpMethod::ALL {
-            let (status, _, body) =
-                raw(method.as_str(), &url, Some("application/json"), "{}").await;
+            // Agent routes as the machine, the others as an admin.
+            let token = if path.starts_with("/v1/agent/machines") {
+                &machine
+            } else if path == "/v1/agent/join" {
+                &join
+            } else {
+                &server.admin
+            };
+            let (status, _, body) = server
+                .raw_as(
+                    Some(token),
+                    method.as_str(),
+                    &url,
+                    Some("application/json"),
+                    "{}",
+                )
+                .await;
             let reason = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v["error"]["reason"].as_str().map(str::to_owned))

@@ -11,7 +11,8 @@ use crate::{Server, machine, machine_id, until, within};
 async fn long_polls_answer_when_the_server_stops() {
     let server = Server::start().await;
     let client = server.client();
-    client.register_machine(&machine(1)).await.unwrap();
+    let agent = server.agent(1).await;
+    agent.register_machine(&machine(1)).await.unwrap();
     let index = server.fake.revision();
 
     let watch = tokio::spawn({
@@ -19,9 +20,9 @@ async fn long_polls_answer_when_the_server_stops() {
         async move { client.watch(index, Duration::from_secs(60)).await }
     });
     let units = tokio::spawn({
-        let client = client.clone();
+        let agent = agent.clone();
         async move {
-            client
+            agent
                 .machine_units(&machine_id(1), Some(index), Duration::from_secs(60))
                 .await
         }

@@ -4,7 +4,7 @@ use flotilla_api::client::{ClientError, PageQuery, PutOutcome};
 use flotilla_proto::DesiredState;
 use flotilla_proto::wire::{UnitOption, UnitPut};
 
-use crate::{SERVICE, Server, name, raw_error};
+use crate::{SERVICE, Server, name};
 
 fn put(desired: Option<DesiredState>, text: Option<&str>) -> UnitPut {
     UnitPut {
@@ -59,8 +59,9 @@ async fn create_read_update_delete() {
     assert_eq!(unit.desired_state, DesiredState::Inactive);
 
     // A name without a suffix means a service, in the path too.
-    let (status, _, body) =
-        crate::raw("GET", &format!("{}/v1/units/web", server.url), None, "").await;
+    let (status, _, body) = server
+        .raw("GET", &format!("{}/v1/units/web", server.url), None, "")
+        .await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("\"name\":\"web.service\""));
 
@@ -242,13 +243,14 @@ async fn pages_walk_every_unit_once() {
     assert_eq!(all, names);
 
     for bad in ["0", "-1", "many"] {
-        let e = raw_error(
-            "GET",
-            &format!("{}/v1/units?limit={bad}", server.url),
-            None,
-            "",
-        )
-        .await;
+        let e = server
+            .raw_error(
+                "GET",
+                &format!("{}/v1/units?limit={bad}", server.url),
+                None,
+                "",
+            )
+            .await;
         assert_eq!(
             (e.error.code, e.error.reason.as_str()),
             (400, "invalid_query")
@@ -261,7 +263,9 @@ async fn pages_walk_every_unit_once() {
 async fn bad_unit_names_in_the_path() {
     let server = Server::start().await;
     for path in ["bad$name", "x.scope", "a@b@c.service"] {
-        let e = raw_error("GET", &format!("{}/v1/units/{path}", server.url), None, "").await;
+        let e = server
+            .raw_error("GET", &format!("{}/v1/units/{path}", server.url), None, "")
+            .await;
         assert_eq!(
             (e.error.code, e.error.reason.as_str()),
             (400, "invalid_unit_name"),

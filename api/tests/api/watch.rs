@@ -5,7 +5,7 @@ use std::time::Duration;
 use flotilla_proto::DesiredState;
 use flotilla_proto::wire::UnitPut;
 
-use crate::{SERVICE, Server, name, raw_error, until, within};
+use crate::{SERVICE, Server, name, until, within};
 
 fn launch() -> UnitPut {
     UnitPut {
@@ -55,7 +55,9 @@ async fn returns_the_same_index_when_the_wait_passes() {
 async fn bad_parameters() {
     let server = Server::start().await;
     for query in ["index=-1", "index=soon", "wait=-3", "wait=forever"] {
-        let e = raw_error("GET", &format!("{}/v1/watch?{query}", server.url), None, "").await;
+        let e = server
+            .raw_error("GET", &format!("{}/v1/watch?{query}", server.url), None, "")
+            .await;
         assert_eq!(
             (e.error.code, e.error.reason.as_str()),
             (400, "invalid_query"),

@@ -8,7 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use flotilla_api::client::Client;
+use flotilla_api::client::{Client, ClientOptions};
+use flotilla_api::tls::ServerTrust;
+use flotilla_proto::trust::{Role, TokenCreate};
 use flotilla_proto::wire::StateReport;
 use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
 
@@ -77,32 +79,22 @@ impl ServerProcess {
             .arg("server")
             .args(args)
             .env_remove("FLOTILLA_TOKEN")
+            .env_remove("FLOTILLA_TOKEN_FILE")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on ") {
-                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
-                }
-                // Keep draining, so the server never blocks on a full pipe.
-            }
-        });
-        let endpoint = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(e) => e,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the server did not start listening within 30s");
-            }
-        };
+        let endpoint = wait_for_listening(&mut child);
+        ServerProcess::adopt(child, endpoint, data_dir.to_owned())
+    }
+
+    /// A server process started otherwise (its stderr already taken by
+    /// [`wait_for_listening`]).
+    pub fn adopt(child: Child, endpoint: String, data_dir: PathBuf) -> ServerProcess {
         ServerProcess {
             child,
             endpoint,
-            data_dir: data_dir.to_owned(),
+            data_dir,
         }
     }
 
@@ -121,16 +113,128 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
-    /// Runs `flotilla ARGS` against this server in `cwd`.
-    pub fn run(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
+    /// The cluster CA's certificate (the file, and PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("tls/ca.crt")
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.ca_file()).unwrap()
+    }
+
+    /// The file of the cluster's first admin token (in the data directory
+    /// of the server that made it).
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.admin_token_file())
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// A client of this server with `token`.
+    pub fn client_with(&self, token: &str) -> Client {
+        client_of(&[self], &self.ca_pem(), token)
+    }
+
+    /// A client of this server with the admin token.
+    pub fn client(&self) -> Client {
+        self.client_with(&self.admin_token())
+    }
+
+    /// A join string (one use, an hour), made with the admin token: the
+    /// join token and the CA's fingerprint.
+    pub fn join_string(&self) -> String {
+        self.make_join().join.unwrap()
+    }
+
+    /// A join token (one use, an hour), made with the admin token.
+    pub fn join_token(&self) -> String {
+        self.make_join().token
+    }
+
+    fn make_join(&self) -> flotilla_proto::trust::TokenCreated {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(self.client().create_token(&TokenCreate {
+            role: Role::Join,
+            name: "test".into(),
+            ttl_ms: None,
+            uses: Some(1),
+        }))
+        .unwrap()
+    }
+
+    /// A `flotilla` command as a user runs it against this server: its
+    /// endpoint, CA and admin token from the environment, and no client
+    /// configuration file of the user's.
+    pub fn command(&self, cwd: &Path) -> Command {
+        let mut command = Command::new(BIN);
+        command
             .current_dir(cwd)
             .env("FLOTILLA_ENDPOINT", &self.endpoint)
+            .env("FLOTILLA_CA", self.ca_file())
+            .env("FLOTILLA_TOKEN_FILE", self.admin_token_file())
+            .env("FLOTILLA_CLIENT_CONFIG", cwd.join(".no-client-config.yaml"))
             .env_remove("FLOTILLA_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .env_remove("FLOTILLA_CLUSTER")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `flotilla ARGS` against this server in `cwd`.
+    pub fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.command(cwd).args(args).output().unwrap()
+    }
+}
+
+/// Waits (with a deadline) until a `flotilla server` child says where it
+/// listens, and keeps draining its stderr; kills it on timeout.
+pub fn wait_for_listening(child: &mut Child) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("listening on ") {
+                let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
+            }
+            // Keep draining, so the server never blocks on a full pipe.
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(e) => e,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not start listening within 30s");
+        }
+    }
+}
+
+/// A client of `servers` with `token`, trusting `ca_pem`.
+pub fn client_of(servers: &[&ServerProcess], ca_pem: &[u8], token: &str) -> Client {
+    Client::with_options(
+        servers.iter().map(|s| s.endpoint.clone()),
+        ClientOptions {
+            token: Some(token.to_owned()),
+            trust: ServerTrust::CaPem(ca_pem.to_vec()),
+            identity: None,
+        },
+    )
+    .unwrap()
+}
+
+/// Copies the cluster CA of `from`'s data directory into `to` (a data
+/// directory), as an operator does for each server sharing an etcd.
+pub fn share_ca(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("tls")).unwrap();
+    for file in ["ca.crt", "ca.key"] {
+        std::fs::copy(from.join("tls").join(file), to.join("tls").join(file)).unwrap();
     }
 }
 
@@ -171,13 +275,20 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts machine number `n` talking to `endpoints`.
-    pub fn start(endpoints: &[&str], n: u8) -> Agent {
+    /// Starts machine number `n` talking to `servers`: it joins with a join
+    /// token made with the first server's admin token.
+    pub fn start(servers: &[&ServerProcess], n: u8) -> Agent {
         let id = MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = Client::new(endpoints.iter().map(|e| e.to_string()), None)
+        let ca = servers[0].ca_pem();
+        let join = servers[0].join_token();
+        let joined = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
             .unwrap()
-            .with_timeout(Duration::from_secs(2));
+            .block_on(client_of(servers, &ca, &join).join(&id))
+            .unwrap();
+        let client = client_of(servers, &ca, &joined.token).with_timeout(Duration::from_secs(2));
         let thread = std::thread::spawn({
             let stop = stop.clone();
             let id = id.clone();
