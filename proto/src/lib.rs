@@ -16,6 +16,7 @@
 //! - [`wire`]: the JSON shapes of the HTTP API.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
 //! - [`backoff`]: retry delays with jitter and a cap, for every retry loop.
+//! - [`work`]: a count of the steps reading a unit file takes, for tests.
 
 pub mod backoff;
 pub mod container;
@@ -31,6 +32,7 @@ pub mod unit;
 pub mod unit_file;
 pub mod value;
 pub mod wire;
+pub mod work;
 
 pub use diagnostic::{Diagnostic, Severity, UnitFileError};
 pub use machine::{Capacity, Machine, MachineId};

@@ -11,9 +11,8 @@ use crate::resources::Resources;
 use crate::suggest;
 use crate::unit_file::UnitFile;
 
-/// The largest unit file flotilla accepts. Far above any real unit, and well
-/// under what one store value may hold.
-pub const MAX_UNIT_FILE_BYTES: usize = 256 * 1024;
+/// Re-exported: the limit belongs to the syntax ([`crate::unit_file`]).
+pub use crate::unit_file::MAX_UNIT_FILE_BYTES;
 
 /// Sections systemd or flotilla reads. Other sections get a warning, except
 /// those starting with `X-`, which systemd reserves for extensions.
@@ -91,18 +90,13 @@ impl UnitSpec {
     /// and every diagnostic in line order either way.
     pub fn read(name: &UnitName, text: &str) -> (Option<UnitSpec>, Vec<Diagnostic>) {
         let mut diags = Diagnostics::new();
-        if text.len() > MAX_UNIT_FILE_BYTES {
-            diags.push(Diagnostic::error(
-                None,
-                format!(
-                    "unit file is {} bytes, more than the {MAX_UNIT_FILE_BYTES} bytes flotilla accepts",
-                    text.len()
-                ),
-            ));
+        let (file, syntax, whole) = UnitFile::parse_whole(text);
+        diags.extend(syntax);
+        if !whole {
+            // A limit stopped the parse: what was read is not the unit, and
+            // checking it would only add noise to the error.
             return (None, diags.into_sorted());
         }
-        let (file, syntax) = UnitFile::parse(text);
-        diags.extend(syntax);
         check_sections(name, &file, &mut diags);
         let fleet = FleetOptions::from_unit_file(name, &file, &mut diags);
         let container = ContainerSpec::from_unit_file(name, &file, &mut diags);
