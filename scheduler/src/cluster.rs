@@ -408,7 +408,7 @@ impl ControlPlane for Cluster {
                 ));
             }
             (Some(text), None) => Some(text.clone()),
-            (None, Some(options)) => Some(wire::text_of(options)),
+            (None, Some(options)) => Some(wire::text_of(name.as_str(), options)?),
             (None, None) => None,
         };
         let key = self.keys().unit(name);
