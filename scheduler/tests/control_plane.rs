@@ -185,6 +185,33 @@ async fn options_that_would_add_lines_are_refused_and_nothing_is_stored() {
 }
 
 #[tokio::test]
+async fn a_machine_shows_what_its_units_reserve_without_wrapping() {
+    let store = Arc::new(MemoryStore::new());
+    let c = cluster(&store, Duration::from_secs(10));
+    let m = machine(1, &[]);
+    c.register_machine(m.clone()).await.unwrap();
+    // Three units of 7 EiB on one machine (an old leader's or an operator's
+    // assignments: placement would not put them there) are more than a u64
+    // counts: the sum shows as the most it can, not as a wrapped small one.
+    let keys = Keys::default();
+    for unit in ["a.service", "b.service", "c.service"] {
+        let text = "[Service]\nExecStart=/bin/true\nMemoryMax=7E\nCPUQuota=1000%\n";
+        c.put_unit(&name(unit), text_put(text, DesiredState::Launched))
+            .await
+            .unwrap();
+        store
+            .put(&keys.assignment(&m.id, &name(unit)), &[], None)
+            .await
+            .unwrap();
+    }
+    let page = c.list_machines(PageRequest::default()).await.unwrap();
+    let shown = &page.machines[0];
+    assert_eq!(shown.units, 3);
+    assert_eq!(shown.used.memory_bytes, u64::MAX);
+    assert_eq!(shown.used.cpu_millis, 30_000);
+}
+
+#[tokio::test]
 async fn instances_come_from_their_template() {
     let store = Arc::new(MemoryStore::new());
     let c = cluster(&store, Duration::from_secs(10));
