@@ -1,6 +1,8 @@
 //! A whole unit as flotilla stores and schedules it: its name, its file, and
 //! the options read from the file, checked together.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::container::ContainerSpec;
@@ -10,6 +12,7 @@ use crate::name::{UnitName, UnitType};
 use crate::resources::Resources;
 use crate::suggest;
 use crate::unit_file::UnitFile;
+use crate::work;
 
 /// Re-exported: the limit belongs to the syntax ([`crate::unit_file`]).
 pub use crate::unit_file::MAX_UNIT_FILE_BYTES;
@@ -131,13 +134,13 @@ impl UnitSpec {
 /// Sections that no reader knows draw a warning (systemd ignores them);
 /// sections that do not fit the unit's type are errors.
 fn check_sections(name: &UnitName, file: &UnitFile, diags: &mut Diagnostics) {
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for section in &file.sections {
+        work::charge(1);
         let s = section.name.as_str();
-        if s.is_empty() || seen.contains(&s) {
+        if s.is_empty() || !seen.insert(s) {
             continue;
         }
-        seen.push(s);
         let line = Some(section.line).filter(|l| *l > 0);
         if KNOWN_SECTIONS.contains(&s) {
             if let Some(kind) = type_section_kind(s)

@@ -172,7 +172,10 @@ impl UnitFile {
     /// The sections with this name, in file order (systemd merges repeated
     /// sections).
     pub fn sections_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Section> + 'a {
-        self.sections.iter().filter(move |s| s.name == name)
+        self.sections.iter().filter(move |s| {
+            work::charge(1);
+            s.name == name
+        })
     }
 
     /// Whether any section with this name exists.
@@ -199,7 +202,10 @@ impl UnitFile {
         section: &'a str,
         key: &'a str,
     ) -> impl Iterator<Item = ValueRef<'a>> + 'a {
-        self.entries(section).filter(move |v| v.key == key)
+        self.entries(section).filter(move |v| {
+            work::charge(1);
+            v.key == key
+        })
     }
 
     /// The value that takes effect for a single-valued setting: the last one
