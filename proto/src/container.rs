@@ -56,7 +56,7 @@
 //! Quadlet keys flotilla does not implement (`Network=`, `Pod=`, `Mount=`,
 //! ...) are errors that say so, rather than unknown keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -70,12 +70,19 @@ use crate::name::{UnitName, UnitType};
 use crate::suggest;
 use crate::unit_file::{UnitFile, ValueRef};
 use crate::value::{parse_bool, split_words};
+use crate::work;
 
 /// The section this module reads.
 pub const SECTION: &str = "Container";
 
 /// Docker's default for [`ContainerSpec::stop_timeout`].
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most `PublishPort=` mappings one container may have (each may be a
+/// range of ports). Each is checked against those before it for a host
+/// port published twice, so this bounds that work; real containers publish
+/// a handful.
+pub const MAX_PUBLISHED_PORTS: usize = 1024;
 
 /// The keys flotilla reads in `[Container]`.
 pub const KEYS: [&str; 25] = [
@@ -680,10 +687,11 @@ struct Reader<'a> {
     on_failure_at: Option<(u32, String)>,
     /// Health settings that have no effect with `HealthCmd=none`.
     health_tuning: Vec<(u32, String)>,
-    /// Lines of the effective `PublishPort=` and `Volume=` values, in the
-    /// order of `spec.publish_ports` and `spec.volumes`.
+    /// Lines of the effective `PublishPort=` values, in the order of
+    /// `spec.publish_ports`.
     port_lines: Vec<u32>,
-    volume_lines: Vec<u32>,
+    /// The line of each effective `Volume=`, by its path in the container.
+    volume_targets: HashMap<String, u32>,
 }
 
 /// A value after specifier expansion.
@@ -732,7 +740,7 @@ impl<'a> Reader<'a> {
             on_failure_at: None,
             health_tuning: Vec::new(),
             port_lines: Vec::new(),
-            volume_lines: Vec::new(),
+            volume_targets: HashMap::new(),
         }
     }
 
@@ -741,6 +749,7 @@ impl<'a> Reader<'a> {
     }
 
     fn entry(&mut self, v: ValueRef<'_>) {
+        work::charge(v.key.len() + v.value.len() + 1);
         let value = v.value;
         match v.key {
             "Image" => self.image(&v),
@@ -1145,6 +1154,15 @@ impl<'a> Reader<'a> {
         let Expanded::Value(text) = self.expand(v, v.value) else {
             return;
         };
+        if self.spec.publish_ports.len() == MAX_PUBLISHED_PORTS {
+            self.error(
+                v,
+                format!(
+                    "a container may publish at most {MAX_PUBLISHED_PORTS} ports or ranges of ports"
+                ),
+            );
+            return;
+        }
         let mapping = match parse_port_mapping(&text) {
             Ok(m) => m,
             Err(reason) => {
@@ -1157,6 +1175,9 @@ impl<'a> Reader<'a> {
                 return;
             }
         };
+        // Each new mapping is compared with those before it: the limit
+        // above keeps that to a bounded number of comparisons per line.
+        work::charge(self.spec.publish_ports.len());
         let clash = self
             .spec
             .publish_ports
@@ -1182,7 +1203,7 @@ impl<'a> Reader<'a> {
     fn volume(&mut self, v: &ValueRef<'_>) {
         if v.value.is_empty() {
             self.spec.volumes.clear();
-            self.volume_lines.clear();
+            self.volume_targets.clear();
             return;
         }
         let mut parts = Vec::new();
@@ -1199,13 +1220,7 @@ impl<'a> Reader<'a> {
                 return;
             }
         };
-        let same = self
-            .spec
-            .volumes
-            .iter()
-            .zip(&self.volume_lines)
-            .find(|(other, _)| other.target == volume.target)
-            .map(|(_, line)| *line);
+        let same = self.volume_targets.get(&volume.target).copied();
         if let Some(line) = same {
             self.error(
                 v,
@@ -1216,8 +1231,8 @@ impl<'a> Reader<'a> {
             );
             return;
         }
+        self.volume_targets.insert(volume.target.clone(), v.line);
         self.spec.volumes.push(volume);
-        self.volume_lines.push(v.line);
     }
 
     fn health_cmd(&mut self, v: &ValueRef<'_>) {
@@ -1340,6 +1355,8 @@ impl Assignments {
 
 fn push_unique(list: &mut Vec<String>, items: Vec<String>) {
     for item in items {
+        // Capability names: the list is never longer than the known ones.
+        work::charge(list.len());
         if !list.contains(&item) {
             list.push(item);
         }

@@ -61,16 +61,18 @@
 //!
 //! Unknown keys in `[X-Fleet]` are errors, as in fleet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::Hash;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostics;
-use crate::name::{UnitName, UnitType};
+use crate::name::{MAX_NAME_LEN, UnitName, UnitType};
 use crate::suggest;
 use crate::unit_file::{UnitFile, ValueRef};
 use crate::value::{parse_bool, split_words};
+use crate::work;
 
 /// The section these options live in.
 pub const SECTION: &str = "X-Fleet";
@@ -81,6 +83,23 @@ pub const MACHINE_ID_LEN: usize = 32;
 /// Length of a short machine ID: the first digits of a full one (fleet's
 /// `ShortID`).
 pub const SHORT_MACHINE_ID_LEN: usize = 8;
+
+/// The most values one list option (`MachineOf`, `MachineMetadata`,
+/// `Conflicts`, `Replaces`) may hold, repeats counted once. fleet had no
+/// limit; real units give one or a few, and the scheduler looks at each
+/// pattern of a unit whenever it places it.
+pub const MAX_VALUES: usize = 256;
+
+/// The longest `Conflicts` or `Replaces` pattern, in bytes: a unit name is
+/// at most 255 bytes, and matching a pattern against a name costs up to the
+/// product of their lengths.
+pub const MAX_PATTERN_LEN: usize = 256;
+
+/// The most (unit, pattern) pairs that checking `MachineOf` against
+/// `Conflicts` and `Replaces` may compare: each unit the unit must run
+/// beside is matched against each pattern, to refuse a unit that could
+/// never be placed.
+pub const MAX_PEER_PATTERN_PAIRS: usize = 64;
 
 /// Where a unit may be placed, read from its `[X-Fleet]` section with
 /// specifiers expanded for the unit's name. The default places anywhere.
@@ -299,19 +318,26 @@ impl<T> Single<'_, T> {
 /// assignment since the last reset.
 struct List<'a, T> {
     items: Vec<(T, ValueRef<'a>)>,
+    /// The items, to drop repeats in one lookup rather than a scan.
+    seen: HashSet<T>,
     at: Option<ValueRef<'a>>,
+    /// Whether going past [`MAX_VALUES`] was reported.
+    full: bool,
 }
 
-impl<'a, T: PartialEq> List<'a, T> {
+impl<'a, T: Clone + Eq + Hash> List<'a, T> {
     fn new() -> Self {
         List {
             items: Vec::new(),
+            seen: HashSet::new(),
             at: None,
+            full: false,
         }
     }
 
     fn reset(&mut self) {
         self.items.clear();
+        self.seen.clear();
         self.at = None;
     }
 
@@ -319,10 +345,22 @@ impl<'a, T: PartialEq> List<'a, T> {
         self.at.get_or_insert(v);
     }
 
-    fn push(&mut self, item: T, v: ValueRef<'a>) {
-        if !self.items.iter().any(|(i, _)| *i == item) {
-            self.items.push((item, v));
+    fn push(&mut self, item: T, v: ValueRef<'a>, diags: &mut Diagnostics) {
+        work::charge(1);
+        if self.seen.contains(&item) {
+            return;
         }
+        if self.items.len() == MAX_VALUES {
+            if !self.full {
+                self.full = true;
+                diags.push(v.error(format!(
+                    "more than {MAX_VALUES} values, the most flotilla accepts for one option"
+                )));
+            }
+            return;
+        }
+        self.seen.insert(item.clone());
+        self.items.push((item, v));
     }
 
     fn values(self) -> impl Iterator<Item = T> {
@@ -363,6 +401,7 @@ impl<'a> Reader<'a> {
     }
 
     fn entry(&mut self, v: ValueRef<'a>, diags: &mut Diagnostics) {
+        work::charge(v.key.len() + v.value.len() + 1);
         let Some(key) = lookup(v.key) else {
             let message = if v.key == BOOT_ID_KEY {
                 "not supported, because a boot ID changes every time the machine boots and so \
@@ -422,7 +461,7 @@ impl<'a> Reader<'a> {
             Key::MachineMetadata => {
                 for w in &words {
                     match parse_metadata(&w.text) {
-                        Ok(pair) => self.metadata.push(pair, v),
+                        Ok(pair) => self.metadata.push(pair, v, diags),
                         Err(message) => report(diags, w, v, message),
                     }
                 }
@@ -430,14 +469,14 @@ impl<'a> Reader<'a> {
             Key::Conflicts => {
                 for w in &words {
                     if let Some(pattern) = check_pattern(diags, w, v) {
-                        self.conflicts.push(pattern, v);
+                        self.conflicts.push(pattern, v, diags);
                     }
                 }
             }
             Key::Replaces => {
                 for w in &words {
                     if let Some(pattern) = check_pattern(diags, w, v) {
-                        self.replaces.push(pattern, v);
+                        self.replaces.push(pattern, v, diags);
                     }
                 }
             }
@@ -556,7 +595,7 @@ impl<'a> Reader<'a> {
                 ),
             );
         }
-        self.machine_of.push(peer, v);
+        self.machine_of.push(peer, v, diags);
     }
 
     /// Checks the combinations fleet rejects and builds the options.
@@ -628,7 +667,23 @@ impl<'a> Reader<'a> {
             }
         }
         // fleet: api/units.go, ValidateOptions ("unresolvable requirements").
-        for (peer, at) in &self.machine_of.items {
+        let pairs =
+            self.machine_of.items.len() * (self.conflicts.items.len() + self.replaces.items.len());
+        let peers = if pairs > MAX_PEER_PATTERN_PAIRS {
+            if let Some(at) = self.machine_of.at {
+                diags.push(at.error(format!(
+                    "{} units to run beside and {} Conflicts and Replaces patterns make {pairs} pairs to \
+                     check against each other, more than the {MAX_PEER_PATTERN_PAIRS} flotilla checks; \
+                     use fewer",
+                    self.machine_of.items.len(),
+                    self.conflicts.items.len() + self.replaces.items.len(),
+                )));
+            }
+            &[][..]
+        } else {
+            &self.machine_of.items[..]
+        };
+        for (peer, at) in peers {
             for (pattern, pattern_at) in &self.conflicts.items {
                 if glob_match(pattern, peer.as_str()) {
                     diags.push(at.error(format!(
@@ -737,6 +792,17 @@ fn check_pattern(diags: &mut Diagnostics, w: &Word, v: ValueRef<'_>) -> Option<S
         report(diags, w, v, "an empty pattern matches no unit".to_owned());
         return None;
     }
+    if pattern.len() > MAX_PATTERN_LEN {
+        report(
+            diags,
+            w,
+            v,
+            format!(
+                "a pattern may be at most {MAX_PATTERN_LEN} bytes long (a unit name is at most {MAX_NAME_LEN})"
+            ),
+        );
+        return None;
+    }
     if let Err(e) = validate_glob(pattern) {
         report(diags, w, v, format!("bad pattern {pattern:?}: {e}"));
         return None;
@@ -788,6 +854,7 @@ fn uses_instance(raw: &str) -> bool {
 /// written, in order of appearance, each once.
 fn unsupported_specifiers(raw: &str) -> Vec<char> {
     let mut found = Vec::new();
+    let mut seen = HashSet::new();
     let mut chars = raw.chars();
     while let Some(c) = chars.next() {
         if c != '%' {
@@ -796,7 +863,8 @@ fn unsupported_specifiers(raw: &str) -> Vec<char> {
         match chars.next() {
             Some('n' | 'N' | 'p' | 'i' | '%') | None => {}
             Some(other) => {
-                if !found.contains(&other) {
+                work::charge(1);
+                if seen.insert(other) {
                     found.push(other);
                 }
             }
@@ -900,6 +968,7 @@ fn go_match(pattern: &str, name: &str) -> Result<bool, GlobError> {
 /// a class: `(star, chunk, rest)`.
 fn scan_chunk(pattern: &str) -> (bool, &str, &str) {
     let stars = pattern.len() - pattern.trim_start_matches('*').len();
+    work::charge(stars + 1);
     let pattern = &pattern[stars..];
     let bytes = pattern.as_bytes();
     let mut in_class = false;
@@ -914,6 +983,7 @@ fn scan_chunk(pattern: &str) -> (bool, &str, &str) {
         }
         i += 1;
     }
+    work::charge(i);
     // `i` stops at an ASCII '*' or at the end, so it is a char boundary;
     // `get` keeps that from panicking even if it were not.
     let (chunk, rest) = match (pattern.get(..i), pattern.get(i..)) {
@@ -927,6 +997,7 @@ fn scan_chunk(pattern: &str) -> (bool, &str, &str) {
 /// returns what is left of `s` on a match. The whole chunk is always read,
 /// so a malformed one is reported even when it cannot match.
 fn match_chunk<'s>(chunk: &str, s: &'s str) -> Result<Option<&'s str>, GlobError> {
+    work::charge(chunk.len() + 1);
     let mut chunk = chunk;
     let mut s = s;
     let mut failed = false;

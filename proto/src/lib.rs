@@ -19,6 +19,7 @@
 //!   them.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
 //! - [`backoff`]: retry delays with jitter and a cap, for every retry loop.
+//! - [`work`]: a count of the steps reading a unit file takes, for tests.
 
 pub mod backoff;
 pub mod container;
@@ -36,6 +37,7 @@ pub mod unit;
 pub mod unit_file;
 pub mod value;
 pub mod wire;
+pub mod work;
 
 pub use diagnostic::{Diagnostic, Severity, UnitFileError};
 pub use machine::{Capacity, Machine, MachineId};

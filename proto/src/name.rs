@@ -1,13 +1,30 @@
 //! Unit names: `prefix.type`, templates `prefix@.type` and instances
 //! `prefix@instance.type`, with the specifiers systemd expands from them.
+//!
+//! A valid name is one systemd loads a unit file under: what systemd's
+//! `unit_name_is_valid()` (`src/basic/unit-name.c`) accepts, less what
+//! flotilla refuses on purpose:
+//!
+//! - at most [`MAX_NAME_LEN`] bytes (systemd refuses `UNIT_NAME_MAX`, 256,
+//!   and more: the limit counts the terminating NUL);
+//! - a leading `.`: such a file is hidden. systemd's `hidden_or_backup_file()`
+//!   leaves it out when it lists unit files (`systemctl list-unit-files`
+//!   never shows it), and the agent reserves dot-files in its unit directory
+//!   for its own temporary files and skips them when it looks for what it
+//!   wrote, so it would never remove the unit. `.hidden.service` and
+//!   `...service` are refused;
+//! - only letters, digits and `:_.@-`, one `@` at most (systemd also allows
+//!   `\` escapes and further `@` in an instance name);
+//! - the runtime-only types `.scope` and `.device`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// The longest unit name systemd accepts (`UNIT_NAME_MAX`).
-pub const MAX_NAME_LEN: usize = 256;
+/// The longest unit name systemd accepts, in bytes: `UNIT_NAME_MAX` (256)
+/// less the terminating NUL.
+pub const MAX_NAME_LEN: usize = 255;
 
 /// The kinds of unit flotilla can place: those a unit file can define.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -68,7 +85,9 @@ impl fmt::Display for UnitType {
 pub enum NameError {
     #[error("unit name is empty")]
     Empty,
-    #[error("unit name {name:?} is longer than {MAX_NAME_LEN} characters")]
+    #[error(
+        "unit name {name:?} is longer than {MAX_NAME_LEN} characters, the most systemd accepts"
+    )]
     TooLong { name: String },
     #[error(
         "unit name {name:?} contains {found:?}: only letters, digits and \":_.@-\" are allowed"
@@ -76,6 +95,10 @@ pub enum NameError {
     BadCharacter { name: String, found: char },
     #[error("unit name {name:?} has nothing before its type suffix")]
     EmptyPrefix { name: String },
+    #[error(
+        "unit name {name:?} starts with '.': that is a hidden file, which systemd leaves out when it lists unit files and flotilla's agent would never clean up"
+    )]
+    Hidden { name: String },
     #[error(
         "unit name {name:?} has type \".{suffix}\", which systemd creates at run time and no unit file can define"
     )]
@@ -130,6 +153,9 @@ impl UnitName {
         };
         if full.len() > MAX_NAME_LEN {
             return Err(NameError::TooLong { name: full });
+        }
+        if full.starts_with('.') && full.rfind('.') != Some(0) {
+            return Err(NameError::Hidden { name: full });
         }
         // Safe: `full` ends in ".<suffix>" by construction above.
         let dot = full.rfind('.').unwrap_or(0);
@@ -340,12 +366,22 @@ mod tests {
             UnitName::parse("a.servce").unwrap().as_str(),
             "a.servce.service"
         );
-        let long = format!("{}.service", "a".repeat(MAX_NAME_LEN));
+        // systemd's UNIT_NAME_MAX is 256 with the NUL: 256 bytes is one
+        // too many.
+        let long = format!("{}.service", "a".repeat(256 - 8));
         assert!(matches!(
             UnitName::parse(&long),
             Err(NameError::TooLong { .. })
         ));
-        let just = format!("{}.service", "a".repeat(MAX_NAME_LEN - 8));
-        assert!(UnitName::parse(&just).is_ok());
+        let just = format!("{}.service", "a".repeat(255 - 8));
+        assert_eq!(UnitName::parse(&just).unwrap().as_str().len(), 255);
+        // Hidden files: skipped by systemd's listings and by the agent.
+        for hidden in [".hidden.service", "...service", ".x@1.service", ".a"] {
+            assert!(
+                matches!(UnitName::parse(hidden), Err(NameError::Hidden { .. })),
+                "{hidden}"
+            );
+        }
+        assert!(UnitName::parse("a.b.service").is_ok());
     }
 }

@@ -1,11 +1,14 @@
 //! "Did you mean ...?" for misspelt option names.
 
+use crate::work;
+
 /// Levenshtein distance between two strings, compared case-insensitively
 /// (systemd keys are case-sensitive, but a wrong case is a typo worth
 /// pointing out).
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
     let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
+    work::charge((a.len() + 1) * (b.len() + 1));
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     let mut cur = vec![0; b.len() + 1];
     for (i, ca) in a.iter().enumerate() {
@@ -23,8 +26,20 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 /// typo: at most a third of the word's length away (and at least 1).
 pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
+    // Lengths as `edit_distance` compares them.
+    let length = word.chars().flat_map(char::to_lowercase).count();
     candidates
         .into_iter()
+        // The distance is at least the difference in length: a candidate
+        // too short or too long cannot be near, and is not compared (so a
+        // long word costs nothing).
+        .filter(|c| {
+            c.chars()
+                .flat_map(char::to_lowercase)
+                .count()
+                .abs_diff(length)
+                <= limit
+        })
         .map(|c| (edit_distance(word, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)

@@ -1,6 +1,8 @@
 //! A whole unit as flotilla stores and schedules it: its name, its file, and
 //! the options read from the file, checked together.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::container::ContainerSpec;
@@ -10,10 +12,10 @@ use crate::name::{UnitName, UnitType};
 use crate::resources::Resources;
 use crate::suggest;
 use crate::unit_file::UnitFile;
+use crate::work;
 
-/// The largest unit file flotilla accepts. Far above any real unit, and well
-/// under what one store value may hold.
-pub const MAX_UNIT_FILE_BYTES: usize = 256 * 1024;
+/// Re-exported: the limit belongs to the syntax ([`crate::unit_file`]).
+pub use crate::unit_file::MAX_UNIT_FILE_BYTES;
 
 /// Sections systemd or flotilla reads. Other sections get a warning, except
 /// those starting with `X-`, which systemd reserves for extensions.
@@ -91,18 +93,13 @@ impl UnitSpec {
     /// and every diagnostic in line order either way.
     pub fn read(name: &UnitName, text: &str) -> (Option<UnitSpec>, Vec<Diagnostic>) {
         let mut diags = Diagnostics::new();
-        if text.len() > MAX_UNIT_FILE_BYTES {
-            diags.push(Diagnostic::error(
-                None,
-                format!(
-                    "unit file is {} bytes, more than the {MAX_UNIT_FILE_BYTES} bytes flotilla accepts",
-                    text.len()
-                ),
-            ));
+        let (file, syntax, whole) = UnitFile::parse_whole(text);
+        diags.extend(syntax);
+        if !whole {
+            // A limit stopped the parse: what was read is not the unit, and
+            // checking it would only add noise to the error.
             return (None, diags.into_sorted());
         }
-        let (file, syntax) = UnitFile::parse(text);
-        diags.extend(syntax);
         check_sections(name, &file, &mut diags);
         let fleet = FleetOptions::from_unit_file(name, &file, &mut diags);
         let container = ContainerSpec::from_unit_file(name, &file, &mut diags);
@@ -137,13 +134,13 @@ impl UnitSpec {
 /// Sections that no reader knows draw a warning (systemd ignores them);
 /// sections that do not fit the unit's type are errors.
 fn check_sections(name: &UnitName, file: &UnitFile, diags: &mut Diagnostics) {
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for section in &file.sections {
+        work::charge(1);
         let s = section.name.as_str();
-        if s.is_empty() || seen.contains(&s) {
+        if s.is_empty() || !seen.insert(s) {
             continue;
         }
-        seen.push(s);
         let line = Some(section.line).filter(|l| *l > 0);
         if KNOWN_SECTIONS.contains(&s) {
             if let Some(kind) = type_section_kind(s)

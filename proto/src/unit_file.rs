@@ -1,8 +1,18 @@
 //! The syntax of systemd unit files, as systemd.syntax(7) and systemd's own
-//! parser (`src/shared/conf-parser.c`) define it.
+//! parser (`config_parse()` in `src/shared/conf-parser.c`) define it.
 //!
 //! What is parsed here, checked against systemd 252:
 //!
+//! - Lines end where systemd's `read_line_full()` ends them: at `\n`, at
+//!   `\r` and at a NUL byte, a run such as `\r\n` being one line end (the
+//!   exact rule is in `unit_file/lines.rs`). A `\r` or NUL is read as
+//!   the end of a line, exactly as systemd reads it, rather than rejected:
+//!   what follows it is a line like any other, parsed, validated and counted
+//!   for resources, because it is a line systemd runs. Such a line end draws
+//!   a warning (editors and `cat` show the next line on the same one, so it
+//!   can hide settings from a reader), which `flotilla verify --strict`
+//!   turns into a failure. Line numbers in diagnostics count lines the same
+//!   way, as systemd's own messages do.
 //! - `[Section]` headers. Leading and trailing whitespace around the header is
 //!   ignored; a header that does not end in `]` or names no section is an
 //!   error.
@@ -15,14 +25,27 @@
 //!   continuation are skipped (systemd does the same: see systemd.syntax(7),
 //!   "KeyThree=value 3\ # this line is ignored"); an empty line ends it. A
 //!   continuation still open at the end of the file ends there.
-//! - A UTF-8 byte order mark at the start is skipped; `\r\n` line ends are
-//!   read like `\n`.
+//! - A UTF-8 byte order mark is skipped at the start of the first line that
+//!   starts with one (usually the first line), as systemd 252 does.
 //! - Repeated keys are kept in order; repeated sections are merged by readers
 //!   as systemd does (see [`UnitFile::values`]).
 //!
 //! Stricter than systemd, which only logs and ignores these: a line without
 //! `=` inside a section, an assignment before the first section, and an
 //! assignment with an empty key are errors.
+//!
+//! # Limits
+//!
+//! Anyone who may submit a unit can make flotilla parse it, and the agent
+//! hands it to systemd, whose own handling of continued lines rescans the
+//! whole logical line for every line added to it. So the parse is linear in
+//! the input (it touches each byte a bounded number of times; the steps are
+//! counted in [`crate::work`]) and a unit file is bounded:
+//! [`MAX_UNIT_FILE_BYTES`], [`MAX_LINES`], [`MAX_LINE_BYTES`],
+//! [`MAX_CONTINUED_LINES`], [`MAX_SECTIONS`] and [`MAX_ENTRIES`]. Each bound
+//! is far above what a real unit needs and keeps systemd's own parse of the
+//! file cheap; going past one is an error on the line where it happens, and
+//! the parse stops there (the unit is rejected anyway).
 
 use std::fmt;
 
@@ -30,9 +53,37 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::work;
 
-/// systemd refuses lines longer than this (`LONG_LINE_MAX`, 1 MiB).
-pub const MAX_LINE_LEN: usize = 1024 * 1024;
+mod lines;
+
+/// The largest unit file flotilla accepts, in bytes: far above any real
+/// unit, and well under what one store value may hold.
+pub const MAX_UNIT_FILE_BYTES: usize = 256 * 1024;
+
+/// The most lines (as systemd counts them, see the module documentation) a
+/// unit file may have. A real unit has tens; a file of the largest size
+/// would need lines of 8 bytes on average to reach it.
+pub const MAX_LINES: usize = 32 * 1024;
+
+/// The longest logical line (a line and the lines that continue it, joined)
+/// in bytes. systemd's own limit is 1 MiB (`LONG_LINE_MAX`); flotilla's is
+/// lower because systemd rescans a logical line for every line it adds to
+/// it, and because no real setting comes near it.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The most lines one logical line may span (a backslash at the end of each
+/// but the last; comment lines skipped inside it do not count). With
+/// [`MAX_LINE_BYTES`], this bounds what systemd spends rescanning continued
+/// lines: at most this many rescans of a line for every byte of the file.
+pub const MAX_CONTINUED_LINES: usize = 256;
+
+/// The most `[Section]` headers in a unit file (repeated headers count each
+/// time).
+pub const MAX_SECTIONS: usize = 1024;
+
+/// The most `Key=Value` assignments in a unit file.
+pub const MAX_ENTRIES: usize = 8 * 1024;
 
 /// A parsed unit file: its sections in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,14 +137,34 @@ fn line_of(line: u32) -> Option<u32> {
 impl UnitFile {
     /// Parses unit-file text. Syntax errors do not stop the parse: every bad
     /// line is reported, and the lines around it are still read, so that one
-    /// run of `flotilla verify` shows every problem.
+    /// run of `flotilla verify` shows every problem. Going past one of the
+    /// [limits](self#limits) does stop it, with an error on that line.
     pub fn parse(text: &str) -> (UnitFile, Vec<Diagnostic>) {
+        let (file, diagnostics, _) = Self::parse_whole(text);
+        (file, diagnostics)
+    }
+
+    /// As [`UnitFile::parse`], and whether the whole text was read (no limit
+    /// stopped the parse).
+    pub(crate) fn parse_whole(text: &str) -> (UnitFile, Vec<Diagnostic>, bool) {
         let mut parser = Parser::default();
-        // systemd skips a UTF-8 byte order mark at the start of a file.
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        for (index, raw) in text.split('\n').enumerate() {
-            let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            parser.feed(number, raw);
+        if text.len() > MAX_UNIT_FILE_BYTES {
+            parser.too_big(text);
+            return parser.finish();
+        }
+        for (index, line) in lines::lines(text).enumerate() {
+            let number = index + 1;
+            if number > MAX_LINES {
+                parser.over_limit(
+                    number,
+                    format!("unit file has more than {MAX_LINES} lines, the most flotilla accepts"),
+                );
+                break;
+            }
+            parser.feed(line_number(number), line);
+            if parser.stopped {
+                break;
+            }
         }
         parser.finish()
     }
@@ -101,7 +172,10 @@ impl UnitFile {
     /// The sections with this name, in file order (systemd merges repeated
     /// sections).
     pub fn sections_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Section> + 'a {
-        self.sections.iter().filter(move |s| s.name == name)
+        self.sections.iter().filter(move |s| {
+            work::charge(1);
+            s.name == name
+        })
     }
 
     /// Whether any section with this name exists.
@@ -128,7 +202,10 @@ impl UnitFile {
         section: &'a str,
         key: &'a str,
     ) -> impl Iterator<Item = ValueRef<'a>> + 'a {
-        self.entries(section).filter(move |v| v.key == key)
+        self.entries(section).filter(move |v| {
+            work::charge(1);
+            v.key == key
+        })
     }
 
     /// The value that takes effect for a single-valued setting: the last one
@@ -203,79 +280,217 @@ impl fmt::Display for UnitFile {
     }
 }
 
-/// Whether a line ends in an unescaped backslash, scanning escapes from the
-/// start as systemd does.
+/// Whether a line ends in an unescaped backslash. A backslash escapes the
+/// character after it, whatever it is, so the line continues exactly when
+/// its trailing run of backslashes is odd; systemd scans escapes from the
+/// start of the line, which comes to the same.
 fn ends_with_continuation(line: &str) -> bool {
-    let mut escaped = false;
-    for c in line.chars() {
-        escaped = !escaped && c == '\\';
-    }
-    escaped
+    let run = line.bytes().rev().take_while(|&b| b == b'\\').count();
+    work::charge(run);
+    run % 2 == 1
 }
 
+/// systemd's `WHITESPACE`.
 const WHITESPACE: &[char] = &[' ', '\t', '\n', '\r'];
 
 fn is_comment(line: &str) -> bool {
     line.trim_start_matches(WHITESPACE).starts_with(['#', ';'])
 }
 
+fn line_number(number: usize) -> u32 {
+    u32::try_from(number).unwrap_or(u32::MAX)
+}
+
+/// A logical line being assembled from continued lines.
+struct Pending {
+    /// The line it starts on.
+    start: u32,
+    text: String,
+    /// How many lines it spans so far.
+    lines: usize,
+    /// Whether it went past a limit (already reported): the lines that
+    /// continue it are skipped rather than read as lines of their own.
+    overflowed: bool,
+}
+
 #[derive(Default)]
 struct Parser {
     file: UnitFile,
     diagnostics: Diagnostics,
-    /// A logical line being assembled from continued physical lines: its
-    /// first line number and text so far.
-    pending: Option<(u32, String)>,
+    pending: Option<Pending>,
+    /// Whether a byte order mark was skipped already: systemd skips one.
+    bom_seen: bool,
+    entries: usize,
     /// Whether an assignment before any section has been reported already;
     /// one report is enough.
     reported_outside: bool,
+    /// The first line whose end is a `\r` or NUL that editors do not show,
+    /// what ended it, and how many lines end that way.
+    hidden_end: Option<(u32, String)>,
+    hidden_ends: usize,
+    /// Whether a limit was reached: nothing more is read.
+    stopped: bool,
 }
 
 impl Parser {
-    fn feed(&mut self, number: u32, raw: &str) {
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        if raw.len() > MAX_LINE_LEN {
+    fn feed(&mut self, number: u32, line: lines::Line<'_>) {
+        work::charge(line.text.len() + line.end.len() + 1);
+        if !line.ends_plainly() {
+            self.hidden_ends += 1;
+            if self.hidden_end.is_none() {
+                self.hidden_end = Some((number, line.end.to_owned()));
+            }
+        }
+        let raw = line.text;
+        if raw.len() > MAX_LINE_BYTES {
             self.diagnostics.push(Diagnostic::error(
                 Some(number),
-                format!("line is longer than {MAX_LINE_LEN} bytes"),
+                format!("line is longer than {MAX_LINE_BYTES} bytes, the most flotilla accepts"),
             ));
+            // Skip it, and the rest of the logical line it belongs to.
+            let start = self.pending.as_ref().map_or(number, |p| p.start);
+            self.pending = ends_with_continuation(raw).then_some(Pending {
+                start,
+                text: String::new(),
+                lines: 0,
+                overflowed: true,
+            });
             return;
         }
-        let (start, mut text) = match self.pending.take() {
-            Some((start, text)) => {
-                if is_comment(raw) {
-                    self.pending = Some((start, text));
-                    return;
-                }
-                (start, text)
+        // systemd looks for comments before anything else, also inside a
+        // continuation, and before it skips a byte order mark.
+        if is_comment(raw) {
+            return;
+        }
+        let raw = match raw.strip_prefix('\u{feff}') {
+            Some(rest) if !self.bom_seen => {
+                self.bom_seen = true;
+                rest
             }
-            None => {
-                if is_comment(raw) {
-                    return;
-                }
-                (number, String::new())
-            }
+            _ => raw,
         };
-        text.push_str(raw);
-        if ends_with_continuation(&text) {
-            text.pop();
-            text.push(' ');
-            self.pending = Some((start, text));
+        let continued = ends_with_continuation(raw);
+        // The part of the line that goes into the logical line: a final
+        // backslash becomes a space.
+        let body = if continued {
+            // The last byte is an ASCII backslash: a char boundary.
+            &raw[..raw.len() - 1]
+        } else {
+            raw
+        };
+        let Some(mut pending) = self.pending.take() else {
+            if continued {
+                let mut text = String::with_capacity(raw.len());
+                text.push_str(body);
+                text.push(' ');
+                self.pending = Some(Pending {
+                    start: number,
+                    text,
+                    lines: 1,
+                    overflowed: false,
+                });
+            } else {
+                self.line(number, raw);
+            }
             return;
+        };
+        pending.lines += 1;
+        if !pending.overflowed {
+            if pending.lines > MAX_CONTINUED_LINES {
+                self.diagnostics.push(Diagnostic::error(
+                    Some(pending.start),
+                    format!(
+                        "line is continued over more than {MAX_CONTINUED_LINES} lines, the most flotilla accepts"
+                    ),
+                ));
+                pending.overflowed = true;
+            } else if pending.text.len() + raw.len() > MAX_LINE_BYTES {
+                self.diagnostics.push(Diagnostic::error(
+                    Some(pending.start),
+                    format!(
+                        "line and the lines that continue it are longer than {MAX_LINE_BYTES} bytes, the most flotilla accepts"
+                    ),
+                ));
+                pending.overflowed = true;
+            }
         }
-        self.line(start, &text);
+        if pending.overflowed {
+            pending.text = String::new();
+        } else {
+            work::charge(body.len());
+            pending.text.push_str(body);
+            if continued {
+                pending.text.push(' ');
+            }
+        }
+        if continued {
+            self.pending = Some(pending);
+        } else if !pending.overflowed {
+            self.line(pending.start, &pending.text);
+        }
     }
 
-    fn finish(mut self) -> (UnitFile, Vec<Diagnostic>) {
-        if let Some((start, text)) = self.pending.take() {
-            self.line(start, &text);
+    fn finish(mut self) -> (UnitFile, Vec<Diagnostic>, bool) {
+        if let Some(pending) = self.pending.take()
+            && !pending.overflowed
+            && !self.stopped
+        {
+            self.line(pending.start, &pending.text);
         }
-        (self.file, self.diagnostics.into_sorted())
+        if let Some((number, end)) = self.hidden_end.take() {
+            let more = match self.hidden_ends {
+                0 | 1 => String::new(),
+                2 => " (and so does 1 more line)".to_owned(),
+                n => format!(" (and so do {} more lines)", n - 1),
+            };
+            self.diagnostics.push(Diagnostic::warning(
+                Some(number),
+                format!(
+                    "line ends in {end:?}{more}: systemd reads a \\r or NUL byte as the end of a line, and so \
+                     does flotilla, but editors and `cat` show what follows on the same line; end lines \
+                     with \\n"
+                ),
+            ));
+        }
+        (self.file, self.diagnostics.into_sorted(), !self.stopped)
+    }
+
+    /// Reports a limit reached on line `number` and stops the parse.
+    fn over_limit(&mut self, number: usize, message: String) {
+        self.diagnostics
+            .push(Diagnostic::error(Some(line_number(number)), message));
+        self.pending = None;
+        self.stopped = true;
+    }
+
+    /// Reports a file over [`MAX_UNIT_FILE_BYTES`], on the line where the
+    /// limit falls.
+    fn too_big(&mut self, text: &str) {
+        let mut offset = 0;
+        let mut number = 0;
+        for line in lines::lines(text) {
+            number += 1;
+            offset += line.text.len() + line.end.len();
+            work::charge(line.text.len() + line.end.len() + 1);
+            if offset > MAX_UNIT_FILE_BYTES {
+                break;
+            }
+        }
+        self.over_limit(
+            number,
+            format!(
+                "unit file is {} bytes, more than the {MAX_UNIT_FILE_BYTES} bytes flotilla accepts (the limit falls on this line)",
+                text.len()
+            ),
+        );
     }
 
     fn line(&mut self, number: u32, text: &str) {
+        work::charge(text.len() + 1);
         let line = text.trim_matches(WHITESPACE);
-        if line.is_empty() {
+        // A logical line that starts with a comment character once trimmed
+        // (one that followed a byte order mark) is a comment too.
+        if line.is_empty() || line.starts_with(['#', ';']) {
             return;
         }
         if line.starts_with('[') {
@@ -317,6 +532,16 @@ impl Parser {
             ));
             return;
         }
+        if self.entries == MAX_ENTRIES {
+            self.over_limit(
+                number as usize,
+                format!(
+                    "unit file has more than {MAX_ENTRIES} assignments, the most flotilla accepts"
+                ),
+            );
+            return;
+        }
+        self.entries += 1;
         section.entries.push(Entry {
             key: key.to_owned(),
             value: value.trim_matches(WHITESPACE).to_owned(),
@@ -325,6 +550,15 @@ impl Parser {
     }
 
     fn header(&mut self, number: u32, line: &str) {
+        if self.file.sections.len() == MAX_SECTIONS {
+            self.over_limit(
+                number as usize,
+                format!(
+                    "unit file has more than {MAX_SECTIONS} section headers, the most flotilla accepts"
+                ),
+            );
+            return;
+        }
         let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
             self.diagnostics.push(Diagnostic::error(
                 Some(number),
@@ -421,8 +655,11 @@ mod tests {
 
     #[test]
     fn overlong_line_is_an_error() {
-        let text = format!("[Unit]\nDescription={}\n", "x".repeat(MAX_LINE_LEN));
-        let (_, diags) = UnitFile::parse(&text);
+        let text = format!(
+            "[Unit]\nDescription={}\nAfter=a.service\n",
+            "x".repeat(MAX_LINE_BYTES)
+        );
+        let (file, diags) = UnitFile::parse(&text);
         assert_eq!(diags.len(), 1);
         assert_eq!(diags[0].line, Some(2));
         assert!(
@@ -430,5 +667,7 @@ mod tests {
             "{}",
             diags[0].message
         );
+        // The lines after it are still read.
+        assert_eq!(file.last_value("Unit", "After").unwrap().value, "a.service");
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::diagnostic::{Diagnostic, UnitFileError};
 use crate::machine::{Capacity, Machine, MachineId};
 use crate::state::{DesiredState, UnitState};
 use crate::unit_file::{Entry, Section, UnitFile};
@@ -36,8 +37,22 @@ pub fn options_of(file: &UnitFile) -> Vec<UnitOption> {
 }
 
 /// Unit-file text from fleet-style options: consecutive options of one
-/// section share a header.
-pub fn text_of(options: &[UnitOption]) -> String {
+/// section share a header. `unit` names the unit in the error.
+///
+/// Each option must stay one `Key=Value` line of its section: a section
+/// name, option name or value that holds a line end (`\n`, `\r` or NUL, all
+/// of which end a line for systemd) would start lines of its own, and an
+/// option name that is empty, holds `=`, starts like a comment or a header,
+/// or has blanks at its ends would read back as another line. Such options
+/// are refused, each with an error naming its section and option.
+pub fn text_of(unit: &str, options: &[UnitOption]) -> Result<String, UnitFileError> {
+    let diagnostics: Vec<Diagnostic> = options.iter().filter_map(option_problem).collect();
+    if !diagnostics.is_empty() {
+        return Err(UnitFileError {
+            file: unit.to_owned(),
+            diagnostics,
+        });
+    }
     let mut file = UnitFile::default();
     for o in options {
         if file.sections.last().is_none_or(|s| s.name != o.section) {
@@ -55,7 +70,48 @@ pub fn text_of(options: &[UnitOption]) -> String {
             });
         }
     }
-    file.to_string()
+    Ok(file.to_string())
+}
+
+/// Why an option cannot be written as one line of its section, if it
+/// cannot.
+fn option_problem(o: &UnitOption) -> Option<Diagnostic> {
+    const LINE_ENDS: [char; 3] = ['\n', '\r', '\0'];
+    let line_end = |what: &str, text: &str| {
+        text.find(LINE_ENDS).map(|at| {
+            let c = &text[at..at + 1];
+            format!(
+                "the {what} contains {c:?}, which ends a line in a unit file, so the rest would be \
+                 read as lines of their own; give each setting as an option of its own"
+            )
+        })
+    };
+    let message = if o.section.is_empty() {
+        Some("the section name is empty".to_owned())
+    } else if let Some(m) = line_end("section name", &o.section) {
+        Some(m)
+    } else if let Some(m) = line_end("option name", &o.name) {
+        Some(m)
+    } else if let Some(m) = line_end("value", &o.value) {
+        Some(m)
+    } else if o.name.is_empty() {
+        Some("the option name is empty".to_owned())
+    } else if o.name.contains('=') {
+        Some("the option name contains '=', so it would read back as another option".to_owned())
+    } else if o.name.starts_with(['#', ';', '[']) {
+        Some(format!(
+            "the option name starts with {:?}, so it would read back as a comment or a section header",
+            &o.name[..1]
+        ))
+    } else if o.name.trim() != o.name {
+        Some("the option name has blanks at its start or end, which a unit file drops".to_owned())
+    } else {
+        None
+    }?;
+    Some(Diagnostic::error(None, message).at_option(
+        &o.section.escape_debug().to_string(),
+        &o.name.escape_debug().to_string(),
+    ))
 }
 
 /// A unit as the API shows it (`GET /v1/units/{name}`).
@@ -261,9 +317,79 @@ mod tests {
         assert!(diags.is_empty());
         let options = options_of(&file);
         assert_eq!(options.len(), 3);
-        let (again, diags) = UnitFile::parse(&text_of(&options));
+        let (again, diags) = UnitFile::parse(&text_of("a.service", &options).unwrap());
         assert!(diags.is_empty());
         assert_eq!(again.content_hash(), file.content_hash());
+    }
+
+    fn option(section: &str, name: &str, value: &str) -> UnitOption {
+        UnitOption {
+            section: section.into(),
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn options_that_would_make_lines_of_their_own_are_refused() {
+        let good = option("Unit", "Description", "web");
+        let cases = [
+            (
+                option(
+                    "Unit",
+                    "Description",
+                    "x\n[Service]\nExecStartPre=/bin/evil",
+                ),
+                "[Unit] Description: the value contains \"\\n\", which ends a line",
+            ),
+            (
+                option("Unit", "Description", "x\r[X-Fleet]\rConflicts=*"),
+                "[Unit] Description: the value contains \"\\r\", which ends a line",
+            ),
+            (
+                option("Unit", "Description", "x\0MemoryMax=1E"),
+                "[Unit] Description: the value contains \"\\0\", which ends a line",
+            ),
+            (
+                option("Service]\n[X-Fleet", "Global", "true"),
+                "[Service]\\n[X-Fleet] Global: the section name contains \"\\n\"",
+            ),
+            (
+                option("Service", "A\nB", "1"),
+                "[Service] A\\nB: the option name contains \"\\n\"",
+            ),
+            (option("", "A", "1"), "[] A: the section name is empty"),
+            (
+                option("Service", "", "1"),
+                "[Service] : the option name is empty",
+            ),
+            (
+                option("Service", "MemoryMax=1E #", "1"),
+                "[Service] MemoryMax=1E #: the option name contains '='",
+            ),
+            (
+                option("Service", "#x", "1"),
+                "[Service] #x: the option name starts with \"#\"",
+            ),
+            (
+                option("Service", "[X-Fleet]", "1"),
+                "[Service] [X-Fleet]: the option name starts with \"[\"",
+            ),
+            (
+                option("Service", " A", "1"),
+                "[Service]  A: the option name has blanks",
+            ),
+        ];
+        for (bad, expected) in cases {
+            let err = text_of("web.service", &[good.clone(), bad.clone()]).unwrap_err();
+            assert_eq!(err.file, "web.service");
+            assert_eq!(err.diagnostics.len(), 1, "{bad:?}");
+            let shown = err.to_string();
+            assert!(
+                shown.starts_with(&format!("web.service: error: {expected}")),
+                "{bad:?}: {shown}"
+            );
+        }
     }
 
     #[test]

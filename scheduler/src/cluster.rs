@@ -152,9 +152,13 @@ impl Cluster {
             if let Some((record, _)) = self.read_unit(unit).await?
                 && let Ok(checked) = UnitSpec::check_named(unit.as_str(), unit, &record.text)
             {
+                // Saturating: a sum past u64::MAX is more than any machine
+                // has, and shows as the most it can.
                 let r = checked.spec.resources;
-                used.cpu_millis += r.cpu_millis.unwrap_or(0);
-                used.memory_bytes += r.memory_bytes.unwrap_or(0);
+                used.cpu_millis = used.cpu_millis.saturating_add(r.cpu_millis.unwrap_or(0));
+                used.memory_bytes = used
+                    .memory_bytes
+                    .saturating_add(r.memory_bytes.unwrap_or(0));
             }
         }
         Ok(MachineResource {
@@ -408,7 +412,7 @@ impl ControlPlane for Cluster {
                 ));
             }
             (Some(text), None) => Some(text.clone()),
-            (None, Some(options)) => Some(wire::text_of(options)),
+            (None, Some(options)) => Some(wire::text_of(name.as_str(), options)?),
             (None, None) => None,
         };
         let key = self.keys().unit(name);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_proto::wire::UnitPut;
+use flotilla_proto::wire::{UnitOption, UnitPut};
 use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName};
 use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
 use flotilla_scheduler::control::{ControlError, ControlPlane, PageRequest, PutOutcome};
@@ -142,6 +142,73 @@ async fn unit_writes_follow_fleet_rules() {
         c.delete_unit(&web).await,
         Err(ControlError::NotFound { .. })
     ));
+}
+
+#[tokio::test]
+async fn options_that_would_add_lines_are_refused_and_nothing_is_stored() {
+    let store = Arc::new(MemoryStore::new());
+    let c = cluster(&store, Duration::from_secs(10));
+    let web = name("web.service");
+    let option = |section: &str, name: &str, value: &str| UnitOption {
+        section: section.into(),
+        name: name.into(),
+        value: value.into(),
+    };
+    for hidden in ["\n", "\r", "\0"] {
+        let put = UnitPut {
+            desired_state: Some(DesiredState::Launched),
+            options: Some(vec![
+                option(
+                    "Unit",
+                    "Description",
+                    &format!("web{hidden}[X-Fleet]{hidden}Conflicts=*"),
+                ),
+                option("Service", "ExecStart", "/bin/true"),
+            ]),
+            ..UnitPut::default()
+        };
+        let err = c.put_unit(&web, put).await.unwrap_err();
+        let ControlError::InvalidUnit(e) = err else {
+            panic!("{err}")
+        };
+        assert!(
+            e.to_string().starts_with(&format!(
+                "web.service: error: [Unit] Description: the value contains {hidden:?}, which ends a line"
+            )),
+            "{e}"
+        );
+        assert!(matches!(
+            c.get_unit(&web).await,
+            Err(ControlError::NotFound { .. })
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_machine_shows_what_its_units_reserve_without_wrapping() {
+    let store = Arc::new(MemoryStore::new());
+    let c = cluster(&store, Duration::from_secs(10));
+    let m = machine(1, &[]);
+    c.register_machine(m.clone()).await.unwrap();
+    // Three units of 7 EiB on one machine (an old leader's or an operator's
+    // assignments: placement would not put them there) are more than a u64
+    // counts: the sum shows as the most it can, not as a wrapped small one.
+    let keys = Keys::default();
+    for unit in ["a.service", "b.service", "c.service"] {
+        let text = "[Service]\nExecStart=/bin/true\nMemoryMax=7E\nCPUQuota=1000%\n";
+        c.put_unit(&name(unit), text_put(text, DesiredState::Launched))
+            .await
+            .unwrap();
+        store
+            .put(&keys.assignment(&m.id, &name(unit)), &[], None)
+            .await
+            .unwrap();
+    }
+    let page = c.list_machines(PageRequest::default()).await.unwrap();
+    let shown = &page.machines[0];
+    assert_eq!(shown.units, 3);
+    assert_eq!(shown.used.memory_bytes, u64::MAX);
+    assert_eq!(shown.used.cpu_millis, 30_000);
 }
 
 #[tokio::test]

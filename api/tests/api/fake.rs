@@ -252,7 +252,7 @@ impl ControlPlane for FakeControl {
                 ));
             }
             (Some(text), None) => Some(text),
-            (None, Some(options)) => Some(text_of(&options)),
+            (None, Some(options)) => Some(text_of(name.as_str(), &options)?),
             (None, None) => None,
         };
         let (outcome, revision) = {

@@ -26,6 +26,14 @@ struct Tally {
     every_lacks_mem: bool,
     max_free_cpu: u64,
     max_free_mem: u64,
+    /// Whether the unit asks more CPU (memory) than every one of them has
+    /// at all, so that no unit leaving can make room; and whether each of
+    /// them is too small for one resource or the other.
+    every_too_small_cpu: bool,
+    every_too_small_mem: bool,
+    every_too_small: bool,
+    max_capacity_cpu: u64,
+    max_capacity_mem: u64,
 }
 
 impl PlacementView {
@@ -35,8 +43,13 @@ impl PlacementView {
         let mut t = Tally {
             every_lacks_cpu: true,
             every_lacks_mem: true,
+            every_too_small_cpu: true,
+            every_too_small_mem: true,
+            every_too_small: true,
             ..Tally::default()
         };
+        let e = self.unit(u);
+        let (want_cpu, want_mem) = (e.resources.cpu_millis, e.resources.memory_bytes);
         for &m in candidates {
             let Err(reject) = self.check(u, m, mode) else {
                 continue;
@@ -69,6 +82,14 @@ impl PlacementView {
                     let machine = self.machine(m);
                     t.max_free_cpu = t.max_free_cpu.max(machine.free_cpu());
                     t.max_free_mem = t.max_free_mem.max(machine.free_mem());
+                    let capacity = machine.machine.capacity;
+                    let small_cpu = want_cpu.is_some_and(|c| c > capacity.cpu_millis);
+                    let small_mem = want_mem.is_some_and(|m| m > capacity.memory_bytes);
+                    t.every_too_small_cpu &= small_cpu;
+                    t.every_too_small_mem &= small_mem;
+                    t.every_too_small &= small_cpu || small_mem;
+                    t.max_capacity_cpu = t.max_capacity_cpu.max(capacity.cpu_millis);
+                    t.max_capacity_mem = t.max_capacity_mem.max(capacity.memory_bytes);
                 }
             }
         }
@@ -150,23 +171,49 @@ impl PlacementView {
         }
     }
 
-    /// What a unit needs and the most the machines without room have free:
-    /// the reason when room is the only problem, and the part of a longer
-    /// reason for one machine and for several.
+    /// What a unit needs and the most the machines without room have free
+    /// (or have at all, when it asks more than they hold, so that no unit
+    /// leaving can help): the reason when room is the only problem, and the
+    /// part of a longer reason for one machine and for several.
     fn room_text(&self, u: UnitId, t: &Tally) -> (String, String, String) {
         let e = self.unit(u);
         let cpu = fmt_cpu(e.cpu());
         let mem = fmt_bytes(e.mem());
+        let both = format!("{cpu} CPU and {mem} memory");
+        let too_big = match (t.every_too_small_cpu, t.every_too_small_mem) {
+            (true, false) => Some((format!("{cpu} CPU"), fmt_cpu(t.max_capacity_cpu))),
+            (false, true) => Some((format!("{mem} memory"), fmt_bytes(t.max_capacity_mem))),
+            (true, true) => Some((
+                both.clone(),
+                format!(
+                    "{} CPU and {} memory",
+                    fmt_cpu(t.max_capacity_cpu),
+                    fmt_bytes(t.max_capacity_mem)
+                ),
+            )),
+            (false, false) => None,
+        };
+        if let Some((need, most)) = too_big {
+            return (
+                format!("needs {need}, more than any eligible machine has (at most {most})"),
+                format!("is too small (needs {need}, at most {most})"),
+                format!("are too small (needs {need}, at most {most})"),
+            );
+        }
+        if t.every_too_small {
+            return (
+                format!("needs {both}, and no eligible machine has both"),
+                format!("is too small (needs {both}, not both)"),
+                format!("are too small (needs {both}, none has both)"),
+            );
+        }
         let free_cpu = fmt_cpu(t.max_free_cpu);
         let free_mem = fmt_bytes(t.max_free_mem);
         let (need, free) = match (t.every_lacks_cpu, t.every_lacks_mem) {
             (true, false) => (format!("{cpu} CPU"), Some(free_cpu)),
             (false, true) => (format!("{mem} memory"), Some(free_mem)),
-            (true, true) => (
-                format!("{cpu} CPU and {mem} memory"),
-                Some(format!("{free_cpu} CPU and {free_mem} memory")),
-            ),
-            (false, false) => (format!("{cpu} CPU and {mem} memory"), None),
+            (true, true) => (both, Some(format!("{free_cpu} CPU and {free_mem} memory"))),
+            (false, false) => (both, None),
         };
         match free {
             Some(free) => (
@@ -357,7 +404,8 @@ pub(crate) fn fmt_cpu(millis: u64) -> String {
 
 /// A size as systemd writes one: `512M`, `1.5G`, `100B`.
 pub(crate) fn fmt_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 5] = [
+    const UNITS: [(&str, u64); 6] = [
+        ("E", 1 << 60),
         ("P", 1 << 50),
         ("T", 1 << 40),
         ("G", 1 << 30),
@@ -406,6 +454,8 @@ mod tests {
         assert_eq!(fmt_bytes(512 << 20), "512M");
         assert_eq!(fmt_bytes(3 << 29), "1.5G");
         assert_eq!(fmt_bytes(8 << 30), "8G");
+        assert_eq!(fmt_bytes(7 << 60), "7E");
+        assert_eq!(fmt_bytes(u64::MAX), "16.0E");
     }
 
     #[test]

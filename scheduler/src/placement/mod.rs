@@ -115,7 +115,12 @@
 //!   the reservations of the global units it runs may not exceed its
 //!   capacity, for CPU and for memory separately. A unit without requests
 //!   fits anywhere; a request of 0 is no request; a machine whose capacity
-//!   for a resource is 0 hosts no unit that requests it. A change of
+//!   for a resource is 0 hosts no unit that requests it. A unit that asks
+//!   more than every eligible machine has at all is unschedulable with a
+//!   reason that says so ("needs 7E memory, more than any eligible machine
+//!   has (at most 8G)"), apart from one that only lacks free room. The sums
+//!   of requests on a machine are kept in `u128`, exact however large the
+//!   requests (`MemoryMax=7E` three times is more than a `u64` holds). A change of
 //!   capacity never moves placed units (an overcommitted machine stays so
 //!   until units leave); a unit whose own request grows beyond what its
 //!   machine has free moves (`UnassignReason::NoRoom`).

@@ -631,17 +631,18 @@ impl PlacementView {
     pub(crate) fn lacks_room(&self, u: UnitId, m: Mx, counted: bool) -> (bool, bool) {
         let e = self.unit(u);
         let machine = self.machine(m);
-        let lacks = |request: Option<u64>, used: u64, global: u64, capacity: u64| {
+        // In u128: the sums are exact there (see `MachineEntry::used_cpu`).
+        let lacks = |request: Option<u64>, used: u128, global: u64, capacity: u64| {
             let Some(r) = request else {
                 return false;
             };
             if capacity == 0 {
                 return true;
             }
-            let others = used
-                .saturating_add(global)
-                .saturating_sub(if counted { r } else { 0 });
-            others.saturating_add(r) > capacity
+            let r = u128::from(r);
+            // When counted, `used` holds the unit's own request.
+            let others = used + u128::from(global) - if counted { r } else { 0 };
+            others + r > u128::from(capacity)
         };
         let capacity = machine.machine.capacity;
         (

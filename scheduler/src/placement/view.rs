@@ -44,10 +44,16 @@ pub(crate) struct MachineEntry {
     pub idkey: u128,
     /// Units placed here.
     pub units: BTreeSet<UnitId>,
-    /// Sums of the requests of the units placed here.
-    pub used_cpu: u64,
-    pub used_mem: u64,
-    /// Sums of the requests of the global units whose metadata matches.
+    /// Sums of the requests of the units placed here. Wider than a request:
+    /// they go up and down one unit at a time and must come back exact,
+    /// which a sum that saturated (or wrapped) would not (three units of
+    /// `MemoryMax=7E` are more than a `u64` counts). Even 2^32 units of the
+    /// largest request fit.
+    pub used_cpu: u128,
+    pub used_mem: u128,
+    /// Sums of the requests of the global units whose metadata matches,
+    /// recomputed whole when they change: a sum that saturates at
+    /// `u64::MAX` is more than any machine has, which is all that matters.
     pub global_cpu: u64,
     pub global_mem: u64,
     /// Where the machine sits in the orderings now.
@@ -56,17 +62,19 @@ pub(crate) struct MachineEntry {
 
 impl MachineEntry {
     pub fn free_cpu(&self) -> u64 {
-        self.machine
-            .capacity
-            .cpu_millis
-            .saturating_sub(self.used_cpu.saturating_add(self.global_cpu))
+        free(
+            self.machine.capacity.cpu_millis,
+            self.used_cpu,
+            self.global_cpu,
+        )
     }
 
     pub fn free_mem(&self) -> u64 {
-        self.machine
-            .capacity
-            .memory_bytes
-            .saturating_sub(self.used_mem.saturating_add(self.global_mem))
+        free(
+            self.machine.capacity.memory_bytes,
+            self.used_mem,
+            self.global_mem,
+        )
     }
 
     fn compute_keys(&self, mx: Mx) -> MachineKeys {
@@ -83,6 +91,13 @@ impl MachineEntry {
             &self.machine.hostname
         }
     }
+}
+
+/// What is left of `capacity` once `used` and `global` are taken: never
+/// more than `capacity`, so it fits a `u64`.
+fn free(capacity: u64, used: u128, global: u64) -> u64 {
+    let taken = used + u128::from(global);
+    u64::try_from(u128::from(capacity).saturating_sub(taken)).unwrap_or(0)
 }
 
 /// A unit as placement sees it.
@@ -774,8 +789,8 @@ impl PlacementView {
         let name = e.name.clone();
         let machine = self.machine_mut(m);
         machine.units.insert(u);
-        machine.used_cpu = machine.used_cpu.saturating_add(cpu);
-        machine.used_mem = machine.used_mem.saturating_add(mem);
+        machine.used_cpu += u128::from(cpu);
+        machine.used_mem += u128::from(mem);
         self.reindex(m);
         self.mark_followers_dirty(&name);
         if displaces {
@@ -826,8 +841,9 @@ impl PlacementView {
         let name = e.name.clone();
         if let Some(machine) = self.machines[m as usize].as_mut() {
             machine.units.remove(&u);
-            machine.used_cpu = machine.used_cpu.saturating_sub(cpu);
-            machine.used_mem = machine.used_mem.saturating_sub(mem);
+            // Exact: the unit's request was added when it was attached.
+            machine.used_cpu -= u128::from(cpu);
+            machine.used_mem -= u128::from(mem);
             self.reindex(m);
         }
         self.room_freed = true;
@@ -997,8 +1013,8 @@ impl PlacementView {
             if placed != entry.units {
                 return Err(format!("{label}: unit set {:?} != {placed:?}", entry.units));
             }
-            let cpu: u64 = placed.iter().map(|&u| self.unit(u).cpu()).sum();
-            let mem: u64 = placed.iter().map(|&u| self.unit(u).mem()).sum();
+            let cpu: u128 = placed.iter().map(|&u| u128::from(self.unit(u).cpu())).sum();
+            let mem: u128 = placed.iter().map(|&u| u128::from(self.unit(u).mem())).sum();
             if (cpu, mem) != (entry.used_cpu, entry.used_mem) {
                 return Err(format!(
                     "{label}: used ({}, {}) != ({cpu}, {mem})",
