@@ -15,7 +15,8 @@
 //! - **Watches.** [`Store::watch`] streams the changes under a prefix from a
 //!   revision on, replaying the history first. Read at revision R, then watch
 //!   from R + 1: every later change arrives exactly once, in order. History is
-//!   bounded; asking for more than is kept fails with
+//!   bounded (the local stores bound it in events and in bytes,
+//!   [`WatchOptions`]); asking for more than is kept fails with
 //!   [`StoreError::Compacted`], and the caller resyncs.
 //! - **Leases.** [`Store::grant`] a TTL, put keys on the lease, keep it alive;
 //!   when it expires or is revoked its keys are deleted (and watchers see the
@@ -54,9 +55,9 @@ pub use error::{StoreError, StoreResult};
 pub use etcd::{EtcdConfig, EtcdConnectError, EtcdStore, EtcdTls};
 pub use memory::{CallCounts, Fault, FaultPoint, MemoryOptions, MemoryStore, Method};
 pub use types::{
-    Compare, CompareOp, CompareTarget, DeleteResponse, GetResponse, KeyValue, LeaseGrant, LeaseId,
-    Limits, PutResponse, RangeOptions, RangeResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
-    WatchEvent, WatchOptions,
+    Compare, CompareOp, CompareTarget, DeleteResponse, GetResponse, HistoryStats, KeyValue,
+    LeaseGrant, LeaseId, Limits, PutResponse, RangeOptions, RangeResponse, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchEvent, WatchOptions,
 };
 pub use watch::Watcher;
 
@@ -133,6 +134,14 @@ pub trait Store: Send + Sync {
     /// Compacting to a revision already compacted does nothing; a revision
     /// beyond the current one fails with [`StoreError::FutureRevision`].
     fn compact(&self, revision: u64) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// What the watch history holds now (events, accounted bytes, the
+    /// oldest revision a watch can start from), for stores that keep it in
+    /// this process (memory, embedded); `None` when another server keeps it
+    /// (etcd). For tests and metrics.
+    fn watch_history(&self) -> Option<HistoryStats> {
+        None
+    }
 
     /// Writes one key (on a lease, or on none). One transaction.
     fn put<'a>(

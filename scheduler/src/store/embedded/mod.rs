@@ -17,8 +17,8 @@ use self::codec::{Dec, Enc};
 use super::engine::{Committer, Engine, Shared};
 use super::state::{Command, Outcome, StateMachine};
 use super::{
-    BoxFuture, GetResponse, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse, Store,
-    StoreError, StoreResult, Txn, TxnResponse, WatchOptions, Watcher, lock,
+    BoxFuture, GetResponse, HistoryStats, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse,
+    Store, StoreError, StoreResult, Txn, TxnResponse, WatchOptions, Watcher, lock,
 };
 
 const WAL_MAGIC: &[u8; 8] = b"FLOTWAL1";
@@ -369,6 +369,10 @@ impl Store for EmbeddedStore {
 
     fn compact(&self, revision: u64) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move { self.engine.compact(revision) })
+    }
+
+    fn watch_history(&self) -> Option<HistoryStats> {
+        Some(self.engine.watch_history())
     }
 }
 
