@@ -210,13 +210,7 @@ async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery
             source,
         })?;
     if let Some(torn) = &recovery.torn_tail {
-        tracing::warn!(
-            "the store's log ended in a torn write that was never acknowledged: cut {} bytes at offset {} of {} ({})",
-            torn.discarded_bytes,
-            torn.offset,
-            torn.path.display(),
-            torn.reason
-        );
+        tracing::warn!("{torn}");
     }
     tracing::info!(
         dir = %config.data_dir.display(),

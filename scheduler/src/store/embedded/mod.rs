@@ -77,14 +77,17 @@ pub struct Recovery {
     pub revision: u64,
     /// Leases restored, each with its whole TTL from now.
     pub leases: usize,
-    /// A torn write cut off the end of the log: writes that were never
-    /// acknowledged. Worth a warning in the log.
+    /// An incomplete write cut off the end of the log: the last group
+    /// commit, interrupted before it was acknowledged, or the end of a file
+    /// that was truncated (the two look the same). Worth a warning in the
+    /// log: its `Display` says so.
     pub torn_tail: Option<TornTail>,
     /// Leftovers of an interrupted snapshot that were removed.
     pub removed_files: Vec<PathBuf>,
 }
 
-/// A torn write cut off the end of a log on open.
+/// An incomplete write cut off the end of a log on open (see the damage
+/// policy of [`EmbeddedStore`]). Its `Display` is the warning to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
     /// The log file.
@@ -95,6 +98,21 @@ pub struct TornTail {
     pub discarded_bytes: u64,
     /// What the tail looked like.
     pub reason: String,
+}
+
+impl std::fmt::Display for TornTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the store's log ends in an incomplete write: either the last group commit was \
+             interrupted before it was acknowledged, or the file was truncated; cut {} bytes \
+             at offset {} of {} ({})",
+            self.discarded_bytes,
+            self.offset,
+            self.path.display(),
+            self.reason
+        )
+    }
 }
 
 /// The durable store on local disk (the default for `flotilla server
@@ -142,16 +160,22 @@ pub struct TornTail {
 /// # Damage policy
 ///
 /// On open, the log is read to its end:
-/// - A **torn tail** is the group commit that was being written when the
-///   process or machine died: its fsync never finished, so none of its
-///   writes were acknowledged. Recognised (from the first bad frame on) as:
+/// - A **torn tail** is a log that ends in an incomplete write. Most often
+///   it is the group commit that was being written when the process or
+///   machine died: its fsync never finished, so none of its writes were
+///   acknowledged. But a file truncated by something else (a copy or a
+///   restore cut short, a full disk, a tool) ends the same way, and the
+///   store cannot tell the two apart: a truncation may have removed
+///   acknowledged writes (and one that falls exactly between two frames
+///   leaves no trace at all). Recognised (from the first bad frame on) as:
 ///   fewer bytes left than a frame header; a frame whose checksummed length
 ///   runs past the end of the file; nothing but zeros up to the end of the
 ///   file; a header that fails its checksum and straddles a 512-byte sector
 ///   boundary after which the sector is zeros; or a *last* frame whose
 ///   payload fails its checksum and holds a whole zero sector. It is cut off
 ///   (the file truncated and synced) and reported in
-///   [`Recovery::torn_tail`]; the caller should log it.
+///   [`Recovery::torn_tail`], whose `Display` is the warning to log: it
+///   names both causes, the bytes cut and where.
 /// - Anything else (a checksum mismatch in a frame written whole, a frame
 ///   that does not decode, a gap in log indexes, a damaged snapshot, a log
 ///   newer than every snapshot) is **corruption**: open fails with
