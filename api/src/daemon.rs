@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
+use flotilla_scheduler::identity::{self, IdentityError};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, ElectionError, campaign};
 use flotilla_scheduler::placement::Strategy;
@@ -28,7 +29,8 @@ use crate::server::{ApiConfig, router, serve};
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub listen: SocketAddr,
-    /// The embedded store's directory; unused when `etcd` is set.
+    /// The embedded store's directory; with `etcd`, where the server
+    /// records the cluster it serves (`flotilla_scheduler::identity`).
     pub data_dir: PathBuf,
     /// Keep the state in etcd instead of the embedded store.
     pub etcd: Option<EtcdConfig>,
@@ -49,10 +51,14 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the store in {path}: {source}")]
+    // The source is not repeated in the message: the binary prints the
+    // whole chain.
+    #[error("cannot open the store in {path}")]
     Store { path: PathBuf, source: StoreError },
     #[error("cannot use etcd: {0}")]
     Etcd(#[from] EtcdConnectError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -77,6 +83,15 @@ impl Daemon {
     /// campaigning. Returns once the API accepts connections.
     pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         let (store, recovery) = open_store(&config).await?;
+        let served = store.dyn_store();
+        let cluster_id = match identity::cluster_id(&*served, &config.keys, &config.data_dir).await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                store.close().await;
+                return Err(e.into());
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(source) => {
@@ -99,6 +114,7 @@ impl Daemon {
             ClusterConfig {
                 keys: config.keys.clone(),
                 machine_ttl: config.machine_ttl,
+                cluster_id,
             },
         ));
         let api = router(cluster, config.api.clone());

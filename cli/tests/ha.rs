@@ -21,8 +21,11 @@ const DEADLINE: Duration = Duration::from_secs(60);
 fn start_servers(dir: &TempDir, etcd: &Etcd, n: usize) -> Vec<ServerProcess> {
     (0..n)
         .map(|i| {
+            // Each server records the cluster it serves in its own data
+            // directory (not the default /var/lib/flotilla).
+            let data = dir.path().join(format!("s{i}"));
             ServerProcess::start_args(
-                &dir.path().join(format!("s{i}")),
+                &data,
                 &[
                     "--listen",
                     "127.0.0.1:0",
@@ -32,6 +35,8 @@ fn start_servers(dir: &TempDir, etcd: &Etcd, n: usize) -> Vec<ServerProcess> {
                     "1s",
                     "--machine-ttl",
                     "3s",
+                    "--data-dir",
+                    data.to_str().unwrap(),
                 ],
             )
         })

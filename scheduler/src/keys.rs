@@ -11,6 +11,7 @@
 //! | `state/<unit>/<machine>` | `UnitState` JSON | the machine's agent (through a server) |
 //! | `leader` | [`LeaderRecord`](crate::records::LeaderRecord), on the leader's lease | the leader |
 //! | `servers/<id>` | [`LeaderRecord`](crate::records::LeaderRecord) of a live server, on its lease | each server |
+//! | `cluster` | the cluster's id (JSON, [`crate::identity`]), in stores shared by servers (etcd) | the first server, once |
 //!
 //! Assignments are under a per-machine prefix so that an agent's watch sees
 //! only its own work (fleet woke every machine on every change).
@@ -107,6 +108,11 @@ impl Keys {
         format!("{}leader", self.prefix)
     }
 
+    /// The cluster's id, in a store shared by servers (etcd).
+    pub fn cluster(&self) -> String {
+        format!("{}cluster", self.prefix)
+    }
+
     pub fn servers(&self) -> String {
         format!("{}servers/", self.prefix)
     }
@@ -136,6 +142,7 @@ impl Keys {
                 Key::State(unit(u)?, machine(m)?)
             }
             "leader" if rest.is_empty() => Key::Leader,
+            "cluster" if rest.is_empty() => Key::Cluster,
             _ => return None,
         })
     }
@@ -151,6 +158,7 @@ pub enum Key {
     Machine(MachineId),
     State(UnitName, MachineId),
     Leader,
+    Cluster,
 }
 
 #[cfg(test)]
@@ -176,6 +184,8 @@ mod tests {
             Some(Key::State(u, m.clone()))
         );
         assert_eq!(keys.parse(&keys.leader()), Some(Key::Leader));
+        assert_eq!(keys.cluster(), "/x/cluster");
+        assert_eq!(keys.parse(&keys.cluster()), Some(Key::Cluster));
         assert_eq!(keys.parse("/x/units/bad name"), None);
         assert_eq!(keys.parse("/y/units/a.service"), None);
         assert_eq!(keys.parse("/x/other/a"), None);

@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use flotilla_api::OPENAPI;
 use flotilla_api::server::{HttpMethod, ROUTES};
 use flotilla_api::wire::WatchIndex;
-use flotilla_proto::DesiredState;
 use flotilla_proto::wire::{
     AssignedUnit, MachineResource, MachineUnits, Registration, StateReport, Unit, UnitOption,
 };
+use flotilla_proto::{ClusterId, DesiredState};
 use serde_json::Value;
 
 use crate::{Server, machine, machine_id, raw, state};
@@ -146,6 +146,7 @@ fn schemas_match_the_wire_types() {
         Registration {
             lease: 1,
             ttl_ms: 1,
+            cluster_id: ClusterId::from_bytes([1; 16]),
         },
     );
     let assigned = AssignedUnit {
@@ -162,6 +163,7 @@ fn schemas_match_the_wire_types() {
         MachineUnits {
             index: 1,
             units: vec![assigned],
+            cluster_id: ClusterId::from_bytes([1; 16]),
         },
     );
     check(

@@ -38,6 +38,7 @@ mod engine;
 mod error;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod identity;
 mod lease;
 mod memory;
 mod state;
@@ -49,7 +50,9 @@ use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery, TornTail};
+use flotilla_proto::ClusterId;
+
+pub use embedded::{EmbeddedOptions, EmbeddedStore, Initialized, Recovery, TornTail};
 pub use error::{StoreError, StoreResult};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdConnectError, EtcdStore, EtcdTls};
@@ -140,6 +143,14 @@ pub trait Store: Send + Sync {
     /// this process (memory, embedded); `None` when another server keeps it
     /// (etcd). For tests and metrics.
     fn watch_history(&self) -> Option<HistoryStats> {
+        None
+    }
+
+    /// The cluster id this store keeps beside its data, if it keeps one:
+    /// the embedded store's identity file, checked against its log when it
+    /// opened. `None` for stores that keep it as a key, shared by every
+    /// server (etcd: see [`crate::identity::cluster_id`]).
+    fn cluster_id(&self) -> Option<ClusterId> {
         None
     }
 

@@ -4,6 +4,7 @@
 
 mod codec;
 mod frame;
+mod layout;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Write};
@@ -13,8 +14,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use flotilla_proto::ClusterId;
+
 use self::codec::{Dec, Enc};
 use super::engine::{Committer, Engine, Shared};
+use super::identity::{Identity, StateLocation, new_cluster_id, write_identity};
 use super::state::{Command, Outcome, StateMachine};
 use super::{
     BoxFuture, GetResponse, HistoryStats, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse,
@@ -67,6 +71,10 @@ impl Default for EmbeddedOptions {
 /// What opening an [`EmbeddedStore`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
+    /// The cluster the directory belongs to (its identity file).
+    pub cluster_id: ClusterId,
+    /// Whether the directory was initialized before, or just now.
+    pub initialized: Initialized,
     /// The generation opened (files `snapshot-<gen>` and `wal-<gen>`).
     pub generation: u64,
     /// The revision of the snapshot loaded, if there was one.
@@ -84,6 +92,20 @@ pub struct Recovery {
     pub torn_tail: Option<TornTail>,
     /// Leftovers of an interrupted snapshot that were removed.
     pub removed_files: Vec<PathBuf>,
+}
+
+/// When the directory got its identity file (see [`EmbeddedStore`],
+/// Identity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initialized {
+    /// On an earlier open: the directory's state was checked against it.
+    Before,
+    /// Now: the directory was empty (or absent), a new cluster.
+    New,
+    /// Now: the directory held a store made by an earlier version of
+    /// flotilla, without an identity file; it was given one (and a warning
+    /// logged).
+    Adopted,
 }
 
 /// An incomplete write cut off the end of a log on open (see the damage
@@ -129,6 +151,9 @@ impl std::fmt::Display for TornTail {
 /// In the data directory:
 ///
 /// - `LOCK`: held (`flock`) while a store has the directory open.
+/// - `identity`: the cluster the directory belongs to, written once when
+///   the directory is initialized (JSON: `clusterId`, `createdAt`, `state`;
+///   see `identity.rs`).
 /// - `snapshot-<gen>` (16 hex digits): the whole state after every command
 ///   of the logs before generation `gen`. Absent for generation 0.
 /// - `wal-<gen>`: the commands after that snapshot. A 20-byte header (magic
@@ -137,7 +162,27 @@ impl std::fmt::Display for TornTail {
 ///   `frame.rs`). One frame is one group commit: the log index of its first
 ///   command (`u64`), a count (`u32`), and the commands (one per
 ///   transaction, lease grant, revoke or expiry; encoding in `codec.rs`).
-/// - `snapshot-<gen>.tmp`: a snapshot being written; removed on open.
+/// - `snapshot-<gen>.tmp`, `wal-<gen>.tmp`, `identity.tmp`: a file being
+///   written; removed on open.
+///
+/// # Identity
+///
+/// A directory is initialized once. Opening an empty directory (no file at
+/// all, or only `LOCK` and `lost+found`), or one that does not exist,
+/// starts a new cluster: the first log is created (through a temporary
+/// file, so it is never seen without its header), then the identity file
+/// with a new random cluster id. From then on the store knows the
+/// directory must hold its state, and refuses to open it
+/// ([`StoreError::StateLost`], naming what is missing) when its log and
+/// snapshots are missing, when the log is empty, or when the log after the
+/// newest snapshot is missing or empty (except right after a crash between
+/// a snapshot and its new log, when the previous log is still there). A
+/// directory with other files but no identity and no log (a mistyped
+/// `--data-dir`) is refused too ([`StoreError::NotAStore`]), as is the data
+/// directory of a server on etcd. A directory with a log but no identity
+/// file, made by an earlier version, is adopted: it gets an identity file
+/// and a warning is logged ([`Recovery::initialized`]). So a lost log never
+/// opens as an empty cluster whose agents would stop every unit.
 ///
 /// # Group commit
 ///
@@ -202,6 +247,7 @@ impl std::fmt::Display for TornTail {
 pub struct EmbeddedStore {
     engine: Arc<Engine<Wal>>,
     dir: PathBuf,
+    cluster_id: ClusterId,
     checkpoint_error: Arc<Mutex<Option<StoreError>>>,
 }
 
@@ -296,6 +342,7 @@ impl EmbeddedStore {
             EmbeddedStore {
                 engine,
                 dir,
+                cluster_id: recovered.recovery.cluster_id,
                 checkpoint_error,
             },
             recovered.recovery,
@@ -305,6 +352,11 @@ impl EmbeddedStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The cluster the directory belongs to (its identity file).
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster_id
     }
 
     /// Writes a snapshot and starts a new log now (normally done when the
@@ -397,6 +449,10 @@ impl Store for EmbeddedStore {
 
     fn watch_history(&self) -> Option<HistoryStats> {
         Some(self.engine.watch_history())
+    }
+
+    fn cluster_id(&self) -> Option<ClusterId> {
+        Some(self.cluster_id)
     }
 }
 
@@ -659,6 +715,17 @@ fn create_wal(path: &Path, generation: u64) -> StoreResult<File> {
     Ok(file)
 }
 
+/// Creates a new, empty log through a temporary file (header, fsync,
+/// rename, directory fsync), so that it is never seen without its header.
+fn create_wal_atomically(dir: &Path, generation: u64) -> StoreResult<()> {
+    let path = dir.join(wal_name(generation));
+    let tmp = dir.join(format!("{}.tmp", wal_name(generation)));
+    let _ = fs::remove_file(&tmp);
+    drop(create_wal(&tmp, generation)?);
+    fs::rename(&tmp, &path).map_err(|e| StoreError::io("renaming", &tmp, e))?;
+    sync_dir(dir)
+}
+
 /// What opening found, for the writer.
 struct Recovered {
     shared: Arc<Shared>,
@@ -676,6 +743,7 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
     if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;
     }
+    layout::refuse_foreign(dir)?;
     let lock_path = dir.join(LOCK_FILE);
     let lock = OpenOptions::new()
         .create(true)
@@ -689,34 +757,17 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
         Err(TryLockError::Error(e)) => return Err(StoreError::io("locking", &lock_path, e)),
     }
 
-    let mut snapshots = Vec::new();
-    let mut wals = Vec::new();
-    let mut removed_files = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io("listing", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") && name.starts_with("snapshot-") {
-            let path = entry.path();
-            fs::remove_file(&path).map_err(|e| StoreError::io("removing", &path, e))?;
-            removed_files.push(path);
-        } else if let Some(generation) = parse_generation(name, "snapshot-") {
-            snapshots.push(generation);
-        } else if let Some(generation) = parse_generation(name, "wal-") {
-            wals.push(generation);
-        }
-    }
-    let generation = snapshots.iter().copied().max().unwrap_or(0);
-    if let Some(newer) = wals.iter().copied().filter(|&g| g > generation).max() {
-        return Err(StoreError::Corrupt {
-            path: dir.join(wal_name(newer)),
-            offset: 0,
-            reason: format!(
-                "log generation {newer} is newer than the newest snapshot (generation {generation})"
-            ),
-        });
-    }
+    // Refuses a directory that lost its state or is not a store's; removes
+    // the leftovers of interrupted writes.
+    let layout = layout::inspect(dir)?;
+    let generation = layout.generation();
+    let layout::Layout {
+        snapshots,
+        wals,
+        mut removed_files,
+        identity,
+        ..
+    } = layout;
 
     let (state, mut next_index) = if generation > 0 {
         load_snapshot(&dir.join(snapshot_name(generation)))?
@@ -737,9 +788,11 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
         replay.len
     } else {
         // A new store, or a crash between a snapshot's rename and its log's
-        // creation.
-        create_wal(&wal_path, generation)?;
-        sync_dir(dir)?;
+        // creation. Made whole before it is renamed into place, so that a
+        // log without its header is never the store's own doing (at
+        // generation 0, before the identity file exists, it would be
+        // refused).
+        create_wal_atomically(dir, generation)?;
         WAL_HEADER_LEN as u64
     };
 
@@ -758,6 +811,34 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
         sync_dir(dir)?;
     }
 
+    // Written once the log is in place and replayed: from here on, a
+    // missing or empty log is a lost state, not a new cluster.
+    let (identity, initialized) = match identity {
+        Some(identity) => (identity, Initialized::Before),
+        None => {
+            let identity = Identity::new(new_cluster_id()?, StateLocation::Embedded);
+            write_identity(dir, &identity)?;
+            let adopted = snapshot_revision.is_some() || replayed_commands > 0;
+            if adopted {
+                tracing::warn!(
+                    cluster = %identity.cluster_id,
+                    dir = %dir.display(),
+                    "the store directory, made by an earlier version of flotilla, had no identity file: \
+                     adopted it as cluster {}",
+                    identity.cluster_id
+                );
+                (identity, Initialized::Adopted)
+            } else {
+                tracing::info!(
+                    cluster = %identity.cluster_id,
+                    dir = %dir.display(),
+                    "initialized a new cluster"
+                );
+                (identity, Initialized::New)
+            }
+        }
+    };
+
     let wal = OpenOptions::new()
         .append(true)
         .open(&wal_path)
@@ -774,6 +855,8 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
         next_index,
         lock,
         recovery: Recovery {
+            cluster_id: identity.cluster_id,
+            initialized,
             generation,
             snapshot_revision,
             replayed_commands,
