@@ -5,9 +5,11 @@
 mod codec;
 mod frame;
 mod layout;
+mod snapshot;
+mod writer;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use flotilla_proto::ClusterId;
 
 use self::codec::{Dec, Enc};
+use self::snapshot::load_snapshot;
+use self::writer::Writer;
 use super::engine::{Committer, Engine, Shared};
 use super::identity::{Identity, StateLocation, new_cluster_id, write_identity};
 use super::state::{Command, Outcome, StateMachine};
@@ -27,19 +31,10 @@ use super::{
 
 const WAL_MAGIC: &[u8; 8] = b"FLOTWAL1";
 const WAL_HEADER_LEN: usize = 20;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOTSNP1";
 const LOCK_FILE: &str = "LOCK";
 
 /// Requests waiting for the writer before callers wait to enqueue.
 const QUEUE_LEN: usize = 4096;
-
-/// Snapshot frames hold about this many bytes of keys each.
-const SNAPSHOT_CHUNK: usize = 1024 * 1024;
-
-const FRAME_META: u8 = b'M';
-const FRAME_LEASES: u8 = b'L';
-const FRAME_KEYS: u8 = b'K';
-const FRAME_END: u8 = b'E';
 
 /// Options of an [`EmbeddedStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -474,202 +469,6 @@ async fn blocking<T: Send + 'static>(
         })
 }
 
-/// The single owner of the log.
-struct Writer {
-    dir: PathBuf,
-    shared: Arc<Shared>,
-    /// The open log; `None` once a failure made it unusable.
-    wal: Option<File>,
-    wal_path: PathBuf,
-    wal_len: u64,
-    generation: u64,
-    /// The log index of the next command.
-    next_index: u64,
-    next_checkpoint_at: u64,
-    options: EmbeddedOptions,
-    /// Set when the log can no longer be trusted; every later write fails
-    /// with it.
-    failed: Option<StoreError>,
-    checkpoint_error: Arc<Mutex<Option<StoreError>>>,
-    /// Held for the writer's life: releases the directory when dropped.
-    _lock: File,
-}
-
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        let mut close = None;
-        while close.is_none() {
-            let Some(first) = rx.recv().await else {
-                break;
-            };
-            let mut group = Vec::new();
-            let mut bytes = 0;
-            let mut checkpoints = Vec::new();
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    Request::Commit(pending) => {
-                        bytes += pending.encoded.len();
-                        group.push(pending);
-                    }
-                    Request::Checkpoint(reply) => checkpoints.push(reply),
-                    Request::Close(reply) => {
-                        close = Some(reply);
-                        break;
-                    }
-                }
-                if bytes >= self.options.max_group_bytes {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
-            self.commit_group(group).await;
-            if !checkpoints.is_empty() || self.wal_len >= self.next_checkpoint_at {
-                let result = self.checkpoint().await;
-                *lock(&self.checkpoint_error) = result.as_ref().err().cloned();
-                if result.is_err() {
-                    // Try again after another threshold's worth of log.
-                    self.next_checkpoint_at = self.wal_len + self.options.snapshot_threshold;
-                }
-                for reply in checkpoints {
-                    let _ = reply.send(result.clone());
-                }
-            }
-        }
-        rx.close();
-        while let Ok(request) = rx.try_recv() {
-            match request {
-                Request::Commit(pending) => {
-                    let _ = pending.reply.send(Err(StoreError::Closed));
-                }
-                Request::Checkpoint(reply) => {
-                    let _ = reply.send(Err(StoreError::Closed));
-                }
-                Request::Close(reply) => {
-                    let _ = reply.send(());
-                }
-            }
-        }
-        // Close the log and release the lock before saying so.
-        drop(self);
-        if let Some(reply) = close {
-            let _ = reply.send(());
-        }
-    }
-
-    /// Appends a group as one frame, fsyncs, applies, answers.
-    async fn commit_group(&mut self, group: Vec<Pending>) {
-        if group.is_empty() {
-            return;
-        }
-        if let Err(error) = self.append(&group).await {
-            for pending in group {
-                let _ = pending.reply.send(Err(error.clone()));
-            }
-            return;
-        }
-        let outcomes = self.shared.apply(group.iter().map(|p| &p.command));
-        for (pending, outcome) in group.into_iter().zip(outcomes) {
-            // The caller may have given up waiting: the write stands anyway.
-            let _ = pending.reply.send(outcome);
-        }
-    }
-
-    async fn append(&mut self, group: &[Pending]) -> StoreResult<()> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        let Some(mut file) = self.wal.take() else {
-            return Err(StoreError::Closed);
-        };
-        let mut payload = Enc::default();
-        payload.u64(self.next_index);
-        payload.len(group.len());
-        for pending in group {
-            payload.buf.extend_from_slice(&pending.encoded);
-        }
-        let mut bytes = Vec::with_capacity(payload.buf.len() + frame::HEADER_LEN);
-        frame::encode(&payload.buf, &mut bytes);
-        let len = bytes.len() as u64;
-        let written = tokio::task::spawn_blocking(move || {
-            let result = file.write_all(&bytes).and_then(|()| file.sync_data());
-            (file, result)
-        })
-        .await;
-        let error = match written {
-            Ok((file, Ok(()))) => {
-                self.wal = Some(file);
-                self.wal_len += len;
-                self.next_index += group.len() as u64;
-                return Ok(());
-            }
-            Ok((_, Err(error))) => error,
-            Err(join) => io::Error::other(join.to_string()),
-        };
-        let error = StoreError::io("appending to", &self.wal_path, error);
-        self.failed = Some(error.clone());
-        Err(error)
-    }
-
-    /// Writes a snapshot of the applied state and switches to a new log.
-    async fn checkpoint(&mut self) -> StoreResult<()> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        let old = self.generation;
-        let new = old + 1;
-        let tmp = self.dir.join(format!("{}.tmp", snapshot_name(new)));
-        let snapshot_len = {
-            let (shared, tmp2, next_index) = (self.shared.clone(), tmp.clone(), self.next_index);
-            // Failing here leaves the current log in use: nothing is lost.
-            blocking("writing", &tmp, move || {
-                write_snapshot(&tmp2, &shared, next_index)
-            })
-            .await
-            .inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })?
-        };
-        // Once the rename may have happened, the new snapshot is what a
-        // restart loads and the current log would be ignored: every later
-        // write must go to the new log, or the store must stop writing.
-        let dir = self.dir.clone();
-        let switched = blocking("starting a new log in", &self.dir, move || {
-            let snapshot = dir.join(snapshot_name(new));
-            fs::rename(&tmp, &snapshot).map_err(|e| StoreError::io("renaming", &tmp, e))?;
-            sync_dir(&dir)?;
-            let wal_path = dir.join(wal_name(new));
-            let wal = create_wal(&wal_path, new)?;
-            sync_dir(&dir)?;
-            Ok((wal, wal_path))
-        })
-        .await;
-        let (wal, wal_path) = match switched {
-            Ok(switched) => switched,
-            Err(error) => {
-                self.wal = None;
-                self.failed = Some(error.clone());
-                return Err(error);
-            }
-        };
-        self.wal = Some(wal);
-        self.wal_path = wal_path;
-        self.wal_len = WAL_HEADER_LEN as u64;
-        self.generation = new;
-        self.next_checkpoint_at = self.wal_len + self.options.snapshot_threshold.max(snapshot_len);
-        // The old generation is garbage now; a failure to remove it is
-        // harmless (open removes leftovers).
-        let dir = self.dir.clone();
-        let _ = blocking("removing old files in", &self.dir, move || {
-            let _ = fs::remove_file(dir.join(wal_name(old)));
-            let _ = fs::remove_file(dir.join(snapshot_name(old)));
-            sync_dir(&dir)
-        })
-        .await;
-        Ok(())
-    }
-}
-
 fn snapshot_name(generation: u64) -> String {
     format!("snapshot-{generation:016x}")
 }
@@ -970,173 +769,4 @@ fn replay_wal(
         commands,
         torn_tail,
     })
-}
-
-/// Writes frames to a file through a buffer.
-struct FrameWriter {
-    out: BufWriter<File>,
-    frame: Vec<u8>,
-}
-
-impl FrameWriter {
-    fn frame(&mut self, payload: &[u8]) -> io::Result<()> {
-        self.frame.clear();
-        frame::encode(payload, &mut self.frame);
-        self.out.write_all(&self.frame)
-    }
-
-    /// Writes a chunk of keys: tag, count, then the encoded keys.
-    fn keys(&mut self, count: usize, encoded: &mut Enc) -> io::Result<()> {
-        let mut payload = Enc::default();
-        payload.u8(FRAME_KEYS);
-        payload.len(count);
-        payload.buf.extend_from_slice(&encoded.buf);
-        encoded.buf.clear();
-        self.frame(&payload.buf)
-    }
-}
-
-/// Writes (and fsyncs) a snapshot of the applied state to `path`; returns
-/// its size.
-fn write_snapshot(path: &Path, shared: &Shared, next_index: u64) -> StoreResult<u64> {
-    let io_err = |e| StoreError::io("writing", path, e);
-    let file = File::create(path).map_err(io_err)?;
-    let mut out = FrameWriter {
-        out: BufWriter::new(file),
-        frame: Vec::new(),
-    };
-    out.out.write_all(SNAPSHOT_MAGIC).map_err(io_err)?;
-    {
-        // Readers share this lock; only the writer (busy here) changes the
-        // state, so the snapshot is consistent without stopping reads.
-        let state = shared.read();
-        let mut meta = Enc::default();
-        meta.u8(FRAME_META);
-        meta.u64(next_index);
-        meta.u64(state.revision());
-        meta.i64(state.next_lease());
-        meta.u64(state.leases().len() as u64);
-        meta.u64(state.entries().len() as u64);
-        out.frame(&meta.buf).map_err(io_err)?;
-
-        let leases: Vec<_> = state.leases().collect();
-        for chunk in leases.chunks(SNAPSHOT_CHUNK / 16) {
-            let mut enc = Enc::default();
-            enc.u8(FRAME_LEASES);
-            enc.len(chunk.len());
-            for (id, lease) in chunk {
-                enc.i64(id.0);
-                enc.u64(lease.ttl_ms);
-            }
-            out.frame(&enc.buf).map_err(io_err)?;
-        }
-
-        let mut keys = Enc::default();
-        let mut count = 0;
-        for (key, entry) in state.entries() {
-            codec::encode_entry(key, entry, &mut keys);
-            count += 1;
-            if keys.buf.len() >= SNAPSHOT_CHUNK {
-                out.keys(count, &mut keys).map_err(io_err)?;
-                count = 0;
-            }
-        }
-        if count > 0 {
-            out.keys(count, &mut keys).map_err(io_err)?;
-        }
-    }
-    out.frame(&[FRAME_END]).map_err(io_err)?;
-    let file = out.out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)?;
-    file.metadata().map(|m| m.len()).map_err(io_err)
-}
-
-/// Loads a snapshot: the state and the log index that follows it. Any
-/// damage is corruption (a snapshot is renamed into place only once it is
-/// whole and synced).
-fn load_snapshot(path: &Path) -> StoreResult<(StateMachine, u64)> {
-    let data = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
-    parse_snapshot(&data).map_err(|(offset, reason)| StoreError::Corrupt {
-        path: path.to_owned(),
-        offset: offset as u64,
-        reason,
-    })
-}
-
-/// Parses a snapshot file; errors carry the offset of the bad frame.
-fn parse_snapshot(data: &[u8]) -> Result<(StateMachine, u64), (usize, String)> {
-    if !data.starts_with(SNAPSHOT_MAGIC) {
-        return Err((0, "not a flotilla snapshot".to_owned()));
-    }
-    let (frames, end) = frame::scan(data, SNAPSHOT_MAGIC.len());
-    match end {
-        frame::End::Clean => {}
-        frame::End::Torn { offset, reason } | frame::End::Corrupt { offset, reason } => {
-            return Err((offset, reason));
-        }
-    }
-    let mut frames = frames.into_iter();
-    let meta = frames
-        .next()
-        .ok_or_else(|| (data.len(), "snapshot has no frames".to_owned()))?;
-    let at = |offset: usize| move |reason: String| (offset, reason);
-    let mut dec = Dec::new(meta.payload);
-    let summary = (|| {
-        if dec.u8()? != FRAME_META {
-            return Err("snapshot does not start with its summary".to_owned());
-        }
-        let summary = (dec.u64()?, dec.u64()?, dec.i64()?, dec.u64()?, dec.u64()?);
-        dec.finish()?;
-        Ok(summary)
-    })();
-    let (next_index, revision, next_lease, lease_count, key_count) =
-        summary.map_err(at(meta.offset))?;
-
-    let mut leases = Vec::new();
-    let mut kvs = Vec::new();
-    let mut end_offset = None;
-    for frame in frames.by_ref() {
-        let mut dec = Dec::new(frame.payload);
-        let last = (|| {
-            match dec.u8()? {
-                FRAME_LEASES => {
-                    for _ in 0..dec.count()? {
-                        leases.push((LeaseId(dec.i64()?), dec.u64()?));
-                    }
-                }
-                FRAME_KEYS => {
-                    for _ in 0..dec.count()? {
-                        kvs.push(codec::decode_entry(&mut dec)?);
-                    }
-                }
-                FRAME_END => {}
-                other => return Err(format!("unknown snapshot frame {other}")),
-            }
-            dec.finish()?;
-            Ok(frame.payload.first() == Some(&FRAME_END))
-        })()
-        .map_err(at(frame.offset))?;
-        if last {
-            end_offset = Some(frame.offset);
-            break;
-        }
-    }
-    let end_offset =
-        end_offset.ok_or_else(|| (data.len(), "snapshot has no end frame".to_owned()))?;
-    if frames.next().is_some() {
-        return Err((end_offset, "frames after the snapshot's end".to_owned()));
-    }
-    if leases.len() as u64 != lease_count || kvs.len() as u64 != key_count {
-        return Err((
-            end_offset,
-            format!(
-                "snapshot holds {} leases and {} keys, its summary says {lease_count} and {key_count}",
-                leases.len(),
-                kvs.len()
-            ),
-        ));
-    }
-    let state =
-        StateMachine::from_parts(revision, next_lease, leases, kvs).map_err(at(meta.offset))?;
-    Ok((state, next_index))
 }
