@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
+use flotilla_scheduler::identity::{self, IdentityError};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, ElectionError, campaign};
 use flotilla_scheduler::placement::Strategy;
@@ -52,7 +53,8 @@ impl Default for TlsSettings {
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub listen: SocketAddr,
-    /// The embedded store's directory; unused when `etcd` is set.
+    /// The embedded store's directory; with `etcd`, where the server
+    /// records the cluster it serves (`flotilla_scheduler::identity`).
     pub data_dir: PathBuf,
     /// Keep the state in etcd instead of the embedded store.
     pub etcd: Option<EtcdConfig>,
@@ -79,10 +81,14 @@ pub enum DaemonError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open the store in {path}: {source}")]
+    // The source is not repeated in the message: the binary prints the
+    // whole chain.
+    #[error("cannot open the store in {path}")]
     Store { path: PathBuf, source: StoreError },
     #[error("cannot use etcd: {0}")]
     Etcd(#[from] EtcdConnectError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -136,6 +142,11 @@ impl Daemon {
         recovery: Option<Recovery>,
     ) -> Result<Daemon, (DaemonError, OpenStore)> {
         let dyn_store = store.dyn_store();
+        let cluster_id =
+            match identity::cluster_id(&*dyn_store, &config.keys, &config.data_dir).await {
+                Ok(id) => id,
+                Err(e) => return Err((e.into(), store)),
+            };
         let ca = match cluster_ca(&*dyn_store, &config).await {
             Ok(ca) => Arc::new(ca),
             Err(e) => return Err((e, store)),
@@ -198,6 +209,7 @@ impl Daemon {
             ClusterConfig {
                 keys: config.keys.clone(),
                 machine_ttl: config.machine_ttl,
+                cluster_id,
             },
         ));
         let api = router(cluster, Arc::clone(&trust), config.api.clone());
@@ -343,13 +355,7 @@ async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery
             source,
         })?;
     if let Some(torn) = &recovery.torn_tail {
-        tracing::warn!(
-            "the store's log ended in a torn write that was never acknowledged: cut {} bytes at offset {} of {} ({})",
-            torn.discarded_bytes,
-            torn.offset,
-            torn.path.display(),
-            torn.reason
-        );
+        tracing::warn!("{torn}");
     }
     tracing::info!(
         dir = %config.data_dir.display(),

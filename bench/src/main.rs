@@ -12,6 +12,7 @@
 //!   cold, against bare D-Bus `StartUnit` calls on the same host, then one
 //!   change at a time. Needs root.
 //! - B6: fan-out to thousands of long-polling agents.
+//! - B7: a server's memory after 3,000 replaces of one 250 KB unit.
 //!
 //! Benchmarks measure; nothing here asserts a time.
 
@@ -21,6 +22,7 @@ mod b3;
 mod b4;
 mod b5;
 mod b6;
+mod b7;
 mod hostbus;
 mod procs;
 mod report;
@@ -42,7 +44,7 @@ use crate::stores::{Backend, filesystem_of};
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-bench")]
 struct Args {
-    /// Rows to run: B1 B2 B3 B4 B5 B6 (default: all). B5 needs root.
+    /// Rows to run: B1 B2 B3 B4 B5 B6 B7 (default: all). B5 needs root.
     rows: Vec<String>,
 
     /// Smaller sizes, for a smoke run of every row in a few minutes.
@@ -104,6 +106,10 @@ struct Args {
     #[arg(long)]
     b6_disk: bool,
 
+    /// B7: replaces of the large unit [default: 3000].
+    #[arg(long)]
+    b7_replaces: Option<usize>,
+
     /// Keep the logs of the processes started (B3, B6) for a look after
     /// the run: they are copied here.
     #[arg(long, value_name = "DIR")]
@@ -129,6 +135,7 @@ struct Sizes {
     agents: Vec<usize>,
     parking: usize,
     submits: usize,
+    b7_replaces: usize,
 }
 
 impl Sizes {
@@ -164,11 +171,12 @@ impl Sizes {
             },
             parking: if quick { 2 } else { 10 },
             submits: if quick { 3 } else { 5 },
+            b7_replaces: args.b7_replaces.unwrap_or(if quick { 500 } else { 3_000 }),
         }
     }
 }
 
-const ALL: [&str; 6] = ["B1", "B2", "B3", "B4", "B5", "B6"];
+const ALL: [&str; 7] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7"];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -242,6 +250,12 @@ fn main() -> anyhow::Result<()> {
                 container_changes: sizes.b5_changes.div_ceil(4),
             })),
             "B6" => runtime.block_on(run_b6(&sizes, &flotilla, &disk, &tmpfs, args.b6_disk)),
+            "B7" => runtime.block_on(b7::run(&b7::Config {
+                flotilla: flotilla.clone(),
+                data_parent: tmpfs.clone(),
+                replaces: sizes.b7_replaces,
+                unit_bytes: 250 * 1000,
+            })),
             _ => unreachable!("rows are checked above"),
         };
         match out {

@@ -23,6 +23,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 fn start_servers(dir: &TempDir, etcd: &Etcd, n: usize) -> Vec<ServerProcess> {
     (0..n)
         .map(|i| {
+            // Each server records the cluster it serves in its own data
+            // directory (not the default /var/lib/flotilla).
             let data = dir.path().join(format!("s{i}"));
             if i > 0 {
                 common::share_ca(&dir.path().join("s0"), &data);
@@ -40,6 +42,8 @@ fn start_servers(dir: &TempDir, etcd: &Etcd, n: usize) -> Vec<ServerProcess> {
                     "1s",
                     "--machine-ttl",
                     "3s",
+                    "--data-dir",
+                    data.to_str().unwrap(),
                 ],
             )
         })

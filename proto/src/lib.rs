@@ -10,6 +10,7 @@
 //! - [`container`]: the `[Container]` section of container units.
 //! - [`resources`]: resource requests read from systemd's own settings.
 //! - [`machine`]: machines, their ids, metadata and capacity.
+//! - [`cluster`]: the id a cluster is given once, when it is made.
 //! - [`state`]: desired state (fleet's three) and observed unit state.
 //! - [`mod@unit`]: a whole unit checked together ([`UnitSpec::check`]).
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
@@ -22,6 +23,7 @@
 //! - [`work`]: a count of the steps reading a unit file takes, for tests.
 
 pub mod backoff;
+pub mod cluster;
 pub mod container;
 pub mod diagnostic;
 pub mod duration;
@@ -39,6 +41,7 @@ pub mod value;
 pub mod wire;
 pub mod work;
 
+pub use cluster::ClusterId;
 pub use diagnostic::{Diagnostic, Severity, UnitFileError};
 pub use machine::{Capacity, Machine, MachineId};
 pub use name::{UnitName, UnitType};

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::ClusterId;
 use crate::diagnostic::{Diagnostic, UnitFileError};
 use crate::machine::{Capacity, Machine, MachineId};
 use crate::state::{DesiredState, UnitState};
@@ -251,13 +252,18 @@ pub struct ErrorDetail {
 // ---- agent endpoints (`/v1/agent/...`) ----
 
 /// `POST /v1/agent/machines`: an agent registers its machine. The answer
-/// names the lease that keeps the machine alive.
+/// names the lease that keeps the machine alive, and the cluster the server
+/// serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Registration {
     pub lease: i64,
     /// How long the lease lives without a heartbeat, in milliseconds.
     pub ttl_ms: u64,
+    /// The cluster this server serves (made once, when its store was
+    /// initialized): an agent that joined another cluster must not follow
+    /// this one.
+    pub cluster_id: ClusterId,
 }
 
 /// `POST /v1/agent/machines/{id}/heartbeat`: keeps the machine's lease
@@ -293,6 +299,10 @@ pub struct MachineUnits {
     /// The store revision this set is as of; pass it back as `index`.
     pub index: i64,
     pub units: Vec<AssignedUnit>,
+    /// The cluster this set comes from: an agent that joined another
+    /// cluster must not act on it (an empty set from a store that came up
+    /// empty by mistake would stop every unit).
+    pub cluster_id: ClusterId,
 }
 
 /// `PUT /v1/agent/machines/{id}/state`: a batch of observed unit states.

@@ -11,7 +11,9 @@ use flotilla_proto::wire::{
     self, AssignedUnit, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration,
     ServerList, ServerResource, StatePage, StateReport, Unit, UnitPage, UnitPut,
 };
-use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName, UnitSpec, UnitState};
+use flotilla_proto::{
+    Capacity, ClusterId, DesiredState, Machine, MachineId, UnitName, UnitSpec, UnitState,
+};
 
 use crate::control::{ControlError, ControlPlane, MAX_PAGE, PageRequest, PutOutcome, StateFilter};
 use crate::keys::{Key, Keys};
@@ -34,15 +36,9 @@ pub struct ClusterConfig {
     pub keys: Keys,
     /// How long a machine stays alive without a heartbeat.
     pub machine_ttl: Duration,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            keys: Keys::default(),
-            machine_ttl: Duration::from_secs(10),
-        }
-    }
+    /// The cluster served, as [`crate::identity::cluster_id`] found it: told
+    /// to every agent with its registration and its units.
+    pub cluster_id: ClusterId,
 }
 
 /// The control plane over a store.
@@ -275,6 +271,7 @@ impl Cluster {
         Ok(MachineUnits {
             index: to_wire_revision(index),
             units,
+            cluster_id: self.config.cluster_id,
         })
     }
 
@@ -717,6 +714,7 @@ impl ControlPlane for Cluster {
         Ok(Registration {
             lease: grant.id.0,
             ttl_ms: duration_ms(grant.ttl),
+            cluster_id: self.config.cluster_id,
         })
     }
 
@@ -733,6 +731,7 @@ impl ControlPlane for Cluster {
             Ok(ttl) => Ok(Registration {
                 lease,
                 ttl_ms: duration_ms(ttl),
+                cluster_id: self.config.cluster_id,
             }),
             Err(StoreError::LeaseNotFound { .. }) => Err(ControlError::NotFound {
                 what: format!("lease {lease_id} of machine {id}"),

@@ -16,6 +16,7 @@
 //! | `auth/bootstrap` | when the first admin credential was made | the first server |
 //! | `audit/<ms>-<random>` | an [`AuditEntry`](flotilla_proto::trust::AuditEntry) | any server, after each change |
 //! | `tls/ca` | the cluster CA's certificate (PEM; never its key) | the first server |
+//! | `cluster` | the cluster's id (JSON, [`crate::identity`]), in stores shared by servers (etcd) | the first server, once |
 //!
 //! Assignments are under a per-machine prefix so that an agent's watch sees
 //! only its own work (fleet woke every machine on every change).
@@ -112,6 +113,11 @@ impl Keys {
         format!("{}leader", self.prefix)
     }
 
+    /// The cluster's id, in a store shared by servers (etcd).
+    pub fn cluster(&self) -> String {
+        format!("{}cluster", self.prefix)
+    }
+
     pub fn servers(&self) -> String {
         format!("{}servers/", self.prefix)
     }
@@ -165,6 +171,7 @@ impl Keys {
                 Key::State(unit(u)?, machine(m)?)
             }
             "leader" if rest.is_empty() => Key::Leader,
+            "cluster" if rest.is_empty() => Key::Cluster,
             _ => return None,
         })
     }
@@ -180,6 +187,7 @@ pub enum Key {
     Machine(MachineId),
     State(UnitName, MachineId),
     Leader,
+    Cluster,
 }
 
 #[cfg(test)]
@@ -205,6 +213,8 @@ mod tests {
             Some(Key::State(u, m.clone()))
         );
         assert_eq!(keys.parse(&keys.leader()), Some(Key::Leader));
+        assert_eq!(keys.cluster(), "/x/cluster");
+        assert_eq!(keys.parse(&keys.cluster()), Some(Key::Cluster));
         assert_eq!(keys.parse("/x/units/bad name"), None);
         assert_eq!(keys.parse("/y/units/a.service"), None);
         assert_eq!(keys.parse("/x/other/a"), None);

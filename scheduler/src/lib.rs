@@ -7,6 +7,8 @@
 //!   [`store::EmbeddedStore`].
 //! - [`keys`] and [`records`]: where everything lives in the store, and as
 //!   what.
+//! - [`identity`]: which cluster a server serves, so that a store that came
+//!   up empty by mistake is refused rather than served.
 //! - [`control`] and [`cluster`]: everything the API asks of the control
 //!   plane, and its implementation over the store.
 //! - [`leader`]: leader election, and the fence every leader write carries.
@@ -19,6 +21,7 @@
 
 pub mod cluster;
 pub mod control;
+pub mod identity;
 pub mod keys;
 pub mod leader;
 pub mod placement;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::wire::{UnitOption, UnitPut};
-use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName};
+use flotilla_proto::{Capacity, ClusterId, DesiredState, Machine, MachineId, UnitName};
 use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
 use flotilla_scheduler::control::{ControlError, ControlPlane, PageRequest, PutOutcome};
 use flotilla_scheduler::keys::Keys;
@@ -39,12 +39,16 @@ fn desired_put(desired: DesiredState) -> UnitPut {
 
 const HELLO: &str = "[Service]\nExecStart=/bin/true\n";
 
+/// The cluster the control plane serves in these tests.
+const CLUSTER_ID: ClusterId = ClusterId::from_bytes([3; 16]);
+
 fn cluster(store: &Arc<MemoryStore>, ttl: Duration) -> Cluster {
     Cluster::new(
         store.clone(),
         ClusterConfig {
             keys: Keys::default(),
             machine_ttl: ttl,
+            cluster_id: CLUSTER_ID,
         },
     )
 }
@@ -376,6 +380,7 @@ async fn the_leader_places_units_and_moves_them_when_a_machine_dies() {
     for n in 1..=3 {
         let m = machine(n, &[("region", if n == 3 { "us" } else { "eu" })]);
         let reg = c.register_machine(m.clone()).await.unwrap();
+        assert_eq!(reg.cluster_id, CLUSTER_ID, "agents are told the cluster");
         leases.insert(m.id.clone(), reg.lease);
     }
     let heartbeat = tokio::spawn({
@@ -593,11 +598,12 @@ async fn a_unit_write_wakes_only_the_machine_that_runs_it() {
 
     // Machine 1 long-polls; a new version of machine 2's unit does not
     // wake it: it answers when its wait ends.
-    let index = c
-        .machine_units(&m1.id, None, Duration::ZERO)
-        .await
-        .unwrap()
-        .index;
+    let first = c.machine_units(&m1.id, None, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        first.cluster_id, CLUSTER_ID,
+        "a machine's units name the cluster"
+    );
+    let index = first.index;
     let poll = |wait: Duration| {
         let c = cluster(&store, Duration::from_secs(30));
         let id = m1.id.clone();

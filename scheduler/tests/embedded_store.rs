@@ -168,6 +168,22 @@ async fn a_torn_tail_is_cut_off_and_reported() {
     assert_eq!(torn.offset, last as u64);
     assert_eq!(torn.discarded_bytes, (cut - last) as u64);
     assert_eq!(fs::metadata(&wal).unwrap().len(), last as u64);
+    // A cut file cannot be told from an interrupted write: the warning
+    // names both, and claims nothing about acknowledgements.
+    let warning = torn.to_string();
+    assert!(
+        warning.contains("either the last group commit was interrupted before it was acknowledged, or the file was truncated"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains(&format!(
+            "cut {} bytes at offset {last} of {}",
+            cut - last,
+            wal.display()
+        )),
+        "{warning}"
+    );
+    assert!(!warning.contains("never acknowledged"), "{warning}");
     let keys: Vec<String> = dump(&store).await.1.into_iter().map(|kv| kv.key).collect();
     assert_eq!(keys, ["/1", "/2", "/3"]);
     // The log goes on after the cut, and reopens clean.

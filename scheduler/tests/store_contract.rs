@@ -25,6 +25,10 @@ mod memory {
         #[tokio::test(start_paused = true)]
         memory
     );
+    history_contract_tests!(
+        #[tokio::test(start_paused = true)]
+        memory
+    );
 }
 
 mod embedded {
@@ -52,5 +56,28 @@ mod embedded {
     contract_tests!(
         #[tokio::test(start_paused = true)]
         embedded
+    );
+
+    /// As [`embedded`], with snapshots every 16 MiB of log: the history
+    /// cases write hundreds of megabytes, and a snapshot after every write
+    /// would only make them slow.
+    async fn embedded_large() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EmbeddedOptions {
+            snapshot_threshold: 16 * 1024 * 1024,
+            ..EmbeddedOptions::default()
+        };
+        let (store, _) = EmbeddedStore::open(dir.path().join("data"), options)
+            .await
+            .unwrap();
+        Fixture {
+            store: Arc::new(store),
+            guard: Box::new(dir),
+        }
+    }
+
+    history_contract_tests!(
+        #[tokio::test(start_paused = true)]
+        embedded_large
     );
 }

@@ -7,7 +7,7 @@ use flotilla_api::client::{PageQuery, StateQuery};
 use flotilla_proto::DesiredState;
 use flotilla_proto::wire::{StateReport, UnitPut};
 
-use crate::fake::TTL_MS;
+use crate::fake::{CLUSTER_ID, TTL_MS};
 use crate::{SERVICE, Server, machine, machine_id, name, state, until, within};
 
 #[tokio::test]
@@ -17,6 +17,7 @@ async fn register_and_heartbeat() {
     let id = machine_id(1);
     let registration = client.register_machine(&machine(1)).await.unwrap();
     assert_eq!(registration.ttl_ms, TTL_MS);
+    assert_eq!(registration.cluster_id, CLUSTER_ID);
     let renewed = client.heartbeat(&id, registration.lease).await.unwrap();
     assert_eq!(renewed, registration);
 
@@ -81,6 +82,7 @@ async fn units_long_poll_wakes_on_placement() {
         .await
         .unwrap();
     assert!(now.units.is_empty());
+    assert_eq!(now.cluster_id, CLUSTER_ID);
 
     let poll = tokio::spawn({
         let client = client.clone();

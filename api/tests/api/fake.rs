@@ -12,7 +12,9 @@ use flotilla_proto::wire::{
     ServerList, ServerResource, StatePage, StateReport, Unit, UnitPage, UnitPut, options_of,
     text_of,
 };
-use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName, UnitSpec, UnitState};
+use flotilla_proto::{
+    Capacity, ClusterId, DesiredState, Machine, MachineId, UnitName, UnitSpec, UnitState,
+};
 use flotilla_scheduler::control::{
     ControlError, ControlPlane, MAX_PAGE, PageRequest, PutOutcome, StateFilter,
 };
@@ -20,6 +22,8 @@ use tokio::sync::watch;
 
 const DEFAULT_PAGE: usize = 100;
 pub const TTL_MS: u64 = 10_000;
+/// The cluster the fake serves.
+pub const CLUSTER_ID: ClusterId = ClusterId::from_bytes([7; 16]);
 
 struct StoredUnit {
     spec: UnitSpec,
@@ -453,6 +457,7 @@ impl ControlPlane for FakeControl {
         Ok(Registration {
             lease,
             ttl_ms: TTL_MS,
+            cluster_id: CLUSTER_ID,
         })
     }
 
@@ -463,6 +468,7 @@ impl ControlPlane for FakeControl {
             Some(live) if live.lease == lease => Ok(Registration {
                 lease,
                 ttl_ms: TTL_MS,
+                cluster_id: CLUSTER_ID,
             }),
             _ => Err(not_found(format!("lease {lease} of machine {id}"))),
         }
@@ -501,6 +507,7 @@ impl ControlPlane for FakeControl {
         Ok(MachineUnits {
             index: inner.revision,
             units,
+            cluster_id: CLUSTER_ID,
         })
     }
 

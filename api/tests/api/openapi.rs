@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use flotilla_api::OPENAPI;
 use flotilla_api::server::{HttpMethod, ROUTES};
 use flotilla_api::wire::WatchIndex;
-use flotilla_proto::DesiredState;
 use flotilla_proto::trust::{
     AuditEntry, AuditPage, CertCreate, CertIssued, CredentialInfo, CredentialKind, CredentialList,
     JoinRequest, Role, TokenCreate, TokenCreated, WhoAmI,
@@ -15,6 +14,7 @@ use flotilla_proto::trust::{
 use flotilla_proto::wire::{
     AssignedUnit, MachineResource, MachineUnits, Registration, StateReport, Unit, UnitOption,
 };
+use flotilla_proto::{ClusterId, DesiredState};
 use serde_json::Value;
 
 use crate::{Server, machine, machine_id, state};
@@ -150,6 +150,7 @@ fn schemas_match_the_wire_types() {
         Registration {
             lease: 1,
             ttl_ms: 1,
+            cluster_id: ClusterId::from_bytes([1; 16]),
         },
     );
     let assigned = AssignedUnit {
@@ -166,6 +167,7 @@ fn schemas_match_the_wire_types() {
         MachineUnits {
             index: 1,
             units: vec![assigned],
+            cluster_id: ClusterId::from_bytes([1; 16]),
         },
     );
     check(

@@ -16,8 +16,8 @@ use super::lease::{Lessor, run_expiry};
 use super::state::{Command, Outcome, RevokeReason, StateMachine, validate_txn};
 use super::watch::{Hub, LocalWatch, Watcher};
 use super::{
-    GetResponse, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse, StoreError, StoreResult,
-    Txn, TxnResponse, WatchOptions, lock,
+    GetResponse, HistoryStats, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse,
+    StoreError, StoreResult, Txn, TxnResponse, WatchOptions, lock,
 };
 
 /// The longest lease TTL granted (etcd's limit, 9,000,000,000 s).
@@ -247,6 +247,10 @@ impl<C: Committer> Engine<C> {
             Outcome::Revoke(revision) => Ok(revision),
             other => Err(mismatched("revoke", &other)),
         }
+    }
+
+    pub(crate) fn watch_history(&self) -> HistoryStats {
+        lock(&self.shared.hub).stats()
     }
 
     pub(crate) fn compact(&self, revision: u64) -> StoreResult<()> {

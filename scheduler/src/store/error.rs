@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use flotilla_proto::ClusterId;
+
 use super::LeaseId;
 
 /// An error from a [`Store`](super::Store) call.
@@ -149,6 +151,39 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The embedded store's directory was initialized for a cluster (it has
+    /// an identity file) but the store's state is gone: its log, or its log
+    /// and snapshots, are missing or empty (a lost disk, an `rm`, a restore
+    /// of part of the directory). Opening it would start an empty cluster,
+    /// and every agent would then stop every unit; so the store refuses.
+    /// Needs an operator: restore the directory, or empty it to really
+    /// start a new cluster.
+    #[error(
+        "store directory {dir} belongs to cluster {cluster_id} (initialized {created_at}), but {missing}; restore the directory from a backup, or, to really start a new cluster, empty the directory"
+    )]
+    StateLost {
+        /// The data directory.
+        dir: PathBuf,
+        /// The cluster its identity file names.
+        cluster_id: ClusterId,
+        /// When the identity file was written.
+        created_at: String,
+        /// What is missing, naming the files.
+        missing: String,
+    },
+
+    /// The directory is not an embedded store's: it holds other files but
+    /// no identity file and no log (a mistyped `--data-dir`), or it is the
+    /// data directory of a server on etcd. The store starts a new cluster
+    /// only in an empty (or absent) directory. Needs an operator.
+    #[error("refusing to use {dir} as the store's directory: {reason}")]
+    NotAStore {
+        /// The directory.
+        dir: PathBuf,
+        /// What it holds instead, and what to do.
+        reason: String,
+    },
+
     /// A backend broke its own contract (answered an operation with the
     /// answer of another kind). A bug, not retried: report it.
     #[error("internal store error: {reason}")]
@@ -191,6 +226,8 @@ impl StoreError {
             | StoreError::Closed
             | StoreError::Locked { .. }
             | StoreError::Corrupt { .. }
+            | StoreError::StateLost { .. }
+            | StoreError::NotAStore { .. }
             | StoreError::Internal { .. }
             | StoreError::Io { .. } => false,
         }

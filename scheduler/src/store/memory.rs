@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::engine::{Committer, Engine, Shared};
 use super::state::{Command, Outcome, StateMachine};
 use super::{
-    BoxFuture, GetResponse, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse, Store,
-    StoreError, StoreResult, Txn, TxnResponse, WatchOptions, Watcher, lock,
+    BoxFuture, GetResponse, HistoryStats, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse,
+    Store, StoreError, StoreResult, Txn, TxnResponse, WatchOptions, Watcher, lock,
 };
 
 /// Options of a [`MemoryStore`].
@@ -327,6 +327,10 @@ impl Store for MemoryStore {
             Method::Compact,
             async move { self.engine.compact(revision) },
         ))
+    }
+
+    fn watch_history(&self) -> Option<HistoryStats> {
+        Some(self.engine.watch_history())
     }
 }
 

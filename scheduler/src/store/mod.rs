@@ -15,7 +15,8 @@
 //! - **Watches.** [`Store::watch`] streams the changes under a prefix from a
 //!   revision on, replaying the history first. Read at revision R, then watch
 //!   from R + 1: every later change arrives exactly once, in order. History is
-//!   bounded; asking for more than is kept fails with
+//!   bounded (the local stores bound it in events and in bytes,
+//!   [`WatchOptions`]); asking for more than is kept fails with
 //!   [`StoreError::Compacted`], and the caller resyncs.
 //! - **Leases.** [`Store::grant`] a TTL, put keys on the lease, keep it alive;
 //!   when it expires or is revoked its keys are deleted (and watchers see the
@@ -37,6 +38,7 @@ mod engine;
 mod error;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod identity;
 mod lease;
 mod memory;
 mod state;
@@ -48,15 +50,17 @@ use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery, TornTail};
+use flotilla_proto::ClusterId;
+
+pub use embedded::{EmbeddedOptions, EmbeddedStore, Initialized, Recovery, TornTail};
 pub use error::{StoreError, StoreResult};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdConnectError, EtcdStore, EtcdTls};
 pub use memory::{CallCounts, Fault, FaultPoint, MemoryOptions, MemoryStore, Method};
 pub use types::{
-    Compare, CompareOp, CompareTarget, DeleteResponse, GetResponse, KeyValue, LeaseGrant, LeaseId,
-    Limits, PutResponse, RangeOptions, RangeResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
-    WatchEvent, WatchOptions,
+    Compare, CompareOp, CompareTarget, DeleteResponse, GetResponse, HistoryStats, KeyValue,
+    LeaseGrant, LeaseId, Limits, PutResponse, RangeOptions, RangeResponse, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchEvent, WatchOptions,
 };
 pub use watch::Watcher;
 
@@ -133,6 +137,22 @@ pub trait Store: Send + Sync {
     /// Compacting to a revision already compacted does nothing; a revision
     /// beyond the current one fails with [`StoreError::FutureRevision`].
     fn compact(&self, revision: u64) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// What the watch history holds now (events, accounted bytes, the
+    /// oldest revision a watch can start from), for stores that keep it in
+    /// this process (memory, embedded); `None` when another server keeps it
+    /// (etcd). For tests and metrics.
+    fn watch_history(&self) -> Option<HistoryStats> {
+        None
+    }
+
+    /// The cluster id this store keeps beside its data, if it keeps one:
+    /// the embedded store's identity file, checked against its log when it
+    /// opened. `None` for stores that keep it as a key, shared by every
+    /// server (etcd: see [`crate::identity::cluster_id`]).
+    fn cluster_id(&self) -> Option<ClusterId> {
+        None
+    }
 
     /// Writes one key (on a lease, or on none). One transaction.
     fn put<'a>(

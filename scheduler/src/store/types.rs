@@ -419,7 +419,27 @@ impl WatchEvent {
             WatchEvent::Delete { key, .. } => key,
         }
     }
+
+    /// The bytes this event is counted for in watch history and watcher
+    /// queues ([`WatchOptions`]): its key and value, the previous key and
+    /// value it carries, and a fixed overhead for the event itself and the
+    /// shared values' headers. Values shared with the store or other events
+    /// are counted in full, so the sum over events is an upper bound of
+    /// what they keep reachable.
+    pub fn accounted_bytes(&self) -> usize {
+        fn kv_bytes(kv: &KeyValue) -> usize {
+            kv.key.len() + kv.value.len() + SHARED_VALUE_HEADER
+        }
+        let bytes = match self {
+            WatchEvent::Put { kv, prev } => kv_bytes(kv) + prev.as_ref().map_or(0, kv_bytes),
+            WatchEvent::Delete { key, prev, .. } => key.len() + prev.as_ref().map_or(0, kv_bytes),
+        };
+        bytes + std::mem::size_of::<WatchEvent>()
+    }
 }
+
+/// The reference counts in front of an `Arc<[u8]>`'s bytes.
+const SHARED_VALUE_HEADER: usize = 2 * std::mem::size_of::<usize>();
 
 /// The answer to [`Store::grant`](super::Store::grant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,24 +470,73 @@ impl Default for Limits {
     }
 }
 
-/// How much watch history the memory and embedded stores keep.
+/// How much watch history the memory and embedded stores keep, and how
+/// much a watcher that does not read may hold.
+///
+/// Memory is bounded in events and in bytes: an event is counted with the
+/// bytes of its key and value and of the previous key and value it carries,
+/// plus a fixed overhead ([`WatchEvent::accounted_bytes`]). A value shared
+/// by the store, several events and several watchers is counted once per
+/// event that holds it, so the count is an upper bound of the memory the
+/// history keeps reachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchOptions {
     /// The history window, in events: a watch can start from any revision
     /// whose events are still in it. Whole revisions are dropped from the
-    /// front when it is full.
+    /// front when it is full, and a watch from before them fails with
+    /// [`Compacted`](super::StoreError::Compacted).
     pub history_events: usize,
+    /// The history window, in accounted bytes: whole revisions are dropped
+    /// from the front until the history holds at most this many (a single
+    /// revision larger than this is not kept at all: watchers that read
+    /// live changes still receive it, through their queues).
+    pub history_bytes: usize,
     /// Events buffered for one watcher that does not read. Beyond it, the
     /// watcher falls back to reading the history window (and gets
     /// [`Compacted`](super::StoreError::Compacted) if it falls out of it).
     pub watcher_queue_events: usize,
+    /// Accounted bytes buffered for one watcher that does not read, with
+    /// the same fallback. A queue holding nothing but one revision may pass
+    /// it (so that a live watcher receives even a revision larger than the
+    /// bound), and takes no more events until that revision is read.
+    pub watcher_queue_bytes: usize,
+}
+
+impl WatchOptions {
+    /// The default history window in events.
+    pub const DEFAULT_HISTORY_EVENTS: usize = 100_000;
+    /// The default history window in accounted bytes: 64 MiB.
+    pub const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+    /// The default queue of one watcher in events.
+    pub const DEFAULT_WATCHER_QUEUE_EVENTS: usize = 4096;
+    /// The default queue of one watcher in accounted bytes: 8 MiB.
+    pub const DEFAULT_WATCHER_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
-            history_events: 100_000,
-            watcher_queue_events: 4096,
+            history_events: Self::DEFAULT_HISTORY_EVENTS,
+            history_bytes: Self::DEFAULT_HISTORY_BYTES,
+            watcher_queue_events: Self::DEFAULT_WATCHER_QUEUE_EVENTS,
+            watcher_queue_bytes: Self::DEFAULT_WATCHER_QUEUE_BYTES,
         }
     }
+}
+
+/// What a local store's watch history holds now
+/// ([`Store::watch_history`](super::Store::watch_history)), for tests and
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryStats {
+    /// Events kept.
+    pub events: usize,
+    /// Their accounted bytes ([`WatchEvent::accounted_bytes`]).
+    pub bytes: usize,
+    /// The oldest revision a watch can start from.
+    pub compact_revision: u64,
+    /// The store's revision.
+    pub current_revision: u64,
+    /// The bounds in force.
+    pub options: WatchOptions,
 }

@@ -14,13 +14,19 @@
 //! pushes and reads the history window from where it stopped when it reads
 //! again ("lagging", etcd's unsynced watchers). If the history has moved past
 //! it by then, it ends with [`StoreError::Compacted`], as in etcd.
+//!
+//! Both the history and each queue are bounded in events and in bytes
+//! ([`WatchOptions`]): values can be large (a unit file of hundreds of
+//! kilobytes), and a history bounded only by count kept every value of the
+//! last 100,000 events reachable. Bytes are accounted per event
+//! ([`WatchEvent::accounted_bytes`]), an upper bound of what is held.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::{BoxFuture, StoreError, StoreResult, WatchEvent, WatchOptions, lock};
+use super::{BoxFuture, HistoryStats, StoreError, StoreResult, WatchEvent, WatchOptions, lock};
 
 /// Most events returned by one [`Watcher::next`] (a revision is never split,
 /// so one answer can hold more when a single revision is larger).
@@ -102,6 +108,8 @@ pub(crate) struct Hub {
     /// Events of the revisions `compact_revision..=current_revision` that
     /// are still kept, in order.
     history: VecDeque<WatchEvent>,
+    /// The accounted bytes of `history`.
+    history_bytes: usize,
     /// The oldest revision a watch can start from.
     compact_revision: u64,
     current_revision: u64,
@@ -127,6 +135,8 @@ pub(crate) struct Slot {
 #[derive(Debug, Default)]
 struct Queue {
     events: VecDeque<WatchEvent>,
+    /// The accounted bytes of `events`.
+    bytes: usize,
     /// Set when the watcher must read the history from this revision on
     /// instead of receiving pushes (its initial replay, or an overflow).
     lagging_from: Option<u64>,
@@ -141,6 +151,7 @@ impl Hub {
         Hub {
             options,
             history: VecDeque::new(),
+            history_bytes: 0,
             // The initial revision has no events, so a fresh store can be
             // watched from it; after a snapshot at R, R's events are gone.
             compact_revision: if revision == super::state::INITIAL_REVISION {
@@ -164,15 +175,39 @@ impl Hub {
         for event in events {
             self.deliver(event);
         }
-        self.history.extend(events.iter().cloned());
-        while self.history.len() > self.options.history_events {
+        for event in events {
+            self.history_bytes += event.accounted_bytes();
+            self.history.push_back(event.clone());
+        }
+        while self.history.len() > self.options.history_events
+            || self.history_bytes > self.options.history_bytes
+        {
             let Some(oldest) = self.history.front().map(WatchEvent::revision) else {
                 break;
             };
-            while self.history.front().map(WatchEvent::revision) == Some(oldest) {
-                self.history.pop_front();
-            }
+            self.pop_history_before(oldest + 1);
             self.compact_revision = oldest + 1;
+        }
+    }
+
+    /// Drops the history's events before `revision`.
+    fn pop_history_before(&mut self, revision: u64) {
+        while let Some(event) = self.history.front()
+            && event.revision() < revision
+        {
+            self.history_bytes -= event.accounted_bytes();
+            self.history.pop_front();
+        }
+    }
+
+    /// What the history holds now.
+    pub(crate) fn stats(&self) -> HistoryStats {
+        HistoryStats {
+            events: self.history.len(),
+            bytes: self.history_bytes,
+            compact_revision: self.compact_revision,
+            current_revision: self.current_revision,
+            options: self.options,
         }
     }
 
@@ -194,15 +229,30 @@ impl Hub {
                 if queue.ended.is_some() || queue.lagging_from.is_some() {
                     continue;
                 }
-                if queue.events.len() >= self.options.watcher_queue_events {
-                    // Full: drop this revision's part already queued and
-                    // switch to reading the history from it, so that the
-                    // revision is delivered whole and nothing twice.
-                    while queue.events.back().map(WatchEvent::revision) == Some(revision) {
+                let bytes = event.accounted_bytes();
+                // A queue holding only this revision takes it whole, so that
+                // a revision larger than the byte bound still reaches live
+                // watchers.
+                let only_this_revision = queue
+                    .events
+                    .front()
+                    .is_none_or(|front| front.revision() == revision);
+                let full = queue.events.len() >= self.options.watcher_queue_events
+                    || (queue.bytes + bytes > self.options.watcher_queue_bytes
+                        && !only_this_revision);
+                if full {
+                    // Drop this revision's part already queued and switch to
+                    // reading the history from it, so that the revision is
+                    // delivered whole and nothing twice.
+                    while let Some(back) = queue.events.back()
+                        && back.revision() == revision
+                    {
+                        queue.bytes -= back.accounted_bytes();
                         queue.events.pop_back();
                     }
                     queue.lagging_from = Some(revision);
                 } else {
+                    queue.bytes += bytes;
                     queue.events.push_back(event.clone());
                 }
                 drop(queue);
@@ -281,13 +331,7 @@ impl Hub {
                 current: self.current_revision,
             });
         }
-        while self
-            .history
-            .front()
-            .is_some_and(|event| event.revision() < revision)
-        {
-            self.history.pop_front();
-        }
+        self.pop_history_before(revision);
         self.compact_revision = self.compact_revision.max(revision);
         Ok(())
     }
@@ -350,16 +394,17 @@ impl Hub {
 
 /// Takes up to [`MAX_BATCH_EVENTS`] events from the queue, never splitting
 /// a revision.
-fn pop_batch(events: &mut VecDeque<WatchEvent>) -> Vec<WatchEvent> {
+fn pop_batch(queue: &mut Queue) -> Vec<WatchEvent> {
     let mut batch: Vec<WatchEvent> = Vec::new();
-    while let Some(front) = events.front() {
+    while let Some(front) = queue.events.front() {
         let same_revision = batch
             .last()
             .is_some_and(|last| last.revision() == front.revision());
         if batch.len() >= MAX_BATCH_EVENTS && !same_revision {
             break;
         }
-        if let Some(event) = events.pop_front() {
+        if let Some(event) = queue.events.pop_front() {
+            queue.bytes -= event.accounted_bytes();
             batch.push(event);
         }
     }
@@ -394,7 +439,7 @@ impl LocalWatch {
             let lagging = {
                 let mut queue = lock(&self.slot.queue);
                 if !queue.events.is_empty() {
-                    return Ok(pop_batch(&mut queue.events));
+                    return Ok(pop_batch(&mut queue));
                 }
                 if let Some(error) = &queue.ended {
                     return Err(error.clone());
@@ -433,27 +478,47 @@ mod tests {
     use crate::store::KeyValue;
 
     fn put(key: &str, revision: u64) -> WatchEvent {
+        sized_put(key, revision, 1)
+    }
+
+    /// A put of a `len`-byte value that replaces one of the same size.
+    fn sized_put(key: &str, revision: u64, len: usize) -> WatchEvent {
+        let kv = |revision| KeyValue {
+            key: key.to_owned(),
+            value: Arc::from(vec![b'v'; len]),
+            create_revision: 1,
+            mod_revision: revision,
+            version: 1,
+            lease: None,
+        };
         WatchEvent::Put {
-            kv: KeyValue {
-                key: key.to_owned(),
-                value: Arc::from(b"v".as_slice()),
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-                lease: None,
-            },
-            prev: None,
+            kv: kv(revision),
+            prev: (len > 1).then(|| kv(revision - 1)),
         }
     }
 
     fn hub(history_events: usize, watcher_queue_events: usize) -> Arc<Mutex<Hub>> {
-        Arc::new(Mutex::new(Hub::new(
-            WatchOptions {
-                history_events,
-                watcher_queue_events,
-            },
-            1,
-        )))
+        hub_with(WatchOptions {
+            history_events,
+            watcher_queue_events,
+            ..WatchOptions::default()
+        })
+    }
+
+    fn hub_with(options: WatchOptions) -> Arc<Mutex<Hub>> {
+        Arc::new(Mutex::new(Hub::new(options, 1)))
+    }
+
+    /// The accounting matches what is held, in the history and the queue.
+    fn assert_accounted(hub: &Arc<Mutex<Hub>>, watch: Option<&LocalWatch>) {
+        let h = lock(hub);
+        let held: usize = h.history.iter().map(WatchEvent::accounted_bytes).sum();
+        assert_eq!(h.history_bytes, held);
+        if let Some(watch) = watch {
+            let queue = lock(&watch.slot.queue);
+            let held: usize = queue.events.iter().map(WatchEvent::accounted_bytes).sum();
+            assert_eq!(queue.bytes, held);
+        }
     }
 
     fn publish(hub: &Arc<Mutex<Hub>>, revision: u64, keys: &[&str]) {
@@ -572,5 +637,99 @@ mod tests {
             LocalWatch::register(&hub, "/", 0),
             Err(StoreError::Closed)
         ));
+    }
+
+    #[test]
+    fn an_event_is_accounted_with_its_key_value_and_previous_value() {
+        let small = sized_put("/k", 3, 2).accounted_bytes();
+        let large = sized_put("/k", 3, 1002).accounted_bytes();
+        // The value and the previous value, each 1,000 bytes larger.
+        assert_eq!(large - small, 2000);
+        assert!(small > std::mem::size_of::<WatchEvent>());
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_by_bytes_and_a_watch_from_before_it_is_compacted() {
+        let event_bytes = sized_put("/big", 2, 10_000).accounted_bytes();
+        let hub = hub_with(WatchOptions {
+            history_bytes: 5 * event_bytes,
+            ..WatchOptions::default()
+        });
+        for revision in 2..=101 {
+            lock(&hub).publish(revision, &[sized_put("/big", revision, 10_000)]);
+            let stats = lock(&hub).stats();
+            assert!(stats.bytes <= 5 * event_bytes, "{stats:?}");
+        }
+        assert_accounted(&hub, None);
+        let stats = lock(&hub).stats();
+        assert_eq!(stats.events, 5);
+        assert_eq!(stats.compact_revision, 97);
+        assert!(matches!(
+            LocalWatch::register(&hub, "/", 96),
+            Err(StoreError::Compacted {
+                requested: 96,
+                compact_revision: 97
+            })
+        ));
+        let (mut watch, _) = LocalWatch::register(&hub, "/", 97).unwrap();
+        let seen = revisions(&watch.next().await.unwrap());
+        assert_eq!(seen.first().map(|(r, _)| *r), Some(97));
+        assert_eq!(seen.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_revision_larger_than_the_history_is_not_kept_but_reaches_live_watchers() {
+        let hub = hub_with(WatchOptions {
+            history_bytes: 1000,
+            watcher_queue_bytes: 1000,
+            ..WatchOptions::default()
+        });
+        let (mut watch, _) = LocalWatch::register(&hub, "/", 0).unwrap();
+        lock(&hub).publish(2, &[sized_put("/a", 2, 5000), sized_put("/b", 2, 5000)]);
+        let stats = lock(&hub).stats();
+        assert_eq!(
+            (stats.events, stats.bytes, stats.compact_revision),
+            (0, 0, 3)
+        );
+        assert_eq!(
+            revisions(&watch.next().await.unwrap()),
+            [(2, "/a".to_owned()), (2, "/b".to_owned())]
+        );
+        assert_accounted(&hub, Some(&watch));
+        // A watch from now on still works.
+        let (mut later, start) = LocalWatch::register(&hub, "/", 0).unwrap();
+        assert_eq!(start, 3);
+        publish(&hub, 3, &["/c"]);
+        assert_eq!(
+            revisions(&later.next().await.unwrap()),
+            [(3, "/c".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queue_past_its_byte_bound_reads_the_history_without_gaps() {
+        let event_bytes = sized_put("/q", 2, 1000).accounted_bytes();
+        let hub = hub_with(WatchOptions {
+            watcher_queue_bytes: 3 * event_bytes,
+            ..WatchOptions::default()
+        });
+        let (mut watch, _) = LocalWatch::register(&hub, "/", 0).unwrap();
+        for revision in 2..=11 {
+            lock(&hub).publish(revision, &[sized_put("/q", revision, 1000)]);
+        }
+        {
+            let queue = lock(&watch.slot.queue);
+            assert_eq!(queue.events.len(), 3);
+            assert_eq!(queue.bytes, 3 * event_bytes);
+            assert_eq!(queue.lagging_from, Some(5));
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 10 {
+            seen.extend(revisions(&watch.next().await.unwrap()));
+        }
+        let expected: Vec<_> = (2..=11).map(|r| (r, "/q".to_owned())).collect();
+        assert_eq!(seen, expected);
+        assert_accounted(&hub, Some(&watch));
+        assert_eq!(lock(&watch.slot.queue).bytes, 0);
     }
 }

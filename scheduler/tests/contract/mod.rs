@@ -93,7 +93,24 @@ macro_rules! contract_tests {
     };
 }
 
+/// Expands to one test per case of the local stores' own watch history
+/// (memory, embedded): what they keep is bounded in events and in bytes.
+/// etcd keeps its history itself (compacted by its own settings), so these
+/// cases do not apply to it.
+#[allow(unused_macros)] // the etcd tests do not use it
+macro_rules! history_contract_tests {
+    (#[$attr:meta] $factory:path) => {
+        contract_tests!(@cases #[$attr] $factory;
+            large_replaces_keep_the_history_within_its_byte_bound,
+        );
+    };
+}
+
 type S = Arc<dyn Store>;
+
+mod history;
+#[allow(unused_imports)] // the etcd tests do not run the history cases
+pub use history::*;
 
 /// A bound on every wait: generous, since a paused clock makes it free and
 /// a real one only reaches it when a test is failing.

@@ -5,9 +5,10 @@
 //! the log look like one frame cut short, that is, like a torn write.
 //!
 //! [`scan`] reads frames until the end of a log and decides what a bad end
-//! means: a *torn tail* (the last write never fully reached the disk; safe
-//! to cut off, because a frame is acknowledged only after its fsync, and a
-//! torn frame's fsync never completed) or *corruption* (damage to data that
+//! means: a *torn tail* (the log ends in a frame that is not whole: most
+//! often the last write, whose fsync never completed and which was never
+//! acknowledged; but a file truncated by something else ends the same way,
+//! and the two cannot be told apart) or *corruption* (damage to data that
 //! was written whole, which must be neither cut off silently nor loaded).
 
 /// Bytes before a frame's payload.

@@ -4,38 +4,37 @@
 
 mod codec;
 mod frame;
+mod layout;
+mod snapshot;
+mod writer;
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use flotilla_proto::ClusterId;
+
 use self::codec::{Dec, Enc};
+use self::snapshot::load_snapshot;
+use self::writer::Writer;
 use super::engine::{Committer, Engine, Shared};
+use super::identity::{Identity, StateLocation, new_cluster_id, write_identity};
 use super::state::{Command, Outcome, StateMachine};
 use super::{
-    BoxFuture, GetResponse, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse, Store,
-    StoreError, StoreResult, Txn, TxnResponse, WatchOptions, Watcher, lock,
+    BoxFuture, GetResponse, HistoryStats, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse,
+    Store, StoreError, StoreResult, Txn, TxnResponse, WatchOptions, Watcher, lock,
 };
 
 const WAL_MAGIC: &[u8; 8] = b"FLOTWAL1";
 const WAL_HEADER_LEN: usize = 20;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOTSNP1";
 const LOCK_FILE: &str = "LOCK";
 
 /// Requests waiting for the writer before callers wait to enqueue.
 const QUEUE_LEN: usize = 4096;
-
-/// Snapshot frames hold about this many bytes of keys each.
-const SNAPSHOT_CHUNK: usize = 1024 * 1024;
-
-const FRAME_META: u8 = b'M';
-const FRAME_LEASES: u8 = b'L';
-const FRAME_KEYS: u8 = b'K';
-const FRAME_END: u8 = b'E';
 
 /// Options of an [`EmbeddedStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +66,10 @@ impl Default for EmbeddedOptions {
 /// What opening an [`EmbeddedStore`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
+    /// The cluster the directory belongs to (its identity file).
+    pub cluster_id: ClusterId,
+    /// Whether the directory was initialized before, or just now.
+    pub initialized: Initialized,
     /// The generation opened (files `snapshot-<gen>` and `wal-<gen>`).
     pub generation: u64,
     /// The revision of the snapshot loaded, if there was one.
@@ -77,14 +80,31 @@ pub struct Recovery {
     pub revision: u64,
     /// Leases restored, each with its whole TTL from now.
     pub leases: usize,
-    /// A torn write cut off the end of the log: writes that were never
-    /// acknowledged. Worth a warning in the log.
+    /// An incomplete write cut off the end of the log: the last group
+    /// commit, interrupted before it was acknowledged, or the end of a file
+    /// that was truncated (the two look the same). Worth a warning in the
+    /// log: its `Display` says so.
     pub torn_tail: Option<TornTail>,
     /// Leftovers of an interrupted snapshot that were removed.
     pub removed_files: Vec<PathBuf>,
 }
 
-/// A torn write cut off the end of a log on open.
+/// When the directory got its identity file (see [`EmbeddedStore`],
+/// Identity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initialized {
+    /// On an earlier open: the directory's state was checked against it.
+    Before,
+    /// Now: the directory was empty (or absent), a new cluster.
+    New,
+    /// Now: the directory held a store made by an earlier version of
+    /// flotilla, without an identity file; it was given one (and a warning
+    /// logged).
+    Adopted,
+}
+
+/// An incomplete write cut off the end of a log on open (see the damage
+/// policy of [`EmbeddedStore`]). Its `Display` is the warning to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TornTail {
     /// The log file.
@@ -95,6 +115,21 @@ pub struct TornTail {
     pub discarded_bytes: u64,
     /// What the tail looked like.
     pub reason: String,
+}
+
+impl std::fmt::Display for TornTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the store's log ends in an incomplete write: either the last group commit was \
+             interrupted before it was acknowledged, or the file was truncated; cut {} bytes \
+             at offset {} of {} ({})",
+            self.discarded_bytes,
+            self.offset,
+            self.path.display(),
+            self.reason
+        )
+    }
 }
 
 /// The durable store on local disk (the default for `flotilla server
@@ -111,6 +146,9 @@ pub struct TornTail {
 /// In the data directory:
 ///
 /// - `LOCK`: held (`flock`) while a store has the directory open.
+/// - `identity`: the cluster the directory belongs to, written once when
+///   the directory is initialized (JSON: `clusterId`, `createdAt`, `state`;
+///   see `identity.rs`).
 /// - `snapshot-<gen>` (16 hex digits): the whole state after every command
 ///   of the logs before generation `gen`. Absent for generation 0.
 /// - `wal-<gen>`: the commands after that snapshot. A 20-byte header (magic
@@ -119,7 +157,27 @@ pub struct TornTail {
 ///   `frame.rs`). One frame is one group commit: the log index of its first
 ///   command (`u64`), a count (`u32`), and the commands (one per
 ///   transaction, lease grant, revoke or expiry; encoding in `codec.rs`).
-/// - `snapshot-<gen>.tmp`: a snapshot being written; removed on open.
+/// - `snapshot-<gen>.tmp`, `wal-<gen>.tmp`, `identity.tmp`: a file being
+///   written; removed on open.
+///
+/// # Identity
+///
+/// A directory is initialized once. Opening an empty directory (no file at
+/// all, or only `LOCK` and `lost+found`), or one that does not exist,
+/// starts a new cluster: the first log is created (through a temporary
+/// file, so it is never seen without its header), then the identity file
+/// with a new random cluster id. From then on the store knows the
+/// directory must hold its state, and refuses to open it
+/// ([`StoreError::StateLost`], naming what is missing) when its log and
+/// snapshots are missing, when the log is empty, or when the log after the
+/// newest snapshot is missing or empty (except right after a crash between
+/// a snapshot and its new log, when the previous log is still there). A
+/// directory with other files but no identity and no log (a mistyped
+/// `--data-dir`) is refused too ([`StoreError::NotAStore`]), as is the data
+/// directory of a server on etcd. A directory with a log but no identity
+/// file, made by an earlier version, is adopted: it gets an identity file
+/// and a warning is logged ([`Recovery::initialized`]). So a lost log never
+/// opens as an empty cluster whose agents would stop every unit.
 ///
 /// # Group commit
 ///
@@ -142,16 +200,22 @@ pub struct TornTail {
 /// # Damage policy
 ///
 /// On open, the log is read to its end:
-/// - A **torn tail** is the group commit that was being written when the
-///   process or machine died: its fsync never finished, so none of its
-///   writes were acknowledged. Recognised (from the first bad frame on) as:
+/// - A **torn tail** is a log that ends in an incomplete write. Most often
+///   it is the group commit that was being written when the process or
+///   machine died: its fsync never finished, so none of its writes were
+///   acknowledged. But a file truncated by something else (a copy or a
+///   restore cut short, a full disk, a tool) ends the same way, and the
+///   store cannot tell the two apart: a truncation may have removed
+///   acknowledged writes (and one that falls exactly between two frames
+///   leaves no trace at all). Recognised (from the first bad frame on) as:
 ///   fewer bytes left than a frame header; a frame whose checksummed length
 ///   runs past the end of the file; nothing but zeros up to the end of the
 ///   file; a header that fails its checksum and straddles a 512-byte sector
 ///   boundary after which the sector is zeros; or a *last* frame whose
 ///   payload fails its checksum and holds a whole zero sector. It is cut off
 ///   (the file truncated and synced) and reported in
-///   [`Recovery::torn_tail`]; the caller should log it.
+///   [`Recovery::torn_tail`], whose `Display` is the warning to log: it
+///   names both causes, the bytes cut and where.
 /// - Anything else (a checksum mismatch in a frame written whole, a frame
 ///   that does not decode, a gap in log indexes, a damaged snapshot, a log
 ///   newer than every snapshot) is **corruption**: open fails with
@@ -178,6 +242,7 @@ pub struct TornTail {
 pub struct EmbeddedStore {
     engine: Arc<Engine<Wal>>,
     dir: PathBuf,
+    cluster_id: ClusterId,
     checkpoint_error: Arc<Mutex<Option<StoreError>>>,
 }
 
@@ -272,6 +337,7 @@ impl EmbeddedStore {
             EmbeddedStore {
                 engine,
                 dir,
+                cluster_id: recovered.recovery.cluster_id,
                 checkpoint_error,
             },
             recovered.recovery,
@@ -281,6 +347,11 @@ impl EmbeddedStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The cluster the directory belongs to (its identity file).
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster_id
     }
 
     /// Writes a snapshot and starts a new log now (normally done when the
@@ -370,6 +441,14 @@ impl Store for EmbeddedStore {
     fn compact(&self, revision: u64) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move { self.engine.compact(revision) })
     }
+
+    fn watch_history(&self) -> Option<HistoryStats> {
+        Some(self.engine.watch_history())
+    }
+
+    fn cluster_id(&self) -> Option<ClusterId> {
+        Some(self.cluster_id)
+    }
 }
 
 /// Runs blocking file work off the async threads (and, under a paused test
@@ -388,202 +467,6 @@ async fn blocking<T: Send + 'static>(
                 io::Error::other(join.to_string()),
             ))
         })
-}
-
-/// The single owner of the log.
-struct Writer {
-    dir: PathBuf,
-    shared: Arc<Shared>,
-    /// The open log; `None` once a failure made it unusable.
-    wal: Option<File>,
-    wal_path: PathBuf,
-    wal_len: u64,
-    generation: u64,
-    /// The log index of the next command.
-    next_index: u64,
-    next_checkpoint_at: u64,
-    options: EmbeddedOptions,
-    /// Set when the log can no longer be trusted; every later write fails
-    /// with it.
-    failed: Option<StoreError>,
-    checkpoint_error: Arc<Mutex<Option<StoreError>>>,
-    /// Held for the writer's life: releases the directory when dropped.
-    _lock: File,
-}
-
-impl Writer {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        let mut close = None;
-        while close.is_none() {
-            let Some(first) = rx.recv().await else {
-                break;
-            };
-            let mut group = Vec::new();
-            let mut bytes = 0;
-            let mut checkpoints = Vec::new();
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                match request {
-                    Request::Commit(pending) => {
-                        bytes += pending.encoded.len();
-                        group.push(pending);
-                    }
-                    Request::Checkpoint(reply) => checkpoints.push(reply),
-                    Request::Close(reply) => {
-                        close = Some(reply);
-                        break;
-                    }
-                }
-                if bytes >= self.options.max_group_bytes {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
-            self.commit_group(group).await;
-            if !checkpoints.is_empty() || self.wal_len >= self.next_checkpoint_at {
-                let result = self.checkpoint().await;
-                *lock(&self.checkpoint_error) = result.as_ref().err().cloned();
-                if result.is_err() {
-                    // Try again after another threshold's worth of log.
-                    self.next_checkpoint_at = self.wal_len + self.options.snapshot_threshold;
-                }
-                for reply in checkpoints {
-                    let _ = reply.send(result.clone());
-                }
-            }
-        }
-        rx.close();
-        while let Ok(request) = rx.try_recv() {
-            match request {
-                Request::Commit(pending) => {
-                    let _ = pending.reply.send(Err(StoreError::Closed));
-                }
-                Request::Checkpoint(reply) => {
-                    let _ = reply.send(Err(StoreError::Closed));
-                }
-                Request::Close(reply) => {
-                    let _ = reply.send(());
-                }
-            }
-        }
-        // Close the log and release the lock before saying so.
-        drop(self);
-        if let Some(reply) = close {
-            let _ = reply.send(());
-        }
-    }
-
-    /// Appends a group as one frame, fsyncs, applies, answers.
-    async fn commit_group(&mut self, group: Vec<Pending>) {
-        if group.is_empty() {
-            return;
-        }
-        if let Err(error) = self.append(&group).await {
-            for pending in group {
-                let _ = pending.reply.send(Err(error.clone()));
-            }
-            return;
-        }
-        let outcomes = self.shared.apply(group.iter().map(|p| &p.command));
-        for (pending, outcome) in group.into_iter().zip(outcomes) {
-            // The caller may have given up waiting: the write stands anyway.
-            let _ = pending.reply.send(outcome);
-        }
-    }
-
-    async fn append(&mut self, group: &[Pending]) -> StoreResult<()> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        let Some(mut file) = self.wal.take() else {
-            return Err(StoreError::Closed);
-        };
-        let mut payload = Enc::default();
-        payload.u64(self.next_index);
-        payload.len(group.len());
-        for pending in group {
-            payload.buf.extend_from_slice(&pending.encoded);
-        }
-        let mut bytes = Vec::with_capacity(payload.buf.len() + frame::HEADER_LEN);
-        frame::encode(&payload.buf, &mut bytes);
-        let len = bytes.len() as u64;
-        let written = tokio::task::spawn_blocking(move || {
-            let result = file.write_all(&bytes).and_then(|()| file.sync_data());
-            (file, result)
-        })
-        .await;
-        let error = match written {
-            Ok((file, Ok(()))) => {
-                self.wal = Some(file);
-                self.wal_len += len;
-                self.next_index += group.len() as u64;
-                return Ok(());
-            }
-            Ok((_, Err(error))) => error,
-            Err(join) => io::Error::other(join.to_string()),
-        };
-        let error = StoreError::io("appending to", &self.wal_path, error);
-        self.failed = Some(error.clone());
-        Err(error)
-    }
-
-    /// Writes a snapshot of the applied state and switches to a new log.
-    async fn checkpoint(&mut self) -> StoreResult<()> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        let old = self.generation;
-        let new = old + 1;
-        let tmp = self.dir.join(format!("{}.tmp", snapshot_name(new)));
-        let snapshot_len = {
-            let (shared, tmp2, next_index) = (self.shared.clone(), tmp.clone(), self.next_index);
-            // Failing here leaves the current log in use: nothing is lost.
-            blocking("writing", &tmp, move || {
-                write_snapshot(&tmp2, &shared, next_index)
-            })
-            .await
-            .inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })?
-        };
-        // Once the rename may have happened, the new snapshot is what a
-        // restart loads and the current log would be ignored: every later
-        // write must go to the new log, or the store must stop writing.
-        let dir = self.dir.clone();
-        let switched = blocking("starting a new log in", &self.dir, move || {
-            let snapshot = dir.join(snapshot_name(new));
-            fs::rename(&tmp, &snapshot).map_err(|e| StoreError::io("renaming", &tmp, e))?;
-            sync_dir(&dir)?;
-            let wal_path = dir.join(wal_name(new));
-            let wal = create_wal(&wal_path, new)?;
-            sync_dir(&dir)?;
-            Ok((wal, wal_path))
-        })
-        .await;
-        let (wal, wal_path) = match switched {
-            Ok(switched) => switched,
-            Err(error) => {
-                self.wal = None;
-                self.failed = Some(error.clone());
-                return Err(error);
-            }
-        };
-        self.wal = Some(wal);
-        self.wal_path = wal_path;
-        self.wal_len = WAL_HEADER_LEN as u64;
-        self.generation = new;
-        self.next_checkpoint_at = self.wal_len + self.options.snapshot_threshold.max(snapshot_len);
-        // The old generation is garbage now; a failure to remove it is
-        // harmless (open removes leftovers).
-        let dir = self.dir.clone();
-        let _ = blocking("removing old files in", &self.dir, move || {
-            let _ = fs::remove_file(dir.join(wal_name(old)));
-            let _ = fs::remove_file(dir.join(snapshot_name(old)));
-            sync_dir(&dir)
-        })
-        .await;
-        Ok(())
-    }
 }
 
 fn snapshot_name(generation: u64) -> String {
@@ -631,6 +514,17 @@ fn create_wal(path: &Path, generation: u64) -> StoreResult<File> {
     Ok(file)
 }
 
+/// Creates a new, empty log through a temporary file (header, fsync,
+/// rename, directory fsync), so that it is never seen without its header.
+fn create_wal_atomically(dir: &Path, generation: u64) -> StoreResult<()> {
+    let path = dir.join(wal_name(generation));
+    let tmp = dir.join(format!("{}.tmp", wal_name(generation)));
+    let _ = fs::remove_file(&tmp);
+    drop(create_wal(&tmp, generation)?);
+    fs::rename(&tmp, &path).map_err(|e| StoreError::io("renaming", &tmp, e))?;
+    sync_dir(dir)
+}
+
 /// What opening found, for the writer.
 struct Recovered {
     shared: Arc<Shared>,
@@ -648,6 +542,7 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
     if created && let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;
     }
+    layout::refuse_foreign(dir)?;
     let lock_path = dir.join(LOCK_FILE);
     let lock = OpenOptions::new()
         .create(true)
@@ -661,34 +556,17 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
         Err(TryLockError::Error(e)) => return Err(StoreError::io("locking", &lock_path, e)),
     }
 
-    let mut snapshots = Vec::new();
-    let mut wals = Vec::new();
-    let mut removed_files = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io("listing", dir, e))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") && name.starts_with("snapshot-") {
-            let path = entry.path();
-            fs::remove_file(&path).map_err(|e| StoreError::io("removing", &path, e))?;
-            removed_files.push(path);
-        } else if let Some(generation) = parse_generation(name, "snapshot-") {
-            snapshots.push(generation);
-        } else if let Some(generation) = parse_generation(name, "wal-") {
-            wals.push(generation);
-        }
-    }
-    let generation = snapshots.iter().copied().max().unwrap_or(0);
-    if let Some(newer) = wals.iter().copied().filter(|&g| g > generation).max() {
-        return Err(StoreError::Corrupt {
-            path: dir.join(wal_name(newer)),
-            offset: 0,
-            reason: format!(
-                "log generation {newer} is newer than the newest snapshot (generation {generation})"
-            ),
-        });
-    }
+    // Refuses a directory that lost its state or is not a store's; removes
+    // the leftovers of interrupted writes.
+    let layout = layout::inspect(dir)?;
+    let generation = layout.generation();
+    let layout::Layout {
+        snapshots,
+        wals,
+        mut removed_files,
+        identity,
+        ..
+    } = layout;
 
     let (state, mut next_index) = if generation > 0 {
         load_snapshot(&dir.join(snapshot_name(generation)))?
@@ -709,9 +587,11 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
         replay.len
     } else {
         // A new store, or a crash between a snapshot's rename and its log's
-        // creation.
-        create_wal(&wal_path, generation)?;
-        sync_dir(dir)?;
+        // creation. Made whole before it is renamed into place, so that a
+        // log without its header is never the store's own doing (at
+        // generation 0, before the identity file exists, it would be
+        // refused).
+        create_wal_atomically(dir, generation)?;
         WAL_HEADER_LEN as u64
     };
 
@@ -730,6 +610,34 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
         sync_dir(dir)?;
     }
 
+    // Written once the log is in place and replayed: from here on, a
+    // missing or empty log is a lost state, not a new cluster.
+    let (identity, initialized) = match identity {
+        Some(identity) => (identity, Initialized::Before),
+        None => {
+            let identity = Identity::new(new_cluster_id()?, StateLocation::Embedded);
+            write_identity(dir, &identity)?;
+            let adopted = snapshot_revision.is_some() || replayed_commands > 0;
+            if adopted {
+                tracing::warn!(
+                    cluster = %identity.cluster_id,
+                    dir = %dir.display(),
+                    "the store directory, made by an earlier version of flotilla, had no identity file: \
+                     adopted it as cluster {}",
+                    identity.cluster_id
+                );
+                (identity, Initialized::Adopted)
+            } else {
+                tracing::info!(
+                    cluster = %identity.cluster_id,
+                    dir = %dir.display(),
+                    "initialized a new cluster"
+                );
+                (identity, Initialized::New)
+            }
+        }
+    };
+
     let wal = OpenOptions::new()
         .append(true)
         .open(&wal_path)
@@ -746,6 +654,8 @@ fn recover(dir: &Path, options: &EmbeddedOptions) -> StoreResult<Recovered> {
         next_index,
         lock,
         recovery: Recovery {
+            cluster_id: identity.cluster_id,
+            initialized,
             generation,
             snapshot_revision,
             replayed_commands,
@@ -859,173 +769,4 @@ fn replay_wal(
         commands,
         torn_tail,
     })
-}
-
-/// Writes frames to a file through a buffer.
-struct FrameWriter {
-    out: BufWriter<File>,
-    frame: Vec<u8>,
-}
-
-impl FrameWriter {
-    fn frame(&mut self, payload: &[u8]) -> io::Result<()> {
-        self.frame.clear();
-        frame::encode(payload, &mut self.frame);
-        self.out.write_all(&self.frame)
-    }
-
-    /// Writes a chunk of keys: tag, count, then the encoded keys.
-    fn keys(&mut self, count: usize, encoded: &mut Enc) -> io::Result<()> {
-        let mut payload = Enc::default();
-        payload.u8(FRAME_KEYS);
-        payload.len(count);
-        payload.buf.extend_from_slice(&encoded.buf);
-        encoded.buf.clear();
-        self.frame(&payload.buf)
-    }
-}
-
-/// Writes (and fsyncs) a snapshot of the applied state to `path`; returns
-/// its size.
-fn write_snapshot(path: &Path, shared: &Shared, next_index: u64) -> StoreResult<u64> {
-    let io_err = |e| StoreError::io("writing", path, e);
-    let file = File::create(path).map_err(io_err)?;
-    let mut out = FrameWriter {
-        out: BufWriter::new(file),
-        frame: Vec::new(),
-    };
-    out.out.write_all(SNAPSHOT_MAGIC).map_err(io_err)?;
-    {
-        // Readers share this lock; only the writer (busy here) changes the
-        // state, so the snapshot is consistent without stopping reads.
-        let state = shared.read();
-        let mut meta = Enc::default();
-        meta.u8(FRAME_META);
-        meta.u64(next_index);
-        meta.u64(state.revision());
-        meta.i64(state.next_lease());
-        meta.u64(state.leases().len() as u64);
-        meta.u64(state.entries().len() as u64);
-        out.frame(&meta.buf).map_err(io_err)?;
-
-        let leases: Vec<_> = state.leases().collect();
-        for chunk in leases.chunks(SNAPSHOT_CHUNK / 16) {
-            let mut enc = Enc::default();
-            enc.u8(FRAME_LEASES);
-            enc.len(chunk.len());
-            for (id, lease) in chunk {
-                enc.i64(id.0);
-                enc.u64(lease.ttl_ms);
-            }
-            out.frame(&enc.buf).map_err(io_err)?;
-        }
-
-        let mut keys = Enc::default();
-        let mut count = 0;
-        for (key, entry) in state.entries() {
-            codec::encode_entry(key, entry, &mut keys);
-            count += 1;
-            if keys.buf.len() >= SNAPSHOT_CHUNK {
-                out.keys(count, &mut keys).map_err(io_err)?;
-                count = 0;
-            }
-        }
-        if count > 0 {
-            out.keys(count, &mut keys).map_err(io_err)?;
-        }
-    }
-    out.frame(&[FRAME_END]).map_err(io_err)?;
-    let file = out.out.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)?;
-    file.metadata().map(|m| m.len()).map_err(io_err)
-}
-
-/// Loads a snapshot: the state and the log index that follows it. Any
-/// damage is corruption (a snapshot is renamed into place only once it is
-/// whole and synced).
-fn load_snapshot(path: &Path) -> StoreResult<(StateMachine, u64)> {
-    let data = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
-    parse_snapshot(&data).map_err(|(offset, reason)| StoreError::Corrupt {
-        path: path.to_owned(),
-        offset: offset as u64,
-        reason,
-    })
-}
-
-/// Parses a snapshot file; errors carry the offset of the bad frame.
-fn parse_snapshot(data: &[u8]) -> Result<(StateMachine, u64), (usize, String)> {
-    if !data.starts_with(SNAPSHOT_MAGIC) {
-        return Err((0, "not a flotilla snapshot".to_owned()));
-    }
-    let (frames, end) = frame::scan(data, SNAPSHOT_MAGIC.len());
-    match end {
-        frame::End::Clean => {}
-        frame::End::Torn { offset, reason } | frame::End::Corrupt { offset, reason } => {
-            return Err((offset, reason));
-        }
-    }
-    let mut frames = frames.into_iter();
-    let meta = frames
-        .next()
-        .ok_or_else(|| (data.len(), "snapshot has no frames".to_owned()))?;
-    let at = |offset: usize| move |reason: String| (offset, reason);
-    let mut dec = Dec::new(meta.payload);
-    let summary = (|| {
-        if dec.u8()? != FRAME_META {
-            return Err("snapshot does not start with its summary".to_owned());
-        }
-        let summary = (dec.u64()?, dec.u64()?, dec.i64()?, dec.u64()?, dec.u64()?);
-        dec.finish()?;
-        Ok(summary)
-    })();
-    let (next_index, revision, next_lease, lease_count, key_count) =
-        summary.map_err(at(meta.offset))?;
-
-    let mut leases = Vec::new();
-    let mut kvs = Vec::new();
-    let mut end_offset = None;
-    for frame in frames.by_ref() {
-        let mut dec = Dec::new(frame.payload);
-        let last = (|| {
-            match dec.u8()? {
-                FRAME_LEASES => {
-                    for _ in 0..dec.count()? {
-                        leases.push((LeaseId(dec.i64()?), dec.u64()?));
-                    }
-                }
-                FRAME_KEYS => {
-                    for _ in 0..dec.count()? {
-                        kvs.push(codec::decode_entry(&mut dec)?);
-                    }
-                }
-                FRAME_END => {}
-                other => return Err(format!("unknown snapshot frame {other}")),
-            }
-            dec.finish()?;
-            Ok(frame.payload.first() == Some(&FRAME_END))
-        })()
-        .map_err(at(frame.offset))?;
-        if last {
-            end_offset = Some(frame.offset);
-            break;
-        }
-    }
-    let end_offset =
-        end_offset.ok_or_else(|| (data.len(), "snapshot has no end frame".to_owned()))?;
-    if frames.next().is_some() {
-        return Err((end_offset, "frames after the snapshot's end".to_owned()));
-    }
-    if leases.len() as u64 != lease_count || kvs.len() as u64 != key_count {
-        return Err((
-            end_offset,
-            format!(
-                "snapshot holds {} leases and {} keys, its summary says {lease_count} and {key_count}",
-                leases.len(),
-                kvs.len()
-            ),
-        ));
-    }
-    let state =
-        StateMachine::from_parts(revision, next_lease, leases, kvs).map_err(at(meta.offset))?;
-    Ok((state, next_index))
 }
