@@ -10,6 +10,7 @@
 //! - [`container`]: the `[Container]` section of container units.
 //! - [`resources`]: resource requests read from systemd's own settings.
 //! - [`machine`]: machines, their ids, metadata and capacity.
+//! - [`field`]: checks of the strings machines and operators supply.
 //! - [`state`]: desired state (fleet's three) and observed unit state.
 //! - [`mod@unit`]: a whole unit checked together ([`UnitSpec::check`]).
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
@@ -21,6 +22,7 @@ pub mod backoff;
 pub mod container;
 pub mod diagnostic;
 pub mod duration;
+pub mod field;
 pub mod fleet;
 pub mod machine;
 pub mod name;

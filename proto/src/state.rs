@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::field::{self, FieldError};
 use crate::machine::MachineId;
 use crate::name::UnitName;
 
@@ -117,4 +118,81 @@ pub struct UnitState {
     /// The last failure the agent saw for this unit, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+/// The longest of systemd's state words, hash and container id in a
+/// reported [`UnitState`].
+pub const MAX_STATE_WORD_LEN: usize = 256;
+
+/// The longest `lastError` of a reported [`UnitState`].
+pub const MAX_LAST_ERROR_LEN: usize = 16 * 1024;
+
+impl UnitState {
+    /// Checks the strings an agent reported: systemd's state words, the
+    /// hash and the container id are one line of at most
+    /// [`MAX_STATE_WORD_LEN`] bytes; `lastError` may span lines (newlines
+    /// and tabs) up to [`MAX_LAST_ERROR_LEN`] bytes; no other control
+    /// character anywhere. The field is named as `unit`'s, e.g.
+    /// `state of web.service: subState`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let name = |f: &str| format!("state of {}: {f}", self.unit);
+        let words = [
+            ("loadState", Some(&self.load_state)),
+            ("activeState", Some(&self.active_state)),
+            ("subState", Some(&self.sub_state)),
+            ("hash", self.hash.as_ref()),
+            ("containerId", self.container_id.as_ref()),
+        ];
+        for (f, value) in words {
+            if let Some(value) = value {
+                field::check_line(&name(f), value, MAX_STATE_WORD_LEN)?;
+            }
+        }
+        match &self.last_error {
+            Some(e) => field::check_text(&name("lastError"), e, MAX_LAST_ERROR_LEN),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> UnitState {
+        UnitState {
+            unit: UnitName::parse("web.service").unwrap(),
+            machine: MachineId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            load_state: "loaded".into(),
+            active_state: "failed".into(),
+            sub_state: "failed".into(),
+            hash: Some("abc".into()),
+            main_pid: None,
+            n_restarts: 0,
+            container_id: Some("c0ffee".into()),
+            health: Health::None,
+            since_ms: 0,
+            last_error: Some("the unit failed:\n\texit status 1".into()),
+        }
+    }
+
+    #[test]
+    fn reported_strings_are_checked() {
+        assert_eq!(state().validate(), Ok(()));
+        let mut s = state();
+        s.sub_state = "running\u{1b}[8m".into();
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "state of web.service: subState holds the control character U+001B at byte 7; control characters are refused"
+        );
+        let mut s = state();
+        s.container_id = Some("c".repeat(MAX_STATE_WORD_LEN + 1));
+        assert!(s.validate().is_err());
+        let mut s = state();
+        s.last_error = Some("e".repeat(MAX_LAST_ERROR_LEN + 1));
+        assert!(s.validate().is_err());
+        let mut s = state();
+        s.last_error = Some("bad\r".into());
+        assert!(s.validate().is_err());
+    }
 }

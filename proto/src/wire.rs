@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Capacity, Machine, MachineId};
+use crate::field::FieldError;
+use crate::machine::{Capacity, Machine, MachineId, check_metadata_entry};
 use crate::state::{DesiredState, UnitState};
 use crate::unit_file::{Entry, Section, UnitFile};
 
@@ -156,6 +157,17 @@ pub struct MachinePatch {
     pub metadata: BTreeMap<String, Option<String>>,
 }
 
+impl MachinePatch {
+    /// Checks each key and value set as a machine's own metadata is
+    /// checked at registration ([`check_metadata_entry`]).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (key, value) in &self.metadata {
+            check_metadata_entry(key, value.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
 /// A server of the cluster (`GET /v1/servers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -264,6 +276,18 @@ mod tests {
         let (again, diags) = UnitFile::parse(&text_of(&options));
         assert!(diags.is_empty());
         assert_eq!(again.content_hash(), file.content_hash());
+    }
+
+    #[test]
+    fn patches_are_checked_like_registrations() {
+        let patch = |k: &str, v: Option<&str>| MachinePatch {
+            metadata: [(k.to_owned(), v.map(str::to_owned))].into(),
+        };
+        assert_eq!(patch("disk", Some("ssd")).validate(), Ok(()));
+        assert_eq!(patch("disk", None).validate(), Ok(()));
+        assert!(patch("disk", Some("ssd\u{1b}[1m")).validate().is_err());
+        assert!(patch("", Some("x")).validate().is_err());
+        assert!(patch("\u{7}", None).validate().is_err());
     }
 
     #[test]
