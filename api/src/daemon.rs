@@ -99,6 +99,7 @@ impl Daemon {
             ClusterConfig {
                 keys: config.keys.clone(),
                 machine_ttl: config.machine_ttl,
+                ..ClusterConfig::default()
             },
         ));
         let api = router(cluster, config.api.clone());

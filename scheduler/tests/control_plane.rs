@@ -45,6 +45,7 @@ fn cluster(store: &Arc<MemoryStore>, ttl: Duration) -> Cluster {
         ClusterConfig {
             keys: Keys::default(),
             machine_ttl: ttl,
+            ..ClusterConfig::default()
         },
     )
 }
