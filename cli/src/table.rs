@@ -50,21 +50,8 @@ fn render(header: &[&str], rows: &[Vec<String>]) -> String {
 /// move the cursor, rewrite the title, or hide text when a machine
 /// supplies them in its hostname or metadata) are written as escapes:
 /// `\n`, `\t`, `\r`, and `\u{1b}` for the others.
-pub fn escape(cell: &str) -> String {
-    if !cell.chars().any(char::is_control) {
-        return cell.to_owned();
-    }
-    let mut out = String::with_capacity(cell.len() + 8);
-    for c in cell.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
+fn escape(cell: &str) -> String {
+    flotilla_proto::field::escape_controls(cell, &[])
 }
 
 /// `shortid/ip`, as fleetctl shows a machine.

@@ -124,16 +124,16 @@ pub struct UnitState {
 /// reported [`UnitState`].
 pub const MAX_STATE_WORD_LEN: usize = 256;
 
-/// The longest `lastError` of a reported [`UnitState`].
+/// The longest `lastError` stored of a reported [`UnitState`].
 pub const MAX_LAST_ERROR_LEN: usize = 16 * 1024;
 
 impl UnitState {
-    /// Checks the strings an agent reported: systemd's state words, the
-    /// hash and the container id are one line of at most
-    /// [`MAX_STATE_WORD_LEN`] bytes; `lastError` may span lines (newlines
-    /// and tabs) up to [`MAX_LAST_ERROR_LEN`] bytes; no other control
-    /// character anywhere. The field is named as `unit`'s, e.g.
-    /// `state of web.service: subState`.
+    /// Checks the strings an agent reported that it takes from systemd or
+    /// Docker as they are: systemd's state words, the hash and the
+    /// container id are one line of at most [`MAX_STATE_WORD_LEN`] bytes
+    /// without control characters. The field is named with the unit, e.g.
+    /// `state of web.service: subState`. `lastError` is not refused but
+    /// cleaned ([`UnitState::clean_last_error`]).
     pub fn validate(&self) -> Result<(), FieldError> {
         let name = |f: &str| format!("state of {}: {f}", self.unit);
         let words = [
@@ -148,9 +148,31 @@ impl UnitState {
                 field::check_line(&name(f), value, MAX_STATE_WORD_LEN)?;
             }
         }
-        match &self.last_error {
-            Some(e) => field::check_text(&name("lastError"), e, MAX_LAST_ERROR_LEN),
-            None => Ok(()),
+        Ok(())
+    }
+
+    /// Makes `lastError` fit to store. An agent quotes errors it does not
+    /// choose (a unit file's text, systemd's and Docker's messages), and
+    /// refusing its report would stop it reporting every other unit too;
+    /// so control characters other than newline and tab are escaped
+    /// ([`field::escape_controls`]) and the text is cut at
+    /// [`MAX_LAST_ERROR_LEN`] bytes.
+    pub fn clean_last_error(&mut self) {
+        if let Some(error) = &mut self.last_error {
+            let needs_escape = error
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t');
+            if needs_escape {
+                *error = field::escape_controls(error, &['\n', '\t']);
+            }
+            if error.len() > MAX_LAST_ERROR_LEN {
+                let mut cut = MAX_LAST_ERROR_LEN - "...".len();
+                while !error.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                error.truncate(cut);
+                error.push_str("...");
+            }
         }
     }
 }
@@ -188,11 +210,23 @@ mod tests {
         let mut s = state();
         s.container_id = Some("c".repeat(MAX_STATE_WORD_LEN + 1));
         assert!(s.validate().is_err());
+        // lastError is not refused, even with what would be refused
+        // elsewhere.
         let mut s = state();
-        s.last_error = Some("e".repeat(MAX_LAST_ERROR_LEN + 1));
-        assert!(s.validate().is_err());
+        s.last_error = Some(format!("bad\r\u{1b}[31m{}", "é".repeat(MAX_LAST_ERROR_LEN)));
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn last_errors_are_cleaned_not_refused() {
         let mut s = state();
-        s.last_error = Some("bad\r".into());
-        assert!(s.validate().is_err());
+        s.clean_last_error();
+        assert_eq!(s.last_error, state().last_error, "a plain error changed");
+        s.last_error = Some(format!("bad\r\u{1b}[31m{}", "é".repeat(MAX_LAST_ERROR_LEN)));
+        s.clean_last_error();
+        let cleaned = s.last_error.unwrap();
+        assert!(cleaned.starts_with("bad\\r\\u{1b}[31mé"), "{cleaned:.40}");
+        assert!(cleaned.len() <= MAX_LAST_ERROR_LEN && cleaned.ends_with("..."));
+        assert!(!cleaned.chars().any(|c| c.is_control()));
     }
 }

@@ -276,9 +276,10 @@ impl Cluster {
         }
     }
 
-    /// Records a machine's report: each state once its strings check and
-    /// its unit exists (see the [module documentation](self)), and removes
-    /// the states of the units it no longer has.
+    /// Records a machine's report: each state once its strings check (its
+    /// `lastError` cleaned rather than refused) and its unit exists (see
+    /// the [module documentation](self)), and removes the states of the
+    /// units it no longer has.
     pub(crate) async fn record_states(
         &self,
         id: &MachineId,
@@ -292,8 +293,8 @@ impl Cluster {
         }
         // One state per unit (the last reported), none for a unit also
         // reported removed: one key is written once per transaction.
-        let mut latest: BTreeMap<&UnitName, &UnitState> = BTreeMap::new();
-        for state in &report.states {
+        let mut reported = report.states;
+        for state in &mut reported {
             if &state.machine != id {
                 return Err(ControlError::InvalidRequest(format!(
                     "state of {} is for machine {}, reported by machine {id}",
@@ -301,6 +302,10 @@ impl Cluster {
                 )));
             }
             state.validate()?;
+            state.clean_last_error();
+        }
+        let mut latest: BTreeMap<&UnitName, &UnitState> = BTreeMap::new();
+        for state in &reported {
             latest.insert(&state.unit, state);
         }
         for unit in &removed {

@@ -88,6 +88,20 @@ async fn control_characters_in_machine_strings_are_refused_naming_the_field() {
         "state of web.service: subState holds the control character U+001B at byte 7; control characters are refused"
     );
     assert!(c.all_states(&Default::default()).await.unwrap().is_empty());
+
+    // An error the agent quotes is kept, cleaned, rather than refused: the
+    // report of every other unit goes with it.
+    let mut failed = state("web.service", &m);
+    failed.last_error = Some(format!("bad\u{1b}[31m{}", "x".repeat(100_000)));
+    let report = StateReport {
+        states: vec![failed],
+        removed: vec![],
+    };
+    c.report_states(&m.id, &report).await.unwrap();
+    let stored = c.all_states(&Default::default()).await.unwrap();
+    let error = stored[0].last_error.as_deref().unwrap();
+    assert!(error.starts_with("bad\\u{1b}[31mxxx"), "{}", &error[..20]);
+    assert_eq!(error.len(), flotilla_proto::state::MAX_LAST_ERROR_LEN);
     server.stop();
 }
 
@@ -272,8 +286,7 @@ async fn oversize_paths_queries_and_bodies_answer_400_or_413() {
             format!("/v1/agent/machines/{id}/state"),
             json(serde_json::json!({"states": [{
                 "unit": "web.service", "machine": id, "loadState": "loaded",
-                "activeState": "failed", "subState": "failed", "sinceMs": 0,
-                "lastError": "e".repeat(1_000_000),
+                "activeState": "failed", "subState": "f".repeat(1_000_000), "sinceMs": 0,
             }]})),
             400,
             "invalid_field",
