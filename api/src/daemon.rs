@@ -14,6 +14,7 @@ use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, ElectionError, campaign};
 use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::presence;
+use flotilla_scheduler::quota::Quotas;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
 use flotilla_scheduler::store::{
@@ -71,6 +72,8 @@ pub struct DaemonConfig {
     pub static_admin_token: Option<String>,
     /// How much of the audit log is kept.
     pub audit: AuditRetention,
+    /// What the cluster may hold.
+    pub quotas: Quotas,
 }
 
 /// Why a server could not start or stopped.
@@ -210,6 +213,7 @@ impl Daemon {
                 keys: config.keys.clone(),
                 machine_ttl: config.machine_ttl,
                 cluster_id,
+                quotas: config.quotas,
             },
         ));
         let api = router(cluster, Arc::clone(&trust), config.api.clone());

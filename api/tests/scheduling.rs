@@ -43,6 +43,7 @@ impl Server {
             tls: TlsSettings::default(),
             static_admin_token: None,
             audit: Default::default(),
+            quotas: Default::default(),
         })
         .await
         .unwrap();

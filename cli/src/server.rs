@@ -12,6 +12,7 @@ use flotilla_api::server::{ApiConfig, HttpLimits};
 use flotilla_proto::duration::{parse_timespan, serde_timespan_option};
 use flotilla_scheduler::keys::{DEFAULT_PREFIX, Keys};
 use flotilla_scheduler::placement::Strategy;
+use flotilla_scheduler::quota::Quotas;
 use flotilla_scheduler::store::{EtcdConfig, EtcdTls};
 use flotilla_scheduler::trust::AuditRetention;
 use serde::Deserialize;
@@ -31,7 +32,8 @@ pub struct Args {
     /// leader-ttl, strategy, token-file, key-prefix, tls: cert, key, san,
     /// insecure-http, allow-insecure-remote; http: max-connections,
     /// max-connections-per-peer, header-read-timeout, idle-timeout,
-    /// body-read-timeout; audit: max-entries, max-age; etcd: endpoints,
+    /// body-read-timeout; audit: max-entries, max-age; quotas: units,
+    /// unit-bytes, machines, metadata-keys, metadata-bytes, page-bytes; etcd: endpoints,
     /// username, password, request-timeout, ca, cert, key).
     #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -194,7 +196,36 @@ struct FileConfig {
     http: HttpFile,
     #[serde(default)]
     audit: AuditFile,
+    #[serde(default)]
+    quotas: QuotasFile,
     etcd: Option<EtcdFile>,
+}
+
+/// The `quotas:` section of the YAML file: what the cluster may hold
+/// (docs/operations.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct QuotasFile {
+    units: Option<u64>,
+    unit_bytes: Option<u64>,
+    machines: Option<u64>,
+    metadata_keys: Option<usize>,
+    metadata_bytes: Option<usize>,
+    page_bytes: Option<usize>,
+}
+
+impl QuotasFile {
+    fn resolve(&self) -> Quotas {
+        let d = Quotas::default();
+        Quotas {
+            units: self.units.unwrap_or(d.units),
+            unit_bytes: self.unit_bytes.unwrap_or(d.unit_bytes),
+            machines: self.machines.unwrap_or(d.machines),
+            metadata_keys: self.metadata_keys.unwrap_or(d.metadata_keys),
+            metadata_bytes: self.metadata_bytes.unwrap_or(d.metadata_bytes),
+            page_bytes: self.page_bytes.unwrap_or(d.page_bytes),
+        }
+    }
 }
 
 /// The `tls:` section of the YAML file.
@@ -320,6 +351,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
         tls,
         static_admin_token,
         audit,
+        quotas: file.quotas.resolve(),
         etcd,
         data_dir: args
             .data_dir

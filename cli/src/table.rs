@@ -11,29 +11,47 @@ use serde::Serialize;
 use crate::Output;
 use crate::client::{Ctx, print_json};
 
-/// Prints rows under a header, each column as wide as its widest cell.
+/// Prints rows under a header, each column as wide as its widest cell,
+/// every cell escaped ([`escape`]).
 pub fn print(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    print!("{}", render(header, rows));
+}
+
+/// The table [`print`] prints.
+fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let header: Vec<String> = header.iter().map(|h| escape(h)).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape(cell)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
             } else {
-                out.push_str(&format!("{cell:<w$}  "));
+                line.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
+    out
+}
+
+/// A cell as it may reach a terminal: control characters (which could
+/// move the cursor, rewrite the title, or hide text when a machine
+/// supplies them in its hostname or metadata) are written as escapes:
+/// `\n`, `\t`, `\r`, and `\u{1b}` for the others.
+fn escape(cell: &str) -> String {
+    flotilla_proto::field::escape_controls(cell, &[])
 }
 
 /// `shortid/ip`, as fleetctl shows a machine.
@@ -272,4 +290,40 @@ fn bytes(b: u64) -> String {
         }
     }
     b.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_in_every_cell() {
+        let rows = vec![
+            vec!["0123abcd".to_owned(), "web\u{1b}]0;owned\u{7}".to_owned()],
+            vec!["\u{9b}31m".to_owned(), "a\tb\nc\r".to_owned()],
+        ];
+        let table = render(&["MACHINE", "HOST\u{1b}[2J"], &rows);
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert_eq!(
+            table,
+            "MACHINE    HOST\\u{1b}[2J\n\
+             0123abcd   web\\u{1b}]0;owned\\u{7}\n\
+             \\u{9b}31m  a\\tb\\nc\\r\n"
+        );
+    }
+
+    #[test]
+    fn plain_cells_are_aligned_as_before() {
+        let rows = vec![
+            vec!["a".to_owned(), "bb".to_owned(), "c".to_owned()],
+            vec!["dddd".to_owned(), "e".to_owned(), "-".to_owned()],
+        ];
+        assert_eq!(
+            render(&["X", "Y", "Z"], &rows),
+            "X     Y   Z\na     bb  c\ndddd  e   -\n"
+        );
+    }
 }

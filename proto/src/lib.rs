@@ -11,6 +11,7 @@
 //! - [`resources`]: resource requests read from systemd's own settings.
 //! - [`machine`]: machines, their ids, metadata and capacity.
 //! - [`cluster`]: the id a cluster is given once, when it is made.
+//! - [`field`]: checks of the strings machines and operators supply.
 //! - [`state`]: desired state (fleet's three) and observed unit state.
 //! - [`mod@unit`]: a whole unit checked together ([`UnitSpec::check`]).
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod container;
 pub mod diagnostic;
 pub mod duration;
+pub mod field;
 pub mod fleet;
 pub mod machine;
 pub mod name;

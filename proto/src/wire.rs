@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::ClusterId;
 use crate::diagnostic::{Diagnostic, UnitFileError};
-use crate::machine::{Capacity, Machine, MachineId};
+use crate::field::FieldError;
+use crate::machine::{Capacity, Machine, MachineId, check_metadata_entry};
 use crate::state::{DesiredState, UnitState};
 use crate::unit_file::{Entry, Section, UnitFile};
 
@@ -213,6 +214,17 @@ pub struct MachinePatch {
     pub metadata: BTreeMap<String, Option<String>>,
 }
 
+impl MachinePatch {
+    /// Checks each key and value set as a machine's own metadata is
+    /// checked at registration ([`check_metadata_entry`]).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        for (key, value) in &self.metadata {
+            check_metadata_entry(key, value.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
 /// A server of the cluster (`GET /v1/servers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -400,6 +412,18 @@ mod tests {
                 "{bad:?}: {shown}"
             );
         }
+    }
+
+    #[test]
+    fn patches_are_checked_like_registrations() {
+        let patch = |k: &str, v: Option<&str>| MachinePatch {
+            metadata: [(k.to_owned(), v.map(str::to_owned))].into(),
+        };
+        assert_eq!(patch("disk", Some("ssd")).validate(), Ok(()));
+        assert_eq!(patch("disk", None).validate(), Ok(()));
+        assert!(patch("disk", Some("ssd\u{1b}[1m")).validate().is_err());
+        assert!(patch("", Some("x")).validate().is_err());
+        assert!(patch("\u{7}", None).validate().is_err());
     }
 
     #[test]

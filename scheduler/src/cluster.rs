@@ -2,33 +2,36 @@
 //! the API, leader or not. User writes (units, desired state) and agents'
 //! writes (registration, state reports) go straight to the store; only the
 //! leader's reconciler writes assignments (see [`crate::reconciler`]).
+//!
+//! The work is split by who asks: unit and machine writes here, listings in
+//! `listing.rs`, the agents' endpoints in `agents.rs`. Every write is
+//! checked against the cluster's [`Quotas`] before anything is written
+//! ([`crate::quota`]), and every unit file is parsed off the async threads
+//! (`parsed.rs`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_proto::fleet::{FleetOptions, units_conflict};
+use flotilla_proto::unit::MAX_UNIT_FILE_BYTES;
 use flotilla_proto::wire::{
-    self, AssignedUnit, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration,
-    ServerList, ServerResource, StatePage, StateReport, Unit, UnitPage, UnitPut,
+    self, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, ServerList,
+    ServerResource, StatePage, StateReport, Unit, UnitPage, UnitPut,
 };
-use flotilla_proto::{
-    Capacity, ClusterId, DesiredState, Machine, MachineId, UnitName, UnitSpec, UnitState,
-};
+use flotilla_proto::{ClusterId, DesiredState, Machine, MachineId, UnitName};
 
-use crate::control::{ControlError, ControlPlane, MAX_PAGE, PageRequest, PutOutcome, StateFilter};
-use crate::keys::{Key, Keys};
-use crate::records::{self, LeaderRecord, SchedRecord, UnitRecord};
+use crate::control::{ControlError, ControlPlane, PageRequest, PutOutcome, StateFilter};
+use crate::keys::Keys;
+use crate::parsed::ParsedUnits;
+use crate::quota::{Quota, Quotas, Tally, Usage};
+use crate::records::{self, LeaderRecord, UnitRecord};
 use crate::store::{
-    Compare, CompareOp, KeyValue, LeaseId, RangeOptions, Store, StoreError, Txn, TxnOp,
-    TxnOpResponse,
+    Compare, CompareOp, KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse,
 };
-
-/// The default page size of listings.
-const DEFAULT_PAGE: usize = 100;
 
 /// How many times a compare-and-swap write is retried when another writer
 /// got there first.
-const CAS_ATTEMPTS: usize = 16;
+pub(crate) const CAS_ATTEMPTS: usize = 16;
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
@@ -39,12 +42,20 @@ pub struct ClusterConfig {
     /// The cluster served, as [`crate::identity::cluster_id`] found it: told
     /// to every agent with its registration and its units.
     pub cluster_id: ClusterId,
+    /// What the cluster may hold, and how large a page may be
+    /// ([`Quotas::default`]).
+    pub quotas: Quotas,
 }
 
 /// The control plane over a store.
 pub struct Cluster {
-    store: Arc<dyn Store>,
-    config: ClusterConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: ClusterConfig,
+    /// Units and the bytes of their records, for the unit quotas.
+    units: Tally,
+    /// Live machines, for the machine quota.
+    machines: Tally,
+    pub(crate) parsed: ParsedUnits,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -55,9 +66,34 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// What a write needs from a unit file that validated.
+#[derive(Debug, Clone)]
+struct UnitFacts {
+    hash: String,
+    global: bool,
+}
+
 impl Cluster {
     pub fn new(store: Arc<dyn Store>, config: ClusterConfig) -> Self {
-        Cluster { store, config }
+        let units = Tally::new(
+            Arc::clone(&store),
+            config.keys.units(),
+            Quota::Units,
+            Some(Quota::UnitBytes),
+        );
+        let machines = Tally::new(
+            Arc::clone(&store),
+            config.keys.machines(),
+            Quota::Machines,
+            None,
+        );
+        Cluster {
+            store,
+            config,
+            units,
+            machines,
+            parsed: ParsedUnits::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -68,7 +104,22 @@ impl Cluster {
         &self.config.keys
     }
 
-    async fn read_unit(
+    pub(crate) fn quotas(&self) -> &Quotas {
+        &self.config.quotas
+    }
+
+    /// How many units the store holds and the bytes of their records, as
+    /// the unit quotas count them (once the count is loaded).
+    pub async fn unit_usage(&self) -> Result<Usage, ControlError> {
+        self.units.usage().await
+    }
+
+    /// How many machines are live, as the machine quota counts them.
+    pub async fn machine_usage(&self) -> Result<Usage, ControlError> {
+        self.machines.usage().await
+    }
+
+    pub(crate) async fn read_unit(
         &self,
         name: &UnitName,
     ) -> Result<Option<(UnitRecord, KeyValue)>, ControlError> {
@@ -83,39 +134,6 @@ impl Cluster {
         }
     }
 
-    /// The unit as the API shows it, joined with its placement and state.
-    async fn unit_view(
-        &self,
-        name: &UnitName,
-        record: UnitRecord,
-        kv: &KeyValue,
-    ) -> Result<Unit, ControlError> {
-        let sched_key = self.keys().sched(name);
-        let txn = Txn::new().and_then([
-            TxnOp::get(sched_key.clone()),
-            TxnOp::range(self.keys().unit_states(name), RangeOptions::default()),
-        ]);
-        let resp = self.store.txn(txn).await.map_err(store_error)?;
-        let mut sched: Option<SchedRecord> = None;
-        let mut states: Vec<UnitState> = Vec::new();
-        for r in resp.responses {
-            match r {
-                TxnOpResponse::Get(g) => {
-                    if let Some(kv) = g.kv {
-                        sched = Some(records::decode(&sched_key, &kv.value).map_err(internal)?);
-                    }
-                }
-                TxnOpResponse::Range(range) => {
-                    for kv in range.kvs {
-                        states.push(records::decode(&kv.key, &kv.value).map_err(internal)?);
-                    }
-                }
-                TxnOpResponse::Put(_) | TxnOpResponse::Delete(_) => {}
-            }
-        }
-        Ok(unit_resource(name, record, kv, sched, &states))
-    }
-
     /// Reads a unit's template text for creating an instance.
     async fn template_text(&self, name: &UnitName) -> Result<Option<String>, ControlError> {
         let Some(template) = name.template() else {
@@ -124,231 +142,56 @@ impl Cluster {
         Ok(self.read_unit(&template).await?.map(|(r, _)| r.text))
     }
 
-    async fn assigned_units(&self, id: &MachineId) -> Result<Vec<UnitName>, ControlError> {
-        let prefix = self.keys().machine_assignments(id);
-        let range = self
-            .store
-            .range(&prefix, RangeOptions::default())
-            .await
-            .map_err(store_error)?;
-        Ok(range
-            .kvs
-            .iter()
-            .filter_map(|kv| match self.keys().parse(&kv.key) {
-                Some(Key::Assignment(_, unit)) => Some(unit),
-                _ => None,
-            })
-            .collect())
-    }
-
-    async fn machine_resource(&self, machine: Machine) -> Result<MachineResource, ControlError> {
-        let units = self.assigned_units(&machine.id).await?;
-        let mut used = Capacity::default();
-        for unit in &units {
-            if let Some((record, _)) = self.read_unit(unit).await?
-                && let Ok(checked) = UnitSpec::check_named(unit.as_str(), unit, &record.text)
-            {
-                // Saturating: a sum past u64::MAX is more than any machine
-                // has, and shows as the most it can.
-                let r = checked.spec.resources;
-                used.cpu_millis = used.cpu_millis.saturating_add(r.cpu_millis.unwrap_or(0));
-                used.memory_bytes = used
-                    .memory_bytes
-                    .saturating_add(r.memory_bytes.unwrap_or(0));
+    /// Validates `text` as unit `name`, off the async threads. A text read
+    /// from the store with its content hash `stored_hash` validated when it
+    /// was written: what the parse cache kept of it is enough.
+    async fn unit_facts(
+        &self,
+        name: &UnitName,
+        text: &str,
+        stored_hash: Option<&str>,
+    ) -> Result<UnitFacts, ControlError> {
+        if let Some(hash) = stored_hash {
+            let parsed = self.parsed.get(name, hash, text).await?;
+            if let Some((fleet, _)) = &parsed.checked {
+                return Ok(UnitFacts {
+                    hash: hash.to_owned(),
+                    global: fleet.global,
+                });
             }
         }
-        Ok(MachineResource {
-            primary_ip: machine.addresses.first().cloned(),
-            machine,
-            used,
-            units: units.len() as u64,
+        let checked = self.parsed.check(name, text).await??;
+        Ok(UnitFacts {
+            hash: checked.spec.hash,
+            global: checked.spec.fleet.global,
         })
     }
 
-    /// The units assigned to machine `id`, and every Global unit.
-    async fn units_concerning(
+    /// Refuses metadata over the per-machine quotas (413).
+    fn check_metadata(
         &self,
         id: &MachineId,
-    ) -> Result<std::collections::HashSet<UnitName>, ControlError> {
-        let mut out = std::collections::HashSet::new();
-        for prefix in [self.keys().machine_assignments(id), self.keys().globals()] {
-            let got = self
-                .store
-                .range(&prefix, RangeOptions::default())
-                .await
-                .map_err(store_error)?;
-            out.extend(
-                got.kvs
-                    .iter()
-                    .filter_map(|kv| match self.keys().parse(&kv.key) {
-                        Some(Key::Assignment(_, unit) | Key::Global(unit)) => Some(unit),
-                        _ => None,
-                    }),
-            );
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), ControlError> {
+        let quotas = self.quotas();
+        let too_large = |size: usize, limit: usize, unit| ControlError::TooLarge {
+            what: format!("metadata of machine {id}"),
+            size: size as u64,
+            limit: limit as u64,
+            unit,
+        };
+        if metadata.len() > quotas.metadata_keys {
+            return Err(too_large(metadata.len(), quotas.metadata_keys, "keys"));
         }
-        Ok(out)
-    }
-
-    async fn machine_snapshot(&self, id: &MachineId) -> Result<MachineUnits, ControlError> {
-        let assigned_prefix = self.keys().machine_assignments(id);
-        let first = self
-            .store
-            .range(&assigned_prefix, RangeOptions::default())
-            .await
-            .map_err(store_error)?;
-        // Later reads may be at later revisions; returning the first one's
-        // revision means a change between them is delivered again on the
-        // next poll rather than missed.
-        let index = first.revision;
-        let mut names: Vec<(UnitName, bool)> = first
-            .kvs
-            .iter()
-            .filter_map(|kv| match self.keys().parse(&kv.key) {
-                Some(Key::Assignment(_, unit)) => Some((unit, false)),
-                _ => None,
-            })
-            .collect();
-        let globals = self
-            .store
-            .range(&self.keys().globals(), RangeOptions::default())
-            .await
-            .map_err(store_error)?;
-        names.extend(
-            globals
-                .kvs
-                .iter()
-                .filter_map(|kv| match self.keys().parse(&kv.key) {
-                    Some(Key::Global(unit)) => Some((unit, true)),
-                    _ => None,
-                }),
-        );
-        // The machine's metadata decides which Global units apply to it.
-        let machine_key = self.keys().machine(id);
-        let machine: Option<Machine> =
-            match self.store.get(&machine_key).await.map_err(store_error)?.kv {
-                Some(kv) => Some(records::decode(&machine_key, &kv.value).map_err(internal)?),
-                None => None,
-            };
-        let mut units = Vec::with_capacity(names.len());
-        let mut placed: Vec<(UnitName, FleetOptions)> = Vec::new();
-        let mut globals: Vec<(AssignedUnit, FleetOptions)> = Vec::new();
-        for (name, global) in names {
-            let Some((record, _)) = self.read_unit(&name).await? else {
-                continue;
-            };
-            if global && !record.desired_state.is_scheduled() {
-                continue;
-            }
-            let fleet = UnitSpec::check_named(name.as_str(), &name, &record.text)
-                .map(|c| c.spec.fleet)
-                .unwrap_or_default();
-            let unit = AssignedUnit {
-                name: name.to_string(),
-                text: record.text,
-                hash: record.hash,
-                desired_state: record.desired_state,
-                global,
-            };
-            if global {
-                globals.push((unit, fleet));
-            } else {
-                placed.push((name, fleet));
-                units.push(unit);
-            }
+        let bytes = flotilla_proto::machine::metadata_bytes(metadata);
+        if bytes > quotas.metadata_bytes {
+            return Err(too_large(bytes, quotas.metadata_bytes, "bytes"));
         }
-        // A Global unit runs on every live machine whose metadata matches
-        // and that runs no unit it conflicts with (fleet's rule).
-        if let Some(machine) = &machine {
-            for (unit, fleet) in globals {
-                let conflicting = placed.iter().any(|(other, other_fleet)| {
-                    units_conflict(&unit.name, &fleet, other.as_str(), other_fleet)
-                });
-                if fleet.metadata_matches(&machine.metadata) && !conflicting {
-                    units.push(unit);
-                }
-            }
-        }
-        Ok(MachineUnits {
-            index: to_wire_revision(index),
-            units,
-            cluster_id: self.config.cluster_id,
-        })
-    }
-
-    /// Waits until a key under the prefix changes after `index`, or `wait`
-    /// passes; returns whether something changed.
-    async fn wait_under(
-        &self,
-        prefix: &str,
-        index: u64,
-        wait: Duration,
-        relevant: impl Fn(&str) -> bool,
-    ) -> Result<bool, ControlError> {
-        self.wait_under_any(&[prefix], index, wait, relevant).await
-    }
-
-    /// As [`Cluster::wait_under`], watching several prefixes: a watch only
-    /// receives the events of its prefix, so a narrow prefix spares the
-    /// poll (and the store) every other write.
-    async fn wait_under_any(
-        &self,
-        prefixes: &[&str],
-        index: u64,
-        wait: Duration,
-        relevant: impl Fn(&str) -> bool,
-    ) -> Result<bool, ControlError> {
-        let mut watches = Vec::with_capacity(prefixes.len());
-        for prefix in prefixes {
-            match self.store.watch(prefix, index + 1).await {
-                Ok(w) => watches.push(w),
-                // History before `index` is gone: the caller's view is
-                // stale, so tell it to read again now.
-                Err(StoreError::Compacted { .. }) => return Ok(true),
-                Err(e) => return Err(store_error(e)),
-            }
-        }
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // The first of the watches to have events (each `next` only
-            // pulls from its queue, so dropping the others loses nothing).
-            let mut nexts: Vec<_> = watches.iter_mut().map(|w| Box::pin(w.next())).collect();
-            let first = std::future::poll_fn(|cx| {
-                for next in &mut nexts {
-                    if let std::task::Poll::Ready(r) = next.as_mut().poll(cx) {
-                        return std::task::Poll::Ready(r);
-                    }
-                }
-                std::task::Poll::Pending
-            });
-            match tokio::time::timeout_at(deadline, first).await {
-                Err(_) => return Ok(false),
-                Ok(Err(StoreError::Compacted { .. })) => return Ok(true),
-                Ok(Err(e)) => return Err(store_error(e)),
-                Ok(Ok(events)) => {
-                    if events.iter().any(|e| relevant(e.key())) {
-                        return Ok(true);
-                    }
-                }
-            }
-        }
-    }
-
-    /// One page of the keys under `prefix`: the page token is the last
-    /// key of the previous page without the prefix.
-    async fn page(
-        &self,
-        prefix: &str,
-        page: &PageRequest,
-    ) -> Result<crate::store::RangeResponse, ControlError> {
-        let mut options = RangeOptions::default().limit(page_limit(page));
-        if let Some(token) = &page.token {
-            options = options.start_after(format!("{prefix}{token}"));
-        }
-        self.store.range(prefix, options).await.map_err(store_error)
+        Ok(())
     }
 
     /// The store's current revision.
-    async fn current_revision(&self) -> Result<u64, ControlError> {
+    pub(crate) async fn current_revision(&self) -> Result<u64, ControlError> {
         let got = self
             .store
             .get(&self.keys().leader())
@@ -356,49 +199,19 @@ impl Cluster {
             .map_err(store_error)?;
         Ok(got.revision)
     }
-
-    /// Runs a batch of write operations in transactions the store accepts.
-    async fn write_chunked(&self, ops: Vec<TxnOp>) -> Result<(), ControlError> {
-        let max = self.store.limits().max_txn_ops.max(1);
-        let mut ops = ops.into_iter().peekable();
-        while ops.peek().is_some() {
-            let chunk: Vec<TxnOp> = ops.by_ref().take(max).collect();
-            self.store
-                .txn(Txn::new().and_then(chunk))
-                .await
-                .map_err(store_error)?;
-        }
-        Ok(())
-    }
 }
 
 impl ControlPlane for Cluster {
     async fn list_units(&self, page: PageRequest) -> Result<UnitPage, ControlError> {
-        let range = self.page(&self.keys().units(), &page).await?;
-        let mut units = Vec::with_capacity(range.kvs.len());
-        for kv in &range.kvs {
-            let Some(Key::Unit(name)) = self.keys().parse(&kv.key) else {
-                continue;
-            };
-            let record: UnitRecord = records::decode(&kv.key, &kv.value).map_err(internal)?;
-            units.push(self.unit_view(&name, record, kv).await?);
-        }
-        let next_page_token = if range.more {
-            units.last().map(|u| u.name.clone())
-        } else {
-            None
-        };
-        Ok(UnitPage {
-            units,
-            next_page_token,
-        })
+        self.units_page(page).await
     }
 
     async fn get_unit(&self, name: &UnitName) -> Result<Unit, ControlError> {
-        match self.read_unit(name).await? {
-            Some((record, kv)) => self.unit_view(name, record, &kv).await,
-            None => Err(not_found_unit(name)),
-        }
+        let Some((record, kv)) = self.read_unit(name).await? else {
+            return Err(not_found_unit(name));
+        };
+        let mut views = self.unit_views(vec![(name.clone(), record, kv)]).await?;
+        views.pop().ok_or_else(|| not_found_unit(name))
     }
 
     async fn put_unit(&self, name: &UnitName, put: UnitPut) -> Result<PutOutcome, ControlError> {
@@ -412,14 +225,27 @@ impl ControlPlane for Cluster {
             (None, Some(options)) => Some(wire::text_of(name.as_str(), options)?),
             (None, None) => None,
         };
+        if let Some(text) = &given_text
+            && text.len() > MAX_UNIT_FILE_BYTES
+        {
+            return Err(ControlError::TooLarge {
+                what: format!("unit file of {name}"),
+                size: text.len() as u64,
+                limit: MAX_UNIT_FILE_BYTES as u64,
+                unit: "bytes",
+            });
+        }
         let key = self.keys().unit(name);
+        // The text last validated, so that a retry after a concurrent write
+        // does not parse the same text again.
+        let mut validated: Option<(String, UnitFacts)> = None;
         for _ in 0..CAS_ATTEMPTS {
             let existing = self.read_unit(name).await?;
-            let text = match (&given_text, &existing) {
-                (Some(t), _) => t.clone(),
-                (None, Some((record, _))) => record.text.clone(),
+            let (text, stored_hash) = match (&given_text, &existing) {
+                (Some(t), _) => (t.clone(), None),
+                (None, Some((record, _))) => (record.text.clone(), Some(record.hash.as_str())),
                 (None, None) => match self.template_text(name).await? {
-                    Some(t) => t,
+                    Some(t) => (t, None),
                     None if name.is_instance() => {
                         let template = name.template().map(|t| t.to_string()).unwrap_or_default();
                         return Err(ControlError::NotFound {
@@ -429,8 +255,14 @@ impl ControlPlane for Cluster {
                     None => return Err(not_found_unit(name)),
                 },
             };
-            let checked = UnitSpec::check_named(name.as_str(), name, &text)?;
-            let spec = checked.spec;
+            let facts = match &validated {
+                Some((t, facts)) if *t == text => facts.clone(),
+                _ => {
+                    let facts = self.unit_facts(name, &text, stored_hash).await?;
+                    validated = Some((text.clone(), facts.clone()));
+                    facts
+                }
+            };
             let desired = match (put.desired_state, &existing) {
                 (Some(d), _) => d,
                 (None, Some((record, _))) => record.desired_state,
@@ -455,10 +287,10 @@ impl ControlPlane for Cluster {
             }
             let record = UnitRecord {
                 text,
-                hash: spec.hash.clone(),
+                hash: facts.hash.clone(),
                 desired_state: desired,
             };
-            let (compare, outcome) = match &existing {
+            let (compare, outcome, old_bytes) = match &existing {
                 Some((old, kv)) => {
                     if old.hash != record.hash && !put.replace {
                         return Err(ControlError::Conflict(format!(
@@ -471,25 +303,37 @@ impl ControlPlane for Cluster {
                     (
                         Compare::mod_revision(&key, CompareOp::Equal, kv.mod_revision),
                         PutOutcome::Updated,
+                        kv.value.len(),
                     )
                 }
-                None => (Compare::absent(&key), PutOutcome::Created),
+                None => (Compare::absent(&key), PutOutcome::Created, 0),
             };
+            let value = records::encode(&record);
+            let asked = Usage {
+                count: u64::from(existing.is_none()),
+                bytes: value.len().saturating_sub(old_bytes) as u64,
+            };
+            let quotas = self.quotas();
+            let reservation = self
+                .units
+                .reserve(asked, quotas.units, quotas.unit_bytes)
+                .await?;
             let global_key = self.keys().global(name);
-            let global_op = if spec.fleet.global {
+            let global_op = if facts.global {
                 TxnOp::put(global_key, Vec::new())
             } else {
                 TxnOp::delete(global_key)
             };
             let txn = Txn::new()
                 .when([compare])
-                .and_then([TxnOp::put(&key, records::encode(&record)), global_op]);
+                .and_then([TxnOp::put(&key, value), global_op]);
             let resp = self.store.txn(txn).await.map_err(store_error)?;
             if resp.succeeded {
+                reservation.written(resp.revision);
                 return Ok(outcome);
             }
             // Someone else wrote the unit between our read and our write:
-            // read again and decide again.
+            // read again and decide again (the reservation is released).
         }
         Err(ControlError::Unavailable(format!(
             "unit {name} kept changing under concurrent writes; try again"
@@ -512,18 +356,7 @@ impl ControlPlane for Cluster {
     }
 
     async fn wait_for_change(&self, index: i64, wait: Duration) -> Result<i64, ControlError> {
-        let index = from_wire_revision(index);
-        if index > 0 {
-            let keys = self.keys().clone();
-            let relevant = |k: &str| {
-                matches!(
-                    keys.parse(k),
-                    Some(Key::Unit(_) | Key::Assignment(..) | Key::Sched(_) | Key::State(..))
-                )
-            };
-            self.wait_under(keys.root(), index, wait, relevant).await?;
-        }
-        Ok(to_wire_revision(self.current_revision().await?))
+        self.wait_for_any_change(index, wait).await
     }
 
     async fn list_states(
@@ -531,69 +364,11 @@ impl ControlPlane for Cluster {
         filter: StateFilter,
         page: PageRequest,
     ) -> Result<StatePage, ControlError> {
-        let all = self.keys().states();
-        let prefix = match &filter.unit {
-            Some(unit) => self.keys().unit_states(unit),
-            None => all.clone(),
-        };
-        let limit = page_limit(&page);
-        let mut after = page.token.as_ref().map(|t| format!("{all}{t}"));
-        let mut states = Vec::new();
-        let mut next_page_token = None;
-        // With a machine filter a page of keys may hold few matches: read on
-        // until the page is full or the keys end.
-        'pages: loop {
-            let mut options = RangeOptions::default().limit(limit);
-            if let Some(a) = &after {
-                options = options.start_after(a.clone());
-            }
-            let range = self
-                .store
-                .range(&prefix, options)
-                .await
-                .map_err(store_error)?;
-            for (i, kv) in range.kvs.iter().enumerate() {
-                let Some(Key::State(_, machine)) = self.keys().parse(&kv.key) else {
-                    continue;
-                };
-                if filter.machine.as_ref().is_some_and(|m| *m != machine) {
-                    continue;
-                }
-                states.push(records::decode::<UnitState>(&kv.key, &kv.value).map_err(internal)?);
-                if states.len() == limit {
-                    if i + 1 < range.kvs.len() || range.more {
-                        next_page_token = kv.key.strip_prefix(&all).map(str::to_owned);
-                    }
-                    break 'pages;
-                }
-            }
-            if !range.more {
-                break;
-            }
-            after = range.kvs.last().map(|kv| kv.key.clone());
-        }
-        Ok(StatePage {
-            states,
-            next_page_token,
-        })
+        self.states_page(filter, page).await
     }
 
     async fn list_machines(&self, page: PageRequest) -> Result<MachinePage, ControlError> {
-        let range = self.page(&self.keys().machines(), &page).await?;
-        let mut machines = Vec::with_capacity(range.kvs.len());
-        for kv in &range.kvs {
-            let machine: Machine = records::decode(&kv.key, &kv.value).map_err(internal)?;
-            machines.push(self.machine_resource(machine).await?);
-        }
-        let next_page_token = if range.more {
-            machines.last().map(|m| m.machine.id.to_string())
-        } else {
-            None
-        };
-        Ok(MachinePage {
-            machines,
-            next_page_token,
-        })
+        self.machines_page(page).await
     }
 
     async fn patch_machine(
@@ -601,6 +376,18 @@ impl ControlPlane for Cluster {
         id: &MachineId,
         patch: MachinePatch,
     ) -> Result<MachineResource, ControlError> {
+        patch.validate()?;
+        // A patch that sets more keys than a machine may have is refused
+        // before anything is read.
+        let setting = patch.metadata.values().filter(|v| v.is_some()).count();
+        if setting > self.quotas().metadata_keys {
+            return Err(ControlError::TooLarge {
+                what: format!("metadata of machine {id}"),
+                size: setting as u64,
+                limit: self.quotas().metadata_keys as u64,
+                unit: "keys",
+            });
+        }
         let key = self.keys().machine(id);
         for _ in 0..CAS_ATTEMPTS {
             let got = self.store.get(&key).await.map_err(store_error)?;
@@ -616,6 +403,7 @@ impl ControlPlane for Cluster {
                     None => machine.metadata.remove(k),
                 };
             }
+            self.check_metadata(id, &machine.metadata)?;
             let put = match kv.lease {
                 Some(lease) => TxnOp::put_with_lease(&key, records::encode(&machine), lease),
                 None => TxnOp::put(&key, records::encode(&machine)),
@@ -688,11 +476,29 @@ impl ControlPlane for Cluster {
     }
 
     async fn register_machine(&self, machine: Machine) -> Result<Registration, ControlError> {
-        if machine.hostname.is_empty() {
-            return Err(ControlError::InvalidRequest(
-                "a machine needs a hostname".into(),
-            ));
-        }
+        machine.validate()?;
+        self.check_metadata(&machine.id, &machine.metadata)?;
+        let key = self.keys().machine(&machine.id);
+        // A machine registering again (an agent restart) is not one more.
+        let known = self
+            .store
+            .get(&key)
+            .await
+            .map_err(store_error)?
+            .kv
+            .is_some();
+        let quotas = self.quotas();
+        let reservation = self
+            .machines
+            .reserve(
+                Usage {
+                    count: u64::from(!known),
+                    bytes: 0,
+                },
+                quotas.machines,
+                u64::MAX,
+            )
+            .await?;
         let grant = self
             .store
             .grant(self.config.machine_ttl)
@@ -702,8 +508,8 @@ impl ControlPlane for Cluster {
         // the agent restarted before it expired, ends holding nothing. The
         // key is never deleted on the way, so a restarting agent does not
         // look like a machine that died.
-        let key = self.keys().machine(&machine.id);
-        self.store
+        let resp = self
+            .store
             .txn(Txn::new().and_then([TxnOp::put_with_lease(
                 &key,
                 records::encode(&machine),
@@ -711,6 +517,7 @@ impl ControlPlane for Cluster {
             )]))
             .await
             .map_err(store_error)?;
+        reservation.written(resp.revision);
         Ok(Registration {
             lease: grant.id.0,
             ttl_ms: duration_ms(grant.ttl),
@@ -719,25 +526,7 @@ impl ControlPlane for Cluster {
     }
 
     async fn heartbeat(&self, id: &MachineId, lease: i64) -> Result<Registration, ControlError> {
-        let key = self.keys().machine(id);
-        let got = self.store.get(&key).await.map_err(store_error)?;
-        let lease_id = LeaseId(lease);
-        if got.kv.as_ref().and_then(|kv| kv.lease) != Some(lease_id) {
-            return Err(ControlError::NotFound {
-                what: format!("registration of machine {id} on lease {lease_id}"),
-            });
-        }
-        match self.store.keepalive(lease_id).await {
-            Ok(ttl) => Ok(Registration {
-                lease,
-                ttl_ms: duration_ms(ttl),
-                cluster_id: self.config.cluster_id,
-            }),
-            Err(StoreError::LeaseNotFound { .. }) => Err(ControlError::NotFound {
-                what: format!("lease {lease_id} of machine {id}"),
-            }),
-            Err(e) => Err(store_error(e)),
-        }
+        self.keep_alive(id, lease).await
     }
 
     async fn machine_units(
@@ -746,151 +535,49 @@ impl ControlPlane for Cluster {
         index: Option<i64>,
         wait: Duration,
     ) -> Result<MachineUnits, ControlError> {
-        if let Some(index) = index.map(from_wire_revision).filter(|i| *i > 0) {
-            let keys = self.keys().clone();
-            let mine = keys.machine_assignments(id);
-            // A unit's file or state concerns this machine only when the
-            // unit is assigned to it or is Global: other writes wake no one
-            // (fleet woke every machine for every change). A unit assigned
-            // after this read is an assignment event, which wakes it.
-            let concerned = self.units_concerning(id).await?;
-            let relevant = |k: &str| {
-                k.starts_with(&mine)
-                    || match keys.parse(k) {
-                        Some(Key::Global(_)) => true,
-                        Some(Key::Unit(u)) => concerned.contains(&u),
-                        // Its metadata decides which Global units apply.
-                        Some(Key::Machine(m)) => &m == id,
-                        _ => false,
-                    }
-            };
-            // Only the prefixes that can concern the machine: not the state
-            // reports and scheduling records every agent causes.
-            let machine_key = keys.machine(id);
-            let prefixes = [
-                mine.as_str(),
-                &keys.units(),
-                &keys.globals(),
-                machine_key.as_str(),
-            ];
-            self.wait_under_any(&prefixes, index, wait, relevant)
-                .await?;
-        }
-        self.machine_snapshot(id).await
+        self.machine_feed(id, index, wait).await
     }
 
     async fn report_states(&self, id: &MachineId, report: StateReport) -> Result<(), ControlError> {
-        let mut ops = Vec::with_capacity(report.states.len() + report.removed.len());
-        for state in &report.states {
-            if &state.machine != id {
-                return Err(ControlError::InvalidRequest(format!(
-                    "state of {} is for machine {}, reported by machine {id}",
-                    state.unit, state.machine
-                )));
-            }
-            ops.push(TxnOp::put(
-                self.keys().state(&state.unit, id),
-                records::encode(state),
-            ));
-        }
-        for name in &report.removed {
-            let unit =
-                UnitName::parse(name).map_err(|e| ControlError::InvalidRequest(e.to_string()))?;
-            ops.push(TxnOp::delete(self.keys().state(&unit, id)));
-        }
-        self.write_chunked(ops).await
+        self.record_states(id, report).await
     }
 }
 
-/// Joins a unit's record with its placement and reported state.
-fn unit_resource(
-    name: &UnitName,
-    record: UnitRecord,
-    kv: &KeyValue,
-    sched: Option<SchedRecord>,
-    states: &[UnitState],
-) -> Unit {
-    let (file, _) = flotilla_proto::UnitFile::parse(&record.text);
-    let machine_id = sched.as_ref().and_then(|s| s.machine.clone());
-    // A Global unit has no one machine: it is launched once a machine runs
-    // it, loaded once a machine reports it.
-    let global = file
-        .last_value(flotilla_proto::fleet::SECTION, "Global")
-        .and_then(|v| flotilla_proto::value::parse_bool(v.value))
-        .unwrap_or(false);
-    let running = |s: &&UnitState| matches!(s.active_state.as_str(), "active" | "reloading");
-    let current_state = if name.is_template() {
-        None
-    } else if global {
-        Some(if states.iter().any(|s| running(&s)) {
-            DesiredState::Launched
-        } else if states.is_empty() {
-            DesiredState::Inactive
-        } else {
-            DesiredState::Loaded
-        })
-    } else {
-        Some(match &machine_id {
-            None => DesiredState::Inactive,
-            Some(m) => {
-                if states.iter().any(|s| &s.machine == m && running(&s)) {
-                    DesiredState::Launched
-                } else {
-                    DesiredState::Loaded
-                }
-            }
-        })
-    };
-    let unscheduled_reason = if record.desired_state.is_scheduled() && machine_id.is_none() {
-        sched.and_then(|s| s.reason)
-    } else {
-        None
-    };
-    Unit {
-        name: name.to_string(),
-        options: wire::options_of(&file),
-        text: record.text,
-        hash: record.hash,
-        desired_state: record.desired_state,
-        current_state,
-        machine_id,
-        unscheduled_reason,
-        revision: to_wire_revision(kv.mod_revision),
-    }
-}
-
-fn page_limit(page: &PageRequest) -> usize {
-    page.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
-}
-
-fn not_found_unit(name: &UnitName) -> ControlError {
+pub(crate) fn not_found_unit(name: &UnitName) -> ControlError {
     ControlError::NotFound {
         what: format!("unit {name}"),
     }
 }
 
 /// What a store error means for an API caller.
-fn store_error(e: StoreError) -> ControlError {
-    if e.is_temporary() {
-        ControlError::Unavailable(e.to_string())
-    } else {
-        ControlError::Internal(e.to_string())
+pub(crate) fn store_error(e: StoreError) -> ControlError {
+    match e {
+        // Quotas and the request limits keep values far below the store's
+        // limit; a value over it is still one request too large.
+        StoreError::ValueTooLarge { key, size, max } => ControlError::TooLarge {
+            what: format!("the value of {key}"),
+            size: size as u64,
+            limit: max as u64,
+            unit: "bytes",
+        },
+        e if e.is_temporary() => ControlError::Unavailable(e.to_string()),
+        e => ControlError::Internal(e.to_string()),
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ControlError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ControlError {
     ControlError::Internal(e.to_string())
 }
 
-fn duration_ms(d: Duration) -> u64 {
+pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Store revisions are unsigned; etcd's and the API's are signed 64-bit.
-fn to_wire_revision(r: u64) -> i64 {
+pub(crate) fn to_wire_revision(r: u64) -> i64 {
     i64::try_from(r).unwrap_or(i64::MAX)
 }
 
-fn from_wire_revision(r: i64) -> u64 {
+pub(crate) fn from_wire_revision(r: i64) -> u64 {
     u64::try_from(r).unwrap_or(0)
 }

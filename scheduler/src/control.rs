@@ -7,11 +7,14 @@
 use std::future::Future;
 use std::time::Duration;
 
+use flotilla_proto::field::FieldError;
 use flotilla_proto::wire::{
     MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, ServerList, StatePage,
     StateReport, Unit, UnitPage, UnitPut,
 };
 use flotilla_proto::{Machine, MachineId, UnitFileError, UnitName};
+
+use crate::quota::Quota;
 
 /// Which page of a listing to return.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,6 +55,35 @@ pub enum ControlError {
     /// The request is malformed in another way (400); nothing was stored.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A string a machine or operator supplied (hostname, address,
+    /// metadata, reported state) is refused (400), naming the field;
+    /// nothing was stored.
+    #[error("{0}")]
+    InvalidField(#[from] FieldError),
+    /// One request is over a limit of its own (413), such as a unit file
+    /// over the largest size or a machine's metadata over its quota;
+    /// nothing was stored.
+    #[error("{what}: {size} {unit}, over the limit of {limit} {unit}")]
+    TooLarge {
+        /// What is too large, e.g. `metadata of machine 0123...`.
+        what: String,
+        size: u64,
+        limit: u64,
+        /// What `size` and `limit` count: `bytes`, `keys`.
+        unit: &'static str,
+    },
+    /// The write would take the cluster past one of its quotas (507);
+    /// nothing was stored. Deleting something, or raising the quota, makes
+    /// room.
+    #[error(
+        "the cluster's quota of {limit} {quota} would be exceeded: {used} in use, {asked} more asked for"
+    )]
+    QuotaExceeded {
+        quota: Quota,
+        limit: u64,
+        used: u64,
+        asked: u64,
+    },
     /// The named unit, machine or template does not exist (404).
     #[error("{what} does not exist")]
     NotFound { what: String },

@@ -13,19 +13,24 @@
 //!   plane, and its implementation over the store.
 //! - [`leader`]: leader election, and the fence every leader write carries.
 //! - [`presence`]: each server announces itself, for `list-servers`.
+//! - [`quota`]: the cluster's quotas and the counters that enforce them.
 //! - `placement`: which machine each unit runs on (pure, no I/O).
 //! - [`reconciler`]: the leader's loop from watch events to committed
 //!   placements.
 //! - [`trust`]: credentials (tokens, client certificates, machines) and
 //!   the audit log.
 
+mod agents;
 pub mod cluster;
 pub mod control;
 pub mod identity;
 pub mod keys;
 pub mod leader;
+mod listing;
+mod parsed;
 pub mod placement;
 pub mod presence;
+pub mod quota;
 pub mod reconciler;
 pub mod records;
 pub mod store;

@@ -49,6 +49,7 @@ fn cluster(store: &Arc<MemoryStore>, ttl: Duration) -> Cluster {
             keys: Keys::default(),
             machine_ttl: ttl,
             cluster_id: CLUSTER_ID,
+            quotas: Default::default(),
         },
     )
 }

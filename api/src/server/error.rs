@@ -132,6 +132,12 @@ fn control_status(e: &ControlError) -> (StatusCode, &'static str) {
         // `FILE:LINE: error: ...` line per problem.
         ControlError::InvalidUnit(_) => (StatusCode::BAD_REQUEST, "invalid_unit"),
         ControlError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        // The message names the field: `hostname`, `metadata["role"]`.
+        ControlError::InvalidField(_) => (StatusCode::BAD_REQUEST, "invalid_field"),
+        // One request over a limit of its own; the message names the limit.
+        ControlError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        // The cluster is full: 507, as WebDAV answers a full store.
+        ControlError::QuotaExceeded { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
         ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
         ControlError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         ControlError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -169,6 +175,8 @@ impl IntoResponse for ApiError {
 mod tests {
     use flotilla_proto::UnitFileError;
     use flotilla_proto::diagnostic::Diagnostic;
+    use flotilla_proto::field::FieldError;
+    use flotilla_scheduler::quota::Quota;
 
     use super::*;
 
@@ -197,6 +205,36 @@ mod tests {
                 404,
                 "not_found",
                 "unit a.service does not exist",
+            ),
+            (
+                ControlError::InvalidField(FieldError::Empty {
+                    field: "hostname".into(),
+                }),
+                400,
+                "invalid_field",
+                "hostname is empty",
+            ),
+            (
+                ControlError::TooLarge {
+                    what: "metadata of machine m".into(),
+                    size: 30000,
+                    limit: 64,
+                    unit: "keys",
+                },
+                413,
+                "too_large",
+                "metadata of machine m: 30000 keys, over the limit of 64 keys",
+            ),
+            (
+                ControlError::QuotaExceeded {
+                    quota: Quota::Units,
+                    limit: 10,
+                    used: 10,
+                    asked: 1,
+                },
+                507,
+                "quota_exceeded",
+                "the cluster's quota of 10 units would be exceeded: 10 in use, 1 more asked for",
             ),
             (ControlError::Conflict("c".into()), 409, "conflict", "c"),
             (

@@ -21,7 +21,8 @@ use flotilla_scheduler::trust::Identity;
 
 /// A JSON request body: refused with 415 unless declared
 /// `application/json` (or `+json`), 413 over the body limit, 400 unless it
-/// decodes as `T`.
+/// is a JSON object that decodes as `T` (serde would otherwise read a
+/// struct from an array, so that `[]` passed as an empty request).
 pub(crate) struct JsonBody<T>(pub T);
 
 impl<C: ControlPlane, T: DeserializeOwned> FromRequest<AppState<C>> for JsonBody<T> {
@@ -56,10 +57,32 @@ impl<C: ControlPlane, T: DeserializeOwned> FromRequest<AppState<C>> for JsonBody
                 ApiError::BodyUnreadable(lower_first(&e.body_text()))
             }
         })?;
+        check_object(&bytes)?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::InvalidJson(e.to_string()))
     }
+}
+
+/// Refuses a body that is not a JSON object, before decoding it: every
+/// request body of the API is one.
+fn check_object(body: &[u8]) -> Result<(), ApiError> {
+    let first = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    let found = match first {
+        Some(b'{') => return Ok(()),
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(_) => "not JSON",
+        None => "empty",
+    };
+    Err(ApiError::InvalidJson(format!(
+        "the request body must be a JSON object, and it is {found}"
+    )))
 }
 
 fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -222,23 +245,34 @@ pub(crate) struct PageParams {
 }
 
 impl PageParams {
+    /// The page asked for. A `limit` beyond what any page holds (however
+    /// many digits) means the largest page; the control plane caps it.
     pub(crate) fn page(self) -> Result<PageRequest, ApiError> {
         let limit = match self.limit.as_deref() {
             None | Some("") => None,
-            Some(s) => match s.parse::<usize>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => {
-                    return Err(ApiError::InvalidQuery(format!(
-                        "limit must be a positive integer, not {s:?}"
-                    )));
+            Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                match s.parse::<usize>() {
+                    Ok(0) => return Err(bad_limit(s)),
+                    Ok(n) => Some(n),
+                    // Only digits, too many for a usize: a huge limit.
+                    Err(_) if s.bytes().any(|b| b != b'0') => Some(usize::MAX),
+                    Err(_) => return Err(bad_limit(s)),
                 }
-            },
+            }
+            Some(s) => return Err(bad_limit(s)),
         };
         Ok(PageRequest {
             token: self.next_page_token.filter(|t| !t.is_empty()),
             limit,
         })
     }
+}
+
+fn bad_limit(s: &str) -> ApiError {
+    ApiError::InvalidQuery(format!(
+        "limit must be a positive integer, not {}",
+        flotilla_proto::field::excerpt(s)
+    ))
 }
 
 /// `index` and `wait` of a long poll.
@@ -256,27 +290,29 @@ impl PollParams {
             Some(s) => match s.parse::<i64>() {
                 Ok(n) if n >= 0 => Ok(Some(n)),
                 _ => Err(ApiError::InvalidQuery(format!(
-                    "index must be a store revision (an integer of 0 or more), not {s:?}"
+                    "index must be a store revision (an integer of 0 or more), not {}",
+                    flotilla_proto::field::excerpt(s)
                 ))),
             },
         }
     }
 
     /// How long to wait, in seconds (fractions allowed): the configured
-    /// default when absent, capped at the configured maximum.
+    /// default when absent, capped at the configured maximum (also when it
+    /// is too large to be a duration at all).
     pub(crate) fn wait(&self, config: &ApiConfig) -> Result<Duration, ApiError> {
         match self.wait.as_deref() {
             None | Some("") => Ok(config.default_wait.min(config.max_wait)),
-            Some(s) => s
-                .parse::<f64>()
-                .ok()
-                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-                .map(|d| d.min(config.max_wait))
-                .ok_or_else(|| {
-                    ApiError::InvalidQuery(format!(
-                        "wait must be a number of seconds of 0 or more, not {s:?}"
-                    ))
-                }),
+            Some(s) => match s.parse::<f64>() {
+                Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+                    Ok(Duration::try_from_secs_f64(secs)
+                        .map_or(config.max_wait, |d| d.min(config.max_wait)))
+                }
+                _ => Err(ApiError::InvalidQuery(format!(
+                    "wait must be a number of seconds of 0 or more, not {}",
+                    flotilla_proto::field::excerpt(s)
+                ))),
+            },
         }
     }
 }
@@ -315,6 +351,11 @@ mod tests {
             poll(None, Some("3600")).wait(&config).unwrap(),
             config.max_wait
         );
+        // Too long to be a duration is still "as long as allowed".
+        assert_eq!(
+            poll(None, Some("1e30")).wait(&config).unwrap(),
+            config.max_wait
+        );
         for bad in ["-1", "soon", "NaN", "inf"] {
             assert!(poll(None, Some(bad)).wait(&config).is_err(), "{bad}");
         }
@@ -345,7 +386,39 @@ mod tests {
             }
         );
         assert!(page("0").is_err());
+        assert!(page("000").is_err());
         assert!(page("many").is_err());
+        assert!(page("-5").is_err());
+        assert!(page("+5").is_err());
+        // A limit of 10^30 is a request for the largest page.
+        assert_eq!(
+            page(&format!("1{}", "0".repeat(30))).unwrap().limit,
+            Some(usize::MAX)
+        );
+    }
+
+    #[test]
+    fn bodies_must_be_objects() {
+        assert!(check_object(b" \n{\"a\": 1}").is_ok());
+        for (body, found) in [
+            (&b"[]"[..], "an array"),
+            (b" [{}]", "an array"),
+            (b"\"x\"", "a string"),
+            (b"12", "a number"),
+            (b"true", "a boolean"),
+            (b"null", "null"),
+            (b"", "empty"),
+            (b"<xml/>", "not JSON"),
+        ] {
+            let e = check_object(body).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "request body is not valid for this route: the request body must be a JSON object, and it is {found}"
+                )
+            );
+            assert_eq!(e.status_and_reason().1, "invalid_json");
+        }
     }
 
     #[test]

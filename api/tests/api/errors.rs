@@ -84,6 +84,60 @@ async fn bodies_must_be_json() {
     assert!(server.client().all_units().await.unwrap().is_empty());
 }
 
+/// serde reads a struct from a JSON array: `[]` would pass as a request
+/// with every field absent. Every body must be an object.
+#[tokio::test]
+async fn bodies_must_be_json_objects() {
+    let server = Server::start().await;
+    let id = crate::machine_id(1);
+    let machine = server.machine_token(1).await;
+    let routes = [
+        ("PUT", "/v1/units/web.service".to_owned()),
+        ("PATCH", format!("/v1/machines/{id}")),
+        ("POST", "/v1/agent/machines".to_owned()),
+        ("POST", format!("/v1/agent/machines/{id}/heartbeat")),
+        ("PUT", format!("/v1/agent/machines/{id}/state")),
+    ];
+    for (method, path) in &routes {
+        for (body, found) in [
+            ("[]", "an array"),
+            ("[\"inactive\"]", "an array"),
+            ("null", "null"),
+            ("\"x\"", "a string"),
+            ("7", "a number"),
+        ] {
+            // Each route as its caller: the agent routes as the machine.
+            let token = if path.starts_with("/v1/agent/") {
+                &machine
+            } else {
+                &server.admin
+            };
+            let (status, headers, answer) = server
+                .raw_as(
+                    Some(token),
+                    method,
+                    &format!("{}{path}", server.url),
+                    Some("application/json"),
+                    body,
+                )
+                .await;
+            let e = crate::error_body(status, &headers, &answer);
+            assert_eq!(
+                (e.error.code, e.error.reason.as_str()),
+                (400, "invalid_json"),
+                "{method} {path} {body}"
+            );
+            assert_eq!(
+                e.error.message,
+                format!(
+                    "request body is not valid for this route: the request body must be a JSON object, and it is {found}"
+                )
+            );
+        }
+    }
+    assert!(server.client().all_units().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn bodies_over_the_limit() {
     // The default limit, 1 MiB, through the client.
