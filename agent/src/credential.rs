@@ -5,7 +5,11 @@
 //! The state directory (`/var/lib/flotilla-agent` by default) holds:
 //! - `credential`: the machine's token;
 //! - `ca.crt`: the cluster CA the servers are checked against, from
-//!   `--ca` or fetched and pinned with the join string's fingerprint.
+//!   `--ca` or fetched and pinned with the join string's fingerprint;
+//! - `cluster-id`: the cluster the machine joined, written at its first
+//!   registration ([`ClusterMemory`]). A registration or a set of units
+//!   from another cluster (a server on a wiped or wrong store) is refused
+//!   and changes nothing on the machine.
 //!
 //! A machine removed from the cluster (`flotilla machine remove`) finds its
 //! credential refused; it keeps its units as they are (as when cut off) and
@@ -17,9 +21,9 @@ use std::time::Duration;
 
 use flotilla_api::client::{Client, ClientError, ClientOptions};
 use flotilla_api::tls::{ServerTrust, fetch_ca};
-use flotilla_proto::MachineId;
 use flotilla_proto::backoff::Backoff;
 use flotilla_proto::token::{JoinString, TokenParseError};
+use flotilla_proto::{ClusterId, MachineId};
 use tokio::sync::watch;
 
 use crate::runtime::stop_requested;
@@ -30,6 +34,76 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/flotilla-agent";
 pub const CREDENTIAL_FILE: &str = "credential";
 /// The cluster CA, in the state directory.
 pub const CA_FILE: &str = "ca.crt";
+/// The id of the cluster the machine joined, in the state directory.
+pub const CLUSTER_ID_FILE: &str = "cluster-id";
+
+/// The cluster this machine belongs to: remembered from its first
+/// registration, checked on every registration and every set of units
+/// after it.
+#[derive(Debug)]
+pub struct ClusterMemory {
+    path: PathBuf,
+    known: std::sync::Mutex<Option<ClusterId>>,
+}
+
+/// An answer from a cluster other than the machine's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the servers answer for cluster {found}, but this machine belongs to cluster {expected} (recorded in {path}): refusing their orders and changing nothing on this machine; check the agent's servers, or, to move this machine to that cluster, delete its state directory and join again"
+)]
+pub struct OtherCluster {
+    pub expected: ClusterId,
+    pub found: ClusterId,
+    pub path: PathBuf,
+}
+
+impl ClusterMemory {
+    /// What the state directory remembers (nothing yet on a new machine).
+    pub fn load(state_dir: &Path) -> Result<ClusterMemory, CredentialError> {
+        let path = state_dir.join(CLUSTER_ID_FILE);
+        let known = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(
+                ClusterId::parse(text.trim()).map_err(|e| CredentialError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(CredentialError::Io { path, source }),
+        };
+        Ok(ClusterMemory {
+            path,
+            known: std::sync::Mutex::new(known),
+        })
+    }
+
+    /// Accepts an answer from cluster `found`: the first one is remembered
+    /// (and written down); any other later is refused.
+    pub fn check(&self, found: ClusterId) -> Result<(), OtherCluster> {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *known {
+            Some(expected) if expected == found => Ok(()),
+            Some(expected) => Err(OtherCluster {
+                expected,
+                found,
+                path: self.path.clone(),
+            }),
+            None => {
+                let dir = self.path.parent().unwrap_or(Path::new("/"));
+                if let Err(e) = write_private(dir, &self.path, &format!("{found}\n")) {
+                    // Still remembered for as long as the agent runs.
+                    tracing::warn!("cannot record the cluster id: {e}");
+                }
+                tracing::info!(cluster = %found, "this machine belongs to cluster {found}");
+                *known = Some(found);
+                Ok(())
+            }
+        }
+    }
+}
 
 /// How the agent calls the servers: its token and whom it trusts.
 #[derive(Clone)]

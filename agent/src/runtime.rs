@@ -35,7 +35,7 @@ use flotilla_proto::wire::AssignedUnit;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::credential::{self, CredentialError, DEFAULT_STATE_DIR, JoinSettings};
+use crate::credential::{self, ClusterMemory, CredentialError, DEFAULT_STATE_DIR, JoinSettings};
 use crate::cut_off::{Contact, CutOff, Feed};
 use crate::machine::{self, MACHINE_ID_FILE, MachineError};
 use crate::reconcile::{Action, Reconciler};
@@ -164,6 +164,7 @@ impl Agent {
             },
         )?;
         let calls = client.clone().with_timeout(CALL_TIMEOUT);
+        let cluster = Arc::new(ClusterMemory::load(&config.state_dir)?);
         let changes = systemd.subscribe().await?;
 
         let (registered_tx, registered) = watch::channel(0u64);
@@ -176,6 +177,7 @@ impl Agent {
         tasks.spawn(keep_registered(
             calls.clone(),
             config.clone(),
+            Arc::clone(&cluster),
             registered_tx,
             lease_tx,
             contact_tx,
@@ -183,6 +185,7 @@ impl Agent {
         ));
         tasks.spawn(follow_feed(
             client,
+            cluster,
             id.clone(),
             config.poll_wait,
             lease_ok,
@@ -296,6 +299,7 @@ async fn sleep_or_stop(delay: Duration, stopped: &mut watch::Receiver<bool>) -> 
 async fn keep_registered(
     client: Client,
     config: AgentConfig,
+    cluster: Arc<ClusterMemory>,
     registered: watch::Sender<u64>,
     lease_ok: watch::Sender<bool>,
     contact: watch::Sender<Contact>,
@@ -320,7 +324,17 @@ async fn keep_registered(
             () = stop_requested(&mut stopped) => return Ok(()),
         };
         let registration = match registration {
-            Ok(r) => r,
+            Ok(r) => match cluster.check(r.cluster_id) {
+                Ok(()) => r,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    failed(&contact, &lease_ok);
+                    if sleep_or_stop(backoff.next_delay(), &mut stopped).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            },
             Err(e) => {
                 if matches!(e.status(), Some(401 | 403)) {
                     tracing::error!(
@@ -361,11 +375,18 @@ async fn keep_registered(
                 () = stop_requested(&mut stopped) => return Ok(()),
             };
             match beat {
-                Ok(r) => {
-                    lease = r.lease;
-                    renewed(&contact);
-                    lease_ok.send_replace(true);
-                }
+                Ok(r) => match cluster.check(r.cluster_id) {
+                    Ok(()) => {
+                        lease = r.lease;
+                        renewed(&contact);
+                        lease_ok.send_replace(true);
+                    }
+                    // Not this machine's cluster: as good as no answer.
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        failed(&contact, &lease_ok);
+                    }
+                },
                 Err(e) if e.is_not_found() => {
                     tracing::warn!("the machine's lease expired; registering again");
                     failed(&contact, &lease_ok);
@@ -383,6 +404,7 @@ async fn keep_registered(
 /// The feed task; see the module documentation.
 async fn follow_feed(
     client: Client,
+    cluster: Arc<ClusterMemory>,
     id: MachineId,
     wait: Duration,
     mut lease_ok: watch::Receiver<bool>,
@@ -416,6 +438,12 @@ async fn follow_feed(
             }
             () = stop_requested(&mut stopped) => return Ok(()),
         };
+        let polled = polled.map_err(Refused::Call).and_then(|units| {
+            cluster
+                .check(units.cluster_id)
+                .map(|()| units)
+                .map_err(Refused::OtherCluster)
+        });
         match polled {
             Ok(units) => {
                 backoff.reset();
@@ -436,7 +464,14 @@ async fn follow_feed(
                 });
             }
             Err(e) => {
-                tracing::warn!("cannot read this machine's units, keeping the last set: {e}");
+                match e {
+                    Refused::OtherCluster(e) => tracing::error!("{e}"),
+                    Refused::Call(e) => {
+                        tracing::warn!(
+                            "cannot read this machine's units, keeping the last set: {e}"
+                        )
+                    }
+                }
                 afresh = true;
                 if sleep_or_stop(backoff.next_delay(), &mut stopped).await {
                     return Ok(());
@@ -444,6 +479,12 @@ async fn follow_feed(
             }
         }
     }
+}
+
+/// Why a set of units was not taken.
+enum Refused {
+    Call(ClientError),
+    OtherCluster(credential::OtherCluster),
 }
 
 /// The reconcile task; see the module documentation.

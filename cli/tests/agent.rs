@@ -448,3 +448,40 @@ fn flotilla_dev_is_a_one_machine_cluster() {
     host.run(&["systemctl", "stop", "flotilla-dev"]).unwrap();
     assert_eq!(main_pid(&host, "d.service"), pid);
 }
+
+#[test]
+fn an_agent_answered_by_another_cluster_stops_nothing() {
+    let dir = TempDir::new("agent-other-cluster");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = start_server(&data, port);
+    let host = boot("flt-agent-other");
+    start_agent(&host, &server, "role=web");
+    dir.write("x.service", &sleeper("x"));
+    ok(&server.run(dir.path(), &["start", "--no-block", "x.service"]));
+    let pid = wait_active(&host, "x.service");
+
+    // The server comes back serving another cluster (its identity is not
+    // the one the machine joined: a wrong or restored store), which knows
+    // this machine's credential and has no unit for it.
+    server.kill();
+    let identity = data.join("identity");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&identity).unwrap()).unwrap();
+    record["clusterId"] = "00000000-0000-4000-8000-000000000001".into();
+    std::fs::write(&identity, serde_json::to_string(&record).unwrap()).unwrap();
+    let server = start_server(&data, port);
+    ok(&server.run(dir.path(), &["destroy", "x.service"]));
+
+    // The agent refuses its answers, loudly, and changes nothing.
+    wait_for(&host, "the agent refusing the other cluster", || {
+        journal(&host)
+            .contains("but this machine belongs to cluster")
+            .then_some(())
+    });
+    assert_eq!(show(&host, "x.service")["ActiveState"], "active");
+    assert_eq!(main_pid(&host, "x.service"), pid);
+    host.run(&["test", "-f", "/run/systemd/system/x.service"])
+        .unwrap();
+    stop_agent(&host);
+}
