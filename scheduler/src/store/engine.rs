@@ -222,7 +222,14 @@ impl<C: Committer> Engine<C> {
         // At most MAX_TTL, so it fits; rounded up to a whole millisecond.
         let ttl_ms = u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         self.start_expiry();
-        match self.commit(Command::Grant { ttl_ms }).await? {
+        let id = random_lease_id()?;
+        match self
+            .commit(Command::Grant {
+                ttl_ms,
+                id: Some(id),
+            })
+            .await?
+        {
             Outcome::Grant(grant) => Ok(grant),
             other => Err(mismatched("grant", &other)),
         }
@@ -278,4 +285,13 @@ impl<C> Drop for Engine<C> {
         self.closed.store(true, Ordering::SeqCst);
         self.shared.close();
     }
+}
+
+/// A random lease id: positive, 63 bits, so that a lease cannot be guessed
+/// from another (etcd's are not sequential either).
+fn random_lease_id() -> StoreResult<LeaseId> {
+    let bits = getrandom::u64().map_err(|e| StoreError::Internal {
+        reason: format!("no randomness from the operating system: {e}"),
+    })?;
+    Ok(LeaseId(i64::try_from(bits >> 1).unwrap_or(i64::MAX).max(1)))
 }

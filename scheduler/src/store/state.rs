@@ -28,10 +28,15 @@ pub(crate) const INITIAL_REVISION: u64 = 1;
 pub(crate) enum Command {
     /// A transaction (every write of the store is one).
     Txn(Txn),
-    /// Grant a lease with this TTL. The id is chosen by the state machine.
+    /// Grant a lease with this TTL.
     Grant {
         /// The TTL in milliseconds.
         ttl_ms: u64,
+        /// The id, chosen at random before the command is logged (so that
+        /// lease ids cannot be guessed, and replaying the log gives the
+        /// same ones); if it is taken, the next free one. `None` in logs
+        /// written before ids were random: the state machine counts them.
+        id: Option<LeaseId>,
     },
     /// End a lease and delete its keys.
     Revoke {
@@ -152,13 +157,6 @@ impl StateMachine {
                 return Err(format!("key {key:?} has revisions beyond the store's"));
             }
             state.kvs.insert(key, entry);
-        }
-        if let Some((last, _)) = state.leases.last_key_value()
-            && last.0 >= next_lease
-        {
-            return Err(format!(
-                "lease {last} is not below the next lease id {next_lease}"
-            ));
         }
         Ok(state)
     }
@@ -284,9 +282,20 @@ impl StateMachine {
     ) -> StoreResult<Outcome> {
         match command {
             Command::Txn(txn) => self.apply_txn(txn, events).map(Outcome::Txn),
-            Command::Grant { ttl_ms } => {
-                let id = LeaseId(self.next_lease);
-                self.next_lease += 1;
+            Command::Grant { ttl_ms, id } => {
+                let mut id = match id {
+                    Some(id) => *id,
+                    None => {
+                        let id = LeaseId(self.next_lease);
+                        self.next_lease += 1;
+                        id
+                    }
+                };
+                // A collision of random ids (or with a counted one) moves
+                // to the next free id: the same on every replay.
+                while id.0 <= 0 || self.leases.contains_key(&id) {
+                    id = LeaseId(id.0.checked_add(1).unwrap_or(1));
+                }
                 self.leases.insert(
                     id,
                     Lease {
@@ -545,7 +554,10 @@ mod tests {
     #[test]
     fn applying_the_same_commands_gives_the_same_state() {
         let commands = vec![
-            Command::Grant { ttl_ms: 5000 },
+            Command::Grant {
+                ttl_ms: 5000,
+                id: None,
+            },
             Command::Txn(Txn::new().and_then([put("/a", "1"), put("/b", "2")])),
             Command::Txn(Txn::new().and_then([TxnOp::put_with_lease(
                 "/c",

@@ -150,6 +150,8 @@ impl<'a> Dec<'a> {
 const CMD_TXN: u8 = 1;
 const CMD_GRANT: u8 = 2;
 const CMD_REVOKE: u8 = 3;
+/// A grant with the lease id chosen before logging.
+const CMD_GRANT_ID: u8 = 4;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
@@ -173,9 +175,17 @@ pub(super) fn encode_command(command: &Command, enc: &mut Enc) {
                 }
             }
         }
-        Command::Grant { ttl_ms } => {
+        Command::Grant { ttl_ms, id: None } => {
             enc.u8(CMD_GRANT);
             enc.u64(*ttl_ms);
+        }
+        Command::Grant {
+            ttl_ms,
+            id: Some(id),
+        } => {
+            enc.u8(CMD_GRANT_ID);
+            enc.u64(*ttl_ms);
+            enc.i64(id.0);
         }
         Command::Revoke { lease, reason } => {
             enc.u8(CMD_REVOKE);
@@ -271,7 +281,14 @@ pub(super) fn decode_command(dec: &mut Dec<'_>) -> DecResult<Command> {
                 failure,
             }))
         }
-        CMD_GRANT => Ok(Command::Grant { ttl_ms: dec.u64()? }),
+        CMD_GRANT => Ok(Command::Grant {
+            ttl_ms: dec.u64()?,
+            id: None,
+        }),
+        CMD_GRANT_ID => Ok(Command::Grant {
+            ttl_ms: dec.u64()?,
+            id: Some(LeaseId(dec.i64()?)),
+        }),
         CMD_REVOKE => {
             let lease = LeaseId(dec.i64()?);
             let reason = match dec.u8()? {
@@ -393,7 +410,14 @@ mod tests {
                         TxnOp::range("/q/", RangeOptions::default().limit(5).start_after("/q/1")),
                     ]),
             ),
-            Command::Grant { ttl_ms: 10_000 },
+            Command::Grant {
+                ttl_ms: 10_000,
+                id: None,
+            },
+            Command::Grant {
+                ttl_ms: 10_000,
+                id: Some(LeaseId(0x1234_5678_9abc)),
+            },
             Command::Revoke {
                 lease: LeaseId(3),
                 reason: RevokeReason::Expired,
