@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A lease's id. Positive; ids are never reused by a store. (etcd's lease ids
+/// A lease's id. Positive and random (63 bits), so that one lease cannot be
+/// told from another; two live leases never share one. (etcd's lease ids
 /// are `int64`, hence the signed type.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LeaseId(pub i64);
