@@ -256,32 +256,14 @@ fn read(path: &Path) -> Result<String, CredentialError> {
     })
 }
 
-/// Writes `text` to `path` (mode 0600) through a temporary file, making
-/// `dir` (0700) if needed.
+/// Writes `text` to `path` (mode 0600) whole, making `dir` (0700) if
+/// needed.
 fn write_private(dir: &Path, path: &Path, text: &str) -> Result<(), CredentialError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let io = |source| CredentialError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| CredentialError::Io {
-            path: dir.to_owned(),
+    debug_assert_eq!(path.parent(), Some(dir));
+    flotilla_api::files::write_atomically(path, text.as_bytes(), 0o600).map_err(|source| {
+        CredentialError::Io {
+            path: path.to_owned(),
             source,
-        })?;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(text.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+        }
+    })
 }

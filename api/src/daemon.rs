@@ -89,9 +89,9 @@ pub enum DaemonError {
     #[error("cannot open the store in {path}")]
     Store { path: PathBuf, source: StoreError },
     #[error("cannot use etcd: {0}")]
-    Etcd(#[from] EtcdConnectError),
+    Etcd(Box<EtcdConnectError>),
     #[error(transparent)]
-    Identity(#[from] IdentityError),
+    Identity(Box<IdentityError>),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -105,6 +105,18 @@ pub enum DaemonError {
     Ca(String),
     #[error("cannot set up the credentials: {0}")]
     Trust(#[from] TrustError),
+}
+
+impl From<EtcdConnectError> for DaemonError {
+    fn from(e: EtcdConnectError) -> DaemonError {
+        DaemonError::Etcd(Box::new(e))
+    }
+}
+
+impl From<IdentityError> for DaemonError {
+    fn from(e: IdentityError) -> DaemonError {
+        DaemonError::Identity(Box::new(e))
+    }
 }
 
 /// A running server.
@@ -128,11 +140,18 @@ impl Daemon {
     /// listener and starts serving and campaigning. Returns once the API
     /// accepts connections.
     pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
-        create_private_dir(&config.data_dir)?;
+        // The data directory holds the store, the CA key and the admin
+        // token: readable by the server's user only.
+        crate::files::create_private_dir(&config.data_dir).map_err(|source| {
+            DaemonError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
+        })?;
         let (store, recovery) = open_store(&config).await?;
-        match Daemon::start_on(config, store, recovery).await {
+        match Daemon::start_on(config, store.clone(), recovery).await {
             Ok(d) => Ok(d),
-            Err((e, store)) => {
+            Err(e) => {
                 store.close().await;
                 Err(e)
             }
@@ -143,45 +162,19 @@ impl Daemon {
         config: DaemonConfig,
         store: OpenStore,
         recovery: Option<Recovery>,
-    ) -> Result<Daemon, (DaemonError, OpenStore)> {
+    ) -> Result<Daemon, DaemonError> {
         let dyn_store = store.dyn_store();
-        let cluster_id =
-            match identity::cluster_id(&*dyn_store, &config.keys, &config.data_dir).await {
-                Ok(id) => id,
-                Err(e) => return Err((e.into(), store)),
-            };
-        let ca = match cluster_ca(&*dyn_store, &config).await {
-            Ok(ca) => Arc::new(ca),
-            Err(e) => return Err((e, store)),
+        let cluster_id = identity::cluster_id(&*dyn_store, &config.keys, &config.data_dir).await?;
+        let ca = Arc::new(cluster_ca(&*dyn_store, &config).await?);
+        let listen_error = |source| DaemonError::Listen {
+            address: config.listen,
+            source,
         };
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
-            Ok(l) => l,
-            Err(source) => {
-                return Err((
-                    DaemonError::Listen {
-                        address: config.listen,
-                        source,
-                    },
-                    store,
-                ));
-            }
-        };
-        let address = match listener.local_addr() {
-            Ok(a) => a,
-            Err(source) => {
-                return Err((
-                    DaemonError::Listen {
-                        address: config.listen,
-                        source,
-                    },
-                    store,
-                ));
-            }
-        };
-        let transport = match transport(&config, &ca, address) {
-            Ok(t) => t,
-            Err(e) => return Err((e, store)),
-        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(listen_error)?;
+        let address = listener.local_addr().map_err(listen_error)?;
+        let transport = transport(&config, &ca, address)?;
         let scheme = match transport {
             Transport::Tls(_) => "https",
             Transport::Plain => "http",
@@ -191,10 +184,7 @@ impl Daemon {
             config.keys.clone(),
             config.static_admin_token.as_deref(),
         );
-        let admin_token = match credentials.bootstrap_admin(&config.data_dir).await {
-            Ok(path) => path,
-            Err(e) => return Err((e.into(), store)),
-        };
+        let admin_token = credentials.bootstrap_admin(&config.data_dir).await?;
         if let Some(path) = &admin_token {
             tracing::info!(
                 "this is the cluster's first start: its admin token is in {} (readable by this user only)",
@@ -323,6 +313,7 @@ impl Daemon {
 }
 
 /// The store a server runs on.
+#[derive(Clone)]
 enum OpenStore {
     Embedded(Arc<EmbeddedStore>),
     Etcd(Arc<EtcdStore>),
@@ -368,23 +359,6 @@ async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery
         "store opened"
     );
     Ok((OpenStore::Embedded(Arc::new(store)), Some(recovery)))
-}
-
-/// Makes `dir` (and its parents) if absent; a new `dir` is readable by its
-/// owner only, as it holds the store, the CA key and the admin token.
-fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| DaemonError::DataDir {
-            path: dir.to_owned(),
-            source,
-        })
 }
 
 /// The cluster CA: this server's copy in `DATA_DIR/tls/`, which must be the

@@ -11,6 +11,7 @@
 //!   methods for every route, with failover between several servers.
 //! - [`daemon`] (feature `server`): one whole server assembled: the
 //!   embedded store, the API, the election and the reconcile loop.
+//! - [`files`]: secrets written whole, with their mode.
 //! - [`tls`]: the cluster CA, server and client certificates, and how
 //!   clients trust servers.
 //! - [`wire`]: the one JSON shape of the API that `flotilla-proto` does not
@@ -24,6 +25,8 @@
 pub mod client;
 #[cfg(feature = "server")]
 pub mod daemon;
+#[cfg(feature = "tls")]
+pub mod files;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "tls")]

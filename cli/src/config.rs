@@ -105,28 +105,10 @@ impl ConfigFile {
 
     /// Writes the file (readable by its owner only: it may hold a token).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
         let text = serde_norway::to_string(self).context("encoding the client configuration")?;
-        let tmp = path.with_extension("yaml.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.write_all(
-            format!("# flotilla's client configuration (flotilla config --help)\n{text}")
-                .as_bytes(),
-        )
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        let text = format!("# flotilla's client configuration (flotilla config --help)\n{text}");
+        flotilla_api::files::write_atomically(path, text.as_bytes(), 0o600)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// The entry of `name`, or of the current cluster when `name` is

@@ -267,16 +267,7 @@ pub async fn cert(ctx: Ctx, command: CertCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn write(path: &std::path::Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(text.as_bytes())
+    flotilla_api::files::write_atomically(path, text.as_bytes(), mode)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -1,7 +1,7 @@
 //! The cluster CA, the servers' certificates, client certificates, and the
 //! servers' rustls configuration.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -167,17 +167,15 @@ impl ClusterCa {
     /// Writes the CA to `dir` (made 0700 if absent): the key readable by
     /// its owner only.
     pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| TlsError::Write {
-                path: dir.to_owned(),
-                source,
-            })?;
-        write_file(&dir.join(CA_KEY_FILE), &self.key_pem, 0o600)?;
-        write_file(&dir.join(CA_CERT_FILE), &self.cert_pem, 0o644)
+        for (file, text, mode) in [
+            (CA_KEY_FILE, &self.key_pem, 0o600),
+            (CA_CERT_FILE, &self.cert_pem, 0o644),
+        ] {
+            let path = dir.join(file);
+            crate::files::write_atomically(&path, text.as_bytes(), mode)
+                .map_err(|source| TlsError::Write { path, source })?;
+        }
+        Ok(())
     }
 
     /// The CA kept in `dir`, or a new one written there. Returns whether it
@@ -329,27 +327,6 @@ fn read(path: &Path) -> Result<String, TlsError> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// Writes `text` to `path` through a temporary file, with `mode`.
-fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| TlsError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp: PathBuf = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(text.as_bytes()).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
 }
 
 #[cfg(test)]

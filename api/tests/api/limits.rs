@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::server::{ApiConfig, HttpLimits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::{DEADLINE, Server, machine, within};
@@ -46,7 +46,7 @@ async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
 
 /// Waits (within the deadline) until the server closes `stream`: a read
 /// gives end of file or a reset.
-async fn closed_by_server(stream: &mut TcpStream) {
+async fn closed_by_server(stream: &mut (impl AsyncRead + Unpin)) {
     let mut buf = [0u8; 4096];
     within(async {
         loop {
@@ -79,16 +79,7 @@ async fn silent_and_half_open_connections_are_closed_after_the_header_timeout() 
         .unwrap();
     closed_by_server(&mut silent).await;
     closed_by_server(&mut half_hello).await;
-    within(async {
-        let mut buf = [0u8; 64];
-        loop {
-            match half_head.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    closed_by_server(&mut half_head).await;
 }
 
 #[tokio::test]
@@ -104,15 +95,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     let n = stream.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // Kept alive, then closed once idle for the idle timeout.
-    within(async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
+    closed_by_server(&mut stream).await;
 }
 
 #[tokio::test]

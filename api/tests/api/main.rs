@@ -12,6 +12,8 @@ mod limits;
 mod machines;
 mod openapi;
 mod shutdown;
+#[path = "../support/mod.rs"]
+mod support;
 mod units;
 mod watch;
 
@@ -21,18 +23,20 @@ use std::time::Duration;
 
 use flotilla_api::client::{Client, ClientOptions};
 use flotilla_api::server::{self, ApiConfig, HttpLimits, Transport, Trust};
-use flotilla_api::tls::{ClusterCa, ServerTrust, server_config};
-use flotilla_proto::trust::{Role, TokenCreate};
+use flotilla_api::tls::{ClusterCa, server_config};
+use flotilla_proto::trust::Role;
 use flotilla_proto::wire::ErrorBody;
-use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
+use flotilla_proto::{Health, UnitName, UnitState};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::store::MemoryStore;
-use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, Identity};
+use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use fake::FakeControl;
+pub use support::{machine, machine_id};
+use support::{tester, token_create};
 
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -49,16 +53,6 @@ pub struct Server {
     pub admin: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-/// Who made the tokens of the tests.
-fn tester() -> Identity {
-    Identity {
-        id: "test".into(),
-        name: "test".into(),
-        role: Role::Admin,
-        machine: None,
-    }
 }
 
 impl Server {
@@ -123,11 +117,7 @@ impl Server {
     /// The options of a client with `token` (or none), trusting the
     /// cluster CA.
     pub fn options(&self, token: Option<&str>) -> ClientOptions {
-        ClientOptions {
-            token: token.map(str::to_owned),
-            trust: ServerTrust::CaPem(self.ca_pem.clone()),
-            identity: None,
-        }
+        support::client_options(&self.ca_pem, token)
     }
 
     /// A new token of `role`.
@@ -186,23 +176,7 @@ impl Server {
         content_type: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let ca = reqwest::Certificate::from_pem(&self.ca_pem).unwrap();
-        let http = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .build()
-            .unwrap();
-        let mut request = http.request(method.parse().unwrap(), url);
-        if let Some(t) = token {
-            request = request.bearer_auth(t);
-        }
-        if let Some(ct) = content_type {
-            request = request.header("content-type", ct);
-        }
-        let response = request.body(body).send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        (status, headers, response.bytes().await.unwrap().to_vec())
+        support::raw_request(&self.ca_pem, token, method, url, content_type, body).await
     }
 
     /// As [`Server::raw`], expecting an error; checks that the body is an
@@ -226,15 +200,6 @@ impl Server {
         }
         let task = self.task.take().unwrap();
         within(task).await.unwrap()
-    }
-}
-
-fn token_create(role: Role) -> TokenCreate {
-    TokenCreate {
-        role,
-        name: format!("test {role}"),
-        ttl_ms: None,
-        uses: None,
     }
 }
 
@@ -275,24 +240,6 @@ pub async fn until(mut condition: impl FnMut() -> bool) {
 
 pub fn name(s: &str) -> UnitName {
     UnitName::parse(s).unwrap()
-}
-
-pub fn machine_id(n: u8) -> MachineId {
-    MachineId::parse(&format!("{n:02x}").repeat(16)).unwrap()
-}
-
-pub fn machine(n: u8) -> Machine {
-    Machine {
-        id: machine_id(n),
-        hostname: format!("host{n}"),
-        addresses: vec![format!("10.0.0.{n}")],
-        metadata: [("role".to_owned(), "web".to_owned())].into(),
-        capacity: Capacity {
-            cpu_millis: 4000,
-            memory_bytes: 8 << 30,
-        },
-        agent_version: "0.1.0".into(),
-    }
 }
 
 pub fn state(unit: &str, machine: u8) -> UnitState {

@@ -13,23 +13,28 @@
 mod blocking;
 mod input;
 mod quotas;
+#[path = "../support/mod.rs"]
+mod support;
+
+pub use support::{machine, machine_id};
+use support::{tester, token_create};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_api::client::{Client, ClientError, ClientOptions};
+use flotilla_api::client::{Client, ClientError};
 use flotilla_api::server::{self, ApiConfig, Transport, Trust};
-use flotilla_api::tls::{ClusterCa, ServerTrust, server_config};
-use flotilla_proto::trust::{Role, TokenCreate};
+use flotilla_api::tls::{ClusterCa, server_config};
+use flotilla_proto::trust::Role;
 use flotilla_proto::wire::{ErrorBody, UnitPut};
-use flotilla_proto::{Capacity, ClusterId, DesiredState, Machine, MachineId, UnitName};
+use flotilla_proto::{ClusterId, DesiredState, UnitName};
 use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::quota::Quotas;
 use flotilla_scheduler::store::{EmbeddedOptions, EmbeddedStore, Store};
-use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, Identity};
+use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials};
 use tokio::sync::oneshot;
 
 /// How long any awaited condition may take before the test fails.
@@ -148,11 +153,7 @@ impl RealServer {
     pub fn client_with(&self, token: &str) -> Client {
         Client::with_options(
             [&self.url],
-            ClientOptions {
-                token: Some(token.to_owned()),
-                trust: ServerTrust::CaPem(self.ca_pem.clone()),
-                identity: None,
-            },
+            support::client_options(&self.ca_pem, Some(token)),
         )
         .unwrap()
     }
@@ -228,24 +229,6 @@ pub fn name(s: &str) -> UnitName {
     UnitName::parse(s).unwrap()
 }
 
-pub fn machine_id(n: u8) -> MachineId {
-    MachineId::parse(&format!("{n:02x}").repeat(16)).unwrap()
-}
-
-pub fn machine(n: u8) -> Machine {
-    Machine {
-        id: machine_id(n),
-        hostname: format!("host{n}"),
-        addresses: vec![format!("10.0.0.{n}")],
-        metadata: [("role".to_owned(), "web".to_owned())].into(),
-        capacity: Capacity {
-            cpu_millis: 4000,
-            memory_bytes: 8 << 30,
-        },
-        agent_version: "0.1.0".into(),
-    }
-}
-
 /// Submits a unit (inactive) with `text`.
 pub async fn submit(c: &Client, unit: &str, text: &str) -> Result<(), ClientError> {
     let put = UnitPut {
@@ -273,24 +256,6 @@ pub fn api_error(e: &ClientError, status: u16, reason: &str) -> String {
     }
 }
 
-fn tester() -> Identity {
-    Identity {
-        id: "test".into(),
-        name: "test".into(),
-        role: Role::Admin,
-        machine: None,
-    }
-}
-
-fn token_create(role: Role) -> TokenCreate {
-    TokenCreate {
-        role,
-        name: format!("test {role}"),
-        ttl_ms: None,
-        uses: None,
-    }
-}
-
 /// A raw request with `token`, trusting `ca_pem`; returns the status and
 /// the body.
 async fn raw(
@@ -300,27 +265,22 @@ async fn raw(
     url: &str,
     body: Option<Vec<u8>>,
 ) -> (u16, Vec<u8>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()])
-        .build()
-        .unwrap();
-    let mut request = http
-        .request(method.parse().unwrap(), url)
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.bytes().await.unwrap().to_vec())
+    let content_type = body.is_some().then_some("application/json");
+    let (status, _, body) = support::raw_request(
+        ca_pem,
+        Some(token),
+        method,
+        url,
+        content_type,
+        body.unwrap_or_default(),
+    )
+    .await;
+    (status, body)
 }
 
 /// The JSON error of an answer.
 fn error_body(method: &str, url: &str, status: u16, body: &[u8]) -> ErrorBody {
-    let error: ErrorBody = serde_json::from_slice(&body).unwrap_or_else(|e| {
+    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_else(|e| {
         panic!(
             "{method} {}: status {status}, not an error body ({e}): {}",
             &url[..url.len().min(120)],

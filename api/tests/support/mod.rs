@@ -1,0 +1,87 @@
+//! What the API's test crates (`api`, `limits`, `scheduling`) share: the
+//! machines they register, the credentials they make, and raw requests
+//! over HTTPS.
+#![allow(dead_code)] // each test crate uses its own part of this module
+
+use flotilla_api::client::ClientOptions;
+use flotilla_api::tls::ServerTrust;
+use flotilla_proto::trust::{Role, TokenCreate};
+use flotilla_proto::{Capacity, Machine, MachineId};
+use flotilla_scheduler::trust::Identity;
+
+/// Machine number `n`: its id is the byte `n` sixteen times.
+pub fn machine_id(n: u8) -> MachineId {
+    MachineId::parse(&format!("{n:02x}").repeat(16)).unwrap()
+}
+
+/// Machine number `n`, as its agent would register it.
+pub fn machine(n: u8) -> Machine {
+    Machine {
+        id: machine_id(n),
+        hostname: format!("host{n}"),
+        addresses: vec![format!("10.0.0.{n}")],
+        metadata: [("role".to_owned(), "web".to_owned())].into(),
+        capacity: Capacity {
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+        },
+        agent_version: "0.1.0".into(),
+    }
+}
+
+/// Who makes the tests' credentials in process.
+pub fn tester() -> Identity {
+    Identity {
+        id: "test".into(),
+        name: "test".into(),
+        role: Role::Admin,
+        machine: None,
+    }
+}
+
+/// A token of `role`, named after it, forever.
+pub fn token_create(role: Role) -> TokenCreate {
+    TokenCreate {
+        role,
+        name: format!("test {role}"),
+        ttl_ms: None,
+        uses: None,
+    }
+}
+
+/// The options of a client with `token` (or none), trusting `ca_pem`.
+pub fn client_options(ca_pem: &[u8], token: Option<&str>) -> ClientOptions {
+    ClientOptions {
+        token: token.map(str::to_owned),
+        trust: ServerTrust::CaPem(ca_pem.to_vec()),
+        identity: None,
+    }
+}
+
+/// A request the typed client would not send, with `token` (or none),
+/// trusting `ca_pem`; returns the status, the headers and the body.
+pub async fn raw_request(
+    ca_pem: &[u8],
+    token: Option<&str>,
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()])
+        .build()
+        .unwrap();
+    let mut request = http.request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    let response = request.body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
