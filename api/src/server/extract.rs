@@ -57,11 +57,16 @@ impl<C: ControlPlane, T: DeserializeOwned> FromRequest<AppState<C>> for JsonBody
                 ApiError::BodyUnreadable(lower_first(&e.body_text()))
             }
         })?;
-        check_object(&bytes)?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::InvalidJson(e.to_string()))
+        decode_body(&bytes).map(JsonBody)
     }
+}
+
+/// A request body as `T`: a JSON object that decodes as `T`, or 400.
+/// serde_json stops at 128 levels of nesting, so a deep body is an error,
+/// not a deep recursion.
+pub(crate) fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    check_object(bytes)?;
+    serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 /// Refuses a body that is not a JSON object, before decoding it: every

@@ -10,6 +10,8 @@
 
 mod agent;
 mod auth;
+#[cfg(test)]
+mod bodies_fuzz;
 mod error;
 mod extract;
 mod listen;
