@@ -301,7 +301,10 @@ pub async fn wait_for(
     attempts: u32,
 ) -> anyhow::Result<Vec<Unit>> {
     let progress = std::io::stderr().is_terminal();
-    let mut index = 0;
+    // The store's revision before the first read: a round waits for a
+    // change after what it read, so that "one round" is one real change,
+    // however fast the command runs.
+    let mut index = ctx.client.watch(0, Duration::ZERO).await?;
     let mut round = 0u32;
     loop {
         let mut done = Vec::new();

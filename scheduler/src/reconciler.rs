@@ -187,14 +187,25 @@ async fn load(
     let keys = &config.keys;
     let mut view = PlacementView::new(config.strategy);
     let (units, revision) = range_all(store, &keys.units()).await?;
-    let mut inputs: HashMap<UnitName, UnitInput> = HashMap::new();
-    for kv in &units {
-        if let Some(Key::Unit(name)) = keys.parse(&kv.key)
-            && let Some(input) = unit_input(&name, kv)
-        {
-            inputs.insert(name, input);
+    // Checking every unit file is the CPU-heavy part of taking the lead:
+    // it runs on a blocking thread, not on the threads that answer the
+    // API's heartbeats and long polls.
+    let parse_keys = keys.clone();
+    let mut inputs = tokio::task::spawn_blocking(move || {
+        let mut inputs: HashMap<UnitName, UnitInput> = HashMap::new();
+        for kv in &units {
+            if let Some(Key::Unit(name)) = parse_keys.parse(&kv.key)
+                && let Some(input) = unit_input(&name, kv)
+            {
+                inputs.insert(name, input);
+            }
         }
-    }
+        inputs
+    })
+    .await
+    .map_err(|e| StoreError::Internal {
+        reason: format!("checking the units failed: {e}"),
+    })?;
     let (machines, _) = range_all(store, &keys.machines()).await?;
     let mut present = HashSet::new();
     for kv in &machines {
