@@ -15,7 +15,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{BIN, ServerProcess, TempDir, stderr};
-use flotilla_api::client::Client;
 use flotilla_proto::wire::UnitPut;
 use flotilla_proto::{DesiredState, UnitName};
 
@@ -78,9 +77,7 @@ fn run_and_write(data: &Path, extra: &[&str]) {
         .enable_all()
         .build()
         .unwrap();
-    let client = Client::new([server.endpoint.clone()], None)
-        .unwrap()
-        .with_timeout(Duration::from_secs(10));
+    let client = server.client().with_timeout(Duration::from_secs(10));
     let put = UnitPut {
         desired_state: Some(DesiredState::Inactive),
         text: Some("[Service]\nExecStart=/bin/true\n".to_owned()),
