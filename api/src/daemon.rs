@@ -164,7 +164,12 @@ impl Daemon {
         recovery: Option<Recovery>,
     ) -> Result<Daemon, DaemonError> {
         let dyn_store = store.dyn_store();
-        let cluster_id = identity::cluster_id(&*dyn_store, &config.keys, &config.data_dir).await?;
+        let cluster_id = patiently(
+            "read the cluster's id",
+            || identity::cluster_id(&*dyn_store, &config.keys, &config.data_dir),
+            |e| matches!(e, IdentityError::Store { source, .. } if source.is_temporary()),
+        )
+        .await?;
         let ca = Arc::new(cluster_ca(&*dyn_store, &config).await?);
         let listen_error = |source| DaemonError::Listen {
             address: config.listen,
@@ -375,11 +380,15 @@ async fn cluster_ca(store: &dyn Store, config: &DaemonConfig) -> Result<ClusterC
             dir = dir.display()
         ))
     };
-    let published = patiently("read the cluster CA", || store.get(&key))
-        .await
-        .map_err(|e| DaemonError::Ca(format!("cannot read the cluster CA from the store: {e}")))?
-        .kv
-        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+    let published = patiently(
+        "read the cluster CA",
+        || store.get(&key),
+        StoreError::is_temporary,
+    )
+    .await
+    .map_err(|e| DaemonError::Ca(format!("cannot read the cluster CA from the store: {e}")))?
+    .kv
+    .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
     let local = ClusterCa::load(&dir)?;
     match (published, local) {
         (Some(pem), Some(ca)) => {
@@ -417,17 +426,21 @@ async fn cluster_ca(store: &dyn Store, config: &DaemonConfig) -> Result<ClusterC
                         .and_then([TxnOp::put(&key, ca.cert_pem().as_bytes().to_vec())]),
                 )
             };
-            let published = patiently("publish the cluster CA", publish)
+            let published = patiently("publish the cluster CA", publish, StoreError::is_temporary)
                 .await
                 .map_err(|e| DaemonError::Ca(format!("cannot publish the cluster CA: {e}")))?;
             if !published.succeeded {
                 // Ours, from an attempt whose answer was lost, or another
                 // server's, made at the same time.
-                let now = patiently("read the cluster CA", || store.get(&key))
-                    .await
-                    .map_err(|e| {
-                        DaemonError::Ca(format!("cannot read the cluster CA from the store: {e}"))
-                    })?;
+                let now = patiently(
+                    "read the cluster CA",
+                    || store.get(&key),
+                    StoreError::is_temporary,
+                )
+                .await
+                .map_err(|e| {
+                    DaemonError::Ca(format!("cannot read the cluster CA from the store: {e}"))
+                })?;
                 if now
                     .kv
                     .is_none_or(|kv| &*kv.value != ca.cert_pem().as_bytes())
@@ -446,20 +459,26 @@ async fn cluster_ca(store: &dyn Store, config: &DaemonConfig) -> Result<ClusterC
 /// (etcd starting beside it) before it gives up.
 const STORE_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Runs `op` until it succeeds, fails for good, or the store has been
-/// unavailable for [`STORE_PATIENCE`]. A write retried this way must be
-/// idempotent (a compare-and-swap that is refused the second time is).
-async fn patiently<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
+/// Runs `op` until it succeeds, fails for good (an error `temporary`
+/// does not accept), or the store has been unavailable for
+/// [`STORE_PATIENCE`]. A write retried this way must be idempotent (a
+/// compare-and-swap that is refused the second time is).
+async fn patiently<T, E, F, Fut>(
+    what: &str,
+    mut op: F,
+    temporary: impl Fn(&E) -> bool,
+) -> Result<T, E>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
     let mut backoff =
         flotilla_proto::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match op().await {
-            Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {
+            Err(e) if temporary(&e) && tokio::time::Instant::now() < deadline => {
                 tracing::warn!("cannot {what} yet, trying again: {e}");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
