@@ -42,8 +42,6 @@ fn start_servers(dir: &TempDir, etcd: &Etcd, n: usize) -> Vec<ServerProcess> {
                     "1s",
                     "--machine-ttl",
                     "3s",
-                    "--data-dir",
-                    data.to_str().unwrap(),
                 ],
             )
         })

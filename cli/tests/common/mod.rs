@@ -198,12 +198,21 @@ impl ServerProcess {
 pub fn wait_for_listening(child: &mut Child) -> String {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("listening on ") {
-                let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let seen = seen.clone();
+        move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("listening on ") {
+                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_owned());
+                }
+                // Keep draining, so the server never blocks on a full pipe;
+                // the first lines tell why a server did not start.
+                let mut seen = seen.lock().unwrap();
+                if seen.len() < 50 {
+                    seen.push(line);
+                }
             }
-            // Keep draining, so the server never blocks on a full pipe.
         }
     });
     match rx.recv_timeout(Duration::from_secs(30)) {
@@ -211,7 +220,10 @@ pub fn wait_for_listening(child: &mut Child) -> String {
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the server did not start listening within 30s");
+            panic!(
+                "the server did not start listening within 30s:\n{}",
+                seen.lock().unwrap().join("\n")
+            );
         }
     }
 }
