@@ -7,7 +7,10 @@
 //! unit's assignment, written by the new leader; a watch of etcd from
 //! before the kill also notes when the old leader's key went (its lease
 //! ran out) and when the new leader's was created. With three servers this
-//! is done twice (3 -> 2 -> 1 servers).
+//! is done twice (3 -> 2 -> 1 servers). The servers share the first
+//! one's cluster CA (copied into their data directories before they
+//! start, as an operator does), and the new units are submitted over
+//! HTTPS with the cluster's first admin token.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flotilla_api::client::Client;
 use flotilla_proto::wire::UnitPut;
 use flotilla_proto::{DesiredState, UnitName};
 use flotilla_scheduler::keys::{Key, Keys};
@@ -23,6 +25,7 @@ use flotilla_scheduler::reconciler::ReconcilerConfig;
 use flotilla_scheduler::records::{self, LeaderRecord};
 use flotilla_scheduler::store::{EtcdConfig, EtcdStore, Store, WatchEvent};
 
+use crate::access::{Access, share_ca};
 use crate::procs::{EtcdProc, ServerProc};
 use crate::report::{Row, time_ratio};
 use crate::stats::{count, dur};
@@ -127,9 +130,16 @@ async fn measure(
         config.units,
         Duration::from_secs(1200),
     ));
+    // As an operator sets up servers sharing an etcd: the first one makes
+    // the cluster CA (and the first admin token), which is copied into the
+    // others' data directories before they start.
     let t = Instant::now();
+    let mut access = None;
     for i in 0..config.servers {
         let dir = config.work.join(format!("b3-server-{i}"));
+        if let Some(first) = servers.first() {
+            share_ca(&first.data_dir, &dir)?;
+        }
         let args = vec![
             "--etcd".to_owned(),
             etcd.endpoint.clone(),
@@ -141,14 +151,13 @@ async fn measure(
             dir.display().to_string(),
         ];
         let log = config.work.join(format!("b3-server-{i}.log"));
-        servers.push(ServerProc::start(
-            &config.flotilla,
-            &args,
-            "info",
-            &log,
-            None,
-        )?);
+        let server = ServerProc::start(&config.flotilla, &args, "info", &log, None)?;
+        if access.is_none() {
+            access = Some(server.access().await?);
+        }
+        servers.push(server);
     }
+    let access = access.context("no server was started")?;
     let progress = follower.await??;
     if progress.all_decided.is_none() || progress.placed != config.units {
         bail!(
@@ -167,7 +176,7 @@ async fn measure(
     let mut rows = Vec::new();
     let mut outcome = Ok(());
     for round in 0..config.servers.saturating_sub(1) {
-        match failover(config, store, servers, round).await {
+        match failover(config, store, &access, servers, round).await {
             Ok(row) => rows.push(row),
             Err(e) => {
                 outcome = Err(e);
@@ -189,6 +198,7 @@ async fn measure(
 async fn failover(
     config: &Config,
     store: &Arc<dyn Store>,
+    access: &Access,
     servers: &mut [ServerProc],
     round: usize,
 ) -> anyhow::Result<Row> {
@@ -213,7 +223,9 @@ async fn failover(
         .enumerate()
         .filter_map(|(i, s)| (i != at && s.alive()).then(|| s.endpoint.clone()))
         .collect();
-    let client = Client::new(&survivors, None)?.with_timeout(Duration::from_secs(5));
+    let client = access
+        .admin(&survivors)?
+        .with_timeout(Duration::from_secs(5));
     // Two new units: one whose name sorts before every placed unit, and
     // one whose name sorts after them all (see below).
     let first_unit = UnitName::parse(&format!("a-failover-{round}.service"))?;

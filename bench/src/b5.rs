@@ -20,7 +20,8 @@
 //!    removed.
 //! 2. **Cold start, plain units**: a fresh server holds the plain units,
 //!    submitted and launched while no agent runs; the agent is started in
-//!    the host, and the figure is the time from its start until every unit
+//!    the host with a join string in a file (`--join-token-file`), joins
+//!    the cluster, and the figure is the time from its start until every unit
 //!    is active in the host's systemd (polled every 50 ms with
 //!    `ListUnitsByPatterns`), as units/s. When the server's API shows them
 //!    all active is noted too.
@@ -30,8 +31,9 @@
 //! 4. **Cold start, everything together**: the agent is stopped, the host
 //!    emptied as by a reboot (units stopped, their files and the agent's
 //!    record of what it started removed, systemd reloaded), the server
-//!    replaced by a fresh one holding all the units, and the agent started:
-//!    the time until all are active.
+//!    replaced by a fresh one holding all the units (a new cluster, so the
+//!    agent's state directory goes too and it gets a new join string), and
+//!    the agent started: the time until all are active, its join included.
 //! 5. **One change**: with everything running, one unit's file is changed
 //!    (an `Environment=` line) and submitted with `PUT /v1/units/{name}`
 //!    (`replace`). The figure is the time from the API call's return until
@@ -77,6 +79,11 @@ pub struct Config {
 /// Where the binary is in the host.
 const HOST_BIN: &str = "/opt/flotilla/bin/flotilla";
 const AGENT_UNIT: &str = "flotilla-agent";
+/// Where the agent keeps its credential, the CA and the cluster it joined
+/// (its default `--state-dir`).
+const AGENT_STATE_DIR: &str = "/var/lib/flotilla-agent";
+/// Where the host keeps the join string the agent is given.
+const JOIN_TOKEN_FILE: &str = "/etc/flotilla/join.token";
 /// The units the agent runs; the reference's are `b5base-*`.
 const AGENT_PATTERN: &str = "b5-*";
 /// The agent's record, beside its unit files, of the content each unit
@@ -607,6 +614,7 @@ impl AgentRun<'_> {
 
         // Plain units from cold.
         let (server, client) = self.start_server("a").await?;
+        self.join_cluster(&server).await?;
         submit(&client, &self.texts(&units.plain, false)).await?;
         let cold = self.cold(&client, &server.endpoint, &units.plain).await?;
         let rate = Rate {
@@ -684,6 +692,7 @@ impl AgentRun<'_> {
         self.empty_host(&all).await?;
         drop(server);
         let (server, client) = self.start_server("b").await?;
+        self.join_cluster(&server).await?;
         let mut texts = self.texts(&units.plain, false);
         texts.extend(self.texts(&units.containers, true));
         submit(&client, &texts).await?;
@@ -785,8 +794,8 @@ impl AgentRun<'_> {
             &self.work.join(format!("b5-server-{tag}.log")),
             None,
         )?;
-        let client =
-            Client::new([server.endpoint.as_str()], None)?.with_timeout(Duration::from_secs(30));
+        // The operator's client: HTTPS, the first admin token.
+        let client = server.admin().await?.with_timeout(Duration::from_secs(30));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let led = client
@@ -801,6 +810,24 @@ impl AgentRun<'_> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Readies the host to join `server`'s cluster at the agent's next
+    /// start, as an operator readies a machine: a join string in a file
+    /// only root reads, and no state directory left from another cluster
+    /// (the agent refuses orders from a cluster other than the one it
+    /// joined, and a fresh server is a new cluster).
+    async fn join_cluster(&self, server: &ServerProc) -> anyhow::Result<()> {
+        self.host
+            .run(&["rm", "-rf", AGENT_STATE_DIR])
+            .context("cannot remove the agent's state directory in the host")?;
+        let access = server.access().await?;
+        let join = access.join_token(&[&server.endpoint], "b5-host", 1).await?;
+        let root = PathBuf::from(format!("/proc/{}/root", self.host.leader_pid()));
+        write_secret(
+            &root.join(JOIN_TOKEN_FILE.trim_start_matches('/')),
+            &join.join,
+        )
     }
 
     /// Starts the agent and waits until every unit of `names` is active on
@@ -1170,8 +1197,31 @@ async fn submit(client: &Client, units: &[(String, String)]) -> anyhow::Result<(
     crate::workload::launch_all(client, units).await
 }
 
+/// Writes `text` to `path` (mode 0600), making its directory (0700).
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{text}").with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Starts `flotilla agent` as a `Type=notify` unit of the host's systemd:
-/// returns once it said `READY=1` (its machine registered).
+/// returns once it said `READY=1` (its machine registered). The first
+/// time after [`AgentRun::join_cluster`] it joins with the join string
+/// given; after that it uses the credential it keeps.
 fn start_agent(host: &Host, endpoint: &str) -> anyhow::Result<()> {
     host.spawn_unit(
         AGENT_UNIT,
@@ -1184,6 +1234,8 @@ fn start_agent(host: &Host, endpoint: &str) -> anyhow::Result<()> {
             "agent",
             "--server",
             endpoint,
+            "--join-token-file",
+            JOIN_TOKEN_FILE,
         ],
     )
     .with_context(|| format!("the agent did not start:\n{}", journal_tail(host)))

@@ -1,10 +1,19 @@
 //! B6: fan-out to agents. One `flotilla server` process (embedded store)
 //! and, in this process, `agents` simulated agents: each registers its
 //! machine, heartbeats at a third of the machine TTL, and long-polls its
-//! units feed (`GET /v1/agent/machines/{id}/units?index=N`) over real HTTP
-//! on 127.0.0.1, as the real agent does.
+//! units feed (`GET /v1/agent/machines/{id}/units?index=N`) over real
+//! HTTPS on 127.0.0.1, as the real agent does: with a client of its own
+//! (its own connections) and its own machine credential.
 //!
-//! The assignment changes: before the agents join, `parking` machines
+//! First every machine joins (parking machines included), with one join
+//! token for them all, as agents given the same join token do at their
+//! first start; the joins are timed on their own and done before anything
+//! below is measured, so that the figures stay those of running agents.
+//! The server's per-peer connection cap is raised to fit them all: here
+//! every agent connects from 127.0.0.1, in a cluster each from its own
+//! address.
+//!
+//! The assignment changes: before the agents start, `parking` machines
 //! (registered by this process, not polling) hold `per_parking` units each.
 //! Once every agent polls, the parking machines stop heartbeating one
 //! after another, `wave` apart; as each one's lease ends the leader moves
@@ -59,6 +68,9 @@ pub struct Config {
 const MACHINE_TTL: Duration = Duration::from_secs(10);
 /// The server's longest wait (`MAX_WAIT`): fewer polls end empty.
 const LONG_POLL: Duration = Duration::from_secs(60);
+/// Joins in flight at once. Joins with one token contend for it (each
+/// takes one of its uses): more at once only means more "try again".
+const JOINING: usize = 8;
 /// Parking machines are numbered from here, far from the agents' numbers.
 const PARKING_BASE: usize = 10_000_000;
 
@@ -121,11 +133,18 @@ pub async fn run(config: &Config) -> anyhow::Result<Vec<Row>> {
             }
         })
     };
+    // Two connections per agent (its long poll and its heartbeats, as the
+    // agent holds), all from 127.0.0.1, and some to spare.
+    let connections = (2 * (config.agents + config.parking) + 256).to_string();
     let args = vec![
         "--data-dir".to_owned(),
         dir.join("data").display().to_string(),
         "--machine-ttl".to_owned(),
         "10s".to_owned(),
+        "--max-connections".to_owned(),
+        connections.clone(),
+        "--max-connections-per-peer".to_owned(),
+        connections,
     ];
     let result = match ServerProc::start(
         &config.flotilla,
@@ -169,12 +188,8 @@ async fn measure(
     server: &ServerProc,
     decisions: &Decisions,
 ) -> anyhow::Result<Vec<Row>> {
-    let client =
-        Client::new([server.endpoint.as_str()], None)?.with_timeout(Duration::from_secs(30));
-    eventually("the server answers", Duration::from_secs(30), || async {
-        client.health().await.is_ok()
-    })
-    .await?;
+    // The operator's client, with the cluster's first admin token.
+    let client = server.admin().await?.with_timeout(Duration::from_secs(30));
     eventually("a leader", Duration::from_secs(30), || async {
         client
             .list_servers()
@@ -183,19 +198,31 @@ async fn measure(
     })
     .await?;
 
+    // Every machine joins, before anything is measured.
+    let joined = join_all(config, server).await?;
+    let joins = joined.agents.len() + joined.parking.len();
+    let (joined_in, joined_rss) = (joined.took, joined.rss.1.saturating_sub(joined.rss.0));
+    println!(
+        "  {joins} machines joined in {} ({}/s, {JOINING} at a time, {} told to try again); server RSS {} before, {} after",
+        dur(joined_in),
+        count(joins as f64 / joined_in.as_secs_f64().max(1e-9)),
+        joined.retries,
+        bytes(joined.rss.0 as f64),
+        bytes(joined.rss.1 as f64)
+    );
+
     // Parking machines, then the units they hold.
     let park_stops: Vec<Arc<AtomicBool>> = (0..config.parking)
         .map(|_| Arc::new(AtomicBool::new(false)))
         .collect();
     let mut parking_tasks = JoinSet::new();
-    for (k, stop) in park_stops.iter().enumerate() {
+    for ((k, stop), own) in park_stops.iter().enumerate().zip(joined.parking) {
         let mut m = machine(PARKING_BASE + k);
         m.hostname = format!("parking-{k}");
-        let reg = client
+        let reg = own
             .register_machine(&m)
             .await
             .context("registering a parking machine")?;
-        let client = client.clone();
         let stop = stop.clone();
         parking_tasks.spawn(async move {
             for _ in 0..100_000 {
@@ -203,7 +230,7 @@ async fn measure(
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let _ = client.heartbeat(&m.id, reg.lease).await;
+                let _ = own.heartbeat(&m.id, reg.lease).await;
             }
         });
     }
@@ -232,11 +259,11 @@ async fn measure(
     let registering = Arc::new(Semaphore::new(64));
     let mut agents = JoinSet::new();
     let t = Instant::now();
-    for i in 0..config.agents {
+    for (i, own) in joined.agents.into_iter().enumerate() {
         agents.spawn(agent(
             i,
             config.agents,
-            client.clone(),
+            own,
             machine(i),
             stats.clone(),
             stop_rx.clone(),
@@ -416,7 +443,7 @@ async fn measure(
             dur(config.wave)
         ),
         figure: format!(
-            "delivery p50 {}, p99 {}, max {} ({} of {} delivered in {}; {:.2} long polls woken per change; {} server warnings{}; {} agents lost their lease and registered again; CPU: server {}, agents {}); server RSS {} per agent ({} before the agents, {} with them, {} after the changes); {} deliveries of another machine's unit, {} units held by an agent the API does not place them on",
+            "delivery p50 {}, p99 {}, max {} ({} of {} delivered in {}; {:.2} long polls woken per change; {} server warnings{}; {} agents lost their lease and registered again; CPU: server {}, agents {}); server RSS {} per agent ({} before the agents, their credentials included, {} with them, {} after the changes); {} deliveries of another machine's unit, {} units held by an agent the API does not place them on; the agents joined first, outside the figures ({} joins in {}, server RSS +{} for them)",
             dur(p50),
             dur(p99),
             dur(max),
@@ -438,7 +465,10 @@ async fn measure(
             bytes(rss_agents.0 as f64),
             bytes(rss_after.0 as f64),
             wrong,
-            misplaced.map_or_else(|| "(the API did not answer the listing)".to_owned(), |n| n.to_string())
+            misplaced.map_or_else(|| "(the API did not answer the listing)".to_owned(), |n| n.to_string()),
+            count(joins as f64),
+            dur(joined_in),
+            bytes(joined_rss as f64)
         ),
         anchor: "fleet: every change woke every machine; etcd watch memory ~18 KB per stream".to_owned(),
         goal: "p99 delivery < 1 s, server RSS per agent reported, no agent receives another machine's work".to_owned(),
@@ -496,6 +526,65 @@ async fn measure(
         });
     }
     Ok(rows)
+}
+
+/// Every machine's own client, once joined.
+struct Joined {
+    agents: Vec<Client>,
+    parking: Vec<Client>,
+    took: Duration,
+    /// Joins the server asked to try again.
+    retries: u64,
+    /// The server's RSS before the joins and after.
+    rss: (u64, u64),
+}
+
+/// Joins every agent's machine and every parking machine with one join
+/// token for them all, [`JOINING`] at a time, as agents started together
+/// with the same join token do; each gets a client of its own.
+async fn join_all(config: &Config, server: &ServerProc) -> anyhow::Result<Joined> {
+    let machines = config.agents + config.parking;
+    let uses = u32::try_from(machines).context("too many machines for one join token")?;
+    let joiner = Arc::new(server.joiner(uses).await?);
+    let before = server.rss().context("cannot read the server's memory")?;
+    let t = Instant::now();
+    let limit = Arc::new(Semaphore::new(JOINING));
+    let mut joins = JoinSet::new();
+    for n in (0..config.agents).chain((0..config.parking).map(|k| PARKING_BASE + k)) {
+        let joiner = joiner.clone();
+        let limit = limit.clone();
+        joins.spawn(async move {
+            let _permit = limit.acquire().await;
+            let client = joiner.join(&machine(n).id).await?;
+            anyhow::Ok((n, client.with_timeout(Duration::from_secs(30))))
+        });
+    }
+    let mut clients: HashMap<usize, Client> = HashMap::with_capacity(machines);
+    while let Some(r) = joins.join_next().await {
+        let (n, client) = r.context("a join task failed")??;
+        clients.insert(n, client);
+    }
+    let took = t.elapsed();
+    let retries = joiner.retries();
+    let after = server.rss().context("cannot read the server's memory")?;
+    let mut take = |n: usize| {
+        clients
+            .remove(&n)
+            .with_context(|| format!("machine {n} did not join"))
+    };
+    let agents = (0..config.agents)
+        .map(&mut take)
+        .collect::<anyhow::Result<_>>()?;
+    let parking = (0..config.parking)
+        .map(|k| take(PARKING_BASE + k))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Joined {
+        agents,
+        parking,
+        took,
+        retries,
+        rss: (before.0, after.0),
+    })
 }
 
 /// Submits and launches units of the same text.

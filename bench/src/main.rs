@@ -16,6 +16,7 @@
 //!
 //! Benchmarks measure; nothing here asserts a time.
 
+mod access;
 mod b1;
 mod b2;
 mod b3;

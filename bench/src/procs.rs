@@ -2,16 +2,22 @@
 //! killed when its handle is dropped (pass or fail), and its pid is appended
 //! to `$FLOTILLA_BENCH_PIDS` so that `scripts/bench` can stop it even if
 //! this process is killed first (so is the PID 1 of B5's test host).
-//! Everything listens on 127.0.0.1 only.
+//! Everything listens on 127.0.0.1 only. The servers serve HTTPS and ask
+//! for credentials: [`ServerProc::admin`] and [`ServerProc::joiner`] make
+//! clients as an operator and the agents would ([`crate::access`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
+use flotilla_api::client::Client;
+
+use crate::access::{Access, Joiner, START_LIMIT};
 
 /// A free TCP port on 127.0.0.1 (bound and released: another process could
 /// take it in between, which on a benchmark machine does not happen).
@@ -192,18 +198,26 @@ pub struct AssignLine {
 /// A `flotilla server` process.
 pub struct ServerProc {
     child: Option<Child>,
+    /// `https://127.0.0.1:PORT`, as the server names itself (in its leader
+    /// record too).
     pub endpoint: String,
     pub pid: u32,
+    /// Its `--data-dir`, where it keeps its TLS files and, if it made the
+    /// cluster, the first admin token.
+    pub data_dir: PathBuf,
     /// The server's `WARN` and `ERROR` lines so far (the first 20).
     pub warnings: std::sync::Arc<std::sync::Mutex<(usize, Vec<String>)>>,
+    /// Set when its stderr closed: the process ended.
+    ended: Arc<AtomicBool>,
     reader: Option<std::thread::JoinHandle<()>>,
     log_path: PathBuf,
 }
 
 impl ServerProc {
     /// Starts `flotilla server --listen 127.0.0.1:<free port> ARGS` with
-    /// `FLOTILLA_LOG=log_level`. Its log goes to `log_path`; when `assigns`
-    /// is given, every `assign` line is parsed and sent there.
+    /// `FLOTILLA_LOG=log_level`; `args` must hold `--data-dir`. Its log
+    /// goes to `log_path`; when `assigns` is given, every `assign` line is
+    /// parsed and sent there.
     pub fn start(
         binary: &Path,
         args: &[String],
@@ -211,8 +225,10 @@ impl ServerProc {
         log_path: &Path,
         assigns: Option<mpsc::Sender<AssignLine>>,
     ) -> anyhow::Result<ServerProc> {
+        let data_dir = data_dir_of(args)
+            .context("a benchmark's server needs --data-dir (its CA and admin token go there)")?;
         let port = free_port()?;
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let endpoint = format!("https://127.0.0.1:{port}");
         let mut child = Command::new(binary)
             .arg("server")
             .arg("--listen")
@@ -237,6 +253,8 @@ impl ServerProc {
         // log, and picks out the decisions and the warnings.
         let warnings = std::sync::Arc::new(std::sync::Mutex::new((0, Vec::new())));
         let noted = warnings.clone();
+        let ended = Arc::new(AtomicBool::new(false));
+        let ends = ended.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -255,15 +273,88 @@ impl ServerProc {
                     let _ = tx.send(a);
                 }
             }
+            ends.store(true, Ordering::Relaxed);
         });
         Ok(ServerProc {
             child: Some(child),
             endpoint,
             pid,
+            data_dir,
             warnings,
+            ended,
             reader: Some(reader),
             log_path: log_path.to_owned(),
         })
+    }
+
+    /// The cluster CA and the first admin token from this server's data
+    /// directory, once it has written them (within [`START_LIMIT`]). Only
+    /// the server that made the cluster has the admin token: on a server
+    /// started later with a copy of the CA, this times out.
+    pub async fn access(&self) -> anyhow::Result<Access> {
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if let Some(access) = Access::read(&self.data_dir)? {
+                return Ok(access);
+            }
+            self.check_running("writing its CA and admin token")?;
+            if Instant::now() > deadline {
+                bail!(
+                    "the server wrote no CA and admin token in {} within {} s (its log: {})",
+                    self.data_dir.display(),
+                    START_LIMIT.as_secs(),
+                    self.log_path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client of this server with the cluster's first admin token, once
+    /// the server answers it (within [`START_LIMIT`]).
+    pub async fn admin(&self) -> anyhow::Result<Client> {
+        let client = self.access().await?.admin(&[&self.endpoint])?;
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            let answer = client.whoami().await;
+            if answer.is_ok() {
+                return Ok(client);
+            }
+            self.check_running("serving")?;
+            if Instant::now() > deadline {
+                bail!(
+                    "the server at {} did not take its admin token within {} s: {} (its log: {})",
+                    self.endpoint,
+                    START_LIMIT.as_secs(),
+                    answer.err().map_or_else(String::new, |e| e.to_string()),
+                    self.log_path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Joins machines to this server's cluster: a join token for `uses`
+    /// machines, made with the admin token (see [`Joiner::join`]).
+    pub async fn joiner(&self, uses: u32) -> anyhow::Result<Joiner> {
+        self.access().await?.joiner(&[&self.endpoint], uses).await
+    }
+
+    /// An error naming what the server said if it has ended.
+    fn check_running(&self, doing: &str) -> anyhow::Result<()> {
+        if !self.ended.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let (_, said) = self.warnings();
+        bail!(
+            "the server ended before {doing}: {} (its log: {})",
+            if said.is_empty() {
+                "no warning or error logged".to_owned()
+            } else {
+                said.join("; ")
+            },
+            self.log_path.display()
+        )
     }
 
     /// SIGKILL, as a crash.
@@ -331,6 +422,20 @@ impl Drop for ServerProc {
         }
         keep_log(&self.log_path);
     }
+}
+
+/// The value of `--data-dir` in a server's arguments.
+fn data_dir_of(args: &[String]) -> Option<PathBuf> {
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        if a == "--data-dir" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(dir) = a.strip_prefix("--data-dir=") {
+            return Some(PathBuf::from(dir));
+        }
+    }
+    None
 }
 
 /// CPU time (user + system) of a process, from its `/proc/PID/stat`,
@@ -438,6 +543,21 @@ mod tests {
     #[test]
     fn this_process_has_used_some_cpu() {
         assert!(cpu_of("/proc/self/stat").is_some());
+    }
+
+    #[test]
+    fn the_data_dir_is_found_in_either_spelling() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            data_dir_of(&args(&["--etcd", "x", "--data-dir", "/d"])),
+            Some(PathBuf::from("/d"))
+        );
+        assert_eq!(
+            data_dir_of(&args(&["--data-dir=/e"])),
+            Some(PathBuf::from("/e"))
+        );
+        assert_eq!(data_dir_of(&args(&["--machine-ttl", "10s"])), None);
+        assert_eq!(data_dir_of(&args(&["--data-dir"])), None);
     }
 
     #[test]
