@@ -501,3 +501,45 @@ fn the_documented_table_is_the_routes() {
         expected.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_joining_together_share_one_token_and_its_uses() {
+    let server = Server::start().await;
+    // An unlimited token: every machine of a rack booting at once joins.
+    let token = server.token(Role::Join).await;
+    let joins: Vec<_> = (1..=40)
+        .map(|n| {
+            let client = server.client_with(Some(&token));
+            tokio::spawn(async move { client.join(&machine_id(n)).await })
+        })
+        .collect();
+    for join in joins {
+        join.await.unwrap().unwrap();
+    }
+    // A token of five uses: five of ten machines get in, the others are
+    // told it is used up.
+    let five = server
+        .client()
+        .create_token(&TokenCreate {
+            role: Role::Join,
+            name: "five".into(),
+            ttl_ms: None,
+            uses: Some(5),
+        })
+        .await
+        .unwrap();
+    let joins: Vec<_> = (41..=50)
+        .map(|n| {
+            let client = server.client_with(Some(&five.token));
+            tokio::spawn(async move { client.join(&machine_id(n)).await })
+        })
+        .collect();
+    let mut joined = 0;
+    for join in joins {
+        match join.await.unwrap() {
+            Ok(_) => joined += 1,
+            Err(e) => assert!(matches!(e.status(), Some(401 | 403)), "{e}"),
+        }
+    }
+    assert_eq!(joined, 5);
+}

@@ -32,6 +32,10 @@ pub const MAX_NAME_LEN: usize = 128;
 /// Most credentials a cluster keeps (people, tools and machines together).
 pub const MAX_CREDENTIALS: usize = 100_000;
 
+/// How many times joining reads the join token again when other machines
+/// used it at the same time.
+const JOIN_ATTEMPTS: usize = 64;
+
 /// How long a caller waits for the credentials to be loaded, or for its
 /// own write to show in this server's view, before giving up.
 const VIEW_DEADLINE: Duration = Duration::from_secs(5);
@@ -355,7 +359,7 @@ impl Credentials {
         }
         let bound = self.keys.machine_credential(machine);
         let join_key = self.keys.credential(&join.id);
-        for _ in 0..16 {
+        for _ in 0..JOIN_ATTEMPTS {
             let got = self.store.get(&join_key).await?;
             let Some(kv) = got.kv else {
                 return Err(TrustError::Forbidden(
@@ -384,16 +388,20 @@ impl Credentials {
                 },
                 secret_sha256: Some(token.secret_hash()),
             };
-            let mut join_record = held.record.clone();
-            join_record.info.uses_left = join_record.info.uses_left.map(|n| n.saturating_sub(1));
+            // The join token as it was read must still be there (not
+            // revoked meanwhile); a token limited in uses counts this one,
+            // and only such a token is written, so that machines joining
+            // together with an unlimited token do not contend.
             let compares = vec![
                 Compare::absent(&bound),
                 Compare::mod_revision(&join_key, CompareOp::Equal, held.mod_revision),
             ];
-            let ops = vec![
-                TxnOp::put(&bound, record.info.id.as_bytes().to_vec()),
-                TxnOp::put(&join_key, records::encode(&join_record)),
-            ];
+            let mut ops = vec![TxnOp::put(&bound, record.info.id.as_bytes().to_vec())];
+            if let Some(left) = held.record.info.uses_left {
+                let mut join_record = held.record.clone();
+                join_record.info.uses_left = Some(left.saturating_sub(1));
+                ops.push(TxnOp::put(&join_key, records::encode(&join_record)));
+            }
             match self.try_insert(&record, compares, ops).await? {
                 true => return Ok((record.info, token)),
                 false => {
@@ -403,7 +411,11 @@ impl Credentials {
                         )));
                     }
                     // The join token was used by another machine at the
-                    // same time: read it again.
+                    // same time: read it again, after a moment of a
+                    // random length, so that many machines joining at once
+                    // spread out.
+                    let pause = super::token::random_bytes(1).map_or(5, |b| u64::from(b[0] % 20));
+                    tokio::time::sleep(Duration::from_millis(1 + pause)).await;
                 }
             }
         }
