@@ -8,7 +8,6 @@
 //! that server from the moment `revoke` answers, and by the others as soon
 //! as the watch reaches them (milliseconds).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::token::{RandomError, Token, TokenParseError, constant_time_eq, generate, sha256_hex};
+use super::view::{Held, View, follow, lock_read};
 use crate::keys::Keys;
 use crate::records;
-use crate::store::{Compare, CompareOp, RangeOptions, Store, StoreError, Txn, TxnOp, WatchEvent};
+use crate::store::{Compare, CompareOp, Store, StoreError, Txn, TxnOp};
 
 /// How long a join token works when its maker gives no TTL.
 pub const DEFAULT_JOIN_TTL: Duration = Duration::from_secs(3600);
@@ -135,27 +135,13 @@ impl From<RandomError> for TrustError {
     }
 }
 
-/// A credential as this server's view holds it, with the revision it was
-/// last written at (for compare-and-swap).
-#[derive(Debug, Clone)]
-struct Held {
-    record: CredentialRecord,
-    mod_revision: u64,
-}
-
-/// The in-memory view of `auth/creds/`.
-#[derive(Debug, Default)]
-struct View {
-    by_id: HashMap<String, Held>,
-}
-
 /// Every credential of the cluster; see the module documentation.
 pub struct Credentials {
-    store: Arc<dyn Store>,
-    keys: Keys,
-    view: RwLock<View>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) keys: Keys,
+    pub(super) view: RwLock<View>,
     /// The last store revision applied to the view; `None` until loaded.
-    applied: watch::Sender<Option<u64>>,
+    pub(super) applied: watch::Sender<Option<u64>>,
     /// SHA-256 of the token given to the server with `--token`, if any.
     static_admin: Option<String>,
     stop: watch::Sender<bool>,
@@ -631,48 +617,6 @@ impl Credentials {
             tracing::warn!(revision, "the credentials view is behind the store");
         }
     }
-
-    fn apply(&self, events: &[WatchEvent]) {
-        let prefix = self.keys.credentials();
-        let mut view = lock_write(&self.view);
-        for event in events {
-            match event {
-                WatchEvent::Put { kv, .. } => {
-                    let Some(id) = kv.key.strip_prefix(&prefix) else {
-                        continue;
-                    };
-                    match records::decode::<CredentialRecord>(&kv.key, &kv.value) {
-                        Ok(record) => {
-                            let newer = view
-                                .by_id
-                                .get(id)
-                                .is_none_or(|h| h.mod_revision < kv.mod_revision);
-                            if newer {
-                                view.by_id.insert(
-                                    id.to_owned(),
-                                    Held {
-                                        record,
-                                        mod_revision: kv.mod_revision,
-                                    },
-                                );
-                            }
-                        }
-                        Err(e) => tracing::error!("ignoring a credential: {e}"),
-                    }
-                }
-                WatchEvent::Delete { key, revision, .. } => {
-                    if let Some(id) = key.strip_prefix(&prefix)
-                        && view
-                            .by_id
-                            .get(id)
-                            .is_some_and(|h| h.mod_revision < *revision)
-                    {
-                        view.by_id.remove(id);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The file a cluster's first admin token is written to, in the data
@@ -738,124 +682,4 @@ fn publish(from: &Path, to: &Path) -> Result<(), TrustError> {
         let _ = d.sync_all();
     }
     Ok(())
-}
-
-fn lock_read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    // The view stays consistent even if a holder panicked: each write
-    // replaces whole entries.
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn lock_write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Loads the credentials, then follows their changes, until the
-/// [`Credentials`] is dropped. Reloads when the watch falls behind the
-/// store's history or breaks.
-async fn follow(credentials: std::sync::Weak<Credentials>, mut stopped: watch::Receiver<bool>) {
-    let mut backoff =
-        flotilla_proto::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    loop {
-        let Some(c) = credentials.upgrade() else {
-            return;
-        };
-        let store = Arc::clone(&c.store);
-        let prefix = c.keys.credentials();
-        drop(c);
-        let loaded = tokio::select! {
-            r = load(&*store, &prefix) => r,
-            _ = stopped.wait_for(|s| *s) => return,
-        };
-        let (records, revision) = match loaded {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("cannot load the credentials, trying again: {e}");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.next_delay()) => continue,
-                    _ = stopped.wait_for(|s| *s) => return,
-                }
-            }
-        };
-        let Some(c) = credentials.upgrade() else {
-            return;
-        };
-        lock_write(&c.view).by_id = records;
-        c.applied
-            .send_modify(|r| *r = Some(r.unwrap_or(0).max(revision)));
-        drop(c);
-        let mut watcher = match store.watch(&prefix, revision + 1).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("cannot watch the credentials, loading again: {e}");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff.next_delay()) => continue,
-                    _ = stopped.wait_for(|s| *s) => return,
-                }
-            }
-        };
-        backoff.reset();
-        loop {
-            let next = tokio::select! {
-                r = watcher.next() => r,
-                _ = stopped.wait_for(|s| *s) => return,
-            };
-            let events = match next {
-                Ok(events) => events,
-                Err(StoreError::Closed) => return,
-                Err(e) => {
-                    tracing::debug!("the credentials watch ended, loading again: {e}");
-                    break;
-                }
-            };
-            let Some(c) = credentials.upgrade() else {
-                return;
-            };
-            c.apply(&events);
-            if let Some(last) = events.last() {
-                c.applied
-                    .send_modify(|r| *r = Some(r.unwrap_or(0).max(last.revision())));
-            }
-        }
-    }
-}
-
-/// Every credential under `prefix`, and the revision of the first page
-/// (see [`crate::store::RangeResponse::revision`]).
-async fn load(store: &dyn Store, prefix: &str) -> Result<(HashMap<String, Held>, u64), StoreError> {
-    let mut out = HashMap::new();
-    let mut first_revision = None;
-    let mut after: Option<String> = None;
-    loop {
-        let mut options = RangeOptions::default().limit(1000);
-        if let Some(a) = &after {
-            options = options.start_after(a.clone());
-        }
-        let page = store.range(prefix, options).await?;
-        first_revision.get_or_insert(page.revision);
-        for kv in &page.kvs {
-            let Some(id) = kv.key.strip_prefix(prefix) else {
-                continue;
-            };
-            match records::decode::<CredentialRecord>(&kv.key, &kv.value) {
-                Ok(record) => {
-                    out.insert(
-                        id.to_owned(),
-                        Held {
-                            record,
-                            mod_revision: kv.mod_revision,
-                        },
-                    );
-                }
-                Err(e) => tracing::error!("ignoring a credential: {e}"),
-            }
-        }
-        if !page.more {
-            break;
-        }
-        after = page.kvs.last().map(|kv| kv.key.clone());
-    }
-    Ok((out, first_revision.unwrap_or(0)))
 }

@@ -16,6 +16,7 @@
 mod audit;
 mod credentials;
 pub mod token;
+mod view;
 
 pub use audit::{AuditLog, AuditRetention, MAX_AUDIT_PAGE};
 pub use credentials::{
