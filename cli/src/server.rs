@@ -42,7 +42,9 @@ pub struct Args {
     #[arg(long, env = "FLOTILLA_LISTEN", value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
 
-    /// Directory of the embedded store [default: /var/lib/flotilla].
+    /// The server's data: the embedded store, the cluster CA (tls/), the
+    /// first admin token; on etcd, the cluster this server serves
+    /// [default: /var/lib/flotilla].
     #[arg(long, env = "FLOTILLA_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
