@@ -126,6 +126,22 @@ pub struct UnitName {
 
 const RUNTIME_ONLY: [&str; 2] = ["scope", "device"];
 
+/// Longest name an error shows whole.
+const MAX_SHOWN: usize = 512;
+
+/// A name as an error shows it: whole up to [`MAX_SHOWN`] bytes, else its
+/// start and its length, so that a 100 KB name makes a short error.
+fn shown(name: &str) -> String {
+    if name.len() <= MAX_SHOWN {
+        return name.to_owned();
+    }
+    let mut end = 64;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &name[..end], name.len())
+}
+
 impl UnitName {
     /// Validates a name, adding `.service` when it has no unit type suffix.
     pub fn parse(name: &str) -> Result<UnitName, NameError> {
@@ -137,7 +153,7 @@ impl UnitName {
             .find(|c| !(c.is_ascii_alphanumeric() || ":_.@-".contains(*c)))
         {
             return Err(NameError::BadCharacter {
-                name: name.to_owned(),
+                name: shown(name),
                 found,
             });
         }
@@ -145,14 +161,14 @@ impl UnitName {
             Some((_, suffix)) if UnitType::from_suffix(suffix).is_some() => name.to_owned(),
             Some((_, suffix)) if RUNTIME_ONLY.contains(&suffix) => {
                 return Err(NameError::RuntimeOnlyType {
-                    name: name.to_owned(),
-                    suffix: suffix.to_owned(),
+                    name: shown(name),
+                    suffix: shown(suffix),
                 });
             }
             _ => format!("{name}.service"),
         };
         if full.len() > MAX_NAME_LEN {
-            return Err(NameError::TooLong { name: full });
+            return Err(NameError::TooLong { name: shown(&full) });
         }
         if full.starts_with('.') && full.rfind('.') != Some(0) {
             return Err(NameError::Hidden { name: full });
@@ -375,6 +391,15 @@ mod tests {
         ));
         let just = format!("{}.service", "a".repeat(255 - 8));
         assert_eq!(UnitName::parse(&just).unwrap().as_str().len(), 255);
+        // A huge name makes a short error.
+        for huge in ["a".repeat(100_000), format!("{}!", "a".repeat(100_000))] {
+            let e = UnitName::parse(&huge).unwrap_err().to_string();
+            assert!(e.len() < 300, "{} bytes: {}", e.len(), &e[..200]);
+            assert!(
+                e.contains("(100008 bytes)") || e.contains("(100001 bytes)"),
+                "{e}"
+            );
+        }
         // Hidden files: skipped by systemd's listings and by the agent.
         for hidden in [".hidden.service", "...service", ".x@1.service", ".a"] {
             assert!(
