@@ -26,7 +26,7 @@ use flotilla_api::server::{self, ApiConfig, HttpLimits, Transport, Trust};
 use flotilla_api::tls::{ClusterCa, server_config};
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::ErrorBody;
-use flotilla_proto::{Health, UnitName, UnitState};
+use flotilla_proto::{UnitName, UnitState};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::store::MemoryStore;
 use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials};
@@ -243,20 +243,7 @@ pub fn name(s: &str) -> UnitName {
 }
 
 pub fn state(unit: &str, machine: u8) -> UnitState {
-    UnitState {
-        unit: name(unit),
-        machine: machine_id(machine),
-        load_state: "loaded".into(),
-        active_state: "active".into(),
-        sub_state: "running".into(),
-        hash: None,
-        main_pid: Some(42),
-        n_restarts: 0,
-        container_id: None,
-        health: Health::None,
-        since_ms: 1_700_000_000_000,
-        last_error: None,
-    }
+    support::unit_state(unit, &machine_id(machine))
 }
 
 pub const SERVICE: &str = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep infinity\n";

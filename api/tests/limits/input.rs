@@ -3,26 +3,13 @@
 //! 400 or 413 naming what is wrong, never a 500, never stored.
 
 use flotilla_proto::wire::{MachinePatch, StateReport};
-use flotilla_proto::{Health, Machine, UnitState};
+use flotilla_proto::{Machine, UnitState};
 use flotilla_scheduler::quota::Quotas;
 
 use crate::{RealServer, SERVICE, api_error, machine, machine_id, name, submit};
 
 fn state(unit: &str, m: &Machine) -> UnitState {
-    UnitState {
-        unit: name(unit),
-        machine: m.id.clone(),
-        load_state: "loaded".into(),
-        active_state: "active".into(),
-        sub_state: "running".into(),
-        hash: None,
-        main_pid: Some(42),
-        n_restarts: 0,
-        container_id: None,
-        health: Health::None,
-        since_ms: 0,
-        last_error: None,
-    }
+    crate::support::unit_state(unit, &m.id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

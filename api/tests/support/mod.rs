@@ -6,7 +6,7 @@
 use flotilla_api::client::ClientOptions;
 use flotilla_api::tls::ServerTrust;
 use flotilla_proto::trust::{Role, TokenCreate};
-use flotilla_proto::{Capacity, Machine, MachineId};
+use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
 use flotilla_scheduler::trust::Identity;
 
 /// Machine number `n`: its id is the byte `n` sixteen times.
@@ -26,6 +26,24 @@ pub fn machine(n: u8) -> Machine {
             memory_bytes: 8 << 30,
         },
         agent_version: "0.1.0".into(),
+    }
+}
+
+/// Unit `unit` as an agent reports it active on `machine`.
+pub fn unit_state(unit: &str, machine: &MachineId) -> UnitState {
+    UnitState {
+        unit: UnitName::parse(unit).unwrap(),
+        machine: machine.clone(),
+        load_state: "loaded".into(),
+        active_state: "active".into(),
+        sub_state: "running".into(),
+        hash: None,
+        main_pid: Some(42),
+        n_restarts: 0,
+        container_id: None,
+        health: Health::None,
+        since_ms: 1_700_000_000_000,
+        last_error: None,
     }
 }
 
