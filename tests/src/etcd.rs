@@ -1,6 +1,6 @@
 //! A real etcd process on loopback, for tests that need one: Debian's
-//! `etcd-server` (or `$FLOTILLA_ETCD`). Dropping it kills etcd and removes
-//! its data.
+//! `etcd-server` (or `$FLOTILLA_ETCD`), with its v2 API enabled beside v3.
+//! Dropping it kills etcd and removes its data.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -92,6 +92,9 @@ impl Etcd {
             .arg(format!("--initial-advertise-peer-urls={peer}"))
             .arg(format!("--initial-cluster=flotilla-test={peer}"))
             .args(["--log-level=warn"])
+            // fleet's registry speaks etcd's v2 API: the fleet tests write
+            // a fleet cluster's units into it with fleetctl.
+            .arg("--enable-v2")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

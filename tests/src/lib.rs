@@ -19,6 +19,7 @@
 //! limits apply on a real machine.
 
 mod etcd;
+pub mod fleet;
 
 pub use etcd::Etcd;
 
