@@ -30,6 +30,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod field;
 pub mod fleet;
+pub mod fleet_v1;
 pub mod machine;
 pub mod name;
 pub mod resources;

@@ -26,6 +26,10 @@ pub enum ApiError {
     /// A body that is not declared as JSON.
     #[error("request body must be application/json, not {}", found.as_deref().unwrap_or("untyped"))]
     UnsupportedMediaType { found: Option<String> },
+    /// A `Content-Type` fleet's API refuses (`/fleet/v1/`: exactly one,
+    /// `application/json`), with fleet's message.
+    #[error("{0}")]
+    ContentType(String),
     /// A body that is not the JSON this route takes.
     #[error("request body is not valid for this route: {0}")]
     InvalidJson(String),
@@ -91,6 +95,9 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
             ApiError::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::ContentType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),

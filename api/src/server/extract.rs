@@ -30,35 +30,43 @@ impl<C: ControlPlane, T: DeserializeOwned> FromRequest<AppState<C>> for JsonBody
 
     async fn from_request(req: Request, state: &AppState<C>) -> Result<Self, ApiError> {
         check_json_content_type(req.headers())?;
-        // A body announced over the limit is refused before a byte of it
-        // is read (or waited for).
-        let announced = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > state.config.body_limit as u64) {
-            return Err(ApiError::PayloadTooLarge {
-                limit: state.config.body_limit,
-            });
-        }
-        let timeout = state.config.http.body_read_timeout;
-        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
-            .await
-            .map_err(|_| ApiError::BodyTimeout {
-                seconds: timeout.as_secs(),
-            })?;
-        let bytes = read.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: state.config.body_limit,
-                }
-            } else {
-                ApiError::BodyUnreadable(lower_first(&e.body_text()))
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         decode_body(&bytes).map(JsonBody)
     }
+}
+
+/// The whole request body: 413 over the body limit (refused before a
+/// byte is read when the request announces it), 408 when it does not
+/// arrive within the body timeout.
+pub(crate) async fn read_body<C: ControlPlane>(
+    req: Request,
+    state: &AppState<C>,
+) -> Result<Bytes, ApiError> {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > state.config.body_limit as u64) {
+        return Err(ApiError::PayloadTooLarge {
+            limit: state.config.body_limit,
+        });
+    }
+    let timeout = state.config.http.body_read_timeout;
+    let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            seconds: timeout.as_secs(),
+        })?;
+    read.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: state.config.body_limit,
+            }
+        } else {
+            ApiError::BodyUnreadable(lower_first(&e.body_text()))
+        }
+    })
 }
 
 /// A request body as `T`: a JSON object that decodes as `T`, or 400.

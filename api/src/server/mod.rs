@@ -1,5 +1,6 @@
 //! The HTTP server: the public REST API (`/v1/units`, `/v1/state`,
-//! `/v1/machines`, `/v1/watch`), the agent endpoints (`/v1/agent/...`), the
+//! `/v1/machines`, `/v1/watch`), the agent endpoints (`/v1/agent/...`),
+//! fleet's v1 API for fleet's clients (`/fleet/v1/...`, in `fleet/`), the
 //! OpenAPI document and `/healthz`.
 //!
 //! One file per resource, as in firecracker's `api_server/request/`: each
@@ -14,6 +15,7 @@ mod auth;
 mod bodies_fuzz;
 mod error;
 mod extract;
+mod fleet;
 mod listen;
 mod machines;
 mod meta;

@@ -7,7 +7,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use flotilla_proto::trust::Role;
 use flotilla_scheduler::control::ControlPlane;
 
-use super::{AppState, agent, machines, meta, servers, state, trust, units, watch};
+use super::{AppState, agent, fleet, machines, meta, servers, state, trust, units, watch};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,6 +78,15 @@ pub enum Endpoint {
     Ca,
     OpenApi,
     Health,
+    FleetDiscovery,
+    FleetListUnits,
+    FleetGetUnit,
+    FleetPutUnit,
+    FleetDeleteUnit,
+    FleetListStates,
+    FleetGetState,
+    FleetListMachines,
+    FleetPatchMachines,
 }
 
 /// Who may call a route.
@@ -273,6 +282,61 @@ pub const ROUTES: &[Route] = &[
         Endpoint::Health,
         Access::Public,
     ),
+    // fleet's v1 API, for fleet's clients (see `super::fleet`).
+    route(
+        HttpMethod::Get,
+        "/fleet/v1/discovery",
+        Endpoint::FleetDiscovery,
+        Access::Public,
+    ),
+    route(
+        HttpMethod::Get,
+        "/fleet/v1/units",
+        Endpoint::FleetListUnits,
+        VIEWER,
+    ),
+    route(
+        HttpMethod::Get,
+        "/fleet/v1/units/{name}",
+        Endpoint::FleetGetUnit,
+        VIEWER,
+    ),
+    audited(
+        HttpMethod::Put,
+        "/fleet/v1/units/{name}",
+        Endpoint::FleetPutUnit,
+        OPERATOR,
+    ),
+    audited(
+        HttpMethod::Delete,
+        "/fleet/v1/units/{name}",
+        Endpoint::FleetDeleteUnit,
+        OPERATOR,
+    ),
+    route(
+        HttpMethod::Get,
+        "/fleet/v1/state",
+        Endpoint::FleetListStates,
+        VIEWER,
+    ),
+    route(
+        HttpMethod::Get,
+        "/fleet/v1/state/{name}",
+        Endpoint::FleetGetState,
+        VIEWER,
+    ),
+    route(
+        HttpMethod::Get,
+        "/fleet/v1/machines",
+        Endpoint::FleetListMachines,
+        VIEWER,
+    ),
+    audited(
+        HttpMethod::Patch,
+        "/fleet/v1/machines",
+        Endpoint::FleetPatchMachines,
+        ADMIN,
+    ),
 ];
 
 /// The handler of `route`, on its method only.
@@ -303,6 +367,15 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::Ca => on(method, trust::ca::<C>),
         Endpoint::OpenApi => on(method, meta::openapi),
         Endpoint::Health => on(method, meta::health),
+        Endpoint::FleetDiscovery => on(method, fleet::discovery),
+        Endpoint::FleetListUnits => on(method, fleet::list_units::<C>),
+        Endpoint::FleetGetUnit => on(method, fleet::get_unit::<C>),
+        Endpoint::FleetPutUnit => on(method, fleet::put_unit::<C>),
+        Endpoint::FleetDeleteUnit => on(method, fleet::delete_unit::<C>),
+        Endpoint::FleetListStates => on(method, fleet::list_states::<C>),
+        Endpoint::FleetGetState => on(method, fleet::get_state::<C>),
+        Endpoint::FleetListMachines => on(method, fleet::list_machines::<C>),
+        Endpoint::FleetPatchMachines => on(method, fleet::patch_machines::<C>),
     }
 }
 
