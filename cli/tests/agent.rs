@@ -6,124 +6,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::hosts::{
+    HOST_BIN, boot, journal, main_pid, show, start_agent, stop_agent, wait_active, wait_for,
+};
 use common::{BIN, ServerProcess, TempDir, ok};
 use flotilla_api::client::StateQuery;
 use flotilla_proto::{UnitName, UnitState};
-use flotilla_testbed::{Host, HostOptions};
-
-/// Where the binary is in a host.
-const HOST_BIN: &str = "/opt/flotilla/bin/flotilla";
-/// How long anything may take to show.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn boot(name: &str) -> Host {
-    Host::boot(
-        name,
-        &HostOptions {
-            binds_ro: vec![(PathBuf::from(BIN), PathBuf::from(HOST_BIN))],
-            ..HostOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-/// Starts `flotilla agent` as the unit `flotilla-agent` of the host's
-/// systemd, as a `Type=notify` unit: this returns once the agent said
-/// `READY=1`, which it does once its machine is registered. It joins with
-/// a join string the first time, and keeps its credential after that.
-fn start_agent(host: &Host, server: &ServerProcess, metadata: &str) {
-    let join = server.join_string();
-    host.spawn_unit(
-        "flotilla-agent",
-        &[
-            "--property=Type=notify",
-            "--setenv=FLOTILLA_LOG=info",
-            &format!("--setenv=FLOTILLA_JOIN_TOKEN={join}"),
-            HOST_BIN,
-            "agent",
-            "--server",
-            &server.endpoint,
-            "--metadata",
-            metadata,
-        ],
-    )
-    .unwrap_or_else(|e| panic!("the agent did not start: {e}\n{}", journal(host)));
-}
-
-/// Stops the agent with SIGTERM (systemctl stop) and waits until it is gone.
-fn stop_agent(host: &Host) {
-    host.run(&["systemctl", "stop", "flotilla-agent"]).unwrap();
-}
-
-fn journal(host: &Host) -> String {
-    host.output(&[
-        "journalctl",
-        "--no-pager",
-        "-o",
-        "cat",
-        "-u",
-        "flotilla-agent",
-        "-u",
-        "flotilla-dev",
-        "-n",
-        "200",
-    ])
-    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    .unwrap_or_default()
-}
-
-/// `systemctl show` of a unit in the host.
-fn show(host: &Host, unit: &str) -> BTreeMap<String, String> {
-    let out = host
-        .run(&[
-            "systemctl",
-            "show",
-            "-p",
-            "LoadState,ActiveState,SubState,MainPID,FragmentPath",
-            unit,
-        ])
-        .unwrap();
-    out.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-fn main_pid(host: &Host, unit: &str) -> u32 {
-    show(host, unit)["MainPID"].parse().unwrap()
-}
-
-/// Polls `check` until it returns something, up to the deadline; on
-/// timeout, fails showing the agent's log.
-fn wait_for<T>(host: &Host, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > until {
-            panic!(
-                "on host {}: {what} did not happen within {}s\nagent log:\n{}",
-                host.name(),
-                DEADLINE.as_secs(),
-                journal(host)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_active(host: &Host, unit: &str) -> u32 {
-    wait_for(host, &format!("{unit} active"), || {
-        let s = show(host, unit);
-        let pid: u32 = s["MainPID"].parse().unwrap_or(0);
-        (s["ActiveState"] == "active" && pid != 0).then_some(pid)
-    })
-}
 
 /// Observed states as the servers have them (`GET /v1/state`).
 fn states(server: &ServerProcess, unit: &str) -> Vec<UnitState> {

@@ -14,6 +14,8 @@ use flotilla_proto::trust::{Role, TokenCreate};
 use flotilla_proto::wire::StateReport;
 use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
 
+pub mod hosts;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
 
 /// A temporary directory removed when the test ends, pass or fail.
