@@ -10,6 +10,7 @@ mod apply;
 mod client;
 mod config;
 mod dev;
+mod import_fleet;
 mod logging;
 mod server;
 mod shim;
@@ -145,6 +146,18 @@ enum Command {
     /// Show what `apply` would change.
     Diff(apply::DiffArgs),
 
+    /// Copy the units of a running CoreOS fleet cluster into flotilla.
+    ///
+    /// Reads fleet's registry from its etcd (v2 API) and gives flotilla
+    /// each unit with fleet's text and desired state: a unit flotilla lacks
+    /// is created, one with the same contents gets fleet's desired state,
+    /// one with other contents is reported and left alone (--replace
+    /// replaces it), one flotilla refuses is reported with the error.
+    /// Prints a line per unit and a summary; running it again finds nothing
+    /// to do. Exits 1 when any unit failed or differs.
+    /// See docs/migrating-from-fleet.md.
+    ImportFleet(import_fleet::Args),
+
     /// Make, list and revoke tokens (admin).
     #[command(subcommand)]
     Token(trust::TokenCommand),
@@ -203,6 +216,7 @@ fn main() -> ExitCode {
         Command::ListServers => client::run(&global, table::list_servers),
         Command::Apply(args) => client::run(&global, |c| apply::apply(c, args)),
         Command::Diff(args) => client::run(&global, |c| apply::diff(c, args)),
+        Command::ImportFleet(args) => client::run(&global, |c| import_fleet::run(c, args)),
         Command::Token(cmd) => client::run(&global, |c| trust::token(c, cmd)),
         Command::Cert(cmd) => client::run(&global, |c| trust::cert(c, cmd)),
         Command::Machine(cmd) => client::run(&global, |c| trust::machine(c, cmd)),
