@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{BIN, ServerProcess, TempDir, ok, stderr, stdout};
+use common::hosts::{DEADLINE, boot, journal, show, start_agent};
+use common::{ServerProcess, TempDir, ok, stderr, stdout};
 use flotilla_api::client::{Client, StateQuery};
 use flotilla_proto::wire::{Unit, UnitPut};
 use flotilla_proto::{DesiredState, UnitFile, UnitName};
-use flotilla_testbed::{Etcd, Host, HostOptions};
+use flotilla_testbed::{Etcd, Host};
 
 /// A fleet cluster's registry: an etcd, and fleetctl writing into it.
 struct Fleet {
@@ -579,31 +580,11 @@ fn an_https_etcd_is_read_with_its_ca() {
 
 // ---- real agents on a test host ----
 
-/// Where the binary is in a host.
-const HOST_BIN: &str = "/opt/flotilla/bin/flotilla";
-/// How long anything may take to show.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn journal(host: &Host) -> String {
-    host.output(&[
-        "journalctl",
-        "--no-pager",
-        "-o",
-        "cat",
-        "-u",
-        "flotilla-agent",
-        "-n",
-        "100",
-    ])
-    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    .unwrap_or_default()
-}
-
 fn active_state(host: &Host, unit: &str) -> String {
-    host.run(&["systemctl", "show", "-p", "ActiveState", "--value", unit])
+    show(host, unit)
+        .get("ActiveState")
+        .cloned()
         .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 #[test]
@@ -631,29 +612,9 @@ fn imported_launched_units_run_under_flotilla_s_agent() {
             dir.path().join("data").to_str().unwrap(),
         ],
     );
-    let host = Host::boot(
-        "flt-import",
-        &HostOptions {
-            binds_ro: vec![(PathBuf::from(BIN), PathBuf::from(HOST_BIN))],
-            ..HostOptions::default()
-        },
-    )
-    .unwrap();
+    let host = boot("flt-import");
     // The machine metadata fleet's units ask for comes from the agent.
-    host.spawn_unit(
-        "flotilla-agent",
-        &[
-            "--property=Type=notify",
-            &format!("--setenv=FLOTILLA_JOIN_TOKEN={}", server.join_string()),
-            HOST_BIN,
-            "agent",
-            "--server",
-            &server.endpoint,
-            "--metadata",
-            "role=web",
-        ],
-    )
-    .unwrap_or_else(|e| panic!("the agent did not start: {e}\n{}", journal(&host)));
+    start_agent(&host, &server, "role=web");
 
     let text = ok(&import(&server, dir.path(), &fleet, &[]));
     assert!(

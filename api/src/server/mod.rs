@@ -79,6 +79,8 @@ pub(crate) struct AppState<C> {
     pub(crate) control: Arc<C>,
     pub(crate) trust: Arc<Trust>,
     pub(crate) config: Arc<ApiConfig>,
+    /// Units fleet's clients just asked to stop (see `fleet::Stopping`).
+    pub(crate) stopping: Arc<fleet::Stopping>,
 }
 
 // Not derived: a derive would require `C: Clone`, and only the `Arc`s are
@@ -89,6 +91,7 @@ impl<C> Clone for AppState<C> {
             control: Arc::clone(&self.control),
             trust: Arc::clone(&self.trust),
             config: Arc::clone(&self.config),
+            stopping: Arc::clone(&self.stopping),
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn router<C: ControlPlane>(control: Arc<C>, trust: Arc<Trust>, config: ApiCo
         control,
         trust: Arc::clone(&trust),
         config: Arc::new(config),
+        stopping: Arc::default(),
     };
     let mut router = Router::new();
     for route in ROUTES {

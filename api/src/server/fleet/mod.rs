@@ -17,7 +17,10 @@
 
 mod machines;
 mod state;
+mod stopping;
 mod units;
+
+pub(crate) use stopping::Stopping;
 
 pub(super) use machines::{list as list_machines, patch as patch_machines};
 pub(super) use state::{get as get_state, list as list_states};
@@ -124,8 +127,10 @@ fn is_global(options: &[UnitOption]) -> bool {
 }
 
 /// A unit as fleet shows it. A Global unit has neither a current state nor
-/// a machine (it has many); a template is `inactive`.
-fn fleet_unit(unit: Unit) -> FleetUnit {
+/// a machine (it has many); a template is `inactive`; a unit just set to
+/// stop through this API shows `launched` a moment longer (see
+/// [`stopping`]).
+fn fleet_unit(unit: Unit, stopping: &Stopping) -> FleetUnit {
     let options = options_of(&unit);
     let global = is_global(&unit.options);
     let template = UnitName::parse(&unit.name).is_ok_and(|n| n.is_template());
@@ -133,6 +138,8 @@ fn fleet_unit(unit: Unit) -> FleetUnit {
         String::new()
     } else if template {
         DesiredState::Inactive.to_string()
+    } else if unit.desired_state == DesiredState::Loaded && stopping.shows_launched(&unit.name) {
+        DesiredState::Launched.to_string()
     } else {
         unit.current_state
             .map(|s| s.to_string())

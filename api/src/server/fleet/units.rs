@@ -12,7 +12,9 @@ use flotilla_scheduler::control::{ControlError, ControlPlane};
 
 use super::super::extract::{decode_body, read_body};
 use super::super::{ApiError, AppState};
-use super::{ItemPath, fleet_error, fleet_unit, no_such_unit, options_of, page, unit_name};
+use super::{
+    ItemPath, fleet_error, fleet_unit, no_such_unit, options_of, page, stopping, unit_name,
+};
 
 /// `GET /fleet/v1/units?nextPageToken=`: units in name order.
 pub(in super::super) async fn list<C: ControlPlane>(
@@ -21,7 +23,11 @@ pub(in super::super) async fn list<C: ControlPlane>(
 ) -> Result<Json<FleetUnitPage>, ApiError> {
     let page = s.control.list_units(page(&uri)?).await?;
     Ok(Json(FleetUnitPage {
-        units: page.units.into_iter().map(fleet_unit).collect(),
+        units: page
+            .units
+            .into_iter()
+            .map(|u| fleet_unit(u, &s.stopping))
+            .collect(),
         next_page_token: page.next_page_token.unwrap_or_default(),
     }))
 }
@@ -33,7 +39,7 @@ pub(in super::super) async fn get<C: ControlPlane>(
 ) -> Result<Json<FleetUnit>, ApiError> {
     let name = unit_name(&item).ok_or_else(no_such_unit)?;
     let unit = s.control.get_unit(&name).await.map_err(fleet_error)?;
-    Ok(Json(fleet_unit(unit)))
+    Ok(Json(fleet_unit(unit, &s.stopping)))
 }
 
 /// `DELETE /fleet/v1/units/{name}`: 204, or 404.
@@ -121,11 +127,24 @@ pub(in super::super) async fn put<C: ControlPlane>(
             unit.name
         )));
     }
+    if desired == DesiredState::Launched {
+        // A start right after a stop (fleetctl's restart) starts the unit
+        // once it has stopped.
+        stopping::wait_for_stop(&*s.control, &name)
+            .await
+            .map_err(fleet_error)?;
+    }
+    let was_running = existing
+        .as_ref()
+        .is_some_and(|u| u.current_state == Some(DesiredState::Launched));
     let put = UnitPut {
         desired_state: Some(desired),
         ..UnitPut::default()
     };
     s.control.put_unit(&name, put).await.map_err(fleet_error)?;
+    if desired == DesiredState::Loaded && was_running {
+        s.stopping.record(&name);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
