@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::hosts::{boot, journal, main_pid, show, start_agent, wait_active, wait_for};
+use common::hosts::{boot, show, start_agent, wait_active, wait_for};
 use common::{ServerProcess, TempDir, ok, stderr, stdout};
 use flotilla_testbed::Host;
 
@@ -394,9 +394,52 @@ fn fleetctl_drives_units_on_real_hosts() {
     }
     let files = f.table(&["list-unit-files", "--fields=unit,global,target"]);
     assert_eq!(files["everywhere.service"], ["true", "global"], "{files:?}");
+}
 
-    // fleetctl's SSH verbs are not served: flotilla has no SSH to hosts.
-    let _ = journal;
-    let _ = main_pid;
-    let _ = Path::new("");
+#[test]
+fn fleets_python_client_lists_creates_and_destroys() {
+    let python = flotilla_testbed::fleet::python_client().unwrap();
+    let c = Cluster::start("fpy", 1, PathBuf::new());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fleet_py/client.py");
+    let certs = &c.fleetctl.certs;
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&c.fleetctl.endpoint)
+        .arg(certs.join("ca.crt"))
+        .arg(certs.join("client.crt"))
+        .arg(certs.join("client.key"))
+        .arg("py.service")
+        .arg(BLOCK_DEADLINE.as_secs().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let machine = c.machines.keys().next().unwrap();
+    assert_eq!(seen["machines"], serde_json::json!([machine]));
+    assert_eq!(
+        seen["created"],
+        serde_json::json!({"name": "py.service", "desiredState": "launched"})
+    );
+    assert_eq!(seen["listed"], serde_json::json!(["py.service"]));
+    let states = seen["states"].as_array().unwrap();
+    assert_eq!(states.len(), 1, "{seen}");
+    assert_eq!(states[0]["machineID"], serde_json::json!(machine));
+    assert_eq!(states[0]["active"], "active");
+    assert_eq!(
+        states[0]["hash"].as_str().unwrap().len(),
+        40,
+        "fleet's SHA-1"
+    );
+    assert_eq!(seen["stopped"], "loaded");
+    assert_eq!(
+        seen["missing"],
+        serde_json::json!({"code": 404, "message": "unit does not exist"})
+    );
+    assert_eq!(seen["destroyed"], true);
+    assert_eq!(seen["after"], serde_json::json!([]));
+    // The unit really ran on the host, and is gone from it.
+    wait_for(&c.hosts[0], "py.service gone", || {
+        (show(&c.hosts[0], "py.service")["LoadState"] == "not-found").then_some(())
+    });
 }

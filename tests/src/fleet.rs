@@ -4,7 +4,8 @@
 //!
 //! Nothing is downloaded: fleet's tarball vendors its dependencies. The
 //! binaries land in `target/fleet-peers/` (or `$FLOTILLA_FLEET_BIN`); a
-//! lock file keeps concurrent tests from building twice.
+//! lock file keeps concurrent tests from building twice. fleet's Python
+//! client comes from PyPI into a virtual environment beside them.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -78,4 +79,57 @@ pub fn binaries() -> Result<Option<FleetBinaries>, HostError> {
 
 fn setup(path: &Path, e: std::io::Error) -> HostError {
     HostError::Setup(format!("{}: {e}", path.display()))
+}
+
+/// The version of fleet's Python client the tests run.
+pub const PYTHON_CLIENT: &str = "fleet==0.1.3";
+
+/// A Python interpreter with fleet's Python client installed (from PyPI,
+/// into a virtual environment in `target/fleet-python/`, once per build
+/// tree): needs `python3` with its `venv` module and PyPI.
+pub fn python_client() -> Result<PathBuf, HostError> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let venv = workspace.join("target/fleet-python");
+    std::fs::create_dir_all(&venv).map_err(|e| setup(&venv, e))?;
+    let lock_path = workspace.join("target/fleet-python.lock");
+    let lock = File::create(&lock_path).map_err(|e| setup(&lock_path, e))?;
+    lock.lock().map_err(|e| setup(&lock_path, e))?;
+    let python = venv.join("bin/python");
+    let done = venv.join(".installed");
+    if python.is_file() && std::fs::read_to_string(&done).is_ok_and(|v| v == PYTHON_CLIENT) {
+        return Ok(python);
+    }
+    run(Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        PYTHON_CLIENT,
+    ]))?;
+    std::fs::write(&done, PYTHON_CLIENT).map_err(|e| setup(&done, e))?;
+    Ok(python)
+}
+
+fn run(command: &mut Command) -> Result<(), HostError> {
+    let what = format!("{command:?}");
+    let output = command.output().map_err(|source| HostError::Spawn {
+        program: what.clone(),
+        source,
+    })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(HostError::Setup(format!(
+            "{what} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )))
+    }
 }
