@@ -443,3 +443,93 @@ fn fleets_python_client_lists_creates_and_destroys() {
         (show(&c.hosts[0], "py.service")["LoadState"] == "not-found").then_some(())
     });
 }
+
+/// Unit files as people write them: comments, blank lines, a continued
+/// line, repeated keys, several `[X-Fleet]` values, a template, an
+/// instance and a Global unit.
+const FILES: [(&str, &str); 5] = [
+    (
+        "a.service",
+        "# the web front\n[Unit]\nDescription=front end\nAfter=network.target\n\n[Service]\n; two lines\nExecStart=/bin/sh -c \\\n   \"exec sleep infinity\"\nEnvironment=A=1\nEnvironment=B=2\n",
+    ),
+    (
+        "b.service",
+        "[Unit]\nDescription=back end\n[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nMachineMetadata=\"region=eu\" disk=ssd\nConflicts=a.service b*.service\n",
+    ),
+    (
+        "w@.service",
+        "[Unit]\nDescription=worker %i\n\n[Service]\nExecStart=/bin/sleep infinity\n",
+    ),
+    (
+        "g.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nGlobal=true\n",
+    ),
+    ("empty-desc.service", "[Service]\nExecStart=/bin/true\n"),
+];
+
+#[test]
+fn fleetctl_prints_for_flotilla_what_it_prints_for_fleet() {
+    let Some(fleet) = fleet_binaries() else {
+        return;
+    };
+    let dir = TempDir::new("fctl-same");
+    for (name, text) in FILES {
+        dir.write(name, text);
+    }
+    let units: Vec<&str> = FILES
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(["w@1.service"])
+        .collect();
+
+    // fleet: fleetctl writing fleet's registry in a real etcd.
+    let etcd = flotilla_testbed::Etcd::start().unwrap();
+    let on_fleet = |args: &[&str]| -> String {
+        let out = Command::new(&fleet.fleetctl)
+            .arg("--driver=etcd")
+            .arg(format!("--endpoint={}", etcd.endpoint()))
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "fleet: {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    // flotilla: the same fleetctl, through /fleet/v1/.
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    ok(&server.run(
+        dir.path(),
+        &[
+            "cert", "create", "--role", "operator", "--name", "same", "--out", "certs",
+        ],
+    ));
+    let flotilla = Fleetctl {
+        bin: fleet.fleetctl.clone(),
+        endpoint: server.endpoint.clone(),
+        certs: dir.path().join("certs"),
+        cwd: dir.path().to_owned(),
+    };
+
+    let mut submit = vec!["submit"];
+    submit.extend(&units);
+    assert_eq!(flotilla.ok(&submit), on_fleet(&submit));
+    let list = [
+        "list-unit-files",
+        "--full",
+        "--fields=unit,hash,desc,dstate,state,target,global",
+    ];
+    let listed = flotilla.ok(&list);
+    assert_eq!(listed, on_fleet(&list));
+    assert_eq!(listed.lines().count(), units.len() + 1, "{listed}");
+    for unit in &units {
+        assert_eq!(
+            flotilla.ok(&["cat", unit]),
+            on_fleet(&["cat", unit]),
+            "cat {unit}"
+        );
+    }
+    // Submitting the same files again: no change, no warning, on both.
+    let again = flotilla.ok_output(&submit);
+    assert_eq!(again, (String::new(), String::new()));
+}
