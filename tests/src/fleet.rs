@@ -49,9 +49,7 @@ pub fn binaries() -> Result<Option<FleetBinaries>, HostError> {
     if bins.fleetctl.is_file() && bins.fleetd.is_file() {
         return Ok(Some(bins));
     }
-    let peers = std::env::var_os("FLOTILLA_FLEET_PEERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("../shared/peers"));
+    let peers = peers_dir();
     let script = peers.join("build-fleet");
     if !script.is_file() {
         return Err(HostError::Setup(format!(
@@ -75,6 +73,14 @@ pub fn binaries() -> Result<Option<FleetBinaries>, HostError> {
         )));
     }
     Ok(Some(bins))
+}
+
+/// Where fleet's source is: `$FLOTILLA_FLEET_PEERS`, or `../shared/peers`
+/// beside the workspace.
+fn peers_dir() -> PathBuf {
+    std::env::var_os("FLOTILLA_FLEET_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers"))
 }
 
 fn setup(path: &Path, e: std::io::Error) -> HostError {
@@ -132,4 +138,113 @@ fn run(command: &mut Command) -> Result<(), HostError> {
             String::from_utf8_lossy(&output.stderr)
         )))
     }
+}
+
+/// A Go program that reads unit files with fleet's own reader (the
+/// go-systemd `unit` package fleet 1.0 vendors): given a JSON array of
+/// texts on stdin, it prints a JSON array with, for each, `{"options":
+/// [{"section", "name", "value"}], "serialized", "hash"}` or `{"error"}`.
+const READER_SOURCE: &str = r#"package main
+
+import (
+	"crypto/sha1"
+	"encoding/json"
+	"fmt"
+	"io/ioutil"
+	"os"
+	"strings"
+
+	"github.com/coreos/go-systemd/unit"
+)
+
+type option struct {
+	Section string `json:"section"`
+	Name    string `json:"name"`
+	Value   string `json:"value"`
+}
+
+type result struct {
+	Options    []option `json:"options"`
+	Serialized string   `json:"serialized"`
+	Hash       string   `json:"hash"`
+	Error      string   `json:"error,omitempty"`
+}
+
+func main() {
+	in, err := ioutil.ReadAll(os.Stdin)
+	if err != nil {
+		panic(err)
+	}
+	var texts []string
+	if err := json.Unmarshal(in, &texts); err != nil {
+		panic(err)
+	}
+	out := make([]result, 0, len(texts))
+	for _, t := range texts {
+		opts, err := unit.Deserialize(strings.NewReader(t))
+		if err != nil {
+			out = append(out, result{Error: err.Error()})
+			continue
+		}
+		r := result{Options: []option{}}
+		for _, o := range opts {
+			r.Options = append(r.Options, option{o.Section, o.Name, o.Value})
+		}
+		b, _ := ioutil.ReadAll(unit.Serialize(opts))
+		r.Serialized = string(b)
+		r.Hash = fmt.Sprintf("%x", sha1.Sum(b))
+		out = append(out, r)
+	}
+	enc, _ := json.Marshal(out)
+	os.Stdout.Write(enc)
+}
+"#;
+
+/// fleet's unit-file reader as a program (see [`READER_SOURCE`]), built
+/// once per build tree from fleet's source. `None` only when [`SKIP_VAR`]
+/// is set.
+pub fn unit_reader() -> Result<Option<PathBuf>, HostError> {
+    let Some(bins) = binaries()? else {
+        return Ok(None);
+    };
+    let out = bins
+        .fleetctl
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let reader = out.join("fleet-unit-reader");
+    let lock_path = out.join(".reader-lock");
+    let lock = File::create(&lock_path).map_err(|e| setup(&lock_path, e))?;
+    lock.lock().map_err(|e| setup(&lock_path, e))?;
+    if reader.is_file() {
+        return Ok(Some(reader));
+    }
+    let tarball = peers_dir().join("fleet-4522498.tar.gz");
+    let gopath = out.join("reader-gopath");
+    let _ = std::fs::remove_dir_all(&gopath);
+    let src = gopath.join("src/github.com/coreos");
+    std::fs::create_dir_all(&src).map_err(|e| setup(&src, e))?;
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-xzf")
+        .arg(&tarball))?;
+    let main_dir = src.join("fleet/unitreader");
+    std::fs::create_dir_all(&main_dir).map_err(|e| setup(&main_dir, e))?;
+    std::fs::write(main_dir.join("main.go"), READER_SOURCE).map_err(|e| setup(&main_dir, e))?;
+    let built = run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(&reader)
+        .arg("./unitreader")
+        .current_dir(src.join("fleet"))
+        .env("GOPATH", &gopath)
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", gopath.join("cache"))
+        .env("CGO_ENABLED", "0"));
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&gopath)
+        .status();
+    let _ = std::fs::remove_dir_all(&gopath);
+    built.map(|()| Some(reader))
 }
