@@ -23,6 +23,7 @@
 pub mod container;
 pub mod credential;
 pub mod cut_off;
+pub mod inspect;
 pub mod machine;
 pub mod notify;
 pub mod reconcile;

@@ -19,6 +19,8 @@
 //!   [`CutOff`] policy (`StopAfterCutOff=`) holds stopped the units whose
 //!   limit ran out while the lease could not be renewed.
 //! - **report**: the [`Reporter`], from systemd's signals.
+//! - **requests**: one per server, the [`Inspector`] taking that server's
+//!   requests about units (status, journal) and answering them.
 //!
 //! [`Agent::stop`] ends the tasks and leaves every unit as it is; so does
 //! dropping the agent.
@@ -37,6 +39,7 @@ use tokio::task::JoinSet;
 
 use crate::credential::{self, ClusterMemory, CredentialError, DEFAULT_STATE_DIR, JoinSettings};
 use crate::cut_off::{Contact, CutOff, Feed};
+use crate::inspect::Inspector;
 use crate::machine::{self, MACHINE_ID_FILE, MachineError};
 use crate::reconcile::{Action, Reconciler};
 use crate::report::{ClientSink, DEFAULT_BATCH, Interest, Reporter, ReporterInputs};
@@ -155,14 +158,19 @@ impl Agent {
             &mut stopped.clone(),
         )
         .await?;
-        let client = Client::with_options(
-            &config.servers,
-            ClientOptions {
-                token: Some(access.token),
-                trust: access.trust,
-                identity: None,
-            },
-        )?;
+        let options = ClientOptions {
+            token: Some(access.token),
+            trust: access.trust,
+            identity: None,
+        };
+        let client = Client::with_options(&config.servers, options.clone())?;
+        // One client per server for the requests about units (status,
+        // journal): each server can only reach agents that poll it.
+        let per_server = config
+            .servers
+            .iter()
+            .map(|server| Client::with_options([server], options.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
         let calls = client.clone().with_timeout(CALL_TIMEOUT);
         let cluster = Arc::new(ClusterMemory::load(&config.state_dir)?);
         let changes = systemd.subscribe().await?;
@@ -192,6 +200,13 @@ impl Agent {
             desired_tx,
             stopped.clone(),
         ));
+        let inspector = Arc::new(Inspector::new(
+            systemd.clone(),
+            UnitDir::new(&config.unit_dir),
+        ));
+        for server in per_server {
+            tasks.spawn(Arc::clone(&inspector).serve(server, id.clone(), stopped.clone()));
+        }
         let reconciler = Reconciler::new(
             systemd.clone(),
             UnitDir::new(&config.unit_dir),

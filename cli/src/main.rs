@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod dev;
 mod import_fleet;
+mod inspect;
 mod logging;
 mod server;
 mod shim;
@@ -136,6 +137,13 @@ enum Command {
     ListUnits,
     /// List the unit files in the cluster and their desired states.
     ListUnitFiles,
+    /// Show units as their hosts' systemd has them: state and since when,
+    /// main PID, tasks, memory, CPU, restarts, last result, and the last
+    /// lines of their journal (operators and admins).
+    Status(inspect::StatusArgs),
+    /// Print a unit's journal from its host (operators and admins); -f
+    /// follows it.
+    Journal(inspect::JournalArgs),
     /// List the machines of the cluster.
     ListMachines,
     /// List the servers of the cluster and which one leads.
@@ -212,6 +220,8 @@ fn main() -> ExitCode {
         Command::Cat(args) => client::run(&global, |c| units::cat(c, args)),
         Command::ListUnits => client::run(&global, table::list_units),
         Command::ListUnitFiles => client::run(&global, table::list_unit_files),
+        Command::Status(args) => client::run(&global, |c| inspect::status(c, args)),
+        Command::Journal(args) => client::run(&global, |c| inspect::journal(c, args)),
         Command::ListMachines => client::run(&global, table::list_machines),
         Command::ListServers => client::run(&global, table::list_servers),
         Command::Apply(args) => client::run(&global, |c| apply::apply(c, args)),

@@ -272,7 +272,7 @@ fn millis(m: u64) -> String {
 }
 
 /// Bytes in the largest 1024-based unit that keeps them whole-ish: `512M`.
-fn bytes(b: u64) -> String {
+pub fn bytes(b: u64) -> String {
     const UNITS: [(&str, u64); 4] = [
         ("T", 1 << 40),
         ("G", 1 << 30),

@@ -31,6 +31,7 @@ pub mod duration;
 pub mod field;
 pub mod fleet;
 pub mod fleet_v1;
+pub mod inspect;
 pub mod machine;
 pub mod name;
 pub mod resources;

@@ -341,6 +341,7 @@ impl SystemdManager for DbusSystemd {
             fragment_path: string(&unit, "FragmentPath"),
             need_daemon_reload: flag(&unit, "NeedDaemonReload"),
             state_change_usec: number(&unit, "StateChangeTimestamp"),
+            description: string(&unit, "Description"),
             ..UnitProperties::default()
         };
         if name.ends_with(".service") && props.is_defined() {
@@ -351,6 +352,12 @@ impl SystemdManager for DbusSystemd {
             props.status_text = string(&service, "StatusText");
             props.exec_main_status = number(&service, "ExecMainStatus");
             props.result = string(&service, "Result");
+            // systemd gives u64::MAX for what it does not account.
+            let accounted =
+                |key: &str| Some(number::<u64>(&service, key)).filter(|n| *n != u64::MAX);
+            props.tasks = accounted("TasksCurrent");
+            props.memory_bytes = accounted("MemoryCurrent");
+            props.cpu_nsec = accounted("CPUUsageNSec");
         }
         Ok(props)
     }

@@ -260,6 +260,7 @@ impl State {
             status_text: String::new(),
             exec_main_status: 0,
             result: if u.failed { "exit-code" } else { "success" }.into(),
+            ..UnitProperties::default()
         }
     }
 }

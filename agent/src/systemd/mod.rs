@@ -130,6 +130,17 @@ pub struct UnitProperties {
     /// `Result`: why it last stopped (`success`, `exit-code`, `signal`,
     /// `timeout`, ...; services).
     pub result: String,
+    /// `Description`.
+    pub description: String,
+    /// `TasksCurrent`: processes in its cgroup (services; `None` when
+    /// systemd does not count them).
+    pub tasks: Option<u64>,
+    /// `MemoryCurrent`: memory of its cgroup (services; `None` when not
+    /// accounted).
+    pub memory_bytes: Option<u64>,
+    /// `CPUUsageNSec`: CPU time of its cgroup (services; `None` when not
+    /// accounted).
+    pub cpu_nsec: Option<u64>,
 }
 
 impl UnitProperties {

@@ -22,7 +22,10 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod inspect;
 mod trust;
+
+pub use inspect::{JournalQuery, JournalStream};
 
 use crate::tls::{ClientIdentity, ServerTrust};
 use crate::wire::WatchIndex;

@@ -68,6 +68,15 @@ pub enum ApiError {
     /// The credentials could not be checked now (the store is slow).
     #[error("{0}")]
     AuthUnavailable(String),
+    /// A machine's agent cannot be reached from this server now (503).
+    #[error("{0}")]
+    Unreachable(String),
+    /// Too many requests to agents are open (429).
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// A machine's agent answered with an error, or not as it should (502).
+    #[error("{0}")]
+    AgentFailed(String),
     /// The body did not arrive within the body timeout.
     #[error("the request body did not arrive within {seconds} s")]
     BodyTimeout { seconds: u64 },
@@ -115,6 +124,9 @@ impl ApiError {
             ApiError::Trust(e) => trust_status(e),
             ApiError::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+            ApiError::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            ApiError::AgentFailed(_) => (StatusCode::BAD_GATEWAY, "agent_failed"),
         }
     }
 

@@ -16,9 +16,11 @@ mod bodies_fuzz;
 mod error;
 mod extract;
 mod fleet;
+mod inspect;
 mod listen;
 mod machines;
 mod meta;
+pub mod relay;
 mod routes;
 mod servers;
 mod state;
@@ -81,6 +83,8 @@ pub(crate) struct AppState<C> {
     pub(crate) config: Arc<ApiConfig>,
     /// Units fleet's clients just asked to stop (see `fleet::Stopping`).
     pub(crate) stopping: Arc<fleet::Stopping>,
+    /// Requests to machines' agents (status, journal).
+    pub(crate) relay: Arc<relay::Relay>,
 }
 
 // Not derived: a derive would require `C: Clone`, and only the `Arc`s are
@@ -92,6 +96,7 @@ impl<C> Clone for AppState<C> {
             trust: Arc::clone(&self.trust),
             config: Arc::clone(&self.config),
             stopping: Arc::clone(&self.stopping),
+            relay: Arc::clone(&self.relay),
         }
     }
 }
@@ -115,6 +120,7 @@ pub fn router<C: ControlPlane>(control: Arc<C>, trust: Arc<Trust>, config: ApiCo
         trust: Arc::clone(&trust),
         config: Arc::new(config),
         stopping: Arc::default(),
+        relay: Arc::default(),
     };
     let mut router = Router::new();
     for route in ROUTES {

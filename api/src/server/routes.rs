@@ -7,7 +7,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use flotilla_proto::trust::Role;
 use flotilla_scheduler::control::ControlPlane;
 
-use super::{AppState, agent, fleet, machines, meta, servers, state, trust, units, watch};
+use super::{AppState, agent, fleet, inspect, machines, meta, servers, state, trust, units, watch};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,6 +78,10 @@ pub enum Endpoint {
     Ca,
     OpenApi,
     Health,
+    UnitStatus,
+    UnitJournal,
+    AgentRequests,
+    AgentReply,
     FleetDiscovery,
     FleetListUnits,
     FleetGetUnit,
@@ -197,6 +201,19 @@ pub const ROUTES: &[Route] = &[
         Endpoint::DeleteUnit,
         OPERATOR,
     ),
+    route(
+        HttpMethod::Get,
+        "/v1/units/{name}/status",
+        Endpoint::UnitStatus,
+        VIEWER,
+    ),
+    // Logs can hold secrets: reading them is for operators and admins.
+    route(
+        HttpMethod::Get,
+        "/v1/units/{name}/journal",
+        Endpoint::UnitJournal,
+        OPERATOR,
+    ),
     route(HttpMethod::Get, "/v1/state", Endpoint::ListStates, VIEWER),
     route(
         HttpMethod::Get,
@@ -267,6 +284,18 @@ pub const ROUTES: &[Route] = &[
         HttpMethod::Put,
         "/v1/agent/machines/{id}/state",
         Endpoint::ReportStates,
+        Access::OwnMachine,
+    ),
+    route(
+        HttpMethod::Get,
+        "/v1/agent/machines/{id}/requests",
+        Endpoint::AgentRequests,
+        Access::OwnMachine,
+    ),
+    route(
+        HttpMethod::Post,
+        "/v1/agent/machines/{id}/replies/{request}",
+        Endpoint::AgentReply,
         Access::OwnMachine,
     ),
     route(HttpMethod::Get, "/v1/ca", Endpoint::Ca, Access::Public),
@@ -367,6 +396,10 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::Ca => on(method, trust::ca::<C>),
         Endpoint::OpenApi => on(method, meta::openapi),
         Endpoint::Health => on(method, meta::health),
+        Endpoint::UnitStatus => on(method, inspect::status::<C>),
+        Endpoint::UnitJournal => on(method, inspect::journal::<C>),
+        Endpoint::AgentRequests => on(method, inspect::requests::<C>),
+        Endpoint::AgentReply => on(method, inspect::reply::<C>),
         Endpoint::FleetDiscovery => on(method, fleet::discovery),
         Endpoint::FleetListUnits => on(method, fleet::list_units::<C>),
         Endpoint::FleetGetUnit => on(method, fleet::get_unit::<C>),
