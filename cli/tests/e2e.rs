@@ -350,6 +350,9 @@ fn a_crashed_host_s_units_move_and_a_container_lives_in_its_unit() {
     );
     let cgroup = c.exec(&host, &["cat", &format!("/proc/{}/cgroup", pid.trim())]);
     assert!(cgroup.contains("/system.slice/web.service/"), "{cgroup}");
+    // What the container prints is in its unit's journal, read from here.
+    let journal = c.ok(&["journal", "web.service", "-n", "100"]);
+    assert!(journal.contains("serving /www on port 8080"), "{journal}");
     // A host-level stop leaves no container behind.
     c.exec(&host, &["systemctl", "stop", "web.service"]);
     let left = c.exec(
