@@ -179,8 +179,20 @@ impl<S: SystemdManager> Inspector<S> {
             };
             let ((), ()) = tokio::join!(read, gather);
         }
+        // A container unit's image, from the file flotilla wrote.
+        let image = flotilla_proto::UnitName::parse(unit).ok().and_then(|name| {
+            let text = std::fs::read_to_string(self.unit_dir.file(unit)).ok()?;
+            text.contains("[X-Container]")
+                .then(|| {
+                    crate::container::config::parse_spec(&name, &self.unit_dir.file(unit), &text)
+                        .ok()
+                })
+                .flatten()
+                .map(|spec| spec.image)
+        });
         let status = UnitStatus {
             unit: unit.to_owned(),
+            image,
             description: props.description.clone(),
             load_state: props.load_state.clone(),
             active_state: props.active_state.clone(),

@@ -137,6 +137,9 @@ fn render_status(
     if !s.status_text.is_empty() {
         row("Status", e(&s.status_text));
     }
+    if let Some(image) = &s.image {
+        row("Image", e(image));
+    }
     if let Some(c) = &s.container_id {
         row(
             "Container",

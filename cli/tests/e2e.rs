@@ -353,6 +353,9 @@ fn a_crashed_host_s_units_move_and_a_container_lives_in_its_unit() {
     // What the container prints is in its unit's journal, read from here.
     let journal = c.ok(&["journal", "web.service", "-n", "100"]);
     assert!(journal.contains("serving /www on port 8080"), "{journal}");
+    let status = c.ok(&["status", "web.service"]);
+    assert!(status.contains("Image: local/busybox:latest"), "{status}");
+    assert!(status.contains("Container: "), "{status}");
     // A host-level stop leaves no container behind.
     c.exec(&host, &["systemctl", "stop", "web.service"]);
     let left = c.exec(

@@ -121,6 +121,9 @@ pub struct UnitStatus {
     pub status_text: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub control_group: String,
+    /// For a container unit: its image, as its unit file names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// For a container unit: its container and health, as reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
