@@ -190,9 +190,14 @@ impl<S: SystemdManager> Inspector<S> {
                 .flatten()
                 .map(|spec| spec.image)
         });
+        let last_probe = match (&image, crate::report::parse_status(&props.status_text).0) {
+            (Some(_), Some(container)) => last_probe(&container).await,
+            _ => None,
+        };
         let status = UnitStatus {
             unit: unit.to_owned(),
             image,
+            last_probe,
             description: props.description.clone(),
             load_state: props.load_state.clone(),
             active_state: props.active_state.clone(),
@@ -315,6 +320,17 @@ impl<S: SystemdManager> Inspector<S> {
             }
         }
     }
+}
+
+/// What the last health probe of `container` printed, asked of the
+/// engine; `None` when it cannot tell.
+async fn last_probe(container: &str) -> Option<String> {
+    use crate::container::runtime::ContainerRuntime;
+    let socket = crate::container::docker::Docker::socket_from_env();
+    let docker = crate::container::docker::Docker::connect(&socket, Duration::from_secs(2))
+        .await
+        .ok()?;
+    docker.inspect(container).await.ok()??.last_probe
 }
 
 /// A reply line as sent: JSON and a line end.

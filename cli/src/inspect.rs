@@ -146,6 +146,9 @@ fn render_status(
             format!("{} ({:?})", e(c), s.health).to_lowercase(),
         );
     }
+    if let Some(probe) = s.last_probe.as_deref().filter(|p| !p.is_empty()) {
+        row("Last probe", e(probe));
+    }
     if !s.control_group.is_empty() {
         row("CGroup", e(&s.control_group));
     }

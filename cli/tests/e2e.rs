@@ -353,7 +353,12 @@ fn a_crashed_host_s_units_move_and_a_container_lives_in_its_unit() {
     // What the container prints is in its unit's journal, read from here.
     let journal = c.ok(&["journal", "web.service", "-n", "100"]);
     assert!(journal.contains("serving /www on port 8080"), "{journal}");
-    let status = c.ok(&["status", "web.service"]);
+    // Its status names the image and the container, and once a health
+    // probe ran, what it printed.
+    let status = eventually("web.service's last probe in its status", || {
+        let status = c.ok(&["status", "web.service"]);
+        status.contains("Last probe: serves").then_some(status)
+    });
     assert!(status.contains("Image: local/busybox:latest"), "{status}");
     assert!(status.contains("Container: "), "{status}");
     // A host-level stop leaves no container behind.

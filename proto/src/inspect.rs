@@ -129,6 +129,9 @@ pub struct UnitStatus {
     pub container_id: Option<String>,
     #[serde(default)]
     pub health: Health,
+    /// What the container's last health probe printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<String>,
     /// Its last journal lines (only for callers who may read logs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log: Vec<JournalEntry>,

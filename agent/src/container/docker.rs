@@ -256,6 +256,21 @@ impl ContainerRuntime for Docker {
                     .is_some_and(|s| !s.starts_with("0001")))
             .then_some(state.exit_code.unwrap_or(0)),
             health: health(state.health.as_ref().and_then(|h| h.status.as_ref())),
+            last_probe: state
+                .health
+                .as_ref()
+                .and_then(|h| h.log.as_ref())
+                .and_then(|log| log.last())
+                .and_then(|probe| probe.output.clone())
+                .map(|out| {
+                    let mut out = out.trim_end().to_owned();
+                    let mut at = out.len().min(4096);
+                    while !out.is_char_boundary(at) {
+                        at -= 1;
+                    }
+                    out.truncate(at);
+                    out
+                }),
         }))
     }
 

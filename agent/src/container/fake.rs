@@ -292,6 +292,7 @@ fn info(c: &Container) -> ContainerInfo {
             *c.exited.borrow()
         },
         health: c.health,
+        last_probe: None,
     }
 }
 

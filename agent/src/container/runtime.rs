@@ -131,6 +131,8 @@ pub struct ContainerInfo {
     pub exit_code: Option<i64>,
     /// [`Health::None`] when it has no health check.
     pub health: Health,
+    /// What the last health probe printed (cut to 4 KiB), if it ran.
+    pub last_probe: Option<String>,
 }
 
 /// Which of the container's streams a piece of output comes from.
