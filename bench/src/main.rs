@@ -17,6 +17,7 @@
 //! Benchmarks measure; nothing here asserts a time.
 
 mod access;
+mod agent_host;
 mod b1;
 mod b2;
 mod b3;
