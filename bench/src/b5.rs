@@ -55,8 +55,9 @@ use flotilla_agent::systemd::{JobKind, SystemdManager};
 use flotilla_api::client::{Client, StateQuery};
 use flotilla_proto::wire::UnitPut;
 use flotilla_proto::{UnitName, UnitSpec};
-use flotilla_testbed::{CgroupDriver, Host, HostOptions};
+use flotilla_testbed::{CgroupDriver, Host};
 
+use crate::agent_host::{self, AGENT_UNIT, HOST_BIN, journal_tail, start_agent, stop_agent};
 use crate::hostbus::{HostBus, IN_FLIGHT, jobs_at_once, jobs_in_sequence};
 use crate::procs::ServerProc;
 use crate::report::{Row, met, time_ratio};
@@ -76,14 +77,6 @@ pub struct Config {
     pub container_changes: usize,
 }
 
-/// Where the binary is in the host.
-const HOST_BIN: &str = "/opt/flotilla/bin/flotilla";
-const AGENT_UNIT: &str = "flotilla-agent";
-/// Where the agent keeps its credential, the CA and the cluster it joined
-/// (its default `--state-dir`).
-const AGENT_STATE_DIR: &str = "/var/lib/flotilla-agent";
-/// Where the host keeps the join string the agent is given.
-const JOIN_TOKEN_FILE: &str = "/etc/flotilla/join.token";
 /// The units the agent runs; the reference's are `b5base-*`.
 const AGENT_PATTERN: &str = "b5-*";
 /// The agent's record, beside its unit files, of the content each unit
@@ -222,14 +215,7 @@ fn rendered(name: &str, text: &str) -> anyhow::Result<String> {
 }
 
 fn boot(flotilla: &Path) -> anyhow::Result<Host> {
-    let host = Host::boot(
-        "b5-host",
-        &HostOptions {
-            binds_ro: vec![(flotilla.to_owned(), PathBuf::from(HOST_BIN))],
-            ..HostOptions::default()
-        },
-    )?;
-    crate::procs::record_pid(host.leader_pid());
+    let host = agent_host::boot("b5-host", flotilla)?;
     host.start_docker(CgroupDriver::Cgroupfs)?;
     host.load_busybox()?;
     Ok(host)
@@ -779,55 +765,20 @@ impl AgentRun<'_> {
     /// A fresh `flotilla server` with its data on the tmpfs, and a client
     /// once it has a leader.
     async fn start_server(&self, tag: &str) -> anyhow::Result<(ServerProc, Client)> {
-        let dir = self.work.join(format!("server-{tag}"));
-        let args = vec![
-            "--data-dir".to_owned(),
-            dir.display().to_string(),
-            // Long enough that the agent's restarts keep the machine.
-            "--machine-ttl".to_owned(),
-            "30s".to_owned(),
-        ];
-        let server = ServerProc::start(
+        agent_host::start_server(
             self.flotilla,
-            &args,
-            "info",
+            &self.work.join(format!("server-{tag}")),
             &self.work.join(format!("b5-server-{tag}.log")),
-            None,
-        )?;
-        // The operator's client: HTTPS, the first admin token.
-        let client = server.admin().await?.with_timeout(Duration::from_secs(30));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let led = client
-                .list_servers()
-                .await
-                .is_ok_and(|l| l.servers.iter().any(|s| s.leader));
-            if led {
-                return Ok((server, client));
-            }
-            if Instant::now() > deadline {
-                bail!("the server had no leader within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            // Long enough that the agent's restarts keep the machine.
+            "30s",
+        )
+        .await
     }
 
     /// Readies the host to join `server`'s cluster at the agent's next
-    /// start, as an operator readies a machine: a join string in a file
-    /// only root reads, and no state directory left from another cluster
-    /// (the agent refuses orders from a cluster other than the one it
-    /// joined, and a fresh server is a new cluster).
+    /// start ([`agent_host::join_cluster`]).
     async fn join_cluster(&self, server: &ServerProc) -> anyhow::Result<()> {
-        self.host
-            .run(&["rm", "-rf", AGENT_STATE_DIR])
-            .context("cannot remove the agent's state directory in the host")?;
-        let access = server.access().await?;
-        let join = access.join_token(&[&server.endpoint], "b5-host", 1).await?;
-        let root = PathBuf::from(format!("/proc/{}/root", self.host.leader_pid()));
-        write_secret(
-            &root.join(JOIN_TOKEN_FILE.trim_start_matches('/')),
-            &join.join,
-        )
+        agent_host::join_cluster(self.host, server).await
     }
 
     /// Starts the agent and waits until every unit of `names` is active on
@@ -1195,70 +1146,6 @@ async fn submit(client: &Client, units: &[(String, String)]) -> anyhow::Result<(
         .map(|(name, text)| Ok((UnitName::parse(name)?, text.clone())))
         .collect::<anyhow::Result<Vec<_>>>()?;
     crate::workload::launch_all(client, units).await
-}
-
-/// Writes `text` to `path` (mode 0600), making its directory (0700).
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    writeln!(file, "{text}").with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Starts `flotilla agent` as a `Type=notify` unit of the host's systemd:
-/// returns once it said `READY=1` (its machine registered). The first
-/// time after [`AgentRun::join_cluster`] it joins with the join string
-/// given; after that it uses the credential it keeps.
-fn start_agent(host: &Host, endpoint: &str) -> anyhow::Result<()> {
-    host.spawn_unit(
-        AGENT_UNIT,
-        &[
-            "--property=Type=notify",
-            // As deploy/flotilla-agent.service: only the agent's process
-            // is signalled when it stops.
-            "--property=KillMode=process",
-            HOST_BIN,
-            "agent",
-            "--server",
-            endpoint,
-            "--join-token-file",
-            JOIN_TOKEN_FILE,
-        ],
-    )
-    .with_context(|| format!("the agent did not start:\n{}", journal_tail(host)))
-}
-
-/// Stops the agent (SIGTERM; its units keep running).
-fn stop_agent(host: &Host) {
-    let _ = host.output(&["systemctl", "stop", AGENT_UNIT]);
-}
-
-fn journal_tail(host: &Host) -> String {
-    host.output(&[
-        "journalctl",
-        "--no-pager",
-        "-o",
-        "short-precise",
-        "-u",
-        AGENT_UNIT,
-        "-n",
-        "30",
-    ])
-    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    .unwrap_or_default()
 }
 
 /// A line of the agent's journal.

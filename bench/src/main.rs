@@ -13,10 +13,14 @@
 //!   change at a time. Needs root.
 //! - B6: fan-out to thousands of long-polling agents.
 //! - B7: a server's memory after 3,000 replaces of one 250 KB unit.
+//! - B8: side by side with CoreOS fleet 1.0 (built from its source and run
+//!   here, on the same kind of test hosts): scheduling 300 units, machine
+//!   loss, memory, listing. Needs root.
 //!
 //! Benchmarks measure; nothing here asserts a time.
 
 mod access;
+mod agent_host;
 mod b1;
 mod b2;
 mod b3;
@@ -24,6 +28,9 @@ mod b4;
 mod b5;
 mod b6;
 mod b7;
+mod b8;
+mod b8_rows;
+mod fleet;
 mod hostbus;
 mod procs;
 mod report;
@@ -45,7 +52,8 @@ use crate::stores::{Backend, filesystem_of};
 #[derive(Debug, Parser)]
 #[command(name = "flotilla-bench")]
 struct Args {
-    /// Rows to run: B1 B2 B3 B4 B5 B6 B7 (default: all). B5 needs root.
+    /// Rows to run: B1 B2 B3 B4 B5 B6 B7 B8 (default: all). B5 and B8
+    /// need root.
     rows: Vec<String>,
 
     /// Smaller sizes, for a smoke run of every row in a few minutes.
@@ -111,6 +119,15 @@ struct Args {
     #[arg(long)]
     b7_replaces: Option<usize>,
 
+    /// B8: plain units scheduled by fleet and by flotilla [default: 300].
+    #[arg(long)]
+    b8_units: Option<usize>,
+
+    /// B8: rounds, each running fleet and flotilla one after the other,
+    /// in alternating order [default: 2].
+    #[arg(long)]
+    b8_rounds: Option<usize>,
+
     /// Keep the logs of the processes started (B3, B6) for a look after
     /// the run: they are copied here.
     #[arg(long, value_name = "DIR")]
@@ -137,6 +154,9 @@ struct Sizes {
     parking: usize,
     submits: usize,
     b7_replaces: usize,
+    b8_units: usize,
+    b8_rounds: usize,
+    b8_listings: usize,
 }
 
 impl Sizes {
@@ -173,11 +193,14 @@ impl Sizes {
             parking: if quick { 2 } else { 10 },
             submits: if quick { 3 } else { 5 },
             b7_replaces: args.b7_replaces.unwrap_or(if quick { 500 } else { 3_000 }),
+            b8_units: args.b8_units.unwrap_or(if quick { 60 } else { 300 }),
+            b8_rounds: args.b8_rounds.unwrap_or(if quick { 1 } else { 2 }),
+            b8_listings: if quick { 5 } else { 10 },
         }
     }
 }
 
-const ALL: [&str; 7] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7"];
+const ALL: [&str; 8] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -256,6 +279,15 @@ fn main() -> anyhow::Result<()> {
                 data_parent: tmpfs.clone(),
                 replaces: sizes.b7_replaces,
                 unit_bytes: 250 * 1000,
+            })),
+            "B8" => runtime.block_on(b8::run(&b8::Config {
+                flotilla: flotilla.clone(),
+                work: disk.clone(),
+                units: sizes.b8_units,
+                hosts: 3,
+                rounds: sizes.b8_rounds,
+                machine_ttl: Duration::from_secs(5),
+                listings: sizes.b8_listings,
             })),
             _ => unreachable!("rows are checked above"),
         };

@@ -83,6 +83,11 @@ impl EtcdProc {
     /// Starts etcd with its data under `parent` (a real disk or a tmpfs) and
     /// waits until it is healthy.
     pub fn start(parent: &Path, tag: &str) -> anyhow::Result<EtcdProc> {
+        EtcdProc::start_with(parent, tag, &[])
+    }
+
+    /// The same, with more flags (`--enable-v2` for fleet's registry).
+    pub fn start_with(parent: &Path, tag: &str, extra: &[&str]) -> anyhow::Result<EtcdProc> {
         let binary = std::env::var_os("FLOTILLA_ETCD")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
@@ -113,6 +118,7 @@ impl EtcdProc {
             // the default 2 GiB quota; 8 GiB is etcd's suggested maximum.
             .arg("--quota-backend-bytes=8589934592")
             .arg("--log-level=warn")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -143,6 +149,11 @@ impl EtcdProc {
     /// The data directory's size in bytes (`du`-like, files only).
     pub fn data_bytes(&self) -> u64 {
         dir_bytes(&self.dir.join("data"))
+    }
+
+    /// etcd's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 }
 
@@ -369,15 +380,7 @@ impl ServerProc {
     /// The server's resident memory (`VmRSS`) and its peak (`VmHWM`), in
     /// bytes.
     pub fn rss(&self) -> Option<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map(|kb| kb * 1024)
-        };
-        Some((field("VmRSS:")?, field("VmHWM:")?))
+        rss_of(self.pid)
     }
 
     /// How many warnings the server logged, and the distinct messages of
@@ -438,10 +441,33 @@ fn data_dir_of(args: &[String]) -> Option<PathBuf> {
     None
 }
 
+/// A process's resident memory (`VmRSS`) and its peak (`VmHWM`), in
+/// bytes, from its `/proc/PID/status`.
+pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    rss_in(&status)
+}
+
+/// `VmRSS` and `VmHWM` in bytes, from the text of a `/proc/PID/status`.
+pub fn rss_in(status: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// CPU time (user + system) of a process, from its `/proc/PID/stat`,
 /// assuming the usual 100 clock ticks a second.
 pub fn cpu_of(stat_path: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(stat_path).ok()?;
+    cpu_in(&std::fs::read_to_string(stat_path).ok()?)
+}
+
+/// CPU time (user + system) from the text of a `/proc/PID/stat`.
+pub fn cpu_in(stat: &str) -> Option<Duration> {
     // The fields after the command name (which may hold spaces).
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -543,6 +569,17 @@ mod tests {
     #[test]
     fn this_process_has_used_some_cpu() {
         assert!(cpu_of("/proc/self/stat").is_some());
+    }
+
+    #[test]
+    fn memory_and_cpu_are_read_from_procfs_text() {
+        let status = "Name:\tfleetd\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
+        assert_eq!(rss_in(status), Some((10 << 20, 20 << 20)));
+        assert_eq!(rss_in("Name:\tx\n"), None);
+        // utime 150 and stime 50 ticks; the name holds a space and a ')'.
+        let stat = "84 (fleet d)) S 1 84 84 0 -1 4194560 1 0 0 0 150 50 0 0 20 0 8 0 1 2 3";
+        assert_eq!(cpu_in(stat), Some(Duration::from_secs(2)));
+        assert!(rss_of(std::process::id()).is_some_and(|(rss, _)| rss > 0));
     }
 
     #[test]

@@ -54,6 +54,12 @@ impl Samples {
         self.percentile(100.0)
     }
 
+    /// Adds every sample of `other`.
+    pub fn extend_from(&mut self, other: &Samples) {
+        self.nanos.extend_from_slice(&other.nanos);
+        self.sorted = false;
+    }
+
     pub fn sum(&self) -> Duration {
         Duration::from_nanos(self.nanos.iter().sum())
     }
@@ -122,6 +128,11 @@ mod tests {
         assert_eq!(s.max(), Duration::from_millis(100));
         assert_eq!(s.percentile(0.0), Duration::from_millis(1));
         assert_eq!(Samples::default().percentile(99.0), Duration::ZERO);
+        let mut more = Samples::default();
+        more.push(Duration::from_millis(500));
+        s.extend_from(&more);
+        assert_eq!(s.len(), 101);
+        assert_eq!(s.max(), Duration::from_millis(500));
     }
 
     #[test]
