@@ -17,12 +17,15 @@
 //! - `placement`: which machine each unit runs on (pure, no I/O).
 //! - [`reconciler`]: the leader's loop from watch events to committed
 //!   placements.
+//! - [`events`]: the cluster's history, in the store with bounded
+//!   retention.
 //! - [`trust`]: credentials (tokens, client certificates, machines) and
 //!   the audit log.
 
 mod agents;
 pub mod cluster;
 pub mod control;
+pub mod events;
 pub mod identity;
 pub mod keys;
 pub mod leader;
