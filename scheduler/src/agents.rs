@@ -46,11 +46,14 @@ impl Cluster {
             });
         }
         match self.store.keepalive(lease_id).await {
-            Ok(ttl) => Ok(Registration {
-                lease,
-                ttl_ms: duration_ms(ttl),
-                cluster_id: self.config.cluster_id,
-            }),
+            Ok(ttl) => {
+                self.liveness.renewed(id);
+                Ok(Registration {
+                    lease,
+                    ttl_ms: duration_ms(ttl),
+                    cluster_id: self.config.cluster_id,
+                })
+            }
             Err(StoreError::LeaseNotFound { .. }) => Err(ControlError::NotFound {
                 what: format!("lease {lease_id} of machine {id}"),
             }),

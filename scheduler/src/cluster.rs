@@ -22,6 +22,7 @@ use flotilla_proto::{ClusterId, DesiredState, Machine, MachineId, UnitName};
 
 use crate::control::{ControlError, ControlPlane, PageRequest, PutOutcome, StateFilter};
 use crate::keys::Keys;
+use crate::liveness::Liveness;
 use crate::parsed::ParsedUnits;
 use crate::quota::{Quota, Quotas, Tally, Usage};
 use crate::records::{self, LeaderRecord, UnitRecord};
@@ -56,6 +57,8 @@ pub struct Cluster {
     /// Live machines, for the machine quota.
     machines: Tally,
     pub(crate) parsed: ParsedUnits,
+    /// Which machines' heartbeats are overdue.
+    pub(crate) liveness: Liveness,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -87,12 +90,14 @@ impl Cluster {
             Quota::Machines,
             None,
         );
+        let liveness = Liveness::new(config.machine_ttl);
         Cluster {
             store,
             config,
             units,
             machines,
             parsed: ParsedUnits::default(),
+            liveness,
         }
     }
 
@@ -518,6 +523,7 @@ impl ControlPlane for Cluster {
             .await
             .map_err(store_error)?;
         reservation.written(resp.revision);
+        self.liveness.renewed(&machine.id);
         Ok(Registration {
             lease: grant.id.0,
             ttl_ms: duration_ms(grant.ttl),

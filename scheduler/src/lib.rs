@@ -19,6 +19,8 @@
 //!   placements.
 //! - [`events`]: the cluster's history, in the store with bounded
 //!   retention.
+//! - `liveness`: which machines' heartbeats are overdue, for the states
+//!   the API shows.
 //! - [`trust`]: credentials (tokens, client certificates, machines) and
 //!   the audit log.
 
@@ -30,6 +32,7 @@ pub mod identity;
 pub mod keys;
 pub mod leader;
 mod listing;
+mod liveness;
 mod parsed;
 pub mod placement;
 pub mod presence;
