@@ -37,6 +37,7 @@ mod parsed;
 pub mod placement;
 pub mod presence;
 pub mod quota;
+mod reconcile_events;
 pub mod reconciler;
 pub mod records;
 pub mod store;

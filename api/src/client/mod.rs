@@ -24,6 +24,10 @@ use serde::de::DeserializeOwned;
 
 mod trust;
 
+// The cluster's history.
+mod events;
+pub use events::EventQuery;
+
 use crate::tls::{ClientIdentity, ServerTrust};
 use crate::wire::WatchIndex;
 
