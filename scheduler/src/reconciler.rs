@@ -203,10 +203,9 @@ async fn reconcile(
                     history.push(
                         Event::new(EventKind::MachineLost, now_ms())
                             .machine(&id)
-                            .detail(format!(
-                                "its lease ended: no heartbeat for {}, or it was removed",
-                                flotilla_proto::duration::format_timespan(config.machine_grace)
-                            )),
+                            .detail(
+                                "its lease ended (no heartbeat for the machine TTL), or it was removed",
+                            ),
                     );
                     gone.push(id);
                 }
