@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
+use flotilla_scheduler::events::{EventLog, EventRetention};
 use flotilla_scheduler::identity::{self, IdentityError};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, ElectionError, campaign};
@@ -74,6 +75,8 @@ pub struct DaemonConfig {
     pub audit: AuditRetention,
     /// What the cluster may hold.
     pub quotas: Quotas,
+    /// How much of the cluster's history (`flotilla events`) is kept.
+    pub events: EventRetention,
 }
 
 /// Why a server could not start or stopped.
@@ -202,15 +205,21 @@ impl Daemon {
             audit: audit.clone(),
             ca,
         });
-        let cluster = Arc::new(Cluster::new(
-            dyn_store.clone(),
-            ClusterConfig {
-                keys: config.keys.clone(),
-                machine_ttl: config.machine_ttl,
-                cluster_id,
-                quotas: config.quotas,
-            },
-        ));
+        // One log for the API and the reconcile loop: this server's events
+        // keep one order.
+        let events = EventLog::new(dyn_store.clone(), config.keys.clone(), config.events);
+        let cluster = Arc::new(
+            Cluster::new(
+                dyn_store.clone(),
+                ClusterConfig {
+                    keys: config.keys.clone(),
+                    machine_ttl: config.machine_ttl,
+                    cluster_id,
+                    quotas: config.quotas,
+                },
+            )
+            .with_events(events.clone()),
+        );
         let api = router(cluster, Arc::clone(&trust), config.api.clone());
         let (stop, stopped) = watch::channel(false);
         let election = ElectionConfig {
@@ -226,6 +235,8 @@ impl Daemon {
             keys: config.keys.clone(),
             strategy: config.strategy,
             machine_grace: config.machine_ttl,
+            events: Some(events.clone()),
+            server: format!("{} ({})", election.record.id, election.record.address),
             ..ReconcilerConfig::default()
         };
         let announcing = tokio::spawn(presence::announce(
@@ -236,6 +247,7 @@ impl Daemon {
             stopped.clone(),
         ));
         let trimming = tokio::spawn(trim_audit(audit, stopped.clone()));
+        let trimming_events = tokio::spawn(trim_events(events.clone(), stopped.clone()));
         let limits = config.api.http;
         let task = tokio::spawn(async move {
             let leading = tokio::spawn(lead(dyn_store, election, reconcile, stopped.clone()));
@@ -249,6 +261,16 @@ impl Daemon {
             }
             let _ = announcing.await;
             let _ = trimming.await;
+            let _ = trimming_events.await;
+            // The last events (the leader resigning its units' decisions,
+            // the last reports) are written before the store closes, unless
+            // the store is stuck.
+            if tokio::time::timeout(EVENTS_FLUSH_TIMEOUT, events.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the last events could not be written before shutdown");
+            }
             store.close().await;
             served.map_err(DaemonError::Serve)
         });
@@ -550,6 +572,24 @@ async fn trim_audit(audit: AuditLog, mut stopped: watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(dropped = n, "trimmed the audit log"),
             Err(e) => tracing::warn!("cannot trim the audit log: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(300)) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// How long a server stopping waits for its last events to be written.
+const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Trims the event log now and then, until shutdown.
+async fn trim_events(events: EventLog, mut stopped: watch::Receiver<bool>) {
+    loop {
+        match events.trim().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(dropped = n, "trimmed the event log"),
+            Err(e) => tracing::warn!("cannot trim the event log: {e}"),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(300)) => {}

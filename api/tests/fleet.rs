@@ -48,6 +48,7 @@ impl Server {
             tls: TlsSettings::default(),
             static_admin_token: None,
             audit: Default::default(),
+            events: Default::default(),
             quotas: Default::default(),
         })
         .await

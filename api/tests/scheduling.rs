@@ -22,6 +22,10 @@ use tokio::task::JoinHandle;
 const TTL: Duration = Duration::from_secs(1);
 const DEADLINE: Duration = Duration::from_secs(30);
 
+// The cluster's history, on the same servers and simulated agents.
+#[path = "scheduling/events.rs"]
+mod events;
+
 /// A server on a temporary directory, stopped when the test ends.
 struct Server {
     daemon: Option<Daemon>,
@@ -30,12 +34,17 @@ struct Server {
 
 impl Server {
     async fn start(strategy: Strategy) -> Server {
+        Server::start_with_ttl(strategy, TTL).await
+    }
+
+    /// A server whose machines live `machine_ttl` without a heartbeat.
+    async fn start_with_ttl(strategy: Strategy, machine_ttl: Duration) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let daemon = Daemon::start(DaemonConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
             etcd: None,
-            machine_ttl: TTL,
+            machine_ttl,
             leader_ttl: Duration::from_secs(2),
             strategy,
             keys: Keys::default(),
@@ -43,6 +52,7 @@ impl Server {
             tls: TlsSettings::default(),
             static_admin_token: None,
             audit: Default::default(),
+            events: Default::default(),
             quotas: Default::default(),
         })
         .await

@@ -10,6 +10,7 @@ mod apply;
 mod client;
 mod config;
 mod dev;
+mod events;
 mod import_fleet;
 mod inspect;
 mod logging;
@@ -177,6 +178,10 @@ enum Command {
     Machine(trust::MachineCommand),
     /// Read the audit log: every change, who made it, how it ended (admin).
     Audit(trust::AuditArgs),
+
+    /// The cluster's history: units placed, moved (and why), started and
+    /// failed, machines joined and lost, leaders, and changes people made.
+    Events(events::Args),
     /// Show the credential the CLI calls with.
     Whoami,
     /// Edit the client configuration file (the clusters this CLI knows).
@@ -231,6 +236,7 @@ fn main() -> ExitCode {
         Command::Cert(cmd) => client::run(&global, |c| trust::cert(c, cmd)),
         Command::Machine(cmd) => client::run(&global, |c| trust::machine(c, cmd)),
         Command::Audit(args) => client::run(&global, |c| trust::audit(c, args)),
+        Command::Events(args) => client::run(&global, |c| events::run(c, args)),
         Command::Whoami => client::run(&global, trust::whoami),
         Command::Config(cmd) => trust::config(&global, cmd),
     };

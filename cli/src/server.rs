@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use flotilla_api::daemon::{Daemon, DaemonConfig, TlsSettings};
 use flotilla_api::server::{ApiConfig, HttpLimits};
 use flotilla_proto::duration::{parse_timespan, serde_timespan_option};
+use flotilla_scheduler::events::EventRetention;
 use flotilla_scheduler::keys::{DEFAULT_PREFIX, Keys};
 use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::quota::Quotas;
@@ -32,7 +33,8 @@ pub struct Args {
     /// leader-ttl, strategy, token-file, key-prefix, tls: cert, key, san,
     /// insecure-http, allow-insecure-remote; http: max-connections,
     /// max-connections-per-peer, header-read-timeout, idle-timeout,
-    /// body-read-timeout; audit: max-entries, max-age; quotas: units,
+    /// body-read-timeout; audit: max-entries, max-age; events: max-events,
+    /// max-age; quotas: units,
     /// unit-bytes, machines, metadata-keys, metadata-bytes, page-bytes; etcd: endpoints,
     /// username, password, request-timeout, ca, cert, key).
     #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
@@ -199,6 +201,8 @@ struct FileConfig {
     #[serde(default)]
     audit: AuditFile,
     #[serde(default)]
+    events: EventsFile,
+    #[serde(default)]
     quotas: QuotasFile,
     etcd: Option<EtcdFile>,
 }
@@ -265,6 +269,26 @@ struct AuditFile {
     max_entries: Option<usize>,
     #[serde(default, with = "serde_timespan_option")]
     max_age: Option<Duration>,
+}
+
+/// The `events:` section of the YAML file: how much of the cluster's
+/// history is kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct EventsFile {
+    max_events: Option<usize>,
+    #[serde(default, with = "serde_timespan_option")]
+    max_age: Option<Duration>,
+}
+
+impl EventsFile {
+    fn resolve(&self) -> EventRetention {
+        let d = EventRetention::default();
+        EventRetention {
+            max_events: self.max_events.unwrap_or(d.max_events),
+            max_age: self.max_age.unwrap_or(d.max_age),
+        }
+    }
 }
 
 /// The `etcd:` section of the YAML file.
@@ -353,6 +377,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
         tls,
         static_admin_token,
         audit,
+        events: file.events.resolve(),
         quotas: file.quotas.resolve(),
         etcd,
         data_dir: args

@@ -85,6 +85,10 @@ struct UnitRow {
     main_pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unscheduled_reason: Option<String>,
+    /// The state's last error: for an `unknown` state, why it is unknown
+    /// ("machine unreachable for 4s; last reported active/running").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
 }
 
 pub async fn list_units(ctx: Ctx) -> anyhow::Result<ExitCode> {
@@ -115,6 +119,7 @@ pub async fn list_units(ctx: Ctx) -> anyhow::Result<ExitCode> {
                 health: None,
                 main_pid: None,
                 unscheduled_reason: u.unscheduled_reason.clone(),
+                last_error: None,
             });
             continue;
         }
@@ -128,6 +133,7 @@ pub async fn list_units(ctx: Ctx) -> anyhow::Result<ExitCode> {
                 health: state.map(|s| s.health.to_string()),
                 main_pid: state.and_then(|s| s.main_pid),
                 unscheduled_reason: None,
+                last_error: state.and_then(|s| s.last_error.clone()),
             });
         }
     }
@@ -136,8 +142,16 @@ pub async fn list_units(ctx: Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    // Why a unit is not placed, in a last column shown only when needed.
-    let reasons = rows.iter().any(|r| r.unscheduled_reason.is_some());
+    // Why a unit is not placed, or why its state is unknown (its machine
+    // is unreachable), in a last column shown only when needed.
+    let reason = |r: &UnitRow| {
+        r.unscheduled_reason.clone().or_else(|| {
+            (r.active_state.as_deref() == Some("unknown"))
+                .then(|| r.last_error.clone())
+                .flatten()
+        })
+    };
+    let reasons = rows.iter().any(|r| reason(r).is_some());
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -152,7 +166,7 @@ pub async fn list_units(ctx: Ctx) -> anyhow::Result<ExitCode> {
                 dash(&r.health),
             ];
             if reasons {
-                row.push(dash(&r.unscheduled_reason));
+                row.push(dash(&reason(r)));
             }
             row
         })

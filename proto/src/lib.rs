@@ -16,6 +16,7 @@
 //! - [`mod@unit`]: a whole unit checked together ([`UnitSpec::check`]).
 //! - [`value`]: booleans and quoted word lists as systemd reads them.
 //! - [`wire`]: the JSON shapes of the HTTP API.
+//! - [`event`]: the cluster's history (`GET /v1/events`).
 //! - [`token`]: the bearer tokens' format, and join strings.
 //! - [`trust`]: roles, credentials and audit entries, as the API carries
 //!   them.
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod container;
 pub mod diagnostic;
 pub mod duration;
+pub mod event;
 pub mod field;
 pub mod fleet;
 pub mod fleet_v1;

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use flotilla_proto::event::{Event, EventKind};
 use flotilla_proto::fleet::{FleetOptions, units_conflict};
 use flotilla_proto::wire::{AssignedUnit, MachineUnits, Registration, StateReport};
 use flotilla_proto::{Machine, MachineId, UnitName, UnitState};
@@ -46,11 +47,14 @@ impl Cluster {
             });
         }
         match self.store.keepalive(lease_id).await {
-            Ok(ttl) => Ok(Registration {
-                lease,
-                ttl_ms: duration_ms(ttl),
-                cluster_id: self.config.cluster_id,
-            }),
+            Ok(ttl) => {
+                self.liveness.renewed(id);
+                Ok(Registration {
+                    lease,
+                    ttl_ms: duration_ms(ttl),
+                    cluster_id: self.config.cluster_id,
+                })
+            }
             Err(StoreError::LeaseNotFound { .. }) => Err(ControlError::NotFound {
                 what: format!("lease {lease_id} of machine {id}"),
             }),
@@ -365,6 +369,7 @@ impl Cluster {
                 .or_else(unit_keys.iter().map(TxnOp::get));
             let resp = self.store.txn(txn).await.map_err(store_error)?;
             if resp.succeeded {
+                self.record_transitions(&pending, &resp.responses);
                 return Ok(dropped);
             }
             // Which units are gone, as of the failed transaction.
@@ -388,5 +393,100 @@ impl Cluster {
         Err(ControlError::Unavailable(format!(
             "the units reported by machine {id} kept changing under concurrent writes; try again"
         )))
+    }
+
+    /// Records the units that started, stopped or failed: each state
+    /// written against the one its write replaced (the puts' answers carry
+    /// it), so a report that repeats a state records nothing.
+    fn record_transitions(&self, written: &[&UnitState], responses: &[TxnOpResponse]) {
+        let now = crate::trust::now_ms();
+        let events: Vec<Event> = written
+            .iter()
+            .zip(responses)
+            .filter_map(|(state, response)| {
+                let prev: Option<UnitState> = match response {
+                    TxnOpResponse::Put(put) => put
+                        .prev
+                        .as_ref()
+                        .and_then(|kv| records::decode(&kv.key, &kv.value).ok()),
+                    _ => None,
+                };
+                transition(prev.as_ref(), state, now)
+            })
+            .collect();
+        self.events.record_all(events);
+    }
+}
+
+/// The event a unit's new state makes after its previous one, if any:
+/// started (active after not), failed (failed after not), stopped
+/// (inactive after running).
+fn transition(prev: Option<&UnitState>, state: &UnitState, at_ms: u64) -> Option<Event> {
+    let was = prev.map(|p| p.active_state.as_str());
+    let now = state.active_state.as_str();
+    if was == Some(now) {
+        return None;
+    }
+    let event = match now {
+        "active" if was != Some("reloading") => Event::new(EventKind::UnitStarted, at_ms),
+        "failed" => Event::new(EventKind::UnitFailed, at_ms).detail(
+            state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the unit failed".to_owned()),
+        ),
+        "inactive" if matches!(was, Some("active" | "reloading" | "deactivating")) => {
+            Event::new(EventKind::UnitStopped, at_ms)
+        }
+        _ => return None,
+    };
+    Some(event.unit(&state.unit).machine(&state.machine))
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_proto::Health;
+
+    use super::*;
+
+    fn state(active: &str) -> UnitState {
+        UnitState {
+            unit: UnitName::parse("web.service").unwrap(),
+            machine: MachineId::parse(&"ab".repeat(16)).unwrap(),
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: "x".into(),
+            hash: None,
+            main_pid: None,
+            n_restarts: 0,
+            container_id: None,
+            health: Health::None,
+            since_ms: 0,
+            last_error: (active == "failed").then(|| "exit status 3".to_owned()),
+        }
+    }
+
+    fn kind(prev: Option<&str>, now: &str) -> Option<EventKind> {
+        transition(prev.map(state).as_ref(), &state(now), 1).map(|e| e.kind)
+    }
+
+    #[test]
+    fn only_transitions_make_events() {
+        use EventKind::*;
+        assert_eq!(kind(None, "active"), Some(UnitStarted));
+        assert_eq!(kind(Some("activating"), "active"), Some(UnitStarted));
+        assert_eq!(kind(Some("active"), "active"), None);
+        assert_eq!(kind(Some("reloading"), "active"), None);
+        assert_eq!(kind(None, "failed"), Some(UnitFailed));
+        assert_eq!(kind(Some("activating"), "failed"), Some(UnitFailed));
+        assert_eq!(kind(Some("failed"), "failed"), None);
+        assert_eq!(kind(Some("active"), "inactive"), Some(UnitStopped));
+        assert_eq!(kind(Some("deactivating"), "inactive"), Some(UnitStopped));
+        assert_eq!(kind(None, "inactive"), None);
+        assert_eq!(kind(Some("failed"), "inactive"), None);
+        assert_eq!(kind(Some("active"), "deactivating"), None);
+        let failed = transition(None, &state("failed"), 1).unwrap();
+        assert_eq!(failed.detail.as_deref(), Some("exit status 3"));
+        assert_eq!(failed.unit, Some(state("failed").unit));
     }
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_proto::event::{Event, EventPage};
 use flotilla_proto::unit::MAX_UNIT_FILE_BYTES;
 use flotilla_proto::wire::{
     self, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, ServerList,
@@ -20,8 +21,12 @@ use flotilla_proto::wire::{
 };
 use flotilla_proto::{ClusterId, DesiredState, Machine, MachineId, UnitName};
 
-use crate::control::{ControlError, ControlPlane, PageRequest, PutOutcome, StateFilter};
+use crate::control::{
+    ControlError, ControlPlane, EventFilter, PageRequest, PutOutcome, StateFilter,
+};
+use crate::events::{EventError, EventLog, EventRetention};
 use crate::keys::Keys;
+use crate::liveness::Liveness;
 use crate::parsed::ParsedUnits;
 use crate::quota::{Quota, Quotas, Tally, Usage};
 use crate::records::{self, LeaderRecord, UnitRecord};
@@ -56,6 +61,11 @@ pub struct Cluster {
     /// Live machines, for the machine quota.
     machines: Tally,
     pub(crate) parsed: ParsedUnits,
+    /// The cluster's history: agents' reports and changes through the API
+    /// are recorded here, and listed from here.
+    pub(crate) events: EventLog,
+    /// Which machines' heartbeats are overdue.
+    pub(crate) liveness: Liveness,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -87,13 +97,33 @@ impl Cluster {
             Quota::Machines,
             None,
         );
+        let events = EventLog::new(
+            Arc::clone(&store),
+            config.keys.clone(),
+            EventRetention::default(),
+        );
+        let liveness = Liveness::new(config.machine_ttl);
         Cluster {
             store,
             config,
             units,
             machines,
             parsed: ParsedUnits::default(),
+            events,
+            liveness,
         }
+    }
+
+    /// Records events in `events` (shared with the reconcile loop, so that
+    /// a server's events keep one order) instead of a log of its own.
+    pub fn with_events(mut self, events: EventLog) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The event log this control plane records in.
+    pub fn events(&self) -> &EventLog {
+        &self.events
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -298,7 +328,7 @@ impl ControlPlane for Cluster {
                         )));
                     }
                     if old == &record {
-                        return Ok(PutOutcome::Updated);
+                        return Ok(PutOutcome::Unchanged);
                     }
                     (
                         Compare::mod_revision(&key, CompareOp::Equal, kv.mod_revision),
@@ -518,6 +548,7 @@ impl ControlPlane for Cluster {
             .await
             .map_err(store_error)?;
         reservation.written(resp.revision);
+        self.liveness.renewed(&machine.id);
         Ok(Registration {
             lease: grant.id.0,
             ttl_ms: duration_ms(grant.ttl),
@@ -540,6 +571,41 @@ impl ControlPlane for Cluster {
 
     async fn report_states(&self, id: &MachineId, report: StateReport) -> Result<(), ControlError> {
         self.record_states(id, report).await
+    }
+
+    async fn list_events(
+        &self,
+        filter: EventFilter,
+        page: PageRequest,
+    ) -> Result<EventPage, ControlError> {
+        self.events
+            .list(&filter, page.token.as_deref(), page.limit)
+            .await
+            .map_err(event_error)
+    }
+
+    async fn follow_events(
+        &self,
+        filter: EventFilter,
+        index: i64,
+        wait: Duration,
+        limit: Option<usize>,
+    ) -> Result<EventPage, ControlError> {
+        self.events
+            .follow(&filter, from_wire_revision(index), wait, limit)
+            .await
+            .map_err(event_error)
+    }
+
+    fn record_change(&self, event: Event) {
+        self.events.record(event);
+    }
+}
+
+fn event_error(e: EventError) -> ControlError {
+    match e {
+        EventError::BadToken => ControlError::InvalidRequest(e.to_string()),
+        EventError::Store(e) => store_error(e),
     }
 }
 

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use flotilla_proto::event::{Event, EventPage};
 use flotilla_proto::field::FieldError;
 use flotilla_proto::wire::{
     MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, ServerList, StatePage,
@@ -14,6 +15,7 @@ use flotilla_proto::wire::{
 };
 use flotilla_proto::{Machine, MachineId, UnitFileError, UnitName};
 
+pub use crate::events::EventFilter;
 use crate::quota::Quota;
 
 /// Which page of a listing to return.
@@ -40,9 +42,10 @@ pub struct StateFilter {
 pub enum PutOutcome {
     /// The unit did not exist and was created (201).
     Created,
-    /// The unit existed; its contents or desired state changed, or nothing
-    /// needed to (204).
+    /// The unit existed and its contents or desired state changed (204).
     Updated,
+    /// The unit existed as asked already: nothing was written (204).
+    Unchanged,
 }
 
 /// What can go wrong, and what it means for the caller. Each variant maps
@@ -190,4 +193,28 @@ pub trait ControlPlane: Send + Sync + 'static {
         id: &MachineId,
         report: StateReport,
     ) -> impl Future<Output = Result<(), ControlError>> + Send;
+
+    // ---- events ----
+
+    /// The cluster's history, oldest first, a page at a time.
+    fn list_events(
+        &self,
+        filter: EventFilter,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<EventPage, ControlError>> + Send;
+
+    /// Events written after store revision `index` that pass `filter`;
+    /// waits up to `wait` for the first (long poll).
+    fn follow_events(
+        &self,
+        filter: EventFilter,
+        index: i64,
+        wait: Duration,
+        limit: Option<usize>,
+    ) -> impl Future<Output = Result<EventPage, ControlError>> + Send;
+
+    /// Records a change a person or tool made through the API (with the
+    /// name of its credential as `actor`). Returns at once and never
+    /// fails: the change is made whether or not its event is kept.
+    fn record_change(&self, event: Event);
 }

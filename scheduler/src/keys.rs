@@ -15,6 +15,7 @@
 //! | `auth/machine/<machine>` | the id of the credential bound to a machine | any server, with the credential |
 //! | `auth/bootstrap` | when the first admin credential was made | the first server |
 //! | `audit/<ms>-<random>` | an [`AuditEntry`](flotilla_proto::trust::AuditEntry) | any server, after each change |
+//! | `events/<ms>-<seq>-<server>-<count>` | a chunk of up to 128 [`Event`](flotilla_proto::event::Event)s ([`crate::events`]) | any server: the leader's decisions, agents' reports, changes through the API |
 //! | `tls/ca` | the cluster CA's certificate (PEM; never its key) | the first server |
 //! | `cluster` | the cluster's id (JSON, [`crate::identity`]), in stores shared by servers (etcd) | the first server, once |
 //!
@@ -144,6 +145,11 @@ impl Keys {
 
     pub fn audit(&self) -> String {
         format!("{}audit/", self.prefix)
+    }
+
+    /// The cluster's history ([`crate::events`]).
+    pub fn events(&self) -> String {
+        format!("{}events/", self.prefix)
     }
 
     pub fn ca(&self) -> String {

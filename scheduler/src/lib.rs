@@ -17,20 +17,27 @@
 //! - `placement`: which machine each unit runs on (pure, no I/O).
 //! - [`reconciler`]: the leader's loop from watch events to committed
 //!   placements.
+//! - [`events`]: the cluster's history, in the store with bounded
+//!   retention.
+//! - `liveness`: which machines' heartbeats are overdue, for the states
+//!   the API shows.
 //! - [`trust`]: credentials (tokens, client certificates, machines) and
 //!   the audit log.
 
 mod agents;
 pub mod cluster;
 pub mod control;
+pub mod events;
 pub mod identity;
 pub mod keys;
 pub mod leader;
 mod listing;
+mod liveness;
 mod parsed;
 pub mod placement;
 pub mod presence;
 pub mod quota;
+mod reconcile_events;
 pub mod reconciler;
 pub mod records;
 pub mod store;

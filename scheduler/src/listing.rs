@@ -8,6 +8,10 @@
 //! page's worth of values, whatever the size of the units and the limit
 //! asked for. A page always holds at least one item, so that it moves on.
 //!
+//! States (alone, and joined to their units) are shown as the servers
+//! know them: those of a machine whose heartbeat is overdue say so
+//! (`unknown`, see `liveness.rs`) rather than repeat its last report.
+//!
 //! The page token is the last key of the previous page without its
 //! prefix: a unit name, a machine id, or `unit/machine` for states. A
 //! token that is not one of these is refused rather than handed to the
@@ -20,6 +24,7 @@ use serde::Serialize;
 use crate::cluster::{Cluster, internal, store_error, to_wire_revision};
 use crate::control::{ControlError, MAX_PAGE, PageRequest, StateFilter};
 use crate::keys::Key;
+use crate::liveness;
 use crate::parsed::Parsed;
 use crate::records::{self, SchedRecord, UnitRecord};
 use crate::store::{KeyValue, RangeOptions, RangeResponse, TxnOpResponse};
@@ -186,6 +191,21 @@ impl Cluster {
                 joined.push((sched, states));
             }
         }
+        let machines: Vec<MachineId> = joined
+            .iter()
+            .flat_map(|(_, states)| states.iter().map(|s| s.machine.clone()))
+            .collect();
+        let verdicts = self
+            .liveness
+            .verdicts(&*self.store, self.keys(), &machines)
+            .await;
+        for (_, states) in &mut joined {
+            for state in states {
+                if let Some(v) = verdicts.get(&state.machine) {
+                    liveness::mark(state, *v);
+                }
+            }
+        }
         let mut units = Vec::with_capacity(records.len());
         for ((name, record, kv), (sched, states)) in records.into_iter().zip(joined) {
             let parsed = self.parsed.get(&name, &record.hash, &record.text).await?;
@@ -247,6 +267,16 @@ impl Cluster {
                 break;
             }
             after = range.kvs.last().map(|kv| kv.key.clone());
+        }
+        let machines: Vec<MachineId> = states.iter().map(|s| s.machine.clone()).collect();
+        let verdicts = self
+            .liveness
+            .verdicts(&*self.store, self.keys(), &machines)
+            .await;
+        for state in &mut states {
+            if let Some(v) = verdicts.get(&state.machine) {
+                liveness::mark(state, *v);
+            }
         }
         Ok(StatePage {
             states,

@@ -13,19 +13,29 @@
 //! - When the watch falls behind the store's history (`Compacted`), or after
 //!   a failed commit whose outcome is unknown, the view is rebuilt from a
 //!   fresh read.
+//! - It records what it did in the cluster's history, when given an
+//!   [`EventLog`]: that it leads, machines joined and lost, and each
+//!   batch's placements, moves and reasons (`reconcile_events.rs`), all
+//!   without waiting for the log's writes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::backoff::Backoff;
+use flotilla_proto::event::{Event, EventKind};
 use flotilla_proto::{Machine, MachineId, UnitName, UnitSpec};
 
+use crate::events::EventLog;
 use crate::keys::{Key, Keys};
 use crate::leader::Leadership;
 use crate::placement::{Decision, PlacementView, Strategy, UnassignReason, UnitInput};
+use crate::reconcile_events;
 use crate::records::{self, SchedRecord, UnitRecord};
-use crate::store::{KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, WatchEvent};
+use crate::store::{
+    KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchEvent,
+};
+use crate::trust::now_ms;
 
 /// Settings of the reconcile loop.
 #[derive(Debug, Clone)]
@@ -42,6 +52,11 @@ pub struct ReconcilerConfig {
     /// its units move: the machine TTL, so that liveness counts only time
     /// the store was reachable.
     pub machine_grace: Duration,
+    /// Where the loop records what it does; `None` records nothing.
+    pub events: Option<EventLog>,
+    /// How the `leader-changed` event names this server (its id and
+    /// address).
+    pub server: String,
 }
 
 impl Default for ReconcilerConfig {
@@ -51,6 +66,16 @@ impl Default for ReconcilerConfig {
             strategy: Strategy::default(),
             plan_batch: 10_000,
             machine_grace: Duration::from_secs(10),
+            events: None,
+            server: String::new(),
+        }
+    }
+}
+
+impl ReconcilerConfig {
+    fn record(&self, events: Vec<Event>) {
+        if let Some(log) = &self.events {
+            log.record_all(events);
         }
     }
 }
@@ -77,6 +102,14 @@ pub async fn run(
     config: &ReconcilerConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> ReconcileError {
+    let who = if config.server.is_empty() {
+        "a new leader".to_owned()
+    } else {
+        format!("server {} leads", config.server)
+    };
+    config.record(vec![
+        Event::new(EventKind::LeaderChanged, now_ms()).detail(who),
+    ]);
     let mut backoff = Backoff::default();
     loop {
         let r = tokio::select! {
@@ -111,9 +144,10 @@ async fn reconcile(
         Ok(v) => v,
         Err(e) => return ReconcileError::Store(e),
     };
-    if let Err(e) = commit(&**store, leadership, stray).await {
+    if let Err(e) = commit(&**store, leadership, &stray).await {
         return e;
     }
+    let held_machines: HashSet<MachineId> = held.units.values().map(|(m, _)| m.clone()).collect();
     tracing::info!(
         machines = view.machine_count(),
         units = view.unit_count(),
@@ -135,6 +169,21 @@ async fn reconcile(
         };
         let Some(events) = next else {
             tracing::info!("grace over: units of machines still absent move");
+            let absent: HashSet<&MachineId> = held.units.values().map(|(m, _)| m).collect();
+            let grace = flotilla_proto::duration::format_timespan(config.machine_grace);
+            config.record(
+                held_machines
+                    .iter()
+                    .filter(|m| absent.contains(m))
+                    .map(|m| {
+                        Event::new(EventKind::MachineLost, now_ms())
+                            .machine(m)
+                            .detail(format!(
+                                "it did not register again within {grace} of this server taking the lead"
+                            ))
+                    })
+                    .collect(),
+            );
             held.release(&mut view, None);
             continue;
         };
@@ -144,13 +193,31 @@ async fn reconcile(
         };
         let mut stray = Vec::new();
         let mut gone = Vec::new();
+        let mut history = Vec::new();
         for event in &events {
             if held.absorb(keys, event, &mut stray) {
                 continue;
             }
             match (keys.parse(event.key()), event) {
-                (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => gone.push(id),
-                (Some(Key::Machine(id)), WatchEvent::Put { .. }) => {
+                (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => {
+                    history.push(
+                        Event::new(EventKind::MachineLost, now_ms())
+                            .machine(&id)
+                            .detail(
+                                "its lease ended (no heartbeat for the machine TTL), or it was removed",
+                            ),
+                    );
+                    gone.push(id);
+                }
+                (Some(Key::Machine(id)), WatchEvent::Put { kv, prev }) => {
+                    if prev.is_none() {
+                        let mut joined =
+                            Event::new(EventKind::MachineJoined, now_ms()).machine(&id);
+                        if let Some(m) = machine_of(kv) {
+                            joined = joined.detail(format!("hostname {}", m.hostname));
+                        }
+                        history.push(joined);
+                    }
                     apply(keys, &mut view, event, &mut stray);
                     held.release(&mut view, Some(&id));
                     continue;
@@ -159,6 +226,7 @@ async fn reconcile(
             }
             apply(keys, &mut view, event, &mut stray);
         }
+        config.record(history);
         // What a machine that left reported is no longer true: its units
         // run elsewhere now, or nowhere. (When it comes back, its agent
         // reports afresh.)
@@ -169,7 +237,7 @@ async fn reconcile(
             }
         }
         if !stray.is_empty()
-            && let Err(e) = commit(&**store, leadership, stray).await
+            && let Err(e) = commit(&**store, leadership, &stray).await
         {
             return e;
         }
@@ -447,7 +515,17 @@ async fn plan_and_commit(
         let decisions = view.plan_batch(config.plan_batch);
         if !decisions.is_empty() {
             let ops = decision_ops(&config.keys, &decisions);
-            commit(store, leadership, ops).await?;
+            let responses = commit(store, leadership, &ops).await?;
+            if config.events.is_some() {
+                let outcomes = reconcile_events::outcomes(&decisions);
+                config.record(reconcile_events::events(
+                    &config.keys,
+                    &outcomes,
+                    &ops,
+                    &responses,
+                    now_ms(),
+                ));
+            }
         }
         if !view.has_pending_work() {
             return Ok(());
@@ -517,12 +595,14 @@ fn decision_ops(keys: &Keys, decisions: &[Decision]) -> Vec<TxnOp> {
 }
 
 /// Commits writes in fenced transactions of at most the store's limit,
-/// retrying store errors with backoff while the leadership lasts.
+/// retrying store errors with backoff while the leadership lasts. Returns
+/// each write's answer, in order.
 async fn commit(
     store: &dyn Store,
     leadership: &Leadership,
-    ops: Vec<TxnOp>,
-) -> Result<(), ReconcileError> {
+    ops: &[TxnOp],
+) -> Result<Vec<TxnOpResponse>, ReconcileError> {
+    let mut responses = Vec::with_capacity(ops.len());
     let max = store.limits().max_txn_ops.max(1);
     let mut chunks = ops.chunks(max);
     let mut backoff = Backoff::default();
@@ -537,6 +617,7 @@ async fn commit(
         match store.txn(txn).await {
             Ok(resp) if resp.succeeded => {
                 backoff.reset();
+                responses.extend(resp.responses);
                 next = chunks.next();
             }
             Ok(_) => return Err(ReconcileError::LeadershipLost),
@@ -547,5 +628,5 @@ async fn commit(
             Err(e) => return Err(ReconcileError::Store(e)),
         }
     }
-    Ok(())
+    Ok(responses)
 }

@@ -87,7 +87,7 @@ async fn unit_writes_follow_fleet_rules() {
         .put_unit(&web, text_put(HELLO, DesiredState::Inactive))
         .await
         .unwrap();
-    assert_eq!(again, PutOutcome::Updated);
+    assert_eq!(again, PutOutcome::Unchanged);
     let unit = c.get_unit(&web).await.unwrap();
     assert_eq!(unit.desired_state, DesiredState::Inactive);
     assert_eq!(unit.current_state, Some(DesiredState::Inactive));

@@ -26,6 +26,9 @@ mod inspect;
 mod trust;
 
 pub use inspect::{JournalQuery, JournalStream};
+// The cluster's history.
+mod events;
+pub use events::EventQuery;
 
 use crate::tls::{ClientIdentity, ServerTrust};
 use crate::wire::WatchIndex;

@@ -1,5 +1,5 @@
 //! The HTTP server: the public REST API (`/v1/units`, `/v1/state`,
-//! `/v1/machines`, `/v1/watch`), the agent endpoints (`/v1/agent/...`),
+//! `/v1/machines`, `/v1/watch`, `/v1/events`), the agent endpoints (`/v1/agent/...`),
 //! fleet's v1 API for fleet's clients (`/fleet/v1/...`, in `fleet/`), the
 //! OpenAPI document and `/healthz`.
 //!
@@ -14,6 +14,7 @@ mod auth;
 #[cfg(test)]
 mod bodies_fuzz;
 mod error;
+mod events;
 mod extract;
 mod fleet;
 mod inspect;

@@ -7,7 +7,9 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use flotilla_proto::trust::Role;
 use flotilla_scheduler::control::ControlPlane;
 
-use super::{AppState, agent, fleet, inspect, machines, meta, servers, state, trust, units, watch};
+use super::{
+    AppState, agent, events, fleet, inspect, machines, meta, servers, state, trust, units, watch,
+};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -91,6 +93,8 @@ pub enum Endpoint {
     FleetGetState,
     FleetListMachines,
     FleetPatchMachines,
+    // The cluster's history.
+    Events,
 }
 
 /// Who may call a route.
@@ -240,6 +244,8 @@ pub const ROUTES: &[Route] = &[
         VIEWER,
     ),
     route(HttpMethod::Get, "/v1/watch", Endpoint::Watch, VIEWER),
+    // The cluster's history (see `super::events`).
+    route(HttpMethod::Get, "/v1/events", Endpoint::Events, VIEWER),
     route(
         HttpMethod::Get,
         "/v1/whoami",
@@ -409,6 +415,7 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::FleetGetState => on(method, fleet::get_state::<C>),
         Endpoint::FleetListMachines => on(method, fleet::list_machines::<C>),
         Endpoint::FleetPatchMachines => on(method, fleet::patch_machines::<C>),
+        Endpoint::Events => on(method, events::list::<C>),
     }
 }
 

@@ -162,8 +162,10 @@ pub(super) async fn join<C: ControlPlane>(
 pub(super) async fn remove_machine<C: ControlPlane>(
     State(s): State<AppState<C>>,
     MachinePath(id): MachinePath,
+    CallerOf(caller): CallerOf,
 ) -> Result<StatusCode, ApiError> {
     s.trust.credentials.remove_machine(&id).await?;
+    super::events::machine_removed(&s, &caller, &id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use flotilla_proto::wire::{Unit, UnitPage, UnitPut};
 use flotilla_scheduler::control::{ControlPlane, PutOutcome};
 
-use super::extract::{JsonBody, PageParams, QueryParams, UnitPath};
-use super::{ApiError, AppState};
+use super::extract::{CallerOf, JsonBody, PageParams, QueryParams, UnitPath};
+use super::{ApiError, AppState, events};
 
 /// `GET /v1/units?nextPageToken=&limit=`: units in name order.
 pub(super) async fn list<C: ControlPlane>(
@@ -31,6 +31,7 @@ pub(super) async fn get<C: ControlPlane>(
 pub(super) async fn put<C: ControlPlane>(
     State(s): State<AppState<C>>,
     UnitPath(name): UnitPath,
+    CallerOf(caller): CallerOf,
     JsonBody(put): JsonBody<UnitPut>,
 ) -> Result<StatusCode, ApiError> {
     if put.options.is_some() && put.text.is_some() {
@@ -38,9 +39,12 @@ pub(super) async fn put<C: ControlPlane>(
             "unit {name}: give its contents as options or as text, not both"
         )));
     }
-    Ok(match s.control.put_unit(&name, put).await? {
+    let change = events::UnitChange::of(&put);
+    let outcome = s.control.put_unit(&name, put).await?;
+    events::unit_put(&s, &caller, &name, change, outcome);
+    Ok(match outcome {
         PutOutcome::Created => StatusCode::CREATED,
-        PutOutcome::Updated => StatusCode::NO_CONTENT,
+        PutOutcome::Updated | PutOutcome::Unchanged => StatusCode::NO_CONTENT,
     })
 }
 
@@ -48,7 +52,9 @@ pub(super) async fn put<C: ControlPlane>(
 pub(super) async fn delete<C: ControlPlane>(
     State(s): State<AppState<C>>,
     UnitPath(name): UnitPath,
+    CallerOf(caller): CallerOf,
 ) -> Result<StatusCode, ApiError> {
     s.control.delete_unit(&name).await?;
+    events::unit_destroyed(&s, &caller, &name);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use flotilla_proto::event::{Event, EventPage};
 use flotilla_proto::wire::{
     AssignedUnit, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration,
     ServerList, ServerResource, StatePage, StateReport, Unit, UnitPage, UnitPut, options_of,
@@ -16,7 +17,7 @@ use flotilla_proto::{
     Capacity, ClusterId, DesiredState, Machine, MachineId, UnitName, UnitSpec, UnitState,
 };
 use flotilla_scheduler::control::{
-    ControlError, ControlPlane, MAX_PAGE, PageRequest, PutOutcome, StateFilter,
+    ControlError, ControlPlane, EventFilter, MAX_PAGE, PageRequest, PutOutcome, StateFilter,
 };
 use tokio::sync::watch;
 
@@ -48,6 +49,8 @@ struct Inner {
     /// The revision at which something for the machine last changed.
     machine_revision: BTreeMap<MachineId, i64>,
     states: BTreeMap<(UnitName, MachineId), UnitState>,
+    /// Events recorded, with the revision each was recorded at.
+    events: Vec<(i64, Event)>,
     fail_next: Option<ControlError>,
 }
 
@@ -211,6 +214,26 @@ impl FakeControl {
             .cloned()
     }
 
+    /// The events recorded so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().events.iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// The events after revision `index` that pass `filter`, each with
+    /// its id (its place in the log).
+    fn events_after(&self, filter: &EventFilter, index: i64) -> Vec<Event> {
+        self.lock()
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, (r, e))| *r > index && filter.matches(e))
+            .map(|(i, (_, e))| Event {
+                id: i.to_string(),
+                ..e.clone()
+            })
+            .collect()
+    }
+
     fn machine_rev(&self, id: &MachineId) -> i64 {
         self.lock().machine_revision.get(id).copied().unwrap_or(0)
     }
@@ -325,8 +348,10 @@ impl ControlPlane for FakeControl {
                         }
                         stored.revision = revision;
                         inner.touch_machine_of(name);
+                        PutOutcome::Updated
+                    } else {
+                        PutOutcome::Unchanged
                     }
-                    PutOutcome::Updated
                 }
             };
             (outcome, inner.revision)
@@ -532,5 +557,65 @@ impl ControlPlane for FakeControl {
         };
         self.publish(revision);
         Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        filter: EventFilter,
+        page: PageRequest,
+    ) -> Result<EventPage, ControlError> {
+        self.take_failure()?;
+        let after = page
+            .token
+            .map(|t| t.parse::<usize>())
+            .transpose()
+            .map_err(|_| ControlError::InvalidRequest("invalid page token".into()))?;
+        let index = self.revision();
+        let (events, next_page_token) = paginate(
+            self.events_after(&filter, 0)
+                .into_iter()
+                .map(|e| (e.id.parse::<usize>().unwrap_or(0), e)),
+            after,
+            page.limit,
+            |i| i.to_string(),
+        );
+        Ok(EventPage {
+            events,
+            next_page_token,
+            index,
+        })
+    }
+
+    async fn follow_events(
+        &self,
+        filter: EventFilter,
+        index: i64,
+        wait: Duration,
+        _limit: Option<usize>,
+    ) -> Result<EventPage, ControlError> {
+        self.take_failure()?;
+        let mut rx = self.revision.subscribe();
+        let _ = tokio::time::timeout(
+            wait,
+            rx.wait_for(|_| !self.events_after(&filter, index).is_empty()),
+        )
+        .await;
+        let events = self.events_after(&filter, index);
+        let index = self.revision();
+        Ok(EventPage {
+            events,
+            next_page_token: None,
+            index,
+        })
+    }
+
+    fn record_change(&self, event: Event) {
+        let revision = {
+            let mut inner = self.lock();
+            let revision = inner.bump();
+            inner.events.push((revision, event));
+            revision
+        };
+        self.publish(revision);
     }
 }

@@ -6,6 +6,7 @@
 mod access;
 mod agent;
 mod errors;
+mod events;
 mod failover;
 mod fake;
 mod limits;

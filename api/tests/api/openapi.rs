@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use flotilla_api::OPENAPI;
 use flotilla_api::server::{HttpMethod, ROUTES};
 use flotilla_api::wire::WatchIndex;
+use flotilla_proto::event::{Event, EventKind, EventPage};
 use flotilla_proto::trust::{
     AuditEntry, AuditPage, CertCreate, CertIssued, CredentialInfo, CredentialKind, CredentialList,
     JoinRequest, Role, TokenCreate, TokenCreated, WhoAmI,
@@ -275,6 +276,33 @@ fn schemas_match_the_wire_types() {
             next_page_token: Some("t".into()),
         },
     );
+    let event = Event {
+        id: "i".into(),
+        ..Event::new(EventKind::UnitMoved, 1)
+            .unit(&"a.service".parse().unwrap())
+            .machine(&machine_id(1))
+            .from_machine(&machine_id(2))
+            .detail("d")
+            .actor("a")
+    };
+    check(&doc, "Event", &event);
+    check(
+        &doc,
+        "EventPage",
+        EventPage {
+            events: vec![event],
+            next_page_token: Some("t".into()),
+            index: 1,
+        },
+    );
+    let kinds: Vec<&str> = doc["components"]["schemas"]["EventKind"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(kinds, ours, "EventKind's values");
 }
 
 /// Probes the live router with every documented path and every method:

@@ -10,8 +10,8 @@ use flotilla_proto::state::DesiredState;
 use flotilla_proto::wire::UnitPut;
 use flotilla_scheduler::control::{ControlError, ControlPlane};
 
-use super::super::extract::{decode_body, read_body};
-use super::super::{ApiError, AppState};
+use super::super::extract::{CallerOf, decode_body, read_body};
+use super::super::{ApiError, AppState, events};
 use super::{
     ItemPath, fleet_error, fleet_unit, no_such_unit, options_of, page, stopping, unit_name,
 };
@@ -46,9 +46,11 @@ pub(in super::super) async fn get<C: ControlPlane>(
 pub(in super::super) async fn delete<C: ControlPlane>(
     State(s): State<AppState<C>>,
     ItemPath(item): ItemPath,
+    CallerOf(caller): CallerOf,
 ) -> Result<StatusCode, ApiError> {
     let name = unit_name(&item).ok_or_else(no_such_unit)?;
     s.control.delete_unit(&name).await.map_err(fleet_error)?;
+    events::unit_destroyed(&s, &caller, &name);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -64,6 +66,7 @@ pub(in super::super) async fn delete<C: ControlPlane>(
 pub(in super::super) async fn put<C: ControlPlane>(
     State(s): State<AppState<C>>,
     ItemPath(item): ItemPath,
+    CallerOf(caller): CallerOf,
     request: Request,
 ) -> Result<StatusCode, ApiError> {
     check_content_type(request.headers())?;
@@ -112,7 +115,9 @@ pub(in super::super) async fn put<C: ControlPlane>(
             options: None,
             replace: true,
         };
-        s.control.put_unit(&name, put).await?;
+        let change = events::UnitChange::of(&put);
+        let outcome = s.control.put_unit(&name, put).await?;
+        events::unit_put(&s, &caller, &name, change, outcome);
         return Ok(StatusCode::CREATED);
     }
     let Some(desired) = desired else {
@@ -141,7 +146,9 @@ pub(in super::super) async fn put<C: ControlPlane>(
         desired_state: Some(desired),
         ..UnitPut::default()
     };
-    s.control.put_unit(&name, put).await.map_err(fleet_error)?;
+    let change = events::UnitChange::of(&put);
+    let outcome = s.control.put_unit(&name, put).await.map_err(fleet_error)?;
+    events::unit_put(&s, &caller, &name, change, outcome);
     if desired == DesiredState::Loaded && was_running {
         s.stopping.record(&name);
     }
