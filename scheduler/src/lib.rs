@@ -17,16 +17,20 @@
 //! - `placement`: which machine each unit runs on (pure, no I/O).
 //! - [`reconciler`]: the leader's loop from watch events to committed
 //!   placements.
+//! - [`census`] and [`metrics`]: the units by state, and the scheduler's
+//!   Prometheus metrics (docs/metrics.md).
 //! - [`trust`]: credentials (tokens, client certificates, machines) and
 //!   the audit log.
 
 mod agents;
+pub mod census;
 pub mod cluster;
 pub mod control;
 pub mod identity;
 pub mod keys;
 pub mod leader;
 mod listing;
+pub mod metrics;
 mod parsed;
 pub mod placement;
 pub mod presence;

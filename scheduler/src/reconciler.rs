@@ -21,8 +21,10 @@ use std::time::Duration;
 use flotilla_proto::backoff::Backoff;
 use flotilla_proto::{Machine, MachineId, UnitName, UnitSpec};
 
+use crate::census::Census;
 use crate::keys::{Key, Keys};
 use crate::leader::Leadership;
+use crate::metrics::{LeaderSnapshot, SchedulerMetrics};
 use crate::placement::{Decision, PlacementView, Strategy, UnassignReason, UnitInput};
 use crate::records::{self, SchedRecord, UnitRecord};
 use crate::store::{KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, WatchEvent};
@@ -42,6 +44,9 @@ pub struct ReconcilerConfig {
     /// its units move: the machine TTL, so that liveness counts only time
     /// the store was reachable.
     pub machine_grace: Duration,
+    /// Where leadership, placements and the units by state are counted
+    /// (a default one counts for no one).
+    pub metrics: SchedulerMetrics,
 }
 
 impl Default for ReconcilerConfig {
@@ -51,6 +56,7 @@ impl Default for ReconcilerConfig {
             strategy: Strategy::default(),
             plan_batch: 10_000,
             machine_grace: Duration::from_secs(10),
+            metrics: SchedulerMetrics::default(),
         }
     }
 }
@@ -77,6 +83,7 @@ pub async fn run(
     config: &ReconcilerConfig,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> ReconcileError {
+    let _leading = Leading::new(&config.metrics);
     let mut backoff = Backoff::default();
     loop {
         let r = tokio::select! {
@@ -100,6 +107,22 @@ pub async fn run(
     }
 }
 
+/// Counts this server as the leader until dropped.
+struct Leading<'a>(&'a SchedulerMetrics);
+
+impl<'a> Leading<'a> {
+    fn new(metrics: &'a SchedulerMetrics) -> Self {
+        metrics.lead();
+        Leading(metrics)
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.follow();
+    }
+}
+
 /// Reads the cluster, then follows its changes; returns only on error.
 async fn reconcile(
     store: &Arc<dyn Store>,
@@ -107,7 +130,7 @@ async fn reconcile(
     config: &ReconcilerConfig,
 ) -> ReconcileError {
     let keys = &config.keys;
-    let (mut view, revision, stray, mut held) = match load(&**store, config).await {
+    let (mut view, revision, stray, mut held, mut census) = match load(&**store, config).await {
         Ok(v) => v,
         Err(e) => return ReconcileError::Store(e),
     };
@@ -128,6 +151,11 @@ async fn reconcile(
         if let Err(e) = plan_and_commit(&**store, leadership, config, &mut view).await {
             return e;
         }
+        config.metrics.publish(LeaderSnapshot {
+            counts: census.counts(),
+            machines: view.machine_count() as u64,
+            applied_revision: watch.next_revision().saturating_sub(1),
+        });
         let grace_end = held.until;
         let next = tokio::select! {
             events = watch.next() => Some(events),
@@ -145,11 +173,15 @@ async fn reconcile(
         let mut stray = Vec::new();
         let mut gone = Vec::new();
         for event in &events {
+            census.apply(keys, event);
             if held.absorb(keys, event, &mut stray) {
                 continue;
             }
             match (keys.parse(event.key()), event) {
-                (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => gone.push(id),
+                (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => {
+                    config.metrics.machine_lost();
+                    gone.push(id);
+                }
                 (Some(Key::Machine(id)), WatchEvent::Put { .. }) => {
                     apply(keys, &mut view, event, &mut stray);
                     held.release(&mut view, Some(&id));
@@ -176,14 +208,16 @@ async fn reconcile(
     }
 }
 
+/// What [`load`] read.
+type Loaded = (PlacementView, u64, Vec<TxnOp>, Held, Census);
+
 /// Builds the view from a consistent-enough read: units, then machines,
-/// then assignments. Returns the revision to watch from (that of the first
-/// read: later changes are seen again through the watch and are
-/// idempotent), and the deletes of assignments whose unit is gone.
-async fn load(
-    store: &dyn Store,
-    config: &ReconcilerConfig,
-) -> Result<(PlacementView, u64, Vec<TxnOp>, Held), StoreError> {
+/// then assignments; and the census of the units by state (from the
+/// units, the leader's decisions, the `Global` marks and the states).
+/// Returns the revision to watch from (that of the first read: later
+/// changes are seen again through the watch and are idempotent), and the
+/// deletes of assignments whose unit is gone.
+async fn load(store: &dyn Store, config: &ReconcilerConfig) -> Result<Loaded, StoreError> {
     let keys = &config.keys;
     let mut view = PlacementView::new(config.strategy);
     let (units, revision) = range_all(store, &keys.units()).await?;
@@ -191,16 +225,18 @@ async fn load(
     // it runs on a blocking thread, not on the threads that answer the
     // API's heartbeats and long polls.
     let parse_keys = keys.clone();
-    let mut inputs = tokio::task::spawn_blocking(move || {
+    let (mut inputs, mut census) = tokio::task::spawn_blocking(move || {
         let mut inputs: HashMap<UnitName, UnitInput> = HashMap::new();
+        let mut census = Census::default();
         for kv in &units {
+            census.put(&parse_keys, kv);
             if let Some(Key::Unit(name)) = parse_keys.parse(&kv.key)
                 && let Some(input) = unit_input(&name, kv)
             {
                 inputs.insert(name, input);
             }
         }
-        inputs
+        (inputs, census)
     })
     .await
     .map_err(|e| StoreError::Internal {
@@ -215,6 +251,11 @@ async fn load(
         }
     }
     let (assignments, _) = range_all(store, &keys.assignments()).await?;
+    for prefix in [keys.scheds(), keys.globals(), keys.states()] {
+        for kv in range_all(store, &prefix).await?.0 {
+            census.put(keys, &kv);
+        }
+    }
     let mut stray = Vec::new();
     let mut held = Held::default();
     let mut assigned = Vec::new();
@@ -249,7 +290,7 @@ async fn load(
             "units of machines absent from the store wait for them to register again"
         );
     }
-    Ok((view, revision, stray, held))
+    Ok((view, revision, stray, held, census))
 }
 
 /// Units assigned to machines that were absent when the view was loaded,
@@ -448,6 +489,7 @@ async fn plan_and_commit(
         if !decisions.is_empty() {
             let ops = decision_ops(&config.keys, &decisions);
             commit(store, leadership, ops).await?;
+            count(&config.metrics, &decisions);
         }
         if !view.has_pending_work() {
             return Ok(());
@@ -455,6 +497,19 @@ async fn plan_and_commit(
         // Let the API and the watch run between batches.
         tokio::task::yield_now().await;
     }
+}
+
+/// Counts committed decisions in the metrics.
+fn count(metrics: &SchedulerMetrics, decisions: &[Decision]) {
+    let mut placed = 0;
+    for d in decisions {
+        match d {
+            Decision::Assign { .. } => placed += 1,
+            Decision::Unassign { reason, .. } => metrics.unassigned(reason),
+            Decision::Unschedulable { .. } => {}
+        }
+    }
+    metrics.placed(placed);
 }
 
 /// The store writes for a list of decisions, one write per key (the last
