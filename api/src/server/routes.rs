@@ -7,7 +7,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use flotilla_proto::trust::Role;
 use flotilla_scheduler::control::ControlPlane;
 
-use super::{AppState, agent, fleet, machines, meta, servers, state, trust, units, watch};
+use super::{AppState, agent, fleet, machines, meta, metrics, servers, state, trust, units, watch};
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,6 +87,7 @@ pub enum Endpoint {
     FleetGetState,
     FleetListMachines,
     FleetPatchMachines,
+    Metrics,
 }
 
 /// Who may call a route.
@@ -104,6 +105,8 @@ pub enum Access {
     OwnMachine,
     /// A join token.
     Join,
+    /// A metrics token (Prometheus), or any person's or tool's credential.
+    Metrics,
 }
 
 impl Access {
@@ -115,6 +118,7 @@ impl Access {
             Access::AtLeast(least) => role.at_least(least),
             Access::OwnMachine => role == Role::Machine,
             Access::Join => role == Role::Join,
+            Access::Metrics => role == Role::Metrics || role.is_person(),
         }
     }
 
@@ -127,6 +131,7 @@ impl Access {
             Access::AtLeast(role) => format!("{role} and above"),
             Access::OwnMachine => "machine (its own)".into(),
             Access::Join => "join token".into(),
+            Access::Metrics => "metrics, viewer and above".into(),
         }
     }
 }
@@ -282,6 +287,13 @@ pub const ROUTES: &[Route] = &[
         Endpoint::Health,
         Access::Public,
     ),
+    // Prometheus' scrapes (docs/metrics.md).
+    route(
+        HttpMethod::Get,
+        "/metrics",
+        Endpoint::Metrics,
+        Access::Metrics,
+    ),
     // fleet's v1 API, for fleet's clients (see `super::fleet`).
     route(
         HttpMethod::Get,
@@ -376,6 +388,7 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::FleetGetState => on(method, fleet::get_state::<C>),
         Endpoint::FleetListMachines => on(method, fleet::list_machines::<C>),
         Endpoint::FleetPatchMachines => on(method, fleet::patch_machines::<C>),
+        Endpoint::Metrics => on(method, metrics::metrics::<C>),
     }
 }
 
