@@ -528,3 +528,91 @@ async fn viewers_may_read_the_metrics() {
     promtool_check(&page);
     server.stop().await;
 }
+
+/// The repository's `deploy/` directory.
+fn deploy() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn promtool(args: &[&str], dir: &std::path::Path) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run promtool ({e}): install Debian's prometheus package (scripts/test does)"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The metric names an expression or file refers to, as documented (a
+/// histogram's `_bucket`, `_sum` and `_count` series are its own).
+fn referred(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("flotilla_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        out.insert(name.to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn the_example_alerts_check_and_fire_as_their_tests_say() {
+    let dir = deploy().join("prometheus");
+    promtool(&["check", "rules", "alerts.yml"], &dir);
+    promtool(&["test", "rules", "alerts_test.yml"], &dir);
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_use_documented_metrics() {
+    let mut known: std::collections::BTreeSet<String> = documented("Servers").into_keys().collect();
+    known.extend(documented("Agents").into_keys());
+    let alerts = std::fs::read_to_string(deploy().join("prometheus/alerts.yml")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy().join("grafana/flotilla.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    let mut used = referred(&alerts);
+    for e in &exprs {
+        used.extend(referred(e));
+    }
+    let unknown: Vec<&String> = used.difference(&known).collect();
+    assert!(unknown.is_empty(), "not in docs/metrics.md: {unknown:?}");
+    // Every panel's query is PromQL that Prometheus parses: checked as
+    // recording rules.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:panel{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    std::fs::write(dir.path().join("dashboard.yml"), rules).unwrap();
+    promtool(&["check", "rules", "dashboard.yml"], dir.path());
+}
