@@ -19,12 +19,14 @@
 //!   tells them apart.
 //! - [`report`]: unit states from systemd's signals, batched to the servers.
 //! - [`machine`]: the machine's id, hostname, addresses and capacity.
+//! - [`metrics`]: the agent's Prometheus metrics (docs/metrics.md).
 
 pub mod container;
 pub mod credential;
 pub mod cut_off;
 pub mod inspect;
 pub mod machine;
+pub mod metrics;
 pub mod notify;
 pub mod reconcile;
 pub mod report;

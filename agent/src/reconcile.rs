@@ -58,6 +58,7 @@ use flotilla_proto::{DesiredState, UnitName, UnitSpec};
 use futures_util::stream::{self, StreamExt};
 
 use crate::container::render::render_service;
+use crate::metrics::{AgentMetrics, PassResult};
 use crate::systemd::{
     JobKind, JobResult, SystemdError, SystemdManager, UnitProperties, read_units,
 };
@@ -338,6 +339,7 @@ pub struct Reconciler<S> {
     /// `memory.recorded` as last saved, when it is kept on disk.
     saved: Option<HashMap<String, String>>,
     errors: HashMap<String, (String, String)>,
+    metrics: AgentMetrics,
 }
 
 impl<S: SystemdManager> Reconciler<S> {
@@ -352,7 +354,14 @@ impl<S: SystemdManager> Reconciler<S> {
             known: None,
             saved: None,
             errors: HashMap::new(),
+            metrics: AgentMetrics::default(),
         }
+    }
+
+    /// Counts and times every pass in `metrics`.
+    pub fn with_metrics(mut self, metrics: AgentMetrics) -> Reconciler<S> {
+        self.metrics = metrics;
+        self
     }
 
     /// Keeps which hash each unit was started with in the unit directory,
@@ -366,6 +375,18 @@ impl<S: SystemdManager> Reconciler<S> {
     /// One pass towards `feed`: every unit this machine should have
     /// (assigned units and the `Global` units that apply to it).
     pub async fn reconcile(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
+        let started = std::time::Instant::now();
+        let outcome = self.pass(feed).await;
+        let result = match &outcome {
+            Ok(pass) if pass.action == Action::AwaitChange => PassResult::Ok,
+            Ok(_) => PassResult::Retry,
+            Err(_) => PassResult::Error,
+        };
+        self.metrics.pass(result, started.elapsed());
+        outcome
+    }
+
+    async fn pass(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
         let desired = render(feed, &self.shim);
         let managed = self.dir.managed()?;
         let mut observed = BTreeMap::new();

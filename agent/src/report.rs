@@ -29,6 +29,7 @@ use flotilla_proto::{Health, MachineId, UnitName, UnitState};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::metrics::AgentMetrics;
 use crate::reconcile::{Pass, UnitNote};
 use crate::systemd::{ChangeFeed, Closed, SystemdManager, UnitProperties, read_units};
 
@@ -187,6 +188,7 @@ pub struct Reporter<S, R> {
     dirty: BTreeSet<String>,
     removed: BTreeSet<String>,
     full: bool,
+    metrics: AgentMetrics,
 }
 
 impl<S: SystemdManager, R: ReportSink> Reporter<S, R> {
@@ -201,7 +203,14 @@ impl<S: SystemdManager, R: ReportSink> Reporter<S, R> {
             dirty: BTreeSet::new(),
             removed: BTreeSet::new(),
             full: true,
+            metrics: AgentMetrics::default(),
         }
+    }
+
+    /// Shows the units' states, restarts and health in `metrics`.
+    pub fn with_metrics(mut self, metrics: AgentMetrics) -> Reporter<S, R> {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until shutdown, or until the feed of systemd's changes closes
@@ -267,7 +276,11 @@ impl<S: SystemdManager, R: ReportSink> Reporter<S, R> {
         for name in self.interest.keys() {
             if !pass.units.contains_key(name) {
                 self.removed.insert(name.clone());
+                self.metrics.forget(name);
             }
+        }
+        for name in &pass.removed {
+            self.metrics.forget(name);
         }
         self.removed.extend(pass.removed);
         for (name, note) in &pass.units {
@@ -313,6 +326,8 @@ impl<S: SystemdManager, R: ReportSink> Reporter<S, R> {
                 (None, Some(Ok(props))) => unit_state(&self.machine, &unit, &props, note),
                 (None, _) => continue,
             };
+            // What systemd says, whether or not it can be sent.
+            self.metrics.observe(&state);
             if self.full || self.sent.get(name) != Some(&state) {
                 states.push(state);
             }

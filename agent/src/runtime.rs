@@ -41,6 +41,7 @@ use crate::credential::{self, ClusterMemory, CredentialError, DEFAULT_STATE_DIR,
 use crate::cut_off::{Contact, CutOff, Feed};
 use crate::inspect::Inspector;
 use crate::machine::{self, MACHINE_ID_FILE, MachineError};
+use crate::metrics::AgentMetrics;
 use crate::reconcile::{Action, Reconciler};
 use crate::report::{ClientSink, DEFAULT_BATCH, Interest, Reporter, ReporterInputs};
 use crate::systemd::{Closed, RUNTIME_UNIT_DIR, SystemdError, SystemdManager};
@@ -77,6 +78,9 @@ pub struct AgentConfig {
     pub report_batch: Duration,
     /// How long one long poll of the feed waits.
     pub poll_wait: Duration,
+    /// Where reconcile passes, units' states and health are counted (a
+    /// default one counts for no one).
+    pub metrics: AgentMetrics,
 }
 
 impl AgentConfig {
@@ -94,6 +98,7 @@ impl AgentConfig {
             machine_id_file: PathBuf::from(MACHINE_ID_FILE),
             report_batch: DEFAULT_BATCH,
             poll_wait: DEFAULT_POLL_WAIT,
+            metrics: AgentMetrics::default(),
         }
     }
 }
@@ -212,7 +217,8 @@ impl Agent {
             UnitDir::new(&config.unit_dir),
             config.shim.clone(),
         )
-        .remembering();
+        .remembering()
+        .with_metrics(config.metrics.clone());
         tasks.spawn(reconcile_loop(
             reconciler,
             desired_rx,
@@ -228,7 +234,8 @@ impl Agent {
             },
             id.clone(),
             config.report_batch,
-        );
+        )
+        .with_metrics(config.metrics.clone());
         let inputs = ReporterInputs {
             changes,
             passes: passes_rx,

@@ -13,20 +13,21 @@ use flotilla_scheduler::events::{EventLog, EventRetention};
 use flotilla_scheduler::identity::{self, IdentityError};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, ElectionError, campaign};
+use flotilla_scheduler::metrics::SchedulerMetrics;
 use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::presence;
 use flotilla_scheduler::quota::Quotas;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
 use flotilla_scheduler::store::{
-    Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery,
-    Store, StoreError, Txn, TxnOp,
+    Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, MeteredStore,
+    Recovery, Store, StoreError, Txn, TxnOp,
 };
 use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, TrustError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::server::{ApiConfig, Transport, Trust, router, serve};
+use crate::server::{ApiConfig, Metrics, Transport, Trust, router_with_metrics, serve};
 use crate::tls::{self, ClusterCa, IssuedCert, TLS_DIR, TlsError};
 
 /// How the API is served.
@@ -166,7 +167,13 @@ impl Daemon {
         store: OpenStore,
         recovery: Option<Recovery>,
     ) -> Result<Daemon, DaemonError> {
-        let dyn_store = store.dyn_store();
+        // Every component reaches the store through one timed handle.
+        let scheduler_metrics = SchedulerMetrics::default();
+        let dyn_store: Arc<dyn Store> = Arc::new(MeteredStore::new(
+            store.dyn_store(),
+            store.backend(),
+            scheduler_metrics.store().clone(),
+        ));
         let cluster_id = patiently(
             "read the cluster's id",
             || identity::cluster_id(&*dyn_store, &config.keys, &config.data_dir),
@@ -220,7 +227,8 @@ impl Daemon {
             )
             .with_events(events.clone()),
         );
-        let api = router(cluster, Arc::clone(&trust), config.api.clone());
+        let metrics = Arc::new(Metrics::new(&scheduler_metrics));
+        let api = router_with_metrics(cluster, Arc::clone(&trust), config.api.clone(), metrics);
         let (stop, stopped) = watch::channel(false);
         let election = ElectionConfig {
             keys: config.keys.clone(),
@@ -237,6 +245,7 @@ impl Daemon {
             machine_grace: config.machine_ttl,
             events: Some(events.clone()),
             server: format!("{} ({})", election.record.id, election.record.address),
+            metrics: scheduler_metrics,
             ..ReconcilerConfig::default()
         };
         let announcing = tokio::spawn(presence::announce(
@@ -351,6 +360,14 @@ impl OpenStore {
         match self {
             OpenStore::Embedded(s) => s.clone(),
             OpenStore::Etcd(s) => s.clone(),
+        }
+    }
+
+    /// The backend's name in the metrics.
+    fn backend(&self) -> &'static str {
+        match self {
+            OpenStore::Embedded(_) => "embedded",
+            OpenStore::Etcd(_) => "etcd",
         }
     }
 

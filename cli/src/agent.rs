@@ -3,13 +3,18 @@
 //! readiness protocol, and a graceful stop that leaves units running.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use flotilla_agent::metrics::AgentMetrics;
 use flotilla_agent::notify::notify;
 use flotilla_agent::systemd::{DbusSystemd, RUNTIME_UNIT_DIR};
 use flotilla_agent::{Agent, AgentConfig};
+use flotilla_api::server::metrics::registry_router;
+use flotilla_api::server::{HttpLimits, Transport, serve};
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use crate::server::{DEFAULT_LISTEN, read_config, wait_for_signal};
@@ -19,7 +24,8 @@ use crate::server::{DEFAULT_LISTEN, read_config, wait_for_signal};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A YAML configuration file (keys: server, metadata, join-token,
-    /// join-token-file, ca, state-dir, unit-dir).
+    /// join-token-file, ca, state-dir, unit-dir, metrics-listen,
+    /// metrics-allow-remote).
     #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -67,6 +73,17 @@ pub struct Args {
     /// Where unit files are written [default: /run/systemd/system].
     #[arg(long, env = "FLOTILLA_UNIT_DIR", value_name = "DIR")]
     unit_dir: Option<PathBuf>,
+
+    /// Serve the agent's Prometheus metrics at http://ADDR/metrics, plain
+    /// HTTP with no credential (docs/metrics.md) [default: not served].
+    /// Loopback only, unless --metrics-allow-remote is given too.
+    #[arg(long, env = "FLOTILLA_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
+    /// With --metrics-listen: allow an address other than loopback, where
+    /// anyone who reaches it reads the metrics.
+    #[arg(long, env = "FLOTILLA_METRICS_ALLOW_REMOTE")]
+    metrics_allow_remote: bool,
 }
 
 /// One `key=value` of machine metadata: a non-empty key and value, no
@@ -95,6 +112,9 @@ struct FileConfig {
     ca: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     unit_dir: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    metrics_allow_remote: bool,
 }
 
 /// `server:` as one URL, comma-separated URLs, or a list.
@@ -121,7 +141,8 @@ impl Servers {
     }
 }
 
-fn resolve(args: Args) -> anyhow::Result<AgentConfig> {
+/// The agent's settings, and where it serves its metrics (if anywhere).
+fn resolve(args: Args) -> anyhow::Result<(AgentConfig, Option<SocketAddr>)> {
     let file: FileConfig = match &args.config {
         Some(path) => read_config(path)?,
         None => FileConfig::default(),
@@ -133,6 +154,10 @@ fn resolve(args: Args) -> anyhow::Result<AgentConfig> {
                 .with_context(|| format!("metadata in {}", path.display()))?;
         }
     }
+    let metrics_listen = metrics_address(
+        args.metrics_listen.or(file.metrics_listen),
+        args.metrics_allow_remote || file.metrics_allow_remote,
+    )?;
     let mut servers = args.server;
     if servers.is_empty() {
         servers = file.server.into_vec();
@@ -172,8 +197,54 @@ fn resolve(args: Args) -> anyhow::Result<AgentConfig> {
         .unit_dir
         .or(file.unit_dir)
         .unwrap_or_else(|| PathBuf::from(RUNTIME_UNIT_DIR));
-    Ok(config)
+    Ok((config, metrics_listen))
 }
+
+/// Where the metrics are served: refused on an address other than
+/// loopback unless `remote_ok`, since they are served with no credential.
+fn metrics_address(
+    listen: Option<SocketAddr>,
+    remote_ok: bool,
+) -> anyhow::Result<Option<SocketAddr>> {
+    match listen {
+        Some(addr) if !addr.ip().is_loopback() && !remote_ok => bail!(
+            "--metrics-listen {addr} would show this machine's metrics to anyone who reaches it, with no credential: listen on loopback (127.0.0.1:9559) and scrape locally, or add --metrics-allow-remote if the network is trusted"
+        ),
+        other => Ok(other),
+    }
+}
+
+/// Serves `metrics` on `listen` (plain HTTP, `GET /metrics` only) until
+/// the process ends.
+async fn serve_metrics(listen: SocketAddr, metrics: &AgentMetrics) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
+    let address = listener.local_addr().unwrap_or(listen);
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let router = registry_router(Arc::new(registry));
+    // A scraper or two: few connections, and none held idle for long.
+    let limits = HttpLimits {
+        max_connections: Some(METRICS_CONNECTIONS),
+        max_connections_per_peer: METRICS_CONNECTIONS,
+        ..HttpLimits::default()
+    };
+    tokio::spawn(async move {
+        let forever = std::future::pending::<()>();
+        if let Err(e) = serve(listener, router, Transport::Plain, limits, forever).await {
+            tracing::error!("the metrics listener failed: {e}");
+        }
+    });
+    if !address.ip().is_loopback() {
+        tracing::warn!("serving metrics with no credential on {address}, beyond loopback");
+    }
+    tracing::info!("serving metrics on http://{address}/metrics");
+    Ok(())
+}
+
+/// Most connections open at once on the metrics listener.
+const METRICS_CONNECTIONS: usize = 16;
 
 /// This binary: container units run it as their shim.
 pub fn own_binary() -> anyhow::Result<PathBuf> {
@@ -181,12 +252,15 @@ pub fn own_binary() -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = resolve(args)?;
+    let (config, metrics_listen) = resolve(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        if let Some(listen) = metrics_listen {
+            serve_metrics(listen, &config.metrics).await?;
+        }
         // Joining waits for a server: a signal meanwhile stops the agent.
         let signal = wait_for_signal();
         tokio::pin!(signal);
@@ -202,7 +276,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
     let systemd = DbusSystemd::connect()
         .await
-        .context("the agent needs systemd")?;
+        .context("the agent needs systemd")?
+        .with_metrics(config.metrics.clone());
     check_unit_dir(&config.unit_dir)?;
     Ok(Agent::start(config, Arc::new(systemd)).await?)
 }
@@ -252,6 +327,38 @@ mod tests {
         assert!(parse_pair("=web").is_err());
         assert!(parse_pair("role=").is_err());
         assert!(parse_pair("a=b=c").is_err());
+    }
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_allowed() {
+        let at = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            metrics_address(at("127.0.0.1:9559"), false).unwrap(),
+            at("127.0.0.1:9559")
+        );
+        assert_eq!(
+            metrics_address(at("[::1]:9559"), false).unwrap(),
+            at("[::1]:9559")
+        );
+        let refused = metrics_address(at("0.0.0.0:9559"), false).unwrap_err();
+        assert!(
+            refused.to_string().contains("--metrics-allow-remote"),
+            "{refused}"
+        );
+        assert!(metrics_address(at("10.1.2.3:9559"), false).is_err());
+        assert_eq!(
+            metrics_address(at("0.0.0.0:9559"), true).unwrap(),
+            at("0.0.0.0:9559")
+        );
+        assert_eq!(metrics_address(None, false).unwrap(), None);
+        let file: FileConfig = serde_norway::from_str(
+            "metrics-listen: 127.0.0.1:9559
+metrics-allow-remote: true
+",
+        )
+        .unwrap();
+        assert_eq!(file.metrics_listen, at("127.0.0.1:9559"));
+        assert!(file.metrics_allow_remote);
     }
 
     #[test]

@@ -21,7 +21,8 @@ use crate::{Global, Output};
 pub enum TokenCommand {
     /// Make a token. Its secret is printed once: keep it.
     Create {
-        /// viewer, operator, admin, or join (for machines to join with).
+        /// viewer, operator, admin, join (for machines to join with), or
+        /// metrics (for Prometheus: reads /metrics only).
         #[arg(long)]
         role: Role,
         /// A name for people: who or what holds it.
@@ -51,7 +52,7 @@ pub enum CertCommand {
     /// (0600) and `ca.crt`. Use them with --cert, --key and --ca, or with
     /// fleetctl's --cert-file, --key-file and --ca-file.
     Create {
-        /// viewer, operator or admin.
+        /// viewer, operator, admin, or metrics (for Prometheus).
         #[arg(long)]
         role: Role,
         /// Who holds it (the certificate's common name).

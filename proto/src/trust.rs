@@ -34,16 +34,20 @@ pub enum Role {
     /// An agent: registers, heartbeats, reads the units feed and reports
     /// state, for its own machine only.
     Machine,
+    /// A metrics scraper (Prometheus): reads `GET /metrics`, and nothing
+    /// else.
+    Metrics,
 }
 
 impl Role {
     /// Every role, in the order the documentation lists them.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Viewer,
         Role::Operator,
         Role::Admin,
         Role::Join,
         Role::Machine,
+        Role::Metrics,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Join => "join",
             Role::Machine => "machine",
+            Role::Metrics => "metrics",
         }
     }
 
@@ -76,7 +81,7 @@ impl fmt::Display for Role {
 
 /// A role name that is not one of [`Role::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: expected viewer, operator, admin, join or machine")]
+#[error("unknown role {0:?}: expected viewer, operator, admin, join, machine or metrics")]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -249,6 +254,8 @@ mod tests {
         assert!(!Role::Machine.at_least(Role::Viewer));
         assert!(!Role::Join.at_least(Role::Viewer));
         assert!(!Role::Admin.at_least(Role::Machine));
+        assert!(!Role::Metrics.at_least(Role::Viewer));
+        assert!(!Role::Admin.at_least(Role::Metrics));
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>(), Ok(r));
         }

@@ -21,10 +21,13 @@
 //!   retention.
 //! - `liveness`: which machines' heartbeats are overdue, for the states
 //!   the API shows.
+//! - [`census`] and [`metrics`]: the units by state, and the scheduler's
+//!   Prometheus metrics (docs/metrics.md).
 //! - [`trust`]: credentials (tokens, client certificates, machines) and
 //!   the audit log.
 
 mod agents;
+pub mod census;
 pub mod cluster;
 pub mod control;
 pub mod events;
@@ -33,6 +36,7 @@ pub mod keys;
 pub mod leader;
 mod listing;
 mod liveness;
+pub mod metrics;
 mod parsed;
 pub mod placement;
 pub mod presence;

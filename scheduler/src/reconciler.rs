@@ -26,9 +26,11 @@ use flotilla_proto::backoff::Backoff;
 use flotilla_proto::event::{Event, EventKind};
 use flotilla_proto::{Machine, MachineId, UnitName, UnitSpec};
 
+use crate::census::Census;
 use crate::events::EventLog;
 use crate::keys::{Key, Keys};
 use crate::leader::Leadership;
+use crate::metrics::{LeaderSnapshot, SchedulerMetrics};
 use crate::placement::{Decision, PlacementView, Strategy, UnassignReason, UnitInput};
 use crate::reconcile_events;
 use crate::records::{self, SchedRecord, UnitRecord};
@@ -57,6 +59,9 @@ pub struct ReconcilerConfig {
     /// How the `leader-changed` event names this server (its id and
     /// address).
     pub server: String,
+    /// Where leadership, placements and the units by state are counted
+    /// (a default one counts for no one).
+    pub metrics: SchedulerMetrics,
 }
 
 impl Default for ReconcilerConfig {
@@ -68,6 +73,7 @@ impl Default for ReconcilerConfig {
             machine_grace: Duration::from_secs(10),
             events: None,
             server: String::new(),
+            metrics: SchedulerMetrics::default(),
         }
     }
 }
@@ -110,6 +116,7 @@ pub async fn run(
     config.record(vec![
         Event::new(EventKind::LeaderChanged, now_ms()).detail(who),
     ]);
+    let _leading = Leading::new(&config.metrics);
     let mut backoff = Backoff::default();
     loop {
         let r = tokio::select! {
@@ -133,6 +140,22 @@ pub async fn run(
     }
 }
 
+/// Counts this server as the leader until dropped.
+struct Leading<'a>(&'a SchedulerMetrics);
+
+impl<'a> Leading<'a> {
+    fn new(metrics: &'a SchedulerMetrics) -> Self {
+        metrics.lead();
+        Leading(metrics)
+    }
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        self.0.follow();
+    }
+}
+
 /// Reads the cluster, then follows its changes; returns only on error.
 async fn reconcile(
     store: &Arc<dyn Store>,
@@ -140,7 +163,7 @@ async fn reconcile(
     config: &ReconcilerConfig,
 ) -> ReconcileError {
     let keys = &config.keys;
-    let (mut view, revision, stray, mut held) = match load(&**store, config).await {
+    let (mut view, revision, stray, mut held, mut census) = match load(&**store, config).await {
         Ok(v) => v,
         Err(e) => return ReconcileError::Store(e),
     };
@@ -162,6 +185,11 @@ async fn reconcile(
         if let Err(e) = plan_and_commit(&**store, leadership, config, &mut view).await {
             return e;
         }
+        config.metrics.publish(LeaderSnapshot {
+            counts: census.counts(),
+            machines: view.machine_count() as u64,
+            applied_revision: watch.next_revision().saturating_sub(1),
+        });
         let grace_end = held.until;
         let next = tokio::select! {
             events = watch.next() => Some(events),
@@ -195,6 +223,7 @@ async fn reconcile(
         let mut gone = Vec::new();
         let mut history = Vec::new();
         for event in &events {
+            census.apply(keys, event);
             if held.absorb(keys, event, &mut stray) {
                 continue;
             }
@@ -207,6 +236,7 @@ async fn reconcile(
                                 "its lease ended (no heartbeat for the machine TTL), or it was removed",
                             ),
                     );
+                    config.metrics.machine_lost();
                     gone.push(id);
                 }
                 (Some(Key::Machine(id)), WatchEvent::Put { kv, prev }) => {
@@ -244,14 +274,16 @@ async fn reconcile(
     }
 }
 
+/// What [`load`] read.
+type Loaded = (PlacementView, u64, Vec<TxnOp>, Held, Census);
+
 /// Builds the view from a consistent-enough read: units, then machines,
-/// then assignments. Returns the revision to watch from (that of the first
-/// read: later changes are seen again through the watch and are
-/// idempotent), and the deletes of assignments whose unit is gone.
-async fn load(
-    store: &dyn Store,
-    config: &ReconcilerConfig,
-) -> Result<(PlacementView, u64, Vec<TxnOp>, Held), StoreError> {
+/// then assignments; and the census of the units by state (from the
+/// units, the leader's decisions, the `Global` marks and the states).
+/// Returns the revision to watch from (that of the first read: later
+/// changes are seen again through the watch and are idempotent), and the
+/// deletes of assignments whose unit is gone.
+async fn load(store: &dyn Store, config: &ReconcilerConfig) -> Result<Loaded, StoreError> {
     let keys = &config.keys;
     let mut view = PlacementView::new(config.strategy);
     let (units, revision) = range_all(store, &keys.units()).await?;
@@ -259,16 +291,18 @@ async fn load(
     // it runs on a blocking thread, not on the threads that answer the
     // API's heartbeats and long polls.
     let parse_keys = keys.clone();
-    let mut inputs = tokio::task::spawn_blocking(move || {
+    let (mut inputs, mut census) = tokio::task::spawn_blocking(move || {
         let mut inputs: HashMap<UnitName, UnitInput> = HashMap::new();
+        let mut census = Census::default();
         for kv in &units {
+            census.put(&parse_keys, kv);
             if let Some(Key::Unit(name)) = parse_keys.parse(&kv.key)
                 && let Some(input) = unit_input(&name, kv)
             {
                 inputs.insert(name, input);
             }
         }
-        inputs
+        (inputs, census)
     })
     .await
     .map_err(|e| StoreError::Internal {
@@ -283,6 +317,11 @@ async fn load(
         }
     }
     let (assignments, _) = range_all(store, &keys.assignments()).await?;
+    for prefix in [keys.scheds(), keys.globals(), keys.states()] {
+        for kv in range_all(store, &prefix).await?.0 {
+            census.put(keys, &kv);
+        }
+    }
     let mut stray = Vec::new();
     let mut held = Held::default();
     let mut assigned = Vec::new();
@@ -317,7 +356,7 @@ async fn load(
             "units of machines absent from the store wait for them to register again"
         );
     }
-    Ok((view, revision, stray, held))
+    Ok((view, revision, stray, held, census))
 }
 
 /// Units assigned to machines that were absent when the view was loaded,
@@ -526,6 +565,7 @@ async fn plan_and_commit(
                     now_ms(),
                 ));
             }
+            count(&config.metrics, &decisions);
         }
         if !view.has_pending_work() {
             return Ok(());
@@ -533,6 +573,19 @@ async fn plan_and_commit(
         // Let the API and the watch run between batches.
         tokio::task::yield_now().await;
     }
+}
+
+/// Counts committed decisions in the metrics.
+fn count(metrics: &SchedulerMetrics, decisions: &[Decision]) {
+    let mut placed = 0;
+    for d in decisions {
+        match d {
+            Decision::Assign { .. } => placed += 1,
+            Decision::Unassign { reason, .. } => metrics.unassigned(reason),
+            Decision::Unschedulable { .. } => {}
+        }
+    }
+    metrics.placed(placed);
 }
 
 /// The store writes for a list of decisions, one write per key (the last

@@ -18,13 +18,16 @@
 //! `Subscribe` is called once, so that systemd sends those signals at all.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use zbus::message::Type as MessageType;
 use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
+
+use crate::metrics::AgentMetrics;
 
 use super::{
     ChangeFeed, ChangeSink, DEFAULT_JOB_TIMEOUT, JobKind, JobResult, SystemdError, SystemdManager,
@@ -149,6 +152,7 @@ pub struct DbusSystemd {
     shared: Arc<Shared>,
     job_timeout: Duration,
     listeners: Vec<tokio::task::JoinHandle<()>>,
+    metrics: AgentMetrics,
 }
 
 impl std::fmt::Debug for DbusSystemd {
@@ -213,6 +217,7 @@ impl DbusSystemd {
             shared,
             job_timeout: DEFAULT_JOB_TIMEOUT,
             listeners,
+            metrics: AgentMetrics::default(),
         })
     }
 
@@ -222,20 +227,35 @@ impl DbusSystemd {
         self
     }
 
+    /// The same, timing each method call in `metrics`.
+    pub fn with_metrics(mut self, metrics: AgentMetrics) -> DbusSystemd {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Awaits one method call to systemd, timing it as `method`.
+    async fn timed<T>(&self, method: &'static str, call: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = call.await;
+        self.metrics.dbus_call(method, started.elapsed());
+        out
+    }
+
     async fn get_all(
         &self,
         path: &OwnedObjectPath,
         interface: &str,
     ) -> Result<HashMap<String, OwnedVariant>, SystemdError> {
+        let body = (interface,);
+        let call = self.conn.call_method(
+            Some(DESTINATION),
+            path.as_str(),
+            Some(PROPERTIES_INTERFACE),
+            "GetAll",
+            &body,
+        );
         let reply = self
-            .conn
-            .call_method(
-                Some(DESTINATION),
-                path.as_str(),
-                Some(PROPERTIES_INTERFACE),
-                "GetAll",
-                &(interface,),
-            )
+            .timed("GetAll", call)
             .await
             .map_err(|e| bus_error("GetAll", e))?;
         reply
@@ -274,17 +294,25 @@ async fn listen_properties(mut stream: MessageStream, shared: Arc<Shared>) {
 
 impl SystemdManager for DbusSystemd {
     async fn reload(&self) -> Result<(), SystemdError> {
-        self.manager
-            .reload()
+        self.timed("Reload", self.manager.reload())
             .await
             .map_err(|e| call_error("reload", "the unit files", e))
     }
 
     async fn job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {
         let queued = match kind {
-            JobKind::Start => self.manager.start_unit(unit, "replace").await,
-            JobKind::Stop => self.manager.stop_unit(unit, "replace").await,
-            JobKind::Restart => self.manager.restart_unit(unit, "replace").await,
+            JobKind::Start => {
+                self.timed("StartUnit", self.manager.start_unit(unit, "replace"))
+                    .await
+            }
+            JobKind::Stop => {
+                self.timed("StopUnit", self.manager.stop_unit(unit, "replace"))
+                    .await
+            }
+            JobKind::Restart => {
+                self.timed("RestartUnit", self.manager.restart_unit(unit, "replace"))
+                    .await
+            }
         };
         let job = match queued {
             Ok(job) => job.as_str().to_owned(),
@@ -329,8 +357,7 @@ impl SystemdManager for DbusSystemd {
 
     async fn unit(&self, name: &str) -> Result<UnitProperties, SystemdError> {
         let path = self
-            .manager
-            .load_unit(name)
+            .timed("LoadUnit", self.manager.load_unit(name))
             .await
             .map_err(|e| call_error("load", name, e))?;
         let unit = self.get_all(&path, UNIT_INTERFACE).await?;
@@ -365,8 +392,7 @@ impl SystemdManager for DbusSystemd {
     async fn unit_states(&self, names: &[String]) -> Result<Vec<UnitProperties>, SystemdError> {
         let asked: Vec<&str> = names.iter().map(String::as_str).collect();
         let listed = self
-            .manager
-            .list_units_by_names(&asked)
+            .timed("ListUnitsByNames", self.manager.list_units_by_names(&asked))
             .await
             .map_err(|e| call_error("list", "units", e))?;
         let mut by_name: HashMap<String, UnitProperties> = listed

@@ -13,6 +13,7 @@ use flotilla_scheduler::control::ControlPlane;
 use super::extract::{
     CallerOf, Drain, JsonBody, OwnMachinePath, PollParams, QueryParams, check_own_machine,
 };
+use super::routes::Endpoint;
 use super::{ApiError, AppState};
 
 /// `POST /v1/agent/machines`: registers the machine of the body, which
@@ -48,6 +49,9 @@ pub(super) async fn units<C: ControlPlane>(
 ) -> Result<Json<MachineUnits>, ApiError> {
     let index = params.index()?;
     let wait = params.wait(&s.config)?;
+    let _open = index
+        .is_some_and(|i| i > 0)
+        .then(|| s.metrics.long_poll(Endpoint::MachineUnits));
     let units = tokio::select! {
         units = s.control.machine_units(&id, index, wait) => units?,
         () = drain.started() => s.control.machine_units(&id, None, Duration::ZERO).await?,

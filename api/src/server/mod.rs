@@ -21,6 +21,7 @@ mod inspect;
 mod listen;
 mod machines;
 mod meta;
+pub mod metrics;
 pub mod relay;
 mod routes;
 mod servers;
@@ -40,6 +41,7 @@ use flotilla_scheduler::control::ControlPlane;
 pub use auth::Trust;
 pub use error::ApiError;
 pub use listen::{ConnInfo, DEFAULT_MAX_CONNECTIONS, HttpLimits, SHUTDOWN_GRACE, Transport, serve};
+pub use metrics::Metrics;
 pub use routes::{Access, Endpoint, HttpMethod, ROUTES, Route};
 
 /// The largest request body accepted by default: 1 MiB, four times the
@@ -86,6 +88,8 @@ pub(crate) struct AppState<C> {
     pub(crate) stopping: Arc<fleet::Stopping>,
     /// Requests to machines' agents (status, journal).
     pub(crate) relay: Arc<relay::Relay>,
+    /// What `/metrics` shows, and the API's own metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 // Not derived: a derive would require `C: Clone`, and only the `Arc`s are
@@ -98,6 +102,7 @@ impl<C> Clone for AppState<C> {
             config: Arc::clone(&self.config),
             stopping: Arc::clone(&self.stopping),
             relay: Arc::clone(&self.relay),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -113,8 +118,23 @@ impl<C> fmt::Debug for AppState<C> {
 /// The API's router over `control`: every route of [`ROUTES`], each behind
 /// its [`Access`] (401 without a valid credential, 403 with one that may
 /// not) and, for changes, the audit log; JSON errors for unknown routes
-/// (404) and methods (405); the body limit.
+/// (404) and methods (405); the body limit. Its `/metrics` shows the API's
+/// own metrics (and the scheduler's, all at rest): see
+/// [`router_with_metrics`].
 pub fn router<C: ControlPlane>(control: Arc<C>, trust: Arc<Trust>, config: ApiConfig) -> Router {
+    let metrics = Arc::new(Metrics::new(
+        &flotilla_scheduler::metrics::SchedulerMetrics::default(),
+    ));
+    router_with_metrics(control, trust, config, metrics)
+}
+
+/// [`router`], counting into `metrics` and showing it at `/metrics`.
+pub fn router_with_metrics<C: ControlPlane>(
+    control: Arc<C>,
+    trust: Arc<Trust>,
+    config: ApiConfig,
+    metrics: Arc<Metrics>,
+) -> Router {
     let body_limit = config.body_limit;
     let state = AppState {
         control,
@@ -122,6 +142,7 @@ pub fn router<C: ControlPlane>(control: Arc<C>, trust: Arc<Trust>, config: ApiCo
         config: Arc::new(config),
         stopping: Arc::default(),
         relay: Arc::default(),
+        metrics: Arc::clone(&metrics),
     };
     let mut router = Router::new();
     for route in ROUTES {
@@ -133,6 +154,14 @@ pub fn router<C: ControlPlane>(control: Arc<C>, trust: Arc<Trust>, config: ApiCo
                 },
                 auth::guard,
             ));
+        // Outside the guard, so that refusals are counted too.
+        let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+            metrics::Counted {
+                route: *route,
+                metrics: Arc::clone(&metrics),
+            },
+            metrics::count,
+        ));
         router = router.route(route.path, guarded);
     }
     router

@@ -8,7 +8,8 @@ use flotilla_proto::trust::Role;
 use flotilla_scheduler::control::ControlPlane;
 
 use super::{
-    AppState, agent, events, fleet, inspect, machines, meta, servers, state, trust, units, watch,
+    AppState, agent, events, fleet, inspect, machines, meta, metrics, servers, state, trust, units,
+    watch,
 };
 
 /// The HTTP methods the API uses.
@@ -95,6 +96,7 @@ pub enum Endpoint {
     FleetPatchMachines,
     // The cluster's history.
     Events,
+    Metrics,
 }
 
 /// Who may call a route.
@@ -112,6 +114,8 @@ pub enum Access {
     OwnMachine,
     /// A join token.
     Join,
+    /// A metrics token (Prometheus), or any person's or tool's credential.
+    Metrics,
 }
 
 impl Access {
@@ -123,6 +127,7 @@ impl Access {
             Access::AtLeast(least) => role.at_least(least),
             Access::OwnMachine => role == Role::Machine,
             Access::Join => role == Role::Join,
+            Access::Metrics => role == Role::Metrics || role.is_person(),
         }
     }
 
@@ -135,6 +140,7 @@ impl Access {
             Access::AtLeast(role) => format!("{role} and above"),
             Access::OwnMachine => "machine (its own)".into(),
             Access::Join => "join token".into(),
+            Access::Metrics => "metrics, viewer and above".into(),
         }
     }
 }
@@ -317,6 +323,13 @@ pub const ROUTES: &[Route] = &[
         Endpoint::Health,
         Access::Public,
     ),
+    // Prometheus' scrapes (docs/metrics.md).
+    route(
+        HttpMethod::Get,
+        "/metrics",
+        Endpoint::Metrics,
+        Access::Metrics,
+    ),
     // fleet's v1 API, for fleet's clients (see `super::fleet`).
     route(
         HttpMethod::Get,
@@ -416,6 +429,7 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::FleetListMachines => on(method, fleet::list_machines::<C>),
         Endpoint::FleetPatchMachines => on(method, fleet::patch_machines::<C>),
         Endpoint::Events => on(method, events::list::<C>),
+        Endpoint::Metrics => on(method, metrics::metrics::<C>),
     }
 }
 

@@ -5,6 +5,7 @@ use axum::extract::State;
 use flotilla_scheduler::control::ControlPlane;
 
 use super::extract::{Drain, PollParams, QueryParams};
+use super::routes::Endpoint;
 use super::{ApiError, AppState};
 use crate::wire::WatchIndex;
 
@@ -19,6 +20,7 @@ pub(super) async fn watch<C: ControlPlane>(
 ) -> Result<Json<WatchIndex>, ApiError> {
     let index = params.index()?.unwrap_or(0);
     let wait = params.wait(&s.config)?;
+    let _open = (index > 0).then(|| s.metrics.long_poll(Endpoint::Watch));
     let index = tokio::select! {
         changed = s.control.wait_for_change(index, wait) => changed?,
         () = drain.started() => index,

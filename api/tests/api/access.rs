@@ -70,6 +70,11 @@ async fn every_route_with_every_credential() {
             Some(Role::Machine),
             Some(server.machine_token(1).await),
         ),
+        (
+            "metrics",
+            Some(Role::Metrics),
+            Some(server.token(Role::Metrics).await),
+        ),
     ];
     let mut table = Vec::new();
     for route in ROUTES {

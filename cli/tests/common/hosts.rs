@@ -32,22 +32,27 @@ pub fn boot(name: &str) -> Host {
 /// `READY=1`, which it does once its machine is registered. It joins with
 /// a join string the first time, and keeps its credential after that.
 pub fn start_agent(host: &Host, server: &ServerProcess, metadata: &str) {
+    start_agent_with(host, server, metadata, &[]);
+}
+
+/// [`start_agent`], with more flags for `flotilla agent`.
+pub fn start_agent_with(host: &Host, server: &ServerProcess, metadata: &str, extra: &[&str]) {
     let join = server.join_string();
-    host.spawn_unit(
-        "flotilla-agent",
-        &[
-            "--property=Type=notify",
-            "--setenv=FLOTILLA_LOG=info",
-            &format!("--setenv=FLOTILLA_JOIN_TOKEN={join}"),
-            HOST_BIN,
-            "agent",
-            "--server",
-            &server.endpoint,
-            "--metadata",
-            metadata,
-        ],
-    )
-    .unwrap_or_else(|e| panic!("the agent did not start: {e}\n{}", journal(host)));
+    let join_env = format!("--setenv=FLOTILLA_JOIN_TOKEN={join}");
+    let mut argv = vec![
+        "--property=Type=notify",
+        "--setenv=FLOTILLA_LOG=info",
+        &join_env,
+        HOST_BIN,
+        "agent",
+        "--server",
+        &server.endpoint,
+        "--metadata",
+        metadata,
+    ];
+    argv.extend_from_slice(extra);
+    host.spawn_unit("flotilla-agent", &argv)
+        .unwrap_or_else(|e| panic!("the agent did not start: {e}\n{}", journal(host)));
 }
 
 /// Stops the agent with SIGTERM (systemctl stop) and waits until it is gone.

@@ -353,6 +353,27 @@ pub enum UnassignReason {
     Duplicate,
 }
 
+impl UnassignReason {
+    /// A short name of the reason without the units it names, for the
+    /// `reason` label of `flotilla_unassignments_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UnassignReason::MachineGone => "machine_gone",
+            UnassignReason::Inactive => "inactive",
+            UnassignReason::Removed => "removed",
+            UnassignReason::Global => "global",
+            UnassignReason::MachineId => "machine_id",
+            UnassignReason::Metadata => "metadata",
+            UnassignReason::LeaderMoved { .. } => "leader_moved",
+            UnassignReason::LeaderUnplaced { .. } => "leader_unplaced",
+            UnassignReason::Conflict { .. } => "conflict",
+            UnassignReason::Replaced { .. } => "replaced",
+            UnassignReason::NoRoom => "no_room",
+            UnassignReason::Duplicate => "duplicate",
+        }
+    }
+}
+
 impl fmt::Display for UnassignReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

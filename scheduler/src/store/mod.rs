@@ -41,6 +41,7 @@ mod etcd;
 pub mod identity;
 mod lease;
 mod memory;
+mod metered;
 mod state;
 mod types;
 mod watch;
@@ -57,6 +58,7 @@ pub use error::{StoreError, StoreResult};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdConnectError, EtcdStore, EtcdTls};
 pub use memory::{CallCounts, Fault, FaultPoint, MemoryOptions, MemoryStore, Method};
+pub use metered::MeteredStore;
 pub use types::{
     Compare, CompareOp, CompareTarget, DeleteResponse, GetResponse, HistoryStats, KeyValue,
     LeaseGrant, LeaseId, Limits, PutResponse, RangeOptions, RangeResponse, Txn, TxnOp,

@@ -306,9 +306,9 @@ impl Credentials {
         expires_ms: u64,
         by: &Identity,
     ) -> Result<CredentialInfo, TrustError> {
-        if !role.is_person() {
+        if !role.is_person() && role != Role::Metrics {
             return Err(TrustError::Invalid(format!(
-                "client certificates are for people and tools (viewer, operator or admin), not {role}"
+                "client certificates are for people and tools (viewer, operator, admin or metrics), not {role}"
             )));
         }
         let record = CredentialRecord {
