@@ -45,6 +45,12 @@ pub enum EventKind {
     /// A machine left the cluster: its lease ended (no heartbeat for the
     /// machine TTL) or it was removed; its units move.
     MachineLost,
+    /// A machine was cut off: its heartbeats stopped for longer than half
+    /// the machine TTL, then came back before its lease ended (a network
+    /// partition, or a host stalled, that healed); `detail` says for how
+    /// long. Its units stayed where they were; while it was silent they
+    /// showed `unknown`.
+    MachineCutOff,
     /// Someone (`actor`) removed a machine through the API.
     MachineRemoved,
     /// A server became the leader (`detail` names it).
@@ -53,7 +59,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::UnitPlaced,
         EventKind::UnitMoved,
         EventKind::UnitUnplaced,
@@ -66,6 +72,7 @@ impl EventKind {
         EventKind::UnitDestroyed,
         EventKind::MachineJoined,
         EventKind::MachineLost,
+        EventKind::MachineCutOff,
         EventKind::MachineRemoved,
         EventKind::LeaderChanged,
     ];
@@ -85,6 +92,7 @@ impl EventKind {
             EventKind::UnitDestroyed => "unit-destroyed",
             EventKind::MachineJoined => "machine-joined",
             EventKind::MachineLost => "machine-lost",
+            EventKind::MachineCutOff => "machine-cut-off",
             EventKind::MachineRemoved => "machine-removed",
             EventKind::LeaderChanged => "leader-changed",
         }

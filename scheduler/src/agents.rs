@@ -48,7 +48,20 @@ impl Cluster {
         }
         match self.store.keepalive(lease_id).await {
             Ok(ttl) => {
-                self.liveness.renewed(id);
+                // A renewal after a silence past the overdue mark: the
+                // machine was cut off and is back, its lease intact.
+                if let Some(gap) = self.liveness.renewed(id)
+                    && gap > self.liveness.overdue_after()
+                {
+                    self.events.record(
+                        Event::new(EventKind::MachineCutOff, crate::trust::now_ms())
+                            .machine(id)
+                            .detail(format!(
+                                "no heartbeat for {:.1}s, then back before its lease ended",
+                                gap.as_secs_f64()
+                            )),
+                    );
+                }
                 Ok(Registration {
                     lease,
                     ttl_ms: duration_ms(ttl),

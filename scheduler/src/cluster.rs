@@ -548,7 +548,7 @@ impl ControlPlane for Cluster {
             .await
             .map_err(store_error)?;
         reservation.written(resp.revision);
-        self.liveness.renewed(&machine.id);
+        let _ = self.liveness.renewed(&machine.id);
         Ok(Registration {
             lease: grant.id.0,
             ttl_ms: duration_ms(grant.ttl),

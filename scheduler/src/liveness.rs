@@ -81,11 +81,16 @@ impl Liveness {
     }
 
     /// A heartbeat or registration of `machine` renewed its lease now.
-    pub(crate) fn renewed(&self, machine: &MachineId) {
+    /// Notes a renewal of `machine`'s lease now; returns how long it had
+    /// been since the one before, when this server knew it.
+    pub(crate) fn renewed(&self, machine: &MachineId) -> Option<Duration> {
         let mut seen = lock(&self.seen);
         if seen.len() >= MAX_REMEMBERED && !seen.contains_key(machine) {
             seen.clear();
         }
+        let before = seen
+            .get(machine)
+            .map(|s| Instant::now().saturating_duration_since(s.renewed));
         seen.insert(
             machine.clone(),
             Seen {
@@ -93,6 +98,7 @@ impl Liveness {
                 checked: None,
             },
         );
+        before
     }
 
     /// What is known of each machine, asking the store about those whose

@@ -371,3 +371,53 @@ async fn unschedulable_once_per_reason_and_unplaced_when_unloaded() {
     assert_eq!(changed.detail.as_deref(), Some("desired state inactive"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_silent_for_a_while_then_back_is_recorded_as_cut_off() {
+    let server = Server::start_with_ttl(Strategy::Spread, Duration::from_secs(6)).await;
+    let c = server.client();
+    let one = Agent::join(&server, 1, &[], 4000).await;
+    events_until(&c, "machine 1 joined", |events| {
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::MachineJoined && e.machine.as_ref() == Some(&one.id))
+    })
+    .await;
+    // A partition of 3.5 s: past the overdue mark (half the TTL, 3 s),
+    // short of the lease's end (6 s). The silence is the scenario itself.
+    one.kill();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    one.client.heartbeat(&one.id, one.lease).await.unwrap();
+    let events = events_until(&c, "machine 1 cut off", |events| {
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::MachineCutOff && e.machine.as_ref() == Some(&one.id))
+    })
+    .await;
+    let cut = events
+        .iter()
+        .find(|e| e.kind == EventKind::MachineCutOff)
+        .unwrap();
+    let detail = cut.detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.starts_with("no heartbeat for ")
+            && detail.ends_with("then back before its lease ended"),
+        "{cut:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.kind == EventKind::MachineLost),
+        "{events:#?}"
+    );
+    // Heartbeats on time make no such event.
+    let before = events.len();
+    one.client.heartbeat(&one.id, one.lease).await.unwrap();
+    let now = all_events(&c).await;
+    assert_eq!(
+        now.iter()
+            .filter(|e| e.kind == EventKind::MachineCutOff)
+            .count(),
+        1,
+        "{:#?}",
+        &now[before.min(now.len())..]
+    );
+}
