@@ -52,6 +52,7 @@ impl Cluster {
                 // machine was cut off and is back, its lease intact.
                 if let Some(gap) = self.liveness.renewed(id)
                     && gap > self.liveness.overdue_after()
+                    && gap < ttl.max(self.liveness.overdue_after() * 2)
                 {
                     self.events.record(
                         Event::new(EventKind::MachineCutOff, crate::trust::now_ms())

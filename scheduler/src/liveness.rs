@@ -51,6 +51,9 @@ struct Seen {
     renewed: Instant,
     /// When the store was last asked.
     checked: Option<Instant>,
+    /// The last renewal this server received itself (a heartbeat it
+    /// served), as opposed to one learnt from the store.
+    heard: Option<Instant>,
 }
 
 /// Machines' last renewals, as far as this server knows.
@@ -81,21 +84,27 @@ impl Liveness {
     }
 
     /// A heartbeat or registration of `machine` renewed its lease now.
-    /// Notes a renewal of `machine`'s lease now; returns how long it had
-    /// been since the one before, when this server knew it.
+    /// Notes a renewal of `machine`'s lease now, received by this server;
+    /// returns how long it had been since the last one this server
+    /// received, if it received one (a machine whose agent just moved
+    /// here from another server has none, so its silence is not
+    /// mistaken for a cut).
     pub(crate) fn renewed(&self, machine: &MachineId) -> Option<Duration> {
         let mut seen = lock(&self.seen);
         if seen.len() >= MAX_REMEMBERED && !seen.contains_key(machine) {
             seen.clear();
         }
+        let now = Instant::now();
         let before = seen
             .get(machine)
-            .map(|s| Instant::now().saturating_duration_since(s.renewed));
+            .and_then(|s| s.heard)
+            .map(|heard| now.saturating_duration_since(heard));
         seen.insert(
             machine.clone(),
             Seen {
-                renewed: Instant::now(),
+                renewed: now,
                 checked: None,
+                heard: Some(now),
             },
         );
         before
@@ -162,11 +171,13 @@ impl Liveness {
                     if seen.len() >= MAX_REMEMBERED && !seen.contains_key(&m) {
                         seen.clear();
                     }
+                    let heard = seen.get(&m).and_then(|s| s.heard);
                     seen.insert(
                         m.clone(),
                         Seen {
                             renewed,
                             checked: Some(now),
+                            heard,
                         },
                     );
                     let since = now.saturating_duration_since(renewed);
@@ -263,6 +274,24 @@ mod tests {
             .put(&keys.machine(m), b"{}", Some(grant.id))
             .await
             .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gap_is_between_heartbeats_this_server_received() {
+        let store = Arc::new(MemoryStore::new());
+        let keys = Keys::default();
+        let ttl = Duration::from_secs(6);
+        let live = Liveness::new(ttl);
+        let m = machine(1);
+        register(&store, &keys, &m, ttl).await;
+        // Known only from the store: no gap to tell.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        live.verdicts(store.as_ref(), &keys, [&m]).await;
+        assert_eq!(live.renewed(&m), None);
+        // Heard twice: the time between.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        live.verdicts(store.as_ref(), &keys, [&m]).await;
+        assert_eq!(live.renewed(&m), Some(Duration::from_secs(2)));
     }
 
     #[tokio::test(start_paused = true)]
