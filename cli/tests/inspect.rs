@@ -101,58 +101,94 @@ fn status_and_journal_of_units_on_a_real_host() {
     assert!(status.contains("Active: active (running)"), "{status}");
     // Tasks and memory show where the host's cgroups account them (not
     // in these test hosts: see tests/src/lib.rs).
-    let mut follow = server.command(dir.path());
-    let mut child = follow
-        .args(["journal", "ticks.service", "-n", "1", "-f"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
+    // Two followers of the one unit, each with its own stream.
+    let mut followers: Vec<Follower> = (0..2).map(|_| Follower::start(&server, &dir)).collect();
+    for f in &mut followers {
+        // New lines keep coming while it follows: each arrives within a
+        // second or so of the last.
+        let ticks = f.ticks(5);
+        assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+    }
+
+    // The host going away ends the streams, with an error that says so.
+    drop(host);
+    for mut f in followers {
+        let said = f.ended_with_error();
+        assert!(
+            said.contains("cut off") || said.contains("went away"),
+            "{said}"
+        );
+    }
+}
+
+/// `flotilla journal ticks.service -f` running, its lines read as they
+/// come.
+struct Follower {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(server: &ServerProcess, dir: &TempDir) -> Follower {
+        let mut child = server
+            .command(dir.path())
+            .args(["journal", "ticks.service", "-n", "1", "-f"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// The numbers of the next `n` tick lines.
+    fn ticks(&mut self, n: usize) -> Vec<u64> {
+        let mut ticks = Vec::new();
+        while ticks.len() < n {
+            let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) else {
+                let _ = self.child.kill();
+                panic!("no new journal line within 10 s; had {ticks:?}")
+            };
+            if let Some(n) = line.split("tick ").nth(1) {
+                ticks.push(n.trim().parse::<u64>().unwrap());
             }
         }
-    });
-    // New lines keep coming while it follows: each arrives within a
-    // second or so of the last.
-    let mut ticks = Vec::new();
-    while ticks.len() < 5 {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("no new journal line within 10 s; had {ticks:?}")
-            });
-        if let Some(n) = line.split("tick ").nth(1) {
-            ticks.push(n.trim().parse::<u64>().unwrap());
-        }
+        ticks
     }
-    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
 
-    // The host going away ends the stream, with an error that says so.
-    drop(host);
-    let until = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < until,
-            "journal -f still running after the host went away"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(!status.success());
-    let mut said = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
-    assert!(
-        said.contains("cut off") || said.contains("went away"),
-        "{said}"
-    );
+    /// Waits for it to end, which must be a failure; returns what it said.
+    fn ended_with_error(&mut self) -> String {
+        let until = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < until,
+                "journal -f still running after the host went away"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(!status.success());
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut said).unwrap();
+        said
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
