@@ -513,7 +513,14 @@ fn fleetctl_prints_for_flotilla_what_it_prints_for_fleet() {
 
     let mut submit = vec!["submit"];
     submit.extend(&units);
-    assert_eq!(flotilla.ok(&submit), on_fleet(&submit));
+    // fleetctl waits for the units in parallel, so its lines come in any
+    // order, for fleet as for flotilla.
+    let sorted = |out: String| {
+        let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(sorted(flotilla.ok(&submit)), sorted(on_fleet(&submit)));
     let list = [
         "list-unit-files",
         "--full",
