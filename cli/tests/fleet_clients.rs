@@ -28,8 +28,11 @@ struct Fleetctl {
 }
 
 impl Fleetctl {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
+    /// `fleetctl ARGS` as a user types it, with the endpoint and the
+    /// client certificate.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
             .arg(format!("--endpoint={}", self.endpoint))
             .arg(format!("--ca-file={}", self.certs.join("ca.crt").display()))
             .arg(format!(
@@ -45,29 +48,19 @@ impl Fleetctl {
             .arg("--request-timeout=20")
             .args(args)
             .current_dir(&self.cwd)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
     }
 
     /// Runs fleetctl under a deadline (blocking verbs wait forever by
     /// default); fails the test if it does not end in time.
     fn run_within(&self, args: &[&str], deadline: Duration) -> Output {
-        let mut child = Command::new(&self.bin)
-            .arg(format!("--endpoint={}", self.endpoint))
-            .arg(format!("--ca-file={}", self.certs.join("ca.crt").display()))
-            .arg(format!(
-                "--cert-file={}",
-                self.certs.join("client.crt").display()
-            ))
-            .arg(format!(
-                "--key-file={}",
-                self.certs.join("client.key").display()
-            ))
-            .arg("--request-timeout=20")
-            .args(args)
-            .current_dir(&self.cwd)
-            .stdin(Stdio::null())
+        let mut child = self
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
