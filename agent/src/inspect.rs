@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::client::Client;
+use flotilla_api::wire::reply_bytes;
 use flotilla_proto::MachineId;
 use flotilla_proto::backoff::Backoff;
 use flotilla_proto::inspect::{
@@ -42,8 +43,6 @@ const MAX_JOURNAL_LINE: usize = 256 * 1024;
 
 /// Lines buffered between journalctl and the upload.
 const BUFFER: usize = 64;
-
-type Chunk = Result<Vec<u8>, std::io::Error>;
 
 /// What answers the requests.
 pub struct Inspector<S> {
@@ -100,9 +99,12 @@ impl<S: SystemdManager> Inspector<S> {
 
     /// Answers one request, streaming the answer to the server that asked.
     async fn answer(&self, client: Client, machine: MachineId, request: AgentRequest) {
-        let (tx, rx) = mpsc::channel::<Chunk>(BUFFER);
+        // Lines are encoded here only, as the upload takes them.
+        let (tx, rx) = mpsc::channel::<ReplyLine>(BUFFER);
         let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (chunk, rx))
+            rx.recv()
+                .await
+                .map(|line| (Ok::<_, std::io::Error>(reply_bytes(&line)), rx))
         });
         let permit = Arc::clone(&self.slots).try_acquire_owned();
         let unit = request.unit.to_string();
@@ -111,7 +113,7 @@ impl<S: SystemdManager> Inspector<S> {
             let Ok(_permit) = permit else {
                 let message =
                     format!("this machine answers {MAX_AT_ONCE} requests at once already");
-                let _ = tx.send(Ok(encode(&ReplyLine::Error { message }))).await;
+                let _ = tx.send(ReplyLine::Error { message }).await;
                 return;
             };
             let unit = request.unit.to_string();
@@ -119,7 +121,7 @@ impl<S: SystemdManager> Inspector<S> {
                 Ok(OnDisk::Managed(_)) => {}
                 _ => {
                     let message = format!("unit {unit} is not one of flotilla's on this machine");
-                    let _ = tx.send(Ok(encode(&ReplyLine::Error { message }))).await;
+                    let _ = tx.send(ReplyLine::Error { message }).await;
                     return;
                 }
             }
@@ -155,24 +157,24 @@ impl<S: SystemdManager> Inspector<S> {
         }
     }
 
-    async fn status(&self, unit: &str, lines: u32, tx: &mpsc::Sender<Chunk>) {
+    async fn status(&self, unit: &str, lines: u32, tx: &mpsc::Sender<ReplyLine>) {
         let props = match self.systemd.unit(unit).await {
             Ok(p) => p,
             Err(e) => {
                 let message = format!("cannot read unit {unit} from systemd: {e}");
-                let _ = tx.send(Ok(encode(&ReplyLine::Error { message }))).await;
+                let _ = tx.send(ReplyLine::Error { message }).await;
                 return;
             }
         };
         let mut log = Vec::new();
         if lines > 0 {
-            let (entries_tx, mut entries_rx) = mpsc::channel::<Chunk>(BUFFER);
+            let (entries_tx, mut entries_rx) = mpsc::channel::<ReplyLine>(BUFFER);
             let read = async move {
                 self.journal(unit, lines, false, None, &entries_tx).await;
             };
             let gather = async {
-                while let Some(Ok(bytes)) = entries_rx.recv().await {
-                    if let Ok(ReplyLine::Entry(e)) = serde_json::from_slice(&bytes) {
+                while let Some(line) = entries_rx.recv().await {
+                    if let ReplyLine::Entry(e) = line {
                         log.push(e);
                     }
                 }
@@ -215,15 +217,11 @@ impl<S: SystemdManager> Inspector<S> {
             log,
             ..UnitStatus::default()
         };
-        if tx
-            .send(Ok(encode(&ReplyLine::Status(Box::new(status)))))
-            .await
-            .is_ok()
-        {
+        if tx.send(ReplyLine::Status(Box::new(status))).await.is_ok() {
             let _ = tx
-                .send(Ok(encode(&ReplyLine::End {
+                .send(ReplyLine::End {
                     reason: "done".into(),
-                })))
+                })
                 .await;
         }
     }
@@ -235,7 +233,7 @@ impl<S: SystemdManager> Inspector<S> {
         lines: u32,
         follow: bool,
         since: Option<&str>,
-        tx: &mpsc::Sender<Chunk>,
+        tx: &mpsc::Sender<ReplyLine>,
     ) {
         let mut command = Command::new(&self.journalctl);
         command
@@ -255,7 +253,7 @@ impl<S: SystemdManager> Inspector<S> {
             Ok(child) => child,
             Err(e) => {
                 let message = format!("cannot run {}: {e}", self.journalctl.display());
-                let _ = tx.send(Ok(encode(&ReplyLine::Error { message }))).await;
+                let _ = tx.send(ReplyLine::Error { message }).await;
                 return;
             }
         };
@@ -268,7 +266,7 @@ impl<S: SystemdManager> Inspector<S> {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(KEEP_ALIVE).await;
-                    if tx.send(Ok(encode(&ReplyLine::KeepAlive))).await.is_err() {
+                    if tx.send(ReplyLine::KeepAlive).await.is_err() {
                         return;
                     }
                 }
@@ -283,7 +281,7 @@ impl<S: SystemdManager> Inspector<S> {
                     let Some(entry) = entry_of(&line) else {
                         continue;
                     };
-                    if tx.send(Ok(encode(&ReplyLine::Entry(entry)))).await.is_err() {
+                    if tx.send(ReplyLine::Entry(entry)).await.is_err() {
                         break Err(None);
                     }
                 }
@@ -296,7 +294,7 @@ impl<S: SystemdManager> Inspector<S> {
         match outcome {
             Err(None) => {}
             Err(Some(message)) => {
-                let _ = tx.send(Ok(encode(&ReplyLine::Error { message }))).await;
+                let _ = tx.send(ReplyLine::Error { message }).await;
             }
             Ok(()) => {
                 let status = child.wait().await;
@@ -316,7 +314,7 @@ impl<S: SystemdManager> Inspector<S> {
                         message: format!("journalctl: {e}"),
                     },
                 };
-                let _ = tx.send(Ok(encode(&last))).await;
+                let _ = tx.send(last).await;
             }
         }
     }
@@ -331,14 +329,6 @@ async fn last_probe(container: &str) -> Option<String> {
         .await
         .ok()?;
     docker.inspect(container).await.ok()??.last_probe
-}
-
-/// A reply line as sent: JSON and a line end.
-fn encode(line: &ReplyLine) -> Vec<u8> {
-    // Serialising these plain types cannot fail.
-    let mut out = serde_json::to_vec(line).unwrap_or_default();
-    out.push(b'\n');
-    out
 }
 
 /// Reads one line into `line` (without its `\n`), keeping at most `cap`

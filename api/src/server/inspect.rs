@@ -295,12 +295,9 @@ pub(super) async fn journal<C: ControlPlane>(
         .into_response())
 }
 
-/// A reply line as sent: JSON and a line end.
-pub(crate) fn line(reply: &ReplyLine) -> Bytes {
-    // Serialising these plain types cannot fail.
-    let mut out = serde_json::to_vec(reply).unwrap_or_default();
-    out.push(b'\n');
-    Bytes::from(out)
+/// A reply line of this server's own (an end or an error), as sent.
+fn line(reply: &ReplyLine) -> Bytes {
+    Bytes::from(crate::wire::reply_bytes(reply))
 }
 
 /// `GET /v1/agent/machines/{id}/requests?wait=SECONDS`: the requests for
