@@ -9,6 +9,7 @@ use axum::http::Uri;
 use flotilla_proto::fleet_v1::options::UnitHash;
 use flotilla_proto::fleet_v1::{FleetUnitState, FleetUnitStatePage};
 use flotilla_proto::state::UnitState;
+use flotilla_proto::wire::Unit;
 use flotilla_proto::{MachineId, UnitName};
 use flotilla_scheduler::control::{ControlError, ControlPlane, PageRequest, StateFilter};
 
@@ -64,11 +65,14 @@ pub(in super::super) async fn get<C: ControlPlane>(
         })
     };
     let name = unit_name(&item).ok_or_else(not_found)?;
-    let placed = match s.control.get_unit(&name).await {
-        Ok(unit) => unit.machine_id,
+    let unit = match s.control.get_unit(&name).await {
+        Ok(unit) => unit,
         Err(ControlError::NotFound { .. }) => return Err(not_found()),
         Err(e) => return Err(e.into()),
     };
+    let placed = unit.machine_id.clone();
+    let mut hashes = Hashes::default();
+    hashes.know(&name, &unit);
     let filter = StateFilter {
         unit: Some(name),
         machine: None,
@@ -85,9 +89,7 @@ pub(in super::super) async fn get<C: ControlPlane>(
         return Err(not_found());
     }
     let state = reported.swap_remove(at);
-    Ok(Json(
-        Hashes::default().fleet_state(&*s.control, state).await?,
-    ))
+    Ok(Json(hashes.fleet_state(&*s.control, state).await?))
 }
 
 /// fleet's hash of each unit's current file, looked up once per unit.
@@ -98,6 +100,13 @@ struct Hashes {
 }
 
 impl Hashes {
+    /// Remembers the hashes of `unit`'s current file.
+    fn know(&mut self, name: &UnitName, unit: &Unit) {
+        let fleet = UnitHash::of(&options_of(unit)).to_string();
+        self.known
+            .insert(name.clone(), Some((unit.hash.clone(), fleet)));
+    }
+
     /// A reported state as fleet shows it. The hash is fleet's SHA-1 of the
     /// file the machine runs when that is the unit's current file; a
     /// machine still running an older file shows flotilla's hash of it,
@@ -108,15 +117,13 @@ impl Hashes {
         state: UnitState,
     ) -> Result<FleetUnitState, ApiError> {
         if !self.known.contains_key(&state.unit) {
-            let hashes = match control.get_unit(&state.unit).await {
-                Ok(unit) => {
-                    let fleet = UnitHash::of(&options_of(&unit)).to_string();
-                    Some((unit.hash, fleet))
+            match control.get_unit(&state.unit).await {
+                Ok(unit) => self.know(&state.unit, &unit),
+                Err(ControlError::NotFound { .. }) => {
+                    self.known.insert(state.unit.clone(), None);
                 }
-                Err(ControlError::NotFound { .. }) => None,
                 Err(e) => return Err(e.into()),
-            };
-            self.known.insert(state.unit.clone(), hashes);
+            }
         }
         let hash = match (self.known.get(&state.unit), &state.hash) {
             (Some(Some((current, fleet))), Some(reported)) if current == reported => fleet.clone(),

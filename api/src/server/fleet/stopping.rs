@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_proto::UnitName;
 use flotilla_proto::state::DesiredState;
+use flotilla_proto::wire::Unit;
 use flotilla_scheduler::control::{ControlError, ControlPlane};
 
 /// How long a unit set to stop through `/fleet/v1/` still shows
@@ -65,25 +66,24 @@ impl Stopping {
 }
 
 /// Waits, up to [`STOP_WAIT`], until `name` is no longer reported active
-/// while it is set `loaded`; returns at once for any other unit.
+/// while it is set `loaded`; returns at once for any other unit. `unit` is
+/// the unit as the caller just read it.
 pub async fn wait_for_stop<C: ControlPlane>(
     control: &C,
     name: &UnitName,
+    mut unit: Unit,
 ) -> Result<(), ControlError> {
     let deadline = tokio::time::Instant::now() + STOP_WAIT;
-    let mut index = 0;
+    let mut index = unit.revision;
     loop {
-        let unit = control.get_unit(name).await?;
         let stopping = unit.desired_state == DesiredState::Loaded
             && unit.current_state == Some(DesiredState::Launched);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if !stopping || left.is_zero() {
             return Ok(());
         }
-        if index == 0 {
-            index = unit.revision;
-        }
         index = control.wait_for_change(index, left).await?;
+        unit = control.get_unit(name).await?;
     }
 }
 

@@ -132,16 +132,18 @@ pub(in super::super) async fn put<C: ControlPlane>(
             unit.name
         )));
     }
-    if desired == DesiredState::Launched {
-        // A start right after a stop (fleetctl's restart) starts the unit
-        // once it has stopped.
-        stopping::wait_for_stop(&*s.control, &name)
-            .await
-            .map_err(fleet_error)?;
-    }
     let was_running = existing
         .as_ref()
         .is_some_and(|u| u.current_state == Some(DesiredState::Launched));
+    if desired == DesiredState::Launched
+        && let Some(current) = existing
+    {
+        // A start right after a stop (fleetctl's restart) starts the unit
+        // once it has stopped.
+        stopping::wait_for_stop(&*s.control, &name, current)
+            .await
+            .map_err(fleet_error)?;
+    }
     let put = UnitPut {
         desired_state: Some(desired),
         ..UnitPut::default()
@@ -197,12 +199,13 @@ fn text_of(unit: &str, given: &[UnitOption]) -> Result<String, ApiError> {
             "unit {unit}: its options do not make a unit file: {e}"
         ))
     })?;
-    if read_back.len() != given.len() || read_back.iter().zip(given).any(|(a, b)| a != b) {
+    if read_back != given {
+        // The first option that does not read back as given.
         let culprit = given
             .iter()
-            .zip(read_back.iter().map(Some).chain(std::iter::repeat(None)))
-            .find(|(g, r)| Some(*g) != *r)
-            .map(|(g, _)| g)
+            .enumerate()
+            .find(|(i, g)| read_back.get(*i) != Some(*g))
+            .map(|(_, g)| g)
             .or(given.last());
         let what = culprit
             .map(|o| {
