@@ -31,10 +31,7 @@ pub fn binaries() -> Result<Option<FleetBinaries>, HostError> {
         eprintln!("SKIPPED: {SKIP_VAR} is set: fleet's source is not on this machine");
         return Ok(None);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let workspace = workspace();
     let out = std::env::var_os("FLOTILLA_FLEET_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target/fleet-peers"));
@@ -75,12 +72,20 @@ pub fn binaries() -> Result<Option<FleetBinaries>, HostError> {
     Ok(Some(bins))
 }
 
+/// The workspace's root (this crate is `tests/` in it).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
 /// Where fleet's source is: `$FLOTILLA_FLEET_PEERS`, or `../shared/peers`
 /// beside the workspace.
 fn peers_dir() -> PathBuf {
     std::env::var_os("FLOTILLA_FLEET_PEERS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers"))
+        .unwrap_or_else(|| workspace().join("../shared/peers"))
 }
 
 fn setup(path: &Path, e: std::io::Error) -> HostError {
@@ -94,10 +99,7 @@ pub const PYTHON_CLIENT: &str = "fleet==0.1.3";
 /// into a virtual environment in `target/fleet-python/`, once per build
 /// tree): needs `python3` with its `venv` module and PyPI.
 pub fn python_client() -> Result<PathBuf, HostError> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let workspace = workspace();
     let venv = workspace.join("target/fleet-python");
     std::fs::create_dir_all(&venv).map_err(|e| setup(&venv, e))?;
     let lock_path = workspace.join("target/fleet-python.lock");
