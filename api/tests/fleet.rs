@@ -11,12 +11,10 @@ mod support;
 use std::time::Duration;
 
 use flotilla_api::client::Client;
-use flotilla_api::daemon::{Daemon, DaemonConfig, TlsSettings};
-use flotilla_api::server::ApiConfig;
+use flotilla_api::daemon::Daemon;
 use flotilla_proto::trust::{Role, TokenCreate};
 use flotilla_proto::wire::StateReport;
 use flotilla_proto::{MachineId, UnitName};
-use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::placement::Strategy;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -36,21 +34,11 @@ struct Server {
 impl Server {
     async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let daemon = Daemon::start(DaemonConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            etcd: None,
-            machine_ttl: TTL,
-            leader_ttl: Duration::from_secs(2),
-            strategy: Strategy::default(),
-            keys: Keys::default(),
-            api: ApiConfig::default(),
-            tls: TlsSettings::default(),
-            static_admin_token: None,
-            audit: Default::default(),
-            events: Default::default(),
-            quotas: Default::default(),
-        })
+        let daemon = Daemon::start(support::daemon_config(
+            dir.path().join("data"),
+            TTL,
+            Strategy::default(),
+        ))
         .await
         .unwrap();
         let ca_pem = daemon.trust().ca.cert_pem().as_bytes().to_vec();

@@ -15,12 +15,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flotilla_api::client::Client;
-use flotilla_api::daemon::{Daemon, DaemonConfig, TlsSettings};
-use flotilla_api::server::ApiConfig;
+use flotilla_api::daemon::Daemon;
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::{StateReport, UnitPut};
 use flotilla_proto::{DesiredState, MachineId, UnitName};
-use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::placement::Strategy;
 use support::{client_options, machine, machine_id, raw_request, token_create, unit_state};
 use tokio::task::JoinHandle;
@@ -39,21 +37,11 @@ struct Server {
 impl Server {
     async fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let daemon = Daemon::start(DaemonConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            etcd: None,
-            machine_ttl: TTL,
-            leader_ttl: Duration::from_secs(2),
-            strategy: Strategy::Spread,
-            keys: Keys::default(),
-            api: ApiConfig::default(),
-            tls: TlsSettings::default(),
-            static_admin_token: None,
-            audit: Default::default(),
-            quotas: Default::default(),
-            events: Default::default(),
-        })
+        let daemon = Daemon::start(support::daemon_config(
+            dir.path().join("data"),
+            TTL,
+            Strategy::Spread,
+        ))
         .await
         .unwrap();
         let ca_pem = daemon.trust().ca.cert_pem().as_bytes().to_vec();

@@ -9,13 +9,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use flotilla_api::client::{Client, ClientOptions};
-use flotilla_api::daemon::{Daemon, DaemonConfig, TlsSettings};
-use flotilla_api::server::ApiConfig;
+use flotilla_api::daemon::Daemon;
 use flotilla_api::tls::ServerTrust;
 use flotilla_proto::trust::{Role, TokenCreate};
 use flotilla_proto::wire::{Unit, UnitPut};
 use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName};
-use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::placement::Strategy;
 use tokio::task::JoinHandle;
 
@@ -25,6 +23,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 // The cluster's history, on the same servers and simulated agents.
 #[path = "scheduling/events.rs"]
 mod events;
+#[path = "support/mod.rs"]
+mod support;
 
 /// A server on a temporary directory, stopped when the test ends.
 struct Server {
@@ -40,21 +40,11 @@ impl Server {
     /// A server whose machines live `machine_ttl` without a heartbeat.
     async fn start_with_ttl(strategy: Strategy, machine_ttl: Duration) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let daemon = Daemon::start(DaemonConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
-            etcd: None,
+        let daemon = Daemon::start(support::daemon_config(
+            dir.path().join("data"),
             machine_ttl,
-            leader_ttl: Duration::from_secs(2),
             strategy,
-            keys: Keys::default(),
-            api: ApiConfig::default(),
-            tls: TlsSettings::default(),
-            static_admin_token: None,
-            audit: Default::default(),
-            events: Default::default(),
-            quotas: Default::default(),
-        })
+        ))
         .await
         .unwrap();
         Server {

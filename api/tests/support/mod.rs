@@ -3,11 +3,38 @@
 //! over HTTPS.
 #![allow(dead_code)] // each test crate uses its own part of this module
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use flotilla_api::client::ClientOptions;
+use flotilla_api::daemon::{DaemonConfig, TlsSettings};
+use flotilla_api::server::ApiConfig;
 use flotilla_api::tls::ServerTrust;
 use flotilla_proto::trust::{Role, TokenCreate};
 use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
+use flotilla_scheduler::keys::Keys;
+use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::trust::Identity;
+
+/// A server's settings for a test: every default (a 2 s leader TTL), on a
+/// free loopback port, with its data in `data_dir`.
+pub fn daemon_config(data_dir: PathBuf, machine_ttl: Duration, strategy: Strategy) -> DaemonConfig {
+    DaemonConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir,
+        etcd: None,
+        machine_ttl,
+        leader_ttl: Duration::from_secs(2),
+        strategy,
+        keys: Keys::default(),
+        api: ApiConfig::default(),
+        tls: TlsSettings::default(),
+        static_admin_token: None,
+        audit: Default::default(),
+        events: Default::default(),
+        quotas: Default::default(),
+    }
+}
 
 /// Machine number `n`: its id is the byte `n` sixteen times.
 pub fn machine_id(n: u8) -> MachineId {
