@@ -355,3 +355,42 @@ pub(super) async fn reply<C: ControlPlane>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(lines: Option<&str>, follow: Option<&str>, since: Option<&str>) -> InspectParams {
+        InspectParams {
+            machine: None,
+            lines: lines.map(str::to_owned),
+            follow: follow.map(str::to_owned),
+            since: since.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_query_is_bounded_and_checked() {
+        assert_eq!(params(None, None, None).lines(10).ok(), Some(10));
+        assert_eq!(
+            params(Some("99999999"), None, None).lines(10).ok(),
+            Some(MAX_LINES)
+        );
+        assert!(params(Some("-1"), None, None).lines(10).is_err());
+        assert_eq!(params(None, Some("true"), None).follow().ok(), Some(true));
+        assert!(params(None, Some("yes please"), None).follow().is_err());
+        for ok in ["-1h", "2026-12-05 10:00:00", "today", "+0.5"] {
+            assert_eq!(
+                params(None, None, Some(ok)).since().ok(),
+                Some(Some(ok.to_owned())),
+                "{ok}"
+            );
+        }
+        let long = "1".repeat(MAX_SINCE_LEN + 1);
+        for bad in ["; rm -rf /", "--unit=other", "a\nb", long.as_str()] {
+            // The value goes to journalctl as one `--since=VALUE`
+            // argument; characters beyond a time's are refused anyway.
+            assert!(params(None, None, Some(bad)).since().is_err(), "{bad}");
+        }
+    }
+}
