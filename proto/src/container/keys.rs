@@ -2,7 +2,7 @@
 //! keys it does not, with why.
 
 /// The keys flotilla reads in `[Container]`.
-pub const KEYS: [&str; 25] = [
+pub const KEYS: &[&str] = &[
     "Image",
     "Exec",
     "Entrypoint",
@@ -32,7 +32,7 @@ pub const KEYS: [&str; 25] = [
 
 /// Podman Quadlet `[Container]` keys that flotilla does not implement, with
 /// a hint where flotilla has another way to the same end.
-pub(super) const QUADLET_UNSUPPORTED: [(&str, &str); 68] = [
+pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
     ("AddDevice", ""),
     ("AddHost", ""),
     ("Annotation", ""),

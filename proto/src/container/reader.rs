@@ -273,7 +273,7 @@ impl<'a> Reader<'a> {
                     Some((_, hint)) => {
                         format!("this Podman Quadlet key is not supported by flotilla{hint}")
                     }
-                    None => suggest::unknown_key_message(SECTION, key, KEYS),
+                    None => suggest::unknown_key_message(SECTION, key, KEYS.iter().copied()),
                 };
                 self.error(&v, message);
             }
