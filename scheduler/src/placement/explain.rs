@@ -310,12 +310,10 @@ impl PlacementView {
     fn absent_global_leader(&self, u: UnitId, machines: &[Mx]) -> Option<String> {
         let e = self.unit(u);
         e.fleet.machine_of.iter().find_map(|leader| {
-            let l = self.unit(self.lookup_name(leader)?);
-            let runs_somewhere = l.fleet.global
-                && l.wants
-                && machines
-                    .iter()
-                    .any(|&m| l.fleet.metadata_matches(&self.machine(m).machine.metadata));
+            let lid = self.lookup_name(leader)?;
+            let l = self.unit(lid);
+            let runs_somewhere =
+                l.fleet.global && machines.iter().any(|&m| self.global_runs_on(lid, m));
             (l.fleet.global && !runs_somewhere).then(|| leader.to_string())
         })
     }

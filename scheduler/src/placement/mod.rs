@@ -95,17 +95,26 @@
 //!   B's machine.
 //! - **`Global`**: not placed by the engine; every agent runs a global unit
 //!   when its metadata matches and the machine runs no unit that conflicts
-//!   with it. The engine does two things with them:
-//!   - *Conflicts*: a unit is not placed on a machine whose metadata a
-//!     `Global` unit it conflicts with (either direction) matches: the
-//!     global unit holds that machine. A unit already placed is not moved
-//!     when a conflicting global unit appears (no churn); on that machine
-//!     the agent skips the global unit, as fleet's agent did. So the rule
-//!     is "global units win new placements, placed units keep their
-//!     machine", and the result never runs two conflicting units together.
+//!   with it (the agents' feed delivers it by that rule, and placement
+//!   decides "where a global unit runs" by the same one, in the view's
+//!   `global_runs_on`). The engine does three things with
+//!   them:
+//!   - *Conflicts*: a unit is not placed on a machine where a `Global` unit
+//!     it conflicts with (either direction) runs: the global unit holds
+//!     that machine. A unit already placed is not moved when a conflicting
+//!     global unit appears (no churn); on that machine the global unit
+//!     does not run, as fleet's agent skipped it, and so later units that
+//!     conflict with it may go there too. So the rule is "global units win
+//!     new placements where they run, placed units keep their machine",
+//!     and the result never runs two conflicting units together.
 //!   - *Resources*: a global unit's requests are reserved on every machine
-//!     whose metadata it matches (even where a conflicting unit keeps it
-//!     off: reserving too much is safer than overcommitting).
+//!     where it runs, and only there. When the unit that kept it off a
+//!     machine leaves, it runs there again and is reserved again, even if
+//!     that leaves the machine short (nothing is moved for it, as for a
+//!     capacity that shrinks).
+//!   - *Followers*: `MachineOf` a global unit means a machine where it
+//!     runs, so not one where a conflicting unit keeps it off (its
+//!     followers there are checked again whenever that changes).
 //!
 //!   A unit that becomes `Global` is unassigned (`UnassignReason::Global`).
 //!

@@ -559,12 +559,12 @@ impl PlacementView {
             return Err(Reject::Metadata);
         }
         for leader in &e.fleet.machine_of {
-            let Some(l) = self.lookup_name(leader) else {
+            let Some(lid) = self.lookup_name(leader) else {
                 return Err(Reject::Leader(leader.clone()));
             };
-            let l = self.unit(l);
+            let l = self.unit(lid);
             if l.fleet.global {
-                if !(l.wants && l.fleet.metadata_matches(&machine.machine.metadata)) {
+                if !self.global_runs_on(lid, m) {
                     return Err(Reject::GlobalLeader(leader.clone()));
                 }
             } else if l.placed != Some(m) {
@@ -577,11 +577,7 @@ impl PlacementView {
             }
         }
         for &g in mode.globals {
-            if self
-                .unit(g)
-                .fleet
-                .metadata_matches(&machine.machine.metadata)
-            {
+            if self.global_runs_on(g, m) {
                 return Err(Reject::Global(g));
             }
         }

@@ -233,7 +233,7 @@ impl PlacementView {
         let idkey = index::id_key(machine.id.as_str());
         let short = machine.id.short().to_owned();
         let id = machine.id.clone();
-        let (global_cpu, global_mem) = self.global_reservation(&machine);
+        let (global_cpu, global_mem) = self.global_reservation(&machine, &BTreeSet::new());
         self.total_cpu = self.total_cpu.saturating_add(machine.capacity.cpu_millis);
         self.total_mem = self.total_mem.saturating_add(machine.capacity.memory_bytes);
         let mx = match self.free_machines.pop() {
@@ -277,7 +277,7 @@ impl PlacementView {
             .total_mem
             .saturating_sub(old_capacity.memory_bytes)
             .saturating_add(machine.capacity.memory_bytes);
-        let (global_cpu, global_mem) = self.global_reservation(&machine);
+        let (global_cpu, global_mem) = self.global_reservation(&machine, &self.machine(mx).units);
         let entry = self.machine_mut(mx);
         entry.machine = machine;
         entry.global_cpu = global_cpu;
@@ -401,18 +401,84 @@ impl PlacementView {
         }
     }
 
-    /// What the global units whose metadata matches reserve on a machine.
-    fn global_reservation(&self, machine: &Machine) -> (u64, u64) {
+    /// What the global units that run on a machine reserve there: those
+    /// that want to run, whose metadata matches, and that conflict with
+    /// none of `units` (the units placed there), which is the rule the
+    /// agents' feed delivers them by.
+    fn global_reservation(&self, machine: &Machine, units: &BTreeSet<UnitId>) -> (u64, u64) {
         let mut cpu = 0u64;
         let mut mem = 0u64;
         for &g in &self.globals {
-            let g = self.unit(g);
-            if g.wants && g.fleet.metadata_matches(&machine.metadata) {
+            if self.global_runs_with(g, machine, units) {
+                let g = self.unit(g);
                 cpu = cpu.saturating_add(g.cpu());
                 mem = mem.saturating_add(g.mem());
             }
         }
         (cpu, mem)
+    }
+
+    /// Whether global unit `g` runs on a machine with `units` placed on it:
+    /// it wants to run, its metadata matches, and none of them conflicts
+    /// with it (fleet's rule: the placed unit stays, the global yields).
+    pub(crate) fn global_runs_with(
+        &self,
+        g: UnitId,
+        machine: &Machine,
+        units: &BTreeSet<UnitId>,
+    ) -> bool {
+        let ge = self.unit(g);
+        ge.wants
+            && ge.fleet.metadata_matches(&machine.metadata)
+            && !units.iter().any(|&x| {
+                let xe = self.unit(x);
+                fleet::units_conflict(ge.name.as_str(), &ge.fleet, xe.name.as_str(), &xe.fleet)
+            })
+    }
+
+    /// Whether global unit `g` runs on machine `m`.
+    pub(crate) fn global_runs_on(&self, g: UnitId, m: Mx) -> bool {
+        let entry = self.machine(m);
+        self.global_runs_with(g, &entry.machine, &entry.units)
+    }
+
+    /// The global units that conflict with unit `u`, whether they want to
+    /// run or not.
+    fn globals_conflicting(&self, u: UnitId) -> Vec<UnitId> {
+        let e = self.unit(u);
+        self.globals
+            .iter()
+            .copied()
+            .filter(|&g| {
+                let g = self.unit(g);
+                fleet::units_conflict(e.name.as_str(), &e.fleet, g.name.as_str(), &g.fleet)
+            })
+            .collect()
+    }
+
+    /// After unit `u` came to or left machine `m`: when it conflicts with
+    /// global units, whether they run there changed, and so may the
+    /// machine's reservation and the machine their followers may use.
+    fn globals_changed_on(&mut self, u: UnitId, m: Mx) {
+        let globals = self.globals_conflicting(u);
+        if globals.is_empty() {
+            return;
+        }
+        let entry = self.machine(m);
+        let (cpu, mem) = self.global_reservation(&entry.machine, &entry.units);
+        if (cpu, mem) != (entry.global_cpu, entry.global_mem) {
+            if cpu < entry.global_cpu || mem < entry.global_mem {
+                self.room_freed = true;
+            }
+            let entry = self.machine_mut(m);
+            entry.global_cpu = cpu;
+            entry.global_mem = mem;
+            self.reindex(m);
+        }
+        for g in globals {
+            let name = self.unit(g).name.clone();
+            self.mark_followers_dirty(&name);
+        }
     }
 
     /// Recomputes every machine's global reservation: O(machines x global
@@ -422,7 +488,7 @@ impl PlacementView {
             let Some(entry) = self.machines[mx as usize].as_ref() else {
                 continue;
             };
-            let (cpu, mem) = self.global_reservation(&entry.machine);
+            let (cpu, mem) = self.global_reservation(&entry.machine, &entry.units);
             if (cpu, mem) == (entry.global_cpu, entry.global_mem) {
                 continue;
             }
@@ -793,6 +859,7 @@ impl PlacementView {
         machine.used_mem += u128::from(mem);
         self.reindex(m);
         self.mark_followers_dirty(&name);
+        self.globals_changed_on(u, m);
         if displaces {
             let victims: Vec<UnitId> = self
                 .machine(m)
@@ -845,6 +912,7 @@ impl PlacementView {
             machine.used_cpu -= u128::from(cpu);
             machine.used_mem -= u128::from(mem);
             self.reindex(m);
+            self.globals_changed_on(u, m);
         }
         self.room_freed = true;
         self.mark_followers_dirty(&name);
@@ -1021,7 +1089,9 @@ impl PlacementView {
                     entry.used_cpu, entry.used_mem
                 ));
             }
-            if self.global_reservation(&entry.machine) != (entry.global_cpu, entry.global_mem) {
+            if self.global_reservation(&entry.machine, &entry.units)
+                != (entry.global_cpu, entry.global_mem)
+            {
                 return Err(format!("{label}: global reservation is stale"));
             }
             if entry.compute_keys(mx) != entry.keys {
