@@ -13,17 +13,18 @@ use flotilla_scheduler::events::{EventLog, EventRetention};
 use flotilla_scheduler::identity::{self, IdentityError};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, ElectionError, campaign};
+use flotilla_scheduler::metered_store::MeteredStore;
 use flotilla_scheduler::metrics::SchedulerMetrics;
 use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::presence;
 use flotilla_scheduler::quota::Quotas;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
-use flotilla_scheduler::store::{
-    Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, MeteredStore,
-    Recovery, Store, StoreError, Txn, TxnOp,
-};
 use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, TrustError};
+use flotilla_store::{
+    Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery,
+    Store, StoreError, Txn, TxnOp,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

@@ -23,7 +23,7 @@ use flotilla_proto::{DesiredState, UnitName};
 use flotilla_scheduler::keys::{Key, Keys};
 use flotilla_scheduler::reconciler::ReconcilerConfig;
 use flotilla_scheduler::records::{self, LeaderRecord};
-use flotilla_scheduler::store::{EtcdConfig, EtcdStore, Store, WatchEvent};
+use flotilla_store::{EtcdConfig, EtcdStore, Store, WatchEvent};
 
 use crate::access::{Access, share_ca};
 use crate::procs::{EtcdProc, ServerProc};

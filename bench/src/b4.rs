@@ -21,7 +21,7 @@ use flotilla_proto::{Health, MachineId, UnitName, UnitState};
 use flotilla_scheduler::keys::{Key, Keys};
 use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::records;
-use flotilla_scheduler::store::{LeaseId, Store, TxnOp, WatchEvent};
+use flotilla_store::{LeaseId, Store, TxnOp, WatchEvent};
 
 use crate::report::{Row, time_ratio};
 use crate::stats::{Samples, count, dur};

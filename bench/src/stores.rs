@@ -13,7 +13,7 @@ use flotilla_scheduler::leader::{ElectionConfig, Leadership, campaign};
 use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::{self, LeaderRecord, SchedRecord, UnitRecord};
-use flotilla_scheduler::store::{
+use flotilla_store::{
     EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdStore, LeaseId, RangeOptions, Store,
     StoreError, Txn, TxnOp, WatchEvent,
 };

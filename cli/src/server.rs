@@ -14,8 +14,8 @@ use flotilla_scheduler::events::EventRetention;
 use flotilla_scheduler::keys::{DEFAULT_PREFIX, Keys};
 use flotilla_scheduler::placement::Strategy;
 use flotilla_scheduler::quota::Quotas;
-use flotilla_scheduler::store::{EtcdConfig, EtcdTls};
 use flotilla_scheduler::trust::AuditRetention;
+use flotilla_store::{EtcdConfig, EtcdTls};
 use serde::Deserialize;
 
 use flotilla_agent::notify::notify;

@@ -13,7 +13,7 @@ use flotilla_api::client::Client;
 use flotilla_proto::wire::{ServerResource, UnitPut};
 use flotilla_proto::{DesiredState, UnitName};
 use flotilla_scheduler::keys::{Key, Keys};
-use flotilla_scheduler::store::{EtcdConfig, EtcdStore, RangeOptions, Store};
+use flotilla_store::{EtcdConfig, EtcdStore, RangeOptions, Store};
 use flotilla_testbed::Etcd;
 
 const DEADLINE: Duration = Duration::from_secs(60);

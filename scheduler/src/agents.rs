@@ -29,7 +29,7 @@ use crate::cluster::{
 use crate::control::ControlError;
 use crate::keys::Key;
 use crate::records;
-use crate::store::{Compare, LeaseId, RangeOptions, StoreError, Txn, TxnOp, TxnOpResponse};
+use flotilla_store::{Compare, LeaseId, RangeOptions, StoreError, Txn, TxnOp, TxnOpResponse};
 
 impl Cluster {
     /// Keeps a machine's lease alive; `NotFound` when the lease is gone.

@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use crate::keys::{Key, Keys};
 use crate::records::{self, SchedRecord};
-use crate::store::{KeyValue, WatchEvent};
+use flotilla_store::{KeyValue, WatchEvent};
 
 /// The three states, in the order of the count arrays.
 pub const STATES: [DesiredState; 3] = [

@@ -30,7 +30,7 @@ use crate::liveness::Liveness;
 use crate::parsed::ParsedUnits;
 use crate::quota::{Quota, Quotas, Tally, Usage};
 use crate::records::{self, LeaderRecord, UnitRecord};
-use crate::store::{
+use flotilla_store::{
     Compare, CompareOp, KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse,
 };
 

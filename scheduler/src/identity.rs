@@ -24,10 +24,10 @@ use flotilla_proto::ClusterId;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::Keys;
-use crate::store::identity::{
+use flotilla_store::identity::{
     Identity, StateLocation, new_cluster_id, read_identity, utc_now, write_identity,
 };
-use crate::store::{Compare, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse};
+use flotilla_store::{Compare, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse};
 
 /// Why a server cannot tell which cluster it serves, or must not serve it.
 /// Messages do not repeat their source error: print the chain (`{:#}`

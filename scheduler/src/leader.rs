@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::keys::Keys;
 use crate::records::{self, LeaderRecord};
-use crate::store::{Compare, CompareOp, LeaseId, Store, StoreError, Txn, TxnOp, TxnOpResponse};
+use flotilla_store::{Compare, CompareOp, LeaseId, Store, StoreError, Txn, TxnOp, TxnOpResponse};
 
 /// How a server campaigns.
 #[derive(Debug, Clone)]
@@ -192,7 +192,7 @@ async fn wait_for_delete(store: &dyn Store, key: &str, from: u64) -> Result<(), 
     let mut watch = store.watch(key, from).await?;
     loop {
         for event in watch.next().await? {
-            if event.key() == key && matches!(event, crate::store::WatchEvent::Delete { .. }) {
+            if event.key() == key && matches!(event, flotilla_store::WatchEvent::Delete { .. }) {
                 return Ok(());
             }
         }

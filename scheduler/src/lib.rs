@@ -1,10 +1,9 @@
-//! flotilla's scheduler: the store contract and its backends, the control
-//! plane over it, leader election with fencing, placement, and the
+//! flotilla's scheduler: the control plane over the store contract
+//! (`flotilla-store`), leader election with fencing, placement, and the
 //! reconcile loop. `docs/architecture.md` walks through them.
 //!
-//! - [`store`]: the store contract (etcd v3 semantics) and its local
-//!   backends, [`store::MemoryStore`] for tests and the durable
-//!   [`store::EmbeddedStore`].
+//! - [`metered_store`]: a store that records each call's latency in the
+//!   scheduler's metrics.
 //! - [`keys`] and [`records`]: where everything lives in the store, and as
 //!   what.
 //! - [`identity`]: which cluster a server serves, so that a store that came
@@ -36,6 +35,7 @@ pub mod keys;
 pub mod leader;
 mod listing;
 mod liveness;
+pub mod metered_store;
 pub mod metrics;
 mod parsed;
 pub mod placement;
@@ -44,5 +44,4 @@ pub mod quota;
 mod reconcile_events;
 pub mod reconciler;
 pub mod records;
-pub mod store;
 pub mod trust;

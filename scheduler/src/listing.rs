@@ -27,7 +27,7 @@ use crate::keys::Key;
 use crate::liveness;
 use crate::parsed::Parsed;
 use crate::records::{self, SchedRecord, UnitRecord};
-use crate::store::{KeyValue, RangeOptions, RangeResponse, TxnOpResponse};
+use flotilla_store::{KeyValue, RangeOptions, RangeResponse, TxnOpResponse};
 
 /// The default page size of listings.
 const DEFAULT_PAGE: usize = 100;
@@ -159,8 +159,8 @@ impl Cluster {
         for group in records.chunks(per_txn) {
             let ops = group.iter().flat_map(|(name, _, _)| {
                 [
-                    crate::store::TxnOp::get(self.keys().sched(name)),
-                    crate::store::TxnOp::range(
+                    flotilla_store::TxnOp::get(self.keys().sched(name)),
+                    flotilla_store::TxnOp::range(
                         self.keys().unit_states(name),
                         RangeOptions::default(),
                     ),
@@ -168,7 +168,7 @@ impl Cluster {
             });
             let resp = self
                 .store
-                .txn(crate::store::Txn::new().and_then(ops))
+                .txn(flotilla_store::Txn::new().and_then(ops))
                 .await
                 .map_err(store_error)?;
             let mut responses = resp.responses.into_iter();

@@ -28,7 +28,7 @@ use flotilla_proto::{Health, MachineId, UnitState};
 use tokio::time::Instant;
 
 use crate::keys::Keys;
-use crate::store::{Store, StoreError, Txn, TxnOp, TxnOpResponse, lock};
+use flotilla_store::{Store, StoreError, Txn, TxnOp, TxnOpResponse, lock};
 
 /// Most machines remembered; past it the memory starts afresh (a cluster
 /// has at most the machine quota, 20,000 by default).
@@ -262,7 +262,7 @@ mod tests {
     use flotilla_proto::UnitName;
 
     use super::*;
-    use crate::store::{MemoryStore, Method};
+    use flotilla_store::{MemoryStore, Method};
 
     fn machine(n: u8) -> MachineId {
         MachineId::parse(&format!("{n:02x}").repeat(16)).unwrap()

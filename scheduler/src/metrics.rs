@@ -5,7 +5,7 @@
 //! server registers one in the registry it serves at `/metrics`
 //! ([`SchedulerMetrics::register`]) and hands it to the reconcile loop
 //! ([`crate::reconciler::ReconcilerConfig::metrics`]) and to the store
-//! ([`crate::store::MeteredStore`]). A default one is registered nowhere:
+//! ([`MeteredStore`](crate::metered_store::MeteredStore)). A default one is registered nowhere:
 //! what it counts is simply not shown, which suits tests and tools.
 //!
 //! The gauges that only the leader knows (units by state, unschedulable
@@ -52,7 +52,7 @@ fn store_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 15))
 }
 
-/// The store's side of the metrics: what [`crate::store::MeteredStore`]
+/// The store's side of the metrics: what [`MeteredStore`](crate::metered_store::MeteredStore)
 /// records.
 #[derive(Debug, Clone)]
 pub struct StoreMetrics {
@@ -150,7 +150,7 @@ impl SchedulerMetrics {
         }));
     }
 
-    /// The store's side, for [`crate::store::MeteredStore`].
+    /// The store's side, for [`MeteredStore`](crate::metered_store::MeteredStore).
     pub fn store(&self) -> &StoreMetrics {
         &self.store
     }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::keys::Keys;
 use crate::records::{self, LeaderRecord};
-use crate::store::{LeaseId, Store, StoreError, Txn, TxnOp};
+use flotilla_store::{LeaseId, Store, StoreError, Txn, TxnOp};
 
 /// Keeps `record` under `servers/<id>` while the server runs: grants a
 /// lease of `ttl`, keeps it alive at a third of it, and announces again

@@ -41,7 +41,7 @@ use flotilla_proto::backoff::Backoff;
 use tokio::sync::watch;
 
 use crate::control::ControlError;
-use crate::store::{RangeOptions, Store, StoreError, WatchEvent};
+use flotilla_store::{RangeOptions, Store, StoreError, WatchEvent};
 
 /// Units a cluster holds by default: the scale placement is built for
 /// (DESIGN.md, Scheduling).
@@ -488,7 +488,7 @@ mod tests {
     #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
     use super::*;
-    use crate::store::{MemoryStore, Txn, TxnOp};
+    use flotilla_store::{MemoryStore, Txn, TxnOp};
 
     const PREFIX: &str = "/t/units/";
 

@@ -16,7 +16,7 @@ use flotilla_proto::{MachineId, UnitName};
 use crate::keys::Keys;
 use crate::placement::{Decision, UnassignReason};
 use crate::records::{self, SchedRecord};
-use crate::store::{TxnOp, TxnOpResponse};
+use flotilla_store::{TxnOp, TxnOpResponse};
 
 /// What one batch decided about one unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +133,7 @@ pub(crate) fn events(
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{KeyValue, PutResponse};
+    use flotilla_store::{KeyValue, PutResponse};
 
     use super::*;
 
@@ -186,7 +186,7 @@ mod tests {
                 revision: 2,
                 prev: prev_kv,
             }),
-            None => TxnOpResponse::Delete(crate::store::DeleteResponse {
+            None => TxnOpResponse::Delete(flotilla_store::DeleteResponse {
                 revision: 2,
                 deleted: prev_kv.into_iter().collect(),
             }),

@@ -34,10 +34,10 @@ use crate::metrics::{LeaderSnapshot, SchedulerMetrics};
 use crate::placement::{Decision, PlacementView, Strategy, UnassignReason, UnitInput};
 use crate::reconcile_events;
 use crate::records::{self, SchedRecord, UnitRecord};
-use crate::store::{
+use crate::trust::now_ms;
+use flotilla_store::{
     KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchEvent,
 };
-use crate::trust::now_ms;
 
 /// Settings of the reconcile loop.
 #[derive(Debug, Clone)]

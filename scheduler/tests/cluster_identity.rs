@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use flotilla_scheduler::identity::{self, IdentityError};
 use flotilla_scheduler::keys::Keys;
-use flotilla_scheduler::store::identity::{
+use flotilla_store::identity::{
     Identity, StateLocation, new_cluster_id, read_identity, write_identity,
 };
-use flotilla_scheduler::store::{
+use flotilla_store::{
     EmbeddedOptions, EmbeddedStore, Initialized, RangeOptions, Recovery, Store, StoreError,
 };
 
@@ -290,7 +290,7 @@ async fn the_data_directory_of_a_server_on_etcd_is_not_an_embedded_store() {
 #[cfg(feature = "etcd")]
 mod on_etcd {
     use super::*;
-    use flotilla_scheduler::store::{EtcdConfig, EtcdStore};
+    use flotilla_store::{EtcdConfig, EtcdStore};
     use flotilla_testbed::Etcd;
 
     async fn etcd_store(etcd: &Etcd) -> EtcdStore {

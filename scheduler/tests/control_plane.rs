@@ -15,7 +15,7 @@ use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, campaign};
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
-use flotilla_scheduler::store::{MemoryStore, Store, Txn, TxnOp};
+use flotilla_store::{MemoryStore, Store, Txn, TxnOp};
 use tokio::sync::watch;
 
 fn name(s: &str) -> UnitName {

@@ -33,8 +33,8 @@ use flotilla_proto::{ClusterId, DesiredState, UnitName};
 use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::quota::Quotas;
-use flotilla_scheduler::store::{EmbeddedOptions, EmbeddedStore, Store};
 use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials};
+use flotilla_store::{EmbeddedOptions, EmbeddedStore, Store};
 use tokio::sync::oneshot;
 
 /// How long any awaited condition may take before the test fails.

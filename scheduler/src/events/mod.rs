@@ -51,8 +51,8 @@ use flotilla_proto::event::Event;
 use tokio::sync::Notify;
 
 use crate::keys::Keys;
-use crate::store::{RangeOptions, Store, StoreError, Txn, TxnOp, lock};
 use crate::trust::now_ms;
+use flotilla_store::{RangeOptions, Store, StoreError, Txn, TxnOp, lock};
 
 pub use read::{CATCH_UP_SLACK, SCAN_BUDGET};
 

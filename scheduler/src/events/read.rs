@@ -11,8 +11,8 @@ use flotilla_proto::event::{Event, EventPage};
 
 use super::{ChunkKey, DEFAULT_EVENT_PAGE, EventError, EventFilter, EventLog, MAX_EVENT_PAGE};
 use crate::records;
-use crate::store::{KeyValue, RangeOptions, StoreError, WatchEvent};
 use crate::trust::now_ms;
+use flotilla_store::{KeyValue, RangeOptions, StoreError, WatchEvent};
 
 /// Most events one read looks at, matching or not.
 pub const SCAN_BUDGET: usize = 20_000;

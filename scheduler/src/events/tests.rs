@@ -8,7 +8,7 @@ use flotilla_proto::event::{Event, EventKind, MAX_DETAIL_LEN};
 use flotilla_proto::{MachineId, UnitName};
 
 use super::*;
-use crate::store::{Fault, MemoryOptions, MemoryStore, Method, WatchOptions};
+use flotilla_store::{Fault, MemoryOptions, MemoryStore, Method, WatchOptions};
 
 fn unit(n: usize) -> UnitName {
     UnitName::parse(&format!("u{n}.service")).unwrap()
@@ -354,7 +354,7 @@ async fn a_follower_behind_the_watch_history_catches_up_from_the_log() {
     assert!(
         matches!(
             store.watch(&Keys::default().events(), index + 1).await,
-            Err(crate::store::StoreError::Compacted { .. })
+            Err(flotilla_store::StoreError::Compacted { .. })
         ),
         "the history still reaches the follower"
     );

@@ -10,7 +10,7 @@ use super::credentials::{TrustError, now_ms};
 use super::token::{hex, random_bytes};
 use crate::keys::Keys;
 use crate::records;
-use crate::store::{RangeOptions, Store, StoreError, Txn, TxnOp};
+use flotilla_store::{RangeOptions, Store, StoreError, Txn, TxnOp};
 
 /// How much of the audit log is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use super::token::{RandomError, Token, TokenParseError, constant_time_eq, genera
 use super::view::{Held, View, follow, lock_read};
 use crate::keys::Keys;
 use crate::records;
-use crate::store::{Compare, CompareOp, Store, StoreError, Txn, TxnOp};
+use flotilla_store::{Compare, CompareOp, Store, StoreError, Txn, TxnOp};
 
 /// How long a join token works when its maker gives no TTL.
 pub const DEFAULT_JOIN_TTL: Duration = Duration::from_secs(3600);

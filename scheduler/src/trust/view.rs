@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::credentials::{CredentialRecord, Credentials};
 use crate::records;
-use crate::store::{RangeOptions, Store, StoreError, WatchEvent};
+use flotilla_store::{RangeOptions, Store, StoreError, WatchEvent};
 
 /// A credential as this server's view holds it, with the revision it was
 /// last written at (for compare-and-swap).
@@ -155,7 +155,7 @@ pub(super) async fn follow(
 }
 
 /// Every credential under `prefix`, and the revision of the first page
-/// (see [`crate::store::RangeResponse::revision`]).
+/// (see [`flotilla_store::RangeResponse::revision`]).
 async fn load(store: &dyn Store, prefix: &str) -> Result<(HashMap<String, Held>, u64), StoreError> {
     let mut out = HashMap::new();
     let mut first_revision = None;

@@ -16,8 +16,8 @@ use super::{
     EmbeddedOptions, Pending, Request, WAL_HEADER_LEN, blocking, create_wal, frame, snapshot_name,
     sync_dir, wal_name,
 };
-use crate::store::engine::Shared;
-use crate::store::{StoreError, StoreResult, lock};
+use crate::engine::Shared;
+use crate::{StoreError, StoreResult, lock};
 
 /// The single owner of the log.
 pub(super) struct Writer {

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use flotilla_proto::ClusterId;
 
-use super::{
+use crate::metrics::{StoreMetrics, StoreOp};
+use flotilla_store::{
     BoxFuture, GetResponse, HistoryStats, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse,
     Store, StoreResult, Txn, TxnOp, TxnResponse, Watcher,
 };
-use crate::metrics::{StoreMetrics, StoreOp};
 
 /// A store whose calls are timed; it behaves exactly as the store it wraps.
 pub struct MeteredStore {
@@ -151,7 +151,7 @@ impl Store for MeteredStore {
 mod tests {
     use super::*;
     use crate::metrics::{SchedulerMetrics, render};
-    use crate::store::MemoryStore;
+    use flotilla_store::MemoryStore;
 
     #[tokio::test]
     async fn calls_are_timed_and_writes_remembered() {

@@ -475,7 +475,7 @@ impl Drop for LocalWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::KeyValue;
+    use crate::KeyValue;
 
     fn put(key: &str, revision: u64) -> WatchEvent {
         sized_put(key, revision, 1)

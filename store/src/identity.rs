@@ -6,7 +6,7 @@
 //! The embedded store writes it beside its log when it initializes a
 //! directory, and refuses to open a directory that has one but lost its
 //! log. A server on etcd writes one in its data directory to remember the
-//! cluster it serves ([`crate::identity::cluster_id`]).
+//! cluster it serves (`flotilla_scheduler::identity::cluster_id`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};

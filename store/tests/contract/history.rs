@@ -1,7 +1,7 @@
 //! The cases of [`history_contract_tests!`]: the local stores' own watch
 //! history, bounded in events and in bytes.
 
-use flotilla_scheduler::store::StoreError;
+use flotilla_store::StoreError;
 
 use super::{DEADLINE, S, next_events, summary, v};
 

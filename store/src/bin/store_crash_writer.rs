@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use flotilla_scheduler::store::{EmbeddedOptions, EmbeddedStore, Store, Txn, TxnOp};
+use flotilla_store::{EmbeddedOptions, EmbeddedStore, Store, Txn, TxnOp};
 
 /// Writes per writer before the tool stops by itself.
 const MAX_WRITES: usize = 100_000;

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use super::codec::{self, Dec, Enc};
 use super::frame;
-use crate::store::engine::Shared;
-use crate::store::state::StateMachine;
-use crate::store::{LeaseId, StoreError, StoreResult};
+use crate::engine::Shared;
+use crate::state::StateMachine;
+use crate::{LeaseId, StoreError, StoreResult};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOTSNP1";
 

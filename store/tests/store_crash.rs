@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use flotilla_scheduler::store::{EmbeddedOptions, EmbeddedStore, RangeOptions, Store};
+use flotilla_store::{EmbeddedOptions, EmbeddedStore, RangeOptions, Store};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_flotilla-store-crash-writer");
 

@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_scheduler::store::{
+use flotilla_store::{
     EtcdConfig, EtcdStore, EtcdTls, RangeOptions, Store, StoreError, WatchEvent, Watcher,
 };
 use tokio::time::Instant;
@@ -514,7 +514,7 @@ async fn tls_with_a_client_certificate_carries_every_kind_of_call() {
     assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
 }
 
-fn keys_of(kvs: &[flotilla_scheduler::store::KeyValue]) -> Vec<&str> {
+fn keys_of(kvs: &[flotilla_store::KeyValue]) -> Vec<&str> {
     kvs.iter().map(|kv| kv.key.as_str()).collect()
 }
 
@@ -550,145 +550,4 @@ async fn prefixes_map_to_etcd_key_ranges_at_the_edges() {
         [(deleted.revision, "/é/1"), (deleted.revision + 2, "/é/2")]
     );
     assert!(store.get("/éa").await.unwrap().kv.is_some());
-}
-
-/// Leader election and fencing on etcd: while one server leads another
-/// waits; when the leader's lease is revoked behind its back, the other
-/// leads, and a write fenced on the old leadership is refused by etcd.
-#[tokio::test]
-async fn a_deposed_leader_cannot_write_on_etcd() {
-    use flotilla_scheduler::keys::Keys;
-    use flotilla_scheduler::leader::{ElectionConfig, campaign};
-    use flotilla_scheduler::records::LeaderRecord;
-    use flotilla_scheduler::store::{Store, Txn, TxnOp};
-
-    let fixture = etcd().await;
-    let store: Arc<dyn Store> = fixture.store.clone();
-    let config = |id: &str| ElectionConfig {
-        keys: Keys::default(),
-        ttl: Duration::from_secs(2),
-        record: LeaderRecord {
-            id: id.into(),
-            address: format!("http://{id}"),
-            version: "test".into(),
-        },
-    };
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    let first = campaign(store.clone(), &config("a"), shutdown.clone())
-        .await
-        .unwrap();
-    let second = tokio::spawn({
-        let store = store.clone();
-        let config = config("b");
-        let shutdown = shutdown.clone();
-        async move { campaign(store, &config, shutdown).await }
-    });
-    store.revoke(first.lease()).await.unwrap();
-    let second = tokio::time::timeout(EVENT_DEADLINE, second)
-        .await
-        .expect("the second server leads once the first lease is gone")
-        .unwrap()
-        .unwrap();
-    assert_ne!(second.revision(), first.revision());
-    let write = |fence| {
-        Txn::new()
-            .when([fence])
-            .and_then([TxnOp::put("/flotilla/v1/assign/m/u.service", Vec::new())])
-    };
-    assert!(
-        !store.txn(write(first.fence())).await.unwrap().succeeded,
-        "the deposed leader wrote"
-    );
-    assert!(store.txn(write(second.fence())).await.unwrap().succeeded);
-    tokio::time::timeout(EVENT_DEADLINE, first.lost())
-        .await
-        .unwrap();
-}
-
-/// Two servers on one etcd: each counts the units for its quotas from
-/// etcd's watch, so each sees the other's writes, and a unit past the
-/// quota is refused whichever server is asked.
-#[tokio::test]
-async fn quota_counts_follow_every_server_on_etcd() {
-    use flotilla_proto::wire::UnitPut;
-    use flotilla_proto::{DesiredState, UnitName};
-    use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
-    use flotilla_scheduler::control::{ControlError, ControlPlane};
-    use flotilla_scheduler::keys::Keys;
-    use flotilla_scheduler::quota::{Quota, Quotas, Usage};
-
-    let etcd = Etcd::start().await;
-    let store: Arc<dyn Store> = Arc::new(etcd.store(Duration::from_secs(5)).await);
-    let config = ClusterConfig {
-        quotas: Quotas {
-            units: 3,
-            ..Quotas::default()
-        },
-        keys: Keys::default(),
-        machine_ttl: Duration::from_secs(10),
-        cluster_id: flotilla_proto::ClusterId::from_bytes([1; 16]),
-    };
-    let a = Cluster::new(store.clone(), config.clone());
-    let b = Cluster::new(store.clone(), config);
-    let put = |text: &str| UnitPut {
-        desired_state: Some(DesiredState::Inactive),
-        text: Some(text.to_owned()),
-        replace: true,
-        ..UnitPut::default()
-    };
-    let unit = |s: &str| UnitName::parse(s).unwrap();
-    let short = "[Service]\nExecStart=/bin/true\n";
-    a.put_unit(&unit("a1.service"), put(short)).await.unwrap();
-    b.put_unit(&unit("b1.service"), put(short)).await.unwrap();
-    b.put_unit(&unit("b2.service"), put(short)).await.unwrap();
-
-    // Waits until the server's count is what the store holds, counted by
-    // reading it all.
-    async fn agree(c: &Cluster, store: &dyn Store) -> Usage {
-        let deadline = Instant::now() + EVENT_DEADLINE;
-        loop {
-            let range = store
-                .range(&Keys::default().units(), RangeOptions::default())
-                .await
-                .unwrap();
-            let want = Usage {
-                count: range.kvs.len() as u64,
-                bytes: range.kvs.iter().map(|kv| kv.value.len() as u64).sum(),
-            };
-            if c.unit_usage().await.unwrap() == want {
-                return want;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the count never matched {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    assert_eq!(agree(&a, &*store).await.count, 3);
-    let e = a
-        .put_unit(&unit("a2.service"), put(short))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ControlError::QuotaExceeded {
-                quota: Quota::Units,
-                limit: 3,
-                ..
-            }
-        ),
-        "{e}"
-    );
-
-    // A delete on one server and a larger file on the other.
-    b.delete_unit(&unit("b1.service")).await.unwrap();
-    let long = format!("{short}# {}\n", "x".repeat(5000));
-    a.put_unit(&unit("a1.service"), put(&long)).await.unwrap();
-    let a_sees = agree(&a, &*store).await;
-    let b_sees = agree(&b, &*store).await;
-    assert_eq!(a_sees, b_sees);
-    assert_eq!(a_sees.count, 2);
-    assert!(a_sees.bytes > 5000, "{a_sees:?}");
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_scheduler::store::{
+use flotilla_store::{
     EmbeddedOptions, EmbeddedStore, KeyValue, LeaseId, RangeOptions, Recovery, Store, StoreError,
     Txn, TxnOp, WatchEvent,
 };

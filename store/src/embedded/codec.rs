@@ -8,8 +8,8 @@
 
 use std::sync::Arc;
 
-use crate::store::state::{Command, Entry, RevokeReason};
-use crate::store::{Compare, CompareOp, CompareTarget, LeaseId, RangeOptions, Txn, TxnOp};
+use crate::state::{Command, Entry, RevokeReason};
+use crate::{Compare, CompareOp, CompareTarget, LeaseId, RangeOptions, Txn, TxnOp};
 
 /// Appends encoded values to a buffer.
 #[derive(Debug, Default)]

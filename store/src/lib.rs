@@ -41,7 +41,6 @@ mod etcd;
 pub mod identity;
 mod lease;
 mod memory;
-mod metered;
 mod state;
 mod types;
 mod watch;
@@ -58,7 +57,6 @@ pub use error::{StoreError, StoreResult};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdConnectError, EtcdStore, EtcdTls};
 pub use memory::{CallCounts, Fault, FaultPoint, MemoryOptions, MemoryStore, Method};
-pub use metered::MeteredStore;
 pub use types::{
     Compare, CompareOp, CompareTarget, DeleteResponse, GetResponse, HistoryStats, KeyValue,
     LeaseGrant, LeaseId, Limits, PutResponse, RangeOptions, RangeResponse, Txn, TxnOp,
@@ -151,7 +149,7 @@ pub trait Store: Send + Sync {
     /// The cluster id this store keeps beside its data, if it keeps one:
     /// the embedded store's identity file, checked against its log when it
     /// opened. `None` for stores that keep it as a key, shared by every
-    /// server (etcd: see [`crate::identity::cluster_id`]).
+    /// server (etcd: see `flotilla_scheduler::identity::cluster_id`).
     fn cluster_id(&self) -> Option<ClusterId> {
         None
     }
@@ -224,6 +222,6 @@ fn mismatched(response: &TxnOpResponse) -> StoreError {
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every
 /// lock in the store is held for short sections that do not panic).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

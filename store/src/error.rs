@@ -233,7 +233,8 @@ impl StoreError {
         }
     }
 
-    pub(crate) fn io(
+    /// An I/O error on `path` while `action` (such as "creating").
+    pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
         source: std::io::Error,

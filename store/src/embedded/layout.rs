@@ -20,8 +20,8 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::{LOCK_FILE, WAL_HEADER_LEN, parse_generation, snapshot_name, wal_name};
-use crate::store::identity::{IDENTITY_FILE, Identity, StateLocation, read_identity};
-use crate::store::{StoreError, StoreResult};
+use crate::identity::{IDENTITY_FILE, Identity, StateLocation, read_identity};
+use crate::{StoreError, StoreResult};
 
 /// Names a data directory may hold besides the store's own files without
 /// being foreign: the mount point's `lost+found` of a directory on its own

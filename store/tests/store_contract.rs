@@ -7,7 +7,7 @@ mod contract;
 
 use std::sync::Arc;
 
-use flotilla_scheduler::store::{EmbeddedOptions, EmbeddedStore, MemoryStore};
+use flotilla_store::{EmbeddedOptions, EmbeddedStore, MemoryStore};
 
 use contract::Fixture;
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flotilla_scheduler::store::{
+use flotilla_store::{
     Compare, CompareOp, KeyValue, LeaseId, RangeOptions, Store, StoreError, Txn, TxnOp,
     TxnOpResponse, WatchEvent, Watcher,
 };
