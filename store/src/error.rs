@@ -234,11 +234,7 @@ impl StoreError {
     }
 
     /// An I/O error on `path` while `action` (such as "creating").
-    pub fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StoreError::Io {
             action,
             path: path.into(),

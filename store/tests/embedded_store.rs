@@ -162,16 +162,30 @@ async fn a_torn_tail_is_cut_off_and_reported() {
     let offsets = frame_offsets(&bytes);
     assert_eq!(offsets.len(), 4);
     let last = offsets[3];
-    // The last write reached the disk only in part.
+    // The last write reached the disk only in part: cut at every offset of
+    // its frame, in its header and in its payload.
+    for cut in last + 1..bytes.len() {
+        fs::write(&wal, &bytes[..cut]).unwrap();
+        let (store, recovery) = open(dir.path()).await;
+        let torn = recovery
+            .torn_tail
+            .unwrap_or_else(|| panic!("cut at {cut}: no torn tail reported"));
+        assert_eq!(torn.path, wal, "cut at {cut}");
+        assert_eq!(torn.offset, last as u64, "cut at {cut}");
+        assert_eq!(torn.discarded_bytes, (cut - last) as u64, "cut at {cut}");
+        assert_eq!(
+            fs::metadata(&wal).unwrap().len(),
+            last as u64,
+            "cut at {cut}"
+        );
+        let keys: Vec<String> = dump(&store).await.1.into_iter().map(|kv| kv.key).collect();
+        assert_eq!(keys, ["/1", "/2", "/3"], "cut at {cut}");
+        store.close().await;
+    }
     let cut = last + FRAME_HEADER + 3;
     fs::write(&wal, &bytes[..cut]).unwrap();
-
     let (store, recovery) = open(dir.path()).await;
     let torn = recovery.torn_tail.expect("torn tail reported");
-    assert_eq!(torn.path, wal);
-    assert_eq!(torn.offset, last as u64);
-    assert_eq!(torn.discarded_bytes, (cut - last) as u64);
-    assert_eq!(fs::metadata(&wal).unwrap().len(), last as u64);
     // A cut file cannot be told from an interrupted write: the warning
     // names both, and claims nothing about acknowledgements.
     let warning = torn.to_string();
@@ -188,8 +202,6 @@ async fn a_torn_tail_is_cut_off_and_reported() {
         "{warning}"
     );
     assert!(!warning.contains("never acknowledged"), "{warning}");
-    let keys: Vec<String> = dump(&store).await.1.into_iter().map(|kv| kv.key).collect();
-    assert_eq!(keys, ["/1", "/2", "/3"]);
     // The log goes on after the cut, and reopens clean.
     store.put("/5", b"5", None).await.unwrap();
     let before = dump(&store).await;
