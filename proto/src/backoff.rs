@@ -1,6 +1,7 @@
 //! How long to wait before trying again: exponential backoff with jitter
 //! and a cap, shared by every retry loop of flotilla (the scheduler's
-//! reconcile loop, the agent's feed, reports and reconcile passes).
+//! election and reconcile loop, the agent's feed, reports and reconcile
+//! passes).
 //!
 //! Pure: the jitter comes from a small generator seeded once per value
 //! (from the process's random hash keys, or from a given seed in tests), so
@@ -69,6 +70,17 @@ impl Backoff {
         self.next = self.initial;
     }
 
+    /// For loops whose "success" is running a while (a task restarted when
+    /// it fails): starts again from the initial delay when the attempt that
+    /// just failed had `ran` for at least twice the cap, so that a failure
+    /// after a quiet hour is retried at once rather than after the longest
+    /// delay of a burst long past.
+    pub fn reset_if_quiet(&mut self, ran: Duration) {
+        if ran >= self.cap.saturating_mul(2) {
+            self.reset();
+        }
+    }
+
     /// The delay before jitter that the next call starts from.
     pub fn peek_base(&self) -> Duration {
         self.next
@@ -103,6 +115,19 @@ mod tests {
         assert_eq!(b.peek_base(), ms(100));
         let d = b.next_delay();
         assert!(d >= ms(100) && d <= ms(125));
+    }
+
+    #[test]
+    fn a_long_quiet_run_starts_the_delays_again() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(1000)).with_seed(5);
+        for _ in 0..5 {
+            b.next_delay();
+        }
+        b.reset_if_quiet(ms(1999));
+        assert_eq!(b.peek_base(), ms(1000), "a short run keeps the delay");
+        b.reset_if_quiet(ms(2000));
+        assert_eq!(b.peek_base(), ms(100));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_proto::backoff::Backoff;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -106,7 +107,7 @@ pub async fn campaign(
 ) -> Result<Leadership, ElectionError> {
     let key = config.keys.leader();
     let value = records::encode(&config.record);
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         if *shutdown.borrow() {
             return Err(ElectionError::Cancelled);
@@ -124,7 +125,7 @@ pub async fn campaign(
                 });
             }
             Ok(Attempt::Taken { revision }) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 // Wait for the current leader's key to go, then try again.
                 let waited = tokio::select! {
                     r = wait_for_delete(&*store, &key, revision + 1) => r,
@@ -134,12 +135,11 @@ pub async fn campaign(
                     if !e.is_temporary() && !matches!(e, StoreError::Compacted { .. }) {
                         return Err(e.into());
                     }
-                    sleep_or_shutdown(backoff, &mut shutdown).await;
+                    sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await;
                 }
             }
             Err(e) if e.is_temporary() => {
-                sleep_or_shutdown(backoff, &mut shutdown).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await;
             }
             Err(e) => return Err(e.into()),
         }

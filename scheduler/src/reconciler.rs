@@ -119,6 +119,7 @@ pub async fn run(
     let _leading = Leading::new(&config.metrics);
     let mut backoff = Backoff::default();
     loop {
+        let started = tokio::time::Instant::now();
         let r = tokio::select! {
             r = reconcile(&store, leadership, config) => r,
             _ = leadership.lost() => return ReconcileError::LeadershipLost,
@@ -129,6 +130,7 @@ pub async fn run(
                 if e.is_temporary() || matches!(e, StoreError::Compacted { .. }) =>
             {
                 tracing::warn!("reconcile loop restarts after a store error: {e}");
+                backoff.reset_if_quiet(started.elapsed());
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = leadership.lost() => return ReconcileError::LeadershipLost,
