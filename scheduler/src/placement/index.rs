@@ -12,14 +12,41 @@ use std::iter::Peekable;
 
 use flotilla_proto::fleet::glob_match;
 
-/// A machine's slot in the view.
-pub(crate) type Mx = u32;
+/// A slot number in one of the view's tables: a type of its own for each
+/// table, so that a unit's slot cannot index the machines.
+macro_rules! slot {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub(crate) struct $name(pub u32);
 
-/// A unit's slot in the view.
-pub(crate) type UnitId = u32;
+        impl $name {
+            /// The slot for position `i` of its table (tables stay far
+            /// below 2^32 entries: the view holds at most that many).
+            pub fn at(i: usize) -> $name {
+                $name(u32::try_from(i).unwrap_or(u32::MAX))
+            }
 
-/// A pattern's slot in the [`PatternTable`].
-pub(crate) type PatternId = u32;
+            /// The slot's position in its table.
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    };
+}
+
+slot!(
+    /// A machine's slot in the view.
+    Mx
+);
+slot!(
+    /// A unit's slot in the view.
+    UnitId
+);
+slot!(
+    /// A pattern's slot in the [`PatternTable`].
+    PatternId
+);
 
 // ---------------------------------------------------------------------------
 // Machines in order.
@@ -43,7 +70,7 @@ impl OrderKey {
             primary,
             secondary: 0,
             id: 0,
-            mx: 0,
+            mx: Mx(0),
         }
     }
 }
@@ -285,7 +312,7 @@ impl PatternTable {
     /// it is.
     pub fn intern(&mut self, text: &str) -> (PatternId, bool) {
         if let Some(&id) = self.by_text.get(text) {
-            if let Some(p) = self.slots[id as usize].as_mut() {
+            if let Some(p) = self.slots[id.index()].as_mut() {
                 p.refs += 1;
             }
             return (id, false);
@@ -299,12 +326,12 @@ impl PatternTable {
         };
         let id = match self.free.pop() {
             Some(id) => {
-                self.slots[id as usize] = Some(pattern);
+                self.slots[id.index()] = Some(pattern);
                 id
             }
             None => {
                 self.slots.push(Some(pattern));
-                (self.slots.len() - 1) as PatternId
+                PatternId::at(self.slots.len() - 1)
             }
         };
         self.by_text.insert(text.to_owned(), id);
@@ -315,7 +342,7 @@ impl PatternTable {
     /// Drops a reference; returns the pattern's text and literal prefix when
     /// that was the last one and the pattern is gone.
     pub fn release(&mut self, id: PatternId) -> Option<(String, String)> {
-        let slot = self.slots.get_mut(id as usize)?;
+        let slot = self.slots.get_mut(id.index())?;
         let p = slot.as_mut()?;
         p.refs -= 1;
         if p.refs > 0 {
@@ -334,11 +361,11 @@ impl PatternTable {
     }
 
     pub fn get(&self, id: PatternId) -> Option<&Pattern> {
-        self.slots.get(id as usize)?.as_ref()
+        self.slots.get(id.index())?.as_ref()
     }
 
     pub fn get_mut(&mut self, id: PatternId) -> Option<&mut Pattern> {
-        self.slots.get_mut(id as usize)?.as_mut()
+        self.slots.get_mut(id.index())?.as_mut()
     }
 
     /// The patterns that match `name`, in slot order: one hash lookup per
@@ -371,7 +398,7 @@ impl PatternTable {
         self.slots
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| Some((i as PatternId, p.as_ref()?)))
+            .filter_map(|(i, p)| Some((PatternId::at(i), p.as_ref()?)))
     }
 
     /// The number of references to a pattern (for consistency checks).
@@ -389,8 +416,8 @@ impl PatternTable {
 mod tests {
     use super::*;
 
-    fn keys(mx: Mx, load: u32, cpu: u64, mem: u64) -> MachineKeys {
-        MachineKeys::new(mx, u128::from(mx) + 100, load, cpu, mem)
+    fn keys(mx: u32, load: u32, cpu: u64, mem: u64) -> MachineKeys {
+        MachineKeys::new(Mx(mx), u128::from(mx) + 100, load, cpu, mem)
     }
 
     #[test]
@@ -402,15 +429,15 @@ mod tests {
         for k in [&a, &b, &c] {
             sets.insert(k);
         }
-        fn mxs(sets: &OrderSets, order: Order) -> Vec<Mx> {
-            sets.walk(order).map(|k| k.mx).collect()
+        fn mxs(sets: &OrderSets, order: Order) -> Vec<u32> {
+            sets.walk(order).map(|k| k.mx.0).collect()
         }
         // Fewest units first, ties by id.
         assert_eq!(mxs(&sets, Order::Load), vec![1, 2, 0]);
         // Least free first, from the amount asked for.
         assert_eq!(mxs(&sets, Order::FreeCpu(0)), vec![0, 2, 1]);
         assert_eq!(mxs(&sets, Order::FreeCpu(1500)), vec![2, 1]);
-        assert_eq!(mxs(&sets, Order::FreeCpu(3001)), Vec::<Mx>::new());
+        assert_eq!(mxs(&sets, Order::FreeCpu(3001)), Vec::<u32>::new());
         assert_eq!(mxs(&sets, Order::FreeMem(6)), vec![0, 2]);
         assert_eq!(sets.max_free(), (3000, 20));
 
@@ -434,8 +461,8 @@ mod tests {
         us.insert(&keys(2, 3, 0, 0));
         us.insert(&keys(3, 0, 0, 0));
         let empty = OrderSets::default();
-        let order: Vec<Mx> = Merge::new(&[&eu, &empty, &us], Order::Load)
-            .map(|k| k.mx)
+        let order: Vec<u32> = Merge::new(&[&eu, &empty, &us], Order::Load)
+            .map(|k| k.mx.0)
             .collect();
         assert_eq!(order, vec![3, 1, 2, 0]);
         assert_eq!(Merge::new(&[], Order::Load).count(), 0);
@@ -495,13 +522,13 @@ mod tests {
     #[test]
     fn counting_maps_drop_zeros() {
         let mut m = HashMap::new();
-        count_up(&mut m, 3);
-        count_up(&mut m, 3);
-        assert_eq!(count_of(&m, 3), 2);
-        count_down(&mut m, 3);
-        count_down(&mut m, 3);
+        count_up(&mut m, Mx(3));
+        count_up(&mut m, Mx(3));
+        assert_eq!(count_of(&m, Mx(3)), 2);
+        count_down(&mut m, Mx(3));
+        count_down(&mut m, Mx(3));
         assert!(m.is_empty());
-        count_down(&mut m, 3);
-        assert_eq!(count_of(&m, 3), 0);
+        count_down(&mut m, Mx(3));
+        assert_eq!(count_of(&m, Mx(3)), 0);
     }
 }

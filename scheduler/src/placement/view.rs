@@ -240,7 +240,7 @@ impl PlacementView {
             Some(mx) => mx,
             None => {
                 self.machines.push(None);
-                (self.machines.len() - 1) as Mx
+                Mx::at(self.machines.len() - 1)
             }
         };
         let mut entry = MachineEntry {
@@ -255,7 +255,7 @@ impl PlacementView {
         };
         entry.keys = entry.compute_keys(mx);
         self.insert_in_orders(&entry);
-        self.machines[mx as usize] = Some(entry);
+        self.machines[mx.index()] = Some(entry);
         self.machine_by_id.insert(id, mx);
         self.machine_by_short.entry(short).or_default().push(mx);
         self.machines_changed = true;
@@ -336,7 +336,7 @@ impl PlacementView {
                 self.machine_by_short.remove(short);
             }
         }
-        if let Some(entry) = self.machines[mx as usize].take() {
+        if let Some(entry) = self.machines[mx.index()].take() {
             self.total_cpu = self
                 .total_cpu
                 .saturating_sub(entry.machine.capacity.cpu_millis);
@@ -361,7 +361,7 @@ impl PlacementView {
     }
 
     fn remove_from_orders(&mut self, mx: Mx) {
-        let Some(entry) = self.machines[mx as usize].as_ref() else {
+        let Some(entry) = self.machines[mx.index()].as_ref() else {
             return;
         };
         self.all.remove(&entry.keys);
@@ -384,7 +384,7 @@ impl PlacementView {
     /// Moves a machine in the orderings after its load or free room
     /// changed.
     fn reindex(&mut self, mx: Mx) {
-        let Some(entry) = self.machines[mx as usize].as_mut() else {
+        let Some(entry) = self.machines[mx.index()].as_mut() else {
             return;
         };
         let new = entry.compute_keys(mx);
@@ -484,8 +484,9 @@ impl PlacementView {
     /// Recomputes every machine's global reservation: O(machines x global
     /// units), after a global unit changes, which is rare.
     fn refresh_global_reservations(&mut self) {
-        for mx in 0..self.machines.len() as Mx {
-            let Some(entry) = self.machines[mx as usize].as_ref() else {
+        for i in 0..self.machines.len() {
+            let mx = Mx::at(i);
+            let Some(entry) = self.machines[mx.index()].as_ref() else {
                 continue;
             };
             let (cpu, mem) = self.global_reservation(&entry.machine, &entry.units);
@@ -574,12 +575,12 @@ impl PlacementView {
                 };
                 let u = match self.free_units.pop() {
                     Some(u) => {
-                        self.units[u as usize] = Some(entry);
+                        self.units[u.index()] = Some(entry);
                         u
                     }
                     None => {
                         self.units.push(Some(entry));
-                        (self.units.len() - 1) as UnitId
+                        UnitId::at(self.units.len() - 1)
                     }
                 };
                 self.unit_by_name.insert(name.as_str().into(), u);
@@ -610,7 +611,7 @@ impl PlacementView {
         self.blocked_room.remove(&u);
         self.blocked_machines.remove(&u);
         self.displaced.remove(&u);
-        if let Some(entry) = self.units[u as usize].take()
+        if let Some(entry) = self.units[u.index()].take()
             && let Some(machine) = entry.assigned
         {
             self.orphans
@@ -906,7 +907,7 @@ impl PlacementView {
         e.replace_pids = replaces;
         e.matched_by = matched;
         let name = e.name.clone();
-        if let Some(machine) = self.machines[m as usize].as_mut() {
+        if let Some(machine) = self.machines[m.index()].as_mut() {
             machine.units.remove(&u);
             // Exact: the unit's request was added when it was attached.
             machine.used_cpu -= u128::from(cpu);
@@ -919,7 +920,7 @@ impl PlacementView {
     }
 
     pub(crate) fn mark_dirty(&mut self, u: UnitId) {
-        if let Some(e) = self.units[u as usize].as_mut()
+        if let Some(e) = self.units[u.index()].as_mut()
             && !e.dirty
         {
             e.dirty = true;
@@ -950,33 +951,33 @@ impl PlacementView {
         // A UnitId is only held while its slot is live: remove_unit drops
         // it from every index before freeing the slot, and the dirty queue
         // is filtered with get_unit.
-        self.units[u as usize]
+        self.units[u.index()]
             .as_ref()
             .expect("a unit id held by an index names a live unit")
     }
 
     pub(crate) fn unit_mut(&mut self, u: UnitId) -> &mut UnitEntry {
         // As in `unit`.
-        self.units[u as usize]
+        self.units[u.index()]
             .as_mut()
             .expect("a unit id held by an index names a live unit")
     }
 
     pub(crate) fn get_unit(&self, u: UnitId) -> Option<&UnitEntry> {
-        self.units.get(u as usize)?.as_ref()
+        self.units.get(u.index())?.as_ref()
     }
 
     pub(crate) fn machine(&self, m: Mx) -> &MachineEntry {
         // A machine slot is only held while live: remove_machine detaches
         // its units and drops it from every index before freeing the slot.
-        self.machines[m as usize]
+        self.machines[m.index()]
             .as_ref()
             .expect("a machine slot held by an index names a live machine")
     }
 
     fn machine_mut(&mut self, m: Mx) -> &mut MachineEntry {
         // As in `machine`.
-        self.machines[m as usize]
+        self.machines[m.index()]
             .as_mut()
             .expect("a machine slot held by an index names a live machine")
     }
@@ -1067,7 +1068,7 @@ impl PlacementView {
         for (mx, entry) in self.machines.iter().enumerate() {
             let Some(entry) = entry else { continue };
             live_machines += 1;
-            let mx = mx as Mx;
+            let mx = Mx::at(mx);
             let label = entry.label();
             if self.machine_by_id.get(&entry.machine.id) != Some(&mx) {
                 return Err(format!("{label}: not indexed by id"));
@@ -1076,7 +1077,7 @@ impl PlacementView {
                 .units
                 .iter()
                 .enumerate()
-                .filter_map(|(u, e)| (e.as_ref()?.placed == Some(mx)).then_some(u as UnitId))
+                .filter_map(|(u, e)| (e.as_ref()?.placed == Some(mx)).then_some(UnitId::at(u)))
                 .collect();
             if placed != entry.units {
                 return Err(format!("{label}: unit set {:?} != {placed:?}", entry.units));
@@ -1142,7 +1143,7 @@ impl PlacementView {
         for (u, e) in self.units.iter().enumerate() {
             let Some(e) = e else { continue };
             live_units += 1;
-            let u = u as UnitId;
+            let u = UnitId::at(u);
             let name = &e.name;
             if self.lookup_name(name) != Some(u) {
                 return Err(format!("{name}: not indexed by name"));
@@ -1171,7 +1172,7 @@ impl PlacementView {
                         self.patterns
                             .get(p)
                             .map(|p| p.text.clone())
-                            .ok_or_else(|| format!("{name}: dead pattern {p}"))
+                            .ok_or_else(|| format!("{name}: dead pattern {p:?}"))
                     })
                     .collect()
             };
