@@ -208,6 +208,7 @@
 //! with 100 units is planned in a few milliseconds, and one new unit in
 //! about 30 microseconds.
 
+mod consistency;
 mod explain;
 mod index;
 mod plan;
