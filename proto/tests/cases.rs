@@ -15,86 +15,21 @@
 //! <the diagnostics, one per line, then what `show` asks for>
 //! ```
 //!
-//! Lines before the first `===` are comments. When the expected output
-//! changes on purpose, run with `UPDATE_EXPECT=1` to rewrite the files, then
-//! read the diff before committing it.
+//! Lines before the first `===` are comments. The harness is the testbed's
+//! (`flotilla_testbed::data`): when the expected output changes on purpose,
+//! run with `UPDATE_EXPECT=1` to rewrite the files (the run still fails),
+//! read the diff, and run again.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use flotilla_proto::{UnitName, UnitSpec};
-
-struct Case {
-    title: String,
-    unit: String,
-    show: Vec<String>,
-    input: String,
-    output: String,
-}
-
-fn parse_cases(text: &str) -> (String, Vec<Case>) {
-    let mut preamble = String::new();
-    let mut cases: Vec<Case> = Vec::new();
-    #[derive(PartialEq)]
-    enum Part {
-        Header,
-        Input,
-        Output,
-    }
-    let mut part = Part::Header;
-    for line in text.split_inclusive('\n') {
-        if let Some(title) = line.strip_prefix("=== ") {
-            cases.push(Case {
-                title: title.trim().to_owned(),
-                unit: "test.service".to_owned(),
-                show: vec!["file".to_owned()],
-                input: String::new(),
-                output: String::new(),
-            });
-            part = Part::Header;
-            continue;
-        }
-        let Some(case) = cases.last_mut() else {
-            preamble.push_str(line);
-            continue;
-        };
-        match line.trim_end_matches('\n') {
-            "--- input" => part = Part::Input,
-            "--- output" => part = Part::Output,
-            l => match part {
-                Part::Header => {
-                    if let Some(u) = l.strip_prefix("unit:") {
-                        case.unit = u.trim().to_owned();
-                    } else if let Some(s) = l.strip_prefix("show:") {
-                        case.show = s.split_whitespace().map(str::to_owned).collect();
-                    } else {
-                        assert!(
-                            l.trim().is_empty(),
-                            "case {:?}: unexpected line {l:?}",
-                            case.title
-                        );
-                    }
-                }
-                Part::Input => case.input.push_str(line),
-                Part::Output => case.output.push_str(line),
-            },
-        }
-    }
-    for case in &mut cases {
-        // A blank line separates cases; it is not part of the output.
-        let trimmed = case.output.trim_end_matches('\n').len();
-        case.output.truncate(trimmed);
-        if trimmed > 0 {
-            case.output.push('\n');
-        }
-    }
-    (preamble, cases)
-}
+use flotilla_testbed::data::{self, Case};
 
 fn run_case(case: &Case) -> String {
     let mut out = String::new();
-    let name = match UnitName::parse(&case.unit) {
+    let name = match UnitName::parse(case.header("unit").unwrap_or("test.service")) {
         Ok(n) => n,
         Err(e) => {
             writeln!(out, "name error: {e}").unwrap();
@@ -109,8 +44,11 @@ fn run_case(case: &Case) -> String {
         return out;
     };
     assert_round_trip(&case.title, &spec.file);
-    for what in &case.show {
-        let shown = match what.as_str() {
+    let show: Vec<&str> = case
+        .header("show")
+        .map_or(vec!["file"], |s| s.split_whitespace().collect());
+    for what in show {
+        let shown = match what {
             "file" => spec.file.to_string(),
             "name" => format!("{}\n", spec.name),
             "fleet" => json(&spec.fleet),
@@ -167,45 +105,7 @@ fn run_file(file: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let (preamble, cases) = parse_cases(&text);
-    assert!(!cases.is_empty(), "{file} holds no case");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut failures = Vec::new();
-    let mut rewritten = preamble;
-    for case in &cases {
-        let actual = run_case(case);
-        if actual != case.output {
-            failures.push(format!(
-                "--- {file}: {}\n--- expected\n{}--- actual\n{}",
-                case.title, case.output, actual
-            ));
-        }
-        writeln!(rewritten, "=== {}", case.title).unwrap();
-        if case.unit != "test.service" {
-            writeln!(rewritten, "unit: {}", case.unit).unwrap();
-        }
-        if case.show != ["file"] {
-            writeln!(rewritten, "show: {}", case.show.join(" ")).unwrap();
-        }
-        write!(rewritten, "--- input\n{}--- output\n{}", case.input, actual).unwrap();
-        if !actual.is_empty() && !actual.ends_with('\n') {
-            rewritten.push('\n');
-        }
-        rewritten.push('\n');
-    }
-    let rewritten = rewritten.trim_end().to_owned() + "\n";
-    if update {
-        std::fs::write(&path, rewritten).unwrap();
-        return;
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    data::check_file(&path, &["unit", "show"], run_case);
 }
 
 macro_rules! data_files {

@@ -39,8 +39,9 @@
 //! recomputation and every placement against its constraints, and plans
 //! again, which must decide nothing.
 //!
-//! When the expected output changes on purpose, run with `UPDATE_EXPECT=1`
-//! to rewrite the files, then read the diff before committing it.
+//! The harness is the testbed's (`flotilla_testbed::data`): when the
+//! expected output changes on purpose, run with `UPDATE_EXPECT=1` to rewrite
+//! the files (the run still fails), read the diff, and run again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -49,61 +50,7 @@ use std::path::Path;
 use flotilla_proto::resources::parse_size;
 use flotilla_proto::{Capacity, DesiredState, Machine, MachineId, UnitName, UnitSpec};
 use flotilla_scheduler::placement::{Decision, PlacementView, Strategy, UnitInput};
-
-struct Case {
-    title: String,
-    input: String,
-    output: String,
-}
-
-fn parse_cases(text: &str) -> (String, Vec<Case>) {
-    let mut preamble = String::new();
-    let mut cases: Vec<Case> = Vec::new();
-    #[derive(PartialEq)]
-    enum Part {
-        Header,
-        Input,
-        Output,
-    }
-    let mut part = Part::Header;
-    for line in text.split_inclusive('\n') {
-        if let Some(title) = line.strip_prefix("=== ") {
-            cases.push(Case {
-                title: title.trim().to_owned(),
-                input: String::new(),
-                output: String::new(),
-            });
-            part = Part::Header;
-            continue;
-        }
-        let Some(case) = cases.last_mut() else {
-            preamble.push_str(line);
-            continue;
-        };
-        match line.trim_end_matches('\n') {
-            "--- input" => part = Part::Input,
-            "--- output" => part = Part::Output,
-            l => match part {
-                Part::Header => assert!(
-                    l.trim().is_empty(),
-                    "case {:?}: unexpected line {l:?}",
-                    case.title
-                ),
-                Part::Input => case.input.push_str(line),
-                Part::Output => case.output.push_str(line),
-            },
-        }
-    }
-    for case in &mut cases {
-        // A blank line separates cases; it is not part of the output.
-        let trimmed = case.output.trim_end_matches('\n').len();
-        case.output.truncate(trimmed);
-        if trimmed > 0 {
-            case.output.push('\n');
-        }
-    }
-    (preamble, cases)
-}
+use flotilla_testbed::data::{self, Case};
 
 /// The state of one case's script.
 struct Harness {
@@ -340,36 +287,7 @@ fn run_file(file: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/placement")
         .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let (preamble, cases) = parse_cases(&text);
-    assert!(!cases.is_empty(), "{file} holds no case");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
-    let mut failures = Vec::new();
-    let mut rewritten = preamble;
-    for case in &cases {
-        let actual = run_case(case);
-        if actual != case.output {
-            failures.push(format!(
-                "--- {file}: {}\n--- expected\n{}--- actual\n{}",
-                case.title, case.output, actual
-            ));
-        }
-        writeln!(rewritten, "=== {}", case.title).unwrap();
-        write!(rewritten, "--- input\n{}--- output\n{}", case.input, actual).unwrap();
-        rewritten.push('\n');
-    }
-    let rewritten = rewritten.trim_end().to_owned() + "\n";
-    if update {
-        std::fs::write(&path, rewritten).unwrap();
-        return;
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    data::check_file(&path, &[], run_case);
 }
 
 macro_rules! data_files {

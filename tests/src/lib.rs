@@ -18,6 +18,7 @@
 //! Tests check where processes are (their cgroup), which is what makes the
 //! limits apply on a real machine.
 
+pub mod data;
 mod etcd;
 pub mod fleet;
 
