@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Agent, ServerProcess, TempDir, ok};
 use flotilla_api::client::Client;
@@ -65,15 +65,8 @@ impl Admin {
 }
 
 /// Polls `check` until it gives a value, up to the deadline.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    flotilla_testbed::eventually(what, DEADLINE, check)
 }
 
 fn leader(rt: &tokio::runtime::Runtime, c: &Client) -> Option<ServerResource> {

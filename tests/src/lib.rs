@@ -21,8 +21,10 @@
 pub mod data;
 mod etcd;
 pub mod fleet;
+pub mod poll;
 
 pub use etcd::Etcd;
+pub use poll::{eventually, eventually_or};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_testbed::{Host, HostOptions};
 
@@ -100,22 +100,13 @@ pub fn main_pid(host: &Host, unit: &str) -> u32 {
 
 /// Polls `check` until it returns something, up to the deadline; on
 /// timeout, fails showing the agent's log.
-pub fn wait_for<T>(host: &Host, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > until {
-            panic!(
-                "on host {}: {what} did not happen within {}s\nagent log:\n{}",
-                host.name(),
-                DEADLINE.as_secs(),
-                journal(host)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn wait_for<T>(host: &Host, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    flotilla_testbed::eventually_or(
+        &format!("{what} on host {}", host.name()),
+        DEADLINE,
+        check,
+        || format!("agent log:\n{}", journal(host)),
+    )
 }
 
 pub fn wait_active(host: &Host, unit: &str) -> u32 {
