@@ -104,6 +104,11 @@ pub fn render_service(spec: &UnitSpec, shim: &Path) -> Option<UnitFile> {
             ),
         ),
     ];
+    add.extend(super::reload::exec_reload(
+        container,
+        &shim.to_string(),
+        name,
+    ));
     if liveness {
         add.push(("WatchdogSec", format!("{}s", LIVENESS_WATCHDOG.as_secs())));
         if !has("WatchdogSignal") {
