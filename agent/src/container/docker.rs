@@ -194,6 +194,12 @@ impl ContainerRuntime for Docker {
     }
 
     async fn create(&self, config: &CreateConfig) -> Result<String, RuntimeError> {
+        let api = self.client.client_version();
+        super::host_config::check_engine(&config.host, (api.major_version, api.minor_version))
+            .map_err(|message| RuntimeError::Create {
+                container: config.name.clone(),
+                message,
+            })?;
         let options = CreateContainerOptions {
             name: Some(config.name.clone()),
             platform: String::new(),

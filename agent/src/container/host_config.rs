@@ -7,7 +7,9 @@
 //! path), which optional `AddDevice=` devices are absent, and the time zone
 //! file. [`apply`] then fills the container's [`CreateConfig`] from the
 //! spec and those facts, and [`docker_host_config`] is the part of Docker's
-//! `HostConfig` they make.
+//! `HostConfig` they make. `Unmask=ALL` is sent as the docker CLI sends
+//! `--security-opt systempaths=unconfined`: empty lists of masked and
+//! read-only paths (the engine does not take that option itself).
 //!
 //! Docker has no `--tz` and no `--env-host`, so:
 //!
@@ -68,6 +70,10 @@ pub struct HostSettings {
     pub security_opt: Vec<String>,
     /// `host`, or `None` for the daemon's default.
     pub userns_mode: Option<String>,
+    /// No masked or read-only paths in `/proc` and `/sys` (what the docker
+    /// CLI's `--security-opt systempaths=unconfined` sends: the engine
+    /// does not take that option itself).
+    pub unmask_all: bool,
 }
 
 /// A device node of the host in the container.
@@ -201,9 +207,6 @@ pub fn apply(spec: &ContainerSpec, facts: &HostFacts, config: &mut CreateConfig)
             security_opt.push(format!("label={part}:{value}"));
         }
     }
-    if security.unmask_all {
-        security_opt.push("systempaths=unconfined".to_owned());
-    }
     config.host = HostSettings {
         devices: host
             .devices
@@ -226,6 +229,7 @@ pub fn apply(spec: &ContainerSpec, facts: &HostFacts, config: &mut CreateConfig)
         group_add: security.group_add.clone(),
         security_opt,
         userns_mode: security.userns_host.then(|| "host".to_owned()),
+        unmask_all: security.unmask_all,
     };
     if let (Some(user), Some(group)) = (&config.user, &security.group) {
         config.user = Some(format!("{user}:{group}"));
@@ -261,6 +265,20 @@ fn inherited_env(spec: &ContainerSpec, env: &[(String, String)]) -> Vec<String> 
         .collect()
 }
 
+/// The first version of Docker's API (Docker 24) that takes annotations.
+pub const ANNOTATIONS_API: (usize, usize) = (1, 43);
+
+/// Refuses settings that an engine speaking API `api` would silently drop.
+pub fn check_engine(h: &HostSettings, api: (usize, usize)) -> Result<(), String> {
+    if !h.annotations.is_empty() && api < ANNOTATIONS_API {
+        return Err(format!(
+            "Annotation= needs Docker 24 or later (API {}.{}), and this engine speaks API {}.{}, which would drop the annotations",
+            ANNOTATIONS_API.0, ANNOTATIONS_API.1, api.0, api.1
+        ));
+    }
+    Ok(())
+}
+
 /// Docker's `HostConfig` with these settings, the rest at its default.
 pub(super) fn docker_host_config(h: &HostSettings) -> HostConfig {
     let map = |m: &BTreeMap<String, String>| -> Option<HashMap<String, String>> {
@@ -293,6 +311,8 @@ pub(super) fn docker_host_config(h: &HostSettings) -> HostConfig {
         group_add: (!h.group_add.is_empty()).then(|| h.group_add.clone()),
         security_opt: (!h.security_opt.is_empty()).then(|| h.security_opt.clone()),
         userns_mode: h.userns_mode.clone(),
+        masked_paths: h.unmask_all.then(Vec::new),
+        readonly_paths: h.unmask_all.then(Vec::new),
         ..Default::default()
     }
 }
@@ -372,7 +392,6 @@ mod tests {
                 "label=type:spc_t",
                 "label=level:s0:c1,c2",
                 "label=filetype:usr_t",
-                "systempaths=unconfined"
             ]
         );
         assert_eq!(h.userns_mode.as_deref(), Some("host"));
@@ -396,7 +415,19 @@ mod tests {
         assert_eq!(d.shm_size, Some(1 << 20));
         assert_eq!(d.annotations.unwrap()["a"], "b");
         assert_eq!(d.userns_mode.as_deref(), Some("host"));
-        assert_eq!(d.security_opt.unwrap().len(), 8);
+        assert_eq!(d.security_opt.unwrap().len(), 7);
+        assert_eq!(d.masked_paths, Some(vec![]));
+        assert_eq!(d.readonly_paths, Some(vec![]));
+    }
+
+    #[test]
+    fn annotations_need_an_engine_that_keeps_them() {
+        let c = config(&spec("Annotation=a=b"), &HostFacts::default());
+        assert!(check_engine(&c.host, (1, 43)).is_ok());
+        let err = check_engine(&c.host, (1, 41)).unwrap_err();
+        assert!(err.starts_with("Annotation= needs Docker 24"), "{err}");
+        let c = config(&spec(""), &HostFacts::default());
+        assert!(check_engine(&c.host, (1, 41)).is_ok());
     }
 
     #[test]
@@ -412,6 +443,7 @@ mod tests {
         assert!(c.binds.is_empty());
         let d = docker_host_config(&c.host);
         assert!(d.devices.is_none() && d.security_opt.is_none() && d.sysctls.is_none());
+        assert!(d.masked_paths.is_none() && d.readonly_paths.is_none());
     }
 
     #[test]
