@@ -5,7 +5,7 @@
 //!
 //! | key | value | repeatable |
 //! |---|---|---|
-//! | `AddDevice=` | `[-]HOST-DEVICE[:CONTAINER-DEVICE][:PERMISSIONS]`, permissions of `r`, `w`, `m`; `-` adds it only if the host has it | yes |
+//! | `AddDevice=` | `[-]HOST-DEVICE[:CONTAINER-DEVICE][:PERMISSIONS]` words, permissions of `r`, `w`, `m`; `-` adds it only if the host has it | yes |
 //! | `Ulimit=` | `NAME=SOFT[:HARD]`, numbers, `-1` or `unlimited` | yes |
 //! | `ShmSize=` | bytes, with `b`, `k`, `m` or `g` (1024-based) | |
 //! | `Sysctl=` | `NAME=VALUE` words, namespaced settings only | yes |
@@ -112,9 +112,12 @@ pub const ULIMITS: [&str; 15] = [
 pub(super) fn read(host: &mut HostOptions, key: &str, value: &str) -> Result<(), String> {
     match key {
         "AddDevice" if value.is_empty() => host.devices.clear(),
+        // Several devices may share a line, as in Quadlet.
         "AddDevice" => {
-            full(host.devices.len())?;
-            host.devices.push(parse_device(value)?);
+            for word in split_words(value).map_err(|e| format!("bad quoting: {e}"))? {
+                full(host.devices.len())?;
+                host.devices.push(parse_device(&word)?);
+            }
         }
         "Ulimit" if value.is_empty() => host.ulimits.clear(),
         "Ulimit" => {
@@ -324,7 +327,7 @@ fn check_log_driver(value: &str) -> Result<(), String> {
             "passthrough-tty needs a terminal, and flotilla runs the container without one; the output goes to the unit's journal (journald or passthrough)".to_owned(),
         ),
         other => Err(format!(
-            "the container's output always goes to the unit's journal through flotilla's shim, and Docker keeps no log of its own; {other:?} would send it elsewhere: use journald or passthrough, or leave LogDriver= out"
+            "the container's output always goes to the unit's journal through flotilla's shim, and Docker keeps no log of its own, which is what journald and passthrough mean; {other} cannot be honoured: use one of those, or leave LogDriver= out"
         )),
     }
 }
