@@ -47,7 +47,13 @@ pub(super) fn read(r: &mut ReloadOptions, key: &str, value: &str) -> Result<(), 
         "ReloadCmd" => {
             r.cmd.clear();
             if !value.is_empty() {
-                r.cmd = split_words(value).map_err(|e| format!("bad quoting: {e}"))?;
+                let words = split_words(value).map_err(|e| format!("bad quoting: {e}"))?;
+                if words.first().is_none_or(String::is_empty) {
+                    return Err(format!(
+                        "expected a program and its arguments, found {value:?}"
+                    ));
+                }
+                r.cmd = words;
             }
         }
         "ReloadSignal" => {
