@@ -326,7 +326,9 @@ fn reload(t: &TestHost) {
     );
     t.reload(unit);
     assert_eq!(t.exec("flotilla-cmd", "cat /reloaded").trim(), "yes");
-    assert!(t.journal(unit).contains("reloaded by command"));
+    t.wait(unit, "the command's output in the journal", || {
+        t.journal(unit).contains("reloaded by command")
+    });
     t.stop(unit);
 
     let unit = "badcmd.service";
