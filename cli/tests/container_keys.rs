@@ -253,13 +253,10 @@ fn annotations(t: &TestHost) {
     ));
     let out = t.host.output(&["systemctl", "start", unit]).unwrap();
     assert!(!out.status.success());
-    let journal = t.journal(unit);
-    assert!(
-        journal.contains(
-            "Annotation= needs Docker 24 or later (API 1.43), and this engine speaks API"
-        ),
-        "{journal}"
-    );
+    t.wait(unit, "the reason in the journal", || {
+        t.journal(unit)
+            .contains("Annotation= needs Docker 24 or later (API 1.43), and this engine speaks API")
+    });
     t.sh(&format!("systemctl reset-failed {unit}"));
 }
 
