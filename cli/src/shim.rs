@@ -1,11 +1,13 @@
 //! `flotilla shim`: the processes of a container unit, run by systemd from
-//! the unit flotilla renders (`ExecStart=`, `ExecStop=`, `ExecStopPost=`),
+//! the unit flotilla renders (`ExecStart=`, `ExecStop=`, `ExecStopPost=`,
+//! `ExecReload=`),
 //! not by hand. The work is in `flotilla_agent::container::shim`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use flotilla_agent::container::reload;
 use flotilla_agent::container::shim::{self, SHIM_FAILURE, UnitOptions, WatchdogMode};
 use flotilla_proto::UnitName;
 
@@ -29,6 +31,15 @@ enum Command {
     },
     /// Stop the unit's container through its running shim (ExecStop=).
     Stop {
+        #[command(flatten)]
+        unit: Unit,
+        /// The container's name.
+        #[arg(long)]
+        container: String,
+    },
+    /// Run ReloadCmd= in the unit's container, or send it ReloadSignal=
+    /// (ExecReload=); exits with the command's status.
+    Reload {
         #[command(flatten)]
         unit: Unit,
         /// The container's name.
@@ -90,6 +101,9 @@ pub fn run(args: Args) -> ExitCode {
             .options()
             .and_then(|o| shim::stop(&o, container).context("flotilla shim stop"))
             .map(|()| 0),
+        Command::Reload { unit, container } => unit
+            .options()
+            .and_then(|o| reload::reload(&o, container).context("flotilla shim reload")),
         Command::Cleanup { unit, container } => unit
             .options()
             .and_then(|o| shim::cleanup(&o, container).context("flotilla shim cleanup"))

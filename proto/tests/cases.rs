@@ -121,4 +121,5 @@ data_files! {
     resources => "resources.txt",
     fleet => "fleet.txt",
     container => "container.txt",
+    container_host => "container_host.txt",
 }

@@ -24,8 +24,8 @@ use flotilla_proto::Health;
 use futures_util::StreamExt;
 
 use super::runtime::{
-    BoxStream, CgroupDriver, ContainerInfo, ContainerRuntime, CreateConfig, EngineInfo, Output,
-    OutputStream, RuntimeError,
+    BoxStream, CgroupDriver, ContainerInfo, ContainerRuntime, CreateConfig, EngineInfo, ExecResult,
+    MAX_EXEC_OUTPUT, Output, OutputStream, RuntimeError,
 };
 
 /// Where Docker listens unless `DOCKER_HOST` says otherwise.
@@ -145,7 +145,7 @@ fn create_body(config: &CreateConfig) -> ContainerCreateBody {
                 typ: Some("none".to_owned()),
                 config: None,
             }),
-            ..Default::default()
+            ..super::host_config::docker_host_config(&config.host)
         }),
         ..Default::default()
     }
@@ -194,6 +194,12 @@ impl ContainerRuntime for Docker {
     }
 
     async fn create(&self, config: &CreateConfig) -> Result<String, RuntimeError> {
+        let api = self.client.client_version();
+        super::host_config::check_engine(&config.host, (api.major_version, api.minor_version))
+            .map_err(|message| RuntimeError::Create {
+                container: config.name.clone(),
+                message,
+            })?;
         let options = CreateContainerOptions {
             name: Some(config.name.clone()),
             platform: String::new(),
@@ -310,6 +316,62 @@ impl ContainerRuntime for Docker {
             .kill_container(id, Some(options))
             .await
             .map_err(|e| error(id, e))
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecResult, RuntimeError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let options = CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let created = self
+            .client
+            .create_exec(id, options)
+            .await
+            .map_err(|e| error(id, e))?;
+        let mut output = Vec::new();
+        let mut kept = 0;
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .client
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| error(id, e))?
+        {
+            while let Some(item) = stream.next().await {
+                let (stream, bytes) = match item {
+                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                        (OutputStream::Stdout, message)
+                    }
+                    Ok(LogOutput::StdErr { message }) => (OutputStream::Stderr, message),
+                    Ok(LogOutput::StdIn { .. }) => continue,
+                    Err(e) => return Err(RuntimeError::Unavailable(format!("exec in {id}: {e}"))),
+                };
+                // Read to the end, so that the command has finished; keep
+                // only the first bytes.
+                let room = MAX_EXEC_OUTPUT.saturating_sub(kept);
+                let take = bytes.len().min(room);
+                if take > 0 {
+                    kept += take;
+                    output.push(Output {
+                        stream,
+                        bytes: bytes[..take].to_vec(),
+                    });
+                }
+            }
+        }
+        let inspected = self
+            .client
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| error(id, e))?;
+        Ok(ExecResult {
+            exit_code: inspected.exit_code.unwrap_or(-1),
+            output,
+        })
     }
 
     async fn remove(&self, name_or_id: &str) -> Result<bool, RuntimeError> {

@@ -15,8 +15,8 @@ use flotilla_proto::Health;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::runtime::{
-    BoxStream, CgroupDriver, ContainerInfo, ContainerRuntime, CreateConfig, EngineInfo, Output,
-    RuntimeError,
+    BoxStream, CgroupDriver, ContainerInfo, ContainerRuntime, CreateConfig, EngineInfo, ExecResult,
+    Output, RuntimeError,
 };
 
 /// A call made to the fake, with its main argument.
@@ -29,6 +29,7 @@ pub enum Call {
     Wait(String),
     Stop(String, Duration),
     Kill(String, String),
+    Exec(String, Vec<String>),
     Remove(String),
     Attach(String),
     HealthEvents(String),
@@ -44,6 +45,7 @@ impl Call {
             Call::Wait(_) => "wait",
             Call::Stop(..) => "stop",
             Call::Kill(..) => "kill",
+            Call::Exec(..) => "exec",
             Call::Remove(_) => "remove",
             Call::Attach(_) => "attach",
             Call::HealthEvents(_) => "health_events",
@@ -391,6 +393,21 @@ impl ContainerRuntime for FakeRuntime {
         let i = find(&s, id).ok_or_else(|| RuntimeError::NoSuchContainer(id.to_owned()))?;
         end(&mut s.containers[i], 128 + signal_number(signal));
         Ok(())
+    }
+
+    async fn exec(&self, id: &str, cmd: &[String]) -> Result<ExecResult, RuntimeError> {
+        let s = self.call(Call::Exec(id.to_owned(), cmd.to_vec()))?;
+        let i = find(&s, id).ok_or_else(|| RuntimeError::NoSuchContainer(id.to_owned()))?;
+        if !s.containers[i].running {
+            return Err(RuntimeError::Create {
+                container: id.to_owned(),
+                message: format!("container {id} is not running"),
+            });
+        }
+        Ok(ExecResult {
+            exit_code: 0,
+            output: Vec::new(),
+        })
     }
 
     async fn remove(&self, name_or_id: &str) -> Result<bool, RuntimeError> {

@@ -7,6 +7,9 @@
 //! - [`shim`]: `flotilla shim run|stop|cleanup`, the unit's processes.
 //! - [`config`]: the rendered `[X-Container]` section read back, and the
 //!   container Docker creates from it.
+//! - [`host_config`]: devices, limits, security options and what the
+//!   container takes from the host, in Docker's terms.
+//! - [`reload`]: `flotilla shim reload`, what `systemctl reload` does.
 //! - [`cgroup`]: the unit's cgroup subtree, where the shim and the
 //!   container live.
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
@@ -18,6 +21,8 @@ pub mod cgroup;
 pub mod config;
 pub mod docker;
 pub mod fake;
+pub mod host_config;
+pub mod reload;
 pub mod render;
 pub mod runtime;
 pub mod shim;

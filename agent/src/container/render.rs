@@ -14,8 +14,10 @@
 //!   main process only, and the rest are killed at the end),
 //!   `ExecStart=` the shim, `ExecStop=` a request to the shim to stop the
 //!   container, `ExecStopPost=` a cleanup that removes the container even
-//!   when the shim was killed, and a `TimeoutStopSec=` longer than
-//!   `StopTimeout` unless the unit sets one.
+//!   when the shim was killed, a `TimeoutStopSec=` longer than
+//!   `StopTimeout` unless the unit sets one, and, for a unit with
+//!   `ReloadCmd=` or `ReloadSignal=`, `ExecReload=` the shim's reload
+//!   ([`super::reload`]).
 //! - Unless the unit sets `WatchdogSec=`: `WatchdogSec=10s` and
 //!   `WatchdogSignal=SIGKILL` (unless set), with the shim told to ping it
 //!   for as long as it lives (`--watchdog liveness`). The container's
@@ -104,6 +106,11 @@ pub fn render_service(spec: &UnitSpec, shim: &Path) -> Option<UnitFile> {
             ),
         ),
     ];
+    add.extend(super::reload::exec_reload(
+        container,
+        &shim.to_string(),
+        name,
+    ));
     if liveness {
         add.push(("WatchdogSec", format!("{}s", LIVENESS_WATCHDOG.as_secs())));
         if !has("WatchdogSignal") {

@@ -116,7 +116,20 @@ pub struct CreateConfig {
     pub cap_drop: Vec<String>,
     /// A cgroup path (cgroupfs driver) or a slice name (systemd driver).
     pub cgroup_parent: String,
+    /// Devices, limits, kernel settings, groups and security options.
+    pub host: super::host_config::HostSettings,
 }
+
+/// What a command run in a container did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit_code: i64,
+    /// Its output, cut at [`MAX_EXEC_OUTPUT`] bytes.
+    pub output: Vec<Output>,
+}
+
+/// The most output of a command run in a container that is kept.
+pub const MAX_EXEC_OUTPUT: usize = 64 * 1024;
 
 /// What the engine says about a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +199,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Sends `signal` (a name such as `SIGKILL`) to the container.
     fn kill(&self, id: &str, signal: &str)
     -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Runs `cmd` in the running container and waits for it to end.
+    fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+    ) -> impl Future<Output = Result<ExecResult, RuntimeError>> + Send;
 
     /// Removes the container, killing it first if it runs. `Ok(false)` when
     /// there was none.

@@ -51,6 +51,7 @@ use tokio::time::Instant;
 use super::cgroup::{CgroupError, Cgroups, PAYLOAD_LEAF, SHIM_LEAF};
 use super::config::{self, ConfigError, NOTIFY_SOCKET_NAME, UNIT_LABEL};
 use super::docker::Docker;
+use super::host_config::{self, HostError, HostFacts};
 use super::runtime::{
     BoxStream, CgroupDriver, ContainerRuntime, Output, OutputStream, RuntimeError,
 };
@@ -92,6 +93,8 @@ pub enum ShimError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Host(#[from] HostError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -371,6 +374,8 @@ pub struct Shim<R, U, N> {
     /// For `Notify=yes`: the host directory of the notify socket passed
     /// into the container.
     pub notify_dir: Option<PathBuf>,
+    /// What the container's host settings need from the host.
+    pub host: HostFacts,
 }
 
 /// Health and readiness as the shim last reported them.
@@ -421,13 +426,14 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
             (Notify::Container, Some(dir)) => Some(notify_socket(dir)?),
             _ => None,
         };
-        let config = config::create_config(
+        let mut config = config::create_config(
             &self.spec,
             &self.unit,
             self.env_files.clone(),
             cgroup_parent,
             notify_socket.as_ref().and(self.notify_dir.as_deref()),
         );
+        host_config::apply(&self.spec, &self.host, &mut config);
         let id = self.runtime.create(&config).await?;
         tracing::info!(
             "created container {} ({id}) with Docker {} ({} cgroup driver)",
@@ -837,14 +843,14 @@ pub struct UnitOptions {
 }
 
 impl UnitOptions {
-    fn path(&self) -> PathBuf {
+    pub(super) fn path(&self) -> PathBuf {
         self.unit_file
             .clone()
             .unwrap_or_else(|| config::unit_file_path(Path::new(UNIT_DIR), &self.unit))
     }
 }
 
-fn tokio_runtime() -> Result<tokio::runtime::Runtime, ShimError> {
+pub(super) fn tokio_runtime() -> Result<tokio::runtime::Runtime, ShimError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -852,7 +858,7 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, ShimError> {
 }
 
 /// Docker's client, with a request timeout that covers a stop.
-async fn docker(stop_timeout: Duration) -> Result<Docker, ShimError> {
+pub(super) async fn docker(stop_timeout: Duration) -> Result<Docker, ShimError> {
     let timeout = (stop_timeout + Duration::from_secs(60)).max(Duration::from_secs(120));
     Ok(Docker::connect(&Docker::socket_from_env(), timeout).await?)
 }
@@ -863,6 +869,7 @@ pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
     let spec = config::read_spec(&options.unit, &path)?;
     let env_files = config::read_environment_files(&spec)?;
+    let host = host_config::read_host(&spec)?;
     let pid = std::process::id();
     let watchdog = watchdog_interval(
         std::env::var("WATCHDOG_USEC").ok().as_deref(),
@@ -887,6 +894,7 @@ pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
             watchdog,
             env_files,
             notify_dir: notify_dir.clone(),
+            host,
         };
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(forward_stop_signals(tx));

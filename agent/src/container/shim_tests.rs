@@ -102,6 +102,7 @@ fn shim(h: &Harness, section: &str) -> TestShim {
         watchdog: None,
         env_files: Vec::new(),
         notify_dir: None,
+        host: Default::default(),
     }
 }
 

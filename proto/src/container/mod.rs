@@ -60,18 +60,35 @@
 //! order, and each kind of value has its own module (ports, volumes, image
 //! references, signals, capabilities); `service` checks the rest of the
 //! unit.
+//!
+//! Keys that map to Docker's host settings, security options and reload
+//! have modules of their own, each filling one field of the spec with a
+//! type of its own: [`host`] (`AddDevice=`, `Ulimit=`, `ShmSize=`,
+//! `Sysctl=`, `Annotation=`, `LogDriver=`), [`security`] (`Group=`,
+//! `GroupAdd=`, `UserNS=`, `NoNewPrivileges=`, `SeccompProfile=`,
+//! `AppArmor=`, `SecurityLabel*=`, `Unmask=`), [`inherit`] (`Timezone=`,
+//! `EnvironmentHost=`, `HttpProxy=`) and [`reload`] (`ReloadCmd=`,
+//! `ReloadSignal=`).
 
 mod capability;
+pub mod host;
 mod image;
+pub mod inherit;
 pub mod keys;
 mod ports;
 mod reader;
+pub mod reload;
+pub mod security;
 mod service;
 mod signal;
 mod volumes;
 
+pub use host::{Device, HostOptions, Ulimit};
+pub use inherit::{InheritOptions, Timezone};
 pub use keys::KEYS;
 pub use ports::{PortMapping, PortRange, Protocol};
+pub use reload::ReloadOptions;
+pub use security::{Seccomp, SecurityOptions};
 pub use signal::{Signal, SignalError};
 pub use volumes::{Volume, VolumeSource};
 
@@ -198,6 +215,18 @@ pub struct ContainerSpec {
     /// that forwards signals and reaps zombies (Docker's `--init`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub init: bool,
+    /// `AddDevice=`, `Ulimit=`, `ShmSize=`, `Sysctl=`, `Annotation=`.
+    #[serde(default, skip_serializing_if = "HostOptions::is_empty")]
+    pub host: HostOptions,
+    /// `Group=`, `GroupAdd=`, `UserNS=` and the security options.
+    #[serde(default, skip_serializing_if = "SecurityOptions::is_empty")]
+    pub security: SecurityOptions,
+    /// `Timezone=`, `EnvironmentHost=`, `HttpProxy=`.
+    #[serde(default, skip_serializing_if = "InheritOptions::is_default")]
+    pub inherit: InheritOptions,
+    /// `ReloadCmd=`, `ReloadSignal=`.
+    #[serde(default, skip_serializing_if = "ReloadOptions::is_empty")]
+    pub reload: ReloadOptions,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -318,6 +347,8 @@ impl ContainerSpec {
         }
         let spec = reader.finish(header_line);
         check_service(file, &spec, diags);
+        security::check(file, &spec, diags);
+        reload::check(file, &spec, diags);
         Some(spec)
     }
 }

@@ -20,6 +20,7 @@ use super::{
     ContainerSpec, DEFAULT_STOP_TIMEOUT, HealthCmd, HealthOnFailure, MAX_PUBLISHED_PORTS, Notify,
     SECTION, Signal, check_container_name, default_container_name,
 };
+use super::{host, inherit, reload, security};
 
 /// The state of one pass over the section's assignments, in file order.
 pub(super) struct Reader<'a> {
@@ -84,6 +85,10 @@ impl<'a> Reader<'a> {
                 add_capabilities: Vec::new(),
                 drop_capabilities: Vec::new(),
                 init: false,
+                host: Default::default(),
+                security: Default::default(),
+                inherit: Default::default(),
+                reload: Default::default(),
             },
             image_set: false,
             health_cmd_set: false,
@@ -161,6 +166,10 @@ impl<'a> Reader<'a> {
                 }
             }
             "HealthCmd" => self.health_cmd(&v),
+            "HealthInterval" if value == "disable" => self.error(
+                &v,
+                "Docker runs a health check at its interval always (its 0 means the default, 30s), and has no check that runs only when asked; HealthCmd=none runs none",
+            ),
             "HealthInterval" => {
                 self.spec.health_interval = self.health_duration(&v);
             }
@@ -267,6 +276,16 @@ impl<'a> Reader<'a> {
                     let caps = self.capabilities(&v);
                     push_unique(&mut self.spec.drop_capabilities, caps);
                 }
+            }
+            key if host::KEYS.contains(&key) => self.own(&v, |s, k, x| host::read(&mut s.host, k, x)),
+            key if security::KEYS.contains(&key) => {
+                self.own(&v, |s, k, x| security::read(&mut s.security, k, x))
+            }
+            key if inherit::KEYS.contains(&key) => {
+                self.own(&v, |s, k, x| inherit::read(&mut s.inherit, k, x))
+            }
+            key if reload::KEYS.contains(&key) => {
+                self.own(&v, |s, k, x| reload::read(&mut s.reload, k, x))
             }
             key => {
                 let message = match QUADLET_UNSUPPORTED.iter().find(|(k, _)| *k == key) {
@@ -376,6 +395,27 @@ impl<'a> Reader<'a> {
             // The template keeps the value as written; each instance checks it.
             Expanded::Deferred => self.spec.image = v.value.to_owned(),
             Expanded::Failed => {}
+        }
+    }
+
+    /// A key read by a module of its own: `read` gets the value with its
+    /// specifiers expanded (empty for an empty assignment); a value that
+    /// depends on a template's instance is checked in each instance.
+    fn own(
+        &mut self,
+        v: &ValueRef<'_>,
+        read: impl FnOnce(&mut ContainerSpec, &str, &str) -> Result<(), String>,
+    ) {
+        let value = if v.value.is_empty() {
+            String::new()
+        } else {
+            match self.expand(v, v.value) {
+                Expanded::Value(value) => value,
+                Expanded::Deferred | Expanded::Failed => return,
+            }
+        };
+        if let Err(reason) = read(&mut self.spec, v.key, &value) {
+            self.error(v, reason);
         }
     }
 
