@@ -28,6 +28,8 @@ pub const KEYS: &[&str] = &[
     "Init",
     "AddCapability",
     "DropCapability",
+    "Pull",
+    "AuthFile",
 ];
 
 /// Podman Quadlet `[Container]` keys that flotilla does not implement, with
@@ -36,7 +38,10 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
     ("AddDevice", ""),
     ("AddHost", ""),
     ("Annotation", ""),
-    ("AutoUpdate", ""),
+    (
+        "AutoUpdate",
+        "; set Pull=newer and restart the unit to run a newer image",
+    ),
     (
         "CgroupsMode",
         "; the container always runs in the unit's cgroup",
@@ -79,7 +84,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("Pod", ""),
     ("PodmanArgs", ""),
-    ("Pull", ""),
     ("ReadOnlyTmpfs", ""),
     ("ReloadCmd", ""),
     ("ReloadSignal", ""),

@@ -33,6 +33,8 @@
 //! | `StopTimeout=` | a time span in whole seconds; default 10s, as Docker | |
 //! | `ReadOnly=`, `RunInit=` (also `Init=`) | booleans | |
 //! | `AddCapability=`, `DropCapability=` | capabilities, with or without `CAP_`, any case, or `ALL` | yes |
+//! | `Pull=` | `missing` (default), `always`, `never` or `newer` | |
+//! | `AuthFile=` (flotilla's) | an absolute path on the host to a file in Docker's `config.json` format | |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
 //! assignment resets a key to its default, and an empty assignment of a
@@ -58,13 +60,14 @@
 //!
 //! The parts: [`keys`] lists the keys, `reader` reads the section in file
 //! order, and each kind of value has its own module (ports, volumes, image
-//! references, signals, capabilities); `service` checks the rest of the
+//! references, signals, capabilities, pulls); `service` checks the rest of the
 //! unit.
 
 mod capability;
 mod image;
 pub mod keys;
 mod ports;
+mod pull;
 mod reader;
 mod service;
 mod signal;
@@ -72,6 +75,7 @@ mod volumes;
 
 pub use keys::KEYS;
 pub use ports::{PortMapping, PortRange, Protocol};
+pub use pull::{ImagePull, PullPolicy};
 pub use signal::{Signal, SignalError};
 pub use volumes::{Volume, VolumeSource};
 
@@ -198,6 +202,10 @@ pub struct ContainerSpec {
     /// that forwards signals and reaps zombies (Docker's `--init`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub init: bool,
+    /// `Pull=` and `AuthFile=`: when the image is pulled, with which
+    /// credentials.
+    #[serde(default, skip_serializing_if = "ImagePull::is_default")]
+    pub pull: ImagePull,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

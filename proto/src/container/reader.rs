@@ -84,6 +84,7 @@ impl<'a> Reader<'a> {
                 add_capabilities: Vec::new(),
                 drop_capabilities: Vec::new(),
                 init: false,
+                pull: Default::default(),
             },
             image_set: false,
             health_cmd_set: false,
@@ -268,6 +269,7 @@ impl<'a> Reader<'a> {
                     push_unique(&mut self.spec.drop_capabilities, caps);
                 }
             }
+            "Pull" | "AuthFile" => self.pull(&v),
             key => {
                 let message = match QUADLET_UNSUPPORTED.iter().find(|(k, _)| *k == key) {
                     Some((_, hint)) => {
@@ -343,6 +345,12 @@ impl<'a> Reader<'a> {
                 self.error(v, message);
                 Expanded::Failed
             }
+        }
+    }
+
+    fn pull(&mut self, v: &ValueRef<'_>) {
+        if let Err(reason) = self.spec.pull.entry(v) {
+            self.error(v, reason);
         }
     }
 
