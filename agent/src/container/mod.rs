@@ -9,15 +9,20 @@
 //!   container Docker creates from it.
 //! - [`cgroup`]: the unit's cgroup subtree, where the shim and the
 //!   container live.
+//! - [`pull`]: the image pulled before the container is created, per
+//!   `Pull=`, with [`auth`] finding the registry's credentials.
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
 //!   with [`docker`] (the real one) and [`fake`] (in memory, for tests).
 //! - [`systemd`]: the seam to systemd's manager over D-Bus
 //!   ([`systemd::UnitControl`]).
 
+pub mod auth;
 pub mod cgroup;
 pub mod config;
 pub mod docker;
+mod docker_pull;
 pub mod fake;
+pub mod pull;
 pub mod render;
 pub mod runtime;
 pub mod shim;
@@ -25,5 +30,7 @@ pub mod systemd;
 
 pub use runtime::ContainerRuntime;
 
+#[cfg(test)]
+mod pull_tests;
 #[cfg(test)]
 mod shim_tests;
