@@ -920,9 +920,13 @@ pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
 
 /// Leaves why the shim failed in the unit's `STATUS=` ([`FAILED_STATUS`]),
 /// which systemd keeps until the unit starts again, and waits until
-/// systemd has read it (before the shim's exit).
+/// systemd has read it (before the shim's exit). One line, and its
+/// backslashes doubled: systemd unescapes the value.
 pub fn report_failure<N: Notifier>(notifier: &N, e: &ShimError) {
-    let reason = e.to_string().replace(['\n', '\r'], " ");
+    let reason = e
+        .to_string()
+        .replace(['\n', '\r'], " ")
+        .replace('\\', "\\\\");
     notifier.notify(&format!("STATUS={FAILED_STATUS}{reason}"));
     notifier.barrier(BARRIER_TIMEOUT);
 }

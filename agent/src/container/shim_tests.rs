@@ -597,3 +597,17 @@ fn the_watchdog_period_is_half_of_systemds() {
     assert_eq!(watchdog_interval(None, None, 5), None);
     assert_eq!(watchdog_interval(Some("0"), None, 5), None);
 }
+
+#[test]
+fn a_failure_is_left_as_one_line_with_its_backslashes_escaped_for_systemd() {
+    let n = RecordingNotifier::default();
+    let e = ShimError::Runtime(RuntimeError::Unavailable("a \"b\\n\"\nc".into()));
+    report_failure(&n, &e);
+    assert_eq!(
+        n.sent(),
+        [
+            format!("STATUS={FAILED_STATUS}docker: a \"b\\\\n\" c"),
+            "BARRIER=1".to_owned()
+        ]
+    );
+}
