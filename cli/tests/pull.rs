@@ -444,6 +444,31 @@ fn registry_with_auth(c: &Cluster, sec: &Registry) {
         "{journal}"
     );
 
+    // A credential helper named by the Docker configuration in
+    // DOCKER_CONFIG, found on the unit's PATH.
+    c.sh(&format!("docker rmi -f {app} >/dev/null"));
+    c.sh(&format!(
+        r#"set -e; mkdir -p /etc/flotilla/bin /etc/flotilla/helper
+cat > /etc/flotilla/bin/docker-credential-flotest <<'EOF'
+#!/bin/sh
+read server
+printf '{{"ServerURL":"%s","Username":"{USER}","Secret":"{PASSWORD}"}}' "$server"
+EOF
+chmod 755 /etc/flotilla/bin/docker-credential-flotest
+echo '{{"credHelpers": {{"{}": "flotest"}}}}' > /etc/flotilla/helper/config.json"#,
+        sec.address()
+    ));
+    c.start(
+        "helper.service",
+        &format!("Image={app}\nExec=sh -c 'cat /version; exec sleep 1000'"),
+        "Environment=DOCKER_CONFIG=/etc/flotilla/helper \"PATH=/etc/flotilla/bin:/usr/sbin:/usr/bin:/sbin:/bin\"",
+    );
+    let journal = c.running("helper.service", "p1");
+    assert!(
+        journal.contains("in /etc/flotilla/helper/config.json"),
+        "{journal}"
+    );
+
     let all = c.sh("journalctl -q --no-pager -o cat");
     assert!(!all.contains(PASSWORD), "the password is in the journal");
     assert!(

@@ -8,9 +8,9 @@
 //! without `https://` and a path; Docker Hub as
 //! `https://index.docker.io/v1/`), each entry with `auth`
 //! (base64 of `user:password`), or `username` and `password`, or an
-//! `identitytoken`. A registry served by a credential helper
-//! (`credsStore`, `credHelpers`) is refused with an error saying so:
-//! flotilla does not run helpers.
+//! `identitytoken`. A registry without such an entry whose credentials a
+//! helper keeps (`credHelpers`, else `credsStore`) gets them from the
+//! helper ([`super::credential_helper`]), as with the Docker CLI.
 //!
 //! Secrets never appear in errors or logs: errors name the file, the
 //! registry and what is wrong, never a value, and [`RegistryAuth`]'s
@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::Deserialize;
 
+use super::credential_helper::{self, Answer};
 use super::runtime::RegistryAuth;
 
 /// The host's Docker configuration when `DOCKER_CONFIG` is not set (the
@@ -55,12 +56,13 @@ pub enum AuthError {
         reason: &'static str,
     },
     #[error(
-        "registry {registry} uses the credential helper docker-credential-{helper} in {path}, which flotilla does not support: put the credentials in auths, or name a file that has them with AuthFile="
+        "registry {registry} uses the credential helper docker-credential-{helper} (in {path}), which failed: {reason}"
     )]
     Helper {
         path: PathBuf,
         registry: String,
         helper: String,
+        reason: String,
     },
 }
 
@@ -124,7 +126,7 @@ fn normalize(key: &str) -> &str {
 /// `AuthFile=`, which must exist), else from the host's Docker
 /// configuration (`docker_config`, the value of `DOCKER_CONFIG`, or
 /// [`HOST_CONFIG`]), if it exists.
-pub fn credentials(
+pub async fn credentials(
     image: &str,
     auth_file: Option<&Path>,
     docker_config: Option<&Path>,
@@ -145,15 +147,76 @@ pub fn credentials(
         }
         Err(source) => return Err(AuthError::Read { path, source }),
     };
-    let auth = lookup(&path, &text, registry)?;
+    let auth = match lookup(&path, &text, registry)? {
+        Lookup::Auth(auth) => auth,
+        Lookup::Helper(helper) => from_helper(&path, registry, helper).await?,
+    };
     Ok(Found {
         auth,
         source: Some(path),
     })
 }
 
+/// Where a file says the credentials for a registry are.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    /// In the file (or none at all).
+    Auth(Option<RegistryAuth>),
+    /// With this credential helper.
+    Helper(String),
+}
+
+/// Docker's key for a registry: its host for any but Docker Hub.
+fn server_key(registry: &str) -> String {
+    if registry == "docker.io" {
+        DOCKER_HUB_KEY.to_owned()
+    } else {
+        registry.to_owned()
+    }
+}
+
+/// Asks `helper` for `registry`'s credentials.
+async fn from_helper(
+    path: &Path,
+    registry: &str,
+    helper: String,
+) -> Result<Option<RegistryAuth>, AuthError> {
+    let fail = |helper: String, reason: String| AuthError::Helper {
+        path: path.to_owned(),
+        registry: registry.to_owned(),
+        helper,
+        reason,
+    };
+    if !credential_helper::valid_name(&helper) {
+        return Err(fail(helper, "its name is not a program's name".to_owned()));
+    }
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    let Some(program) = credential_helper::find(&helper, &search) else {
+        return Err(fail(helper, "it is not on the shim's PATH".to_owned()));
+    };
+    let server = server_key(registry);
+    let answer = credential_helper::get(&program, &server)
+        .await
+        .map_err(|reason| fail(helper, reason))?;
+    Ok(match answer {
+        Answer::NotFound => None,
+        Answer::Password { username, secret } => Some(RegistryAuth {
+            server,
+            username,
+            password: secret,
+            identity_token: None,
+        }),
+        Answer::Token(token) => Some(RegistryAuth {
+            server,
+            username: String::new(),
+            password: String::new(),
+            identity_token: Some(token),
+        }),
+    })
+}
+
 /// The credentials for `registry` in a file's `text`.
-fn lookup(path: &Path, text: &[u8], registry: &str) -> Result<Option<RegistryAuth>, AuthError> {
+fn lookup(path: &Path, text: &[u8], registry: &str) -> Result<Lookup, AuthError> {
     let config: ConfigFile = serde_json::from_slice(text).map_err(|e| AuthError::Parse {
         path: path.to_owned(),
         // Not the error's own message: it may quote a value.
@@ -184,14 +247,10 @@ fn lookup(path: &Path, text: &[u8], registry: &str) -> Result<Option<RegistryAut
     let Some((key, entry)) = usable else {
         // An entry without credentials is what `docker login` writes when
         // a helper keeps them.
-        return match helper {
-            Some(helper) => Err(AuthError::Helper {
-                path: path.to_owned(),
-                registry: registry.to_owned(),
-                helper: helper.clone(),
-            }),
-            None => Ok(None),
-        };
+        return Ok(match helper {
+            Some(helper) => Lookup::Helper(helper.clone()),
+            None => Lookup::Auth(None),
+        });
     };
     let bad = |reason| AuthError::Entry {
         path: path.to_owned(),
@@ -204,12 +263,12 @@ fn lookup(path: &Path, text: &[u8], registry: &str) -> Result<Option<RegistryAut
         key.clone()
     };
     if let Some(token) = entry.identitytoken.as_ref().filter(|t| !t.is_empty()) {
-        return Ok(Some(RegistryAuth {
+        return Ok(Lookup::Auth(Some(RegistryAuth {
             server,
             username: entry.username.clone().unwrap_or_default(),
             password: String::new(),
             identity_token: Some(token.clone()),
-        }));
+        })));
     }
     let (username, password) = match entry.auth.as_deref().filter(|a| !a.is_empty()) {
         Some(encoded) => {
@@ -231,12 +290,12 @@ fn lookup(path: &Path, text: &[u8], registry: &str) -> Result<Option<RegistryAut
     if username.is_empty() {
         return Err(bad("it has no user name"));
     }
-    Ok(Some(RegistryAuth {
+    Ok(Lookup::Auth(Some(RegistryAuth {
         server,
         username,
         password,
         identity_token: None,
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -248,7 +307,10 @@ mod tests {
     }
 
     fn find(text: &str, registry: &str) -> Result<Option<RegistryAuth>, AuthError> {
-        lookup(Path::new("/auth.json"), text.as_bytes(), registry)
+        match lookup(Path::new("/auth.json"), text.as_bytes(), registry)? {
+            Lookup::Auth(auth) => Ok(auth),
+            Lookup::Helper(h) => panic!("helper {h}"),
+        }
     }
 
     #[test]
@@ -299,19 +361,41 @@ mod tests {
     }
 
     #[test]
-    fn helpers_are_refused_by_name() {
+    fn registries_kept_by_a_helper_name_it() {
+        let helper = |text: &str, registry: &str| {
+            lookup(Path::new("/auth.json"), text.as_bytes(), registry).unwrap()
+        };
         let text = r#"{"auths": {"ghcr.io": {}}, "credHelpers": {"ghcr.io": "gh"}}"#;
-        let e = find(text, "ghcr.io").unwrap_err().to_string();
-        assert!(e.contains("docker-credential-gh"), "{e}");
-        let store = r#"{"credsStore": "desktop"}"#;
-        let e = find(store, "docker.io").unwrap_err().to_string();
-        assert!(e.contains("docker-credential-desktop"), "{e}");
+        assert_eq!(helper(text, "ghcr.io"), Lookup::Helper("gh".into()));
+        let store = r#"{"credsStore": "desktop", "credHelpers": {"ghcr.io": "gh"}}"#;
+        assert_eq!(helper(store, "docker.io"), Lookup::Helper("desktop".into()));
+        assert_eq!(helper(store, "ghcr.io"), Lookup::Helper("gh".into()));
         // A registry with its own credentials does not need the store.
         let both = format!(
             r#"{{"credsStore": "desktop", "auths": {{"a.io": {{"auth": "{}"}}}}}}"#,
             b64("u:p")
         );
         assert!(find(&both, "a.io").unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_helper_that_is_not_on_the_path_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.json");
+        std::fs::write(
+            &file,
+            r#"{"credHelpers": {"a.io": "flotilla-test-absent"}}"#,
+        )
+        .unwrap();
+        let e = credentials("a.io/x:1", Some(&file), None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("docker-credential-flotilla-test-absent")
+                && e.contains("not on the shim's PATH"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -330,13 +414,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_missing_host_config_is_no_credentials_but_a_missing_auth_file_is_an_error() {
+    #[tokio::test]
+    async fn a_missing_host_config_is_no_credentials_but_a_missing_auth_file_is_an_error() {
         let none = Path::new("/nonexistent/flotilla-auth");
-        let found = credentials("a.io/x", None, Some(none)).unwrap();
+        let found = credentials("a.io/x", None, Some(none)).await.unwrap();
         assert_eq!(found.auth, None);
         assert_eq!(found.source, None);
-        let e = credentials("a.io/x", Some(&none.join("auth.json")), None).unwrap_err();
+        let e = credentials("a.io/x", Some(&none.join("auth.json")), None)
+            .await
+            .unwrap_err();
         assert!(
             e.to_string()
                 .contains("/nonexistent/flotilla-auth/auth.json")

@@ -10,7 +10,8 @@
 //! - [`cgroup`]: the unit's cgroup subtree, where the shim and the
 //!   container live.
 //! - [`pull`]: the image pulled before the container is created, per
-//!   `Pull=`, with [`auth`] finding the registry's credentials.
+//!   `Pull=`, with [`auth`] finding the registry's credentials (and
+//!   `credential_helper` asking Docker's credential helpers).
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
 //!   with [`docker`] (the real one) and [`fake`] (in memory, for tests).
 //! - [`systemd`]: the seam to systemd's manager over D-Bus
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod cgroup;
 pub mod config;
+mod credential_helper;
 pub mod docker;
 mod docker_pull;
 pub mod fake;

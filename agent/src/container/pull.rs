@@ -181,7 +181,8 @@ async fn from_registry<R: ContainerRuntime>(
         image,
         pull.auth_file.as_deref().map(Path::new),
         settings.docker_config.as_deref(),
-    )?;
+    )
+    .await?;
     if let (PullPolicy::Newer, Some(local)) = (pull.policy, &local) {
         match runtime.registry_digest(image, found.auth.as_ref()).await {
             Ok(digest) => {
