@@ -46,8 +46,10 @@ pub fn classify(image: &str, status: Option<u16>, message: String) -> RuntimeErr
     } else if matches!(status, Some(401 | 403))
         || has(&[
             "unauthorized",
-            "denied",
             "authentication required",
+            "denied: ",
+            "access denied",
+            "access to the resource is denied",
             "forbidden",
         ])
     {
@@ -181,5 +183,28 @@ mod tests {
             "unreachable"
         );
         assert_eq!(kind(None, "unexpected EOF"), "other");
+        // Docker Hub's answer for a repository that is not there.
+        assert_eq!(
+            kind(
+                Some(404),
+                "pull access denied for nope, repository does not exist or may require 'docker login': denied: requested access to the resource is denied"
+            ),
+            "missing"
+        );
+        assert_eq!(
+            kind(
+                Some(500),
+                "denied: requested access to the resource is denied"
+            ),
+            "denied"
+        );
+        // A local failure is not the registry refusing.
+        assert_eq!(
+            kind(
+                Some(500),
+                "failed to register layer: open /var/lib/docker/x: permission denied"
+            ),
+            "other"
+        );
     }
 }

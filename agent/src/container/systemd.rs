@@ -158,7 +158,9 @@ impl UnitControl for SystemdBus {
             .get_property("TimeoutStartUSec")
             .await
             .map_err(|e| error(what(), e))?;
-        Ok((usec != u64::MAX).then(|| Duration::from_micros(usec)))
+        // systemd shows a timeout turned off (`infinity`, or `0`) as the
+        // largest value.
+        Ok((usec != u64::MAX && usec != 0).then(|| Duration::from_micros(usec)))
     }
 }
 
