@@ -366,6 +366,36 @@ fn plain_registry(c: &Cluster, reg: &Registry) {
     );
 }
 
+/// `AutoUpdate=registry`: when the registry's image changes, the running
+/// unit pulls it and restarts onto it.
+fn auto_update(c: &Cluster, reg: &Registry) {
+    let auto = format!("{}/auto:1", reg.address());
+    c.build(&auto, "a1");
+    reg.push(&c.host, &auto, "auto:1", None).unwrap();
+    c.start(
+        "auto.service",
+        &format!("Image={auto}\nAutoUpdate=registry\nExec=sh -c 'cat /version; exec sleep 1000'"),
+        "Environment=FLOTILLA_AUTO_UPDATE_INTERVAL=1s",
+    );
+    c.running("auto.service", "a1");
+    // The registry gets a new image under the tag; the host keeps the one
+    // it runs.
+    let running = c.sh(&format!("docker image inspect -f '{{{{.Id}}}}' {auto}"));
+    c.build("local/auto-next:1", "a2");
+    reg.push(&c.host, "local/auto-next:1", "auto:1", None)
+        .unwrap();
+    c.sh(&format!("docker tag {} {auto}", running.trim()));
+    let journal = c.wait_for("auto.service", "restarted onto the new image", || {
+        let journal = c.journal("auto.service");
+        journal.lines().any(|l| l == "a2").then_some(journal)
+    });
+    assert!(
+        journal.contains("AutoUpdate=registry: a newer image"),
+        "{journal}"
+    );
+    c.running("auto.service", "a2");
+}
+
 /// Pulls from a TLS registry that wants a user: the right credentials in
 /// `AuthFile=` or in the host's Docker configuration pull, wrong or
 /// missing ones fail the unit saying so, and the secret is never shown.
@@ -520,6 +550,7 @@ fn container_units_pull_from_real_registries() {
     let reg = Registry::plain().unwrap();
     let sec = Registry::with_auth(USER, PASSWORD).unwrap();
     plain_registry(&c, &reg);
+    auto_update(&c, &reg);
     registry_with_auth(&c, &sec);
     unreachable_registries(&c);
 }

@@ -10,7 +10,7 @@
 //! (base64 of `user:password`), or `username` and `password`, or an
 //! `identitytoken`. A registry without such an entry whose credentials a
 //! helper keeps (`credHelpers`, else `credsStore`) gets them from the
-//! helper ([`super::credential_helper`]), as with the Docker CLI.
+//! helper (`credential_helper`), as with the Docker CLI.
 //!
 //! Secrets never appear in errors or logs: errors name the file, the
 //! registry and what is wrong, never a value, and [`RegistryAuth`]'s

@@ -10,7 +10,7 @@
 //! - [`cgroup`]: the unit's cgroup subtree, where the shim and the
 //!   container live.
 //! - [`pull`]: the image pulled before the container is created, per
-//!   `Pull=`, with [`auth`] finding the registry's credentials (and
+//!   `Pull=` (and [`auto_update`]: a newer one while it runs), with [`auth`] finding the registry's credentials (and
 //!   `credential_helper` asking Docker's credential helpers).
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
 //!   with [`docker`] (the real one) and [`fake`] (in memory, for tests).
@@ -18,6 +18,7 @@
 //!   ([`systemd::UnitControl`]).
 
 pub mod auth;
+pub mod auto_update;
 pub mod cgroup;
 pub mod config;
 mod credential_helper;

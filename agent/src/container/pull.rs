@@ -117,7 +117,7 @@ impl Default for PullSettings {
 
 /// How long the pull may take for a unit whose start timeout is
 /// `timeout` (`None`: no start timeout): the timeout less a fifth of it,
-/// at most [`MAX_MARGIN`], left for creating the container and reporting.
+/// at most 5s, left for creating the container and reporting.
 pub fn pull_budget(timeout: Option<Duration>) -> Option<Duration> {
     let timeout = timeout?;
     Some(timeout - (timeout / 5).min(MAX_MARGIN))

@@ -36,7 +36,7 @@ fn setup() -> Setup {
 fn policy(policy: PullPolicy) -> ImagePull {
     ImagePull {
         policy,
-        auth_file: None,
+        ..ImagePull::default()
     }
 }
 
@@ -211,6 +211,7 @@ async fn credentials_come_from_the_auth_file_else_the_docker_configuration() {
     let with_file = ImagePull {
         policy: PullPolicy::Always,
         auth_file: Some(unit_file.to_string_lossy().into_owned()),
+        ..ImagePull::default()
     };
     ensure(&s, &with_file).await.unwrap();
     assert_eq!(s.runtime.last_auth().unwrap().username, "unit");

@@ -27,7 +27,9 @@
 //! 5. *running*: `MAINPID=` the container's init, `STATUS=`, and `READY=1`
 //!    per `Notify=`; every health transition updates `STATUS=`, and
 //!    `HealthOnFailure=` acts on `unhealthy`; `WATCHDOG=1` is sent while the
-//!    container is not unhealthy when the unit has `WatchdogSec=`.
+//!    container is not unhealthy when the unit has `WatchdogSec=`; with
+//!    `AutoUpdate=registry`, a newer image in the registry is pulled and
+//!    the unit restarted ([`super::auto_update`]).
 //! 6. *exit*: when the container exits, the shim takes `MAINPID=` back
 //!    (systemd learns exit statuses only from its own children), removes
 //!    the container and exits with its exit code, or 0 after a stop that
@@ -52,6 +54,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::auto_update::{AUTO_UPDATE_ENV, UpdateCheck, auto_update_interval, next_tick};
 use super::cgroup::{CgroupError, Cgroups, PAYLOAD_LEAF, SHIM_LEAF};
 use super::config::{self, ConfigError, NOTIFY_SOCKET_NAME, UNIT_LABEL};
 use super::docker::Docker;
@@ -388,6 +391,9 @@ pub struct Shim<R, U, N> {
     pub notify_dir: Option<PathBuf>,
     /// Where pulls take their locks and find the host's credentials.
     pub pulls: PullSettings,
+    /// With `AutoUpdate=registry`: how often to ask the registry for a
+    /// newer image.
+    pub auto_update: Option<Duration>,
 }
 
 /// Health and readiness as the shim last reported them.
@@ -569,6 +575,12 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
             tracing::info!("container {id} runs as PID {}", info.pid);
         }
         let mut stopping: Option<Pending<'_, ()>> = None;
+        let mut update_every = self.auto_update.map(|every| {
+            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        let mut updating: Option<UpdateCheck<'_>> = None;
         let mut resubscribe: Option<Instant> = None;
         let mut proxy_buf = vec![0u8; 4096];
         let code = loop {
@@ -640,6 +652,13 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
                             stopping = Some(Box::pin(self.runtime.stop(id, self.spec.stop_timeout)));
                         }
                     }
+                }
+                () = next_tick(&mut update_every), if updating.is_none() && !stop_requested => {
+                    updating = Some(Box::pin(self.check_update()));
+                }
+                result = maybe(&mut updating) => {
+                    updating = None;
+                    self.updated(result).await;
                 }
                 received = receive(notify_socket.as_ref(), &mut proxy_buf),
                     if notify_socket.is_some() => {
@@ -947,6 +966,7 @@ fn run_unit(options: &UnitOptions) -> Result<u8, ShimError> {
     });
     let notify_dir = (spec.notify == Notify::Container)
         .then(|| Path::new(NOTIFY_DIR).join(options.unit.as_str()));
+    let auto_update = auto_update_interval(&spec, std::env::var(AUTO_UPDATE_ENV).ok().as_deref());
     tokio_runtime()?.block_on(async {
         let shim = Shim {
             unit: options.unit.clone(),
@@ -960,6 +980,7 @@ fn run_unit(options: &UnitOptions) -> Result<u8, ShimError> {
             env_files,
             notify_dir: notify_dir.clone(),
             pulls: PullSettings::default(),
+            auto_update,
         };
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(forward_stop_signals(tx));

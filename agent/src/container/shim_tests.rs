@@ -111,6 +111,7 @@ fn shim(h: &Harness, section: &str) -> TestShim {
         env_files: Vec::new(),
         notify_dir: None,
         pulls: h.pulls.clone(),
+        auto_update: None,
     }
 }
 
@@ -609,5 +610,64 @@ fn a_failure_is_left_as_one_line_with_its_backslashes_escaped_for_systemd() {
             format!("STATUS={FAILED_STATUS}docker: a \"b\\\\n\" c"),
             "BARRIER=1".to_owned()
         ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_update_restarts_the_unit_when_the_registry_has_a_newer_image() {
+    let h = harness(CgroupDriver::Cgroupfs);
+    let mut s = shim(&h, "AutoUpdate=registry");
+    s.auto_update = Some(Duration::from_secs(3600));
+    // The registry has what the host has.
+    h.runtime.publish(IMAGE, "sha256:local");
+    let (_stop, _out, task) = spawn(s);
+    running(&h).await;
+    let checks = |h: &Harness| {
+        h.runtime
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::RegistryDigest(_)))
+            .count()
+    };
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    until("the first check", || checks(&h) == 1).await;
+    assert!(h.systemd.calls().is_empty(), "up to date: no restart");
+    h.runtime.publish(IMAGE, "sha256:2");
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    until("systemd is asked to restart the unit", || {
+        !h.systemd.calls().is_empty()
+    })
+    .await;
+    assert_eq!(h.systemd.calls(), [UnitCall::Restart(UNIT.to_owned())]);
+    assert_eq!(h.runtime.local_digest(IMAGE).as_deref(), Some("sha256:2"));
+    assert_eq!(checks(&h), 2);
+    task.abort();
+}
+
+#[test]
+fn auto_update_checks_hourly_unless_the_unit_says_otherwise() {
+    use super::auto_update::auto_update_interval;
+    let unit = UnitName::parse(UNIT).unwrap();
+    let spec = |section: &str| {
+        parse_spec(
+            &unit,
+            Path::new("/run/systemd/system/web.service"),
+            &format!("[X-Container]\nImage={IMAGE}\n{section}\n"),
+        )
+        .unwrap()
+    };
+    let on = spec("AutoUpdate=registry");
+    assert_eq!(auto_update_interval(&spec(""), Some("1s")), None);
+    assert_eq!(
+        auto_update_interval(&on, None),
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        auto_update_interval(&on, Some("10min")),
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        auto_update_interval(&on, Some("10ms")),
+        Some(Duration::from_secs(3600))
     );
 }

@@ -30,6 +30,7 @@ pub const KEYS: &[&str] = &[
     "DropCapability",
     "Pull",
     "AuthFile",
+    "AutoUpdate",
 ];
 
 /// Podman Quadlet `[Container]` keys that flotilla does not implement, with
@@ -38,10 +39,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
     ("AddDevice", ""),
     ("AddHost", ""),
     ("Annotation", ""),
-    (
-        "AutoUpdate",
-        "; set Pull=newer and restart the unit to run a newer image",
-    ),
     (
         "CgroupsMode",
         "; the container always runs in the unit's cgroup",

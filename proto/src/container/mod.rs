@@ -35,6 +35,7 @@
 //! | `AddCapability=`, `DropCapability=` | capabilities, with or without `CAP_`, any case, or `ALL` | yes |
 //! | `Pull=` | `missing` (default), `always`, `never` or `newer` | |
 //! | `AuthFile=` (flotilla's) | an absolute path on the host to a file in Docker's `config.json` format | |
+//! | `AutoUpdate=` | `registry`: restart the unit when the registry has a newer image | |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
 //! assignment resets a key to its default, and an empty assignment of a
@@ -75,7 +76,7 @@ mod volumes;
 
 pub use keys::KEYS;
 pub use ports::{PortMapping, PortRange, Protocol};
-pub use pull::{ImagePull, PullPolicy};
+pub use pull::{AutoUpdate, ImagePull, PullPolicy};
 pub use signal::{Signal, SignalError};
 pub use volumes::{Volume, VolumeSource};
 
@@ -202,8 +203,8 @@ pub struct ContainerSpec {
     /// that forwards signals and reaps zombies (Docker's `--init`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub init: bool,
-    /// `Pull=` and `AuthFile=`: when the image is pulled, with which
-    /// credentials.
+    /// `Pull=`, `AuthFile=` and `AutoUpdate=`: when the image is pulled,
+    /// with which credentials.
     #[serde(default, skip_serializing_if = "ImagePull::is_default")]
     pub pull: ImagePull,
 }

@@ -1,5 +1,5 @@
-//! `Pull=` and `AuthFile=`: when the shim pulls the unit's image before it
-//! creates the container, and where it finds the registry's credentials.
+//! `Pull=`, `AuthFile=` and `AutoUpdate=`: when the shim pulls the unit's
+//! image, and where it finds the registry's credentials.
 //!
 //! `Pull=` takes Podman's values (`podman run --pull`, which Quadlet's
 //! `Pull=` passes on): `missing` (the default), `always`, `never` and
@@ -7,7 +7,9 @@
 //! `IfNewer`, ...). `AuthFile=` is flotilla's own key, as Quadlet's
 //! `AuthFile=` in `.image` units and Podman's `--authfile`: a file on the
 //! host in Docker's `config.json` format whose `auths` are used instead of
-//! the host's Docker configuration.
+//! the host's Docker configuration. `AutoUpdate=registry` (Quadlet's) has
+//! the running unit restarted when the registry has a newer image;
+//! `AutoUpdate=local` is refused.
 
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +54,19 @@ impl PullPolicy {
     }
 }
 
-/// `Pull=` and `AuthFile=` of a `[Container]` section.
+/// `AutoUpdate=`: whether the running unit follows its image's tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoUpdate {
+    /// The image is what it was when the unit started.
+    #[default]
+    Off,
+    /// When the registry's digest of the image differs from the local
+    /// one, pull it and restart the unit.
+    Registry,
+}
+
+/// `Pull=`, `AuthFile=` and `AutoUpdate=` of a `[Container]` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImagePull {
     /// `Pull=`.
@@ -62,6 +76,9 @@ pub struct ImagePull {
     /// Docker configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_file: Option<String>,
+    /// `AutoUpdate=`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub auto_update: AutoUpdate,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -74,11 +91,25 @@ impl ImagePull {
         *self == ImagePull::default()
     }
 
-    /// Reads one `Pull=` or `AuthFile=` assignment; an empty value resets
-    /// the key. Errors are the message for the assignment.
+    /// Reads one `Pull=`, `AuthFile=` or `AutoUpdate=` assignment; an
+    /// empty value resets the key. Errors are the message for the
+    /// assignment.
     pub(super) fn entry(&mut self, v: &ValueRef<'_>) -> Result<(), String> {
         let value = v.value;
         match v.key {
+            "AutoUpdate" => {
+                self.auto_update = match value {
+                    "" => AutoUpdate::Off,
+                    "registry" => AutoUpdate::Registry,
+                    "local" => {
+                        return Err(
+                            "AutoUpdate=local is not supported by flotilla: use AutoUpdate=registry"
+                                .to_owned(),
+                        );
+                    }
+                    _ => return Err(format!("expected registry, found {value:?}")),
+                };
+            }
             "Pull" => {
                 self.policy = PullPolicy::default();
                 if !value.is_empty() {

@@ -269,7 +269,7 @@ impl<'a> Reader<'a> {
                     push_unique(&mut self.spec.drop_capabilities, caps);
                 }
             }
-            "Pull" | "AuthFile" => self.pull(&v),
+            "Pull" | "AuthFile" | "AutoUpdate" => self.pull(&v),
             key => {
                 let message = match QUADLET_UNSUPPORTED.iter().find(|(k, _)| *k == key) {
                     Some((_, hint)) => {
