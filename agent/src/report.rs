@@ -15,7 +15,8 @@
 //!
 //! A container unit's shim puts the container in the service's status:
 //! `STATUS=flotilla: container=<id> health=<none|starting|healthy|unhealthy>`;
-//! [`parse_status`] reads it back.
+//! [`parse_status`] reads it back. A shim that failed leaves
+//! `flotilla: failed: <reason>`, the unit's error once it is not active.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -80,7 +81,11 @@ pub fn unit_state(
     let last_error = if props.is_active() {
         None
     } else {
-        note.error.clone().or_else(|| failure(props))
+        // The shim's own words first: systemd clears the status at each
+        // start, so it is about this run.
+        shim_failure(&props.status_text)
+            .or_else(|| note.error.clone())
+            .or_else(|| failure(props))
     };
     UnitState {
         unit: unit.clone(),
@@ -114,6 +119,13 @@ pub fn refused_state(machine: &MachineId, unit: &UnitName, reason: &str) -> Unit
         since_ms: 0,
         last_error: Some(reason.to_owned()),
     }
+}
+
+/// Why a container unit's shim failed, as it left it in the unit's
+/// status (a pull that failed, a container Docker refused).
+fn shim_failure(status: &str) -> Option<String> {
+    let reason = status.strip_prefix(crate::container::shim::FAILED_STATUS)?;
+    Some(format!("the container did not start: {reason}"))
 }
 
 /// Why a failed unit failed, in words.
@@ -425,6 +437,18 @@ mod tests {
         assert_eq!(
             s.last_error.as_deref(),
             Some("the unit failed: exit status 3")
+        );
+        props.status_text = format!(
+            "{}image r/app:1 is not in its registry: manifest unknown",
+            crate::container::shim::FAILED_STATUS
+        );
+        let s = unit_state(&machine, &unit, &props, &note);
+        assert_eq!(
+            s.last_error.as_deref(),
+            Some(
+                "the container did not start: image r/app:1 is not in its registry: manifest unknown"
+            ),
+            "the shim's reason wins over the job's result"
         );
         let s = refused_state(&machine, &unit, "taken");
         assert_eq!(s.active_state, "failed");

@@ -86,7 +86,8 @@ struct UnitRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     unscheduled_reason: Option<String>,
     /// The state's last error: for an `unknown` state, why it is unknown
-    /// ("machine unreachable for 4s; last reported active/running").
+    /// ("machine unreachable for 4s; last reported active/running"); for a
+    /// failed one, why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
 }
@@ -142,11 +143,12 @@ pub async fn list_units(ctx: Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    // Why a unit is not placed, or why its state is unknown (its machine
+    // Why a unit is not placed, why it failed (a container unit whose
+    // image could not be pulled), or why its state is unknown (its machine
     // is unreachable), in a last column shown only when needed.
     let reason = |r: &UnitRow| {
         r.unscheduled_reason.clone().or_else(|| {
-            (r.active_state.as_deref() == Some("unknown"))
+            matches!(r.active_state.as_deref(), Some("unknown" | "failed"))
                 .then(|| r.last_error.clone())
                 .flatten()
         })

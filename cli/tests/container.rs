@@ -310,10 +310,11 @@ fn health(t: &TestHost) {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// A missing image fails the start at once, saying so in the journal.
+/// A missing image that may not be pulled fails the start at once, saying
+/// so in the journal and in the unit's status.
 fn missing_image(t: &TestHost) {
     let unit = "noimage.service";
-    t.install(unit, "[Container]\nImage=local/nope:1\n");
+    t.install(unit, "[Container]\nImage=local/nope:1\nPull=never\n");
     let started = Instant::now();
     let out = t.host.output(&["systemctl", "start", unit]).unwrap();
     assert!(!out.status.success());
@@ -321,8 +322,14 @@ fn missing_image(t: &TestHost) {
     assert_eq!(t.show(unit, "ActiveState"), "failed");
     let journal = t.journal(unit);
     assert!(
-        journal.contains("image local/nope:1 is not in the local Docker engine"),
+        journal
+            .contains("image local/nope:1 is not on this host and Pull=never forbids pulling it"),
         "{journal}"
+    );
+    assert!(
+        t.show(unit, "StatusText")
+            .starts_with("flotilla: failed: image local/nope:1 is not on this host and Pull=never"),
+        "the reason stays in the failed unit's status"
     );
     t.sh(&format!("systemctl reset-failed {unit}"));
 }

@@ -149,7 +149,8 @@ impl Drop for Etcd {
     }
 }
 
-fn free_port() -> Result<u16, HostError> {
+/// A port on 127.0.0.1 that was free a moment ago.
+pub(crate) fn free_port() -> Result<u16, HostError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -8,6 +8,10 @@
 //! unit of the host's systemd, with either cgroup driver. Everything a
 //! `Host` starts ends when it is dropped, pass or fail.
 //!
+//! Beside hosts: a real etcd ([`Etcd`]) and a real container registry
+//! ([`Registry`]) on loopback, which the hosts reach since they share this
+//! machine's network.
+//!
 //! Needs root, `systemd-nspawn` (Debian's `systemd-container`) and, for
 //! Docker, `docker.io`; `scripts/test` installs them.
 //!
@@ -22,9 +26,11 @@ pub mod data;
 mod etcd;
 pub mod fleet;
 pub mod poll;
+mod registry;
 
 pub use etcd::Etcd;
 pub use poll::{eventually, eventually_or};
+pub use registry::{Registry, RegistryOptions};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

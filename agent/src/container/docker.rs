@@ -23,9 +23,10 @@ use bollard::query_parameters::{
 use flotilla_proto::Health;
 use futures_util::StreamExt;
 
+use super::docker_pull;
 use super::runtime::{
     BoxStream, CgroupDriver, ContainerInfo, ContainerRuntime, CreateConfig, EngineInfo, ExecResult,
-    MAX_EXEC_OUTPUT, Output, OutputStream, RuntimeError,
+    LocalImage, MAX_EXEC_OUTPUT, Output, OutputStream, PullProgress, RegistryAuth, RuntimeError,
 };
 
 /// Where Docker listens unless `DOCKER_HOST` says otherwise.
@@ -191,6 +192,26 @@ impl ContainerRuntime for Docker {
             cgroup_driver,
             version: info.server_version.unwrap_or_default(),
         })
+    }
+
+    async fn local_image(&self, image: &str) -> Result<Option<LocalImage>, RuntimeError> {
+        docker_pull::local_image(&self.client, image).await
+    }
+
+    async fn registry_digest(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        docker_pull::registry_digest(&self.client, image, auth).await
+    }
+
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<RegistryAuth>,
+    ) -> BoxStream<Result<PullProgress, RuntimeError>> {
+        docker_pull::pull(&self.client, image, auth)
     }
 
     async fn create(&self, config: &CreateConfig) -> Result<String, RuntimeError> {

@@ -7,7 +7,7 @@
 //! [`FakeRuntime::emit`]), read the calls made ([`FakeRuntime::calls`]),
 //! and inject errors ([`FakeRuntime::fail_next`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,13 +16,16 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::runtime::{
     BoxStream, CgroupDriver, ContainerInfo, ContainerRuntime, CreateConfig, EngineInfo, ExecResult,
-    Output, RuntimeError,
+    LocalImage, Output, PullProgress, RegistryAuth, RuntimeError,
 };
 
 /// A call made to the fake, with its main argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Info,
+    LocalImage(String),
+    RegistryDigest(String),
+    Pull(String),
     Create(String),
     Start(String),
     Inspect(String),
@@ -39,6 +42,9 @@ impl Call {
     fn method(&self) -> &'static str {
         match self {
             Call::Info => "info",
+            Call::LocalImage(_) => "local_image",
+            Call::RegistryDigest(_) => "registry_digest",
+            Call::Pull(_) => "pull",
             Call::Create(_) => "create",
             Call::Start(_) => "start",
             Call::Inspect(_) => "inspect",
@@ -70,7 +76,14 @@ struct Container {
 #[derive(Debug)]
 struct State {
     driver: CgroupDriver,
-    images: BTreeSet<String>,
+    /// Local images, with the digest each was pulled as.
+    images: BTreeMap<String, String>,
+    /// The registry's images, by reference, with their digests.
+    registry: BTreeMap<String, String>,
+    /// The credentials of the last pull or registry lookup.
+    last_auth: Option<RegistryAuth>,
+    /// Pulls never end (a registry that does not answer).
+    hang_pulls: bool,
     containers: Vec<Container>,
     calls: Vec<Call>,
     faults: HashMap<&'static str, RuntimeError>,
@@ -105,7 +118,13 @@ impl FakeRuntime {
         FakeRuntime {
             state: Arc::new(Mutex::new(State {
                 driver,
-                images: images.iter().map(|i| (*i).to_owned()).collect(),
+                images: images
+                    .iter()
+                    .map(|i| ((*i).to_owned(), "sha256:local".to_owned()))
+                    .collect(),
+                registry: BTreeMap::new(),
+                last_auth: None,
+                hang_pulls: false,
                 containers: Vec::new(),
                 calls: Vec::new(),
                 faults: HashMap::new(),
@@ -119,6 +138,35 @@ impl FakeRuntime {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock fails anyway.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registry serves `image` with manifest `digest`.
+    pub fn publish(&self, image: &str, digest: &str) {
+        self.lock()
+            .registry
+            .insert(image.to_owned(), digest.to_owned());
+    }
+
+    /// `image` is local, as pulled with manifest `digest`.
+    pub fn add_image(&self, image: &str, digest: &str) {
+        self.lock()
+            .images
+            .insert(image.to_owned(), digest.to_owned());
+    }
+
+    /// The local image's digest, if the image is local.
+    pub fn local_digest(&self, image: &str) -> Option<String> {
+        self.lock().images.get(image).cloned()
+    }
+
+    /// The credentials the last pull or registry lookup was given.
+    pub fn last_auth(&self) -> Option<RegistryAuth> {
+        self.lock().last_auth.clone()
+    }
+
+    /// Pulls hang from now on, as with a registry that does not answer.
+    pub fn hang_pulls(&self) {
+        self.lock().hang_pulls = true;
     }
 
     /// The calls made so far, in order.
@@ -320,9 +368,70 @@ impl ContainerRuntime for FakeRuntime {
         })
     }
 
+    async fn local_image(&self, image: &str) -> Result<Option<LocalImage>, RuntimeError> {
+        let s = self.call(Call::LocalImage(image.to_owned()))?;
+        Ok(s.images.get(image).map(|digest| LocalImage {
+            id: format!("image-{digest}"),
+            repo_digests: vec![format!("{image}@{digest}")],
+        }))
+    }
+
+    async fn registry_digest(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        let mut s = self.call(Call::RegistryDigest(image.to_owned()))?;
+        s.last_auth = auth.cloned();
+        s.registry
+            .get(image)
+            .cloned()
+            .ok_or_else(|| RuntimeError::ImageNotInRegistry {
+                image: image.to_owned(),
+                message: "manifest unknown".to_owned(),
+            })
+    }
+
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<RegistryAuth>,
+    ) -> BoxStream<Result<PullProgress, RuntimeError>> {
+        let mut s = match self.call(Call::Pull(image.to_owned())) {
+            Ok(s) => s,
+            Err(e) => return Box::pin(futures_util::stream::iter([Err(e)])),
+        };
+        s.last_auth = auth;
+        if s.hang_pulls {
+            return Box::pin(futures_util::stream::pending());
+        }
+        let Some(digest) = s.registry.get(image).cloned() else {
+            return Box::pin(futures_util::stream::iter([Err(
+                RuntimeError::ImageNotInRegistry {
+                    image: image.to_owned(),
+                    message: "manifest unknown".to_owned(),
+                },
+            )]));
+        };
+        s.images.insert(image.to_owned(), digest);
+        let layer = |status: &str| {
+            Ok(PullProgress {
+                id: Some("layer1".to_owned()),
+                status: status.to_owned(),
+            })
+        };
+        Box::pin(futures_util::stream::iter([
+            layer("Pulling fs layer"),
+            layer("Downloading"),
+            layer("Downloading"),
+            layer("Downloading"),
+            layer("Pull complete"),
+        ]))
+    }
+
     async fn create(&self, config: &CreateConfig) -> Result<String, RuntimeError> {
         let mut s = self.call(Call::Create(config.name.clone()))?;
-        if !s.images.contains(&config.image) {
+        if !s.images.contains_key(&config.image) {
             return Err(RuntimeError::ImageNotFound {
                 image: config.image.clone(),
             });

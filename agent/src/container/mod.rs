@@ -12,16 +12,24 @@
 //! - [`reload`]: `flotilla shim reload`, what `systemctl reload` does.
 //! - [`cgroup`]: the unit's cgroup subtree, where the shim and the
 //!   container live.
+//! - [`pull`]: the image pulled before the container is created, per
+//!   `Pull=` (and [`auto_update`]: a newer one while it runs), with [`auth`] finding the registry's credentials (and
+//!   `credential_helper` asking Docker's credential helpers).
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
 //!   with [`docker`] (the real one) and [`fake`] (in memory, for tests).
 //! - [`systemd`]: the seam to systemd's manager over D-Bus
 //!   ([`systemd::UnitControl`]).
 
+pub mod auth;
+pub mod auto_update;
 pub mod cgroup;
 pub mod config;
+mod credential_helper;
 pub mod docker;
+mod docker_pull;
 pub mod fake;
 pub mod host_config;
+pub mod pull;
 pub mod reload;
 pub mod render;
 pub mod runtime;
@@ -30,5 +38,7 @@ pub mod systemd;
 
 pub use runtime::ContainerRuntime;
 
+#[cfg(test)]
+mod pull_tests;
 #[cfg(test)]
 mod shim_tests;

@@ -9,7 +9,9 @@
 //!
 //! Errors: [`RuntimeError::ImageNotFound`] and [`RuntimeError::Create`] are
 //! the container's own fault (its image or its settings) and retrying does
-//! not help; [`RuntimeError::Unavailable`] means the engine could not be
+//! not help; the pull's errors say what failed (the image is not in the
+//! registry, the registry refused the credentials or could not be
+//! reached); [`RuntimeError::Unavailable`] means the engine could not be
 //! reached or failed, and may pass.
 
 use std::collections::BTreeMap;
@@ -27,12 +29,24 @@ pub type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send + 'static>>;
 /// Why a call to the container engine failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuntimeError {
-    /// The image is not in the local engine. flotilla never pulls: images
-    /// are loaded on the host beforehand.
-    #[error(
-        "image {image} is not in the local Docker engine (flotilla does not pull images): pull or load it on this host first"
-    )]
+    /// The image is not in the local engine (it was removed after the
+    /// pull, or `Pull=never`).
+    #[error("image {image} is not in the local Docker engine")]
     ImageNotFound { image: String },
+    /// The registry has no such image (or tag).
+    #[error("image {image} is not in its registry: {message}")]
+    ImageNotInRegistry { image: String, message: String },
+    /// The registry refused the credentials, or wants some.
+    #[error(
+        "the registry refused to serve image {image} (wrong or missing credentials): {message}"
+    )]
+    RegistryDenied { image: String, message: String },
+    /// The registry could not be reached.
+    #[error("cannot reach the registry of image {image}: {message}")]
+    RegistryUnreachable { image: String, message: String },
+    /// A pull failed for another reason.
+    #[error("pulling image {image} failed: {message}")]
+    Pull { image: String, message: String },
     /// No container by that name or id.
     #[error("no container {0}")]
     NoSuchContainer(String),
@@ -43,6 +57,42 @@ pub enum RuntimeError {
     /// The engine could not be reached, or failed; may be temporary.
     #[error("docker: {0}")]
     Unavailable(String),
+}
+
+/// Credentials for one registry. `Debug` does not show them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The registry, as its key in Docker's `auths`.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+    /// An OAuth identity token, in place of the password.
+    pub identity_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One message of a pull's progress, as the engine sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    /// The layer (or tag) it is about, if any.
+    pub id: Option<String>,
+    /// `Pulling fs layer`, `Downloading`, `Pull complete`, ...
+    pub status: String,
+}
+
+/// An image in the local engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalImage {
+    pub id: String,
+    /// The digests of the manifests it was pulled as: `NAME@sha256:...`.
+    pub repo_digests: Vec<String>,
 }
 
 /// Docker's cgroup driver: where it puts a container's processes.
@@ -167,6 +217,29 @@ pub struct Output {
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// The engine's cgroup driver and version.
     fn info(&self) -> impl Future<Output = Result<EngineInfo, RuntimeError>> + Send;
+
+    /// The image in the local engine, or `None`.
+    fn local_image(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<LocalImage>, RuntimeError>> + Send;
+
+    /// The digest of the image's manifest in its registry
+    /// (`sha256:...`), without pulling it.
+    fn registry_digest(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+
+    /// Pulls the image (a reference with a tag or digest): its progress,
+    /// ending with an error if the pull fails. Dropping the stream cancels
+    /// the pull.
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<RegistryAuth>,
+    ) -> BoxStream<Result<PullProgress, RuntimeError>>;
 
     /// Creates (does not start) a container; returns its id.
     /// [`RuntimeError::ImageNotFound`] when the image is not local.

@@ -15,24 +15,30 @@
 //!    cgroup ([`super::cgroup`]) and removes a leftover container of the
 //!    unit (from a crash); a container of the same name that flotilla did
 //!    not create for this unit is left alone, and the start fails.
-//! 2. *create*: the container is created with its cgroup in the unit's
+//! 2. *pull*: the image is pulled as `Pull=` says ([`super::pull`]),
+//!    within the unit's start timeout.
+//! 3. *create*: the container is created with its cgroup in the unit's
 //!    (cgroupfs driver: `cgroup_parent` = the unit's cgroup) or in the
 //!    unit's slice (systemd driver); its output is attached and its health
 //!    events subscribed to before it starts, so nothing is missed.
-//! 3. *contain*: with the systemd driver, the container's processes are
+//! 4. *contain*: with the systemd driver, the container's processes are
 //!    moved into the unit's `payload` leaf by systemd
 //!    (`AttachProcessesToUnit`).
-//! 4. *running*: `MAINPID=` the container's init, `STATUS=`, and `READY=1`
+//! 5. *running*: `MAINPID=` the container's init, `STATUS=`, and `READY=1`
 //!    per `Notify=`; every health transition updates `STATUS=`, and
 //!    `HealthOnFailure=` acts on `unhealthy`; `WATCHDOG=1` is sent while the
-//!    container is not unhealthy when the unit has `WatchdogSec=`.
-//! 5. *exit*: when the container exits, the shim takes `MAINPID=` back
+//!    container is not unhealthy when the unit has `WatchdogSec=`; with
+//!    `AutoUpdate=registry`, a newer image in the registry is pulled and
+//!    the unit restarted ([`super::auto_update`]).
+//! 6. *exit*: when the container exits, the shim takes `MAINPID=` back
 //!    (systemd learns exit statuses only from its own children), removes
 //!    the container and exits with its exit code, or 0 after a stop that
 //!    systemd asked for.
 //!
-//! `STATUS=` is what the agent reads (the unit's `StatusText`), always
-//! `flotilla: container=<id> health=<none|starting|healthy|unhealthy>`.
+//! `STATUS=` is what the agent reads (the unit's `StatusText`):
+//! `flotilla: container=<id> health=<none|starting|healthy|unhealthy>`
+//! while the container runs, `flotilla: pulling=<image>` during a pull,
+//! and [`FAILED_STATUS`] and the reason when the shim fails.
 
 use std::future::Future;
 use std::io::Write;
@@ -48,10 +54,12 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::auto_update::{AUTO_UPDATE_ENV, UpdateCheck, auto_update_interval, next_tick};
 use super::cgroup::{CgroupError, Cgroups, PAYLOAD_LEAF, SHIM_LEAF};
 use super::config::{self, ConfigError, NOTIFY_SOCKET_NAME, UNIT_LABEL};
 use super::docker::Docker;
 use super::host_config::{self, HostError, HostFacts};
+use super::pull::{self, PullError, PullSettings};
 use super::runtime::{
     BoxStream, CgroupDriver, ContainerRuntime, Output, OutputStream, RuntimeError,
 };
@@ -68,6 +76,14 @@ pub const UNIT_DIR: &str = "/run/systemd/system";
 /// Where the shim of a `Notify=yes` unit makes the notify socket it passes
 /// into the container: `<dir>/<unit>/notify`.
 pub const NOTIFY_DIR: &str = "/run/flotilla/shim";
+
+/// The start of the `STATUS=` a shim that failed leaves, followed by why:
+/// the agent reports it as the unit's error.
+pub const FAILED_STATUS: &str = "flotilla: failed: ";
+
+/// systemd's default `TimeoutStartSec=`, assumed when systemd cannot be
+/// asked for the unit's.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long the shim waits for the rest of the container's output after it
 /// exits.
@@ -97,6 +113,8 @@ pub enum ShimError {
     Host(#[from] HostError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
     #[error(transparent)]
     Systemd(#[from] SystemdError),
     #[error(
@@ -376,6 +394,11 @@ pub struct Shim<R, U, N> {
     pub notify_dir: Option<PathBuf>,
     /// What the container's host settings need from the host.
     pub host: HostFacts,
+    /// Where pulls take their locks and find the host's credentials.
+    pub pulls: PullSettings,
+    /// With `AutoUpdate=registry`: how often to ask the registry for a
+    /// newer image.
+    pub auto_update: Option<Duration>,
 }
 
 /// Health and readiness as the shim last reported them.
@@ -418,6 +441,7 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
         self.cgroups
             .enter(&format!("{unit_cgroup}/{SHIM_LEAF}"), self.pid)?;
         self.replace_leftover().await?;
+        self.pull().await?;
         let cgroup_parent = match engine.cgroup_driver {
             CgroupDriver::Cgroupfs => unit_cgroup.clone(),
             CgroupDriver::Systemd => Cgroups::slice_of(&unit_cgroup),
@@ -463,6 +487,39 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
                 Err(e)
             }
         }
+    }
+
+    /// Makes the image ready as `Pull=` says, within the unit's start
+    /// timeout.
+    async fn pull(&self) -> Result<(), ShimError> {
+        let unit = self.unit.as_str();
+        let image = &self.spec.image;
+        let start_timeout = async {
+            match self.systemd.start_timeout(unit).await {
+                Ok(timeout) => timeout,
+                Err(e) => {
+                    tracing::warn!(
+                        "{e}; assuming systemd's default start timeout of {}s",
+                        DEFAULT_START_TIMEOUT.as_secs()
+                    );
+                    Some(DEFAULT_START_TIMEOUT)
+                }
+            }
+        };
+        let pulling = || {
+            self.notifier
+                .notify(&format!("STATUS=flotilla: pulling={image}"));
+        };
+        pull::ensure_image(
+            &self.runtime,
+            image,
+            &self.spec.pull,
+            &self.pulls,
+            start_timeout,
+            pulling,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Removes a container of this unit left by a crash; refuses to touch
@@ -524,6 +581,12 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
             tracing::info!("container {id} runs as PID {}", info.pid);
         }
         let mut stopping: Option<Pending<'_, ()>> = None;
+        let mut update_every = self.auto_update.map(|every| {
+            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
+        let mut updating: Option<UpdateCheck<'_>> = None;
         let mut resubscribe: Option<Instant> = None;
         let mut proxy_buf = vec![0u8; 4096];
         let code = loop {
@@ -595,6 +658,13 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
                             stopping = Some(Box::pin(self.runtime.stop(id, self.spec.stop_timeout)));
                         }
                     }
+                }
+                () = next_tick(&mut update_every), if updating.is_none() && !stop_requested => {
+                    updating = Some(Box::pin(self.check_update()));
+                }
+                result = maybe(&mut updating) => {
+                    updating = None;
+                    self.updated(result).await;
                 }
                 received = receive(notify_socket.as_ref(), &mut proxy_buf),
                     if notify_socket.is_some() => {
@@ -864,8 +934,29 @@ pub(super) async fn docker(stop_timeout: Duration) -> Result<Docker, ShimError> 
 }
 
 /// `flotilla shim run`: runs the unit's container until it exits; returns
-/// the shim's exit status.
+/// the shim's exit status. A failure is left in the unit's status too.
 pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
+    let result = run_unit(options);
+    if let Err(e) = &result {
+        report_failure(&SdNotify, e);
+    }
+    result
+}
+
+/// Leaves why the shim failed in the unit's `STATUS=` ([`FAILED_STATUS`]),
+/// which systemd keeps until the unit starts again, and waits until
+/// systemd has read it (before the shim's exit). One line, and its
+/// backslashes doubled: systemd unescapes the value.
+pub fn report_failure<N: Notifier>(notifier: &N, e: &ShimError) {
+    let reason = e
+        .to_string()
+        .replace(['\n', '\r'], " ")
+        .replace('\\', "\\\\");
+    notifier.notify(&format!("STATUS={FAILED_STATUS}{reason}"));
+    notifier.barrier(BARRIER_TIMEOUT);
+}
+
+fn run_unit(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
     let spec = config::read_spec(&options.unit, &path)?;
     let env_files = config::read_environment_files(&spec)?;
@@ -882,6 +973,7 @@ pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
     });
     let notify_dir = (spec.notify == Notify::Container)
         .then(|| Path::new(NOTIFY_DIR).join(options.unit.as_str()));
+    let auto_update = auto_update_interval(&spec, std::env::var(AUTO_UPDATE_ENV).ok().as_deref());
     tokio_runtime()?.block_on(async {
         let shim = Shim {
             unit: options.unit.clone(),
@@ -895,6 +987,8 @@ pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
             env_files,
             notify_dir: notify_dir.clone(),
             host,
+            pulls: PullSettings::default(),
+            auto_update,
         };
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(forward_stop_signals(tx));

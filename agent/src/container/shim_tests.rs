@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 use super::cgroup::Cgroups;
 use super::config::{UNIT_LABEL, parse_spec};
 use super::fake::{Call, FakeRuntime};
+use super::pull::{PullError, PullSettings};
 use super::runtime::{CgroupDriver, Output, OutputStream, RuntimeError};
 use super::shim::{
-    Cleanup, Exit, RecordingNotifier, Shim, ShimError, Watchdog, WatchdogMode, cleanup_with,
-    exit_status, watchdog_interval,
+    Cleanup, Exit, FAILED_STATUS, RecordingNotifier, Shim, ShimError, Watchdog, WatchdogMode,
+    cleanup_with, exit_status, report_failure, watchdog_interval,
 };
 use super::systemd::{FakeUnitControl, SystemdError, UnitCall};
 
@@ -31,6 +32,7 @@ struct Harness {
     runtime: FakeRuntime,
     systemd: FakeUnitControl,
     notifier: RecordingNotifier,
+    pulls: PullSettings,
 }
 
 fn write(path: &Path, text: &str) {
@@ -54,6 +56,8 @@ fn harness(driver: CgroupDriver) -> Harness {
     );
     std::fs::create_dir_all(cgroups.dir("/system.slice/web.service")).unwrap();
     let runtime = FakeRuntime::new(driver, &[IMAGE]);
+    let root_locks = root.path().join("locks");
+    let root_docker = root.path().join("docker");
     let mut systemd = FakeUnitControl::default();
     if driver == CgroupDriver::Systemd {
         let cg = cgroups.clone();
@@ -85,6 +89,10 @@ fn harness(driver: CgroupDriver) -> Harness {
         runtime,
         systemd,
         notifier: RecordingNotifier::default(),
+        pulls: PullSettings {
+            lock_dir: root_locks,
+            docker_config: Some(root_docker),
+        },
     }
 }
 
@@ -103,6 +111,8 @@ fn shim(h: &Harness, section: &str) -> TestShim {
         env_files: Vec::new(),
         notify_dir: None,
         host: Default::default(),
+        pulls: h.pulls.clone(),
+        auto_update: None,
     }
 }
 
@@ -320,16 +330,73 @@ async fn a_missing_image_fails_at_once_with_a_clear_message() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ShimError::Runtime(RuntimeError::ImageNotFound { image }) if image == "local/nope:1"),
+        matches!(&err, ShimError::Pull(PullError::Runtime { source: RuntimeError::ImageNotInRegistry { image, .. }, .. }) if image == "local/nope:1"),
         "{err}"
     );
     assert!(
         err.to_string()
-            .contains("image local/nope:1 is not in the local Docker engine"),
+            .contains("image local/nope:1 is not in its registry"),
         "{err}"
     );
     assert!(h.runtime.is_empty());
-    assert!(h.notifier.sent().is_empty());
+    assert_eq!(h.notifier.sent(), ["STATUS=flotilla: pulling=local/nope:1"]);
+    report_failure(&h.notifier, &err);
+    let sent = h.notifier.sent();
+    assert_eq!(
+        sent[1],
+        format!("STATUS={FAILED_STATUS}{err}"),
+        "the reason is left in the unit's status"
+    );
+    assert_eq!(
+        sent[2], "BARRIER=1",
+        "and systemd has read it before the exit"
+    );
+}
+
+#[tokio::test]
+async fn pull_never_without_the_image_fails_without_asking_the_registry() {
+    let h = harness(CgroupDriver::Cgroupfs);
+    let mut s = shim(&h, "Pull=never");
+    s.spec.image = "reg.example.com/app:1".into();
+    h.runtime.publish("reg.example.com/app:1", "sha256:1");
+    let err = s
+        .run(mpsc::channel(1).1, Box::new(|_| {}))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "image reg.example.com/app:1 is not on this host and Pull=never forbids pulling it"
+        ),
+        "{err}"
+    );
+    assert!(!h.runtime.calls().iter().any(|c| matches!(c, Call::Pull(_))));
+    assert!(h.runtime.is_empty());
+}
+
+#[tokio::test]
+async fn a_pulled_image_runs() {
+    let h = harness(CgroupDriver::Cgroupfs);
+    let mut s = shim(&h, "");
+    s.spec.image = "reg.example.com/app:1".into();
+    h.runtime.publish("reg.example.com/app:1", "sha256:1");
+    let (tx, _, task) = spawn(s);
+    running(&h).await;
+    let calls = h.runtime.calls();
+    let pull = calls
+        .iter()
+        .position(|c| matches!(c, Call::Pull(_)))
+        .unwrap();
+    let create = calls
+        .iter()
+        .position(|c| matches!(c, Call::Create(_)))
+        .unwrap();
+    assert!(pull < create, "{calls:?}");
+    assert_eq!(
+        h.notifier.sent()[0],
+        "STATUS=flotilla: pulling=reg.example.com/app:1"
+    );
+    tx.send(()).await.unwrap();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -531,4 +598,77 @@ fn the_watchdog_period_is_half_of_systemds() {
     assert_eq!(watchdog_interval(Some("10000000"), Some("6"), 5), None);
     assert_eq!(watchdog_interval(None, None, 5), None);
     assert_eq!(watchdog_interval(Some("0"), None, 5), None);
+}
+
+#[test]
+fn a_failure_is_left_as_one_line_with_its_backslashes_escaped_for_systemd() {
+    let n = RecordingNotifier::default();
+    let e = ShimError::Runtime(RuntimeError::Unavailable("a \"b\\n\"\nc".into()));
+    report_failure(&n, &e);
+    assert_eq!(
+        n.sent(),
+        [
+            format!("STATUS={FAILED_STATUS}docker: a \"b\\\\n\" c"),
+            "BARRIER=1".to_owned()
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn auto_update_restarts_the_unit_when_the_registry_has_a_newer_image() {
+    let h = harness(CgroupDriver::Cgroupfs);
+    let mut s = shim(&h, "AutoUpdate=registry");
+    s.auto_update = Some(Duration::from_secs(3600));
+    // The registry has what the host has.
+    h.runtime.publish(IMAGE, "sha256:local");
+    let (_stop, _out, task) = spawn(s);
+    running(&h).await;
+    let checks = |h: &Harness| {
+        h.runtime
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::RegistryDigest(_)))
+            .count()
+    };
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    until("the first check", || checks(&h) == 1).await;
+    assert!(h.systemd.calls().is_empty(), "up to date: no restart");
+    h.runtime.publish(IMAGE, "sha256:2");
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    until("systemd is asked to restart the unit", || {
+        !h.systemd.calls().is_empty()
+    })
+    .await;
+    assert_eq!(h.systemd.calls(), [UnitCall::Restart(UNIT.to_owned())]);
+    assert_eq!(h.runtime.local_digest(IMAGE).as_deref(), Some("sha256:2"));
+    assert_eq!(checks(&h), 2);
+    task.abort();
+}
+
+#[test]
+fn auto_update_checks_hourly_unless_the_unit_says_otherwise() {
+    use super::auto_update::auto_update_interval;
+    let unit = UnitName::parse(UNIT).unwrap();
+    let spec = |section: &str| {
+        parse_spec(
+            &unit,
+            Path::new("/run/systemd/system/web.service"),
+            &format!("[X-Container]\nImage={IMAGE}\n{section}\n"),
+        )
+        .unwrap()
+    };
+    let on = spec("AutoUpdate=registry");
+    assert_eq!(auto_update_interval(&spec(""), Some("1s")), None);
+    assert_eq!(
+        auto_update_interval(&on, None),
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(
+        auto_update_interval(&on, Some("10min")),
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(
+        auto_update_interval(&on, Some("10ms")),
+        Some(Duration::from_secs(3600))
+    );
 }

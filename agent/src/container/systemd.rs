@@ -1,14 +1,17 @@
 //! What the shim asks of systemd over D-Bus: to take the container's
-//! processes into the unit (Docker's systemd driver), and to stop or restart
-//! the unit when its container turns unhealthy.
+//! processes into the unit (Docker's systemd driver), to stop or restart
+//! the unit when its container turns unhealthy, and the unit's start
+//! timeout (which bounds a pull).
 //!
 //! [`UnitControl`] is that seam; [`SystemdBus`] the real one (the system
 //! bus, `org.freedesktop.systemd1.Manager`), [`FakeUnitControl`] a recorder
 //! for unit tests. The system bus is only connected to when first needed, so
-//! a shim under the cgroupfs driver without a health policy never uses it.
+//! a shim under the cgroupfs driver without a health policy or a pull never
+//! uses it.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
@@ -57,6 +60,13 @@ pub trait UnitControl: Send + Sync + 'static {
     /// queued ([`SystemdError::Conflict`]): a user's `systemctl stop` must
     /// not be cancelled by the shim's restart.
     fn restart_unit(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
+
+    /// The unit's start timeout (`TimeoutStartSec=`, its
+    /// `TimeoutStartUSec` property); `None` when it has none (`infinity`).
+    fn start_timeout(
+        &self,
+        unit: &str,
+    ) -> impl Future<Output = Result<Option<Duration>, SystemdError>> + Send;
 }
 
 #[zbus::proxy(
@@ -75,6 +85,8 @@ trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::OwnedObjectPath>;
 
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::OwnedObjectPath>;
+
+    fn get_unit(&self, name: &str) -> zbus::Result<zbus::OwnedObjectPath>;
 }
 
 /// systemd's manager on the system bus.
@@ -129,6 +141,27 @@ impl UnitControl for SystemdBus {
             .map(drop)
             .map_err(|e| error(format!("RestartUnit({unit})"), e))
     }
+
+    async fn start_timeout(&self, unit: &str) -> Result<Option<Duration>, SystemdError> {
+        let manager = self.manager().await?;
+        let what = || format!("TimeoutStartUSec of {unit}");
+        let path = manager.get_unit(unit).await.map_err(|e| error(what(), e))?;
+        let service = zbus::Proxy::new(
+            manager.inner().connection(),
+            "org.freedesktop.systemd1",
+            path,
+            "org.freedesktop.systemd1.Service",
+        )
+        .await
+        .map_err(|e| error(what(), e))?;
+        let usec: u64 = service
+            .get_property("TimeoutStartUSec")
+            .await
+            .map_err(|e| error(what(), e))?;
+        // systemd shows a timeout turned off (`infinity`, or `0`) as the
+        // largest value.
+        Ok((usec != u64::MAX && usec != 0).then(|| Duration::from_micros(usec)))
+    }
 }
 
 /// A request the shim made of systemd.
@@ -153,6 +186,7 @@ pub struct FakeUnitControl {
     calls: Arc<Mutex<Vec<UnitCall>>>,
     fail_next: Arc<Mutex<Option<SystemdError>>>,
     on_attach: Option<Arc<OnAttach>>,
+    start_timeout: Arc<Mutex<Option<Duration>>>,
 }
 
 impl std::fmt::Debug for FakeUnitControl {
@@ -170,7 +204,13 @@ impl FakeUnitControl {
             calls: Arc::default(),
             fail_next: Arc::default(),
             on_attach: Some(Arc::new(f)),
+            start_timeout: Arc::default(),
         }
+    }
+
+    /// The unit's start timeout from now on (none at first).
+    pub fn set_start_timeout(&self, timeout: Option<Duration>) {
+        *self.start_timeout.lock().unwrap_or_else(|p| p.into_inner()) = timeout;
     }
 
     /// The next stop or restart request fails with `error`.
@@ -229,5 +269,9 @@ impl UnitControl for FakeUnitControl {
     async fn restart_unit(&self, unit: &str) -> Result<(), SystemdError> {
         self.record(UnitCall::Restart(unit.to_owned()));
         self.fault()
+    }
+
+    async fn start_timeout(&self, _unit: &str) -> Result<Option<Duration>, SystemdError> {
+        Ok(*self.start_timeout.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

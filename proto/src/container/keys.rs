@@ -51,13 +51,15 @@ pub const KEYS: &[&str] = &[
     "HttpProxy",
     "ReloadCmd",
     "ReloadSignal",
+    "Pull",
+    "AuthFile",
+    "AutoUpdate",
 ];
 
 /// Podman Quadlet `[Container]` keys that flotilla does not implement, with
 /// a hint where flotilla has another way to the same end.
 pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
     ("AddHost", ""),
-    ("AutoUpdate", ""),
     (
         "CgroupsMode",
         "; the container always runs in the unit's cgroup",
@@ -140,7 +142,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
         "PodmanArgs",
         "; its arguments are Podman's, and flotilla runs the container with Docker: each supported setting has its own key",
     ),
-    ("Pull", ""),
     ("ReadOnlyTmpfs", ""),
     (
         "RemapGid",

@@ -33,6 +33,9 @@
 //! | `StopTimeout=` | a time span in whole seconds; default 10s, as Docker | |
 //! | `ReadOnly=`, `RunInit=` (also `Init=`) | booleans | |
 //! | `AddCapability=`, `DropCapability=` | capabilities, with or without `CAP_`, any case, or `ALL` | yes |
+//! | `Pull=` | `missing` (default), `always`, `never` or `newer` | |
+//! | `AuthFile=` (flotilla's) | an absolute path on the host to a file in Docker's `config.json` format | |
+//! | `AutoUpdate=` | `registry`: restart the unit when the registry has a newer image | |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
 //! assignment resets a key to its default, and an empty assignment of a
@@ -58,7 +61,7 @@
 //!
 //! The parts: [`keys`] lists the keys, `reader` reads the section in file
 //! order, and each kind of value has its own module (ports, volumes, image
-//! references, signals, capabilities); `service` checks the rest of the
+//! references, signals, capabilities, pulls); `service` checks the rest of the
 //! unit.
 //!
 //! Keys that map to Docker's host settings, security options and reload
@@ -76,6 +79,7 @@ mod image;
 pub mod inherit;
 pub mod keys;
 mod ports;
+mod pull;
 mod reader;
 pub mod reload;
 pub mod security;
@@ -87,6 +91,7 @@ pub use host::{Device, HostOptions, Ulimit};
 pub use inherit::{InheritOptions, Timezone};
 pub use keys::KEYS;
 pub use ports::{PortMapping, PortRange, Protocol};
+pub use pull::{AutoUpdate, ImagePull, PullPolicy};
 pub use reload::ReloadOptions;
 pub use security::{Seccomp, SecurityOptions};
 pub use signal::{Signal, SignalError};
@@ -227,6 +232,10 @@ pub struct ContainerSpec {
     /// `ReloadCmd=`, `ReloadSignal=`.
     #[serde(default, skip_serializing_if = "ReloadOptions::is_empty")]
     pub reload: ReloadOptions,
+    /// `Pull=`, `AuthFile=` and `AutoUpdate=`: when the image is pulled,
+    /// with which credentials.
+    #[serde(default, skip_serializing_if = "ImagePull::is_default")]
+    pub pull: ImagePull,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

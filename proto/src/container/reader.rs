@@ -89,6 +89,7 @@ impl<'a> Reader<'a> {
                 security: Default::default(),
                 inherit: Default::default(),
                 reload: Default::default(),
+                pull: Default::default(),
             },
             image_set: false,
             health_cmd_set: false,
@@ -287,6 +288,7 @@ impl<'a> Reader<'a> {
             key if reload::KEYS.contains(&key) => {
                 self.own(&v, |s, k, x| reload::read(&mut s.reload, k, x))
             }
+            "Pull" | "AuthFile" | "AutoUpdate" => self.pull(&v),
             key => {
                 let message = match QUADLET_UNSUPPORTED.iter().find(|(k, _)| *k == key) {
                     Some((_, hint)) => {
@@ -362,6 +364,12 @@ impl<'a> Reader<'a> {
                 self.error(v, message);
                 Expanded::Failed
             }
+        }
+    }
+
+    fn pull(&mut self, v: &ValueRef<'_>) {
+        if let Err(reason) = self.spec.pull.entry(v) {
+            self.error(v, reason);
         }
     }
 
