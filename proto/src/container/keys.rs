@@ -28,6 +28,7 @@ pub const KEYS: &[&str] = &[
     "Init",
     "AddCapability",
     "DropCapability",
+    "Secret",
 ];
 
 /// Podman Quadlet `[Container]` keys that flotilla does not implement, with
@@ -91,7 +92,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
     ("RetryDelay", ""),
     ("Rootfs", "; use Image="),
     ("SeccompProfile", ""),
-    ("Secret", ""),
     ("SecurityLabelDisable", ""),
     ("SecurityLabelFileType", ""),
     ("SecurityLabelLevel", ""),

@@ -33,6 +33,7 @@
 //! | `StopTimeout=` | a time span in whole seconds; default 10s, as Docker | |
 //! | `ReadOnly=`, `RunInit=` (also `Init=`) | booleans | |
 //! | `AddCapability=`, `DropCapability=` | capabilities, with or without `CAP_`, any case, or `ALL` | yes |
+//! | `Secret=` | `NAME[,type=mount\|env][,target=…][,uid=…][,gid=…][,mode=…]`: a secret of the cluster, as a file or a variable ([`secret`]) | yes |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
 //! assignment resets a key to its default, and an empty assignment of a
@@ -66,12 +67,14 @@ mod image;
 pub mod keys;
 mod ports;
 mod reader;
+pub mod secret;
 mod service;
 mod signal;
 mod volumes;
 
 pub use keys::KEYS;
 pub use ports::{PortMapping, PortRange, Protocol};
+pub use secret::{ContainerSecrets, SecretDelivery, SecretUse};
 pub use signal::{Signal, SignalError};
 pub use volumes::{Volume, VolumeSource};
 
@@ -198,6 +201,9 @@ pub struct ContainerSpec {
     /// that forwards signals and reaps zombies (Docker's `--init`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub init: bool,
+    /// `Secret=`: secrets given to the container (see [`secret`]).
+    #[serde(default, skip_serializing_if = "ContainerSecrets::is_empty")]
+    pub secrets: ContainerSecrets,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

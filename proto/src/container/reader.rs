@@ -84,6 +84,7 @@ impl<'a> Reader<'a> {
                 add_capabilities: Vec::new(),
                 drop_capabilities: Vec::new(),
                 init: false,
+                secrets: Default::default(),
             },
             image_set: false,
             health_cmd_set: false,
@@ -160,6 +161,7 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
+            "Secret" => super::secret::read(&mut self.spec.secrets, &v, self.diags, self.name),
             "HealthCmd" => self.health_cmd(&v),
             "HealthInterval" => {
                 self.spec.health_interval = self.health_duration(&v);
