@@ -60,6 +60,7 @@ fn unit(name: &str, text: &str, state: DesiredState) -> AssignedUnit {
         hash: file.content_hash(),
         desired_state: state,
         global: false,
+        secrets: Default::default(),
     }
 }
 
@@ -444,6 +445,7 @@ async fn invalid_units_are_refused_with_the_reason() {
         hash: "h".into(),
         desired_state: DesiredState::Launched,
         global: false,
+        secrets: Default::default(),
     };
     let template = unit("t@.service", &sleeper("t"), DesiredState::Launched);
     let pass = r.reconcile(&[bad, template]).await.unwrap();

@@ -44,5 +44,6 @@ pub mod quota;
 mod reconcile_events;
 pub mod reconciler;
 pub mod records;
+pub mod secrets;
 pub mod store;
 pub mod trust;
