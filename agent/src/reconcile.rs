@@ -73,8 +73,13 @@ pub const IN_FLIGHT: usize = 48;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
     pub name: String,
-    /// The unit's content hash, as the cluster gives it.
+    /// What the unit runs with: the unit's content hash, as the cluster
+    /// gives it, and for a unit that uses secrets their versions too, so
+    /// that a secret's new value restarts the unit as new contents do.
     pub hash: String,
+    /// The unit's content hash, as the cluster gives it: what is
+    /// reported.
+    pub unit_hash: String,
     /// `Loaded` or `Launched`.
     pub state: DesiredState,
     /// The whole file to write (marker included), or why the unit cannot
@@ -91,18 +96,34 @@ pub fn render(units: &[AssignedUnit], shim: &Path) -> Vec<Desired> {
         if !unit.desired_state.is_scheduled() {
             continue;
         }
-        let content = render_one(unit, shim).map(|body| managed_content(&unit.hash, &body));
+        let hash = run_hash(unit);
+        let content = render_one(unit, shim).map(|body| managed_content(&hash, &body));
         out.insert(
             &unit.name,
             Desired {
                 name: unit.name.clone(),
-                hash: unit.hash.clone(),
+                hash,
+                unit_hash: unit.hash.clone(),
                 state: unit.desired_state,
                 content,
             },
         );
     }
     out.into_values().collect()
+}
+
+/// The unit's hash, with the versions of its secrets when it uses any:
+/// `HASH+NAME.VERSION,...`.
+fn run_hash(unit: &AssignedUnit) -> String {
+    if unit.secrets.is_empty() {
+        return unit.hash.clone();
+    }
+    let versions: Vec<String> = unit
+        .secrets
+        .iter()
+        .map(|(name, version)| format!("{name}.{version}"))
+        .collect();
+    format!("{}+{}", unit.hash, versions.join(","))
 }
 
 fn render_one(unit: &AssignedUnit, shim: &Path) -> Result<String, String> {
@@ -112,6 +133,16 @@ fn render_one(unit: &AssignedUnit, shim: &Path) -> Result<String, String> {
     }
     let checked = UnitSpec::check_named(name.as_str(), &name, &unit.text)
         .map_err(|e| format!("the unit file is not valid: {e}"))?;
+    let used = checked.spec.container.as_ref().map(|c| c.secrets.names());
+    if let Some(missing) = used
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| !unit.secrets.contains_key(*s))
+    {
+        return Err(format!(
+            "secret {missing} does not exist: make it with flotilla secret create {missing}"
+        ));
+    }
     Ok(match render_service(&checked.spec, shim) {
         Some(file) => file.to_string(),
         None => unit.text.clone(),
@@ -455,7 +486,7 @@ impl<S: SystemdManager> Reconciler<S> {
             .map(|d| {
                 let refused = plan.refused.get(&d.name).cloned();
                 let note = UnitNote {
-                    hash: refused.is_none().then(|| d.hash.clone()),
+                    hash: refused.is_none().then(|| d.unit_hash.clone()),
                     refused,
                     error: self
                         .errors

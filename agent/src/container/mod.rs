@@ -11,6 +11,8 @@
 //!   container live.
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
 //!   with [`docker`] (the real one) and [`fake`] (in memory, for tests).
+//! - [`secrets`]: `Secret=` on the host: the files the agent writes, the
+//!   shim's binds and variables.
 //! - [`systemd`]: the seam to systemd's manager over D-Bus
 //!   ([`systemd::UnitControl`]).
 
@@ -20,6 +22,7 @@ pub mod docker;
 pub mod fake;
 pub mod render;
 pub mod runtime;
+pub mod secrets;
 pub mod shim;
 pub mod systemd;
 

@@ -54,6 +54,7 @@ use super::docker::Docker;
 use super::runtime::{
     BoxStream, CgroupDriver, ContainerRuntime, Output, OutputStream, RuntimeError,
 };
+use super::secrets;
 use super::systemd::{SystemdBus, SystemdError, UnitControl};
 
 /// The exit status of the shim when it, not the container, failed (the
@@ -113,6 +114,8 @@ pub enum ShimError {
     },
     #[error("cannot start the shim's runtime: {0}")]
     Tokio(std::io::Error),
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
 }
 
 /// Where the shim sends systemd notifications (`sd_notify`).
@@ -862,7 +865,12 @@ async fn docker(stop_timeout: Duration) -> Result<Docker, ShimError> {
 pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
     let spec = config::read_spec(&options.unit, &path)?;
-    let env_files = config::read_environment_files(&spec)?;
+    let mut env_files = config::read_environment_files(&spec)?;
+    env_files.extend(secrets::prepare(
+        &spec,
+        &options.unit,
+        Path::new(secrets::SECRETS_DIR),
+    )?);
     let pid = std::process::id();
     let watchdog = watchdog_interval(
         std::env::var("WATCHDOG_USEC").ok().as_deref(),
