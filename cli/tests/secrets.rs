@@ -140,3 +140,55 @@ fn secrets_reach_the_container_only() {
             .then_some(())
     });
 }
+
+#[test]
+fn the_secrets_key_is_made_once_or_given() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = TempDir::new("secrets-key");
+    // Made at the first start, owner-only, and kept.
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data, &[]);
+    let key = data.join("secrets.key");
+    let made = std::fs::read_to_string(&key).unwrap();
+    assert_eq!(made.trim().len(), 64, "{made}");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    server.kill();
+    let server = ServerProcess::start(&data, &[]);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), made);
+    server.kill();
+
+    // Given: used, and none is made in the data directory.
+    let given = dir.write("cluster.key", &made);
+    let other = dir.path().join("other");
+    let server = ServerProcess::start(&other, &["--secrets-key", given.to_str().unwrap()]);
+    assert!(!other.join("secrets.key").exists());
+    server.kill();
+
+    // Given and missing, or not a key: the server refuses to start.
+    for (file, says) in [
+        ("missing.key", "cannot read the secrets key"),
+        ("cluster.token", "is not a secrets key"),
+    ] {
+        if file == "cluster.token" {
+            dir.write(file, "not a key\n");
+        }
+        let path = dir.path().join(file);
+        // Bounded: a server that starts instead is killed after 30 s.
+        let out = std::process::Command::new("timeout")
+            .args(["30", BIN, "server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join(format!("data-{file}")))
+            .arg("--secrets-key")
+            .arg(&path)
+            .env_remove("FLOTILLA_TOKEN")
+            .env_remove("FLOTILLA_TOKEN_FILE")
+            .env_remove("FLOTILLA_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(says) && err.contains(file), "{err}");
+    }
+}

@@ -178,3 +178,22 @@ async fn values_go_only_to_the_machine_of_the_unit() {
     assert_eq!(e.status(), Some(404), "{e}");
     assert!(e.to_string().contains("secret db does not exist"), "{e}");
 }
+
+#[tokio::test]
+async fn the_cluster_holds_a_bounded_number_of_secrets() {
+    let server = Server::start().await;
+    let admin = server.client();
+    for n in 0..flotilla_proto::secret::MAX_SECRETS {
+        admin
+            .put_secret(&format!("s{n}"), b"v", false)
+            .await
+            .unwrap();
+    }
+    let e = admin.put_secret("one-more", b"v", false).await.unwrap_err();
+    assert_eq!(e.status(), Some(507), "{e}");
+    assert!(e.to_string().contains("1000 secrets, its limit"), "{e}");
+    // Replacing one is still allowed; removing one makes room.
+    admin.put_secret("s0", b"w", true).await.unwrap();
+    admin.delete_secret("s1").await.unwrap();
+    admin.put_secret("one-more", b"v", false).await.unwrap();
+}
