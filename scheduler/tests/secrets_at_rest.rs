@@ -2,6 +2,7 @@
 //! real etcd hold only sealed values; a server with the cluster's key
 //! opens them (after a restart too), one with another key says so; the
 //! listing names the units that use each secret.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::sync::Arc;
 
