@@ -36,8 +36,7 @@ pub enum SecretCommand {
     /// List the secrets: names, sizes, versions and the units that use
     /// them; never a value.
     List,
-    /// Remove a secret. Units that use it fail to start until it exists
-    /// again.
+    /// Remove a secret that no unit uses.
     Rm { name: String },
 }
 
@@ -93,6 +92,11 @@ pub async fn secret(ctx: Ctx, command: SecretCommand) -> anyhow::Result<ExitCode
             let removed = ctx.client.delete_secret(&name).await?;
             if ctx.output == Output::Json {
                 print_json(&removed)?;
+            } else {
+                eprintln!(
+                    "removed secret {} (version {})",
+                    removed.name, removed.version
+                );
             }
             return Ok(ExitCode::SUCCESS);
         }

@@ -165,4 +165,22 @@ async fn etcd_holds_only_sealed_values_and_servers_share_the_key() {
         used,
         vec![("db", vec!["app.service".to_owned()]), ("unused", vec![])]
     );
+
+    // A secret in use is not removed; once no unit names it, it is.
+    match second.remove("db").await {
+        Err(SecretsError::InUse { units, .. }) => assert_eq!(units, vec!["app.service"]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(second.list().await.unwrap().len(), 2);
+    put_unit(&*store, &keys, "app.service", "[Container]\nImage=x\n").await;
+    second.remove("db").await.unwrap();
+    let names: Vec<String> = second
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["unused"]);
+    assert!(!contains(&dump(&*store).await, b"secrets/value/db"));
 }

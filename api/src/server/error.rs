@@ -189,6 +189,8 @@ fn secrets_status(e: &SecretsError) -> (StatusCode, &'static str) {
         SecretsError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
         SecretsError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
         SecretsError::Exists { .. } => (StatusCode::CONFLICT, "conflict"),
+        SecretsError::InUse { .. } => (StatusCode::CONFLICT, "conflict"),
+        SecretsError::Changed { .. } => (StatusCode::CONFLICT, "conflict"),
         SecretsError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         SecretsError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
         SecretsError::WrongKey { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "wrong_secrets_key"),

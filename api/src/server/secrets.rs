@@ -40,8 +40,8 @@ pub(super) async fn put<C: ControlPlane>(
     Ok((status, Json(info)))
 }
 
-/// `DELETE /v1/secrets/{name}`: removes a secret; answers with what it
-/// was. Units that use it fail to start until it exists again.
+/// `DELETE /v1/secrets/{name}`: removes a secret that no unit uses (409
+/// otherwise); answers with what it was.
 pub(super) async fn delete<C: ControlPlane>(
     State(s): State<AppState<C>>,
     Path(name): Path<String>,

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::Keys;
 use crate::records::{self, UnitRecord};
-use crate::store::{Compare, CompareOp, RangeOptions, Store, StoreError, Txn, TxnOp};
+use crate::store::{
+    Compare, CompareOp, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse,
+};
 use crate::trust::now_ms;
 
 use seal::{hex, unhex};
@@ -57,6 +59,16 @@ pub enum SecretsError {
     /// No such secret (404).
     #[error("secret {name} does not exist")]
     NotFound { name: String },
+    /// The secret is used by units, and so is not removed (409).
+    #[error(
+        "secret {name} is used by {}: change or destroy them first (flotilla secret list shows which)",
+        units.join(", ")
+    )]
+    InUse { name: String, units: Vec<String> },
+    /// Another request changed the secret meanwhile (409); nothing was
+    /// stored.
+    #[error("secret {name} changed while this request ran: try again")]
+    Changed { name: String },
     /// The secret exists and the request did not ask to replace it (409).
     #[error(
         "secret {name} exists already: replace its value with flotilla secret set (or --replace)"
@@ -188,14 +200,16 @@ impl Secrets {
         if !self.store.txn(txn).await?.succeeded {
             // Another writer got there first: say so rather than overwrite
             // what it wrote.
-            return Err(SecretsError::Exists {
-                name: name.to_owned(),
+            let name = name.to_owned();
+            return Err(match old {
+                None => SecretsError::Exists { name },
+                Some(_) => SecretsError::Changed { name },
             });
         }
         Ok((info(name, &meta, Vec::new()), old.is_none()))
     }
 
-    /// Removes secret `name`; returns what it was.
+    /// Removes secret `name`, unless units use it; returns what it was.
     pub async fn remove(&self, name: &str) -> Result<SecretInfo, SecretsError> {
         check_secret_name(name).map_err(SecretsError::Invalid)?;
         let meta_key = self.keys.secret_meta(name);
@@ -204,6 +218,12 @@ impl Secrets {
                 name: name.to_owned(),
             });
         };
+        if let Some(units) = self.users().await?.remove(name) {
+            return Err(SecretsError::InUse {
+                name: name.to_owned(),
+                units: units.into_iter().collect(),
+            });
+        }
         let meta: SecretMeta = decode(&meta_key, &kv.value)?;
         let txn = Txn::new()
             .when([Compare::mod_revision(
@@ -216,9 +236,9 @@ impl Secrets {
                 TxnOp::delete(self.keys.secret_value(name)),
             ]);
         if !self.store.txn(txn).await?.succeeded {
-            return Err(SecretsError::Unavailable(format!(
-                "secret {name} changed while it was being removed: try again"
-            )));
+            return Err(SecretsError::Changed {
+                name: name.to_owned(),
+            });
         }
         Ok(info(name, &meta, Vec::new()))
     }
@@ -249,13 +269,20 @@ impl Secrets {
             let not_found = || SecretsError::NotFound {
                 name: (*name).to_owned(),
             };
-            let meta: SecretMeta = match self.store.get(&meta_key).await?.kv {
-                Some(kv) => decode(&meta_key, &kv.value)?,
-                None => return Err(not_found()),
-            };
-            let Some(kv) = self.store.get(&value_key).await?.kv else {
+            // Both in one read, so that a version and its value match
+            // while another request replaces them.
+            let read = self
+                .store
+                .txn(Txn::new().and_then([TxnOp::get(&meta_key), TxnOp::get(&value_key)]))
+                .await?;
+            let mut got = read.responses.into_iter().map(|r| match r {
+                TxnOpResponse::Get(g) => g.kv,
+                _ => None,
+            });
+            let (Some(meta_kv), Some(kv)) = (got.next().flatten(), got.next().flatten()) else {
                 return Err(not_found());
             };
+            let meta: SecretMeta = decode(&meta_key, &meta_kv.value)?;
             if meta.key_id != self.key.id() {
                 return Err(SecretsError::WrongKey {
                     name: (*name).to_owned(),
