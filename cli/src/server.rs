@@ -78,7 +78,7 @@ pub struct Args {
     /// The key that seals the cluster's secrets (64 hex digits); default
     /// DATA_DIR/secrets.key, made at the first start. Every server of a
     /// cluster needs the same key.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "FLOTILLA_SECRETS_KEY", value_name = "FILE")]
     secrets_key: Option<PathBuf>,
 
     /// Serve HTTPS with this certificate (chain, PEM) instead of one made by
