@@ -371,6 +371,9 @@ pub struct Reconciler<S> {
     saved: Option<HashMap<String, String>>,
     errors: HashMap<String, (String, String)>,
     metrics: AgentMetrics,
+    /// Units the next pass leaves alone, and why (their secrets could not
+    /// be put in place): see [`Reconciler::hold`].
+    held: BTreeMap<String, String>,
 }
 
 impl<S: SystemdManager> Reconciler<S> {
@@ -386,6 +389,7 @@ impl<S: SystemdManager> Reconciler<S> {
             saved: None,
             errors: HashMap::new(),
             metrics: AgentMetrics::default(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -403,6 +407,13 @@ impl<S: SystemdManager> Reconciler<S> {
         self
     }
 
+    /// Leaves `units` alone in the next pass, reported failed with the
+    /// reason, as a unit that cannot be rendered is (neither started nor
+    /// stopped); that pass then asks to be retried.
+    pub fn hold(&mut self, units: BTreeMap<String, String>) {
+        self.held = units;
+    }
+
     /// One pass towards `feed`: every unit this machine should have
     /// (assigned units and the `Global` units that apply to it).
     pub async fn reconcile(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
@@ -418,7 +429,13 @@ impl<S: SystemdManager> Reconciler<S> {
     }
 
     async fn pass(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
-        let desired = render(feed, &self.shim);
+        let mut desired = render(feed, &self.shim);
+        let held = std::mem::take(&mut self.held);
+        for d in &mut desired {
+            if let Some(why) = held.get(&d.name) {
+                d.content = Err(why.clone());
+            }
+        }
         let managed = self.dir.managed()?;
         let mut observed = BTreeMap::new();
         let mut refused_early = BTreeMap::new();
@@ -472,7 +489,10 @@ impl<S: SystemdManager> Reconciler<S> {
         }
         let mut plan = plan(&desired, &observed, &stray, &self.memory, &self.dir);
         plan.refused.extend(refused_early);
-        let (action, removed) = self.apply(&plan, &desired, &observed).await?;
+        let (mut action, removed) = self.apply(&plan, &desired, &observed).await?;
+        if !held.is_empty() {
+            action = Action::Retry;
+        }
         // What is known of each unit for the next pass; what this pass's
         // jobs changed, that pass reads in its one call.
         self.known = Some(

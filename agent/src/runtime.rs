@@ -19,7 +19,9 @@
 //!   [`CutOff`] policy (`StopAfterCutOff=`) holds stopped the units whose
 //!   limit ran out while the lease could not be renewed.
 //!   Before each pass, the secrets of the container units are fetched
-//!   where their versions changed and written to tmpfs ([`SecretSync`]).
+//!   where their versions changed and written to tmpfs ([`SecretSync`]);
+//!   a unit whose secrets cannot be is left alone by that pass, which is
+//!   retried with backoff.
 //! - **report**: the [`Reporter`], from systemd's signals.
 //! - **requests**: one per server, the [`Inspector`] taking that server's
 //!   requests about units (status, journal) and answering them.
@@ -545,16 +547,13 @@ async fn reconcile_loop<S: SystemdManager>(
                 retry_at = None;
                 // The secrets of container units first, so that a unit
                 // the pass starts finds them.
-                let synced = tokio::select! {
-                    r = secrets.sync(&applied.units) => r,
+                // Units whose secrets could not be fetched or written are
+                // left alone by the pass, which is then retried.
+                let held = tokio::select! {
+                    held = secrets.sync(&applied.units) => held,
                     () = stop_requested(&mut stopped) => return Ok(()),
                 };
-                if let Err(e) = synced {
-                    tracing::warn!("cannot put secrets in place, trying again: {e}");
-                    done = None;
-                    retry_at = Some(Instant::now() + backoff.next_delay());
-                    continue;
-                }
+                reconciler.hold(held);
                 let outcome = tokio::select! {
                     r = reconciler.reconcile(&applied.units) => r,
                     () = stop_requested(&mut stopped) => return Ok(()),

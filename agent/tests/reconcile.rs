@@ -497,3 +497,24 @@ async fn a_new_secret_version_restarts_the_unit_and_a_missing_secret_refuses_it(
         Some(web.hash.as_str())
     );
 }
+
+#[tokio::test]
+async fn a_held_unit_is_left_alone_and_the_pass_retried() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let mut web = unit("web.service", WITH_SECRET, DesiredState::Launched);
+    web.secrets.insert("db".into(), 1);
+    let other = unit("a.service", &sleeper("a"), DesiredState::Launched);
+    let feed = vec![web.clone(), other];
+    r.hold([("web.service".to_owned(), "cannot fetch".to_owned())].into());
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(pass.action, Action::Retry);
+    assert_eq!(pass.plan.refused["web.service"], "cannot fetch");
+    assert!(!s.systemd.is_active("web.service"));
+    // The others are not held up.
+    assert!(s.systemd.is_active("a.service"));
+    // Held for one pass only.
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(pass.action, Action::AwaitChange);
+    assert!(s.systemd.is_active("web.service"));
+}

@@ -198,8 +198,10 @@ impl SecretSync {
 
     /// Before a pass: fetches and writes the secrets of every scheduled
     /// unit whose versions changed, and removes those of units no longer
-    /// here (or that use none).
-    pub async fn sync(&mut self, feed: &[AssignedUnit]) -> Result<(), SecretsError> {
+    /// here (or that use none). Returns the units whose secrets could not
+    /// be put in place, with why: the pass leaves them alone.
+    pub async fn sync(&mut self, feed: &[AssignedUnit]) -> BTreeMap<String, String> {
+        let mut failed = BTreeMap::new();
         let mut keep = Vec::new();
         for unit in feed {
             if !unit.desired_state.is_scheduled() || unit.secrets.is_empty() {
@@ -222,17 +224,25 @@ impl SecretSync {
             if self.written.get(&unit.name) == Some(&unit.secrets) && dir.exists() {
                 continue;
             }
-            let values = self
-                .client
-                .unit_secrets(&self.machine, &unit.name)
-                .await
-                .map_err(|source| SecretsError::Fetch {
+            let written = match self.client.unit_secrets(&self.machine, &unit.name).await {
+                Ok(values) => {
+                    write_unit(&self.root, &unit.name, &secrets, &values).map(|()| values.len())
+                }
+                Err(source) => Err(SecretsError::Fetch {
                     unit: unit.name.clone(),
                     source,
-                })?;
-            write_unit(&self.root, &unit.name, &secrets, &values)?;
-            tracing::info!(unit = %unit.name, secrets = values.len(), "secrets written");
-            self.written.insert(unit.name.clone(), unit.secrets.clone());
+                }),
+            };
+            match written {
+                Ok(count) => {
+                    tracing::info!(unit = %unit.name, secrets = count, "secrets written");
+                    self.written.insert(unit.name.clone(), unit.secrets.clone());
+                }
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    failed.insert(unit.name.clone(), e.to_string());
+                }
+            }
         }
         self.written.retain(|name, _| keep.contains(name));
         if let Ok(entries) = std::fs::read_dir(&self.root) {
@@ -244,7 +254,7 @@ impl SecretSync {
                 }
             }
         }
-        Ok(())
+        failed
     }
 }
 
