@@ -160,6 +160,7 @@ mod tests {
             text,
             desired_state: DesiredState::Launched,
             global: false,
+            secrets: Default::default(),
         }
     }
 

@@ -73,8 +73,13 @@ pub const IN_FLIGHT: usize = 48;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
     pub name: String,
-    /// The unit's content hash, as the cluster gives it.
+    /// What the unit runs with: the unit's content hash, as the cluster
+    /// gives it, and for a unit that uses secrets their versions too, so
+    /// that a secret's new value restarts the unit as new contents do.
     pub hash: String,
+    /// The unit's content hash, as the cluster gives it: what is
+    /// reported.
+    pub unit_hash: String,
     /// `Loaded` or `Launched`.
     pub state: DesiredState,
     /// The whole file to write (marker included), or why the unit cannot
@@ -91,18 +96,34 @@ pub fn render(units: &[AssignedUnit], shim: &Path) -> Vec<Desired> {
         if !unit.desired_state.is_scheduled() {
             continue;
         }
-        let content = render_one(unit, shim).map(|body| managed_content(&unit.hash, &body));
+        let hash = run_hash(unit);
+        let content = render_one(unit, shim).map(|body| managed_content(&hash, &body));
         out.insert(
             &unit.name,
             Desired {
                 name: unit.name.clone(),
-                hash: unit.hash.clone(),
+                hash,
+                unit_hash: unit.hash.clone(),
                 state: unit.desired_state,
                 content,
             },
         );
     }
     out.into_values().collect()
+}
+
+/// The unit's hash, with the versions of its secrets when it uses any:
+/// `HASH+NAME.VERSION,...`.
+fn run_hash(unit: &AssignedUnit) -> String {
+    if unit.secrets.is_empty() {
+        return unit.hash.clone();
+    }
+    let versions: Vec<String> = unit
+        .secrets
+        .iter()
+        .map(|(name, version)| format!("{name}.{version}"))
+        .collect();
+    format!("{}+{}", unit.hash, versions.join(","))
 }
 
 fn render_one(unit: &AssignedUnit, shim: &Path) -> Result<String, String> {
@@ -112,6 +133,16 @@ fn render_one(unit: &AssignedUnit, shim: &Path) -> Result<String, String> {
     }
     let checked = UnitSpec::check_named(name.as_str(), &name, &unit.text)
         .map_err(|e| format!("the unit file is not valid: {e}"))?;
+    let used = checked.spec.container.as_ref().map(|c| c.secrets.names());
+    if let Some(missing) = used
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| !unit.secrets.contains_key(*s))
+    {
+        return Err(format!(
+            "secret {missing} does not exist: make it with flotilla secret create {missing}"
+        ));
+    }
     Ok(match render_service(&checked.spec, shim) {
         Some(file) => file.to_string(),
         None => unit.text.clone(),
@@ -340,6 +371,9 @@ pub struct Reconciler<S> {
     saved: Option<HashMap<String, String>>,
     errors: HashMap<String, (String, String)>,
     metrics: AgentMetrics,
+    /// Units the next pass leaves alone, and why (their secrets could not
+    /// be put in place): see [`Reconciler::hold`].
+    held: BTreeMap<String, String>,
 }
 
 impl<S: SystemdManager> Reconciler<S> {
@@ -355,6 +389,7 @@ impl<S: SystemdManager> Reconciler<S> {
             saved: None,
             errors: HashMap::new(),
             metrics: AgentMetrics::default(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -372,6 +407,13 @@ impl<S: SystemdManager> Reconciler<S> {
         self
     }
 
+    /// Leaves `units` alone in the next pass, reported failed with the
+    /// reason, as a unit that cannot be rendered is (neither started nor
+    /// stopped); that pass then asks to be retried.
+    pub fn hold(&mut self, units: BTreeMap<String, String>) {
+        self.held = units;
+    }
+
     /// One pass towards `feed`: every unit this machine should have
     /// (assigned units and the `Global` units that apply to it).
     pub async fn reconcile(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
@@ -387,7 +429,13 @@ impl<S: SystemdManager> Reconciler<S> {
     }
 
     async fn pass(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
-        let desired = render(feed, &self.shim);
+        let mut desired = render(feed, &self.shim);
+        let held = std::mem::take(&mut self.held);
+        for d in &mut desired {
+            if let Some(why) = held.get(&d.name) {
+                d.content = Err(why.clone());
+            }
+        }
         let managed = self.dir.managed()?;
         let mut observed = BTreeMap::new();
         let mut refused_early = BTreeMap::new();
@@ -441,7 +489,10 @@ impl<S: SystemdManager> Reconciler<S> {
         }
         let mut plan = plan(&desired, &observed, &stray, &self.memory, &self.dir);
         plan.refused.extend(refused_early);
-        let (action, removed) = self.apply(&plan, &desired, &observed).await?;
+        let (mut action, removed) = self.apply(&plan, &desired, &observed).await?;
+        if !held.is_empty() {
+            action = Action::Retry;
+        }
         // What is known of each unit for the next pass; what this pass's
         // jobs changed, that pass reads in its one call.
         self.known = Some(
@@ -455,7 +506,7 @@ impl<S: SystemdManager> Reconciler<S> {
             .map(|d| {
                 let refused = plan.refused.get(&d.name).cloned();
                 let note = UnitNote {
-                    hash: refused.is_none().then(|| d.hash.clone()),
+                    hash: refused.is_none().then(|| d.unit_hash.clone()),
                     refused,
                     error: self
                         .errors

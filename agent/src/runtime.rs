@@ -18,6 +18,10 @@
 //!   every server is down changes nothing on the host. Before each pass the
 //!   [`CutOff`] policy (`StopAfterCutOff=`) holds stopped the units whose
 //!   limit ran out while the lease could not be renewed.
+//!   Before each pass, the secrets of the container units are fetched
+//!   where their versions changed and written to tmpfs ([`SecretSync`]);
+//!   a unit whose secrets cannot be is left alone by that pass, which is
+//!   retried with backoff.
 //! - **report**: the [`Reporter`], from systemd's signals.
 //! - **requests**: one per server, the [`Inspector`] taking that server's
 //!   requests about units (status, journal) and answering them.
@@ -37,6 +41,7 @@ use flotilla_proto::wire::AssignedUnit;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::container::secrets::{SECRETS_DIR, SecretSync};
 use crate::credential::{self, ClusterMemory, CredentialError, DEFAULT_STATE_DIR, JoinSettings};
 use crate::cut_off::{Contact, CutOff, Feed};
 use crate::inspect::Inspector;
@@ -72,6 +77,9 @@ pub struct AgentConfig {
     pub unit_dir: PathBuf,
     /// The `flotilla` binary that container units run as their shim.
     pub shim: PathBuf,
+    /// Where the secrets of container units are written
+    /// ([`SECRETS_DIR`], on tmpfs).
+    pub secrets_dir: PathBuf,
     /// Where the machine id is read from ([`MACHINE_ID_FILE`]).
     pub machine_id_file: PathBuf,
     /// How long state changes are gathered before they are sent.
@@ -95,6 +103,7 @@ impl AgentConfig {
             metadata: BTreeMap::new(),
             unit_dir: PathBuf::from(RUNTIME_UNIT_DIR),
             shim,
+            secrets_dir: PathBuf::from(SECRETS_DIR),
             machine_id_file: PathBuf::from(MACHINE_ID_FILE),
             report_batch: DEFAULT_BATCH,
             poll_wait: DEFAULT_POLL_WAIT,
@@ -219,8 +228,10 @@ impl Agent {
         )
         .remembering()
         .with_metrics(config.metrics.clone());
+        let secrets = SecretSync::new(calls.clone(), id.clone(), config.secrets_dir.clone());
         tasks.spawn(reconcile_loop(
             reconciler,
+            secrets,
             desired_rx,
             contact_rx,
             passes_tx,
@@ -512,6 +523,7 @@ enum Refused {
 /// The reconcile task; see the module documentation.
 async fn reconcile_loop<S: SystemdManager>(
     mut reconciler: Reconciler<S>,
+    mut secrets: SecretSync,
     mut desired: watch::Receiver<Option<Feed>>,
     mut contact: watch::Receiver<Contact>,
     passes: mpsc::Sender<Interest>,
@@ -533,6 +545,15 @@ async fn reconcile_loop<S: SystemdManager>(
             let due = retry_at.is_some_and(|at| at <= now);
             if due || (retry_at.is_none() && done.as_ref() != Some(&applied.units)) {
                 retry_at = None;
+                // The secrets of container units first, so that a unit
+                // the pass starts finds them.
+                // Units whose secrets could not be fetched or written are
+                // left alone by the pass, which is then retried.
+                let held = tokio::select! {
+                    held = secrets.sync(&applied.units) => held,
+                    () = stop_requested(&mut stopped) => return Ok(()),
+                };
+                reconciler.hold(held);
                 let outcome = tokio::select! {
                     r = reconciler.reconcile(&applied.units) => r,
                     () = stop_requested(&mut stopped) => return Ok(()),

@@ -60,6 +60,7 @@ fn unit(name: &str, text: &str, state: DesiredState) -> AssignedUnit {
         hash: file.content_hash(),
         desired_state: state,
         global: false,
+        secrets: Default::default(),
     }
 }
 
@@ -444,6 +445,7 @@ async fn invalid_units_are_refused_with_the_reason() {
         hash: "h".into(),
         desired_state: DesiredState::Launched,
         global: false,
+        secrets: Default::default(),
     };
     let template = unit("t@.service", &sleeper("t"), DesiredState::Launched);
     let pass = r.reconcile(&[bad, template]).await.unwrap();
@@ -452,4 +454,67 @@ async fn invalid_units_are_refused_with_the_reason() {
     assert!(t.contains("template"), "{t}");
     assert_eq!(s.systemd.changes(), []);
     assert!(s.file("bad.service").is_none());
+}
+
+const WITH_SECRET: &str =
+    "[Unit]\nDescription=web\n[Container]\nImage=local/busybox:latest\nSecret=db\n";
+
+#[tokio::test]
+async fn a_new_secret_version_restarts_the_unit_and_a_missing_secret_refuses_it() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let mut web = unit("web.service", WITH_SECRET, DesiredState::Launched);
+    // Secret db does not exist: the feed carries no version for it.
+    let pass = r.reconcile(std::slice::from_ref(&web)).await.unwrap();
+    let why = &pass.plan.refused["web.service"];
+    assert!(why.contains("secret db does not exist"), "{why}");
+    assert!(!s.systemd.is_active("web.service"));
+
+    web.secrets.insert("db".into(), 1);
+    let pass = r.reconcile(std::slice::from_ref(&web)).await.unwrap();
+    assert!(pass.plan.refused.is_empty(), "{:?}", pass.plan.refused);
+    assert!(s.systemd.is_active("web.service"));
+    // The unit's own hash is reported, not the versions.
+    assert_eq!(
+        pass.units["web.service"].hash.as_deref(),
+        Some(web.hash.as_str())
+    );
+
+    // The same versions: nothing happens.
+    s.systemd.clear_calls();
+    let pass = r.reconcile(std::slice::from_ref(&web)).await.unwrap();
+    assert!(pass.plan.is_empty(), "{:?}", pass.plan);
+
+    // A new version of db: the unit restarts, with the same unit file.
+    web.secrets.insert("db".into(), 2);
+    let pass = r.reconcile(std::slice::from_ref(&web)).await.unwrap();
+    assert_eq!(
+        pass.plan.jobs,
+        vec![(JobKind::Restart, "web.service".to_owned())]
+    );
+    assert_eq!(
+        pass.units["web.service"].hash.as_deref(),
+        Some(web.hash.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_held_unit_is_left_alone_and_the_pass_retried() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let mut web = unit("web.service", WITH_SECRET, DesiredState::Launched);
+    web.secrets.insert("db".into(), 1);
+    let other = unit("a.service", &sleeper("a"), DesiredState::Launched);
+    let feed = vec![web.clone(), other];
+    r.hold([("web.service".to_owned(), "cannot fetch".to_owned())].into());
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(pass.action, Action::Retry);
+    assert_eq!(pass.plan.refused["web.service"], "cannot fetch");
+    assert!(!s.systemd.is_active("web.service"));
+    // The others are not held up.
+    assert!(s.systemd.is_active("a.service"));
+    // Held for one pass only.
+    let pass = r.reconcile(&feed).await.unwrap();
+    assert_eq!(pass.action, Action::AwaitChange);
+    assert!(s.systemd.is_active("web.service"));
 }

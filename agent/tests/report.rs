@@ -48,6 +48,7 @@ fn unit(name: &str, tag: &str, state: DesiredState) -> AssignedUnit {
         text,
         desired_state: state,
         global: false,
+        secrets: Default::default(),
     }
 }
 

@@ -20,6 +20,7 @@ use flotilla_scheduler::presence;
 use flotilla_scheduler::quota::Quotas;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
+use flotilla_scheduler::secrets::{KEY_FILE, KeyError, Secrets, SecretsKey};
 use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, TrustError};
 use flotilla_store::{
     Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery,
@@ -73,6 +74,9 @@ pub struct DaemonConfig {
     /// An admin token the operator gives the server (`--token`), known to
     /// this server only, beside the credentials in the store.
     pub static_admin_token: Option<String>,
+    /// The file of the key that seals secrets (`--secrets-key`); `None`:
+    /// `DATA_DIR/secrets.key`, made at the first start.
+    pub secrets_key: Option<PathBuf>,
     /// How much of the audit log is kept.
     pub audit: AuditRetention,
     /// What the cluster may hold.
@@ -110,6 +114,8 @@ pub enum DaemonError {
     Ca(String),
     #[error("cannot set up the credentials: {0}")]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    SecretsKey(#[from] KeyError),
 }
 
 impl From<EtcdConnectError> for DaemonError {
@@ -208,10 +214,21 @@ impl Daemon {
             );
         }
         let audit = AuditLog::new(dyn_store.clone(), config.keys.clone(), config.audit);
+        // A key named on the command line must exist; the data
+        // directory's is made at the first start.
+        let secrets_key = match &config.secrets_key {
+            Some(path) => SecretsKey::read(path)?,
+            None => SecretsKey::read_or_create(&config.data_dir.join(KEY_FILE))?,
+        };
         let trust = Arc::new(Trust {
             credentials,
             audit: audit.clone(),
             ca,
+            secrets: Arc::new(Secrets::new(
+                dyn_store.clone(),
+                config.keys.clone(),
+                secrets_key,
+            )),
         });
         // One log for the API and the reconcile loop: this server's events
         // keep one order.

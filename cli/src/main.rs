@@ -14,6 +14,7 @@ mod events;
 mod import_fleet;
 mod inspect;
 mod logging;
+mod secret;
 mod server;
 mod shim;
 mod table;
@@ -167,6 +168,10 @@ enum Command {
     /// See docs/migrating-from-fleet.md.
     ImportFleet(import_fleet::Args),
 
+    /// Make, replace, list and remove secrets that container units use
+    /// (`Secret=`); values are never printed.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Make, list and revoke tokens (admin).
     #[command(subcommand)]
     Token(trust::TokenCommand),
@@ -232,6 +237,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => client::run(&global, |c| apply::apply(c, args)),
         Command::Diff(args) => client::run(&global, |c| apply::diff(c, args)),
         Command::ImportFleet(args) => client::run(&global, |c| import_fleet::run(c, args)),
+        Command::Secret(cmd) => client::run(&global, |c| secret::secret(c, cmd)),
         Command::Token(cmd) => client::run(&global, |c| trust::token(c, cmd)),
         Command::Cert(cmd) => client::run(&global, |c| trust::cert(c, cmd)),
         Command::Machine(cmd) => client::run(&global, |c| trust::machine(c, cmd)),

@@ -75,6 +75,12 @@ pub struct Args {
     #[arg(long, env = "FLOTILLA_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
 
+    /// The key that seals the cluster's secrets (64 hex digits); default
+    /// DATA_DIR/secrets.key, made at the first start. Every server of a
+    /// cluster needs the same key.
+    #[arg(long, env = "FLOTILLA_SECRETS_KEY", value_name = "FILE")]
+    secrets_key: Option<PathBuf>,
+
     /// Serve HTTPS with this certificate (chain, PEM) instead of one made by
     /// the cluster CA.
     #[arg(
@@ -193,6 +199,7 @@ struct FileConfig {
     leader_ttl: Option<Duration>,
     strategy: Option<String>,
     token_file: Option<PathBuf>,
+    secrets_key: Option<PathBuf>,
     key_prefix: Option<String>,
     #[serde(default)]
     tls: TlsFile,
@@ -374,6 +381,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
     };
     Ok(DaemonConfig {
         listen,
+        secrets_key: args.secrets_key.or(file.secrets_key),
         tls,
         static_admin_token,
         audit,

@@ -18,6 +18,7 @@
 //! - [`wire`]: the JSON shapes of the HTTP API.
 //! - [`event`]: the cluster's history (`GET /v1/events`).
 //! - [`token`]: the bearer tokens' format, and join strings.
+//! - [`secret`]: secrets of the cluster, as the API carries them.
 //! - [`trust`]: roles, credentials and audit entries, as the API carries
 //!   them.
 //! - [`diagnostic`]: errors and warnings that name the line and option.
@@ -37,6 +38,7 @@ pub mod inspect;
 pub mod machine;
 pub mod name;
 pub mod resources;
+pub mod secret;
 pub mod state;
 pub mod suggest;
 pub mod token;

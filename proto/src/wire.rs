@@ -298,6 +298,11 @@ pub struct AssignedUnit {
     /// (metadata and conflicts), since the scheduler does not place it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub global: bool,
+    /// The version of each secret its `Secret=` names (those that exist):
+    /// the agent fetches the values when they change, and restarts the
+    /// unit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, u64>,
 }
 
 /// `GET /v1/agent/machines/{id}/units?index=N&wait=SECONDS`: everything the

@@ -114,8 +114,12 @@ impl Cluster {
             // (fleet woke every machine for every change). A unit assigned
             // after this read is an assignment event, which wakes it.
             let concerned = self.units_concerning(id).await?;
+            // A secret's change wakes every agent's poll once; those whose
+            // units use it see its new version in the snapshot.
+            let secrets = keys.secret_metas();
             let relevant = |k: &str| {
                 k.starts_with(&mine)
+                    || k.starts_with(&secrets)
                     || match keys.parse(k) {
                         Some(Key::Global(_)) => true,
                         Some(Key::Unit(u)) => concerned.contains(&u),
@@ -132,6 +136,7 @@ impl Cluster {
                 &keys.units(),
                 &keys.globals(),
                 machine_key.as_str(),
+                secrets.as_str(),
             ];
             self.wait_under_any(&prefixes, index, wait, relevant)
                 .await?;
@@ -201,6 +206,8 @@ impl Cluster {
                 None => None,
             };
         let mut units = Vec::with_capacity(names.len());
+        // Read once, when a unit uses a secret.
+        let mut versions: Option<BTreeMap<String, u64>> = None;
         let mut placed: Vec<(UnitName, FleetOptions)> = Vec::new();
         let mut globals: Vec<(AssignedUnit, FleetOptions)> = Vec::new();
         for (name, global) in names {
@@ -216,12 +223,28 @@ impl Cluster {
                 .as_ref()
                 .map(|(fleet, _)| fleet.clone())
                 .unwrap_or_default();
+            let mut secrets = BTreeMap::new();
+            if !parsed.secrets.is_empty() {
+                if versions.is_none() {
+                    versions = Some(
+                        crate::secrets::versions(&*self.store, self.keys())
+                            .await
+                            .map_err(|e| ControlError::Unavailable(e.to_string()))?,
+                    );
+                }
+                let known = versions.as_ref().map(|v| v.iter()).into_iter().flatten();
+                secrets = known
+                    .filter(|(n, _)| parsed.secrets.contains(n))
+                    .map(|(n, v)| (n.clone(), *v))
+                    .collect();
+            }
             let unit = AssignedUnit {
                 name: name.to_string(),
                 text: record.text,
                 hash: record.hash,
                 desired_state: record.desired_state,
                 global,
+                secrets,
             };
             if global {
                 globals.push((unit, fleet));

@@ -16,6 +16,8 @@
 //! | `auth/bootstrap` | when the first admin credential was made | the first server |
 //! | `audit/<ms>-<random>` | an [`AuditEntry`](flotilla_proto::trust::AuditEntry) | any server, after each change |
 //! | `events/<ms>-<seq>-<server>-<count>` | a chunk of up to 128 [`Event`](flotilla_proto::event::Event)s ([`crate::events`]) | any server: the leader's decisions, agents' reports, changes through the API |
+//! | `secrets/meta/<name>` | a secret's version, size and times ([`SecretMeta`](crate::secrets::SecretMeta)) | any server (operators) |
+//! | `secrets/value/<name>` | a secret's value, sealed with the cluster's secrets key ([`crate::secrets`]) | any server, with its meta |
 //! | `tls/ca` | the cluster CA's certificate (PEM; never its key) | the first server |
 //! | `cluster` | the cluster's id (JSON, [`crate::identity`]), in stores shared by servers (etcd) | the first server, once |
 //!
@@ -150,6 +152,18 @@ impl Keys {
     /// The cluster's history ([`crate::events`]).
     pub fn events(&self) -> String {
         format!("{}events/", self.prefix)
+    }
+
+    pub fn secret_metas(&self) -> String {
+        format!("{}secrets/meta/", self.prefix)
+    }
+
+    pub fn secret_meta(&self, name: &str) -> String {
+        format!("{}secrets/meta/{name}", self.prefix)
+    }
+
+    pub fn secret_value(&self, name: &str) -> String {
+        format!("{}secrets/value/{name}", self.prefix)
     }
 
     pub fn ca(&self) -> String {

@@ -44,4 +44,5 @@ pub mod quota;
 mod reconcile_events;
 pub mod reconciler;
 pub mod records;
+pub mod secrets;
 pub mod trust;

@@ -39,6 +39,8 @@ pub(crate) struct Parsed {
     pub global: bool,
     /// Placement options and resource requests, when the file validates.
     pub checked: Option<(FleetOptions, Resources)>,
+    /// The secrets its `[Container] Secret=` names.
+    pub secrets: Vec<String>,
 }
 
 impl Parsed {
@@ -47,6 +49,11 @@ impl Parsed {
             options: wire::options_of(&spec.file),
             global: global(&spec.file),
             checked: Some((spec.fleet.clone(), spec.resources)),
+            secrets: spec
+                .container
+                .as_ref()
+                .map(|c| c.secrets.names().into_iter().map(str::to_owned).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -59,6 +66,7 @@ impl Parsed {
                     options: wire::options_of(&file),
                     global: global(&file),
                     checked: None,
+                    secrets: Vec::new(),
                 }
             }
         }

@@ -229,6 +229,7 @@ pub fn create_config(
         }
         binds.push(bind);
     }
+    binds.extend(super::secrets::binds(spec, unit));
     if let Some(dir) = notify_dir {
         binds.push(format!("{}:{CONTAINER_NOTIFY_DIR}", dir.display()));
         env.push(format!(

@@ -17,6 +17,8 @@
 //!   `credential_helper` asking Docker's credential helpers).
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
 //!   with [`docker`] (the real one) and [`fake`] (in memory, for tests).
+//! - [`secrets`]: `Secret=` on the host: the files the agent writes, the
+//!   shim's binds and variables.
 //! - [`systemd`]: the seam to systemd's manager over D-Bus
 //!   ([`systemd::UnitControl`]).
 
@@ -33,6 +35,7 @@ pub mod pull;
 pub mod reload;
 pub mod render;
 pub mod runtime;
+pub mod secrets;
 pub mod shim;
 pub mod systemd;
 

@@ -63,6 +63,7 @@ use super::pull::{self, PullError, PullSettings};
 use super::runtime::{
     BoxStream, CgroupDriver, ContainerRuntime, Output, OutputStream, RuntimeError,
 };
+use super::secrets;
 use super::systemd::{SystemdBus, SystemdError, UnitControl};
 
 /// The exit status of the shim when it, not the container, failed (the
@@ -134,6 +135,8 @@ pub enum ShimError {
     },
     #[error("cannot start the shim's runtime: {0}")]
     Tokio(std::io::Error),
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
 }
 
 /// Where the shim sends systemd notifications (`sd_notify`).
@@ -959,7 +962,12 @@ pub fn report_failure<N: Notifier>(notifier: &N, e: &ShimError) {
 fn run_unit(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
     let spec = config::read_spec(&options.unit, &path)?;
-    let env_files = config::read_environment_files(&spec)?;
+    let mut env_files = config::read_environment_files(&spec)?;
+    env_files.extend(secrets::prepare(
+        &spec,
+        &options.unit,
+        Path::new(secrets::SECRETS_DIR),
+    )?);
     let host = host_config::read_host(&spec)?;
     let pid = std::process::id();
     let watchdog = watchdog_interval(

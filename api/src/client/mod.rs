@@ -23,7 +23,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod inspect;
+mod secrets;
 mod trust;
+
+pub use secrets::OpenedSecret;
 
 pub use inspect::{JournalQuery, JournalStream};
 // The cluster's history.

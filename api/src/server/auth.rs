@@ -29,6 +29,8 @@ pub struct Trust {
     /// The cluster CA: served at `/v1/ca`, signs client certificates, and
     /// its fingerprint goes into join strings.
     pub ca: Arc<ClusterCa>,
+    /// The cluster's secrets, sealed in the store.
+    pub secrets: Arc<flotilla_scheduler::secrets::Secrets>,
 }
 
 impl std::fmt::Debug for Trust {

@@ -8,6 +8,7 @@ use flotilla_proto::machine::MachineIdError;
 use flotilla_proto::name::NameError;
 use flotilla_proto::wire::{ErrorBody, ErrorDetail};
 use flotilla_scheduler::control::ControlError;
+use flotilla_scheduler::secrets::SecretsError;
 use flotilla_scheduler::trust::{AuthError, TrustError};
 
 /// An error response: a control-plane error, or a request the API refused
@@ -77,6 +78,9 @@ pub enum ApiError {
     /// A machine's agent answered with an error, or not as it should (502).
     #[error("{0}")]
     AgentFailed(String),
+    /// Managing or delivering secrets failed.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     /// The body did not arrive within the body timeout.
     #[error("the request body did not arrive within {seconds} s")]
     BodyTimeout { seconds: u64 },
@@ -122,6 +126,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Trust(e) => trust_status(e),
+            ApiError::Secrets(e) => secrets_status(e),
             ApiError::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
@@ -174,6 +179,23 @@ fn trust_status(e: &TrustError) -> (StatusCode, &'static str) {
         TrustError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
         TrustError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         TrustError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// The status and reason of each error of secrets: one match, no
+/// wildcard.
+fn secrets_status(e: &SecretsError) -> (StatusCode, &'static str) {
+    match e {
+        SecretsError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        SecretsError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        SecretsError::Exists { .. } => (StatusCode::CONFLICT, "conflict"),
+        SecretsError::InUse { .. } => (StatusCode::CONFLICT, "conflict"),
+        SecretsError::Changed { .. } => (StatusCode::CONFLICT, "conflict"),
+        SecretsError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        SecretsError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
+        SecretsError::WrongKey { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "wrong_secrets_key"),
+        SecretsError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        SecretsError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 

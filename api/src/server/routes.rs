@@ -8,8 +8,8 @@ use flotilla_proto::trust::Role;
 use flotilla_scheduler::control::ControlPlane;
 
 use super::{
-    AppState, agent, events, fleet, inspect, machines, meta, metrics, servers, state, trust, units,
-    watch,
+    AppState, agent, events, fleet, inspect, machines, meta, metrics, secrets, servers, state,
+    trust, units, watch,
 };
 
 /// The HTTP methods the API uses.
@@ -84,6 +84,10 @@ pub enum Endpoint {
     UnitStatus,
     UnitJournal,
     AgentRequests,
+    ListSecrets,
+    PutSecret,
+    DeleteSecret,
+    UnitSecrets,
     AgentReply,
     FleetDiscovery,
     FleetListUnits,
@@ -268,6 +272,26 @@ pub const ROUTES: &[Route] = &[
     ),
     audited(HttpMethod::Post, "/v1/certs", Endpoint::CreateCert, ADMIN),
     route(HttpMethod::Get, "/v1/audit", Endpoint::Audit, ADMIN),
+    // Secrets: names, sizes and versions are no more than unit files
+    // show; values are never read back (see `super::secrets`).
+    route(
+        HttpMethod::Get,
+        "/v1/secrets",
+        Endpoint::ListSecrets,
+        VIEWER,
+    ),
+    audited(
+        HttpMethod::Put,
+        "/v1/secrets/{name}",
+        Endpoint::PutSecret,
+        OPERATOR,
+    ),
+    audited(
+        HttpMethod::Delete,
+        "/v1/secrets/{name}",
+        Endpoint::DeleteSecret,
+        OPERATOR,
+    ),
     audited(
         HttpMethod::Post,
         "/v1/agent/join",
@@ -290,6 +314,12 @@ pub const ROUTES: &[Route] = &[
         HttpMethod::Get,
         "/v1/agent/machines/{id}/units",
         Endpoint::MachineUnits,
+        Access::OwnMachine,
+    ),
+    route(
+        HttpMethod::Get,
+        "/v1/agent/machines/{id}/units/{unit}/secrets",
+        Endpoint::UnitSecrets,
         Access::OwnMachine,
     ),
     route(
@@ -419,6 +449,10 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::UnitJournal => on(method, inspect::journal::<C>),
         Endpoint::AgentRequests => on(method, inspect::requests::<C>),
         Endpoint::AgentReply => on(method, inspect::reply::<C>),
+        Endpoint::ListSecrets => on(method, secrets::list::<C>),
+        Endpoint::PutSecret => on(method, secrets::put::<C>),
+        Endpoint::DeleteSecret => on(method, secrets::delete::<C>),
+        Endpoint::UnitSecrets => on(method, secrets::for_unit::<C>),
         Endpoint::FleetDiscovery => on(method, fleet::discovery),
         Endpoint::FleetListUnits => on(method, fleet::list_units::<C>),
         Endpoint::FleetGetUnit => on(method, fleet::get_unit::<C>),

@@ -526,6 +526,7 @@ impl ControlPlane for FakeControl {
                     hash: stored.spec.hash.clone(),
                     desired_state: stored.desired,
                     global: false,
+                    secrets: Default::default(),
                 })
             })
             .collect();

@@ -12,6 +12,7 @@ mod fake;
 mod limits;
 mod machines;
 mod openapi;
+mod secrets;
 mod shutdown;
 #[path = "../support/mod.rs"]
 mod support;
@@ -36,6 +37,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use fake::FakeControl;
+use flotilla_scheduler::secrets::{Secrets, SecretsKey};
 pub use support::{machine, machine_id};
 use support::{tester, token_create};
 
@@ -71,8 +73,9 @@ impl Server {
         let tls = server_config(cert, ca.cert_der()).unwrap();
         let trust = Arc::new(Trust {
             credentials,
-            audit: AuditLog::new(store, keys, AuditRetention::default()),
+            audit: AuditLog::new(store.clone(), keys.clone(), AuditRetention::default()),
             ca: Arc::new(ca),
+            secrets: Arc::new(Secrets::new(store, keys, SecretsKey::generate().unwrap())),
         });
         let (_, admin) = trust
             .credentials

@@ -163,8 +163,47 @@ fn schemas_match_the_wire_types() {
         hash: "h".into(),
         desired_state: DesiredState::Loaded,
         global: true,
+        secrets: [("db".to_owned(), 1)].into(),
     };
     check(&doc, "AssignedUnit", &assigned);
+    let secret = flotilla_proto::secret::SecretInfo {
+        name: "db".into(),
+        size: 1,
+        version: 1,
+        created_ms: 1,
+        updated_ms: 1,
+        used_by: vec!["a.service".into()],
+    };
+    check(&doc, "SecretInfo", &secret);
+    check(
+        &doc,
+        "SecretList",
+        flotilla_proto::secret::SecretList {
+            secrets: vec![secret],
+        },
+    );
+    check(
+        &doc,
+        "SecretPut",
+        flotilla_proto::secret::SecretPut {
+            value: "dg==".into(),
+            replace: true,
+        },
+    );
+    let value = flotilla_proto::secret::SecretValue {
+        name: "db".into(),
+        version: 1,
+        value: "dg==".into(),
+    };
+    check(&doc, "SecretValue", &value);
+    check(
+        &doc,
+        "UnitSecrets",
+        flotilla_proto::secret::UnitSecrets {
+            unit: "a.service".into(),
+            secrets: vec![value],
+        },
+    );
     check(
         &doc,
         "MachineUnits",

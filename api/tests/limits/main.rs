@@ -107,6 +107,11 @@ impl RealServer {
                     credentials: Credentials::start(store.clone(), Keys::default(), None),
                     audit: AuditLog::new(store.clone(), Keys::default(), AuditRetention::default()),
                     ca: Arc::new(ca),
+                    secrets: Arc::new(flotilla_scheduler::secrets::Secrets::new(
+                        store.clone(),
+                        Keys::default(),
+                        flotilla_scheduler::secrets::SecretsKey::generate().unwrap(),
+                    )),
                 });
                 let (_, admin) = trust
                     .credentials

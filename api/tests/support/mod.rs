@@ -30,6 +30,7 @@ pub fn daemon_config(data_dir: PathBuf, machine_ttl: Duration, strategy: Strateg
         api: ApiConfig::default(),
         tls: TlsSettings::default(),
         static_admin_token: None,
+        secrets_key: None,
         audit: Default::default(),
         events: Default::default(),
         quotas: Default::default(),

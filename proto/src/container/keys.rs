@@ -54,6 +54,7 @@ pub const KEYS: &[&str] = &[
     "Pull",
     "AuthFile",
     "AutoUpdate",
+    "Secret",
 ];
 
 /// Podman Quadlet `[Container]` keys that flotilla does not implement, with
@@ -162,7 +163,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
     ("Retry", ""),
     ("RetryDelay", ""),
     ("Rootfs", "; use Image="),
-    ("Secret", ""),
     ("ServiceName", "; the unit's own name is the service's name"),
     (
         "StartWithPod",

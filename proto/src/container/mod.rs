@@ -36,6 +36,7 @@
 //! | `Pull=` | `missing` (default), `always`, `never` or `newer` | |
 //! | `AuthFile=` (flotilla's) | an absolute path on the host to a file in Docker's `config.json` format | |
 //! | `AutoUpdate=` | `registry`: restart the unit when the registry has a newer image | |
+//! | `Secret=` | `NAME[,type=mount\|env][,target=…][,uid=…][,gid=…][,mode=…]`: a secret of the cluster, as a file or a variable ([`secret`]) | yes |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
 //! assignment resets a key to its default, and an empty assignment of a
@@ -82,6 +83,7 @@ mod ports;
 mod pull;
 mod reader;
 pub mod reload;
+pub mod secret;
 pub mod security;
 mod service;
 mod signal;
@@ -93,6 +95,7 @@ pub use keys::KEYS;
 pub use ports::{PortMapping, PortRange, Protocol};
 pub use pull::{AutoUpdate, ImagePull, PullPolicy};
 pub use reload::ReloadOptions;
+pub use secret::{ContainerSecrets, SecretDelivery, SecretUse};
 pub use security::{Seccomp, SecurityOptions};
 pub use signal::{Signal, SignalError};
 pub use volumes::{Volume, VolumeSource};
@@ -236,6 +239,9 @@ pub struct ContainerSpec {
     /// with which credentials.
     #[serde(default, skip_serializing_if = "ImagePull::is_default")]
     pub pull: ImagePull,
+    /// `Secret=`: secrets given to the container (see [`secret`]).
+    #[serde(default, skip_serializing_if = "ContainerSecrets::is_empty")]
+    pub secrets: ContainerSecrets,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

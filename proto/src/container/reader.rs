@@ -90,6 +90,7 @@ impl<'a> Reader<'a> {
                 inherit: Default::default(),
                 reload: Default::default(),
                 pull: Default::default(),
+                secrets: Default::default(),
             },
             image_set: false,
             health_cmd_set: false,
@@ -166,6 +167,7 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
+            "Secret" => super::secret::read(&mut self.spec.secrets, &v, self.diags, self.name),
             "HealthCmd" => self.health_cmd(&v),
             "HealthInterval" if value == "disable" => self.error(
                 &v,
