@@ -221,4 +221,5 @@ data_files! {
     resources => "resources.txt",
     fleet => "fleet.txt",
     container => "container.txt",
+    container_network => "container_network.txt",
 }

@@ -33,6 +33,8 @@
 //! | `StopTimeout=` | a time span in whole seconds; default 10s, as Docker | |
 //! | `ReadOnly=`, `RunInit=` (also `Init=`) | booleans | |
 //! | `AddCapability=`, `DropCapability=` | capabilities, with or without `CAP_`, any case, or `ALL` | yes |
+//! | network keys (`Network=`, `NetworkAlias=`, `IP=`, `IP6=`, `HostName=`, `AddHost=`, `DNS=`, `DNSOption=`, `DNSSearch=`, `ExposeHostPort=`) | see `network` | most |
+//! | `Mount=`, `Tmpfs=`, `ReadOnlyTmpfs=`, `VolatileTmp=` | see `mounts` | `Mount=`, `Tmpfs=` |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
 //! assignment resets a key to its default, and an empty assignment of a
@@ -53,7 +55,7 @@
 //! or `mixed` (so that stopping the unit stops every process of the
 //! container; Quadlet has the same rule).
 //!
-//! Quadlet keys flotilla does not implement (`Pod=`, `Mount=`, ...) are
+//! Quadlet keys flotilla does not implement (`Pod=`, `Pull=`, ...) are
 //! errors that say so, rather than unknown keys.
 //!
 //! The parts: [`keys`] lists the keys, `reader` reads the section in file
@@ -61,16 +63,27 @@
 //! references, signals, capabilities); `service` checks the rest of the
 //! unit.
 
+mod attach;
 mod capability;
 mod image;
 pub mod keys;
+mod mounts;
+mod network;
 mod ports;
 mod reader;
 mod service;
 mod signal;
 mod volumes;
 
+pub use attach::Attachments;
 pub use keys::KEYS;
+pub use mounts::{
+    MAX_MOUNTS, Mount, MountSpec, MountType, READ_ONLY_TMPFS, READ_ONLY_TMPFS_OPTIONS, Tmpfs,
+    VOLATILE_TMP_OPTIONS,
+};
+pub use network::{
+    EndpointOptions, ExposedPort, HostEntry, MAX_NETWORK_VALUES, Network, NetworkSpec,
+};
 pub use ports::{PortMapping, PortRange, Protocol};
 pub use signal::{Signal, SignalError};
 pub use volumes::{Volume, VolumeSource};
@@ -198,6 +211,11 @@ pub struct ContainerSpec {
     /// that forwards signals and reaps zombies (Docker's `--init`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub init: bool,
+    /// The network keys (`Network=`, `HostName=`, `DNS=`...) and the mount
+    /// keys beside `Volume=` (`Mount=`, `Tmpfs=`, `ReadOnlyTmpfs=`,
+    /// `VolatileTmp=`).
+    #[serde(default, skip_serializing_if = "Attachments::is_empty")]
+    pub attach: Attachments,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
