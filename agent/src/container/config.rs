@@ -257,6 +257,7 @@ pub fn create_config(
         cap_add: spec.add_capabilities.clone(),
         cap_drop: spec.drop_capabilities.clone(),
         cgroup_parent,
+        attach: super::network::attach_config(spec),
     }
 }
 

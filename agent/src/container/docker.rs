@@ -116,7 +116,7 @@ fn create_body(config: &CreateConfig) -> ContainerCreateBody {
         start_interval: None,
     });
     let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-    ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(config.image.clone()),
         cmd: non_empty(&config.cmd),
         entrypoint: config.entrypoint.clone(),
@@ -148,7 +148,9 @@ fn create_body(config: &CreateConfig) -> ContainerCreateBody {
             ..Default::default()
         }),
         ..Default::default()
-    }
+    };
+    super::network::apply_docker(&config.attach, &mut body);
+    body
 }
 
 fn health(status: Option<&HealthStatusEnum>) -> Health {

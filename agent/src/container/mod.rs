@@ -7,6 +7,7 @@
 //! - [`shim`]: `flotilla shim run|stop|cleanup`, the unit's processes.
 //! - [`config`]: the rendered `[X-Container]` section read back, and the
 //!   container Docker creates from it.
+//! - [`network`]: the network and mount keys in Docker's terms.
 //! - [`cgroup`]: the unit's cgroup subtree, where the shim and the
 //!   container live.
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
@@ -18,6 +19,7 @@ pub mod cgroup;
 pub mod config;
 pub mod docker;
 pub mod fake;
+pub mod network;
 pub mod render;
 pub mod runtime;
 pub mod shim;

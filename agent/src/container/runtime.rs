@@ -116,6 +116,8 @@ pub struct CreateConfig {
     pub cap_drop: Vec<String>,
     /// A cgroup path (cgroupfs driver) or a slice name (systemd driver).
     pub cgroup_parent: String,
+    /// Networks, and the mounts beside `binds`.
+    pub attach: super::network::AttachConfig,
 }
 
 /// What the engine says about a container.

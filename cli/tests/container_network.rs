@@ -1,0 +1,291 @@
+//! The network and mount keys of container units on a real systemd host
+//! with a real Docker engine: each unit is rendered as flotilla renders it,
+//! started by the host's systemd (its main process this build's `flotilla
+//! shim`), and its container checked with `docker inspect` and from inside.
+//!
+//! The mapping does not depend on Docker's cgroup driver: one host, with
+//! the cgroupfs driver.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::TempDir;
+use flotilla_agent::container::render::render_service;
+use flotilla_proto::UnitSpec;
+use flotilla_testbed::{CgroupDriver, Host, HostOptions};
+use serde_json::Value;
+
+/// Where the binary is in the host.
+const SHIM: &str = "/opt/flotilla/bin/flotilla";
+/// Where the test's unit files are handed to the host.
+const DROP: &str = "/srv/flotilla-units";
+/// A user-defined network made for the test, and its subnet (a static
+/// address needs one the network was created with).
+const NET: &str = "flotest-net";
+const SUBNET: &str = "10.213.7.0/24";
+
+struct TestHost {
+    host: Host,
+    units: TempDir,
+}
+
+impl TestHost {
+    fn boot() -> TestHost {
+        let units = TempDir::new("container-network");
+        let options = HostOptions {
+            binds_ro: vec![
+                (
+                    PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
+                    PathBuf::from(SHIM),
+                ),
+                (units.path().to_owned(), PathBuf::from(DROP)),
+            ],
+            binds: Vec::new(),
+        };
+        let host = Host::boot("ct-network", &options).unwrap();
+        host.start_docker(CgroupDriver::Cgroupfs).unwrap();
+        host.load_busybox().unwrap();
+        TestHost { host, units }
+    }
+
+    /// Renders `text` as flotilla does, installs it as `name` and starts
+    /// it; on a failure, fails with what the unit said.
+    fn run(&self, name: &str, text: &str) {
+        let checked = UnitSpec::check(name, name, text).unwrap();
+        let rendered = render_service(&checked.spec, Path::new(SHIM)).unwrap();
+        self.units.write(name, &rendered.to_string());
+        self.sh(&format!(
+            "cp {DROP}/{name} /run/systemd/system/{name} && systemctl daemon-reload"
+        ));
+        let out = self.host.output(&["systemctl", "start", name]).unwrap();
+        assert!(
+            out.status.success(),
+            "systemctl start {name}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.sh(&format!("journalctl -q -u {name} --no-pager -o cat"))
+        );
+    }
+
+    fn stop(&self, name: &str) {
+        self.sh(&format!("systemctl stop {name}"));
+    }
+
+    fn sh(&self, script: &str) -> String {
+        self.host.sh(script).unwrap()
+    }
+
+    /// `docker inspect` of a container, as JSON.
+    fn inspect(&self, container: &str) -> Value {
+        let text = self.sh(&format!("docker inspect {container}"));
+        let all: Value = serde_json::from_str(&text).unwrap();
+        all[0].clone()
+    }
+
+    /// Whether `script` succeeds in the container.
+    fn in_container(&self, container: &str, script: &str) -> bool {
+        self.host
+            .output(&["docker", "exec", container, "sh", "-c", script])
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+impl Drop for TestHost {
+    /// The test's containers and network go before the host does, pass or
+    /// fail: a network's bridge lives in the network namespace the host
+    /// shares with the machine.
+    fn drop(&mut self) {
+        let _ = self.host.sh(&format!(
+            "docker ps -aq | xargs -r docker rm -f; docker network rm {NET} 2>/dev/null; true"
+        ));
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A container that runs until stopped.
+const SLEEP: &str = "[Container]\nImage=local/busybox:latest\nExec=sleep 1000\nStopTimeout=1s\n";
+
+/// Every network key on a user-defined network: mode, alias, static
+/// address, host name, extra hosts, DNS settings and exposed ports, in
+/// `docker inspect` and in the container's own files.
+fn user_network(t: &TestHost) {
+    t.sh(&format!("docker network create --subnet {SUBNET} {NET}"));
+    t.run(
+        "netweb.service",
+        &format!(
+            "{SLEEP}Network={NET}\nNetworkAlias=web\nIP=10.213.7.10\nHostName=web-1\n\
+             AddHost=db:10.0.0.5\nDNS=10.0.0.2\nDNSOption=ndots:2\nDNSSearch=example.com\n\
+             ExposeHostPort=9000/udp\n"
+        ),
+    );
+    let c = t.inspect("flotilla-netweb");
+    let host = &c["HostConfig"];
+    assert_eq!(host["NetworkMode"], NET);
+    let endpoint = &c["NetworkSettings"]["Networks"][NET];
+    assert_eq!(endpoint["IPAddress"], "10.213.7.10", "{endpoint}");
+    assert!(
+        strings(&endpoint["Aliases"]).contains(&"web".to_owned()),
+        "{endpoint}"
+    );
+    assert_eq!(c["Config"]["Hostname"], "web-1");
+    assert_eq!(strings(&host["ExtraHosts"]), ["db:10.0.0.5"]);
+    assert_eq!(strings(&host["Dns"]), ["10.0.0.2"]);
+    assert_eq!(strings(&host["DnsOptions"]), ["ndots:2"]);
+    assert_eq!(strings(&host["DnsSearch"]), ["example.com"]);
+    assert!(
+        c["Config"]["ExposedPorts"].get("9000/udp").is_some(),
+        "{}",
+        c["Config"]["ExposedPorts"]
+    );
+    let inside = |script: &str| t.in_container("flotilla-netweb", script);
+    assert!(inside("test \"$(busybox hostname)\" = web-1"));
+    assert!(inside("busybox grep -q '10.0.0.5.*db' /etc/hosts"));
+    assert!(inside(
+        "busybox grep -q 'search example.com' /etc/resolv.conf"
+    ));
+    assert!(inside("busybox grep -q 'ndots:2' /etc/resolv.conf"));
+    assert!(inside("busybox ip addr | busybox grep -q 10.213.7.10"));
+
+    // Another container shares its network stack.
+    t.run(
+        "netside.service",
+        &format!("{SLEEP}Network=container:flotilla-netweb\n"),
+    );
+    let side = t.inspect("flotilla-netside");
+    let id = c["Id"].as_str().unwrap();
+    assert_eq!(side["HostConfig"]["NetworkMode"], format!("container:{id}"));
+    assert!(t.in_container("flotilla-netside", "test \"$(busybox hostname)\" = web-1"));
+    t.stop("netside.service");
+    t.stop("netweb.service");
+    t.sh(&format!("docker network rm {NET}"));
+}
+
+/// `Network=host` and `Network=none`.
+fn host_and_none(t: &TestHost) {
+    t.run("nethost.service", &format!("{SLEEP}Network=host\n"));
+    t.run("netnone.service", &format!("{SLEEP}Network=none\n"));
+    assert_eq!(
+        t.inspect("flotilla-nethost")["HostConfig"]["NetworkMode"],
+        "host"
+    );
+    assert_eq!(
+        t.inspect("flotilla-netnone")["HostConfig"]["NetworkMode"],
+        "none"
+    );
+    let host_name = t.sh("hostname");
+    assert!(t.in_container(
+        "flotilla-nethost",
+        &format!("test \"$(busybox hostname)\" = {}", host_name.trim())
+    ));
+    // Only a loopback interface.
+    assert!(t.in_container(
+        "flotilla-netnone",
+        "test \"$(busybox ls /sys/class/net)\" = lo"
+    ));
+    t.stop("nethost.service");
+    t.stop("netnone.service");
+}
+
+/// `Mount=` of each type and `Tmpfs=`, with `ReadOnly=yes`: a writable
+/// tmpfs on /run, /tmp and /var/tmp beside them, the root read-only.
+fn mounts_and_read_only(t: &TestHost) {
+    t.sh("mkdir -p /srv/ro-data && echo hi > /srv/ro-data/f");
+    t.run(
+        "mounts.service",
+        &format!(
+            "{SLEEP}ReadOnly=yes\n\
+             Mount=type=bind,source=/srv/ro-data,destination=/data,readonly\n\
+             Mount=type=volume,source=flotest-vol,destination=/vol\n\
+             Mount=type=tmpfs,destination=/scratch,tmpfs-size=1m\n\
+             Tmpfs=/cache:size=2m\n"
+        ),
+    );
+    let c = t.inspect("flotilla-mounts");
+    let host = &c["HostConfig"];
+    assert_eq!(host["ReadonlyRootfs"], true);
+    let mounts = host["Mounts"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = mounts
+        .iter()
+        .map(|m| (m["Type"].as_str().unwrap(), m["Target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("bind", "/data"), ("volume", "/vol"), ("tmpfs", "/scratch")]
+    );
+    assert_eq!(mounts[0]["ReadOnly"], true);
+    assert_eq!(mounts[2]["TmpfsOptions"]["SizeBytes"], 1 << 20);
+    let mut tmpfs: Vec<&String> = host["Tmpfs"].as_object().unwrap().keys().collect();
+    tmpfs.sort();
+    assert_eq!(tmpfs, ["/cache", "/run", "/tmp", "/var/tmp"]);
+    assert_eq!(host["Tmpfs"]["/cache"], "size=2m");
+    let inside = |script: &str| t.in_container("flotilla-mounts", script);
+    assert!(inside("busybox grep -q hi /data/f"));
+    assert!(
+        !inside("busybox touch /data/g"),
+        "the bind mount is read-only"
+    );
+    assert!(!inside("busybox touch /root-file"), "the root is read-only");
+    for dir in ["/tmp", "/var/tmp", "/run", "/cache", "/scratch", "/vol"] {
+        assert!(
+            inside(&format!("busybox touch {dir}/x")),
+            "{dir} is writable"
+        );
+    }
+    assert!(inside("busybox grep -q ' /scratch tmpfs ' /proc/mounts"));
+    assert!(
+        t.sh("docker volume ls -q")
+            .lines()
+            .any(|v| v == "flotest-vol")
+    );
+    t.stop("mounts.service");
+    t.sh("docker volume rm flotest-vol; rm -rf /srv/ro-data");
+
+    // ReadOnlyTmpfs=no: nothing is writable.
+    t.run(
+        "rofull.service",
+        &format!("{SLEEP}ReadOnly=yes\nReadOnlyTmpfs=no\n"),
+    );
+    let c = t.inspect("flotilla-rofull");
+    assert!(
+        c["HostConfig"]["Tmpfs"].is_null(),
+        "{}",
+        c["HostConfig"]["Tmpfs"]
+    );
+    assert!(!t.in_container("flotilla-rofull", "busybox touch /tmp/x"));
+    t.stop("rofull.service");
+
+    // VolatileTmp=yes without ReadOnly=: a fresh /tmp only.
+    t.run("volatile.service", &format!("{SLEEP}VolatileTmp=yes\n"));
+    let c = t.inspect("flotilla-volatile");
+    assert_eq!(
+        c["HostConfig"]["Tmpfs"],
+        serde_json::json!({"/tmp": "rw,size=512M,mode=1777"})
+    );
+    assert!(t.in_container(
+        "flotilla-volatile",
+        "busybox grep -q ' /tmp tmpfs ' /proc/mounts"
+    ));
+    t.stop("volatile.service");
+}
+
+#[test]
+fn network_and_mount_keys_on_a_real_docker_engine() {
+    let t = TestHost::boot();
+    user_network(&t);
+    host_and_none(&t);
+    mounts_and_read_only(&t);
+    let left = t.sh("docker ps -a --format '{{.Names}}'");
+    assert!(left.trim().is_empty(), "{left}");
+}
