@@ -25,6 +25,8 @@ const DROP: &str = "/srv/flotilla-units";
 /// address needs one the network was created with).
 const NET: &str = "flotest-net";
 const SUBNET: &str = "10.213.7.0/24";
+/// The Docker network of the test's `shop.network`.
+const OBJECT_NET: &str = "flotilla-shop";
 
 struct TestHost {
     host: Host,
@@ -50,15 +52,23 @@ impl TestHost {
         TestHost { host, units }
     }
 
-    /// Renders `text` as flotilla does, installs it as `name` and starts
-    /// it; on a failure, fails with what the unit said.
-    fn run(&self, name: &str, text: &str) {
-        let checked = UnitSpec::check(name, name, text).unwrap();
+    /// Renders the file `file` as flotilla does and installs it; returns
+    /// its unit name (`db.network` is `db-network.service`).
+    fn install(&self, file: &str, text: &str) -> String {
+        let checked = UnitSpec::check(file, file, text).unwrap();
         let rendered = render_service(&checked.spec, Path::new(SHIM)).unwrap();
+        let name = checked.spec.name.as_str();
         self.units.write(name, &rendered.to_string());
         self.sh(&format!(
             "cp {DROP}/{name} /run/systemd/system/{name} && systemctl daemon-reload"
         ));
+        name.to_owned()
+    }
+
+    /// Installs `name` and starts it; on a failure, fails with what the
+    /// unit said.
+    fn run(&self, name: &str, text: &str) {
+        self.install(name, text);
         let out = self.host.output(&["systemctl", "start", name]).unwrap();
         assert!(
             out.status.success(),
@@ -99,7 +109,7 @@ impl Drop for TestHost {
     /// shares with the machine.
     fn drop(&mut self) {
         let _ = self.host.sh(&format!(
-            "docker ps -aq | xargs -r docker rm -f; docker network rm {NET} 2>/dev/null; true"
+            "docker ps -aq | xargs -r docker rm -f; docker network rm {NET} {OBJECT_NET} 2>/dev/null; true"
         ));
     }
 }
@@ -280,12 +290,88 @@ fn mounts_and_read_only(t: &TestHost) {
     t.stop("volatile.service");
 }
 
+/// A `.network` and a `.volume` file used by a container unit: starting the
+/// container starts both (Requires=), which create the network and the
+/// volume, labelled as flotilla's; the container joins the network with
+/// its static address and mounts the volume. Created once: starting the
+/// units again finds them there. `NetworkDeleteOnStop=yes` removes the
+/// network when its unit stops.
+fn network_and_volume_files(t: &TestHost) {
+    let net = t.install(
+        "shop.network",
+        "[Network]\nSubnet=10.213.8.0/24\nGateway=10.213.8.1\nLabel=app=shop\nNetworkDeleteOnStop=yes\n",
+    );
+    let vol = t.install("shop.volume", "[Volume]\nLabel=app=shop\n");
+    assert_eq!(
+        (net.as_str(), vol.as_str()),
+        ("shop-network.service", "shop-volume.service")
+    );
+    t.run(
+        "shopweb.service",
+        &format!(
+            "{SLEEP}Network=shop.network:alias=shop-web\nIP=10.213.8.20\nVolume=shop.volume:/data\n"
+        ),
+    );
+    for unit in [&net, &vol] {
+        assert_eq!(
+            t.sh(&format!("systemctl show -P ActiveState {unit}"))
+                .trim(),
+            "active",
+            "{unit}"
+        );
+    }
+    let network: Value =
+        serde_json::from_str(&t.sh(&format!("docker network inspect {OBJECT_NET}"))).unwrap();
+    let network = &network[0];
+    assert_eq!(network["Labels"]["flotilla.unit"], "shop-network.service");
+    assert_eq!(network["Labels"]["app"], "shop");
+    assert_eq!(network["IPAM"]["Config"][0]["Subnet"], "10.213.8.0/24");
+    let volume: Value = serde_json::from_str(&t.sh("docker volume inspect flotilla-shop")).unwrap();
+    assert_eq!(volume[0]["Labels"]["flotilla.unit"], "shop-volume.service");
+    let c = t.inspect("flotilla-shopweb");
+    let endpoint = &c["NetworkSettings"]["Networks"][OBJECT_NET];
+    assert_eq!(endpoint["IPAddress"], "10.213.8.20", "{endpoint}");
+    assert!(strings(&endpoint["Aliases"]).contains(&"shop-web".to_owned()));
+    let mounts = c["Mounts"].as_array().unwrap();
+    assert!(
+        mounts.iter().any(|m| m["Type"] == "volume"
+            && m["Name"] == "flotilla-shop"
+            && m["Destination"] == "/data"),
+        "{mounts:?}"
+    );
+    assert!(t.in_container("flotilla-shopweb", "echo kept > /data/f"));
+
+    // Again: both are found, nothing is created twice, the data is kept.
+    t.stop("shopweb.service");
+    t.sh(&format!("systemctl restart {vol}"));
+    t.run(
+        "shopweb.service",
+        &format!("{SLEEP}Network=shop.network\nVolume=shop.volume:/data\n"),
+    );
+    assert!(t.in_container("flotilla-shopweb", "test \"$(cat /data/f)\" = kept"));
+    assert_eq!(
+        t.sh("docker volume ls -q | grep -c flotilla-shop").trim(),
+        "1"
+    );
+    t.stop("shopweb.service");
+    t.stop(&net);
+    assert!(
+        !t.sh("docker network ls --format '{{.Name}}'")
+            .lines()
+            .any(|n| n == OBJECT_NET),
+        "NetworkDeleteOnStop=yes removes the network"
+    );
+    t.stop(&vol);
+    t.sh("docker volume rm flotilla-shop");
+}
+
 #[test]
 fn network_and_mount_keys_on_a_real_docker_engine() {
     let t = TestHost::boot();
     user_network(&t);
     host_and_none(&t);
     mounts_and_read_only(&t);
+    network_and_volume_files(&t);
     let left = t.sh("docker ps -a --format '{{.Names}}'");
     assert!(left.trim().is_empty(), "{left}");
 }

@@ -53,6 +53,12 @@ impl Docker {
         Ok(Docker { client })
     }
 
+    /// The engine's client, for calls outside [`ContainerRuntime`] (the
+    /// networks and volumes of [`super::object`]).
+    pub(crate) fn client(&self) -> &bollard::Docker {
+        &self.client
+    }
+
     /// The socket in `DOCKER_HOST` when it names a unix socket, else
     /// [`DEFAULT_SOCKET`].
     pub fn socket_from_env() -> String {

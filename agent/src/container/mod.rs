@@ -8,6 +8,8 @@
 //! - [`config`]: the rendered `[X-Container]` section read back, and the
 //!   container Docker creates from it.
 //! - [`network`]: the network and mount keys in Docker's terms.
+//! - [`object`]: `.network` and `.volume` units, and the containers that
+//!   name them.
 //! - [`cgroup`]: the unit's cgroup subtree, where the shim and the
 //!   container live.
 //! - [`runtime`]: the seam to the container engine ([`ContainerRuntime`]),
@@ -20,6 +22,7 @@ pub mod config;
 pub mod docker;
 pub mod fake;
 pub mod network;
+pub mod object;
 pub mod render;
 pub mod runtime;
 pub mod shim;

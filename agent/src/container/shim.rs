@@ -861,7 +861,8 @@ async fn docker(stop_timeout: Duration) -> Result<Docker, ShimError> {
 /// the shim's exit status.
 pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
-    let spec = config::read_spec(&options.unit, &path)?;
+    let mut spec = config::read_spec(&options.unit, &path)?;
+    super::object::resolve(&mut spec, path.parent().unwrap_or(Path::new(UNIT_DIR)))?;
     let env_files = config::read_environment_files(&spec)?;
     let pid = std::process::id();
     let watchdog = watchdog_interval(

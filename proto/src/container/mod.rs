@@ -61,7 +61,8 @@
 //! The parts: [`keys`] lists the keys, `reader` reads the section in file
 //! order, and each kind of value has its own module (ports, volumes, image
 //! references, signals, capabilities); `service` checks the rest of the
-//! unit.
+//! unit. [`object`] reads Quadlet's `.network` and `.volume` files, the
+//! Docker networks and volumes that container units name.
 
 mod attach;
 mod capability;
@@ -69,6 +70,7 @@ mod image;
 pub mod keys;
 mod mounts;
 mod network;
+pub mod object;
 mod ports;
 mod reader;
 mod service;

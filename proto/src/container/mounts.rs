@@ -569,9 +569,7 @@ fn parse_mount(text: &str) -> Result<Mount, String> {
             ));
         }
         (MountType::Volume, Some(s)) if s.ends_with(".volume") => {
-            return Err(format!(
-                "{s:?} names a .volume file, which flotilla does not read: name a Docker volume (created if missing)"
-            ));
+            super::object::check_reference(s, "volume")?;
         }
         (MountType::Volume, Some(s)) if check_container_name(s).is_err() => {
             return Err(format!(

@@ -94,7 +94,9 @@ pub enum Network {
         #[serde(default, skip_serializing_if = "EndpointOptions::is_empty")]
         options: EndpointOptions,
     },
-    /// A user-defined Docker network, by name (it must exist on the host).
+    /// A user-defined Docker network, by name (it must exist on the host),
+    /// or `NAME.network`: the network of the unit `NAME-network.service`,
+    /// whose Docker name the shim reads from that unit on the host.
     Named {
         name: String,
         #[serde(default, skip_serializing_if = "EndpointOptions::is_empty")]
@@ -511,9 +513,13 @@ fn parse_network(text: &str) -> Result<Network, String> {
             "{head:?} names a Podman Quadlet .container file; to share a container's network, name its container: Network=container:flotilla-{}",
             head.trim_end_matches(".container")
         )),
-        _ if head.ends_with(".network") => Err(format!(
-            "{head:?} names a .network file, which flotilla does not read: create the network with docker network create on the host and name it here"
-        )),
+        _ if head.ends_with(".network") => {
+            super::object::check_reference(head, "network")?;
+            Ok(Network::Named {
+                name: head.to_owned(),
+                options: parse_endpoint_options(options)?,
+            })
+        }
         _ => {
             check_network_name(head)?;
             Ok(Network::Named {
