@@ -375,3 +375,85 @@ fn network_and_mount_keys_on_a_real_docker_engine() {
     let left = t.sh("docker ps -a --format '{{.Names}}'");
     assert!(left.trim().is_empty(), "{left}");
 }
+
+/// Removes the test's containers and networks before the host goes, pass
+/// or fail (see [`TestHost`]'s drop).
+struct DockerCleanup<'a>(&'a Host, &'a str);
+
+impl Drop for DockerCleanup<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.sh(&format!(
+            "docker ps -aq | xargs -r docker rm -f; docker network rm {} 2>/dev/null; true",
+            self.1
+        ));
+    }
+}
+
+/// Through the cluster: a server, and an agent on a real host. The
+/// `.network` and `.volume` files are only loaded (Global units: their
+/// files on every machine); starting the container unit that names them
+/// makes the host's systemd start them first, and the container runs on
+/// the network they made.
+#[test]
+fn network_and_volume_files_through_a_server_and_an_agent() {
+    use common::hosts::{boot, journal, start_agent, wait_active, wait_for};
+    use common::{ServerProcess, ok};
+
+    let dir = TempDir::new("container-objects");
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let host = boot("ct-objects");
+    host.start_docker(CgroupDriver::Cgroupfs).unwrap();
+    host.load_busybox().unwrap();
+    let _cleanup = DockerCleanup(&host, "flotilla-market");
+    start_agent(&host, &server, "role=web");
+
+    dir.write("market.network", "[Network]\nSubnet=10.213.9.0/24\n");
+    dir.write("market.volume", "[Volume]\n");
+    dir.write(
+        "stall.service",
+        &format!("{SLEEP}Network=market.network\nIP=10.213.9.7\nVolume=market.volume:/data\n"),
+    );
+    ok(&server.run(
+        dir.path(),
+        &["load", "--no-block", "market.network", "market.volume"],
+    ));
+    ok(&server.run(dir.path(), &["start", "--no-block", "stall.service"]));
+    wait_active(&host, "stall.service");
+    for unit in ["market-network.service", "market-volume.service"] {
+        let state = host
+            .sh(&format!("systemctl show -P ActiveState {unit}"))
+            .unwrap();
+        assert_eq!(state.trim(), "active", "{unit}\n{}", journal(&host));
+    }
+    let ip = wait_for(&host, "the container on the network", || {
+        let out = host
+            .sh("docker inspect -f '{{json .NetworkSettings.Networks}}' flotilla-stall")
+            .ok()?;
+        let networks: Value = serde_json::from_str(&out).ok()?;
+        networks["flotilla-market"]["IPAddress"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    assert_eq!(ip, "10.213.9.7");
+    let mounts = host
+        .sh("docker inspect -f '{{range .Mounts}}{{.Name}}:{{.Destination}} {{end}}' flotilla-stall")
+        .unwrap();
+    assert!(mounts.contains("flotilla-market:/data"), "{mounts}");
+    let listed = ok(&server.run(dir.path(), &["list-unit-files", "-o", "json"]));
+    assert!(listed.contains("market-network.service"), "{listed}");
+
+    ok(&server.run(
+        dir.path(),
+        &[
+            "destroy",
+            "stall.service",
+            "market.network",
+            "market.volume",
+        ],
+    ));
+    wait_for(&host, "the container gone", || {
+        host.sh("docker ps -aq")
+            .is_ok_and(|o| o.trim().is_empty())
+            .then_some(())
+    });
+}
