@@ -25,6 +25,9 @@ const DROP: &str = "/srv/flotilla-units";
 /// address needs one the network was created with).
 const NET: &str = "flotest-net";
 const SUBNET: &str = "10.213.7.0/24";
+/// A second one.
+const NET2: &str = "flotest-net2";
+const SUBNET2: &str = "10.213.10.0/24";
 /// The Docker network of the test's `shop.network`.
 const OBJECT_NET: &str = "flotilla-shop";
 
@@ -109,7 +112,7 @@ impl Drop for TestHost {
     /// shares with the machine.
     fn drop(&mut self) {
         let _ = self.host.sh(&format!(
-            "docker ps -aq | xargs -r docker rm -f; docker network rm {NET} {OBJECT_NET} 2>/dev/null; true"
+            "docker ps -aq | xargs -r docker rm -f; docker network rm {NET} {NET2} {OBJECT_NET} 2>/dev/null; true"
         ));
     }
 }
@@ -179,7 +182,27 @@ fn user_network(t: &TestHost) {
     assert!(t.in_container("flotilla-netside", "test \"$(busybox hostname)\" = web-1"));
     t.stop("netside.service");
     t.stop("netweb.service");
-    t.sh(&format!("docker network rm {NET}"));
+
+    // Two user-defined networks, each with its own settings.
+    t.sh(&format!("docker network create --subnet {SUBNET2} {NET2}"));
+    t.run(
+        "nettwo.service",
+        &format!("{SLEEP}Network={NET}:alias=one\nNetwork={NET2}:ip=10.213.10.5,alias=two\n"),
+    );
+    let c = t.inspect("flotilla-nettwo");
+    assert_eq!(c["HostConfig"]["NetworkMode"], NET);
+    let networks = &c["NetworkSettings"]["Networks"];
+    assert!(
+        strings(&networks[NET]["Aliases"]).contains(&"one".to_owned()),
+        "{networks}"
+    );
+    assert_eq!(networks[NET2]["IPAddress"], "10.213.10.5", "{networks}");
+    assert!(
+        strings(&networks[NET2]["Aliases"]).contains(&"two".to_owned()),
+        "{networks}"
+    );
+    t.stop("nettwo.service");
+    t.sh(&format!("docker network rm {NET} {NET2}"));
 }
 
 /// `Network=host` and `Network=none`.

@@ -211,7 +211,16 @@ impl ContainerRuntime for Docker {
             .create_container(Some(options), create_body(config))
             .await
         {
-            Ok(created) => Ok(created.id),
+            Ok(created) => {
+                // Its networks after the first (see network::apply_docker).
+                let joined =
+                    super::network::connect_others(&self.client, &config.attach, &created.id).await;
+                if let Err(e) = joined {
+                    let _ = self.remove(&created.id).await;
+                    return Err(error(&config.name, e));
+                }
+                Ok(created.id)
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Err(RuntimeError::ImageNotFound {

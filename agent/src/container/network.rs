@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Mount as DockerMount,
     MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType as DockerType,
-    MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkingConfig,
+    MountVolumeOptions, MountVolumeOptionsDriverConfig, NetworkConnectRequest, NetworkingConfig,
 };
 use flotilla_proto::container::{ContainerSpec, Mount, MountType, Network};
 
@@ -128,27 +128,14 @@ pub(super) fn apply_docker(config: &AttachConfig, body: &mut ContainerCreateBody
             }
         }
     }
-    if !config.endpoints.is_empty() {
-        let endpoints = config
-            .endpoints
-            .iter()
-            .map(|e| {
-                let ipam = (e.ipv4.is_some() || e.ipv6.is_some()).then(|| EndpointIpamConfig {
-                    ipv4_address: e.ipv4.clone(),
-                    ipv6_address: e.ipv6.clone(),
-                    link_local_ips: None,
-                });
-                let settings = EndpointSettings {
-                    ipam_config: ipam,
-                    aliases: non_empty(&e.aliases),
-                    mac_address: e.mac.clone(),
-                    ..Default::default()
-                };
-                (e.network.clone(), settings)
-            })
-            .collect();
+    // The first network only: engines before API 1.44 (Docker 25) refuse
+    // more at create, so [`connect_others`] joins the rest.
+    if let Some(first) = config.endpoints.first() {
         body.networking_config = Some(NetworkingConfig {
-            endpoints_config: Some(endpoints),
+            endpoints_config: Some(HashMap::from([(
+                first.network.clone(),
+                endpoint_settings(first),
+            )])),
         });
     }
     let host = body.host_config.get_or_insert_with(HostConfig::default);
@@ -163,6 +150,37 @@ pub(super) fn apply_docker(config: &AttachConfig, body: &mut ContainerCreateBody
     if !config.tmpfs.is_empty() {
         host.tmpfs = Some(config.tmpfs.iter().cloned().collect::<HashMap<_, _>>());
     }
+}
+
+fn endpoint_settings(e: &Endpoint) -> EndpointSettings {
+    let ipam = (e.ipv4.is_some() || e.ipv6.is_some()).then(|| EndpointIpamConfig {
+        ipv4_address: e.ipv4.clone(),
+        ipv6_address: e.ipv6.clone(),
+        link_local_ips: None,
+    });
+    EndpointSettings {
+        ipam_config: ipam,
+        aliases: (!e.aliases.is_empty()).then(|| e.aliases.clone()),
+        mac_address: e.mac.clone(),
+        ..Default::default()
+    }
+}
+
+/// Joins the created container `id` to its networks after the first, each
+/// with its own settings, before it starts.
+pub(super) async fn connect_others(
+    client: &bollard::Docker,
+    config: &AttachConfig,
+    id: &str,
+) -> Result<(), bollard::errors::Error> {
+    for e in config.endpoints.iter().skip(1) {
+        let request = NetworkConnectRequest {
+            container: id.to_owned(),
+            endpoint_config: Some(endpoint_settings(e)),
+        };
+        client.connect_network(&e.network, request).await?;
+    }
+    Ok(())
 }
 
 fn docker_mount(m: &Mount) -> DockerMount {
@@ -265,9 +283,15 @@ mod tests {
         let mut body = ContainerCreateBody::default();
         apply_docker(&c, &mut body);
         assert_eq!(body.hostname.as_deref(), Some("w1"));
+        // The first network at create; the others are connected after.
         let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints.len(), 1);
         assert_eq!(
-            endpoints["back"].aliases.as_deref(),
+            endpoints["front"].aliases.as_deref(),
+            Some(&["api".to_owned(), "web".to_owned()][..])
+        );
+        assert_eq!(
+            endpoint_settings(&c.endpoints[1]).aliases.as_deref(),
             Some(&["web".to_owned()][..])
         );
         let host = body.host_config.unwrap();
