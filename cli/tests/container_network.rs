@@ -285,6 +285,33 @@ fn mounts_and_read_only(t: &TestHost) {
     t.stop("mounts.service");
     t.sh("docker volume rm flotest-vol; rm -rf /srv/ro-data");
 
+    // volume-subpath: older engines would ignore it and mount the whole
+    // volume, so the shim refuses it there, saying why.
+    let api = t.sh("docker version -f '{{.Server.APIVersion}}'");
+    let (major, minor) = api.trim().split_once('.').unwrap();
+    let new_enough = (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap()) >= (1, 45);
+    t.sh("docker volume create flotest-sub && docker run --rm -v flotest-sub:/v local/busybox:latest sh -c 'mkdir /v/a && echo sub > /v/a/f'");
+    let unit = "subpath.service";
+    t.install(
+        unit,
+        &format!("{SLEEP}Mount=type=volume,source=flotest-sub,destination=/sub,volume-subpath=a\n"),
+    );
+    let started = t.host.output(&["systemctl", "start", unit]).unwrap();
+    if new_enough {
+        assert!(started.status.success());
+        assert!(t.in_container("flotilla-subpath", "busybox grep -q sub /sub/f"));
+        t.stop(unit);
+    } else {
+        assert!(!started.status.success());
+        let journal = t.sh(&format!("journalctl -q -u {unit} --no-pager -o cat"));
+        assert!(
+            journal.contains("Mount= volume-subpath needs Docker 26 (API 1.45) or later"),
+            "{journal}"
+        );
+        t.sh(&format!("systemctl reset-failed {unit}"));
+    }
+    t.sh("docker volume rm flotest-sub");
+
     // ReadOnlyTmpfs=no: nothing is writable.
     t.run(
         "rofull.service",

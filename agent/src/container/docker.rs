@@ -206,6 +206,14 @@ impl ContainerRuntime for Docker {
             name: Some(config.name.clone()),
             platform: String::new(),
         };
+        let api = self.client.client_version();
+        let api = (api.major_version, api.minor_version);
+        if let Some(message) = super::network::engine_refuses(&config.attach, api) {
+            return Err(RuntimeError::Create {
+                container: config.name.clone(),
+                message,
+            });
+        }
         match self
             .client
             .create_container(Some(options), create_body(config))

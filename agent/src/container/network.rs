@@ -152,6 +152,37 @@ pub(super) fn apply_docker(config: &AttachConfig, body: &mut ContainerCreateBody
     }
 }
 
+/// Why an engine speaking Docker's API version `api` (major, minor) cannot
+/// do what `config` asks: older engines ignore the fields they do not know,
+/// which would mount a whole volume for a subpath, say.
+pub(super) fn engine_refuses(config: &AttachConfig, api: (usize, usize)) -> Option<String> {
+    let needs = |what: &str, docker: u32, minor: usize| {
+        (api < (1, minor)).then(|| {
+            format!(
+                "{what} needs Docker {docker} (API 1.{minor}) or later; this engine speaks API {}.{}",
+                api.0, api.1
+            )
+        })
+    };
+    let subpath = config.mounts.iter().any(|m| m.volume_subpath.is_some());
+    let read_only_recursion = config
+        .mounts
+        .iter()
+        .any(|m| matches!(m.bind_recursive.as_deref(), Some("writable" | "readonly")));
+    let mac = config.endpoints.iter().any(|e| e.mac.is_some());
+    None.or_else(|| {
+        subpath
+            .then(|| needs("Mount= volume-subpath", 26, 45))
+            .flatten()
+    })
+    .or_else(|| {
+        read_only_recursion
+            .then(|| needs("Mount= bind-recursive=writable or readonly", 25, 44))
+            .flatten()
+    })
+    .or_else(|| mac.then(|| needs("Network= mac=", 25, 44)).flatten())
+}
+
 fn endpoint_settings(e: &Endpoint) -> EndpointSettings {
     let ipam = (e.ipv4.is_some() || e.ipv6.is_some()).then(|| EndpointIpamConfig {
         ipv4_address: e.ipv4.clone(),
@@ -306,6 +337,21 @@ mod tests {
         assert_eq!(c.network_mode.as_deref(), Some("container:flotilla-db"));
         assert!(c.endpoints.is_empty());
         assert_eq!(config("").network_mode, None);
+    }
+
+    #[test]
+    fn settings_an_old_engine_would_ignore_are_refused() {
+        let c = config("Mount=type=volume,source=vv,destination=/v,volume-subpath=a");
+        let why = engine_refuses(&c, (1, 41)).unwrap();
+        assert!(
+            why.starts_with("Mount= volume-subpath needs Docker 26 (API 1.45)"),
+            "{why}"
+        );
+        assert_eq!(engine_refuses(&c, (1, 45)), None);
+        let c = config("Network=n:mac=02:42:ac:11:00:02");
+        assert!(engine_refuses(&c, (1, 43)).is_some());
+        assert_eq!(engine_refuses(&c, (1, 44)), None);
+        assert_eq!(engine_refuses(&config("Network=n"), (1, 24)), None);
     }
 
     #[test]
