@@ -1,7 +1,7 @@
 //! The network and mount keys of a container unit in Docker's terms:
-//! [`attach_config`] turns the spec's [`Attachments`] into an
+//! [`attach_config`] turns the spec's `Attachments` into an
 //! [`AttachConfig`] (engine-neutral, part of the
-//! [`super::runtime::CreateConfig`]), and [`apply_docker`] writes it into
+//! [`super::runtime::CreateConfig`]), and `apply_docker` writes it into
 //! Docker's create request: `HostConfig` (network mode, extra hosts, DNS,
 //! mounts, tmpfs), `NetworkingConfig` (each network's aliases and static
 //! addresses), the host name and the exposed ports.
