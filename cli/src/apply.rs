@@ -281,7 +281,10 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         } else if path
             .extension()
             .and_then(|e| e.to_str())
-            .is_some_and(|ext| UnitType::ALL.iter().any(|t| t.suffix() == ext))
+            .is_some_and(|ext| {
+                UnitType::ALL.iter().any(|t| t.suffix() == ext)
+                    || flotilla_proto::name::QUADLET_OBJECT_SUFFIXES.contains(&ext)
+            })
         {
             out.push(path);
         }

@@ -3,10 +3,11 @@
 //! `ExecReload=`),
 //! not by hand. The work is in `flotilla_agent::container::shim`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use flotilla_agent::container::object;
 use flotilla_agent::container::reload;
 use flotilla_agent::container::shim::{self, SHIM_FAILURE, UnitOptions, WatchdogMode};
 use flotilla_proto::UnitName;
@@ -46,6 +47,22 @@ enum Command {
         #[arg(long)]
         container: String,
     },
+    /// Create the Docker network of a .network unit unless it exists
+    /// (its ExecStart=), or remove it (--remove, its ExecStopPost= with
+    /// NetworkDeleteOnStop=yes).
+    Network {
+        #[command(flatten)]
+        unit: Unit,
+        /// Remove the network, if flotilla created it for this unit.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Create the Docker volume of a .volume unit unless it exists (its
+    /// ExecStart=).
+    Volume {
+        #[command(flatten)]
+        unit: Unit,
+    },
     /// Remove the unit's container if it is still there (ExecStopPost=).
     Cleanup {
         #[command(flatten)]
@@ -74,6 +91,13 @@ struct Unit {
 }
 
 impl Unit {
+    fn object(&self, kind: &str, remove: bool) -> anyhow::Result<()> {
+        let unit = UnitName::parse(&self.unit)
+            .with_context(|| format!("bad unit name {:?}", self.unit))?;
+        let path = object::unit_path(Path::new(shim::UNIT_DIR), &unit, self.unit_file.as_ref());
+        Ok(object::run(&unit, &path, kind, remove)?)
+    }
+
     fn options(&self) -> anyhow::Result<UnitOptions> {
         Ok(UnitOptions {
             watchdog: WatchdogMode::Health,
@@ -104,6 +128,14 @@ pub fn run(args: Args) -> ExitCode {
         Command::Reload { unit, container } => unit
             .options()
             .and_then(|o| reload::reload(&o, container).context("flotilla shim reload")),
+        Command::Network { unit, remove } => unit
+            .object("network", *remove)
+            .context("flotilla shim network")
+            .map(|()| 0),
+        Command::Volume { unit } => unit
+            .object("volume", false)
+            .context("flotilla shim volume")
+            .map(|()| 0),
         Command::Cleanup { unit, container } => unit
             .options()
             .and_then(|o| shim::cleanup(&o, container).context("flotilla shim cleanup"))

@@ -150,6 +150,7 @@ fn has_unit_suffix(path: &Path) -> bool {
             flotilla_proto::UnitType::ALL
                 .iter()
                 .any(|t| t.suffix() == ext)
+                || flotilla_proto::name::QUADLET_OBJECT_SUFFIXES.contains(&ext)
         })
 }
 

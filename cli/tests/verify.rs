@@ -159,3 +159,21 @@ fn no_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("required"));
 }
+
+#[test]
+fn network_and_volume_files_in_a_directory_are_checked() {
+    let dir = TempDir::new("objects");
+    dir.write("units/shop.network", "[Network]\nSubnet=10.9.0.0/24\n");
+    dir.write("units/shop.volume", "[Volume]\nDrivr=local\n");
+    dir.write(
+        "units/web.service",
+        "[Container]\nImage=nginx\nNetwork=shop.network\nVolume=shop.volume:/data\n",
+    );
+    let out = flotilla(&["verify", "units"], &dir.0, None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "units/shop.volume:2: error: [Volume] Drivr: unknown key in [Volume]; did you mean Driver?\n\
+         3 unit files checked: 1 error, 0 warnings\n"
+    );
+}

@@ -105,6 +105,10 @@ pub enum NameError {
     RuntimeOnlyType { name: String, suffix: String },
     #[error("unit name {name:?} has more than one '@'")]
     SeveralAt { name: String },
+    #[error(
+        "{name:?} names a .{suffix} file, which cannot be a template or an instance: a Docker {suffix} has one name per machine"
+    )]
+    QuadletTemplate { name: String, suffix: String },
     #[error("{instance:?} is not a valid instance name for template {template:?}")]
     BadInstance { template: String, instance: String },
 }
@@ -113,6 +117,8 @@ pub enum NameError {
 ///
 /// A name given without a known suffix means a service, as `systemctl`
 /// reads it: `web` is `web.service`, and `web.v2` is `web.v2.service`.
+/// Quadlet's `db.network` and `data.volume` are `db-network.service` and
+/// `data-volume.service`, as Quadlet names them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct UnitName {
@@ -125,6 +131,11 @@ pub struct UnitName {
 }
 
 const RUNTIME_ONLY: [&str; 2] = ["scope", "device"];
+
+/// Podman Quadlet's files that flotilla runs as services, named as Quadlet
+/// names them: `NAME.network` is the unit `NAME-network.service`, and
+/// `NAME.volume` is `NAME-volume.service` (see `crate::container::object`).
+pub const QUADLET_OBJECT_SUFFIXES: [&str; 2] = ["network", "volume"];
 
 /// Longest name an error shows whole.
 const MAX_SHOWN: usize = 512;
@@ -159,6 +170,18 @@ impl UnitName {
         }
         let full = match name.rsplit_once('.') {
             Some((_, suffix)) if UnitType::from_suffix(suffix).is_some() => name.to_owned(),
+            Some((stem, suffix)) if QUADLET_OBJECT_SUFFIXES.contains(&suffix) => {
+                if stem.is_empty() {
+                    return Err(NameError::EmptyPrefix { name: shown(name) });
+                }
+                if stem.contains('@') {
+                    return Err(NameError::QuadletTemplate {
+                        name: shown(name),
+                        suffix: suffix.to_owned(),
+                    });
+                }
+                format!("{stem}-{suffix}.service")
+            }
             Some((_, suffix)) if RUNTIME_ONLY.contains(&suffix) => {
                 return Err(NameError::RuntimeOnlyType {
                     name: shown(name),

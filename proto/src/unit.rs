@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::container::ContainerSpec;
+use crate::container::object::DockerObject;
 use crate::diagnostic::{Diagnostic, Diagnostics, UnitFileError};
 use crate::fleet::FleetOptions;
 use crate::name::{UnitName, UnitType};
@@ -19,7 +20,7 @@ pub use crate::unit_file::MAX_UNIT_FILE_BYTES;
 
 /// Sections systemd or flotilla reads. Other sections get a warning, except
 /// those starting with `X-`, which systemd reserves for extensions.
-const KNOWN_SECTIONS: [&str; 12] = [
+const KNOWN_SECTIONS: [&str; 14] = [
     "Unit",
     "Install",
     "Service",
@@ -32,6 +33,8 @@ const KNOWN_SECTIONS: [&str; 12] = [
     "Slice",
     "X-Fleet",
     "Container",
+    "Network",
+    "Volume",
 ];
 
 /// A unit file that parsed and validated, with the options flotilla reads.
@@ -44,6 +47,11 @@ pub struct UnitSpec {
     /// Present when the unit has a `[Container]` section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerSpec>,
+    /// Present when the unit is a `.network` or `.volume` file (a
+    /// `[Network]` or `[Volume]` section): the Docker network or volume it
+    /// creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<DockerObject>,
     pub resources: Resources,
     /// [`UnitFile::content_hash`] of the file.
     pub hash: String,
@@ -101,8 +109,11 @@ impl UnitSpec {
             return (None, diags.into_sorted());
         }
         check_sections(name, &file, &mut diags);
-        let fleet = FleetOptions::from_unit_file(name, &file, &mut diags);
+        let mut fleet = FleetOptions::from_unit_file(name, &file, &mut diags);
         let container = ContainerSpec::from_unit_file(name, &file, &mut diags);
+        let object = DockerObject::from_unit_file(name, &file, &mut diags);
+        // A network or volume is needed wherever a container names it.
+        fleet.global |= object.is_some();
         let resources = Resources::from_unit_file(name, &file, &mut diags);
         if diags.has_errors() {
             return (None, diags.into_sorted());
@@ -113,6 +124,7 @@ impl UnitSpec {
             file,
             fleet,
             container,
+            object,
             resources,
             hash,
         };

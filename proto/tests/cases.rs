@@ -7,7 +7,7 @@
 //! === what the case shows
 //! unit: web@1.service          (optional; default test.service)
 //! show: fleet resources        (optional; default file; any of:
-//!                               name file fleet container resources hash)
+//!                               name file fleet container object resources hash)
 //! --- input
 //! [Unit]
 //! Description=...
@@ -53,6 +53,7 @@ fn run_case(case: &Case) -> String {
             "name" => format!("{}\n", spec.name),
             "fleet" => json(&spec.fleet),
             "container" => json(&spec.container),
+            "object" => json(&spec.object),
             "resources" => json(&spec.resources),
             "hash" => format!("{}\n", spec.hash),
             other => panic!("case {:?}: unknown show {other:?}", case.title),
@@ -122,4 +123,6 @@ data_files! {
     fleet => "fleet.txt",
     container => "container.txt",
     container_host => "container_host.txt",
+    container_network => "container_network.txt",
+    container_objects => "container_objects.txt",
 }

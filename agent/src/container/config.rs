@@ -259,6 +259,7 @@ pub fn create_config(
         cap_drop: spec.drop_capabilities.clone(),
         cgroup_parent,
         host: Default::default(),
+        attach: super::network::attach_config(spec),
     }
 }
 

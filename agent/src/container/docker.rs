@@ -54,6 +54,12 @@ impl Docker {
         Ok(Docker { client })
     }
 
+    /// The engine's client, for calls outside [`ContainerRuntime`] (the
+    /// networks and volumes of [`super::object`]).
+    pub(crate) fn client(&self) -> &bollard::Docker {
+        &self.client
+    }
+
     /// The socket in `DOCKER_HOST` when it names a unix socket, else
     /// [`DEFAULT_SOCKET`].
     pub fn socket_from_env() -> String {
@@ -117,7 +123,7 @@ fn create_body(config: &CreateConfig) -> ContainerCreateBody {
         start_interval: None,
     });
     let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-    ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(config.image.clone()),
         cmd: non_empty(&config.cmd),
         entrypoint: config.entrypoint.clone(),
@@ -149,7 +155,9 @@ fn create_body(config: &CreateConfig) -> ContainerCreateBody {
             ..super::host_config::docker_host_config(&config.host)
         }),
         ..Default::default()
-    }
+    };
+    super::network::apply_docker(&config.attach, &mut body);
+    body
 }
 
 fn health(status: Option<&HealthStatusEnum>) -> Health {
@@ -225,12 +233,29 @@ impl ContainerRuntime for Docker {
             name: Some(config.name.clone()),
             platform: String::new(),
         };
+        let api = self.client.client_version();
+        let api = (api.major_version, api.minor_version);
+        if let Some(message) = super::network::engine_refuses(&config.attach, api) {
+            return Err(RuntimeError::Create {
+                container: config.name.clone(),
+                message,
+            });
+        }
         match self
             .client
             .create_container(Some(options), create_body(config))
             .await
         {
-            Ok(created) => Ok(created.id),
+            Ok(created) => {
+                // Its networks after the first (see network::apply_docker).
+                let joined =
+                    super::network::connect_others(&self.client, &config.attach, &created.id).await;
+                if let Err(e) = joined {
+                    let _ = self.remove(&created.id).await;
+                    return Err(error(&config.name, e));
+                }
+                Ok(created.id)
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Err(RuntimeError::ImageNotFound {

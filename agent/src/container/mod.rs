@@ -10,6 +10,9 @@
 //! - [`host_config`]: devices, limits, security options and what the
 //!   container takes from the host, in Docker's terms.
 //! - [`reload`]: `flotilla shim reload`, what `systemctl reload` does.
+//! - [`network`]: the network and mount keys in Docker's terms.
+//! - [`object`]: `.network` and `.volume` units, and the containers that
+//!   name them.
 //! - [`cgroup`]: the unit's cgroup subtree, where the shim and the
 //!   container live.
 //! - [`pull`]: the image pulled before the container is created, per
@@ -31,6 +34,8 @@ pub mod docker;
 mod docker_pull;
 pub mod fake;
 pub mod host_config;
+pub mod network;
+pub mod object;
 pub mod pull;
 pub mod reload;
 pub mod render;

@@ -53,12 +53,17 @@ pub const LIVENESS_WATCHDOG: Duration = Duration::from_secs(10);
 /// it kills what is left of the unit.
 pub const STOP_MARGIN: Duration = Duration::from_secs(10);
 
-/// Renders a container unit (one with a `[Container]` section) for systemd;
-/// `shim` is the path of the `flotilla` binary on the host. Returns `None`
-/// for a unit without a `[Container]` section.
+/// Renders a container unit (one with a `[Container]` section) for systemd,
+/// or a `.network` or `.volume` unit ([`super::object`]); `shim` is the
+/// path of the `flotilla` binary on the host. Returns `None` for any other
+/// unit.
 pub fn render_service(spec: &UnitSpec, shim: &Path) -> Option<UnitFile> {
+    if spec.object.is_some() {
+        return super::object::render_object(spec, shim);
+    }
     let container = spec.container.as_ref()?;
     let mut file = spec.file.clone();
+    super::object::add_requirements(&mut file, container);
     for section in &mut file.sections {
         if section.name == flotilla_proto::container::SECTION {
             section.name = RENDERED_SECTION.to_owned();

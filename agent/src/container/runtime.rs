@@ -168,6 +168,8 @@ pub struct CreateConfig {
     pub cgroup_parent: String,
     /// Devices, limits, kernel settings, groups and security options.
     pub host: super::host_config::HostSettings,
+    /// Networks, and the mounts beside `binds`.
+    pub attach: super::network::AttachConfig,
 }
 
 /// What a command run in a container did.

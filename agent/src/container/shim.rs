@@ -961,7 +961,8 @@ pub fn report_failure<N: Notifier>(notifier: &N, e: &ShimError) {
 
 fn run_unit(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
-    let spec = config::read_spec(&options.unit, &path)?;
+    let mut spec = config::read_spec(&options.unit, &path)?;
+    super::object::resolve(&mut spec, path.parent().unwrap_or(Path::new(UNIT_DIR)))?;
     let mut env_files = config::read_environment_files(&spec)?;
     env_files.extend(secrets::prepare(
         &spec,

@@ -55,12 +55,25 @@ pub const KEYS: &[&str] = &[
     "AuthFile",
     "AutoUpdate",
     "Secret",
+    "Network",
+    "NetworkAlias",
+    "IP",
+    "IP6",
+    "HostName",
+    "AddHost",
+    "DNS",
+    "DNSOption",
+    "DNSSearch",
+    "ExposeHostPort",
+    "Mount",
+    "Tmpfs",
+    "ReadOnlyTmpfs",
+    "VolatileTmp",
 ];
 
 /// Podman Quadlet `[Container]` keys that flotilla does not implement, with
 /// a hint where flotilla has another way to the same end.
 pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
-    ("AddHost", ""),
     (
         "CgroupsMode",
         "; the container always runs in the unit's cgroup",
@@ -69,10 +82,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
         "ContainersConfModule",
         "; containers.conf(5) modules configure Podman, and flotilla runs the container with Docker, which reads its own daemon.json",
     ),
-    ("DNS", ""),
-    ("DNSOption", ""),
-    ("DNSSearch", ""),
-    ("ExposeHostPort", ""),
     (
         "GIDMap",
         "; Docker has no user namespace of a container's own: its daemon maps the users of all containers or of none (userns-remap in daemon.json), so only UserNS=host has a meaning",
@@ -113,9 +122,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
         "HealthStartupTimeout",
         "; Docker has no separate startup health check: HealthStartPeriod= gives the container time to start before failed checks count",
     ),
-    ("HostName", ""),
-    ("IP", ""),
-    ("IP6", ""),
     (
         "LogOpt",
         "; the container's output goes to the unit's journal through flotilla's shim, and Docker keeps no log of its own to tune",
@@ -128,9 +134,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
         "Memory",
         "; the container runs in the unit's cgroup, so set MemoryMax= in [Service]",
     ),
-    ("Mount", "; use Volume="),
-    ("Network", ""),
-    ("NetworkAlias", ""),
     (
         "PidsLimit",
         "; the container runs in the unit's cgroup, so set TasksMax= in [Service]",
@@ -143,7 +146,6 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
         "PodmanArgs",
         "; its arguments are Podman's, and flotilla runs the container with Docker: each supported setting has its own key",
     ),
-    ("ReadOnlyTmpfs", ""),
     (
         "RemapGid",
         "; Docker has no user namespace of a container's own: its daemon maps the users of all containers or of none (userns-remap in daemon.json), so only UserNS=host has a meaning",
@@ -176,10 +178,8 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
         "SubUIDMap",
         "; Docker has no user namespace of a container's own: its daemon maps the users of all containers or of none (userns-remap in daemon.json), so only UserNS=host has a meaning",
     ),
-    ("Tmpfs", ""),
     (
         "UIDMap",
         "; Docker has no user namespace of a container's own: its daemon maps the users of all containers or of none (userns-remap in daemon.json), so only UserNS=host has a meaning",
     ),
-    ("VolatileTmp", ""),
 ];

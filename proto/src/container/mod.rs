@@ -37,6 +37,8 @@
 //! | `AuthFile=` (flotilla's) | an absolute path on the host to a file in Docker's `config.json` format | |
 //! | `AutoUpdate=` | `registry`: restart the unit when the registry has a newer image | |
 //! | `Secret=` | `NAME[,type=mount\|env][,target=…][,uid=…][,gid=…][,mode=…]`: a secret of the cluster, as a file or a variable ([`secret`]) | yes |
+//! | network keys (`Network=`, `NetworkAlias=`, `IP=`, `IP6=`, `HostName=`, `AddHost=`, `DNS=`, `DNSOption=`, `DNSSearch=`, `ExposeHostPort=`) | see `network` | most |
+//! | `Mount=`, `Tmpfs=`, `ReadOnlyTmpfs=`, `VolatileTmp=` | see `mounts` | `Mount=`, `Tmpfs=` |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
 //! assignment resets a key to its default, and an empty assignment of a
@@ -57,7 +59,7 @@
 //! or `mixed` (so that stopping the unit stops every process of the
 //! container; Quadlet has the same rule).
 //!
-//! Quadlet keys flotilla does not implement (`Pod=`, `Mount=`, ...) are
+//! Quadlet keys flotilla does not implement (`Pod=`, `Pull=`, ...) are
 //! errors that say so, rather than unknown keys.
 //!
 //! The parts: [`keys`] lists the keys, `reader` reads the section in file
@@ -73,12 +75,19 @@
 //! `AppArmor=`, `SecurityLabel*=`, `Unmask=`), [`inherit`] (`Timezone=`,
 //! `EnvironmentHost=`, `HttpProxy=`) and [`reload`] (`ReloadCmd=`,
 //! `ReloadSignal=`).
+//!
+//! [`object`] reads Quadlet's `.network` and `.volume` files, the Docker
+//! networks and volumes that container units name.
 
+mod attach;
 mod capability;
 pub mod host;
 mod image;
 pub mod inherit;
 pub mod keys;
+mod mounts;
+mod network;
+pub mod object;
 mod ports;
 mod pull;
 mod reader;
@@ -89,9 +98,17 @@ mod service;
 mod signal;
 mod volumes;
 
+pub use attach::Attachments;
 pub use host::{Device, HostOptions, Ulimit};
 pub use inherit::{InheritOptions, Timezone};
 pub use keys::KEYS;
+pub use mounts::{
+    MAX_MOUNTS, Mount, MountSpec, MountType, READ_ONLY_TMPFS, READ_ONLY_TMPFS_OPTIONS, Tmpfs,
+    VOLATILE_TMP_OPTIONS,
+};
+pub use network::{
+    EndpointOptions, ExposedPort, HostEntry, MAX_NETWORK_VALUES, Network, NetworkSpec,
+};
 pub use ports::{PortMapping, PortRange, Protocol};
 pub use pull::{AutoUpdate, ImagePull, PullPolicy};
 pub use reload::ReloadOptions;
@@ -242,6 +259,11 @@ pub struct ContainerSpec {
     /// `Secret=`: secrets given to the container (see [`secret`]).
     #[serde(default, skip_serializing_if = "ContainerSecrets::is_empty")]
     pub secrets: ContainerSecrets,
+    /// The network keys (`Network=`, `HostName=`, `DNS=`...) and the mount
+    /// keys beside `Volume=` (`Mount=`, `Tmpfs=`, `ReadOnlyTmpfs=`,
+    /// `VolatileTmp=`).
+    #[serde(default, skip_serializing_if = "Attachments::is_empty")]
+    pub attach: Attachments,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

@@ -146,7 +146,7 @@ pub(super) fn parse_port_mapping(text: &str) -> Result<PortMapping, String> {
     })
 }
 
-fn parse_port_range(text: &str, side: &str) -> Result<PortRange, String> {
+pub(super) fn parse_port_range(text: &str, side: &str) -> Result<PortRange, String> {
     let port = |p: &str| -> Result<u16, String> {
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("the {side} port {p:?} is not a number"));

@@ -11,6 +11,7 @@ use crate::unit_file::ValueRef;
 use crate::value::{parse_bool, split_words};
 use crate::work;
 
+use super::attach::{self, AttachReader};
 use super::capability::{CAPABILITIES, normalize_capability};
 use super::image::check_image;
 use super::keys::{KEYS, QUADLET_UNSUPPORTED};
@@ -44,6 +45,8 @@ pub(super) struct Reader<'a> {
     port_lines: Vec<u32>,
     /// The line of each effective `Volume=`, by its path in the container.
     volume_targets: HashMap<String, u32>,
+    /// The network and mount keys.
+    attach: AttachReader,
 }
 
 /// A value after specifier expansion.
@@ -91,6 +94,7 @@ impl<'a> Reader<'a> {
                 reload: Default::default(),
                 pull: Default::default(),
                 secrets: Default::default(),
+                attach: Default::default(),
             },
             image_set: false,
             health_cmd_set: false,
@@ -99,6 +103,7 @@ impl<'a> Reader<'a> {
             health_tuning: Vec::new(),
             port_lines: Vec::new(),
             volume_targets: HashMap::new(),
+            attach: AttachReader::default(),
         }
     }
 
@@ -291,6 +296,7 @@ impl<'a> Reader<'a> {
                 self.own(&v, |s, k, x| reload::read(&mut s.reload, k, x))
             }
             "Pull" | "AuthFile" | "AutoUpdate" => self.pull(&v),
+            key if attach::handles(key) => self.attach.entry(self.name, self.diags, &v),
             key => {
                 let message = match QUADLET_UNSUPPORTED.iter().find(|(k, _)| *k == key) {
                     Some((_, hint)) => {
@@ -311,6 +317,11 @@ impl<'a> Reader<'a> {
                 "[Container] needs Image=, the image to run, such as Image=docker.io/library/nginx:1.27",
             ));
         }
+        self.spec.attach = std::mem::take(&mut self.attach).finish(
+            self.port_lines.first().copied(),
+            &self.volume_targets,
+            self.diags,
+        );
         let disabled = self.spec.health_cmd == Some(HealthCmd::None);
         let missing = if disabled {
             Some("HealthCmd=none disables it")

@@ -33,7 +33,8 @@ impl Volume {
 pub enum VolumeSource {
     /// An absolute path on the host (a bind mount).
     Path(String),
-    /// A named Docker volume, created if missing.
+    /// A named Docker volume, created if missing; `NAME.volume` is the
+    /// volume of the unit `NAME-volume.service`.
     Named(String),
 }
 
@@ -65,9 +66,8 @@ pub(super) fn parse_volume(parts: &[String]) -> Result<Volume, String> {
         None => None,
         Some(s) if s.starts_with('/') => Some(VolumeSource::Path(s.clone())),
         Some(s) if s.ends_with(".volume") => {
-            return Err(format!(
-                "{s:?} names a Podman Quadlet .volume unit, which flotilla does not support; name a Docker volume or an absolute host path"
-            ));
+            super::object::check_reference(s, "volume")?;
+            Some(VolumeSource::Named(s.clone()))
         }
         Some(s) if check_container_name(s).is_ok() => Some(VolumeSource::Named(s.clone())),
         Some(s) if s.starts_with('.') || s.starts_with('~') => {
