@@ -384,7 +384,7 @@ impl<'a> Reader<'a> {
         match split_words(v.value) {
             Ok(words) => Some(words),
             Err(e) => {
-                self.error(v, format!("bad quoting: {e}"));
+                self.error(v, format!("bad quoting or escape: {e}"));
                 None
             }
         }
