@@ -161,3 +161,54 @@ fn flotilla_splits_words_as_systemd_does() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Every specifier flotilla expands, in a unit whose name has dashes, an
+/// instance and a prefix to unescape.
+const SPECIFIERS: &str = "n N p P i I j J f h u U g G t S C L E T V d";
+
+#[test]
+fn flotilla_expands_specifiers_as_systemd_does() {
+    let assignments: Vec<String> = SPECIFIERS
+        .split(' ')
+        .map(|s| {
+            format!(
+                "T_{}=%{s}",
+                if s.chars().all(|c| c.is_ascii_lowercase()) {
+                    format!("{s}_")
+                } else {
+                    s.to_owned()
+                }
+            )
+        })
+        .collect();
+    let environment = assignments.join(" ");
+    let host = Host::boot("specifiers", &HostOptions::default()).unwrap();
+    std::fs::write(
+        host_path(&host, &format!("{UNIT_DIR}/srv-web@.service")),
+        format!(
+            "[Service]\nType=oneshot\nEnvironment={environment}\nExecStart=/bin/sh -c \"env -0 > /run/%i.out\"\n"
+        ),
+    )
+    .unwrap();
+    host.run(&["systemctl", "daemon-reload"]).unwrap();
+    host.run(&["systemctl", "start", "srv-web@a-b.service"])
+        .unwrap();
+    let bytes = std::fs::read(host_path(&host, "/run/a-b.out")).unwrap();
+    let systemd: std::collections::BTreeMap<String, String> = fields(&bytes)
+        .into_iter()
+        .map(|f| String::from_utf8(f).unwrap())
+        .filter(|f| f.starts_with("T_"))
+        .map(|f| {
+            let (k, v) = f.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+
+    let name = flotilla_proto::UnitName::parse("srv-web@a-b.service").unwrap();
+    let text = format!("[Container]\nImage=nginx\nEnvironment={environment}\n");
+    let (spec, diagnostics) = flotilla_proto::UnitSpec::read(&name, &text);
+    let spec = spec.unwrap_or_else(|| panic!("{diagnostics:?}"));
+    let flotilla = spec.container.unwrap().environment;
+    assert_eq!(systemd.len(), assignments.len(), "{systemd:?}");
+    assert_eq!(flotilla, systemd, "flotilla (left) and systemd (right)");
+}

@@ -39,10 +39,13 @@
 //! repeatable key empties the list so far. Stricter than systemd and Quadlet:
 //! a bad value is an error, not skipped.
 //!
-//! Specifiers `%n`, `%N`, `%p`, `%i` and `%%` are expanded for the unit's
-//! name, as in `[X-Fleet]`; any other specifier is an error, because it
-//! would name something on the host. In a template (`web@.service`), values
-//! that use `%i` are checked when an instance is made from it.
+//! Specifiers are expanded as the system manager expands them in a system
+//! service (`specifiers`): those of the unit's name (`%n %N %p %i ...`) and
+//! the manager's fixed directories and user (`%h` is `/root`, `%t` `/run`,
+//! `%S` `/var/lib`, `%U` `0`...). Those naming the host the unit lands on
+//! (`%H`, `%m`, `%b`...) are errors: flotilla reads a unit once for every
+//! host. In a template (`web@.service`), values that use its instance are
+//! checked when an instance is made from it.
 //!
 //! The unit as a whole must also fit what flotilla renders: only a
 //! `.service` can have a `[Container]` section, and its `[Service]` section
@@ -68,6 +71,7 @@ mod ports;
 mod reader;
 mod service;
 mod signal;
+mod specifiers;
 mod volumes;
 
 pub use keys::KEYS;

@@ -15,6 +15,7 @@ use super::capability::{CAPABILITIES, normalize_capability};
 use super::image::check_image;
 use super::keys::{KEYS, QUADLET_UNSUPPORTED};
 use super::ports::{host_ports_clash, parse_port_mapping, protocol_name};
+use super::specifiers::expand_specifiers;
 use super::volumes::parse_volume;
 use super::{
     ContainerSpec, DEFAULT_STOP_TIMEOUT, HealthCmd, HealthOnFailure, MAX_PUBLISHED_PORTS, Notify,
@@ -712,40 +713,6 @@ fn push_unique(list: &mut Vec<String>, items: Vec<String>) {
             list.push(item);
         }
     }
-}
-
-/// Expands `%n %N %p %i %%` for `name`. `Ok(None)` when `name` is a
-/// template and the text uses `%i`: its value is known only per instance.
-pub(super) fn expand_specifiers(name: &UnitName, text: &str) -> Result<Option<String>, String> {
-    if !text.contains('%') {
-        return Ok(Some(text.to_owned()));
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut deferred = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push_str(name.as_str()),
-            Some('N') => out.push_str(name.stem()),
-            Some('p') => out.push_str(name.prefix()),
-            Some('i') if name.is_template() => deferred = true,
-            Some('i') => out.push_str(name.instance().unwrap_or("")),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                return Err(format!(
-                    "specifier %{other} is not supported: flotilla expands %n, %N, %p, %i and %% (a literal %)"
-                ));
-            }
-            None => {
-                return Err("the value ends in a lone '%': write %% for a literal %".to_owned());
-            }
-        }
-    }
-    Ok((!deferred).then_some(out))
 }
 
 /// `user[:group]`, each a name or a number.
