@@ -15,10 +15,10 @@
 //! |---|---|---|
 //! | `Image=` (required) | an image reference, `docker.io/library/nginx:1.27`, `app@sha256:…` | |
 //! | `Exec=` | arguments after the image, with systemd command-line quoting | |
-//! | `Entrypoint=` | a program, or a JSON array `["/bin/sh", "-c"]` (`[]` clears the image's) | |
+//! | `Entrypoint=` | a program, or a JSON array `["/bin/sh", "-c"]` (`[]` or an empty `Entrypoint=` clears the image's, as in Quadlet) | |
 //! | `Environment=` | `NAME=value` words, quoted as in systemd: `Environment="A=b c" D=e` | yes |
 //! | `EnvironmentFile=` | absolute paths on the host, several per line | yes |
-//! | `PublishPort=` | `[[IP:][HOST-PORT]:]CONTAINER-PORT[/tcp\|udp\|sctp]`, ports or ranges `8000-8009` | yes |
+//! | `PublishPort=` | `[[IP:][HOST-PORT]:]CONTAINER-PORT[/tcp\|udp\|sctp]`, ports or ranges `8000-8009`; an empty IP (`:80:92`) is every address | yes |
 //! | `Volume=` | `[SOURCE:]CONTAINER-DIR[:OPTIONS]`; SOURCE an absolute host path or a volume name | yes |
 //! | `User=` | `user[:group]`, names or numbers | |
 //! | `WorkingDir=` | an absolute path in the container | |
@@ -35,8 +35,11 @@
 //! | `AddCapability=`, `DropCapability=` | capabilities, with or without `CAP_`, any case, or `ALL` | yes |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
-//! assignment resets a key to its default, and an empty assignment of a
-//! repeatable key empties the list so far. Stricter than systemd and Quadlet:
+//! assignment resets a key to its default (but `Entrypoint=`, which clears
+//! the image's, as in Quadlet), and an empty assignment of a repeatable key
+//! empties the list so far. Single-valued keys are read as Quadlet's
+//! `Lookup()` reads them: every `"` at either end is removed
+//! (`Image="nginx"`), with a warning when they were not a pair. Stricter than systemd and Quadlet:
 //! a bad value is an error, not skipped.
 //!
 //! Specifiers are expanded as the system manager expands them in a system

@@ -102,6 +102,7 @@ impl<'a> Reader<'a> {
 
     pub(super) fn entry(&mut self, v: ValueRef<'_>) {
         work::charge(v.key.len() + v.value.len() + 1);
+        let v = self.quadlet_lookup(v);
         let value = v.value;
         match v.key {
             "Image" => self.image(&v),
@@ -335,6 +336,29 @@ impl<'a> Reader<'a> {
         self.spec
     }
 
+    /// The value of a single-valued key as Quadlet's `Lookup()` reads it:
+    /// every `"` at either end removed (`Image="nginx"` is `nginx`). A
+    /// warning when the quotes removed were not a pair.
+    fn quadlet_lookup<'v>(&mut self, v: ValueRef<'v>) -> ValueRef<'v> {
+        if !QUADLET_LOOKUP_KEYS.contains(&v.key) {
+            return v;
+        }
+        let trimmed = v.value.trim_matches('"');
+        if trimmed.len() != v.value.len() {
+            let leading = v.value.len() - v.value.trim_start_matches('"').len();
+            let trailing = v.value.len() - v.value.trim_end_matches('"').len();
+            if leading != trailing || trimmed.is_empty() {
+                self.diags.push(v.warning(format!(
+                    "read as {trimmed:?}: as Podman Quadlet does, every '\"' at either end of the value is removed"
+                )));
+            }
+        }
+        ValueRef {
+            value: trimmed,
+            ..v
+        }
+    }
+
     /// Expands specifiers in `text`, part of value `v`; reports bad ones.
     fn expand(&mut self, v: &ValueRef<'_>, text: &str) -> Expanded {
         match expand_specifiers(self.name, text) {
@@ -415,6 +439,8 @@ impl<'a> Reader<'a> {
     fn entrypoint(&mut self, v: &ValueRef<'_>) {
         self.spec.entrypoint = None;
         if v.value.is_empty() {
+            // Quadlet passes `--entrypoint=` on: the image's is cleared.
+            self.spec.entrypoint = Some(Vec::new());
             return;
         }
         let Expanded::Value(text) = self.expand(v, v.value) else {
@@ -689,6 +715,27 @@ impl<'a> Reader<'a> {
         out
     }
 }
+
+/// The keys Quadlet reads with `Lookup()`, which removes every `"` at
+/// either end of the value; the others are word lists, or read as written.
+const QUADLET_LOOKUP_KEYS: &[&str] = &[
+    "Image",
+    "Entrypoint",
+    "User",
+    "WorkingDir",
+    "ContainerName",
+    "HealthCmd",
+    "HealthInterval",
+    "HealthTimeout",
+    "HealthRetries",
+    "HealthStartPeriod",
+    "HealthOnFailure",
+    "Notify",
+    "StopSignal",
+    "StopTimeout",
+    "ReadOnly",
+    "RunInit",
+];
 
 #[derive(Clone, Copy)]
 enum Assignments {
