@@ -36,6 +36,7 @@ pub mod fleet_v1;
 pub mod inspect;
 pub mod machine;
 pub mod name;
+pub mod quadlet;
 pub mod resources;
 pub mod state;
 pub mod suggest;
