@@ -110,4 +110,9 @@ pub(super) const QUADLET_UNSUPPORTED: &[(&str, &str)] = &[
     ("Unmask", ""),
     ("UserNS", ""),
     ("VolatileTmp", ""),
+    ("AppArmor", ""),
+    (
+        "HttpProxy",
+        "; set HTTP_PROXY, HTTPS_PROXY and NO_PROXY with Environment=",
+    ),
 ];

@@ -70,6 +70,7 @@
 mod capability;
 mod image;
 pub mod keys;
+pub mod keys_doc;
 mod ports;
 mod reader;
 mod service;

@@ -14,6 +14,7 @@ use crate::work;
 use super::capability::{CAPABILITIES, normalize_capability};
 use super::image::check_image;
 use super::keys::{KEYS, QUADLET_UNSUPPORTED};
+use super::keys_doc::unsupported_reason;
 use super::ports::{host_ports_clash, parse_port_mapping, protocol_name};
 use super::specifiers::expand_specifiers;
 use super::volumes::parse_volume;
@@ -272,9 +273,12 @@ impl<'a> Reader<'a> {
             }
             key => {
                 let message = match QUADLET_UNSUPPORTED.iter().find(|(k, _)| *k == key) {
-                    Some((_, hint)) => {
-                        format!("this Podman Quadlet key is not supported by flotilla{hint}")
-                    }
+                    Some(_) => match unsupported_reason(key) {
+                        "" => "this Podman Quadlet key is not supported by flotilla".to_owned(),
+                        why => {
+                            format!("this Podman Quadlet key is not supported by flotilla; {why}")
+                        }
+                    },
                     None => suggest::unknown_key_message(SECTION, key, KEYS.iter().copied()),
                 };
                 self.error(&v, message);
