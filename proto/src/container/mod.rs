@@ -16,7 +16,7 @@
 //! | `Image=` (required) | an image reference, `docker.io/library/nginx:1.27`, `app@sha256:…` | |
 //! | `Exec=` | arguments after the image, with systemd command-line quoting | |
 //! | `Entrypoint=` | a program, or a JSON array `["/bin/sh", "-c"]` (`[]` or an empty `Entrypoint=` clears the image's, as in Quadlet) | |
-//! | `Environment=` | `NAME=value` words, quoted as in systemd: `Environment="A=b c" D=e` | yes |
+//! | `Environment=` | `NAME=value` words, quoted as in systemd: `Environment="A=b c" D=e`; a bare `NAME` passes the service's own variable | yes |
 //! | `EnvironmentFile=` | absolute paths on the host, several per line | yes |
 //! | `PublishPort=` | `[[IP:][HOST-PORT]:]CONTAINER-PORT[/tcp\|udp\|sctp]`, ports or ranges `8000-8009`; an empty IP (`:80:92`) is every address | yes |
 //! | `Volume=` | `[SOURCE:]CONTAINER-DIR[:OPTIONS]`; SOURCE an absolute host path or a volume name | yes |
@@ -68,6 +68,7 @@
 //! unit.
 
 mod capability;
+mod from_service;
 mod image;
 pub mod keys;
 pub mod keys_doc;
@@ -78,6 +79,7 @@ mod signal;
 mod specifiers;
 mod volumes;
 
+pub use from_service::FromService;
 pub use keys::KEYS;
 pub use ports::{PortMapping, PortRange, Protocol};
 pub use signal::{Signal, SignalError};
@@ -206,6 +208,10 @@ pub struct ContainerSpec {
     /// that forwards signals and reaps zombies (Docker's `--init`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub init: bool,
+    /// What the container takes from the service's environment
+    /// (`Environment=NAME`).
+    #[serde(default, skip_serializing_if = "FromService::is_empty")]
+    pub from_service: FromService,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

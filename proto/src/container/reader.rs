@@ -86,6 +86,7 @@ impl<'a> Reader<'a> {
                 add_capabilities: Vec::new(),
                 drop_capabilities: Vec::new(),
                 init: false,
+                from_service: Default::default(),
             },
             image_set: false,
             health_cmd_set: false,
@@ -112,14 +113,27 @@ impl<'a> Reader<'a> {
             "Environment" => {
                 if value.is_empty() {
                     self.spec.environment.clear();
+                    self.spec.from_service.environment.clear();
                 } else if let Some(pairs) = self.assignments(&v, Assignments::Environment) {
-                    self.spec.environment.extend(pairs);
+                    for (name, value) in pairs {
+                        match value {
+                            Some(value) => {
+                                self.spec.from_service.environment.remove(&name);
+                                self.spec.environment.insert(name, value);
+                            }
+                            None => {
+                                self.spec.environment.remove(&name);
+                                self.spec.from_service.environment.insert(name);
+                            }
+                        }
+                    }
                 }
             }
             "Label" => {
                 if value.is_empty() {
                     self.spec.labels.clear();
                 } else if let Some(pairs) = self.assignments(&v, Assignments::Label) {
+                    let pairs = pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
                     self.spec.labels.extend(pairs);
                 }
             }
@@ -465,12 +479,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// `NAME=value` words of `Environment=` or `Label=`.
+    /// `NAME=value` words of `Environment=` or `Label=`, in order; a bare
+    /// `NAME` of `Environment=` has no value.
     fn assignments(
         &mut self,
         v: &ValueRef<'_>,
         kind: Assignments,
-    ) -> Option<Vec<(String, String)>> {
+    ) -> Option<Vec<(String, Option<String>)>> {
         let mut out = Vec::new();
         for word in self.words(v)? {
             let word = match self.expand(v, &word) {
@@ -478,6 +493,11 @@ impl<'a> Reader<'a> {
                 Expanded::Deferred | Expanded::Failed => continue,
             };
             let Some((key, value)) = word.split_once('=') else {
+                if matches!(kind, Assignments::Environment) && is_env_name(&word) {
+                    // Quadlet's `Environment=FOO`: the service's own FOO.
+                    out.push((word, None));
+                    continue;
+                }
                 self.error(v, format!("expected {}, found {word:?}", kind.shape()));
                 continue;
             };
@@ -497,7 +517,7 @@ impl<'a> Reader<'a> {
                 }
                 _ => {}
             }
-            out.push((key.to_owned(), value.to_owned()));
+            out.push((key.to_owned(), Some(value.to_owned())));
         }
         Some(out)
     }
