@@ -52,6 +52,25 @@ fn is_separator(c: char) -> bool {
 /// escape (`\ `, `\q`, an escape of NUL), a trailing backslash and an
 /// unterminated quote are errors.
 pub fn split_words(value: &str) -> Result<Vec<String>, WordsError> {
+    split(value, Escapes::Decode)
+}
+
+/// Splits a value into words as systemd's `config_parse_strv()` does
+/// (`EXTRACT_UNQUOTE | EXTRACT_RETAIN_ESCAPE`), and as fleet passes
+/// `[X-Fleet]` values on: quotes group words as in [`split_words`], and a
+/// backslash is an ordinary character, kept (so `Conflicts=web\*` is the
+/// glob `web\*`, which matches `web*` only).
+pub fn split_words_keeping_backslashes(value: &str) -> Result<Vec<String>, WordsError> {
+    split(value, Escapes::Keep)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escapes {
+    Decode,
+    Keep,
+}
+
+fn split(value: &str, escapes: Escapes) -> Result<Vec<String>, WordsError> {
     let mut words = Vec::new();
     let mut word: Vec<u8> = Vec::new();
     let mut in_word = false;
@@ -60,7 +79,7 @@ pub fn split_words(value: &str) -> Result<Vec<String>, WordsError> {
     while let Some(c) = rest.chars().next() {
         rest = &rest[c.len_utf8()..];
         match c {
-            '\\' => {
+            '\\' if escapes == Escapes::Decode => {
                 if rest.is_empty() {
                     return Err(WordsError::TrailingBackslash);
                 }
@@ -212,6 +231,19 @@ mod tests {
         assert_eq!(split_words("a\\"), Err(WordsError::TrailingBackslash));
         // Only systemd's WHITESPACE separates words.
         assert_eq!(split_words("a\u{a0}b").unwrap(), ["a\u{a0}b"]);
+    }
+
+    #[test]
+    fn words_keeping_backslashes() {
+        let split = split_words_keeping_backslashes;
+        assert_eq!(
+            split(r#"web\* "a b" x\"#).unwrap(),
+            [r"web\*", "a b", r"x\"]
+        );
+        // A backslash does not escape a quote or a space.
+        assert_eq!(split(r#""a\" b\ c"#).unwrap(), [r"a\", r"b\", "c"]);
+        assert_eq!(split(r"\x41").unwrap(), [r"\x41"]);
+        assert_eq!(split("'a"), Err(WordsError::UnterminatedQuote('\'')));
     }
 
     #[test]
