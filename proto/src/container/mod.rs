@@ -23,7 +23,7 @@
 //! | `User=` | `user[:group]`, names or numbers | |
 //! | `WorkingDir=` | an absolute path in the container | |
 //! | `ContainerName=` | a Docker container name; default `flotilla-` and the unit name without its suffix | |
-//! | `Label=` | `key=value` words, as `Environment=` | yes |
+//! | `Label=` | `key=value` words, as `Environment=`; a bare `key` has an empty value | yes |
 //! | `HealthCmd=` | a shell command, a JSON array (exec form), or `none` to disable the image's check | |
 //! | `HealthInterval=`, `HealthTimeout=`, `HealthStartPeriod=` | time spans (`30s`, `1min 30s`), at least 1ms | |
 //! | `HealthRetries=` | a positive whole number | |

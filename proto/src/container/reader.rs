@@ -498,6 +498,11 @@ impl<'a> Reader<'a> {
                     out.push((word, None));
                     continue;
                 }
+                if matches!(kind, Assignments::Label) && !word.is_empty() {
+                    // Quadlet's `Label=KEY` (`--label KEY`): an empty value.
+                    out.push((word, Some(String::new())));
+                    continue;
+                }
                 self.error(v, format!("expected {}, found {word:?}", kind.shape()));
                 continue;
             };
