@@ -68,7 +68,7 @@ fn verify_of_a_directory_reads_container_files_and_reports_the_others() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stdout(&out),
-        "units/bad.container:3: error: [Container] Pod: this Podman Quadlet key is not supported by flotilla\n\
+        "units/bad.container:3: error: [Container] Pod: this Podman Quadlet key is not supported by flotilla; Podman pods have no Docker counterpart\n\
          units/data.volume: warning: Podman Quadlet .volume files are not read by flotilla: skipped\n\
          units/net.network: warning: Podman Quadlet .network files are not read by flotilla: skipped\n\
          2 unit files checked: 1 error, 2 warnings\n"
