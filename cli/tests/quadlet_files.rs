@@ -136,6 +136,6 @@ fn submit_start_and_apply_take_container_files() {
     ok(&s.run(dir.path(), &["apply", "--no-block", repo.to_str().unwrap()]));
     assert_eq!(
         ok(&s.run(dir.path(), &["cat", "db.service"])),
-        "[Container]\nImage=postgres:16\n\n\n[Service]\nRestart=always\n"
+        "[Container]\nImage=postgres:16\n\n[Service]\nRestart=always\n"
     );
 }

@@ -147,7 +147,9 @@ impl Merged {
         let mut parts = vec![(main.file, 1)];
         let mut texts = Vec::new();
         for dropin in dropins {
-            text.push_str("\n\n");
+            // An empty line between the files: no line continues into the
+            // next file.
+            text.push_str(if text.ends_with('\n') { "\n" } else { "\n\n" });
             let start = u32::try_from(count_lines(&text) + 1).unwrap_or(u32::MAX);
             text.push_str(&dropin.text);
             parts.push((dropin.file, start));
