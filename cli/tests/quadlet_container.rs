@@ -2,8 +2,9 @@
 //! systemd host with a real Docker engine: the values reach the container
 //! as Quadlet and systemd would give them (C escapes decoded, specifiers of
 //! the system manager expanded, a quoted `Image=`, an empty `Entrypoint=`,
-//! and `Environment=NAME` taking the service's own variable from
-//! `[Service] Environment=`).
+//! `Environment=NAME` taking the service's own variable from
+//! `[Service] Environment=`, and `${NAME}` and `$$` in `Exec=` substituted
+//! from it as systemd does in Quadlet's `ExecStart=`).
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod common;
@@ -26,7 +27,7 @@ Description=values as Quadlet reads them
 [Container]
 Image="local/busybox:latest"
 Entrypoint=
-Exec=sh -c 'echo "from-service=$FROM_SERVICE unset=${UNSET_ONE-none} escaped=$ESCAPED home=%h run=%t"'
+Exec=sh -c 'echo "from-service=$FROM_SERVICE unset=$${UNSET_ONE-none} escaped=$ESCAPED home=%h run=%t systemd=${FROM_SERVICE}"'
 Environment=FROM_SERVICE UNSET_ONE
 
 [Service]
@@ -78,7 +79,7 @@ fn a_quadlet_file_runs_with_its_values_as_quadlet_reads_them() {
         host.sh("journalctl -q -u values.service --no-pager -o cat")
             .unwrap_or_default()
     };
-    let expected = "from-service=hello world unset=none escaped=AB\u{e9} x home=/root run=/run";
+    let expected = "from-service=hello world unset=none escaped=AB\u{e9} x home=/root run=/run systemd=hello world";
     let found = host.wait_for("the container's line", Duration::from_secs(30), || {
         journal().lines().any(|l| l == expected)
     });

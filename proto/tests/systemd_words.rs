@@ -10,6 +10,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use flotilla_proto::container::exec_env::substitute;
 use flotilla_proto::value::split_words;
 use flotilla_testbed::{Host, HostOptions};
 
@@ -27,6 +28,22 @@ const ARGV_SCRIPT: &str =
 enum Kind {
     Exec,
     Env,
+    /// `ExecStart=` with [`EXEC_ENV`] set: `$` substituted.
+    ExecEnv,
+}
+
+/// The service environment of `execenv` cases, as systemd reads it.
+const EXEC_ENV: &str = r#""T_ONE=a b  'c d'" "T_X=x y" T_EMPTY= "T_BS=p\\ q""#;
+
+/// [`EXEC_ENV`] as flotilla's lookup sees it.
+fn exec_env(name: &str) -> Option<String> {
+    match name {
+        "T_ONE" => Some("a b  'c d'".to_owned()),
+        "T_X" => Some("x y".to_owned()),
+        "T_EMPTY" => Some(String::new()),
+        "T_BS" => Some("p\\ q".to_owned()),
+        _ => None,
+    }
 }
 
 struct Case {
@@ -45,6 +62,7 @@ fn cases() -> Vec<Case> {
             let kind = match kind {
                 "exec" => Kind::Exec,
                 "env" => Kind::Env,
+                "execenv" => Kind::ExecEnv,
                 other => panic!("{DATA}:{}: unknown kind {other:?}", i + 1),
             };
             Case {
@@ -56,9 +74,20 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
-/// Line 3 holds the value in every unit.
+/// The line of the unit that holds the value.
+fn value_line(kind: Kind) -> u32 {
+    match kind {
+        Kind::Exec | Kind::Env => 3,
+        Kind::ExecEnv => 4,
+    }
+}
+
 fn unit_text(case: &Case, out: &str) -> String {
     match case.kind {
+        Kind::ExecEnv => format!(
+            "[Service]\nType=oneshot\nEnvironment={EXEC_ENV}\nExecStart=/run/argv.sh {out} {}\n",
+            case.value
+        ),
         Kind::Exec => format!(
             "[Service]\nType=oneshot\nExecStart=/run/argv.sh {out} {}\n",
             case.value
@@ -105,7 +134,10 @@ fn flotilla_splits_words_as_systemd_does() {
         let unit = format!("w{i}.service");
         let path = format!("{UNIT_DIR}/{unit}");
         let what = format!("{DATA}:{}: {:?}", case.line, case.value);
-        let flotilla = split_words(&case.value);
+        let flotilla = split_words(&case.value).map(|words| match case.kind {
+            Kind::ExecEnv => substitute(&words, exec_env),
+            Kind::Exec | Kind::Env => words,
+        });
         // Whatever flotilla says, systemd runs the unit: a refused value
         // is then compared with what systemd made of it.
         let _ = host.output(&["systemctl", "start", &unit]).unwrap();
@@ -113,7 +145,7 @@ fn flotilla_splits_words_as_systemd_does() {
         let systemd: Option<Vec<Vec<u8>>> = got.ok().map(|bytes| {
             let all = fields(&bytes);
             match case.kind {
-                Kind::Exec => all,
+                Kind::Exec | Kind::ExecEnv => all,
                 Kind::Env => {
                     let mut vars: Vec<_> =
                         all.into_iter().filter(|f| f.starts_with(b"T_")).collect();
@@ -146,7 +178,10 @@ fn flotilla_splits_words_as_systemd_does() {
                 let verify = host.output(&["systemd-analyze", "verify", &path]).unwrap();
                 let said = String::from_utf8_lossy(&verify.stderr).into_owned()
                     + &String::from_utf8_lossy(&verify.stdout);
-                let warned = said.lines().any(|l| l.starts_with(&format!("{path}:3:")));
+                let line = value_line(case.kind);
+                let warned = said
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{path}:{line}:")));
                 let not_utf8 = systemd
                     .as_ref()
                     .is_some_and(|ws| ws.iter().any(|w| std::str::from_utf8(w).is_err()));

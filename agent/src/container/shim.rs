@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_proto::container::{ContainerSpec, HealthOnFailure, Notify};
+use flotilla_proto::container::{ContainerSpec, HealthOnFailure, Notify, exec_env};
 use flotilla_proto::{Health, UnitName};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -861,7 +861,10 @@ async fn docker(stop_timeout: Duration) -> Result<Docker, ShimError> {
 /// the shim's exit status.
 pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
-    let spec = config::read_spec(&options.unit, &path)?;
+    let mut spec = config::read_spec(&options.unit, &path)?;
+    // `$` in Exec=, as systemd substitutes it in Quadlet's ExecStart=: the
+    // shim's environment is the service's.
+    spec.exec = exec_env::substitute(&spec.exec, |name| std::env::var(name).ok());
     let env_files = config::read_environment_files(&spec)?;
     let pid = std::process::id();
     let watchdog = watchdog_interval(

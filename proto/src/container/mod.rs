@@ -14,7 +14,7 @@
 //! | key | value | repeatable |
 //! |---|---|---|
 //! | `Image=` (required) | an image reference, `docker.io/library/nginx:1.27`, `app@sha256:…` | |
-//! | `Exec=` | arguments after the image, with systemd command-line quoting | |
+//! | `Exec=` | arguments after the image, with systemd command-line quoting; `$` substituted as in `ExecStart=` ([`exec_env`]) | |
 //! | `Entrypoint=` | a program, or a JSON array `["/bin/sh", "-c"]` (`[]` or an empty `Entrypoint=` clears the image's, as in Quadlet) | |
 //! | `Environment=` | `NAME=value` words, quoted as in systemd: `Environment="A=b c" D=e`; a bare `NAME` passes the service's own variable | yes |
 //! | `EnvironmentFile=` | absolute paths on the host, several per line | yes |
@@ -68,6 +68,7 @@
 //! unit.
 
 mod capability;
+pub mod exec_env;
 mod from_service;
 mod image;
 pub mod keys;
