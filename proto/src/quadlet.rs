@@ -141,7 +141,9 @@ pub struct Merged {
 }
 
 impl Merged {
-    /// The file `main` with `dropins` merged after it, in order.
+    /// The file `main` with `dropins` merged after it, in order. (Each
+    /// drop-in's first line is found by counting the lines so far: fine for
+    /// the handful of drop-ins a unit has, read from the user's own disk.)
     pub fn new(main: Source, dropins: Vec<Source>) -> Merged {
         let mut text = main.text;
         let mut parts = vec![(main.file, 1)];
@@ -170,7 +172,7 @@ impl Merged {
             .rev()
             .find(|(_, start)| *start <= line)
             .unwrap_or(&self.parts[0]);
-        (file, line - start + 1)
+        (file, line.saturating_sub(*start) + 1)
     }
 
     /// The file everything else is merged into.
