@@ -27,8 +27,8 @@ Description=values as Quadlet reads them
 [Container]
 Image="local/busybox:latest"
 Entrypoint=
-Exec=sh -c 'echo "from-service=$FROM_SERVICE unset=$${UNSET_ONE-none} escaped=$ESCAPED home=%h run=%t systemd=${FROM_SERVICE}"'
-Environment=FROM_SERVICE UNSET_ONE
+Exec=sh -c 'echo "from-service=$FROM_SERVICE unset=$${UNSET_ONE-none} escaped=$ESCAPED home=%h run=%t systemd=${FROM_SERVICE} braced=$BRACED price=$PRICE"'
+Environment=FROM_SERVICE UNSET_ONE BRACED=${FROM_SERVICE}! PRICE=$$5
 
 [Service]
 Environment="FROM_SERVICE=hello world"
@@ -79,7 +79,7 @@ fn a_quadlet_file_runs_with_its_values_as_quadlet_reads_them() {
         host.sh("journalctl -q -u values.service --no-pager -o cat")
             .unwrap_or_default()
     };
-    let expected = "from-service=hello world unset=none escaped=AB\u{e9} x home=/root run=/run systemd=hello world";
+    let expected = "from-service=hello world unset=none escaped=AB\u{e9} x home=/root run=/run systemd=hello world braced=hello world! price=$5";
     let found = host.wait_for("the container's line", Duration::from_secs(30), || {
         journal().lines().any(|l| l == expected)
     });

@@ -862,9 +862,11 @@ async fn docker(stop_timeout: Duration) -> Result<Docker, ShimError> {
 pub fn run(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
     let mut spec = config::read_spec(&options.unit, &path)?;
-    // `$` in Exec=, as systemd substitutes it in Quadlet's ExecStart=: the
-    // shim's environment is the service's.
+    // `$` in Exec= and the other values Quadlet puts in ExecStart=, as
+    // systemd substitutes them there: the shim's environment is the
+    // service's.
     spec.exec = exec_env::substitute(&spec.exec, |name| std::env::var(name).ok());
+    exec_env::substitute_values(&mut spec, |name| std::env::var(name).ok());
     let env_files = config::read_environment_files(&spec)?;
     let pid = std::process::id();
     let watchdog = watchdog_interval(

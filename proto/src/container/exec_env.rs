@@ -10,8 +10,16 @@
 //!   unset); `${NAME:...}` is left as written;
 //! - `$$` is one `$`; any other `$` is kept.
 //!
+//! The same substitution (within words) applies to the other values
+//! Quadlet passes in `ExecStart=` and flotilla passes to Docker as strings:
+//! `Environment=` and `Label=` values and `HealthCmd=`
+//! ([`substitute_values`]). Values flotilla checks for their form
+//! (`Image=`, `PublishPort=`, `Volume=`, ...) take `$` as written.
+//!
 //! The shim, the service's main process, does this with its own
 //! environment, which is the service's.
+
+use super::{ContainerSpec, HealthCmd};
 
 /// The words of `Exec=` after systemd's substitution, with `lookup`
 /// reading the service's environment.
@@ -28,6 +36,29 @@ pub fn substitute(words: &[String], lookup: impl Fn(&str) -> Option<String>) -> 
         out.push(replace(word, &lookup));
     }
     out
+}
+
+/// The values Quadlet puts in `ExecStart=` as words of their own after a
+/// flag (`--env NAME=value`, `--label`, `--health-cmd`), after systemd's
+/// substitution: `${NAME}` and `$$` within them, as [`substitute`] does
+/// within a word. `Exec=` itself goes through [`substitute`].
+pub fn substitute_values(spec: &mut ContainerSpec, lookup: impl Fn(&str) -> Option<String>) {
+    for value in spec
+        .environment
+        .values_mut()
+        .chain(spec.labels.values_mut())
+    {
+        *value = replace(value, &lookup);
+    }
+    match &mut spec.health_cmd {
+        Some(HealthCmd::Shell(cmd)) => *cmd = replace(cmd, &lookup),
+        Some(HealthCmd::Exec(args)) => {
+            for arg in args {
+                *arg = replace(arg, &lookup);
+            }
+        }
+        Some(HealthCmd::None) | None => {}
+    }
 }
 
 /// `${NAME}` and `$$` in one word (systemd's `replace_env()`).
@@ -127,6 +158,24 @@ mod tests {
         assert_eq!(
             run(&["a$X", "a$", "${X:-d}", "${X"]),
             ["a$X", "a$", "${X:-d}", "${X"]
+        );
+    }
+
+    #[test]
+    fn values_substitute_within_words() {
+        let (file, _) = crate::unit_file::UnitFile::parse(
+            "[Container]\nImage=nginx\nEnvironment=A=${X}:$$HOME B=$X\nLabel=l=${X}\nHealthCmd=echo $${X} ${X}\n",
+        );
+        let mut diags = crate::diagnostic::Diagnostics::new();
+        let name = crate::name::UnitName::parse("web.service").unwrap();
+        let mut spec = ContainerSpec::from_unit_file(&name, &file, &mut diags).unwrap();
+        substitute_values(&mut spec, |n| (n == "X").then(|| "x y".to_owned()));
+        assert_eq!(spec.environment["A"], "x y:$HOME");
+        assert_eq!(spec.environment["B"], "$X");
+        assert_eq!(spec.labels["l"], "x y");
+        assert_eq!(
+            spec.health_cmd,
+            Some(HealthCmd::Shell("echo ${X} x y".into()))
         );
     }
 
