@@ -1,7 +1,10 @@
 //! `flotilla apply DIR` and `flotilla diff DIR`: the cluster's units as a
 //! directory of unit files kept in git.
 //!
-//! Every unit file in DIR (recursively, skipping hidden entries) is a unit.
+//! Every unit file in DIR (recursively, skipping hidden entries) is a unit,
+//! and so is every Podman Quadlet `NAME.container` file, as the unit
+//! `NAME.service` with its Quadlet drop-ins merged in. Quadlet's other
+//! files (`.network`, `.volume`, ...) are reported and skipped.
 //! An optional `flotilla.yaml` in DIR sets desired states and template
 //! instances:
 //!
@@ -26,11 +29,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use flotilla_proto::wire::{Unit, UnitPut};
-use flotilla_proto::{DesiredState, UnitName, UnitSpec, UnitType};
+use flotilla_proto::{DesiredState, UnitName, UnitSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::Output;
 use crate::client::{Ctx, print_json};
+use crate::unit_source;
 use crate::units::wait_for;
 
 /// The name of the optional manifest in an applied directory.
@@ -149,28 +153,23 @@ fn read_dir(dir: &Path) -> anyhow::Result<BTreeMap<UnitName, Wanted>> {
     let mut errors = Vec::new();
     let mut texts: BTreeMap<UnitName, (PathBuf, String)> = BTreeMap::new();
     for path in files {
-        let file = path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let source = path.display().to_string();
-        let name = match UnitName::parse(&file) {
-            Ok(n) => n,
+        let local = match unit_source::read(&path) {
+            Ok(local) => local,
             Err(e) => {
-                errors.push(format!("{source}: error: {e}"));
+                errors.push(format!("{source}: error: {e:#}"));
                 continue;
             }
         };
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("cannot read {source}"))?;
-        match UnitSpec::check_named(&source, &name, &text) {
-            Ok(checked) => {
-                for w in &checked.warnings {
-                    eprintln!("{}", w.display_with(&source));
+        match local.check() {
+            Ok((_, warnings)) => {
+                for w in &warnings {
+                    eprintln!("{w}");
                 }
             }
             Err(e) => errors.push(e.to_string()),
         }
+        let name = local.name.clone();
         if let Some((other, _)) = texts.get(&name) {
             errors.push(format!(
                 "{source}: error: unit {name} is also defined by {}",
@@ -178,7 +177,7 @@ fn read_dir(dir: &Path) -> anyhow::Result<BTreeMap<UnitName, Wanted>> {
             ));
             continue;
         }
-        texts.insert(name, (path, text));
+        texts.insert(name, (path, local.text().to_owned()));
     }
     if !errors.is_empty() {
         bail!("{}\nnothing was changed", errors.join("\n"));
@@ -278,15 +277,16 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     for path in entries {
         if path.is_dir() {
             collect(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|ext| {
-                UnitType::ALL.iter().any(|t| t.suffix() == ext)
-                    || flotilla_proto::name::QUADLET_OBJECT_SUFFIXES.contains(&ext)
-            })
-        {
-            out.push(path);
+            continue;
+        }
+        match unit_source::kind(&path) {
+            unit_source::Found::Unit => out.push(path),
+            unit_source::Found::Unsupported(suffix) => eprintln!(
+                "{}: warning: {}",
+                path.display(),
+                unit_source::unsupported_message(suffix)
+            ),
+            unit_source::Found::Other => {}
         }
     }
     Ok(())

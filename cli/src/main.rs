@@ -19,6 +19,7 @@ mod server;
 mod shim;
 mod table;
 mod trust;
+mod unit_source;
 mod units;
 mod verify;
 

@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use flotilla_api::client::ClientError;
 use flotilla_proto::wire::{Unit, UnitPut};
 use flotilla_proto::{DesiredState, UnitName, UnitSpec};
 
 use crate::Output;
 use crate::client::{Ctx, print_json};
+use crate::unit_source;
 
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
@@ -80,40 +81,42 @@ struct Target {
     local: Option<String>,
 }
 
-/// A unit file's name and text, checked locally first so that errors name
-/// the file and line before anything is sent.
-fn read_local(path: &Path, name: &UnitName) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let source = path.display().to_string();
-    let checked = UnitSpec::check_named(&source, name, &text)?;
-    for w in &checked.warnings {
-        eprintln!("{}", w.display_with(&source));
+/// A unit file's name and text (a Quadlet `.container` with its drop-ins
+/// merged), checked locally first so that errors name the file and line
+/// before anything is sent.
+fn read_local(path: &Path) -> anyhow::Result<(UnitName, String)> {
+    let local = unit_source::read(path)?;
+    let (_, diagnostics) = local.check()?;
+    for w in &diagnostics {
+        eprintln!("{w}");
     }
-    Ok(text)
+    let text = local.text().to_owned();
+    Ok((local.name, text))
 }
 
 fn file_name(path: &Path) -> anyhow::Result<UnitName> {
-    let file = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    UnitName::parse(&file).with_context(|| format!("{}", path.display()))
+    unit_source::unit_name_of_path(path)
 }
 
 fn resolve(arg: &str) -> anyhow::Result<Target> {
     let path = Path::new(arg);
     let name = file_name(path)?;
     if path.is_file() {
-        let local = Some(read_local(path, &name)?);
-        return Ok(Target { name, local });
+        let (name, text) = read_local(path)?;
+        return Ok(Target {
+            name,
+            local: Some(text),
+        });
     }
     // An instance may be made from a local template beside where its file
-    // would be.
+    // would be: a unit file, or a Quadlet `.container`.
     if let Some(template) = name.template() {
-        let template_path = path.with_file_name(template.as_str());
-        if template_path.is_file() {
-            let text = read_local(&template_path, &template)?;
+        let candidates = [
+            path.with_file_name(template.as_str()),
+            path.with_file_name(format!("{}.container", template.stem())),
+        ];
+        if let Some(template_path) = candidates.iter().find(|p| p.is_file()) {
+            let (_, text) = read_local(template_path)?;
             // Check the text as the instance too (specifiers expand).
             UnitSpec::check_named(&template_path.display().to_string(), &name, &text)?;
             return Ok(Target {
@@ -128,8 +131,7 @@ fn resolve(arg: &str) -> anyhow::Result<Target> {
 pub async fn submit(ctx: Ctx, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let mut targets = Vec::new();
     for file in &args.files {
-        let name = file_name(file)?;
-        let text = read_local(file, &name)?;
+        let (name, text) = read_local(file)?;
         targets.push(Target {
             name,
             local: Some(text),

@@ -71,7 +71,7 @@ use crate::diagnostic::Diagnostics;
 use crate::name::{MAX_NAME_LEN, UnitName, UnitType};
 use crate::suggest;
 use crate::unit_file::{UnitFile, ValueRef};
-use crate::value::{parse_bool, split_words};
+use crate::value::{parse_bool, split_words_keeping_backslashes};
 use crate::work;
 
 /// The section these options live in.
@@ -434,7 +434,7 @@ impl<'a> Reader<'a> {
             )));
         }
         self.mark(key, v);
-        let words = match split_words(raw) {
+        let words = match split_words_keeping_backslashes(raw) {
             Ok(words) => words,
             Err(e) => {
                 diags.push(v.error(e.to_string()));

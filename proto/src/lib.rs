@@ -37,6 +37,7 @@ pub mod fleet_v1;
 pub mod inspect;
 pub mod machine;
 pub mod name;
+pub mod quadlet;
 pub mod resources;
 pub mod secret;
 pub mod state;

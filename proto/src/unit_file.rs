@@ -85,6 +85,12 @@ pub const MAX_SECTIONS: usize = 1024;
 /// The most `Key=Value` assignments in a unit file.
 pub const MAX_ENTRIES: usize = 8 * 1024;
 
+/// How many lines `text` has, counted as systemd counts them (see the
+/// module documentation).
+pub(crate) fn count_lines(text: &str) -> usize {
+    lines::lines(text).count()
+}
+
 /// A parsed unit file: its sections in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitFile {

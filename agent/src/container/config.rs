@@ -115,7 +115,9 @@ pub fn parse_spec(unit: &UnitName, path: &Path, text: &str) -> Result<ContainerS
 
 /// Reads `EnvironmentFile=` files as Docker's `--env-file` does: one
 /// `NAME=value` per line taken as is, `#` comments and blank lines skipped,
-/// and a bare `NAME` taken from the shim's own environment when set there.
+/// and a bare `NAME` taken from the shim's own environment when set there;
+/// then the variables the unit takes from the service's environment (the
+/// shim's), `Environment=NAME`.
 pub fn read_environment_files(spec: &ContainerSpec) -> Result<Vec<String>, ConfigError> {
     let mut env = Vec::new();
     for path in &spec.environment_files {
@@ -126,6 +128,8 @@ pub fn read_environment_files(spec: &ContainerSpec) -> Result<Vec<String>, Confi
             })?;
         env.extend(parse_env_file(&text, |name| std::env::var(name).ok()));
     }
+    // `Environment=NAME`: the service's own variable, which is the shim's.
+    env.extend(spec.from_service.resolve(|name| std::env::var(name).ok()));
     Ok(env)
 }
 

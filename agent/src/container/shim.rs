@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_proto::container::{ContainerSpec, HealthOnFailure, Notify};
+use flotilla_proto::container::{ContainerSpec, HealthOnFailure, Notify, exec_env};
 use flotilla_proto::{Health, UnitName};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -963,6 +963,11 @@ fn run_unit(options: &UnitOptions) -> Result<u8, ShimError> {
     let path = options.path();
     let mut spec = config::read_spec(&options.unit, &path)?;
     super::object::resolve(&mut spec, path.parent().unwrap_or(Path::new(UNIT_DIR)))?;
+    // `$` in Exec= and the other values Quadlet puts in ExecStart=, as
+    // systemd substitutes them there: the shim's environment is the
+    // service's.
+    spec.exec = exec_env::substitute(&spec.exec, |name| std::env::var(name).ok());
+    exec_env::substitute_values(&mut spec, |name| std::env::var(name).ok());
     let mut env_files = config::read_environment_files(&spec)?;
     env_files.extend(secrets::prepare(
         &spec,

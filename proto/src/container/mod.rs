@@ -14,16 +14,16 @@
 //! | key | value | repeatable |
 //! |---|---|---|
 //! | `Image=` (required) | an image reference, `docker.io/library/nginx:1.27`, `app@sha256:…` | |
-//! | `Exec=` | arguments after the image, with systemd command-line quoting | |
-//! | `Entrypoint=` | a program, or a JSON array `["/bin/sh", "-c"]` (`[]` clears the image's) | |
-//! | `Environment=` | `NAME=value` words, quoted as in systemd: `Environment="A=b c" D=e` | yes |
+//! | `Exec=` | arguments after the image, with systemd command-line quoting; `$` substituted as in `ExecStart=` ([`exec_env`]) | |
+//! | `Entrypoint=` | a program, or a JSON array `["/bin/sh", "-c"]` (`[]` or an empty `Entrypoint=` clears the image's, as in Quadlet) | |
+//! | `Environment=` | `NAME=value` words, quoted as in systemd: `Environment="A=b c" D=e`; a bare `NAME` passes the service's own variable | yes |
 //! | `EnvironmentFile=` | absolute paths on the host, several per line | yes |
-//! | `PublishPort=` | `[[IP:][HOST-PORT]:]CONTAINER-PORT[/tcp\|udp\|sctp]`, ports or ranges `8000-8009` | yes |
+//! | `PublishPort=` | `[[IP:][HOST-PORT]:]CONTAINER-PORT[/tcp\|udp\|sctp]`, ports or ranges `8000-8009`; an empty IP (`:80:92`) is every address | yes |
 //! | `Volume=` | `[SOURCE:]CONTAINER-DIR[:OPTIONS]`; SOURCE an absolute host path or a volume name | yes |
 //! | `User=` | `user[:group]`, names or numbers | |
 //! | `WorkingDir=` | an absolute path in the container | |
 //! | `ContainerName=` | a Docker container name; default `flotilla-` and the unit name without its suffix | |
-//! | `Label=` | `key=value` words, as `Environment=` | yes |
+//! | `Label=` | `key=value` words, as `Environment=`; a bare `key` has an empty value | yes |
 //! | `HealthCmd=` | a shell command, a JSON array (exec form), or `none` to disable the image's check | |
 //! | `HealthInterval=`, `HealthTimeout=`, `HealthStartPeriod=` | time spans (`30s`, `1min 30s`), at least 1ms | |
 //! | `HealthRetries=` | a positive whole number | |
@@ -41,14 +41,20 @@
 //! | `Mount=`, `Tmpfs=`, `ReadOnlyTmpfs=`, `VolatileTmp=` | see `mounts` | `Mount=`, `Tmpfs=` |
 //!
 //! As in systemd, the last assignment of a single-valued key wins, an empty
-//! assignment resets a key to its default, and an empty assignment of a
-//! repeatable key empties the list so far. Stricter than systemd and Quadlet:
+//! assignment resets a key to its default (but `Entrypoint=`, which clears
+//! the image's, as in Quadlet), and an empty assignment of a repeatable key
+//! empties the list so far. Single-valued keys are read as Quadlet's
+//! `Lookup()` reads them: every `"` at either end is removed
+//! (`Image="nginx"`), with a warning when they were not a pair. Stricter than systemd and Quadlet:
 //! a bad value is an error, not skipped.
 //!
-//! Specifiers `%n`, `%N`, `%p`, `%i` and `%%` are expanded for the unit's
-//! name, as in `[X-Fleet]`; any other specifier is an error, because it
-//! would name something on the host. In a template (`web@.service`), values
-//! that use `%i` are checked when an instance is made from it.
+//! Specifiers are expanded as the system manager expands them in a system
+//! service (`specifiers`): those of the unit's name (`%n %N %p %i ...`) and
+//! the manager's fixed directories and user (`%h` is `/root`, `%t` `/run`,
+//! `%S` `/var/lib`, `%U` `0`...). Those naming the host the unit lands on
+//! (`%H`, `%m`, `%b`...) are errors: flotilla reads a unit once for every
+//! host. In a template (`web@.service`), values that use its instance are
+//! checked when an instance is made from it.
 //!
 //! The unit as a whole must also fit what flotilla renders: only a
 //! `.service` can have a `[Container]` section, and its `[Service]` section
@@ -81,10 +87,13 @@
 
 mod attach;
 mod capability;
+pub mod exec_env;
+mod from_service;
 pub mod host;
 mod image;
 pub mod inherit;
 pub mod keys;
+pub mod keys_doc;
 mod mounts;
 mod network;
 pub mod object;
@@ -96,9 +105,11 @@ pub mod secret;
 pub mod security;
 mod service;
 mod signal;
+mod specifiers;
 mod volumes;
 
 pub use attach::Attachments;
+pub use from_service::FromService;
 pub use host::{Device, HostOptions, Ulimit};
 pub use inherit::{InheritOptions, Timezone};
 pub use keys::KEYS;
@@ -264,6 +275,10 @@ pub struct ContainerSpec {
     /// `VolatileTmp=`).
     #[serde(default, skip_serializing_if = "Attachments::is_empty")]
     pub attach: Attachments,
+    /// What the container takes from the service's environment
+    /// (`Environment=NAME`).
+    #[serde(default, skip_serializing_if = "FromService::is_empty")]
+    pub from_service: FromService,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

@@ -23,7 +23,7 @@ use crate::unit_file::ValueRef;
 use crate::value::parse_bool;
 use crate::work;
 
-use super::reader::expand_specifiers;
+use super::specifiers::expand_specifiers;
 use super::{SECTION, Volume, check_container_name};
 
 /// The most `Mount=` and `Tmpfs=` values one container may have, together.

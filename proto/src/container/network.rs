@@ -20,7 +20,7 @@ use crate::unit_file::ValueRef;
 use crate::work;
 
 use super::ports::{PortRange, Protocol, parse_port_range, protocol_name};
-use super::reader::expand_specifiers;
+use super::specifiers::expand_specifiers;
 use super::{SECTION, check_container_name};
 
 /// The most values one repeatable network key may hold (`DNS=`,

@@ -29,7 +29,7 @@ use crate::unit_file::{UnitFile, ValueRef};
 use crate::value::{parse_bool, split_words};
 use crate::work;
 
-use super::reader::expand_specifiers;
+use super::specifiers::expand_specifiers;
 use super::{ContainerSpec, Network, VolumeSource, check_container_name};
 
 /// The section of a `.network` unit.

@@ -108,10 +108,17 @@ pub(super) fn parse_port_mapping(text: &str) -> Result<PortMapping, String> {
             0 | 1 => (None, rest),
             2 => {
                 let (ip, ports) = rest.split_once(':').unwrap_or(("", rest));
-                let ip = ip
-                    .parse::<std::net::Ipv4Addr>()
-                    .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
-                (Some(IpAddr::V4(ip)), ports)
+                let ip = if ip.is_empty() {
+                    // `:80:92`: no address, every address, as podman and
+                    // Docker read it.
+                    None
+                } else {
+                    Some(IpAddr::V4(
+                        ip.parse::<std::net::Ipv4Addr>()
+                            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?,
+                    ))
+                };
+                (ip, ports)
             }
             _ => {
                 return Err(

@@ -15,7 +15,9 @@ use super::attach::{self, AttachReader};
 use super::capability::{CAPABILITIES, normalize_capability};
 use super::image::check_image;
 use super::keys::{KEYS, QUADLET_UNSUPPORTED};
+use super::keys_doc::unsupported_reason;
 use super::ports::{host_ports_clash, parse_port_mapping, protocol_name};
+use super::specifiers::expand_specifiers;
 use super::volumes::parse_volume;
 use super::{
     ContainerSpec, DEFAULT_STOP_TIMEOUT, HealthCmd, HealthOnFailure, MAX_PUBLISHED_PORTS, Notify,
@@ -95,6 +97,7 @@ impl<'a> Reader<'a> {
                 pull: Default::default(),
                 secrets: Default::default(),
                 attach: Default::default(),
+                from_service: Default::default(),
             },
             image_set: false,
             health_cmd_set: false,
@@ -113,6 +116,7 @@ impl<'a> Reader<'a> {
 
     pub(super) fn entry(&mut self, v: ValueRef<'_>) {
         work::charge(v.key.len() + v.value.len() + 1);
+        let v = self.quadlet_lookup(v);
         let value = v.value;
         match v.key {
             "Image" => self.image(&v),
@@ -121,14 +125,27 @@ impl<'a> Reader<'a> {
             "Environment" => {
                 if value.is_empty() {
                     self.spec.environment.clear();
+                    self.spec.from_service.environment.clear();
                 } else if let Some(pairs) = self.assignments(&v, Assignments::Environment) {
-                    self.spec.environment.extend(pairs);
+                    for (name, value) in pairs {
+                        match value {
+                            Some(value) => {
+                                self.spec.from_service.environment.remove(&name);
+                                self.spec.environment.insert(name, value);
+                            }
+                            None => {
+                                self.spec.environment.remove(&name);
+                                self.spec.from_service.environment.insert(name);
+                            }
+                        }
+                    }
                 }
             }
             "Label" => {
                 if value.is_empty() {
                     self.spec.labels.clear();
                 } else if let Some(pairs) = self.assignments(&v, Assignments::Label) {
+                    let pairs = pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
                     self.spec.labels.extend(pairs);
                 }
             }
@@ -299,9 +316,12 @@ impl<'a> Reader<'a> {
             key if attach::handles(key) => self.attach.entry(self.name, self.diags, &v),
             key => {
                 let message = match QUADLET_UNSUPPORTED.iter().find(|(k, _)| *k == key) {
-                    Some((_, hint)) => {
-                        format!("this Podman Quadlet key is not supported by flotilla{hint}")
-                    }
+                    Some(_) => match unsupported_reason(key) {
+                        "" => "this Podman Quadlet key is not supported by flotilla".to_owned(),
+                        why => {
+                            format!("this Podman Quadlet key is not supported by flotilla; {why}")
+                        }
+                    },
                     None => suggest::unknown_key_message(SECTION, key, KEYS.iter().copied()),
                 };
                 self.error(&v, message);
@@ -366,6 +386,29 @@ impl<'a> Reader<'a> {
             }
         }
         self.spec
+    }
+
+    /// The value of a single-valued key as Quadlet's `Lookup()` reads it:
+    /// every `"` at either end removed (`Image="nginx"` is `nginx`). A
+    /// warning when the quotes removed were not a pair.
+    fn quadlet_lookup<'v>(&mut self, v: ValueRef<'v>) -> ValueRef<'v> {
+        if !QUADLET_LOOKUP_KEYS.contains(&v.key) {
+            return v;
+        }
+        let trimmed = v.value.trim_matches('"');
+        if trimmed.len() != v.value.len() {
+            let leading = v.value.len() - v.value.trim_start_matches('"').len();
+            let trailing = v.value.len() - v.value.trim_end_matches('"').len();
+            if leading != trailing || trimmed.is_empty() {
+                self.diags.push(v.warning(format!(
+                    "read as {trimmed:?}: as Podman Quadlet does, every '\"' at either end of the value is removed"
+                )));
+            }
+        }
+        ValueRef {
+            value: trimmed,
+            ..v
+        }
     }
 
     /// Expands specifiers in `text`, part of value `v`; reports bad ones.
@@ -445,7 +488,7 @@ impl<'a> Reader<'a> {
         match split_words(v.value) {
             Ok(words) => Some(words),
             Err(e) => {
-                self.error(v, format!("bad quoting: {e}"));
+                self.error(v, format!("bad quoting or escape: {e}"));
                 None
             }
         }
@@ -475,6 +518,8 @@ impl<'a> Reader<'a> {
     fn entrypoint(&mut self, v: &ValueRef<'_>) {
         self.spec.entrypoint = None;
         if v.value.is_empty() {
+            // Quadlet passes `--entrypoint=` on: the image's is cleared.
+            self.spec.entrypoint = Some(Vec::new());
             return;
         }
         let Expanded::Value(text) = self.expand(v, v.value) else {
@@ -495,12 +540,13 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// `NAME=value` words of `Environment=` or `Label=`.
+    /// `NAME=value` words of `Environment=` or `Label=`, in order; a bare
+    /// `NAME` of `Environment=` has no value.
     fn assignments(
         &mut self,
         v: &ValueRef<'_>,
         kind: Assignments,
-    ) -> Option<Vec<(String, String)>> {
+    ) -> Option<Vec<(String, Option<String>)>> {
         let mut out = Vec::new();
         for word in self.words(v)? {
             let word = match self.expand(v, &word) {
@@ -508,6 +554,16 @@ impl<'a> Reader<'a> {
                 Expanded::Deferred | Expanded::Failed => continue,
             };
             let Some((key, value)) = word.split_once('=') else {
+                if matches!(kind, Assignments::Environment) && is_env_name(&word) {
+                    // Quadlet's `Environment=FOO`: the service's own FOO.
+                    out.push((word, None));
+                    continue;
+                }
+                if matches!(kind, Assignments::Label) && !word.is_empty() {
+                    // Quadlet's `Label=KEY` (`--label KEY`): an empty value.
+                    out.push((word, Some(String::new())));
+                    continue;
+                }
                 self.error(v, format!("expected {}, found {word:?}", kind.shape()));
                 continue;
             };
@@ -527,7 +583,7 @@ impl<'a> Reader<'a> {
                 }
                 _ => {}
             }
-            out.push((key.to_owned(), value.to_owned()));
+            out.push((key.to_owned(), Some(value.to_owned())));
         }
         Some(out)
     }
@@ -750,6 +806,27 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The keys Quadlet reads with `Lookup()`, which removes every `"` at
+/// either end of the value; the others are word lists, or read as written.
+const QUADLET_LOOKUP_KEYS: &[&str] = &[
+    "Image",
+    "Entrypoint",
+    "User",
+    "WorkingDir",
+    "ContainerName",
+    "HealthCmd",
+    "HealthInterval",
+    "HealthTimeout",
+    "HealthRetries",
+    "HealthStartPeriod",
+    "HealthOnFailure",
+    "Notify",
+    "StopSignal",
+    "StopTimeout",
+    "ReadOnly",
+    "RunInit",
+];
+
 #[derive(Clone, Copy)]
 enum Assignments {
     Environment,
@@ -773,40 +850,6 @@ fn push_unique(list: &mut Vec<String>, items: Vec<String>) {
             list.push(item);
         }
     }
-}
-
-/// Expands `%n %N %p %i %%` for `name`. `Ok(None)` when `name` is a
-/// template and the text uses `%i`: its value is known only per instance.
-pub(super) fn expand_specifiers(name: &UnitName, text: &str) -> Result<Option<String>, String> {
-    if !text.contains('%') {
-        return Ok(Some(text.to_owned()));
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut deferred = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push_str(name.as_str()),
-            Some('N') => out.push_str(name.stem()),
-            Some('p') => out.push_str(name.prefix()),
-            Some('i') if name.is_template() => deferred = true,
-            Some('i') => out.push_str(name.instance().unwrap_or("")),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                return Err(format!(
-                    "specifier %{other} is not supported: flotilla expands %n, %N, %p, %i and %% (a literal %)"
-                ));
-            }
-            None => {
-                return Err("the value ends in a lone '%': write %% for a literal %".to_owned());
-            }
-        }
-    }
-    Ok((!deferred).then_some(out))
 }
 
 /// `user[:group]`, each a name or a number.

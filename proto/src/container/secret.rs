@@ -23,7 +23,7 @@ use crate::diagnostic::Diagnostics;
 use crate::name::UnitName;
 use crate::unit_file::ValueRef;
 
-use super::reader::expand_specifiers;
+use super::specifiers::expand_specifiers;
 
 /// The longest secret name.
 pub const MAX_SECRET_NAME_LEN: usize = 128;
@@ -166,18 +166,18 @@ fn describe_target(d: &SecretDelivery) -> String {
     }
 }
 
-/// `NAME[,key=value...]`.
+/// `NAME[,key=value...]`, or Podman's `source=NAME,key=value...`.
 pub fn parse_secret(text: &str) -> Result<SecretUse, String> {
     let shape = "expected NAME[,type=mount|env][,target=...][,uid=UID][,gid=GID][,mode=MODE]";
-    let mut parts = text.split(',');
-    let name = parts.next().unwrap_or_default();
-    check_secret_name(name).map_err(|e| format!("{shape}: {e}"))?;
+    let mut parts = text.split(',').peekable();
+    let mut name = parts.next_if(|first| !first.contains('='));
     let (mut kind, mut target, mut uid, mut gid, mut mode) = (None, None, None, None, None);
     for part in parts {
         let Some((key, value)) = part.split_once('=') else {
             return Err(format!("{shape}, found {part:?} in {text:?}"));
         };
         let seen = match key {
+            "source" => name.replace(value).is_some(),
             "type" => kind.replace(value).is_some(),
             "target" => target.replace(value).is_some(),
             "uid" => uid.replace(number(key, value, 10)?).is_some(),
@@ -185,7 +185,7 @@ pub fn parse_secret(text: &str) -> Result<SecretUse, String> {
             "mode" => mode.replace(number(key, value, 8)?).is_some(),
             _ => {
                 return Err(format!(
-                    "unknown secret option {key:?}: flotilla reads type, target, uid, gid and mode"
+                    "unknown secret option {key:?}: flotilla reads source, type, target, uid, gid and mode"
                 ));
             }
         };
@@ -195,6 +195,10 @@ pub fn parse_secret(text: &str) -> Result<SecretUse, String> {
             ));
         }
     }
+    let Some(name) = name else {
+        return Err(format!("{shape}: no secret name in {text:?}"));
+    };
+    check_secret_name(name).map_err(|e| format!("{shape}: {e}"))?;
     let delivery = match kind.unwrap_or("mount") {
         "mount" => {
             let target = match target {
@@ -326,6 +330,13 @@ mod tests {
                 }
             })
         );
+        // Podman's source= names the secret too.
+        assert_eq!(
+            parse_secret("source=db,type=mount,uid=1000,gid=1001,mode=777"),
+            Ok(mount("db", "/run/secrets/db", 1000, 1001, 0o777))
+        );
+        assert!(parse_secret("db,source=other").is_err());
+        assert!(parse_secret("type=env,target=X").is_err());
         assert_eq!(
             parse_secret("TOKEN,type=env"),
             Ok(SecretUse {
