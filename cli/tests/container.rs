@@ -9,19 +9,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use flotilla_agent::container::render::render_service;
-use flotilla_proto::UnitSpec;
-use flotilla_testbed::{CgroupDriver, Host, HostOptions};
+use common::containers::{self, IMAGE};
+use flotilla_testbed::{CgroupDriver, Host};
 
-/// Where the binary is in the hosts.
-const SHIM: &str = "/opt/flotilla/bin/flotilla";
-/// Where the test's unit files are handed to the hosts.
-const DROP: &str = "/srv/flotilla-units";
-const IMAGE: &str = "local/busybox:latest";
 const DEADLINE: Duration = Duration::from_secs(20);
 
 struct TestHost {
@@ -32,20 +25,7 @@ struct TestHost {
 
 impl TestHost {
     fn boot(driver: CgroupDriver) -> TestHost {
-        let units = TempDir::new(&format!("container-{}", driver.as_str()));
-        let options = HostOptions {
-            binds_ro: vec![
-                (
-                    PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
-                    PathBuf::from(SHIM),
-                ),
-                (units.path().to_owned(), PathBuf::from(DROP)),
-            ],
-            binds: Vec::new(),
-        };
-        let host = Host::boot(&format!("ct-{}", driver.as_str()), &options).unwrap();
-        host.start_docker(driver).unwrap();
-        host.load_busybox().unwrap();
+        let (host, units) = containers::boot(&format!("ct-{}", driver.as_str()), driver);
         TestHost {
             host,
             units,
@@ -55,12 +35,7 @@ impl TestHost {
 
     /// Renders `text` as flotilla does and installs it as `name`.
     fn install(&self, name: &str, text: &str) {
-        let checked = UnitSpec::check(name, name, text).unwrap();
-        let rendered = render_service(&checked.spec, Path::new(SHIM)).unwrap();
-        self.units.write(name, &rendered.to_string());
-        self.sh(&format!(
-            "cp {DROP}/{name} /run/systemd/system/{name} && systemctl daemon-reload"
-        ));
+        containers::install(&self.host, &self.units, name, text);
     }
 
     /// `systemctl start`; on a failure, fails with what the unit said.
@@ -132,7 +107,7 @@ impl TestHost {
     }
 
     fn journal(&self, unit: &str) -> String {
-        self.sh(&format!("journalctl -q -u {unit} --no-pager -o cat"))
+        containers::journal(&self.host, unit)
     }
 }
 

@@ -7,18 +7,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::TempDir;
+use common::containers::{self, DROP, SHIM};
 use flotilla_agent::container::render::render_service;
 use flotilla_proto::UnitSpec;
-use flotilla_testbed::{CgroupDriver, Host, HostOptions};
+use flotilla_testbed::{CgroupDriver, Host};
 
-/// Where the binary is in the hosts.
-const SHIM: &str = "/opt/flotilla/bin/flotilla";
-/// Where the test's unit files are handed to the hosts.
-const DROP: &str = "/srv/flotilla-units";
 const DEADLINE: Duration = Duration::from_secs(20);
 
 struct TestHost {
@@ -29,20 +26,7 @@ struct TestHost {
 
 impl TestHost {
     fn boot(driver: CgroupDriver) -> TestHost {
-        let units = TempDir::new(&format!("container-keys-{}", driver.as_str()));
-        let options = HostOptions {
-            binds_ro: vec![
-                (
-                    PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
-                    PathBuf::from(SHIM),
-                ),
-                (units.path().to_owned(), PathBuf::from(DROP)),
-            ],
-            binds: Vec::new(),
-        };
-        let host = Host::boot(&format!("keys-{}", driver.as_str()), &options).unwrap();
-        host.start_docker(driver).unwrap();
-        host.load_busybox().unwrap();
+        let (host, units) = containers::boot(&format!("keys-{}", driver.as_str()), driver);
         TestHost {
             host,
             units,
@@ -52,12 +36,7 @@ impl TestHost {
 
     /// Renders `text` as flotilla does, installs it as `name` and starts it.
     fn run(&self, name: &str, text: &str) {
-        let checked = UnitSpec::check(name, name, text).unwrap();
-        let rendered = render_service(&checked.spec, Path::new(SHIM)).unwrap();
-        self.units.write(name, &rendered.to_string());
-        self.sh(&format!(
-            "cp {DROP}/{name} /run/systemd/system/{name} && systemctl daemon-reload"
-        ));
+        containers::install(&self.host, &self.units, name, text);
         let out = self.host.output(&["systemctl", "start", name]).unwrap();
         assert!(
             out.status.success(),
@@ -90,9 +69,7 @@ impl TestHost {
 
     /// `docker inspect` of a container, as JSON.
     fn inspect(&self, container: &str) -> serde_json::Value {
-        let text = self.sh(&format!("docker inspect {container}"));
-        let all: serde_json::Value = serde_json::from_str(&text).unwrap();
-        all[0].clone()
+        containers::inspect(&self.host, container)
     }
 
     /// Runs `busybox ARGS` in the container.
@@ -101,7 +78,7 @@ impl TestHost {
     }
 
     fn journal(&self, unit: &str) -> String {
-        self.sh(&format!("journalctl -q -u {unit} --no-pager -o cat"))
+        containers::journal(&self.host, unit)
     }
 
     fn wait(&self, unit: &str, what: &str, check: impl FnMut() -> bool) {

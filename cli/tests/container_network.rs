@@ -9,18 +9,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::TempDir;
-use flotilla_agent::container::render::render_service;
-use flotilla_proto::UnitSpec;
-use flotilla_testbed::{CgroupDriver, Host, HostOptions};
+use common::containers;
+use flotilla_testbed::{CgroupDriver, Host};
 use serde_json::Value;
 
-/// Where the binary is in the host.
-const SHIM: &str = "/opt/flotilla/bin/flotilla";
-/// Where the test's unit files are handed to the host.
-const DROP: &str = "/srv/flotilla-units";
 /// A user-defined network made for the test, and its subnet (a static
 /// address needs one the network was created with).
 const NET: &str = "flotest-net";
@@ -38,34 +31,14 @@ struct TestHost {
 
 impl TestHost {
     fn boot() -> TestHost {
-        let units = TempDir::new("container-network");
-        let options = HostOptions {
-            binds_ro: vec![
-                (
-                    PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
-                    PathBuf::from(SHIM),
-                ),
-                (units.path().to_owned(), PathBuf::from(DROP)),
-            ],
-            binds: Vec::new(),
-        };
-        let host = Host::boot("ct-network", &options).unwrap();
-        host.start_docker(CgroupDriver::Cgroupfs).unwrap();
-        host.load_busybox().unwrap();
+        let (host, units) = containers::boot("ct-network", CgroupDriver::Cgroupfs);
         TestHost { host, units }
     }
 
     /// Renders the file `file` as flotilla does and installs it; returns
     /// its unit name (`db.network` is `db-network.service`).
     fn install(&self, file: &str, text: &str) -> String {
-        let checked = UnitSpec::check(file, file, text).unwrap();
-        let rendered = render_service(&checked.spec, Path::new(SHIM)).unwrap();
-        let name = checked.spec.name.as_str();
-        self.units.write(name, &rendered.to_string());
-        self.sh(&format!(
-            "cp {DROP}/{name} /run/systemd/system/{name} && systemctl daemon-reload"
-        ));
-        name.to_owned()
+        containers::install(&self.host, &self.units, file, text)
     }
 
     /// Installs `name` and starts it; on a failure, fails with what the
@@ -91,9 +64,7 @@ impl TestHost {
 
     /// `docker inspect` of a container, as JSON.
     fn inspect(&self, container: &str) -> Value {
-        let text = self.sh(&format!("docker inspect {container}"));
-        let all: Value = serde_json::from_str(&text).unwrap();
-        all[0].clone()
+        containers::inspect(&self.host, container)
     }
 
     /// Whether `script` succeeds in the container.

@@ -9,17 +9,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::TempDir;
+use common::containers::{self, DROP, SHIM};
 use flotilla_agent::container::render::render_service;
 use flotilla_proto::UnitName;
 use flotilla_proto::quadlet::{Merged, Source};
-use flotilla_testbed::{CgroupDriver, Host, HostOptions};
-
-const SHIM: &str = "/opt/flotilla/bin/flotilla";
-const DROP: &str = "/srv/flotilla-units";
+use flotilla_testbed::CgroupDriver;
 
 const CONTAINER: &str = r#"[Unit]
 Description=values as Quadlet reads them
@@ -38,20 +35,7 @@ const DROPIN: &str = "[Container]\nEnvironment=ESCAPED=\\x41\\102\\u00e9\\sx\n";
 
 #[test]
 fn a_quadlet_file_runs_with_its_values_as_quadlet_reads_them() {
-    let units = TempDir::new("quadlet-container");
-    let options = HostOptions {
-        binds_ro: vec![
-            (
-                PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
-                PathBuf::from(SHIM),
-            ),
-            (units.path().to_owned(), PathBuf::from(DROP)),
-        ],
-        binds: Vec::new(),
-    };
-    let host = Host::boot("quadlet-ct", &options).unwrap();
-    host.start_docker(CgroupDriver::Cgroupfs).unwrap();
-    host.load_busybox().unwrap();
+    let (host, units) = containers::boot("quadlet-ct", CgroupDriver::Cgroupfs);
 
     let merged = Merged::new(
         Source {

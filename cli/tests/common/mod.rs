@@ -14,6 +14,7 @@ use flotilla_proto::trust::{Role, TokenCreate};
 use flotilla_proto::wire::StateReport;
 use flotilla_proto::{Capacity, Health, Machine, MachineId, UnitName, UnitState};
 
+pub mod containers;
 pub mod hosts;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_flotilla");

@@ -511,16 +511,9 @@ impl PlacementView {
 
     /// The active global units that conflict with unit `u`.
     fn conflicting_globals(&self, u: UnitId) -> Vec<UnitId> {
-        let e = self.unit(u);
-        self.globals
-            .iter()
-            .copied()
-            .filter(|&g| {
-                let g = self.unit(g);
-                g.wants
-                    && fleet::units_conflict(e.name.as_str(), &e.fleet, g.name.as_str(), &g.fleet)
-            })
-            .collect()
+        let mut globals = self.globals_conflicting(u);
+        globals.retain(|&g| self.unit(g).wants);
+        globals
     }
 
     /// The ordering the strategy walks for a unit.

@@ -448,7 +448,7 @@ impl PlacementView {
 
     /// The global units that conflict with unit `u`, whether they want to
     /// run or not.
-    fn globals_conflicting(&self, u: UnitId) -> Vec<UnitId> {
+    pub(super) fn globals_conflicting(&self, u: UnitId) -> Vec<UnitId> {
         let e = self.unit(u);
         self.globals
             .iter()
