@@ -212,6 +212,7 @@ mod consistency;
 mod explain;
 mod index;
 mod plan;
+mod units;
 mod view;
 
 use std::fmt;

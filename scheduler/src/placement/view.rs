@@ -1,9 +1,10 @@
 //! [`PlacementView`]: the leader's in-memory picture of machines, units and
 //! assignments, with the indexes placement needs, kept up to date one event
-//! at a time.
+//! at a time. This module holds the view's state, its machines, its
+//! assignments and its global units; the unit side (putting and removing
+//! units, indexing their patterns and followers) is in `units`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ops::Bound;
 
 use flotilla_proto::fleet::{self, FleetOptions};
 use flotilla_proto::resources::Resources;
@@ -12,7 +13,7 @@ use flotilla_proto::{Machine, MachineId, UnitName};
 use super::index::{
     self, MachineKeys, Mx, OrderSets, PatternId, PatternTable, UnitId, count_down, count_up,
 };
-use super::{PlacementError, Strategy, UnassignReason, UnitInput};
+use super::{PlacementError, Strategy, UnassignReason};
 
 /// Why an unschedulable unit waits, which says what retries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +169,7 @@ pub struct PlacementView {
     pub(crate) total_mem: u64,
 
     pub(crate) units: Vec<Option<UnitEntry>>,
-    free_units: Vec<UnitId>,
+    pub(super) free_units: Vec<UnitId>,
     /// Every unit by name, sorted, so that the units whose names start with
     /// a pattern's literal prefix are one range away.
     pub(crate) unit_by_name: BTreeMap<Box<str>, UnitId>,
@@ -487,7 +488,7 @@ impl PlacementView {
 
     /// Recomputes every machine's global reservation: O(machines x global
     /// units), after a global unit changes, which is rare.
-    fn refresh_global_reservations(&mut self) {
+    pub(super) fn refresh_global_reservations(&mut self) {
         for i in 0..self.machines.len() {
             let mx = Mx::at(i);
             let Some(entry) = self.machines[mx.index()].as_ref() else {
@@ -505,246 +506,6 @@ impl PlacementView {
             entry.global_mem = mem;
             self.reindex(mx);
         }
-    }
-
-    // -----------------------------------------------------------------------
-    // Units.
-
-    /// Adds a unit or updates it. A unit that changed is looked at again in
-    /// the next plan: it stays where it is if that machine is still
-    /// eligible, and is unassigned otherwise (a unit that becomes inactive
-    /// or global always is). Putting a unit unchanged does nothing.
-    ///
-    /// Templates (`web@.service`) never run themselves, so they are never
-    /// placed whatever their desired state.
-    pub fn put_unit(&mut self, name: UnitName, input: UnitInput) {
-        let wants = input.desired.is_scheduled() && !name.is_template();
-        let resources = Resources {
-            cpu_millis: input.resources.cpu_millis.filter(|&c| c > 0),
-            memory_bytes: input.resources.memory_bytes.filter(|&m| m > 0),
-        };
-        let fleet = input.fleet;
-        let u = match self.unit_by_name.get(name.as_str()).copied() {
-            Some(u) => {
-                let e = self.unit(u);
-                if e.fleet == fleet && e.resources == resources && e.wants == wants {
-                    return;
-                }
-                let placed = e.placed;
-                let old = e.resources;
-                let was_global = e.fleet.global;
-                self.detach(u);
-                self.unindex_unit(u);
-                let e = self.unit_mut(u);
-                e.fleet = fleet;
-                e.resources = resources;
-                e.wants = wants;
-                self.index_unit(u);
-                let e = self.unit_mut(u);
-                let now_global = e.fleet.global;
-                if let Some(m) = placed {
-                    if now_global {
-                        e.pending_reason = Some(UnassignReason::Global);
-                    } else {
-                        // Accumulated until a plan looks at the unit: two
-                        // changes may grow it and then shrink it a little.
-                        e.resources_grew |= resources.cpu_millis.unwrap_or(0)
-                            > old.cpu_millis.unwrap_or(0)
-                            || resources.memory_bytes.unwrap_or(0) > old.memory_bytes.unwrap_or(0);
-                        self.attach(u, m);
-                    }
-                }
-                if was_global || now_global {
-                    self.refresh_global_reservations();
-                    self.machines_changed = true;
-                }
-                u
-            }
-            None => {
-                let entry = UnitEntry {
-                    name: name.clone(),
-                    fleet,
-                    resources,
-                    wants,
-                    conflict_pids: Vec::new(),
-                    replace_pids: Vec::new(),
-                    matched_by: Vec::new(),
-                    placed: None,
-                    assigned: None,
-                    pending_reason: None,
-                    dirty: false,
-                    resources_grew: false,
-                    changed: false,
-                    blocked: None,
-                };
-                let u = match self.free_units.pop() {
-                    Some(u) => {
-                        self.units[u.index()] = Some(entry);
-                        u
-                    }
-                    None => {
-                        self.units.push(Some(entry));
-                        UnitId::at(self.units.len() - 1)
-                    }
-                };
-                self.unit_by_name.insert(name.as_str().into(), u);
-                self.index_unit(u);
-                if self.unit(u).fleet.global {
-                    self.refresh_global_reservations();
-                    self.machines_changed = true;
-                }
-                u
-            }
-        };
-        self.unit_mut(u).changed = true;
-        self.mark_dirty(u);
-        self.mark_followers_dirty(&name);
-    }
-
-    /// Removes a unit (destroyed). When it was assigned, the next plan
-    /// unassigns it ([`UnassignReason::Removed`]). Returns whether it was
-    /// there.
-    pub fn remove_unit(&mut self, name: &UnitName) -> bool {
-        let Some(u) = self.unit_by_name.get(name.as_str()).copied() else {
-            return false;
-        };
-        self.detach(u);
-        self.unindex_unit(u);
-        let was_global = self.unit(u).fleet.global;
-        self.unit_by_name.remove(name.as_str());
-        self.blocked_room.remove(&u);
-        self.blocked_machines.remove(&u);
-        self.displaced.remove(&u);
-        if let Some(entry) = self.units[u.index()].take()
-            && let Some(machine) = entry.assigned
-        {
-            self.orphans
-                .push((entry.name, machine, UnassignReason::Removed));
-        }
-        self.free_units.push(u);
-        if was_global {
-            self.refresh_global_reservations();
-            self.machines_changed = true;
-        }
-        self.room_freed = true;
-        self.mark_followers_dirty(name);
-        true
-    }
-
-    /// Enters a unit's patterns and followers in the indexes.
-    fn index_unit(&mut self, u: UnitId) {
-        let e = self.unit(u);
-        if e.fleet.global {
-            self.globals.insert(u);
-            return;
-        }
-        let conflicts = e.fleet.conflicts.clone();
-        let replaces = e.fleet.replaces.clone();
-        let leaders = e.fleet.machine_of.clone();
-        let name = e.name.clone();
-        let conflict_pids = self.intern_all(u, &conflicts);
-        let replace_pids = self.intern_all(u, &replaces);
-        let matched_by = self.patterns.matching(name.as_str());
-        let e = self.unit_mut(u);
-        e.conflict_pids = conflict_pids;
-        e.replace_pids = replace_pids;
-        e.matched_by = matched_by;
-        for leader in leaders {
-            let list = self.followers.entry(leader).or_default();
-            if !list.contains(&u) {
-                list.push(u);
-            }
-        }
-    }
-
-    /// Interns patterns for unit `u`, once each. A new pattern is added to
-    /// the `matched_by` of the other units it matches, and counted on the
-    /// machines of those that are placed.
-    fn intern_all(&mut self, u: UnitId, texts: &[String]) -> Vec<PatternId> {
-        let mut pids = Vec::with_capacity(texts.len());
-        for text in texts {
-            if self
-                .patterns
-                .lookup(text)
-                .is_some_and(|pid| pids.contains(&pid))
-            {
-                continue;
-            }
-            let (pid, new) = self.patterns.intern(text);
-            pids.push(pid);
-            if new {
-                self.link_new_pattern(u, pid, text);
-            }
-        }
-        pids
-    }
-
-    fn link_new_pattern(&mut self, u: UnitId, pid: PatternId, text: &str) {
-        let prefix = index::literal_prefix(text);
-        let hits: Vec<UnitId> = self
-            .names_with_prefix(prefix)
-            .filter(|(name, x)| *x != u && fleet::glob_match(text, name))
-            .map(|(_, x)| x)
-            .collect();
-        for x in hits {
-            let e = self.unit_mut(x);
-            if e.fleet.global {
-                continue;
-            }
-            let pos = e.matched_by.binary_search(&pid).unwrap_or_else(|p| p);
-            e.matched_by.insert(pos, pid);
-            if let Some(m) = e.placed
-                && let Some(p) = self.patterns.get_mut(pid)
-            {
-                count_up(&mut p.matches, m);
-            }
-        }
-    }
-
-    /// Drops a unit's patterns and followers from the indexes. The unit
-    /// must not be placed.
-    fn unindex_unit(&mut self, u: UnitId) {
-        debug_assert!(self.unit(u).placed.is_none(), "unindexing a placed unit");
-        if self.unit(u).fleet.global {
-            self.globals.remove(&u);
-            return;
-        }
-        let e = self.unit_mut(u);
-        let mut pids = std::mem::take(&mut e.conflict_pids);
-        pids.append(&mut e.replace_pids);
-        e.matched_by.clear();
-        let leaders = e.fleet.machine_of.clone();
-        for pid in pids {
-            if let Some((text, prefix)) = self.patterns.release(pid) {
-                let hits: Vec<UnitId> = self
-                    .names_with_prefix(&prefix)
-                    .filter(|(name, _)| fleet::glob_match(&text, name))
-                    .map(|(_, x)| x)
-                    .collect();
-                for x in hits {
-                    self.unit_mut(x).matched_by.retain(|&p| p != pid);
-                }
-            }
-        }
-        for leader in leaders {
-            if let Some(list) = self.followers.get_mut(&leader) {
-                list.retain(|&f| f != u);
-                if list.is_empty() {
-                    self.followers.remove(&leader);
-                }
-            }
-        }
-    }
-
-    /// Units whose names start with `prefix`, in name order.
-    fn names_with_prefix<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> impl Iterator<Item = (&'a str, UnitId)> + 'a {
-        self.unit_by_name
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(move |(name, _)| name.starts_with(prefix))
-            .map(|(name, &u)| (&**name, u))
     }
 
     // -----------------------------------------------------------------------
@@ -932,7 +693,7 @@ impl PlacementView {
         }
     }
 
-    fn mark_followers_dirty(&mut self, leader: &UnitName) {
+    pub(super) fn mark_followers_dirty(&mut self, leader: &UnitName) {
         let Some(list) = self.followers.get(leader) else {
             return;
         };
