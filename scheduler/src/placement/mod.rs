@@ -210,6 +210,7 @@
 
 mod consistency;
 mod explain;
+mod globals;
 mod index;
 mod plan;
 mod units;
