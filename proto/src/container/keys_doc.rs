@@ -1,5 +1,5 @@
 //! The table of `[Container]` keys in docs/containers.md, made from
-//! [`KEYS`] and [`QUADLET_UNSUPPORTED`] so that the two cannot drift: a test
+//! [`KEYS`] and `QUADLET_UNSUPPORTED` so that the two cannot drift: a test
 //! fails when the table in the doc differs, and prints the table to paste.
 
 use super::keys::{KEYS, QUADLET_UNSUPPORTED};
@@ -11,7 +11,7 @@ pub const BEGIN: &str =
 pub const END: &str = "<!-- container-keys: end -->";
 
 /// Quadlet keys that only Podman can honour, and why; read with the hints
-/// of [`QUADLET_UNSUPPORTED`], which win when a key has one.
+/// of `QUADLET_UNSUPPORTED`, which win when a key has one.
 const PODMAN_ONLY: &[(&str, &str)] = &[
     (
         "AutoUpdate",
@@ -85,7 +85,7 @@ const PODMAN_ONLY: &[(&str, &str)] = &[
 ];
 
 /// Why flotilla does not read `key`, a Quadlet key: its hint in
-/// [`QUADLET_UNSUPPORTED`], or why only Podman can; empty when neither says.
+/// `QUADLET_UNSUPPORTED`, or why only Podman can; empty when neither says.
 pub(super) fn unsupported_reason(key: &str) -> &'static str {
     let hint = QUADLET_UNSUPPORTED
         .iter()
