@@ -764,11 +764,11 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
                 tracing::info!("HealthOnFailure=stop: stopping {unit}");
                 match self.systemd.stop_unit(unit).await {
                     Ok(()) => Some(false),
-                    Err(e @ SystemdError::Conflict(_)) => {
+                    Err(e) if e.is_conflict() => {
                         tracing::info!("{e}: the job already queued decides");
                         Some(false)
                     }
-                    Err(e @ SystemdError::Failed(_)) => {
+                    Err(e) => {
                         tracing::warn!("{e}; stopping the container instead");
                         Some(true)
                     }
@@ -778,10 +778,10 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
                 tracing::info!("HealthOnFailure=restart: restarting {unit}");
                 match self.systemd.restart_unit(unit).await {
                     Ok(()) => {}
-                    Err(e @ SystemdError::Conflict(_)) => {
+                    Err(e) if e.is_conflict() => {
                         tracing::info!("{e}: the job already queued decides");
                     }
-                    Err(e @ SystemdError::Failed(_)) => {
+                    Err(e) => {
                         tracing::warn!("{e}; killing the container instead");
                         if let Err(e) = self.runtime.kill(id, "SIGKILL").await {
                             tracing::warn!("cannot kill container {id}: {e}");

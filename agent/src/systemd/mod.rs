@@ -10,6 +10,7 @@
 mod changes;
 mod dbus;
 mod fake;
+pub mod manager;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,8 +20,9 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt};
 
 pub use changes::{ChangeFeed, ChangeSink, Closed, change_feed};
-pub use dbus::{DbusSystemd, ListedUnit, unit_name_from_path};
+pub use dbus::{DbusSystemd, unit_name_from_path};
 pub use fake::{FakeCall, FakeSystemd};
+pub use manager::{ListedUnit, ManagerProxy};
 
 /// The runtime unit directory: systemd reads unit files from it, below
 /// `/etc/systemd/system` in priority, and it is emptied at boot.
@@ -215,7 +217,18 @@ impl SystemdError {
             SystemdError::Refused { .. } => false,
         }
     }
+
+    /// Whether systemd refused a job queued in mode `fail` because another
+    /// job of the unit is queued (a stop or restart someone asked for):
+    /// systemd keeps that job, and it decides what happens to the unit.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, SystemdError::Refused { name, .. } if name == TRANSACTION_IS_DESTRUCTIVE)
+    }
 }
+
+/// The error name systemd answers a job in mode `fail` with when it would
+/// cancel a queued job.
+pub const TRANSACTION_IS_DESTRUCTIVE: &str = "org.freedesktop.systemd1.TransactionIsDestructive";
 
 /// What the agent needs from systemd. Implementations are cheap to share
 /// (`Arc`) and safe to call concurrently.
