@@ -308,6 +308,25 @@ mod tests {
     }
 
     #[test]
+    fn only_a_refusal_for_a_queued_job_is_a_conflict() {
+        let refused = |name: &str| SystemdError::Refused {
+            operation: "RestartUnit",
+            unit: "web.service".into(),
+            name: name.into(),
+            message: "refused".into(),
+        };
+        let conflict = refused(TRANSACTION_IS_DESTRUCTIVE);
+        assert!(conflict.is_conflict() && !conflict.is_temporary());
+        assert!(!refused("org.freedesktop.systemd1.NoSuchUnit").is_conflict());
+        let bus = SystemdError::Bus {
+            operation: "RestartUnit",
+            message: TRANSACTION_IS_DESTRUCTIVE.into(),
+        };
+        assert!(!bus.is_conflict());
+        assert!(!SystemdError::Connect("no bus".into()).is_conflict());
+    }
+
+    #[test]
     fn activity() {
         let mut p = UnitProperties::not_found();
         assert!(!p.is_active() && !p.is_defined());
