@@ -2,7 +2,8 @@
 //! system bus socket, `/proc/<its PID 1>/root/run/dbus/system_bus_socket`,
 //! with zbus, and its runtime unit directory read and written through the
 //! same `/proc/<pid>/root`. No process is spawned per call, so the figures
-//! are systemd's, not `systemctl`'s.
+//! are systemd's, not `systemctl`'s. The calls are those of the agent's
+//! declaration of systemd's manager (`flotilla_agent::systemd::manager`).
 //!
 //! Jobs are run and waited for with the agent's own D-Bus code
 //! ([`DbusSystemd`], which subscribes to systemd's signals): those
@@ -15,15 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use flotilla_agent::systemd::{DbusSystemd, JobKind, ListedUnit, SystemdManager};
+use flotilla_agent::systemd::manager::{
+    DESTINATION, ManagerProxy, PROPERTIES_INTERFACE, SERVICE_INTERFACE, UNIT_INTERFACE,
+};
+use flotilla_agent::systemd::{DbusSystemd, JobKind, SystemdManager};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant};
-
-const DESTINATION: &str = "org.freedesktop.systemd1";
-const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
-const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
-const SERVICE_INTERFACE: &str = "org.freedesktop.systemd1.Service";
 
 /// Jobs waited for at once by [`jobs_at_once`], below the system bus's
 /// limit of pending calls per connection.
@@ -32,20 +31,6 @@ pub const IN_FLIGHT: usize = 100;
 /// How long a job may take before it counts as failed (a hundred
 /// containers started at once take a while).
 const JOB_TIMEOUT: Duration = Duration::from_secs(600);
-
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Manager",
-    default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1"
-)]
-trait Manager {
-    fn list_units_by_patterns(
-        &self,
-        states: &[&str],
-        patterns: &[&str],
-    ) -> zbus::Result<Vec<ListedUnit>>;
-    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
-}
 
 /// A host's systemd, reached through its bus socket.
 #[derive(Clone)]

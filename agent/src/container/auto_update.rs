@@ -12,7 +12,7 @@ use flotilla_proto::container::{AutoUpdate, ContainerSpec, ImagePull, PullPolicy
 use super::pull::{self, PullError};
 use super::runtime::ContainerRuntime;
 use super::shim::{Notifier, Shim};
-use super::systemd::{SystemdError, UnitControl};
+use super::systemd::UnitControl;
 
 /// How often a unit with `AutoUpdate=registry` asks the registry for a
 /// newer image, unless its environment says otherwise
@@ -93,10 +93,10 @@ impl<R: ContainerRuntime, U: UnitControl, N: Notifier> Shim<R, U, N> {
                 );
                 match self.systemd.restart_unit(unit).await {
                     Ok(()) => {}
-                    Err(e @ SystemdError::Conflict(_)) => {
+                    Err(e) if e.is_conflict() => {
                         tracing::info!("{e}: the job already queued decides");
                     }
-                    Err(e @ SystemdError::Failed(_)) => {
+                    Err(e) => {
                         tracing::warn!("AutoUpdate=registry: cannot restart {unit}: {e}");
                     }
                 }

@@ -18,6 +18,7 @@ use super::shim::{
     cleanup_with, exit_status, report_failure, watchdog_interval,
 };
 use super::systemd::{FakeUnitControl, SystemdError, UnitCall};
+use crate::systemd::TRANSACTION_IS_DESTRUCTIVE;
 
 const UNIT: &str = "web.service";
 const NAME: &str = "flotilla-web";
@@ -494,8 +495,12 @@ async fn health_on_failure_stop_and_restart_ask_systemd() {
 async fn a_queued_job_wins_over_the_health_policy_and_a_broken_bus_falls_back() {
     // A stop someone queued: the shim's restart is refused, nothing else.
     let h = harness(CgroupDriver::Cgroupfs);
-    h.systemd
-        .fail_next(SystemdError::Conflict("TransactionIsDestructive".into()));
+    h.systemd.fail_next(SystemdError::Refused {
+        operation: "RestartUnit",
+        unit: UNIT.into(),
+        name: TRANSACTION_IS_DESTRUCTIVE.into(),
+        message: "a stop job is queued".into(),
+    });
     let (stop, _out, task) = spawn(shim(&h, "HealthCmd=true\nHealthOnFailure=restart"));
     let (id, _) = running(&h).await;
     h.runtime.set_health(NAME, Health::Unhealthy);
@@ -512,7 +517,7 @@ async fn a_queued_job_wins_over_the_health_policy_and_a_broken_bus_falls_back() 
     // stop to stopping the container itself.
     for (policy, status) in [("restart", 137), ("stop", 0)] {
         let h = harness(CgroupDriver::Cgroupfs);
-        h.systemd.fail_next(SystemdError::Failed("no bus".into()));
+        h.systemd.fail_next(SystemdError::Connect("no bus".into()));
         let (_stop, _out, task) = spawn(shim(
             &h,
             &format!("HealthCmd=true\nHealthOnFailure={policy}"),

@@ -8,6 +8,11 @@
 //! for unit tests. The system bus is only connected to when first needed, so
 //! a shim under the cgroupfs driver without a health policy or a pull never
 //! uses it.
+//!
+//! The calls are those of the agent's declaration of systemd's manager
+//! ([`crate::systemd::manager`]) and fail with the agent's
+//! [`SystemdError`]; the shim queues its jobs in mode `fail`, and a job
+//! refused because another is queued is [`SystemdError::is_conflict`].
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -15,31 +20,10 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-/// Why systemd did not do what the shim asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SystemdError {
-    /// Another job of the unit is queued (a stop or restart someone asked
-    /// for): systemd keeps it rather than the shim's, and that job decides
-    /// what happens to the unit.
-    #[error("systemd: {0}")]
-    Conflict(String),
-    /// systemd could not be reached, or refused.
-    #[error("systemd: {0}")]
-    Failed(String),
-}
-
-/// The error name systemd answers a job with when it would cancel a queued
-/// job (the shim's jobs are queued in mode `fail`).
-const TRANSACTION_IS_DESTRUCTIVE: &str = "org.freedesktop.systemd1.TransactionIsDestructive";
-
-fn error(what: String, e: zbus::Error) -> SystemdError {
-    match &e {
-        zbus::Error::MethodError(name, ..) if name.as_str() == TRANSACTION_IS_DESTRUCTIVE => {
-            SystemdError::Conflict(format!("{what}: {e}"))
-        }
-        _ => SystemdError::Failed(format!("{what}: {e}")),
-    }
-}
+pub use crate::systemd::SystemdError;
+use crate::systemd::manager::{
+    DESTINATION, ManagerProxy, SERVICE_INTERFACE, bus_error, call_error,
+};
 
 /// systemd, as the shim uses it.
 pub trait UnitControl: Send + Sync + 'static {
@@ -53,11 +37,11 @@ pub trait UnitControl: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), SystemdError>> + Send;
 
     /// Queues a stop job for `unit`, unless another job of the unit is
-    /// queued ([`SystemdError::Conflict`]).
+    /// queued ([`SystemdError::is_conflict`]).
     fn stop_unit(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
 
     /// Queues a restart job for `unit`, unless another job of the unit is
-    /// queued ([`SystemdError::Conflict`]): a user's `systemctl stop` must
+    /// queued ([`SystemdError::is_conflict`]): a user's `systemctl stop` must
     /// not be cancelled by the shim's restart.
     fn restart_unit(&self, unit: &str) -> impl Future<Output = Result<(), SystemdError>> + Send;
 
@@ -67,26 +51,6 @@ pub trait UnitControl: Send + Sync + 'static {
         &self,
         unit: &str,
     ) -> impl Future<Output = Result<Option<Duration>, SystemdError>> + Send;
-}
-
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Manager",
-    default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1"
-)]
-trait Manager {
-    fn attach_processes_to_unit(
-        &self,
-        unit_name: &str,
-        subcgroup: &str,
-        pids: &[u32],
-    ) -> zbus::Result<()>;
-
-    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::OwnedObjectPath>;
-
-    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<zbus::OwnedObjectPath>;
-
-    fn get_unit(&self, name: &str) -> zbus::Result<zbus::OwnedObjectPath>;
 }
 
 /// systemd's manager on the system bus.
@@ -99,12 +63,12 @@ impl SystemdBus {
     async fn manager(&self) -> Result<&ManagerProxy<'static>, SystemdError> {
         self.proxy
             .get_or_try_init(|| async {
-                let bus = zbus::Connection::system().await.map_err(|e| {
-                    SystemdError::Failed(format!("cannot connect to the system bus: {e}"))
-                })?;
+                let bus = zbus::Connection::system()
+                    .await
+                    .map_err(|e| SystemdError::Connect(e.to_string()))?;
                 ManagerProxy::new(&bus)
                     .await
-                    .map_err(|e| SystemdError::Failed(e.to_string()))
+                    .map_err(|e| bus_error("proxy", e))
             })
             .await
     }
@@ -121,7 +85,7 @@ impl UnitControl for SystemdBus {
             .await?
             .attach_processes_to_unit(unit, subcgroup, pids)
             .await
-            .map_err(|e| error(format!("AttachProcessesToUnit({unit}, {subcgroup})"), e))
+            .map_err(|e| call_error("AttachProcessesToUnit", unit, e))
     }
 
     async fn stop_unit(&self, unit: &str) -> Result<(), SystemdError> {
@@ -130,7 +94,7 @@ impl UnitControl for SystemdBus {
             .stop_unit(unit, "fail")
             .await
             .map(drop)
-            .map_err(|e| error(format!("StopUnit({unit})"), e))
+            .map_err(|e| call_error("StopUnit", unit, e))
     }
 
     async fn restart_unit(&self, unit: &str) -> Result<(), SystemdError> {
@@ -139,25 +103,27 @@ impl UnitControl for SystemdBus {
             .restart_unit(unit, "fail")
             .await
             .map(drop)
-            .map_err(|e| error(format!("RestartUnit({unit})"), e))
+            .map_err(|e| call_error("RestartUnit", unit, e))
     }
 
     async fn start_timeout(&self, unit: &str) -> Result<Option<Duration>, SystemdError> {
         let manager = self.manager().await?;
-        let what = || format!("TimeoutStartUSec of {unit}");
-        let path = manager.get_unit(unit).await.map_err(|e| error(what(), e))?;
+        let path = manager
+            .get_unit(unit)
+            .await
+            .map_err(|e| call_error("GetUnit", unit, e))?;
         let service = zbus::Proxy::new(
             manager.inner().connection(),
-            "org.freedesktop.systemd1",
+            DESTINATION,
             path,
-            "org.freedesktop.systemd1.Service",
+            SERVICE_INTERFACE,
         )
         .await
-        .map_err(|e| error(what(), e))?;
+        .map_err(|e| bus_error("proxy", e))?;
         let usec: u64 = service
             .get_property("TimeoutStartUSec")
             .await
-            .map_err(|e| error(what(), e))?;
+            .map_err(|e| call_error("TimeoutStartUSec", unit, e))?;
         // systemd shows a timeout turned off (`infinity`, or `0`) as the
         // largest value.
         Ok((usec != u64::MAX && usec != 0).then(|| Duration::from_micros(usec)))

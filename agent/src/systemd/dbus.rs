@@ -1,10 +1,8 @@
 //! [`SystemdManager`] over systemd's D-Bus API (`org.freedesktop.systemd1`)
 //! on the system bus, with zbus.
 //!
-//! The few calls the agent makes are declared here with `#[zbus::proxy]`
-//! rather than taken from the `zbus_systemd` crate, whose generated
-//! bindings of every systemd interface would cost far more to build than
-//! these few lines.
+//! The calls it makes are those of [`super::manager::ManagerProxy`], the
+//! one declaration of systemd's manager that flotilla has.
 //!
 //! Two tasks keep draining the bus for as long as the connection lives
 //! (a D-Bus stream that nobody reads stalls the whole connection):
@@ -29,60 +27,20 @@ use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
 
 use crate::metrics::AgentMetrics;
 
+use super::manager::{
+    DESTINATION, JobRemovedStream, ManagerProxy, PROPERTIES_INTERFACE, SERVICE_INTERFACE,
+    UNIT_INTERFACE, bus_error, call_error,
+};
 use super::{
     ChangeFeed, ChangeSink, DEFAULT_JOB_TIMEOUT, JobKind, JobResult, SystemdError, SystemdManager,
     UnitProperties, change_feed,
 };
 
-const DESTINATION: &str = "org.freedesktop.systemd1";
-const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
-const SERVICE_INTERFACE: &str = "org.freedesktop.systemd1.Service";
-const PROPERTIES_INTERFACE: &str = "org.freedesktop.DBus.Properties";
 /// Where systemd puts unit objects: `UNIT_PATH_PREFIX/<escaped name>`.
 const UNIT_PATH_PREFIX: &str = "/org/freedesktop/systemd1/unit";
 /// How many job results nobody waited for are kept, in case their waiter
 /// has not read its reply yet.
 const FINISHED_JOBS_KEPT: usize = 4096;
-
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Manager",
-    default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1"
-)]
-trait Manager {
-    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
-    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn reload(&self) -> zbus::Result<()>;
-    fn subscribe(&self) -> zbus::Result<()>;
-    fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<ListedUnit>>;
-
-    #[zbus(signal)]
-    fn job_removed(
-        &self,
-        id: u32,
-        job: OwnedObjectPath,
-        unit: String,
-        result: String,
-    ) -> zbus::Result<()>;
-}
-
-/// One unit as systemd's `ListUnits*` calls return it: name, description,
-/// load state, active state, sub state, followed unit, object path, job id,
-/// job type, job path.
-pub type ListedUnit = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    OwnedObjectPath,
-    u32,
-    String,
-    OwnedObjectPath,
-);
 
 /// Jobs being waited for, and results that came before their waiter.
 #[derive(Default)]
@@ -485,48 +443,6 @@ pub fn unit_name_from_path(path: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-fn bus_error(operation: &'static str, e: zbus::Error) -> SystemdError {
-    SystemdError::Bus {
-        operation,
-        message: e.to_string(),
-    }
-}
-
-/// A method call's error: systemd's own refusals (a D-Bus error reply) are
-/// [`SystemdError::Refused`], except the bus's own errors (no reply, the
-/// service gone), which are temporary.
-fn call_error(operation: &'static str, unit: &str, e: zbus::Error) -> SystemdError {
-    let refusal = match &e {
-        zbus::Error::MethodError(name, detail, _) => {
-            Some((name.as_str().to_owned(), detail.clone().unwrap_or_default()))
-        }
-        zbus::Error::FDO(fdo) => {
-            let name = fdo_error_name(fdo);
-            Some((name, fdo.to_string()))
-        }
-        _ => None,
-    };
-    match refusal {
-        Some((name, message)) if !name.starts_with("org.freedesktop.DBus.Error.") => {
-            SystemdError::Refused {
-                operation,
-                unit: unit.to_owned(),
-                name,
-                message,
-            }
-        }
-        _ => SystemdError::Bus {
-            operation,
-            message: e.to_string(),
-        },
-    }
-}
-
-fn fdo_error_name(e: &zbus::fdo::Error) -> String {
-    use zbus::DBusError;
-    e.name().as_str().to_owned()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 mod changes;
 mod dbus;
 mod fake;
+pub mod manager;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,8 +20,9 @@ use std::time::Duration;
 use futures_util::stream::{self, StreamExt};
 
 pub use changes::{ChangeFeed, ChangeSink, Closed, change_feed};
-pub use dbus::{DbusSystemd, ListedUnit, unit_name_from_path};
+pub use dbus::{DbusSystemd, unit_name_from_path};
 pub use fake::{FakeCall, FakeSystemd};
+pub use manager::{ListedUnit, ManagerProxy};
 
 /// The runtime unit directory: systemd reads unit files from it, below
 /// `/etc/systemd/system` in priority, and it is emptied at boot.
@@ -215,7 +217,18 @@ impl SystemdError {
             SystemdError::Refused { .. } => false,
         }
     }
+
+    /// Whether systemd refused a job queued in mode `fail` because another
+    /// job of the unit is queued (a stop or restart someone asked for):
+    /// systemd keeps that job, and it decides what happens to the unit.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, SystemdError::Refused { name, .. } if name == TRANSACTION_IS_DESTRUCTIVE)
+    }
 }
+
+/// The error name systemd answers a job in mode `fail` with when it would
+/// cancel a queued job.
+pub const TRANSACTION_IS_DESTRUCTIVE: &str = "org.freedesktop.systemd1.TransactionIsDestructive";
 
 /// What the agent needs from systemd. Implementations are cheap to share
 /// (`Arc`) and safe to call concurrently.
@@ -292,6 +305,25 @@ mod tests {
         assert!(JobResult::parse("done").is_success());
         assert!(JobResult::parse("skipped").is_success());
         assert!(!JobResult::parse("failed").is_success());
+    }
+
+    #[test]
+    fn only_a_refusal_for_a_queued_job_is_a_conflict() {
+        let refused = |name: &str| SystemdError::Refused {
+            operation: "RestartUnit",
+            unit: "web.service".into(),
+            name: name.into(),
+            message: "refused".into(),
+        };
+        let conflict = refused(TRANSACTION_IS_DESTRUCTIVE);
+        assert!(conflict.is_conflict() && !conflict.is_temporary());
+        assert!(!refused("org.freedesktop.systemd1.NoSuchUnit").is_conflict());
+        let bus = SystemdError::Bus {
+            operation: "RestartUnit",
+            message: TRANSACTION_IS_DESTRUCTIVE.into(),
+        };
+        assert!(!bus.is_conflict());
+        assert!(!SystemdError::Connect("no bus".into()).is_conflict());
     }
 
     #[test]
