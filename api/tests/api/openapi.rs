@@ -1,6 +1,7 @@
 //! The OpenAPI document matches the routes: the same (method, path) pairs
 //! as `ROUTES`, each of them served by the live router and no other method
-//! on those paths; its schemas cover the wire types.
+//! on those paths; its schemas match the wire types in full: every field,
+//! type, enum and nested object.
 
 use std::collections::BTreeSet;
 
@@ -102,13 +103,148 @@ fn properties(doc: &Value, schema: &str) -> (BTreeSet<String>, BTreeSet<String>)
 }
 
 /// Every field of `value` is in the schema, and every required one is in
-/// `value` (which has every optional field set).
+/// `value` (which has every optional field set); and the whole value, its
+/// nested objects, arrays, types and enums, conforms to the schema.
 fn check(doc: &Value, schema: &str, value: impl serde::Serialize) {
     let value = serde_json::to_value(value).unwrap();
     let keys: BTreeSet<String> = value.as_object().unwrap().keys().cloned().collect();
     let (allowed, required) = properties(doc, schema);
     assert_eq!(keys, allowed, "{schema}: fields and properties differ");
     assert!(required.is_subset(&keys), "{schema}: required {required:?}");
+    let schema_value = &doc["components"]["schemas"][schema];
+    if let Some(v) = violation(doc, schema_value, &value, schema) {
+        panic!("the document's schema and the wire type differ: {v}");
+    }
+}
+
+/// Where `value` breaks `schema` (OpenAPI 3.1's subset this document
+/// uses: `$ref`, `allOf`, `type`, `enum`, `minimum`, `properties`,
+/// `required`, `additionalProperties`, `items`), down to every nested
+/// field: `None` when it conforms. An object schema with `properties` and
+/// no `additionalProperties` is closed, so that a field added to a type
+/// and not to the document is caught however deep it is.
+fn violation(doc: &Value, schema: &Value, value: &Value, at: &str) -> Option<String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let target = doc.pointer(r.strip_prefix('#').unwrap()).unwrap();
+        return violation(doc, target, value, at);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        // Each part constrains what it names; the union of their
+        // properties is the object's.
+        let mut merged = serde_json::Map::new();
+        let mut required = Vec::new();
+        for part in all {
+            let part = match part["$ref"].as_str() {
+                Some(r) => doc.pointer(r.strip_prefix('#').unwrap()).unwrap(),
+                None => part,
+            };
+            if let Some(props) = part["properties"].as_object() {
+                merged.extend(props.clone());
+            }
+            if let Some(req) = part["required"].as_array() {
+                required.extend(req.iter().cloned());
+            }
+        }
+        let whole = serde_json::json!({
+            "type": "object", "properties": merged, "required": required,
+        });
+        return violation(doc, &whole, value, at);
+    }
+    let type_ok = |t: &str| match t {
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        "null" => value.is_null(),
+        other => panic!("{at}: schema type {other} is not one this check knows"),
+    };
+    let typed = match &schema["type"] {
+        Value::String(t) => type_ok(t),
+        Value::Array(ts) => ts.iter().any(|t| type_ok(t.as_str().unwrap())),
+        _ => true,
+    };
+    if !typed {
+        return Some(format!("{at}: {value} is not of type {}", schema["type"]));
+    }
+    if let Some(values) = schema["enum"].as_array()
+        && !values.contains(value)
+    {
+        return Some(format!("{at}: {value} is not one of {values:?}"));
+    }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64())
+        && n < min
+    {
+        return Some(format!("{at}: {n} is below the minimum {min}"));
+    }
+    if let Some(items) = value.as_array() {
+        let item_schema = &schema["items"];
+        return items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| violation(doc, item_schema, item, &format!("{at}[{i}]")));
+    }
+    let fields = value.as_object()?;
+    let props = schema["properties"].as_object();
+    for req in schema["required"].as_array().into_iter().flatten() {
+        let req = req.as_str().unwrap();
+        if !fields.contains_key(req) {
+            return Some(format!("{at}: the required field {req} is missing"));
+        }
+    }
+    for (key, field) in fields {
+        let here = format!("{at}.{key}");
+        let field_schema = match (
+            props.and_then(|p| p.get(key)),
+            &schema["additionalProperties"],
+        ) {
+            (Some(s), _) => s,
+            (None, Value::Bool(true)) => continue,
+            (None, extra) if extra.is_object() => extra,
+            (None, _) if props.is_some() => {
+                return Some(format!("{here}: not a property of the schema"));
+            }
+            (None, _) => continue,
+        };
+        if let Some(v) = violation(doc, field_schema, field, &here) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The check above finds a wrong type, a value outside an enum, a missing
+/// field and an unknown one, also nested.
+#[test]
+fn the_schema_check_finds_what_differs() {
+    let doc = document();
+    let unit = |patch: &dyn Fn(&mut Value)| {
+        let mut v = serde_json::json!({
+            "name": "a.service",
+            "options": [{"section": "Service", "name": "ExecStart", "value": "/bin/true"}],
+            "text": "",
+            "hash": "h",
+            "desiredState": "launched",
+            "currentState": "loaded",
+            "machineID": "m",
+            "unscheduledReason": "r",
+            "revision": 1,
+        });
+        patch(&mut v);
+        violation(&doc, &doc["components"]["schemas"]["Unit"], &v, "Unit")
+    };
+    assert_eq!(unit(&|_| {}), None);
+    assert!(unit(&|v| v["revision"] = "1".into()).is_some());
+    assert!(unit(&|v| v["desiredState"] = "running".into()).is_some());
+    assert!(unit(&|v| v["options"][0]["extra"] = 1.into()).is_some());
+    assert!(unit(&|v| v["options"][0]["value"] = 1.into()).is_some());
+    assert!(
+        unit(&|v| {
+            v.as_object_mut().unwrap().remove("name");
+        })
+        .is_some()
+    );
 }
 
 #[test]
