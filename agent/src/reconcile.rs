@@ -7,7 +7,7 @@
 //!
 //! 1. **Render** every desired unit in memory ([`render`]): a plain unit as
 //!    written, a container unit through
-//!    [`render_service`](crate::container::render::render_service), each
+//!    [`render_service`], each
 //!    behind the marker line of [`crate::unit_dir`].
 //! 2. **Observe**: the files flotilla wrote ([`UnitDir::managed`]), what is
 //!    at each desired unit's path, and what systemd says of each unit. The

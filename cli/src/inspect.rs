@@ -161,7 +161,7 @@ fn render_status(
     out
 }
 
-/// One journal line as `journalctl` prints it: time, program[pid],
+/// One journal line as `journalctl` prints it: time, program\[pid\],
 /// message (control characters escaped: logs come from the host).
 fn journal_line(entry: &JournalEntry) -> String {
     let e = |v: &str| flotilla_proto::field::escape_controls(v, &['\t']);

@@ -111,6 +111,9 @@ enum Command {
     #[command(hide = true)]
     Shim(shim::Args),
 
+    // The help text names sections as [X-Fleet], which rustdoc would read as
+    // links.
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Check unit files offline: syntax, names, [X-Fleet], [Container] and
     /// resource settings, with no server involved.
     ///

@@ -17,7 +17,7 @@ pub fn print(header: &[&str], rows: &[Vec<String>]) {
     print!("{}", render(header, rows));
 }
 
-/// The table [`print`] prints.
+/// The table [`print()`] prints.
 fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let header: Vec<String> = header.iter().map(|h| escape(h)).collect();
     let rows: Vec<Vec<String>> = rows

@@ -11,7 +11,7 @@
 //!
 //! # How the counts are kept
 //!
-//! A [`Tally`] counts the keys under one prefix and the bytes of their
+//! A `Tally` counts the keys under one prefix and the bytes of their
 //! values. It reads the prefix once, page by page, and then follows the
 //! store's watch from the first page's revision, so that every later
 //! change is counted exactly once whichever server made it, and a restart

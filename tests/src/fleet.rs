@@ -202,7 +202,7 @@ func main() {
 }
 "#;
 
-/// fleet's unit-file reader as a program (see [`READER_SOURCE`]), built
+/// fleet's unit-file reader as a program (see `READER_SOURCE`), built
 /// once per build tree from fleet's source. `None` only when [`SKIP_VAR`]
 /// is set.
 pub fn unit_reader() -> Result<Option<PathBuf>, HostError> {

@@ -6,7 +6,7 @@
 //! `SeccompProfile=` file (Docker's API takes the profile itself, not a
 //! path), which optional `AddDevice=` devices are absent, and the time zone
 //! file. [`apply`] then fills the container's [`CreateConfig`] from the
-//! spec and those facts, and [`docker_host_config`] is the part of Docker's
+//! spec and those facts, and `docker_host_config` is the part of Docker's
 //! `HostConfig` they make. `Unmask=ALL` is sent as the docker CLI sends
 //! `--security-opt systempaths=unconfined`: empty lists of masked and
 //! read-only paths (the engine does not take that option itself).

@@ -1,7 +1,7 @@
 //! `GET /metrics`: the server's Prometheus metrics (docs/metrics.md), and
 //! the API's own: requests by route and status, heartbeat latency, long
 //! polls open. Also the small plain-HTTP listener an agent serves its own
-//! metrics on ([`serve_registry`]).
+//! metrics on (`serve_registry`).
 //!
 //! The page is OpenMetrics 1.0 when the scraper asks for it in `Accept`
 //! (Prometheus does), and Prometheus' text format 0.0.4 otherwise (curl,
