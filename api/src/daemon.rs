@@ -20,7 +20,7 @@ use flotilla_scheduler::presence;
 use flotilla_scheduler::quota::Quotas;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
-use flotilla_scheduler::secrets::{KEY_FILE, KeyError, Secrets, SecretsKey};
+use flotilla_scheduler::secrets::{KEY_FILE, KeyError, Secrets, SecretsError, SecretsKey};
 use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, TrustError};
 use flotilla_store::{
     Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery,
@@ -77,6 +77,9 @@ pub struct DaemonConfig {
     /// The file of the key that seals secrets (`--secrets-key`); `None`:
     /// `DATA_DIR/secrets.key`, made at the first start.
     pub secrets_key: Option<PathBuf>,
+    /// Record this server's secrets key as the cluster's even if another is
+    /// recorded (`--replace-secrets-key`, to rotate it).
+    pub replace_secrets_key: bool,
     /// How much of the audit log is kept.
     pub audit: AuditRetention,
     /// What the cluster may hold.
@@ -116,6 +119,8 @@ pub enum DaemonError {
     Trust(#[from] TrustError),
     #[error(transparent)]
     SecretsKey(#[from] KeyError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
 }
 
 impl From<EtcdConnectError> for DaemonError {
@@ -220,15 +225,20 @@ impl Daemon {
             Some(path) => SecretsKey::read(path)?,
             None => SecretsKey::read_or_create(&config.data_dir.join(KEY_FILE))?,
         };
+        let secrets = Secrets::new(dyn_store.clone(), config.keys.clone(), secrets_key);
+        if config.replace_secrets_key {
+            secrets.replace_key().await?;
+            tracing::warn!(
+                "this server's secrets key is now the cluster's: secrets sealed with the previous key cannot be opened until flotilla secret set gives them a new value"
+            );
+        } else {
+            secrets.claim_key().await?;
+        }
         let trust = Arc::new(Trust {
             credentials,
             audit: audit.clone(),
             ca,
-            secrets: Arc::new(Secrets::new(
-                dyn_store.clone(),
-                config.keys.clone(),
-                secrets_key,
-            )),
+            secrets: Arc::new(secrets),
         });
         // One log for the API and the reconcile loop: this server's events
         // keep one order.

@@ -81,6 +81,14 @@ pub struct Args {
     #[arg(long, env = "FLOTILLA_SECRETS_KEY", value_name = "FILE")]
     secrets_key: Option<PathBuf>,
 
+    /// Make this server's secrets key the cluster's, although the cluster's
+    /// secrets were sealed with another: to rotate the key (secrets sealed
+    /// with the old one cannot be opened until `flotilla secret set` gives
+    /// them a new value). Without it, a server whose key differs from the
+    /// cluster's refuses to start.
+    #[arg(long)]
+    replace_secrets_key: bool,
+
     /// Serve HTTPS with this certificate (chain, PEM) instead of one made by
     /// the cluster CA.
     #[arg(
@@ -382,6 +390,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
     Ok(DaemonConfig {
         listen,
         secrets_key: args.secrets_key.or(file.secrets_key),
+        replace_secrets_key: args.replace_secrets_key,
         tls,
         static_admin_token,
         audit,

@@ -166,6 +166,25 @@ fn the_secrets_key_is_made_once_or_given() {
     assert!(!other.join("secrets.key").exists());
     server.kill();
 
+    // A server that must not start: what it says on stderr.
+    let refused = |data: &std::path::Path, key: &std::path::Path| {
+        // Bounded: a server that starts instead is killed after 30 s.
+        let out = std::process::Command::new("timeout")
+            .args(["30", BIN, "server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .arg("--secrets-key")
+            .arg(key)
+            .env_remove("FLOTILLA_TOKEN")
+            .env_remove("FLOTILLA_TOKEN_FILE")
+            .env_remove("FLOTILLA_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        err
+    };
+
     // Given and missing, or not a key: the server refuses to start.
     for (file, says) in [
         ("missing.key", "cannot read the secrets key"),
@@ -174,21 +193,36 @@ fn the_secrets_key_is_made_once_or_given() {
         if file == "cluster.token" {
             dir.write(file, "not a key\n");
         }
-        let path = dir.path().join(file);
-        // Bounded: a server that starts instead is killed after 30 s.
-        let out = std::process::Command::new("timeout")
-            .args(["30", BIN, "server", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join(format!("data-{file}")))
-            .arg("--secrets-key")
-            .arg(&path)
-            .env_remove("FLOTILLA_TOKEN")
-            .env_remove("FLOTILLA_TOKEN_FILE")
-            .env_remove("FLOTILLA_CONFIG")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{err}");
+        let err = refused(
+            &dir.path().join(format!("data-{file}")),
+            &dir.path().join(file),
+        );
         assert!(err.contains(says) && err.contains(file), "{err}");
     }
+
+    // A key other than the one the cluster's secrets are sealed with: the
+    // server refuses to start rather than seal values the others cannot
+    // open.
+    let stranger = dir.write("stranger.key", &format!("{}\n", "ab".repeat(32)));
+    let err = refused(&data, &stranger);
+    assert!(
+        err.contains("every server of a cluster needs the same secrets key"),
+        "{err}"
+    );
+    // Rotated on purpose: the new key becomes the cluster's, and the old
+    // one is the stranger now.
+    let server = ServerProcess::start(
+        &data,
+        &[
+            "--secrets-key",
+            stranger.to_str().unwrap(),
+            "--replace-secrets-key",
+        ],
+    );
+    server.kill();
+    let err = refused(&data, &given);
+    assert!(
+        err.contains("every server of a cluster needs the same secrets key"),
+        "{err}"
+    );
 }

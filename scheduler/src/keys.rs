@@ -154,6 +154,13 @@ impl Keys {
         format!("{}events/", self.prefix)
     }
 
+    /// The id of the key the cluster's secrets are sealed with, recorded by
+    /// the first server to start so that a server with another key is
+    /// refused at its start.
+    pub fn secrets_key_id(&self) -> String {
+        format!("{}secrets/key", self.prefix)
+    }
+
     pub fn secret_metas(&self) -> String {
         format!("{}secrets/meta/", self.prefix)
     }

@@ -119,6 +119,7 @@ async fn etcd_holds_only_sealed_values_and_servers_share_the_key() {
         keys.clone(),
         SecretsKey::from_bytes(&key_bytes()),
     );
+    first.claim_key().await.unwrap();
     first.put("db", VALUE, false).await.unwrap();
     first.put("unused", b"x", false).await.unwrap();
     assert!(!contains(&dump(&*store).await, VALUE));
@@ -129,13 +130,19 @@ async fn etcd_holds_only_sealed_values_and_servers_share_the_key() {
         keys.clone(),
         SecretsKey::from_bytes(&key_bytes()),
     );
+    second.claim_key().await.unwrap();
     let values = second.values(&["db"]).await.unwrap();
     assert_eq!(
         flotilla_proto::secret::decode_value(&values[0].value).unwrap(),
         VALUE
     );
-    // One with a key of its own says so, rather than open garbage.
+    // One with a key of its own says so, rather than open garbage; it is
+    // refused when it starts, and the cluster's servers are not.
     let stray = Secrets::new(store.clone(), keys.clone(), SecretsKey::generate().unwrap());
+    match stray.claim_key().await {
+        Err(SecretsError::KeyMismatch { recorded, ours }) => assert_ne!(recorded, ours),
+        other => panic!("{other:?}"),
+    }
     match stray.values(&["db"]).await {
         Err(SecretsError::WrongKey { name, .. }) => assert_eq!(name, "db"),
         other => panic!("{other:?}"),

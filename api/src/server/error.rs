@@ -194,6 +194,9 @@ fn secrets_status(e: &SecretsError) -> (StatusCode, &'static str) {
         SecretsError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         SecretsError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
         SecretsError::WrongKey { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "wrong_secrets_key"),
+        SecretsError::KeyMismatch { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "wrong_secrets_key")
+        }
         SecretsError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         SecretsError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }

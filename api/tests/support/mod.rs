@@ -31,6 +31,7 @@ pub fn daemon_config(data_dir: PathBuf, machine_ttl: Duration, strategy: Strateg
         tls: TlsSettings::default(),
         static_admin_token: None,
         secrets_key: None,
+        replace_secrets_key: false,
         audit: Default::default(),
         events: Default::default(),
         quotas: Default::default(),

@@ -94,6 +94,12 @@ pub enum SecretsError {
         stored: String,
         ours: String,
     },
+    /// The cluster's secrets are sealed with another key than this
+    /// server's: found when the server starts.
+    #[error(
+        "the cluster's secrets are sealed with key {recorded}, and this server's secrets key is {ours}: every server of a cluster needs the same secrets key; copy secrets.key from the data directory of a server of the cluster, or name it with --secrets-key (see docs/security.md)"
+    )]
+    KeyMismatch { recorded: String, ours: String },
     /// The store could not be used now (503); temporary.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -135,6 +141,50 @@ impl Secrets {
     /// Makes secret `name`, or with `replace` gives an existing one a new
     /// value (and a new version). Returns what is known of it now and
     /// whether it was made.
+    /// Records this server's key id as the cluster's if none is recorded
+    /// yet, else checks that it is the one recorded: a server whose key
+    /// differs from the cluster's is refused when it starts, not when it
+    /// first opens a value.
+    pub async fn claim_key(&self) -> Result<(), SecretsError> {
+        let key = self.keys.secrets_key_id();
+        let ours = self.key.id();
+        let txn = Txn::new()
+            .when([Compare::absent(&key)])
+            .and_then([TxnOp::put(&key, ours.as_bytes().to_vec())])
+            .or_else([TxnOp::get(&key)]);
+        let response = self.store.txn(txn).await?;
+        if response.succeeded {
+            return Ok(());
+        }
+        let recorded = match response.responses.into_iter().next() {
+            Some(TxnOpResponse::Get(g)) => g.kv.map(|kv| kv.value),
+            other => {
+                return Err(SecretsError::Internal(format!(
+                    "reading the secrets key id was answered with {other:?}"
+                )));
+            }
+        };
+        let recorded = recorded
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        if recorded == ours {
+            Ok(())
+        } else {
+            Err(SecretsError::KeyMismatch {
+                recorded,
+                ours: ours.to_owned(),
+            })
+        }
+    }
+
+    /// Records this server's key id as the cluster's, whatever was
+    /// recorded: to rotate the key.
+    pub async fn replace_key(&self) -> Result<(), SecretsError> {
+        let key = self.keys.secrets_key_id();
+        self.store.put(&key, self.key.id().as_bytes(), None).await?;
+        Ok(())
+    }
+
     pub async fn put(
         &self,
         name: &str,
