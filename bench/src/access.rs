@@ -19,6 +19,8 @@ use flotilla_proto::trust::{Role, TokenCreate};
 pub const CA_CERT: &str = "tls/ca.crt";
 /// The cluster CA's key, beside it.
 pub const CA_KEY: &str = "tls/ca.key";
+/// The key that seals the cluster's secrets, in a data directory.
+pub const SECRETS_KEY: &str = "secrets.key";
 /// The cluster's first admin token, in the data directory of the server
 /// that made the cluster.
 pub const ADMIN_TOKEN: &str = "admin.token";
@@ -172,7 +174,7 @@ impl Joiner {
     }
 }
 
-/// Copies the cluster CA (certificate and key) from one server's data
+/// Copies the cluster CA (certificate and key) and secrets key from one server's data
 /// directory into another's, as an operator does for every server that
 /// shares an etcd with the first. The directories it makes are the
 /// server's user's only, as the server makes them (the key is a secret).
@@ -183,7 +185,10 @@ pub fn share_ca(from: &Path, to: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(to.join("tls"))
         .with_context(|| format!("cannot create {}", to.join("tls").display()))?;
-    for file in [CA_CERT, CA_KEY] {
+    // The key that seals the cluster's secrets is shared the same way (a
+    // data directory has none when its server was given one).
+    let secrets_key = Some(SECRETS_KEY).filter(|f| from.join(f).exists());
+    for file in [CA_CERT, CA_KEY].into_iter().chain(secrets_key) {
         std::fs::copy(from.join(file), to.join(file)).with_context(|| {
             format!(
                 "cannot copy {} to {}",

@@ -251,6 +251,8 @@ pub fn share_ca(from: &Path, to: &Path) {
     for file in ["ca.crt", "ca.key"] {
         std::fs::copy(from.join("tls").join(file), to.join("tls").join(file)).unwrap();
     }
+    // The key that seals the cluster's secrets is shared the same way.
+    std::fs::copy(from.join("secrets.key"), to.join("secrets.key")).unwrap();
 }
 
 impl Drop for ServerProcess {
