@@ -138,7 +138,9 @@ impl Cgroups {
         })
     }
 
-    /// The processes in the cgroup `path`; none if it does not exist.
+    /// The processes in the cgroup `path`; none if it does not exist, or
+    /// is being removed (a cgroup that systemd removes once it is empty
+    /// answers a read with ENODEV until its directory is gone).
     pub fn procs(&self, path: &str) -> Result<Vec<u32>, CgroupError> {
         let file = self.dir(path).join("cgroup.procs");
         match std::fs::read_to_string(&file) {
@@ -147,6 +149,9 @@ impl Cgroups {
                 .filter_map(|p| p.parse().ok())
                 .collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NODEV.raw_os_error()) => {
+                Ok(Vec::new())
+            }
             Err(source) => Err(CgroupError::Read { path: file, source }),
         }
     }
