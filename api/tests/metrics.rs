@@ -10,8 +10,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use flotilla_api::client::Client;
@@ -175,35 +174,6 @@ async fn put(client: &Client, name: &str, desired: DesiredState, fleet: &str) {
         .put_unit(&UnitName::parse(name).unwrap(), &put)
         .await
         .unwrap();
-}
-
-/// Runs `promtool check metrics` on a page in Prometheus' text format: it
-/// must parse and pass promtool's lint (names, units, help texts).
-fn promtool_check(page: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run promtool ({e}): install Debian's prometheus package (scripts/test does)"
-            )
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics refused the page: {}{}\n{page}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Runs Prometheus' OpenMetrics parser on an OpenMetrics page, through
@@ -409,7 +379,7 @@ async fn metrics_count_what_the_cluster_did() {
         },
     )
     .await;
-    promtool_check(&page);
+    flotilla_testbed::promtool::check_metrics(&page);
     let (status, kind, openmetrics) = server
         .scrape(
             Some(&metrics_token),
@@ -514,7 +484,7 @@ async fn viewers_may_read_the_metrics() {
     let (status, kind, page) = server.scrape(Some(&viewer), None).await;
     assert_eq!(status, 200);
     assert_eq!(kind, "text/plain; version=0.0.4; charset=utf-8");
-    promtool_check(&page);
+    flotilla_testbed::promtool::check_metrics(&page);
     server.stop().await;
 }
 

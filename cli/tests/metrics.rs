@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::hosts::{DEADLINE, boot, journal, start_agent_with, stop_agent, wait_active};
@@ -78,34 +78,6 @@ fn documented_for_agents() -> BTreeMap<String, String> {
             (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
         })
         .collect()
-}
-
-/// `promtool check metrics`: the page parses and passes promtool's lint.
-fn promtool_check(page: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run promtool ({e}): install Debian's prometheus package (scripts/test does)"
-            )
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics refused the page: {}{}\n{page}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn free_port() -> u16 {
@@ -178,7 +150,7 @@ fn an_agents_metrics_count_what_its_units_did() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    promtool_check(&page);
+    flotilla_testbed::promtool::check_metrics(&page);
     let s = samples(&page);
     assert!(value(&s, "flotilla_agent_reconcile_passes_total{result=\"ok\"}") >= 1.0);
     assert!(value(&s, "flotilla_agent_reconcile_duration_seconds_count") >= 1.0);

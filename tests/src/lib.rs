@@ -26,6 +26,7 @@ pub mod data;
 mod etcd;
 pub mod fleet;
 pub mod poll;
+pub mod promtool;
 mod registry;
 
 pub use etcd::Etcd;
