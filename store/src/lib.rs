@@ -41,6 +41,7 @@ mod etcd;
 pub mod identity;
 mod lease;
 mod memory;
+pub mod raft;
 mod state;
 mod types;
 mod watch;
