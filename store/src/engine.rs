@@ -46,6 +46,11 @@ impl Shared {
         }
     }
 
+    /// Lease deadlines.
+    pub(crate) fn lessor(&self) -> &Arc<Lessor> {
+        &self.lessor
+    }
+
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, StateMachine> {
         // A panic while the lock was held cannot leave the state half
         // changed: applying checks everything before it changes anything and
@@ -97,6 +102,40 @@ impl Shared {
         self.apply([command])
             .pop()
             .unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Replaces the whole state (a raft follower installing the leader's
+    /// snapshot). Current watches end with [`StoreError::Compacted`], since
+    /// the history between the old state and the new one is unknown; their
+    /// callers resync as after any compaction. Every lease gets a whole TTL
+    /// from now.
+    pub(crate) fn restore(&self, state: StateMachine) {
+        let mut current = self.write();
+        let mut hub = lock(&self.hub);
+        let options = hub.stats().options;
+        hub.end_all(
+            &StoreError::Compacted {
+                requested: current.revision() + 1,
+                compact_revision: state.revision() + 1,
+            },
+            false,
+        );
+        *hub = Hub::new(options, state.revision());
+        self.lessor.clear();
+        for (&id, lease) in state.leases() {
+            self.lessor.start(id, Duration::from_millis(lease.ttl_ms));
+        }
+        *current = state;
+    }
+
+    /// Gives every lease a whole TTL from now: a raft node that has just
+    /// become leader, whose deadlines (kept from the keepalives it applied)
+    /// may be behind the old leader's.
+    pub(crate) fn renew_all_leases(&self) {
+        let state = self.read();
+        for (&id, lease) in state.leases() {
+            self.lessor.start(id, Duration::from_millis(lease.ttl_ms));
+        }
     }
 
     /// Ends every watch and the expiry task.

@@ -103,6 +103,13 @@ impl Lessor {
         }
     }
 
+    /// Forgets every lease (the state was replaced by a snapshot).
+    pub(crate) fn clear(&self) {
+        let mut d = lock(&self.deadlines);
+        d.timers.clear();
+        d.queue.clear();
+    }
+
     /// Stops the expiry task.
     pub(crate) fn close(&self) {
         lock(&self.deadlines).closed = true;

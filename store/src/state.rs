@@ -176,6 +176,11 @@ impl StateMachine {
         self.kvs.iter()
     }
 
+    /// One lease, if it exists.
+    pub(crate) fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
     /// Every lease, in order.
     pub(crate) fn leases(&self) -> impl ExactSizeIterator<Item = (&LeaseId, &Lease)> {
         self.leases.iter()

@@ -13,24 +13,24 @@ use crate::{Compare, CompareOp, CompareTarget, LeaseId, RangeOptions, Txn, TxnOp
 
 /// Appends encoded values to a buffer.
 #[derive(Debug, Default)]
-pub(super) struct Enc {
-    pub(super) buf: Vec<u8>,
+pub(crate) struct Enc {
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Enc {
-    pub(super) fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }
 
-    pub(super) fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
-    pub(super) fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
-    pub(super) fn i64(&mut self, v: i64) {
+    pub(crate) fn i64(&mut self, v: i64) {
         self.buf.extend_from_slice(&v.to_le_bytes());
     }
 
@@ -38,16 +38,16 @@ impl Enc {
     /// is at most `max_value_size`, a transaction at most `max_txn_ops`), far
     /// below 4 GiB; saturating keeps the encoder total, and the decoder then
     /// reports the record as damaged rather than misreading it.
-    pub(super) fn len(&mut self, len: usize) {
+    pub(crate) fn len(&mut self, len: usize) {
         self.u32(u32::try_from(len).unwrap_or(u32::MAX));
     }
 
-    pub(super) fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         self.len(v.len());
         self.buf.extend_from_slice(v);
     }
 
-    pub(super) fn str(&mut self, v: &str) {
+    pub(crate) fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
 
@@ -59,15 +59,15 @@ impl Enc {
 /// Reads encoded values; every error is a reason string, placed by the
 /// caller (file and offset).
 #[derive(Debug)]
-pub(super) struct Dec<'a> {
+pub(crate) struct Dec<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
-pub(super) type DecResult<T> = Result<T, String>;
+pub(crate) type DecResult<T> = Result<T, String>;
 
 impl<'a> Dec<'a> {
-    pub(super) fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Dec { buf, pos: 0 }
     }
 
@@ -94,25 +94,32 @@ impl<'a> Dec<'a> {
         Ok(out)
     }
 
-    pub(super) fn u8(&mut self) -> DecResult<u8> {
+    /// Everything not read yet (the caller decodes it otherwise).
+    pub(crate) fn rest(&mut self) -> &'a [u8] {
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        self.pos = self.buf.len();
+        rest
+    }
+
+    pub(crate) fn u8(&mut self) -> DecResult<u8> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub(super) fn u32(&mut self) -> DecResult<u32> {
+    pub(crate) fn u32(&mut self) -> DecResult<u32> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    pub(super) fn u64(&mut self) -> DecResult<u64> {
+    pub(crate) fn u64(&mut self) -> DecResult<u64> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
-    pub(super) fn i64(&mut self) -> DecResult<i64> {
+    pub(crate) fn i64(&mut self) -> DecResult<i64> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
     /// A count of items that each take at least one byte, checked against
     /// what is left so that a damaged count cannot make us allocate wildly.
-    pub(super) fn count(&mut self) -> DecResult<usize> {
+    pub(crate) fn count(&mut self) -> DecResult<usize> {
         let n = self.u32()? as usize;
         if n > self.buf.len() - self.pos {
             return Err(format!("count {n} is larger than the rest of the record"));
@@ -120,12 +127,12 @@ impl<'a> Dec<'a> {
         Ok(n)
     }
 
-    pub(super) fn bytes(&mut self) -> DecResult<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> DecResult<&'a [u8]> {
         let n = self.u32()? as usize;
         self.take(n)
     }
 
-    pub(super) fn string(&mut self) -> DecResult<String> {
+    pub(crate) fn string(&mut self) -> DecResult<String> {
         let bytes = self.bytes()?;
         String::from_utf8(bytes.to_vec()).map_err(|_| "a key is not valid UTF-8".to_owned())
     }
@@ -135,7 +142,7 @@ impl<'a> Dec<'a> {
         Ok((id != 0).then_some(LeaseId(id)))
     }
 
-    pub(super) fn finish(&self) -> DecResult<()> {
+    pub(crate) fn finish(&self) -> DecResult<()> {
         if self.pos == self.buf.len() {
             Ok(())
         } else {
@@ -160,7 +167,7 @@ const OP_GET: u8 = 4;
 const OP_RANGE: u8 = 5;
 
 /// Encodes one command.
-pub(super) fn encode_command(command: &Command, enc: &mut Enc) {
+pub(crate) fn encode_command(command: &Command, enc: &mut Enc) {
     match command {
         Command::Txn(txn) => {
             enc.u8(CMD_TXN);
@@ -266,7 +273,7 @@ fn encode_op(op: &TxnOp, enc: &mut Enc) {
 }
 
 /// Decodes one command.
-pub(super) fn decode_command(dec: &mut Dec<'_>) -> DecResult<Command> {
+pub(crate) fn decode_command(dec: &mut Dec<'_>) -> DecResult<Command> {
     match dec.u8()? {
         CMD_TXN => {
             let n = dec.count()?;
@@ -358,7 +365,7 @@ fn decode_op(dec: &mut Dec<'_>) -> DecResult<TxnOp> {
 }
 
 /// Encodes a key's entry (snapshots).
-pub(super) fn encode_entry(key: &str, entry: &Entry, enc: &mut Enc) {
+pub(crate) fn encode_entry(key: &str, entry: &Entry, enc: &mut Enc) {
     enc.str(key);
     enc.bytes(&entry.value);
     enc.u64(entry.create_revision);
@@ -368,7 +375,7 @@ pub(super) fn encode_entry(key: &str, entry: &Entry, enc: &mut Enc) {
 }
 
 /// Decodes a key's entry (snapshots).
-pub(super) fn decode_entry(dec: &mut Dec<'_>) -> DecResult<(String, Entry)> {
+pub(crate) fn decode_entry(dec: &mut Dec<'_>) -> DecResult<(String, Entry)> {
     Ok((
         dec.string()?,
         Entry {

@@ -2,10 +2,10 @@
 //! `flotilla server --data-dir DIR` and `flotilla dev`). Its documentation
 //! says how it works: files, group commit, snapshots, damage policy.
 
-mod codec;
+pub(crate) mod codec;
 mod frame;
 mod layout;
-mod snapshot;
+pub(crate) mod snapshot;
 mod writer;
 
 use std::fs::{self, File, OpenOptions, TryLockError};

@@ -23,13 +23,13 @@ const FRAME_LEASES: u8 = b'L';
 const FRAME_KEYS: u8 = b'K';
 const FRAME_END: u8 = b'E';
 
-/// Writes frames to a file through a buffer.
-struct FrameWriter {
-    out: BufWriter<File>,
+/// Writes frames to a file (through a buffer) or to memory.
+struct FrameWriter<W> {
+    out: W,
     frame: Vec<u8>,
 }
 
-impl FrameWriter {
+impl<W: Write> FrameWriter<W> {
     fn frame(&mut self, payload: &[u8]) -> io::Result<()> {
         self.frame.clear();
         frame::encode(payload, &mut self.frame);
@@ -56,50 +56,78 @@ pub(super) fn write_snapshot(path: &Path, shared: &Shared, next_index: u64) -> S
         out: BufWriter::new(file),
         frame: Vec::new(),
     };
-    out.out.write_all(SNAPSHOT_MAGIC).map_err(io_err)?;
     {
         // Readers share this lock; only the writer (busy here) changes the
         // state, so the snapshot is consistent without stopping reads.
         let state = shared.read();
-        let mut meta = Enc::default();
-        meta.u8(FRAME_META);
-        meta.u64(next_index);
-        meta.u64(state.revision());
-        meta.i64(state.next_lease());
-        meta.u64(state.leases().len() as u64);
-        meta.u64(state.entries().len() as u64);
-        out.frame(&meta.buf).map_err(io_err)?;
-
-        let leases: Vec<_> = state.leases().collect();
-        for chunk in leases.chunks(SNAPSHOT_CHUNK / 16) {
-            let mut enc = Enc::default();
-            enc.u8(FRAME_LEASES);
-            enc.len(chunk.len());
-            for (id, lease) in chunk {
-                enc.i64(id.0);
-                enc.u64(lease.ttl_ms);
-            }
-            out.frame(&enc.buf).map_err(io_err)?;
-        }
-
-        let mut keys = Enc::default();
-        let mut count = 0;
-        for (key, entry) in state.entries() {
-            codec::encode_entry(key, entry, &mut keys);
-            count += 1;
-            if keys.buf.len() >= SNAPSHOT_CHUNK {
-                out.keys(count, &mut keys).map_err(io_err)?;
-                count = 0;
-            }
-        }
-        if count > 0 {
-            out.keys(count, &mut keys).map_err(io_err)?;
-        }
+        write_state(&mut out, &state, next_index).map_err(io_err)?;
     }
-    out.frame(&[FRAME_END]).map_err(io_err)?;
     let file = out.out.into_inner().map_err(|e| io_err(e.into_error()))?;
     file.sync_all().map_err(io_err)?;
     file.metadata().map(|m| m.len()).map_err(io_err)
+}
+
+/// Writes the whole of `state` as snapshot frames, magic first.
+fn write_state<W: Write>(
+    out: &mut FrameWriter<W>,
+    state: &StateMachine,
+    next_index: u64,
+) -> io::Result<()> {
+    out.out.write_all(SNAPSHOT_MAGIC)?;
+    let mut meta = Enc::default();
+    meta.u8(FRAME_META);
+    meta.u64(next_index);
+    meta.u64(state.revision());
+    meta.i64(state.next_lease());
+    meta.u64(state.leases().len() as u64);
+    meta.u64(state.entries().len() as u64);
+    out.frame(&meta.buf)?;
+
+    let leases: Vec<_> = state.leases().collect();
+    for chunk in leases.chunks(SNAPSHOT_CHUNK / 16) {
+        let mut enc = Enc::default();
+        enc.u8(FRAME_LEASES);
+        enc.len(chunk.len());
+        for (id, lease) in chunk {
+            enc.i64(id.0);
+            enc.u64(lease.ttl_ms);
+        }
+        out.frame(&enc.buf)?;
+    }
+
+    let mut keys = Enc::default();
+    let mut count = 0;
+    for (key, entry) in state.entries() {
+        codec::encode_entry(key, entry, &mut keys);
+        count += 1;
+        if keys.buf.len() >= SNAPSHOT_CHUNK {
+            out.keys(count, &mut keys)?;
+            count = 0;
+        }
+    }
+    if count > 0 {
+        out.keys(count, &mut keys)?;
+    }
+    out.frame(&[FRAME_END])
+}
+
+/// The whole of `state` in the snapshot format, in memory (the raft store
+/// sends it to a follower that fell behind its log), with the log index it
+/// stands for.
+pub(crate) fn encode_state(state: &StateMachine, index: u64) -> Vec<u8> {
+    let mut out = FrameWriter {
+        out: Vec::new(),
+        frame: Vec::new(),
+    };
+    // Writing to a Vec cannot fail.
+    let _ = write_state(&mut out, state, index);
+    out.out
+}
+
+/// Reads what [`encode_state`] wrote: the state and its index, or the
+/// offset and reason of the damage.
+pub(crate) fn decode_state(data: &[u8]) -> Result<(StateMachine, u64), (usize, String)> {
+    parse_snapshot(data)
 }
 
 /// Loads a snapshot: the state and the log index that follows it. Any
