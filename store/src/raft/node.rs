@@ -689,7 +689,8 @@ impl<L: LogStorage> Node<L> {
             .map_err(|e| StoreError::Internal {
                 reason: format!("membership change {} cannot be read: {e}", entry.index),
             })?;
-        let (origin, address) = proposal::decode_conf_context(&change.context).unwrap_or((
+        // raft-rs carries the proposal's context in the entry.
+        let (origin, address) = proposal::decode_conf_context(&entry.context).unwrap_or((
             Origin {
                 node: 0,
                 request: 0,

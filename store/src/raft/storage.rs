@@ -86,10 +86,10 @@ impl Storage for MemoryLog {
         self.storage.last_index()
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let stored = crate::lock(&self.snapshot).clone();
         match stored {
-            Some(s) if s.get_metadata().index >= request_index => Ok(s),
+            Some(s) if usable(&s, request_index, to) => Ok(s),
             _ => {
                 self.snapshot_requested
                     .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -99,6 +99,14 @@ impl Storage for MemoryLog {
             }
         }
     }
+}
+
+/// Whether a stored snapshot can be sent to `to`: new enough, and taken
+/// after `to` became a member (a server added since would refuse it).
+pub(crate) fn usable(snapshot: &Snapshot, request_index: u64, to: u64) -> bool {
+    let meta = snapshot.get_metadata();
+    let conf = meta.get_conf_state();
+    meta.index >= request_index && (conf.voters.contains(&to) || conf.learners.contains(&to))
 }
 
 impl LogStorage for MemoryLog {
