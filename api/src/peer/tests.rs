@@ -146,6 +146,14 @@ async fn admitted(addr: SocketAddr, from: &str, ca: &ClusterCa) -> TlsStream<Tcp
     s
 }
 
+/// Sends a hello of `ca`'s cluster and a frame, as a peer would (errors
+/// ignored: the listener may have closed already).
+async fn hello_and_frame<S: tokio::io::AsyncWrite + Unpin>(s: &mut S, ca: &ClusterCa) {
+    let fingerprint: [u8; 32] = sha2::Sha256::digest(ca.cert_der()).into();
+    let _ = s.write_all(&frame::hello(&fingerprint)).await;
+    let _ = send_frame(s, b"let me in").await;
+}
+
 /// Whether the other side closes the connection (or fails it) within the
 /// deadline, whatever it sent first.
 async fn closed_by_listener<S: AsyncRead + Unpin>(s: &mut S) -> bool {
@@ -260,7 +268,7 @@ async fn certificates_of_users_and_machines_are_refused() {
         // TLS 1.3 finishes the client's side before the server has read
         // its certificate: the refusal shows as the connection closing.
         if let Ok(mut s) = raw_tls(addr, HERE, config).await {
-            let _ = send_frame(&mut s, b"let me in").await;
+            hello_and_frame(&mut s, &ca).await;
             assert!(closed_by_listener(&mut s).await, "{role:?}");
         }
         eventually("the refusal counted", || {
@@ -282,7 +290,7 @@ async fn another_clusters_certificates_are_refused_both_ways() {
     // A peer certificate of the other cluster, presented to this one.
     let stranger = other.issue_peer(2, &["localhost".into()]).unwrap();
     if let Ok(mut s) = raw_tls(addr, HERE, client_config(&ca, stranger)).await {
-        let _ = send_frame(&mut s, b"let me in").await;
+        hello_and_frame(&mut s, &ca).await;
         assert!(closed_by_listener(&mut s).await);
     }
     eventually("the refusal counted", || listener.counts().refused == 1).await;
@@ -479,4 +487,50 @@ async fn the_dialler_checks_the_peer_urls_name() {
     eventually("the refusal", || listener.counts().refused >= 1).await;
     assert_eq!(t.counts(2).unwrap().connects, 0);
     assert!(inbox.frames().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_connection_is_closed_when_idle() {
+    let ca = Arc::new(ClusterCa::generate().unwrap());
+    let limits = PeerLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..PeerLimits::default()
+    };
+    let (listener, inbox) = listen(&peer_tls(&ca, 1), limits).await;
+    let mut s = admitted(listener.local_addr(), HERE, &ca).await;
+    send_frame(&mut s, b"one").await.unwrap();
+    assert!(closed_by_listener(&mut s).await);
+    assert_eq!(inbox.frames(), [b"one".to_vec()]);
+}
+
+/// A server that is not a peer (the API's certificate: signed by the same
+/// CA, for the right name, but not `OU=flotilla-server`) is refused by the
+/// dialler before it sends anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dialler_refuses_a_server_that_is_not_a_peer() {
+    let ca = Arc::new(ClusterCa::generate().unwrap());
+    let api = ca.issue_server(&[HERE.into()]).unwrap();
+    let mut config = (*crate::tls::server_config(api, ca.cert_der()).unwrap()).clone();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = tcp.accept().await.unwrap();
+        let mut s = acceptor.accept(stream).await.unwrap();
+        // What the dialler sends before it gives up: nothing.
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got).await;
+        got
+    });
+
+    let t = transport(&peer_tls(&ca, 1), DialOptions::default());
+    t.set_peers(&peers(&[(2, url(addr))]));
+    t.send(2, b"secret".to_vec());
+    let got = tokio::time::timeout(DEADLINE, server)
+        .await
+        .expect("the dialler did not close")
+        .unwrap();
+    assert!(got.is_empty(), "{} bytes sent to a non-peer", got.len());
+    assert_eq!(t.counts(2).unwrap().connects, 0);
 }
