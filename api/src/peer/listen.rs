@@ -4,7 +4,7 @@
 //!
 //! | state of a connection | closed after / when |
 //! |---|---|
-//! | over [`PeerLimits::max_connections`] or [`PeerLimits::max_connections_per_ip`] | at once |
+//! | over [`PeerLimits::max_connections`] or [`PeerLimits::max_connections_per_ip`] | at once (logged at debug level only: a flood would flood the log) |
 //! | TLS handshake, certificate check and hello | [`PeerLimits::hello_timeout`] from the accept |
 //! | its certificate is not a server's, or its hello another cluster's | at once, with a warning naming its address |
 //! | a frame above [`PeerLimits::max_frame`] | at once, with a warning |
@@ -187,7 +187,8 @@ async fn accept_loop(
         };
         let Some(slot) = caps.take(peer.ip()) else {
             counters.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, "peer connection refused: over the connection cap");
+            // Not a warning: a flood of connections would flood the log.
+            tracing::debug!(%peer, "peer connection refused: over the connection cap");
             drop(stream);
             continue;
         };
