@@ -534,3 +534,17 @@ async fn the_dialler_refuses_a_server_that_is_not_a_peer() {
     assert!(got.is_empty(), "{} bytes sent to a non-peer", got.len());
     assert_eq!(t.counts(2).unwrap().connects, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_listener_closes_its_connections() {
+    let ca = Arc::new(ClusterCa::generate().unwrap());
+    let (listener, _inbox) = listen(&peer_tls(&ca, 1), PeerLimits::default()).await;
+    let addr = listener.local_addr();
+    let mut s = admitted(addr, HERE, &ca).await;
+    drop(listener);
+    assert!(closed_by_listener(&mut s).await);
+    eventually("the port closed", || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+}
