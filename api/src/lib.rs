@@ -12,6 +12,8 @@
 //! - [`daemon`] (feature `server`): one whole server assembled: the
 //!   embedded store, the API, the election and the reconcile loop.
 //! - [`files`]: secrets written whole, with their mode.
+//! - [`peer`] (feature `server`): the mutual-TLS transport between the
+//!   servers of a cluster, for the raft-replicated store.
 //! - [`tls`]: the cluster CA, server and client certificates, and how
 //!   clients trust servers.
 //! - [`wire`]: the one JSON shape of the API that `flotilla-proto` does not
@@ -27,6 +29,8 @@ pub mod client;
 pub mod daemon;
 #[cfg(feature = "tls")]
 pub mod files;
+#[cfg(feature = "server")]
+pub mod peer;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "tls")]

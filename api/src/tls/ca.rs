@@ -28,6 +28,15 @@ const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long a server certificate is valid; servers make a new one at
 /// every start.
 const SERVER_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long a server's peer certificate (replication between servers) is
+/// valid. The peer transport makes a new one at every start and again when
+/// half of this has passed, so a long-running server never holds an
+/// expired one.
+pub const PEER_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The organizational unit of every peer certificate, and of no other
+/// certificate the CA signs: what admits a server to its peers' replication
+/// port, beside the CA's signature.
+pub const SERVER_OU: &str = "flotilla-server";
 /// Certificates are valid from a little before they are made, for clocks
 /// slightly behind.
 const BACKDATE: Duration = Duration::from_secs(3600);
@@ -235,6 +244,39 @@ impl ClusterCa {
         })
     }
 
+    /// A server's peer certificate, with a new key: subject
+    /// `O=flotilla, OU=flotilla-server, CN=<node>`, good as a server and
+    /// as a client certificate (the servers of a cluster dial each other),
+    /// for `names` (the host names and addresses of its peer address),
+    /// valid for [`PEER_VALIDITY`] from now.
+    pub fn issue_peer(&self, node: u64, names: &[String]) -> Result<IssuedCert, TlsError> {
+        let key = KeyPair::generate().map_err(make("a peer key"))?;
+        let mut params =
+            CertificateParams::new(names.to_vec()).map_err(make("a peer certificate"))?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "flotilla");
+        dn.push(DnType::OrganizationalUnitName, SERVER_OU);
+        dn.push(DnType::CommonName, node.to_string());
+        params.distinguished_name = dn;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = SystemTime::now();
+        params.not_before = (now - BACKDATE).into();
+        params.not_after = (now + PEER_VALIDITY).into();
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(make("a peer certificate"))?;
+        Ok(IssuedCert {
+            chain: vec![cert.der().clone(), self.cert_der.clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        })
+    }
+
     /// Signs a client certificate for the public key of `csr_pem` (whose
     /// own signature is checked). Only the key is taken from the request:
     /// the subject (`CN=name`, `OU=role`), the serial number (`serial`, the
@@ -252,6 +294,9 @@ impl ClusterCa {
                 what: "the certificate signing request".into(),
                 reason: e.to_string(),
             })?;
+        // No role is named like the servers' unit (a test checks it), so a
+        // client certificate never admits its holder among the servers.
+        debug_assert_ne!(role.as_str(), SERVER_OU);
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "flotilla");
@@ -380,6 +425,14 @@ mod tests {
                 .sign_client("junk", &serial, "x", Role::Viewer, SystemTime::now())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn no_role_is_named_like_the_servers_unit() {
+        for role in Role::ALL {
+            assert_ne!(role.as_str(), SERVER_OU, "{role:?}");
+            assert!(!role.as_str().eq_ignore_ascii_case(SERVER_OU), "{role:?}");
+        }
     }
 
     #[test]

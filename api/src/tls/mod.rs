@@ -23,7 +23,8 @@ mod client;
 
 #[cfg(feature = "server")]
 pub use ca::{
-    CA_CERT_FILE, CA_KEY_FILE, ClusterCa, IssuedCert, TLS_DIR, certificate_serial, server_config,
+    CA_CERT_FILE, CA_KEY_FILE, ClusterCa, IssuedCert, PEER_VALIDITY, SERVER_OU, TLS_DIR,
+    certificate_serial, server_config,
 };
 #[cfg(feature = "client")]
 pub use client::{ClientIdentity, FetchCaError, ServerTrust, fetch_ca, make_signing_request};
