@@ -12,7 +12,7 @@
 //! was written whole, which must be neither cut off silently nor loaded).
 
 /// Bytes before a frame's payload.
-pub(super) const HEADER_LEN: usize = 12;
+pub(crate) const HEADER_LEN: usize = 12;
 
 /// Sector size used to recognise a write that reached the disk only in
 /// part: on a power cut, whole sectors of the last write may stay zero.
@@ -27,7 +27,7 @@ fn crc(parts: &[&[u8]]) -> u32 {
 }
 
 /// Appends one frame to `out`.
-pub(super) fn encode(payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn encode(payload: &[u8], out: &mut Vec<u8>) {
     // Payloads are bounded by the store's limits (one group commit, or one
     // snapshot chunk), far below 4 GiB; a payload too large for the length
     // field would fail its checksum on reading, never be misread.
@@ -43,7 +43,7 @@ pub(super) fn encode(payload: &[u8], out: &mut Vec<u8>) {
 
 /// How a scan of frames ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum End {
+pub(crate) enum End {
     /// Every byte belongs to a good frame.
     Clean,
     /// The frames end with a torn write from `offset` on.
@@ -54,9 +54,9 @@ pub(super) enum End {
 
 /// A good frame: where it starts and its payload.
 #[derive(Debug)]
-pub(super) struct Frame<'a> {
-    pub(super) offset: usize,
-    pub(super) payload: &'a [u8],
+pub(crate) struct Frame<'a> {
+    pub(crate) offset: usize,
+    pub(crate) payload: &'a [u8],
 }
 
 /// Reads the frames of `data` from `start`.
@@ -76,7 +76,7 @@ pub(super) struct Frame<'a> {
 ///   write never reached the disk.
 ///
 /// Anything else is corruption.
-pub(super) fn scan(data: &[u8], start: usize) -> (Vec<Frame<'_>>, End) {
+pub(crate) fn scan(data: &[u8], start: usize) -> (Vec<Frame<'_>>, End) {
     let mut frames = Vec::new();
     let mut offset = start;
     let end = loop {

@@ -3,7 +3,7 @@
 //! says how it works: files, group commit, snapshots, damage policy.
 
 pub(crate) mod codec;
-mod frame;
+pub(crate) mod frame;
 mod layout;
 pub(crate) mod snapshot;
 mod writer;
