@@ -236,7 +236,7 @@ async fn connection(
     let admitted = tokio::time::timeout(limits.hello_timeout, admit(stream, tls))
         .await
         .unwrap_or(Err(Refused::Timeout(limits.hello_timeout)));
-    let (mut stream, node) = match admitted {
+    let (mut stream, name) = match admitted {
         Ok(a) => a,
         Err(reason) => {
             counters.refused.fetch_add(1, Ordering::Relaxed);
@@ -244,13 +244,20 @@ async fn connection(
             return;
         }
     };
+    // The certificate names the server; the CA issues peer certificates
+    // only with a node id as their name.
+    let Ok(node) = name.parse::<flotilla_store::raft::NodeId>() else {
+        counters.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, "peer connection refused: its certificate names no server id ({name:?})");
+        return;
+    };
     counters.admitted.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, node, "peer connected");
     loop {
         match frame::read_frame(&mut stream, limits.max_frame, limits.idle_timeout).await {
             Ok(Some(f)) => {
                 counters.frames.fetch_add(1, Ordering::Relaxed);
-                inbox.deliver(f);
+                inbox.deliver(node, f);
             }
             Ok(None) => return,
             Err(e @ ReadError::TooLarge { .. }) => {

@@ -31,7 +31,7 @@ const OTHER_HERE: &str = "127.0.0.2";
 struct Collect(Mutex<Vec<Vec<u8>>>);
 
 impl Inbox for Collect {
-    fn deliver(&self, frame: Vec<u8>) {
+    fn deliver(&self, _from: flotilla_store::raft::NodeId, frame: Vec<u8>) {
         self.0.lock().unwrap().push(frame);
     }
 }

@@ -144,7 +144,7 @@ impl LocalNetwork {
         for _ in 0..copies {
             net.delivered += 1;
             if faults.max_delay.is_zero() {
-                inbox.deliver(frame.clone());
+                inbox.deliver(from, frame.clone());
             } else {
                 let delay = faults.max_delay.mul_f64(net.random());
                 let (inbox, frame, network) = (inbox.clone(), frame.clone(), self.net.clone());
@@ -153,7 +153,7 @@ impl LocalNetwork {
                     // A node detached meanwhile (crashed) receives nothing.
                     let attached = lock(&network).inboxes.contains_key(&to);
                     if attached {
-                        inbox.deliver(frame);
+                        inbox.deliver(from, frame);
                     }
                 });
             }

@@ -31,14 +31,15 @@ pub trait Transport: Send + Sync + 'static {
 
 /// Where a transport delivers the frames it receives from peers.
 pub trait Inbox: Send + Sync + 'static {
-    /// Takes one frame received from a peer (whose certificate the
-    /// transport checked). Must not block; a frame that cannot be decoded is
+    /// Takes one frame received from the peer `from` (as its certificate,
+    /// checked by the transport, names it). Must not block; a frame that
+    /// cannot be decoded, or that claims to come from another server, is
     /// dropped with a log line.
-    fn deliver(&self, frame: Vec<u8>);
+    fn deliver(&self, from: NodeId, frame: Vec<u8>);
 }
 
 impl<T: Inbox + ?Sized> Inbox for Arc<T> {
-    fn deliver(&self, frame: Vec<u8>) {
-        (**self).deliver(frame);
+    fn deliver(&self, from: NodeId, frame: Vec<u8>) {
+        (**self).deliver(from, frame);
     }
 }
