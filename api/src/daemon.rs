@@ -22,6 +22,7 @@ use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
 use flotilla_scheduler::records::LeaderRecord;
 use flotilla_scheduler::secrets::{KEY_FILE, KeyError, Secrets, SecretsError, SecretsKey};
 use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, TrustError};
+use flotilla_store::raft::{NodeId, RaftOptions, RaftStore};
 use flotilla_store::{
     Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery,
     Store, StoreError, Txn, TxnOp,
@@ -29,6 +30,7 @@ use flotilla_store::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::peer::{DialOptions, PeerError, PeerLimits, PeerListener, PeerTls, PeerTransport};
 use crate::server::{ApiConfig, Metrics, Transport, Trust, router_with_metrics, serve};
 use crate::tls::{self, ClusterCa, IssuedCert, TLS_DIR, TlsError};
 
@@ -54,6 +56,23 @@ impl Default for TlsSettings {
     }
 }
 
+/// The raft-replicated store's settings: this server's id, the servers'
+/// peer addresses, and whether it joins an existing cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// This server's id (`--raft-id`).
+    pub id: NodeId,
+    /// Every server of a new cluster and its peer address
+    /// (`https://HOST:PORT`), this one included (`--peers`).
+    pub peers: std::collections::BTreeMap<NodeId, String>,
+    /// Added to an existing cluster with `flotilla server add` (`--join`):
+    /// bootstrap nothing, take everything from the leader.
+    pub join: bool,
+    /// Where to listen for peers (`--peer-listen`); by default the port of
+    /// this server's peer address, on every interface.
+    pub listen: Option<SocketAddr>,
+}
+
 /// Settings of one server.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -63,6 +82,8 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// Keep the state in etcd instead of the embedded store.
     pub etcd: Option<EtcdConfig>,
+    /// Replicate the embedded store between servers with raft.
+    pub raft: Option<RaftSettings>,
     /// How long a machine stays alive without a heartbeat.
     pub machine_ttl: Duration,
     /// The leader's lease TTL: how long the cluster waits for a dead leader.
@@ -102,6 +123,10 @@ pub enum DaemonError {
     Store { path: PathBuf, source: StoreError },
     #[error("cannot use etcd: {0}")]
     Etcd(Box<EtcdConnectError>),
+    #[error("the raft store: {0}")]
+    Raft(String),
+    #[error("the raft store's peer transport: {0}")]
+    Peer(#[from] PeerError),
     #[error(transparent)]
     Identity(Box<IdentityError>),
     #[error("cannot listen on {address}: {source}")]
@@ -266,6 +291,10 @@ impl Daemon {
                 address: format!("{scheme}://{address}"),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
+            // On raft, the scheduler leads where the store leads: its
+            // writes go to the leader without a hop, and failover is as
+            // fast as raft's election.
+            follow: store.raft().map(|r| r.leadership()),
         };
         let reconcile = ReconcilerConfig {
             keys: config.keys.clone(),
@@ -381,6 +410,13 @@ impl Daemon {
 enum OpenStore {
     Embedded(Arc<EmbeddedStore>),
     Etcd(Arc<EtcdStore>),
+    Raft(Arc<RaftServer>),
+}
+
+/// A raft store with the listener its peers reach it on.
+struct RaftServer {
+    store: Arc<RaftStore>,
+    listener: std::sync::Mutex<Option<PeerListener>>,
 }
 
 impl OpenStore {
@@ -388,6 +424,15 @@ impl OpenStore {
         match self {
             OpenStore::Embedded(s) => s.clone(),
             OpenStore::Etcd(s) => s.clone(),
+            OpenStore::Raft(r) => r.store.clone(),
+        }
+    }
+
+    /// The raft store, when the server runs on one.
+    fn raft(&self) -> Option<&Arc<RaftStore>> {
+        match self {
+            OpenStore::Raft(r) => Some(&r.store),
+            _ => None,
         }
     }
 
@@ -396,6 +441,7 @@ impl OpenStore {
         match self {
             OpenStore::Embedded(_) => "embedded",
             OpenStore::Etcd(_) => "etcd",
+            OpenStore::Raft(_) => "raft",
         }
     }
 
@@ -403,6 +449,13 @@ impl OpenStore {
     async fn close(&self) {
         match self {
             OpenStore::Embedded(s) => s.close().await,
+            OpenStore::Raft(r) => {
+                let listener = flotilla_store::lock(&r.listener).take();
+                if let Some(listener) = listener {
+                    listener.shutdown().await;
+                }
+                r.store.close().await;
+            }
             // Dropping the last handle closes the connections.
             OpenStore::Etcd(_) => {}
         }
@@ -414,6 +467,9 @@ async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery
         let store = EtcdStore::connect(etcd.clone()).await?;
         tracing::info!(endpoints = ?etcd.endpoints, "using etcd");
         return Ok((OpenStore::Etcd(Arc::new(store)), None));
+    }
+    if let Some(raft) = &config.raft {
+        return Ok((OpenStore::Raft(Arc::new(open_raft(config, raft).await?)), None));
     }
     let (store, recovery) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
         .await
@@ -431,6 +487,67 @@ async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery
         "store opened"
     );
     Ok((OpenStore::Embedded(Arc::new(store)), Some(recovery)))
+}
+
+/// Opens the raft store and listens for its peers. The peers' mutual TLS
+/// needs the cluster CA before the store can answer, so with raft the CA
+/// comes from `DATA_DIR/tls/` first: made at the first start of the first
+/// server, copied to the others before theirs (docs/deploying.md).
+async fn open_raft(config: &DaemonConfig, raft: &RaftSettings) -> Result<RaftServer, DaemonError> {
+    let (ca, made) = ClusterCa::load_or_create(&config.data_dir.join(TLS_DIR))?;
+    if made {
+        tracing::warn!(
+            fingerprint = ca.fingerprint(),
+            "made a new cluster CA: the other servers of this cluster need a copy of {} before they start",
+            config.data_dir.join(TLS_DIR).display()
+        );
+    }
+    let url = raft.peers.get(&raft.id).ok_or_else(|| {
+        DaemonError::Raft(format!(
+            "--peers must list this server ({}) with its own peer address too",
+            raft.id
+        ))
+    })?;
+    let tls = Arc::new(PeerTls::new(Arc::new(ca), raft.id, url)?);
+    let listen = match raft.listen {
+        Some(listen) => listen,
+        None => {
+            let (_, port) = crate::peer::cert::parse_peer_url(url)?;
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+    };
+    let transport = Arc::new(PeerTransport::new(
+        tls.clone(),
+        tokio::runtime::Handle::current(),
+        DialOptions::default(),
+    ));
+    let mut options = RaftOptions::new(raft.id, raft.peers.clone());
+    options.join = raft.join;
+    let store = RaftStore::open(&config.data_dir, options, transport)
+        .await
+        .map_err(|source| DaemonError::Store {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    let store = Arc::new(store);
+    let listener = match PeerListener::bind(listen, tls, store.inbox(), PeerLimits::default()).await {
+        Ok(l) => l,
+        Err(e) => {
+            store.close().await;
+            return Err(e.into());
+        }
+    };
+    tracing::info!(
+        id = raft.id,
+        peers = ?raft.peers,
+        listen = %listener.local_addr(),
+        join = raft.join,
+        "replicating the store with raft"
+    );
+    Ok(RaftServer {
+        store,
+        listener: std::sync::Mutex::new(Some(listener)),
+    })
 }
 
 /// The cluster CA: this server's copy in `DATA_DIR/tls/`, which must be the

@@ -201,6 +201,7 @@ impl Leader {
                 address: "http://127.0.0.1:0".to_owned(),
                 version: "bench".to_owned(),
             },
+            follow: None,
         };
         let leadership = campaign(store.clone(), &election, stopped.clone())
             .await

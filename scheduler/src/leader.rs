@@ -31,6 +31,14 @@ pub struct ElectionConfig {
     pub ttl: Duration,
     /// What the leader key says about this server.
     pub record: LeaderRecord,
+    /// On a replicated store whose leadership this server's scheduler
+    /// follows (raft): whether this server's store leads. The server then
+    /// campaigns only while its store leads, takes the leader key over from
+    /// a server whose store no longer leads (without waiting for that
+    /// server's lease to end, which is what makes failover fast), and gives
+    /// leadership up as soon as its store stops leading. `None`: campaign
+    /// whenever the leader key is free (etcd, one embedded store).
+    pub follow: Option<watch::Receiver<bool>>,
 }
 
 /// Why campaigning stopped.
@@ -112,10 +120,28 @@ pub async fn campaign(
         if *shutdown.borrow() {
             return Err(ElectionError::Cancelled);
         }
+        if let Some(follow) = &config.follow {
+            let mut follow = follow.clone();
+            let store_stopped = tokio::select! {
+                r = follow.wait_for(|leads| *leads) => r.is_err(),
+                _ = shutdown.wait_for(|s| *s) => return Err(ElectionError::Cancelled),
+            };
+            if store_stopped {
+                // The store stopped: it will lead no more.
+                let _ = shutdown.wait_for(|s| *s).await;
+                return Err(ElectionError::Cancelled);
+            }
+        }
         match try_lead(&store, &key, &value, config.ttl).await {
             Ok(Attempt::Won { lease, revision }) => {
                 let (tx, rx) = watch::channel(false);
-                let keepalive = tokio::spawn(keep_alive(store.clone(), lease, config.ttl, tx));
+                let keepalive = tokio::spawn(keep_alive(
+                    store.clone(),
+                    lease,
+                    config.ttl,
+                    config.follow.clone(),
+                    tx,
+                ));
                 return Ok(Leadership {
                     lease,
                     revision,
@@ -124,7 +150,27 @@ pub async fn campaign(
                     keepalive,
                 });
             }
-            Ok(Attempt::Taken { revision }) => {
+            Ok(Attempt::Taken { revision, lease }) if config.follow.is_some() => {
+                // This server's store leads, so the holder's does not: its
+                // scheduler is on its way out (or gone). End its lease (and
+                // so its key); its writes, fenced on the key, fail from now.
+                backoff.reset();
+                if let Some(lease) = lease {
+                    match store.revoke(lease).await {
+                        Ok(_) | Err(StoreError::LeaseNotFound { .. }) => {
+                            tracing::info!(
+                                revision,
+                                "took the leader key over from a server whose store no longer leads"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot take the leader key over: {e}");
+                            sleep_or_shutdown(backoff.next_delay(), &mut shutdown).await;
+                        }
+                    }
+                }
+            }
+            Ok(Attempt::Taken { revision, .. }) => {
                 backoff.reset();
                 // Wait for the current leader's key to go, then try again.
                 let waited = tokio::select! {
@@ -147,8 +193,15 @@ pub async fn campaign(
 }
 
 enum Attempt {
-    Won { lease: LeaseId, revision: u64 },
-    Taken { revision: u64 },
+    Won {
+        lease: LeaseId,
+        revision: u64,
+    },
+    /// Another server holds the key, on this lease.
+    Taken {
+        revision: u64,
+        lease: Option<LeaseId>,
+    },
 }
 
 async fn try_lead(
@@ -176,11 +229,11 @@ async fn try_lead(
         });
     }
     let _ = store.revoke(grant.id).await;
-    let revision = match resp.responses.first() {
-        Some(TxnOpResponse::Get(g)) => g.revision,
-        _ => resp.revision,
+    let (revision, lease) = match resp.responses.first() {
+        Some(TxnOpResponse::Get(g)) => (g.revision, g.kv.as_ref().and_then(|kv| kv.lease)),
+        _ => (resp.revision, None),
     };
-    Ok(Attempt::Taken { revision })
+    Ok(Attempt::Taken { revision, lease })
 }
 
 /// Returns once `key` is deleted at or after `from`.
@@ -203,12 +256,28 @@ async fn keep_alive(
     store: Arc<dyn Store>,
     lease: LeaseId,
     ttl: Duration,
+    follow: Option<watch::Receiver<bool>>,
     lost: watch::Sender<bool>,
 ) {
     let interval = ttl / 3;
     let mut last_ok = Instant::now();
+    let store_stops_leading = async move {
+        match follow {
+            Some(mut follow) => {
+                let _ = follow.wait_for(|leads| !*leads).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(store_stops_leading);
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut store_stops_leading => {
+                tracing::warn!("this server's store no longer leads: giving leadership up");
+                break;
+            }
+        }
         match store.keepalive(lease).await {
             Ok(_) => last_ok = Instant::now(),
             Err(StoreError::LeaseNotFound { .. }) => break,

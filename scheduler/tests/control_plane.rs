@@ -298,6 +298,7 @@ fn election(id: &str) -> ElectionConfig {
             version: "test".into(),
         },
     }
+    follow: None,
 }
 
 #[tokio::test]

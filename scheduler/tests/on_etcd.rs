@@ -45,6 +45,7 @@ async fn a_deposed_leader_cannot_write_on_etcd() {
             address: format!("http://{id}"),
             version: "test".into(),
         },
+        follow: None,
     };
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let first = campaign(store.clone(), &config("a"), shutdown.clone())

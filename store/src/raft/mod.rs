@@ -45,6 +45,7 @@
 //!   once when it knows no leader, after the request timeout otherwise).
 
 mod local;
+mod log;
 mod node;
 mod proposal;
 mod snapshot;
@@ -66,6 +67,7 @@ pub use transport::{Inbox, NodeId, Transport};
 
 use self::node::{Mailbox, Msg, Node, NodeConfig, NodeState, Reply};
 use self::proposal::Body;
+use self::log::RaftLog;
 use self::storage::{LogStorage, MemoryLog};
 use crate::engine::{Committer, Engine, Shared};
 use crate::state::{Command, Outcome, RevokeReason, StateMachine};
@@ -73,6 +75,9 @@ use crate::{
     BoxFuture, GetResponse, HistoryStats, LeaseGrant, LeaseId, Limits, RangeOptions, RangeResponse,
     Store, StoreError, StoreResult, Txn, TxnResponse, WatchOptions, Watcher,
 };
+
+/// The raft log's directory inside a server's data directory.
+pub const RAFT_DIR: &str = "raft";
 
 /// Mailbox messages waiting for the node before requests are refused.
 const MAILBOX_LEN: usize = 65_536;
@@ -228,10 +233,57 @@ impl RaftStore {
         options: RaftOptions,
         transport: Arc<dyn Transport>,
     ) -> StoreResult<RaftStore> {
-        let _ = dir;
-        // The durable log is being written; until then every store is
-        // in memory.
-        Ok(Self::in_memory(options, transport))
+        let dir = dir.join(RAFT_DIR);
+        let (log, recovered) = RaftLog::open(&dir)?;
+        if let Some(torn) = &recovered.torn_tail {
+            tracing::warn!("{torn}");
+        }
+        if recovered.fresh && !options.join {
+            let voters: Vec<NodeId> = options.peers.keys().copied().collect();
+            log.initialize(ConfState::from((voters, Vec::new())))?;
+            tracing::info!(peers = ?options.peers, "bootstrapped a new raft cluster");
+        }
+        let (state, applied, mut members, dedup) = match &recovered.snapshot {
+            Some(snap) => {
+                let decoded = snapshot::decode(snap.get_data()).map_err(|reason| {
+                    StoreError::Corrupt {
+                        path: dir.clone(),
+                        offset: 0,
+                        reason: format!("the raft snapshot's state: {reason}"),
+                    }
+                })?;
+                (
+                    decoded.state,
+                    snap.get_metadata().index,
+                    decoded.members,
+                    decoded.dedup,
+                )
+            }
+            None => (
+                StateMachine::default(),
+                0,
+                BTreeMap::new(),
+                node::Dedup::default(),
+            ),
+        };
+        // The members' addresses come from the log; those given are hints
+        // for servers it does not name yet.
+        for (id, address) in &options.peers {
+            members.entry(*id).or_insert_with(|| address.clone());
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            applied,
+            first_index = recovered.first_index,
+            last_index = recovered.last_index,
+            term = recovered.hard_state.term,
+            commit = recovered.hard_state.commit,
+            voters = ?recovered.conf_state.voters,
+            "raft log opened"
+        );
+        Ok(Self::start(
+            log, state, applied, dedup, members, options, transport,
+        ))
     }
 
     /// A store whose log is in memory only (tests): the node's state is lost
@@ -414,8 +466,13 @@ struct RaftInbox {
 }
 
 impl Inbox for RaftInbox {
-    fn deliver(&self, frame: Vec<u8>) {
+    fn deliver(&self, from: NodeId, frame: Vec<u8>) {
         match Message::parse_from_bytes(&frame) {
+            // A server speaks only for itself.
+            Ok(message) if message.from != from => tracing::warn!(
+                "dropping a raft message from server {from} that claims to come from {}",
+                message.from
+            ),
             // A full mailbox drops the message: raft sends again.
             Ok(message) => {
                 let _ = self.mailbox.post(Msg::Raft(Box::new(message)));

@@ -31,6 +31,44 @@ pub(crate) trait LogStorage: Storage + Clone + Send + 'static {
     fn entries_held(&self) -> u64;
 }
 
+impl LogStorage for super::log::RaftLog {
+    fn append(&self, entries: &[Entry]) -> StoreResult<()> {
+        super::log::RaftLog::append(self, entries)
+    }
+
+    fn set_hard_state(&self, hs: &HardState) -> StoreResult<()> {
+        super::log::RaftLog::set_hard_state(self, hs)
+    }
+
+    fn set_commit(&self, commit: u64) -> StoreResult<()> {
+        super::log::RaftLog::set_commit(self, commit)
+    }
+
+    fn set_conf_state(&self, cs: ConfState) -> StoreResult<()> {
+        super::log::RaftLog::set_conf_state(self, cs)
+    }
+
+    fn sync(&self) -> StoreResult<()> {
+        super::log::RaftLog::sync(self)
+    }
+
+    fn apply_snapshot(&self, snapshot: Snapshot) -> StoreResult<()> {
+        super::log::RaftLog::apply_snapshot(self, snapshot)
+    }
+
+    fn compact(&self, snapshot: Snapshot) -> StoreResult<()> {
+        super::log::RaftLog::compact(self, snapshot)
+    }
+
+    fn take_snapshot_request(&self) -> bool {
+        super::log::RaftLog::take_snapshot_request(self)
+    }
+
+    fn entries_held(&self) -> u64 {
+        self.size().1
+    }
+}
+
 /// raft-rs's in-memory storage, for tests: nothing survives the process,
 /// and "durable" means "written".
 #[derive(Clone, Default)]
