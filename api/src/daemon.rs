@@ -469,7 +469,10 @@ async fn open_store(config: &DaemonConfig) -> Result<(OpenStore, Option<Recovery
         return Ok((OpenStore::Etcd(Arc::new(store)), None));
     }
     if let Some(raft) = &config.raft {
-        return Ok((OpenStore::Raft(Arc::new(open_raft(config, raft).await?)), None));
+        return Ok((
+            OpenStore::Raft(Arc::new(open_raft(config, raft).await?)),
+            None,
+        ));
     }
     let (store, recovery) = EmbeddedStore::open(&config.data_dir, EmbeddedOptions::default())
         .await
@@ -502,6 +505,12 @@ async fn open_raft(config: &DaemonConfig, raft: &RaftSettings) -> Result<RaftSer
             config.data_dir.join(TLS_DIR).display()
         );
     }
+    // The secrets key too, so that both can be copied to the other servers
+    // as soon as the first one has started (the rest of the start waits for
+    // a quorum).
+    if config.secrets_key.is_none() {
+        SecretsKey::read_or_create(&config.data_dir.join(KEY_FILE))?;
+    }
     let url = raft.peers.get(&raft.id).ok_or_else(|| {
         DaemonError::Raft(format!(
             "--peers must list this server ({}) with its own peer address too",
@@ -530,7 +539,8 @@ async fn open_raft(config: &DaemonConfig, raft: &RaftSettings) -> Result<RaftSer
             source,
         })?;
     let store = Arc::new(store);
-    let listener = match PeerListener::bind(listen, tls, store.inbox(), PeerLimits::default()).await {
+    let listener = match PeerListener::bind(listen, tls, store.inbox(), PeerLimits::default()).await
+    {
         Ok(l) => l,
         Err(e) => {
             store.close().await;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use flotilla_api::daemon::{Daemon, DaemonConfig, TlsSettings};
+use flotilla_api::daemon::{Daemon, DaemonConfig, RaftSettings, TlsSettings};
 use flotilla_api::server::{ApiConfig, HttpLimits};
 use flotilla_proto::duration::{parse_timespan, serde_timespan_option};
 use flotilla_scheduler::events::EventRetention;
@@ -36,7 +36,8 @@ pub struct Args {
     /// body-read-timeout; audit: max-entries, max-age; events: max-events,
     /// max-age; quotas: units,
     /// unit-bytes, machines, metadata-keys, metadata-bytes, page-bytes; etcd: endpoints,
-    /// username, password, request-timeout, ca, cert, key).
+    /// username, password, request-timeout, ca, cert, key; raft: id, peers
+    /// (a map of id to peer address), join, listen).
     #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -189,6 +190,56 @@ pub struct Args {
     /// The longest one etcd request may take [default: 5s].
     #[arg(long, env = "FLOTILLA_ETCD_TIMEOUT", value_name = "TIMESPAN", value_parser = parse_span)]
     etcd_timeout: Option<Duration>,
+
+    /// Replicate the store with raft between these servers, without etcd:
+    /// each server's id and peer address, this one's included
+    /// (comma-separated). Needs --raft-id. The servers share the cluster CA
+    /// (DATA_DIR/tls) and the secrets key, copied from the first server.
+    #[arg(
+        long,
+        env = "FLOTILLA_PEERS",
+        value_name = "ID=https://HOST:PORT[,...]",
+        value_delimiter = ',',
+        value_parser = parse_peer
+    )]
+    peers: Vec<(u64, String)>,
+
+    /// This server's id among --peers (a number, unique in the cluster and
+    /// never reused).
+    #[arg(long, env = "FLOTILLA_RAFT_ID", value_name = "ID")]
+    raft_id: Option<u64>,
+
+    /// This server was added to a running cluster (`flotilla server add`):
+    /// on its first start it bootstraps nothing and takes the cluster's
+    /// state from the leader.
+    #[arg(long, env = "FLOTILLA_JOIN")]
+    join: bool,
+
+    /// Where to listen for the other servers [default: every interface, on
+    /// the port of this server's peer address].
+    #[arg(long, env = "FLOTILLA_PEER_LISTEN", value_name = "ADDR:PORT")]
+    peer_listen: Option<SocketAddr>,
+}
+
+/// One `ID=URL` of --peers.
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ID=https://HOST:PORT"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("{id:?} is not a server id (a number from 1)"))?;
+    if id == 0 {
+        return Err("server ids start at 1".to_owned());
+    }
+    let url = url.trim();
+    if !url.starts_with("https://") {
+        return Err(format!(
+            "the peer address {url:?} must be https://HOST:PORT (servers speak mutual TLS)"
+        ));
+    }
+    Ok((id, url.to_owned()))
 }
 
 fn parse_span(s: &str) -> Result<Duration, String> {
@@ -220,6 +271,20 @@ struct FileConfig {
     #[serde(default)]
     quotas: QuotasFile,
     etcd: Option<EtcdFile>,
+    raft: Option<RaftFile>,
+}
+
+/// The `raft:` section of the YAML file: the store replicated between
+/// servers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RaftFile {
+    id: Option<u64>,
+    #[serde(default)]
+    peers: std::collections::BTreeMap<u64, String>,
+    #[serde(default)]
+    join: bool,
+    listen: Option<SocketAddr>,
 }
 
 /// The `quotas:` section of the YAML file: what the cluster may hold
@@ -339,6 +404,8 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
     };
     let tls = tls_settings(&args, &file.tls, listen)?;
     let etcd_file = file.etcd.unwrap_or_default();
+    let on_etcd = !args.etcd.is_empty() || !etcd_file.endpoints.is_empty();
+    let raft = raft_settings(&args, file.raft.unwrap_or_default(), on_etcd)?;
     let endpoints = if args.etcd.is_empty() {
         etcd_file.endpoints
     } else {
@@ -397,6 +464,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
         events: file.events.resolve(),
         quotas: file.quotas.resolve(),
         etcd,
+        raft,
         data_dir: args
             .data_dir
             .or(file.data_dir)
@@ -421,6 +489,52 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
                 .unwrap_or(DEFAULT_PREFIX),
         ),
     })
+}
+
+/// The raft settings from the flags and the `raft:` section, if the
+/// store is replicated.
+fn raft_settings(
+    args: &Args,
+    file: RaftFile,
+    on_etcd: bool,
+) -> anyhow::Result<Option<RaftSettings>> {
+    let mut peers = file.peers;
+    if !args.peers.is_empty() {
+        peers = std::collections::BTreeMap::new();
+        for (id, url) in &args.peers {
+            if peers.insert(*id, url.clone()).is_some() {
+                bail!("--peers names server {id} twice");
+            }
+        }
+    }
+    let id = args.raft_id.or(file.id);
+    let join = args.join || file.join;
+    let listen = args.peer_listen.or(file.listen);
+    if peers.is_empty() {
+        if id.is_some() || join || listen.is_some() {
+            bail!(
+                "--raft-id, --join and --peer-listen need --peers: the servers of the cluster and their peer addresses"
+            );
+        }
+        return Ok(None);
+    }
+    if on_etcd {
+        bail!(
+            "give --etcd or --peers, not both: the store is either etcd or replicated by the servers"
+        );
+    }
+    let Some(id) = id else {
+        bail!("--peers needs --raft-id: which of the servers this one is");
+    };
+    if !peers.contains_key(&id) {
+        bail!("--peers must list this server ({id}) with its own peer address too");
+    }
+    Ok(Some(RaftSettings {
+        id,
+        peers,
+        join,
+        listen,
+    }))
 }
 
 /// Shortest admin token an operator may give with `--token`: about 190

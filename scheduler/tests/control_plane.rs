@@ -297,8 +297,8 @@ fn election(id: &str) -> ElectionConfig {
             address: format!("{id}:7070"),
             version: "test".into(),
         },
+        follow: None,
     }
-    follow: None,
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ pub fn daemon_config(data_dir: PathBuf, machine_ttl: Duration, strategy: Strateg
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir,
         etcd: None,
+        raft: None,
         machine_ttl,
         leader_ttl: Duration::from_secs(2),
         strategy,

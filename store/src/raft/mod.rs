@@ -65,9 +65,9 @@ use tokio::sync::watch;
 pub use local::{LocalNetwork, NetworkFaults};
 pub use transport::{Inbox, NodeId, Transport};
 
+use self::log::RaftLog;
 use self::node::{Mailbox, Msg, Node, NodeConfig, NodeState, Reply};
 use self::proposal::Body;
-use self::log::RaftLog;
 use self::storage::{LogStorage, MemoryLog};
 use crate::engine::{Committer, Engine, Shared};
 use crate::state::{Command, Outcome, RevokeReason, StateMachine};
@@ -245,13 +245,12 @@ impl RaftStore {
         }
         let (state, applied, mut members, dedup) = match &recovered.snapshot {
             Some(snap) => {
-                let decoded = snapshot::decode(snap.get_data()).map_err(|reason| {
-                    StoreError::Corrupt {
+                let decoded =
+                    snapshot::decode(snap.get_data()).map_err(|reason| StoreError::Corrupt {
                         path: dir.clone(),
                         offset: 0,
                         reason: format!("the raft snapshot's state: {reason}"),
-                    }
-                })?;
+                    })?;
                 (
                     decoded.state,
                     snap.get_metadata().index,
@@ -278,7 +277,11 @@ impl RaftStore {
             last_index = recovered.last_index,
             term = recovered.hard_state.term,
             commit = recovered.hard_state.commit,
-            voters = ?recovered.conf_state.voters,
+            voters = ?if recovered.fresh && !options.join {
+                options.peers.keys().copied().collect()
+            } else {
+                recovered.conf_state.voters.clone()
+            },
             "raft log opened"
         );
         Ok(Self::start(
