@@ -84,7 +84,7 @@ pub(super) fn explain(key: &str, ops: &[KeyOp], prefix: &[usize]) -> String {
     for (n, &i) in prefix.iter().enumerate() {
         placed[i] = true;
         // A prefix is a legal run: each step fits.
-        v = ops[i].step.apply(v).unwrap_or(v);
+        v = ops[i].exact.apply(v).unwrap_or(v);
         if n >= skipped {
             let _ = writeln!(
                 out,
@@ -115,7 +115,7 @@ pub(super) fn explain(key: &str, ops: &[KeyOp], prefix: &[usize]) -> String {
         .filter(|&i| !placed[i] && ops[i].call <= due.0)
         .collect();
     for &i in candidates.iter().take(SHOWN) {
-        let why = misfit(ops[i].step, v)
+        let why = misfit(ops[i].exact, v)
             .unwrap_or_else(|| "it fits, but no order of the rest does after it".to_owned());
         let _ = writeln!(out, "  - {}: {why}", describe(ops[i].event));
     }

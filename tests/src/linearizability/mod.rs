@@ -44,8 +44,22 @@
 //!   linearized when the value is `expected`, and changes nothing otherwise.
 //!
 //! Each such operation stays a candidate for every later point of the
-//! search, so many concurrent ones make the search exponential: that is
-//! what the [`Budget`] is for.
+//! search, which can make it exponential. Three reductions, each keeping
+//! a linearization if there is one, spare most of that cost:
+//! - values that no operation compares the register with (no read
+//!   returned them, no compare-and-swap expected them) are made one, since
+//!   the register behaves the same whichever of them it holds; writes of
+//!   unknown outcome that nobody saw are then alike, and of alike
+//!   operations of unknown outcome the search tries the earliest called;
+//! - an operation of unknown outcome is not linearized where it would not
+//!   change the value (it may as well come last);
+//! - a configuration that differs from one already explored only by more
+//!   operations of unknown outcome linearized is not explored.
+//!
+//! What is left, for instance many concurrent writes of unknown outcome
+//! whose values are all read, is what the [`Budget`] is for. A violation
+//! costs more to find than a linearization: the search must rule out every
+//! configuration before it.
 //!
 //! # The algorithm
 //!
@@ -58,7 +72,8 @@
 //! and backtracks when it reaches a return whose operation it could not
 //! linearize. A configuration (the set of linearized operations, the
 //! register's value) already seen is not explored again. This is the
-//! algorithm of Knossos' `linear` checker and of porcupine.
+//! algorithm of Knossos' `linear` checker and of porcupine. Its memory is
+//! about the configurations explored times a bit per operation of the key.
 //!
 //! The budget counts configurations, not time, so that a test's verdict
 //! does not depend on the machine's speed; each configuration costs at
@@ -76,7 +91,7 @@ mod tests_generated;
 
 pub use recorder::{Pending, Recorder};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A value of a register. Tests write small unique values (a counter per
 /// client does it), so that a read names the write it saw.
@@ -239,7 +254,7 @@ pub fn check_with_stats(history: &[Event], budget: Budget) -> (Verdict, Stats) {
 }
 
 /// What an operation does to the register, as the search applies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Step {
     /// Legal when the value is this one.
     Read(Option<Value>),
@@ -285,10 +300,18 @@ impl Step {
 #[derive(Debug, Clone)]
 struct KeyOp<'a> {
     event: &'a Event,
+    /// What it does, with the values nothing observes made one (see
+    /// [`abstracted`]): what the search applies.
     step: Step,
+    /// What it does, with its own values: what an explanation shows.
+    exact: Step,
     call: u64,
     /// `None`: an unknown outcome, which returns at infinity.
     ret: Option<u64>,
+    /// For an unknown outcome: the operation of unknown outcome with the
+    /// same step called last before it, which the search linearizes
+    /// first (see [`search`]).
+    twin: Option<usize>,
 }
 
 /// The operations of one key's events, unknown reads left out; an error
@@ -336,11 +359,68 @@ fn prepare<'a>(events: &[&'a Event]) -> Result<Vec<KeyOp<'a>>, String> {
         ops.push(KeyOp {
             event,
             step,
+            exact: step,
             call: event.call,
             ret,
+            twin: None,
         });
     }
+    let observed = observed(&ops);
+    // A value no operation observes, to stand for all of those (one
+    // exists: there are fewer operations than values).
+    let opaque = (0..=Value::MAX)
+        .rev()
+        .find(|v| !observed.contains(v))
+        .unwrap_or(Value::MAX);
+    for op in &mut ops {
+        op.step = abstracted(op.exact, &observed, opaque);
+    }
+    let mut unknown: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].ret.is_none()).collect();
+    unknown.sort_by_key(|&i| (ops[i].call, i));
+    let mut last_of_step = HashMap::new();
+    for i in unknown {
+        ops[i].twin = last_of_step.insert(ops[i].step, i);
+    }
     Ok(ops)
+}
+
+/// The values some operation compares the register with: those a read
+/// returned, those a compare-and-swap expected.
+fn observed(ops: &[KeyOp]) -> HashSet<Value> {
+    ops.iter()
+        .filter_map(|op| match op.exact {
+            Step::Read(seen) => seen,
+            Step::Cas { expected, .. } | Step::MaybeCas { expected, .. } => expected,
+            Step::Set(_) => None,
+        })
+        .collect()
+}
+
+/// `step` with every value that no operation observes replaced by
+/// `opaque`. Operations only compare the register with observed values
+/// (or absence), so two registers holding unobserved values behave the
+/// same: making them one value lets the search's cache merge their
+/// configurations, and makes writes of unknown outcome that nobody saw
+/// interchangeable.
+fn abstracted(step: Step, observed: &HashSet<Value>, opaque: Value) -> Step {
+    let map = |v: Value| if observed.contains(&v) { v } else { opaque };
+    match step {
+        Step::Read(_) | Step::Set(None) => step,
+        Step::Set(Some(v)) => Step::Set(Some(map(v))),
+        Step::Cas {
+            expected,
+            new,
+            swapped,
+        } => Step::Cas {
+            expected,
+            new: map(new),
+            swapped,
+        },
+        Step::MaybeCas { expected, new } => Step::MaybeCas {
+            expected,
+            new: map(new),
+        },
+    }
 }
 
 /// The step of an operation whose outcome is unknown; `None` for a read,

@@ -2,7 +2,7 @@
 //! backtracking over the list of calls and returns, with Lowe's cache of
 //! the configurations already explored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{KeyOp, Value};
 
@@ -115,7 +115,7 @@ impl List {
     }
 }
 
-/// A set of operations, as words of bits.
+/// A set, as words of bits.
 #[derive(Debug, Clone)]
 struct Bits(Vec<u64>);
 
@@ -129,27 +129,114 @@ impl Bits {
     fn clear(&mut self, i: usize) {
         self.0[i / 64] &= !(1 << (i % 64));
     }
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+    fn is_subset(&self, of: &Bits) -> bool {
+        self.0.iter().zip(&of.0).all(|(a, b)| a & !b == 0)
+    }
 }
 
-/// The configurations explored: for each set of linearized operations,
-/// the register values reached with it.
+/// The operations linearized: those of known outcome and those of unknown
+/// outcome apart, each numbered among its kind.
+struct Linearized {
+    known: Bits,
+    unknown: Bits,
+    /// Each operation's kind (known: true) and number in it.
+    slot: Vec<(bool, usize)>,
+}
+
+impl Linearized {
+    fn new(ops: &[KeyOp]) -> Linearized {
+        let mut counts = [0, 0];
+        let slot = ops
+            .iter()
+            .map(|op| {
+                let known = op.ret.is_some();
+                let n = counts[usize::from(known)];
+                counts[usize::from(known)] += 1;
+                (known, n)
+            })
+            .collect();
+        Linearized {
+            known: Bits::new(counts[1]),
+            unknown: Bits::new(counts[0]),
+            slot,
+        }
+    }
+    fn bits(&mut self, op: usize) -> (&mut Bits, usize) {
+        match self.slot[op] {
+            (true, n) => (&mut self.known, n),
+            (false, n) => (&mut self.unknown, n),
+        }
+    }
+    fn set(&mut self, op: usize) {
+        let (bits, n) = self.bits(op);
+        bits.set(n);
+    }
+    fn clear(&mut self, op: usize) {
+        let (bits, n) = self.bits(op);
+        bits.clear(n);
+    }
+    fn get(&self, op: usize) -> bool {
+        match self.slot[op] {
+            (true, n) => self.known.get(n),
+            (false, n) => self.unknown.get(n),
+        }
+    }
+}
+
+/// The configurations explored: for each set of linearized operations of
+/// known outcome and each register value reached with it, the sets of
+/// operations of unknown outcome linearized.
+///
+/// A configuration is not explored again (Lowe's cache), nor one that
+/// differs from one explored only by more operations of unknown outcome
+/// linearized: every way on from it is a way on from the other, with
+/// those operations last. That subsumption is checked against the
+/// [`SUBSUMING`] smallest sets of each bucket only, to bound the work per
+/// configuration (pruning less is only slower, never wrong).
 #[derive(Default)]
-struct Seen(HashMap<Vec<u64>, Vec<Option<Value>>>);
+struct Seen(HashMap<Vec<u64>, HashMap<Option<Value>, Bucket>>);
+
+/// How many sets of unknown operations of a bucket are checked for
+/// subsumption.
+const SUBSUMING: usize = 16;
+
+#[derive(Default)]
+struct Bucket {
+    all: HashSet<Vec<u64>>,
+    /// The smallest of `all` (fewest operations), the fewest first.
+    smallest: Vec<(u32, Bits)>,
+}
 
 impl Seen {
-    /// Records a configuration; false if it was seen before.
-    fn insert(&mut self, linearized: &Bits, value: Option<Value>) -> bool {
-        match self.0.get_mut(linearized.0.as_slice()) {
-            Some(values) if values.contains(&value) => false,
-            Some(values) => {
-                values.push(value);
-                true
-            }
-            None => {
-                self.0.insert(linearized.0.clone(), vec![value]);
-                true
-            }
+    /// Records a configuration; false if it, or one that subsumes it,
+    /// was seen before.
+    fn insert(&mut self, linearized: &Linearized, value: Option<Value>) -> bool {
+        let unknown = &linearized.unknown;
+        let bucket = match self.0.get_mut(linearized.known.0.as_slice()) {
+            Some(values) => values.entry(value).or_default(),
+            None => self
+                .0
+                .entry(linearized.known.0.clone())
+                .or_default()
+                .entry(value)
+                .or_default(),
+        };
+        if bucket.all.contains(unknown.0.as_slice())
+            || bucket.smallest.iter().any(|(_, u)| u.is_subset(unknown))
+        {
+            return false;
         }
+        bucket.all.insert(unknown.0.clone());
+        let count = unknown.0.iter().map(|w| w.count_ones()).sum();
+        let at = bucket.smallest.partition_point(|&(c, _)| c <= count);
+        if at < SUBSUMING {
+            bucket.smallest.insert(at, (count, unknown.clone()));
+            bucket.smallest.truncate(SUBSUMING);
+        }
+        true
     }
 }
 
@@ -175,12 +262,36 @@ impl Longest {
     }
 }
 
+/// The value after linearizing `op` now, from `value`, if the search
+/// should try it. Two reductions spare the search configurations that
+/// cannot lead anywhere new, for operations of unknown outcome (which may
+/// come last, the same as never):
+/// - one that would not change the value is not tried: if a linearization
+///   has it there, the same order with it last is one too;
+/// - of those with the same step, the earliest called is tried first: if
+///   a linearization uses some of them, the same order with the earliest
+///   called ones in their places is one too (each place comes after that
+///   many of their calls).
+fn next_value(
+    ops: &[KeyOp],
+    op: usize,
+    linearized: &Linearized,
+    value: Option<Value>,
+) -> Option<Option<Value>> {
+    let o = &ops[op];
+    let next = o.step.apply(value)?;
+    if o.ret.is_none() && (next == value || o.twin.is_some_and(|t| !linearized.get(t))) {
+        return None;
+    }
+    Some(next)
+}
+
 /// Searches a linearization of `ops` from an absent value, exploring at
 /// most `max_states` configurations; returns what it found and the
 /// configurations explored.
 pub(super) fn search(ops: &[KeyOp], max_states: u64) -> (Found, u64) {
     let mut list = List::new(ops);
-    let mut linearized = Bits::new(ops.len());
+    let mut linearized = Linearized::new(ops);
     let mut seen = Seen::default();
     // The operations linearized, each with the value before it.
     let mut stack: Vec<(usize, Option<Value>)> = Vec::with_capacity(ops.len());
@@ -198,7 +309,7 @@ pub(super) fn search(ops: &[KeyOp], max_states: u64) -> (Found, u64) {
         let node = list.nodes[entry];
         if node.is_call {
             let op = node.op;
-            if let Some(next) = ops[op].step.apply(value) {
+            if let Some(next) = next_value(ops, op, &linearized, value) {
                 linearized.set(op);
                 if seen.insert(&linearized, next) {
                     states += 1;

@@ -429,6 +429,45 @@ fn the_budget_stops_a_pathological_search() {
     assert!(stats.states < budget.max_states, "{stats:?}");
 }
 
+/// A stale read after `before` (all called before 1000).
+fn stale_read_after(before: Vec<Event>) -> Vec<Event> {
+    let mut history = before;
+    history.extend([
+        write(50, 1, 1000, 1010),
+        read(51, Some(1), 1020, 1030),
+        write(50, 2, 1040, 1050),
+        read(51, Some(1), 1060, 1070),
+    ]);
+    history
+}
+
+#[test]
+fn unknown_writes_nobody_saw_do_not_multiply_the_search() {
+    // Each may or may not have taken effect, at any time: 2^40 sets of
+    // them, but their values are never read, so which ones does not
+    // matter.
+    let unseen = (0..40).map(|i| lost(write(i, 100 + i, i, 0))).collect();
+    let budget = Budget::states(1_000);
+    let (verdict, stats) = check_with_stats(&stale_read_after(unseen), budget);
+    assert!(
+        matches!(verdict, Verdict::NotLinearizable { .. }),
+        "{verdict:?} {stats:?}"
+    );
+}
+
+#[test]
+fn unknown_swaps_that_cannot_swap_do_not_multiply_the_search() {
+    let dead = (0..40)
+        .map(|i| lost(cas(i, Some(500 + i), 100 + i, true, i, 0)))
+        .collect();
+    let budget = Budget::states(1_000);
+    let (verdict, stats) = check_with_stats(&stale_read_after(dead), budget);
+    assert!(
+        matches!(verdict, Verdict::NotLinearizable { .. }),
+        "{verdict:?} {stats:?}"
+    );
+}
+
 #[test]
 fn a_violation_wins_over_a_key_out_of_budget() {
     let mut history: Vec<Event> = pathological(40).into_iter().map(|e| on("a", e)).collect();

@@ -195,6 +195,19 @@ fn simulated_atomic_registers_are_linearizable() {
 }
 
 #[test]
+fn simulated_registers_with_many_unknown_outcomes_are_linearizable() {
+    let run = Run {
+        unknown_per_mille: 300,
+        ..SMALL
+    };
+    for seed in 1..=30 {
+        let history = simulate(seed, &run);
+        let (verdict, stats) = check_with_stats(&history, Budget::default());
+        assert_eq!(verdict, Verdict::Linearizable, "seed {seed}: {stats:?}");
+    }
+}
+
+#[test]
 fn a_stale_read_injected_in_a_simulated_history_is_found() {
     for seed in 1..=30 {
         let mut history = simulate(seed, &SMALL);
