@@ -192,6 +192,25 @@ impl Verdict {
     }
 }
 
+/// For a test's failure message: `assert!(v.is_linearizable(), "{v}")`.
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Linearizable => write!(f, "the history is linearizable"),
+            Verdict::NotLinearizable { explanation, .. } => {
+                write!(f, "the history is not linearizable: {explanation}")
+            }
+            Verdict::Unknown { key } => write!(
+                f,
+                "the search of key {key:?} exceeded its budget: raise it, or record a shorter history"
+            ),
+            Verdict::Invalid { key, reason } => {
+                write!(f, "the history of key {key:?} is malformed: {reason}")
+            }
+        }
+    }
+}
+
 /// What a check explored, to assert on the cost of a search.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -219,6 +219,16 @@ fn a_stale_read_after_a_completed_write_is_found() {
     );
     assert!(why.contains("client 2: read, returned 1"), "{why}");
     assert!(why.contains("it read 1, but the value was 2"), "{why}");
+    let verdict = check(
+        &[write(0, 1, 0, 10), read(2, None, 40, 50)],
+        Budget::default(),
+    );
+    assert!(
+        verdict
+            .to_string()
+            .starts_with("the history is not linearizable: key \"k\""),
+        "{verdict}"
+    );
 }
 
 #[test]
