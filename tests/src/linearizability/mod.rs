@@ -157,11 +157,15 @@ impl Budget {
 }
 
 impl Default for Budget {
-    /// One million configurations per key: far more than a history of a
-    /// few thousand operations with few unknown outcomes needs (about one
-    /// per operation), and a few seconds of search at most.
+    /// A quarter of a million configurations per key: far more than a
+    /// linearizable history of a few thousand operations needs (about one
+    /// per operation), and enough to find the violations of the generated
+    /// histories of a thousand operations per key, a twentieth of them of
+    /// unknown outcome. Each configuration keeps a bit per operation of
+    /// the key, and some bookkeeping: spending it all on a key of a
+    /// thousand operations takes about 25 MB.
     fn default() -> Budget {
-        Budget::states(1_000_000)
+        Budget::states(250_000)
     }
 }
 
