@@ -26,9 +26,9 @@
 //! Linearizability is compositional (Herlihy and Wing, 1990, theorem 1): a
 //! history is linearizable if and only if the sub-history of each key is.
 //! The checker splits the history by key and checks the keys one by one,
-//! in the order of their names. A transaction over several keys is beyond
-//! this model; record its effect on each key as one operation per key only
-//! if the transaction touches a single key.
+//! in the order of their names. Transactions over several keys are beyond
+//! this model: a history records operations on one key each (an etcd
+//! compare-and-swap is a transaction comparing and writing the same key).
 //!
 //! # Unknown outcomes
 //!

@@ -289,8 +289,8 @@ fn an_unknown_write_takes_effect_at_most_once() {
 
 #[test]
 fn a_failed_swap_while_the_value_was_the_expected_one_is_found() {
-    // Knossos' "cas-failure" in small: nothing else could have changed the
-    // value while the swap compared.
+    // The kind of anomaly of Knossos' cas-register examples, in small:
+    // nothing else could have changed the value while the swap compared.
     assert_violation(
         &[
             write(0, 1, 0, 10),
@@ -338,9 +338,10 @@ fn knossos_readme_crashed_write_seen_by_a_concurrent_read() {
 }
 
 #[test]
-fn herlihy_wing_read_sees_an_overlapping_write_before_it_returns() {
-    // A read may see a write that overlaps it, and a later read by another
-    // client may still see it, but not the value before it.
+fn once_a_read_saw_a_pending_write_later_reads_see_it_too() {
+    // A read may see a write that overlaps it; a read by another client
+    // called after that one returned may see it too, but not the value
+    // before it (otherwise the write would not be atomic).
     assert_linearizable(&[
         write(0, 1, 0, 10),
         write(1, 2, 20, 60),
