@@ -25,6 +25,7 @@
 pub mod data;
 mod etcd;
 pub mod fleet;
+pub mod linearizability;
 pub mod poll;
 pub mod promtool;
 mod registry;
