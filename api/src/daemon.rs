@@ -213,7 +213,13 @@ impl Daemon {
         ));
         let cluster_id = patiently(
             "read the cluster's id",
-            || identity::cluster_id(&*dyn_store, &config.keys, &config.data_dir),
+            || {
+                let backend = match store.raft() {
+                    Some(_) => identity::Replicated::Raft,
+                    None => identity::Replicated::Etcd,
+                };
+                identity::cluster_id_on(&*dyn_store, &config.keys, &config.data_dir, backend)
+            },
             |e| matches!(e, IdentityError::Store { source, .. } if source.is_temporary()),
         )
         .await?;

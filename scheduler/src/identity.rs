@@ -107,6 +107,25 @@ pub async fn cluster_id(
     keys: &Keys,
     data_dir: &Path,
 ) -> Result<ClusterId, IdentityError> {
+    cluster_id_on(store, keys, data_dir, Replicated::Etcd).await
+}
+
+/// Which store a server records in its data directory when the cluster id
+/// is a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicated {
+    Etcd,
+    /// The servers' own store, replicated with raft.
+    Raft,
+}
+
+/// As [`cluster_id`], recording `backend` as where the state is.
+pub async fn cluster_id_on(
+    store: &dyn Store,
+    keys: &Keys,
+    data_dir: &Path,
+    backend: Replicated,
+) -> Result<ClusterId, IdentityError> {
     if let Some(id) = store.cluster_id() {
         return Ok(id);
     }
@@ -147,14 +166,11 @@ pub async fn cluster_id(
         (Some(recorded), None) => Err(IdentityError::NoClusterInStore {
             dir: data_dir.to_owned(),
             recorded: recorded.cluster_id,
-            recorded_prefix: match recorded.state {
-                StateLocation::Etcd { key_prefix } => key_prefix,
-                StateLocation::Embedded => String::new(),
-            },
+            recorded_prefix: recorded.state.key_prefix().unwrap_or_default().to_owned(),
             prefix,
         }),
         (None, Some(found)) => {
-            record(data_dir, found.cluster_id, &prefix).await?;
+            record(data_dir, found.cluster_id, &prefix, backend).await?;
             tracing::info!(
                 cluster = %found.cluster_id,
                 prefix,
@@ -165,7 +181,7 @@ pub async fn cluster_id(
         }
         (None, None) => {
             let id = create(store, keys).await?;
-            record(data_dir, id, &prefix).await?;
+            record(data_dir, id, &prefix, backend).await?;
             Ok(id)
         }
     }
@@ -236,14 +252,20 @@ async fn create(store: &dyn Store, keys: &Keys) -> Result<ClusterId, IdentityErr
     }
 }
 
-/// Records in `data_dir` that this server serves cluster `id` on etcd.
-async fn record(data_dir: &Path, id: ClusterId, prefix: &str) -> Result<(), IdentityError> {
-    let identity = Identity::new(
-        id,
-        StateLocation::Etcd {
-            key_prefix: prefix.to_owned(),
-        },
-    );
+/// Records in `data_dir` that this server serves cluster `id` on etcd or
+/// raft.
+async fn record(
+    data_dir: &Path,
+    id: ClusterId,
+    prefix: &str,
+    backend: Replicated,
+) -> Result<(), IdentityError> {
+    let key_prefix = prefix.to_owned();
+    let state = match backend {
+        Replicated::Etcd => StateLocation::Etcd { key_prefix },
+        Replicated::Raft => StateLocation::Raft { key_prefix },
+    };
+    let identity = Identity::new(id, state);
     let dir = data_dir.to_owned();
     files(data_dir, move || write_identity(&dir, &identity)).await
 }

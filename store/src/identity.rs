@@ -50,6 +50,24 @@ pub enum StateLocation {
         /// The prefix of every key of the cluster.
         key_prefix: String,
     },
+    /// The store replicated between the servers with raft (its log in
+    /// this directory's `raft/`), under this key prefix.
+    Raft {
+        /// The prefix of every key of the cluster.
+        key_prefix: String,
+    },
+}
+
+impl StateLocation {
+    /// The key prefix of a cluster whose id is a key (etcd, raft).
+    pub fn key_prefix(&self) -> Option<&str> {
+        match self {
+            StateLocation::Embedded => None,
+            StateLocation::Etcd { key_prefix } | StateLocation::Raft { key_prefix } => {
+                Some(key_prefix)
+            }
+        }
+    }
 }
 
 impl Identity {

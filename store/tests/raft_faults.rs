@@ -407,3 +407,30 @@ async fn nemesis_many_seeds() {
         nemesis(seed, Duration::from_secs(seconds)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_that_lost_its_raft_log_is_refused() {
+    use flotilla_store::identity::{Identity, StateLocation, new_cluster_id, write_identity};
+    let dir = tempfile::tempdir().unwrap();
+    // A server's directory after it served a cluster: its identity file is
+    // there, its raft log is gone.
+    let identity = Identity::new(
+        new_cluster_id().unwrap(),
+        StateLocation::Raft {
+            key_prefix: "/flotilla/v1/".to_owned(),
+        },
+    );
+    write_identity(dir.path(), &identity).unwrap();
+    let network = LocalNetwork::new(9);
+    let peers: BTreeMap<u64, String> = (1..=3).map(|i| (i, format!("local:{i}"))).collect();
+    let opened =
+        RaftStore::open(dir.path(), RaftOptions::new(1, peers), network.transport(1)).await;
+    match opened {
+        Err(StoreError::StateLost { missing, .. }) => {
+            assert!(missing.contains("flotilla server remove 1"), "{missing}");
+        }
+        other => panic!("expected StateLost, got {:?}", other.err()),
+    }
+    // Nothing was written: no raft log was made.
+    assert!(!dir.path().join(flotilla_store::raft::RAFT_DIR).exists());
+}

@@ -244,11 +244,16 @@ fn check_initialized(
     log: LogState,
     identity: &Identity,
 ) -> StoreResult<()> {
-    if let StateLocation::Etcd { key_prefix } = &identity.state {
+    let on = match &identity.state {
+        StateLocation::Embedded => None,
+        StateLocation::Etcd { key_prefix } => Some(("on etcd", key_prefix)),
+        StateLocation::Raft { key_prefix } => Some(("replicated with raft", key_prefix)),
+    };
+    if let Some((on, key_prefix)) = on {
         return Err(StoreError::NotAStore {
             dir: dir.to_owned(),
             reason: format!(
-                "it is the data directory of a server of cluster {} on etcd (key prefix \
+                "it is the data directory of a server of cluster {} {on} (key prefix \
                  {key_prefix}), and holds no embedded store; give the embedded store a \
                  directory of its own",
                 identity.cluster_id

@@ -233,7 +233,28 @@ impl RaftStore {
         options: RaftOptions,
         transport: Arc<dyn Transport>,
     ) -> StoreResult<RaftStore> {
+        let data_dir = dir;
         let dir = dir.join(RAFT_DIR);
+        // A data directory that served a cluster but has no raft log lost
+        // it: this server would come back having forgotten its votes and
+        // its log, which raft's safety cannot afford. Refused before
+        // anything is written.
+        if !dir.exists()
+            && let Some(identity) = crate::identity::read_identity(data_dir)?
+        {
+            return Err(StoreError::StateLost {
+                dir: data_dir.to_owned(),
+                cluster_id: identity.cluster_id,
+                created_at: identity.created_at,
+                missing: format!(
+                    "its raft log ({}) is missing: remove this server from the cluster \
+                     (flotilla server remove {id}) and add it back under a new id with an \
+                     empty data directory and --join",
+                    dir.display(),
+                    id = options.id
+                ),
+            });
+        }
         let (log, recovered) = RaftLog::open(&dir)?;
         if let Some(torn) = &recovered.torn_tail {
             tracing::warn!("{torn}");
