@@ -481,7 +481,11 @@ fn a_snapshot_newer_than_the_log_replaces_it_and_survives_a_reopen() {
         let state = log.initial_state().unwrap();
         assert_eq!(state.hard_state, hard_state(3, 1, 15));
         assert_eq!(state.conf_state, conf_state(&[2, 3, 4]));
-        assert_eq!(log.snapshot(15, 1), Ok(s.clone()));
+        assert_eq!(log.snapshot(15, 2), Ok(s.clone()));
+        // Not to a server the snapshot's membership lacks (one added since
+        // would refuse it): the node is asked for a newer one.
+        assert!(log.snapshot(15, 1).is_err());
+        assert!(log.take_snapshot_request());
         assert_eq!(log.size().1, 0);
     };
     check(&log);
