@@ -880,7 +880,12 @@ impl Mailbox {
 
     /// Stops the node and waits for its thread.
     pub(crate) async fn stop(&self) {
-        let _ = self.tx.send(Msg::Stop);
+        if let Err(TrySendError::Full(stop)) = self.tx.try_send(Msg::Stop) {
+            // A full mailbox drains quickly; wait for room off the async
+            // threads.
+            let tx = self.tx.clone();
+            let _ = tokio::task::spawn_blocking(move || tx.send(stop)).await;
+        }
         let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
