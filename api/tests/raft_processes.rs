@@ -224,13 +224,9 @@ mod nemesis {
             tokio::time::timeout(ANSWER_WAIT, rx).await.ok()?.ok()
         }
 
-        fn signal(&self, signal: &str) {
-            let status = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(self.child.id().to_string())
-                .status()
+        fn signal(&self, signal: rustix::process::Signal) {
+            rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), signal)
                 .unwrap();
-            assert!(status.success());
         }
     }
 
@@ -406,9 +402,9 @@ mod nemesis {
                     drop(p);
                     let pause = Duration::from_millis(200 + next(&mut rng) % 1300);
                     faults.push(format!("SIGSTOP {id} for {pause:?}"));
-                    peer.signal("STOP");
+                    peer.signal(rustix::process::Signal::STOP);
                     tokio::time::sleep(pause).await;
-                    peer.signal("CONT");
+                    peer.signal(rustix::process::Signal::CONT);
                 }
             }
         }
