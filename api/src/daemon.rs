@@ -302,7 +302,7 @@ impl Daemon {
             // fast as raft's election.
             follow: store.raft().map(|r| r.leadership()),
         };
-        let reconcile = ReconcilerConfig {
+        let mut reconcile = ReconcilerConfig {
             keys: config.keys.clone(),
             strategy: config.strategy,
             machine_grace: config.machine_ttl,
@@ -311,6 +311,13 @@ impl Daemon {
             metrics: scheduler_metrics,
             ..ReconcilerConfig::default()
         };
+        // While it follows, this server keeps the placement view warm, so
+        // that it plans at once when it comes to lead.
+        reconcile.warm = Some(flotilla_scheduler::warm::keep_warm(
+            dyn_store.clone(),
+            reconcile.clone(),
+            stopped.clone(),
+        ));
         let announcing = tokio::spawn(presence::announce(
             dyn_store.clone(),
             config.keys.clone(),

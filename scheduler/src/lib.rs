@@ -46,3 +46,4 @@ pub mod reconciler;
 pub mod records;
 pub mod secrets;
 pub mod trust;
+pub mod warm;

@@ -62,6 +62,10 @@ pub struct ReconcilerConfig {
     /// Where leadership, placements and the units by state are counted
     /// (a default one counts for no one).
     pub metrics: SchedulerMetrics,
+    /// This server's warm view ([`crate::warm::keep_warm`]): taken when it
+    /// starts leading, so that it plans at once instead of reading the
+    /// whole cluster first. `None`: read it.
+    pub warm: Option<crate::warm::WarmView>,
 }
 
 impl Default for ReconcilerConfig {
@@ -74,6 +78,7 @@ impl Default for ReconcilerConfig {
             events: None,
             server: String::new(),
             metrics: SchedulerMetrics::default(),
+            warm: None,
         }
     }
 }
@@ -117,6 +122,8 @@ pub async fn run(
         Event::new(EventKind::LeaderChanged, now_ms()).detail(who),
     ]);
     let _leading = Leading::new(&config.metrics);
+    // Whatever ends the lead, the warm view is kept again from then on.
+    let _resume = config.warm.as_ref().map(crate::warm::WarmView::resume_on_drop);
     let mut backoff = Backoff::default();
     loop {
         let started = tokio::time::Instant::now();
@@ -165,7 +172,15 @@ async fn reconcile(
     config: &ReconcilerConfig,
 ) -> ReconcileError {
     let keys = &config.keys;
-    let (mut view, revision, stray, mut held, mut census) = match load(&**store, config).await {
+    let warm = match &config.warm {
+        Some(warm) => warm.take().await,
+        None => None,
+    };
+    let started = match warm {
+        Some(warm) => warm.into_loaded(&**store, keys).await,
+        None => load(&**store, config).await,
+    };
+    let (mut view, revision, stray, mut held, mut census) = match started {
         Ok(v) => v,
         Err(e) => return ReconcileError::Store(e),
     };
@@ -221,42 +236,13 @@ async fn reconcile(
             Ok(events) => events,
             Err(e) => return ReconcileError::Store(e),
         };
-        let mut stray = Vec::new();
-        let mut gone = Vec::new();
-        let mut history = Vec::new();
-        for event in &events {
-            census.apply(keys, event);
-            if held.absorb(keys, event, &mut stray) {
-                continue;
-            }
-            match (keys.parse(event.key()), event) {
-                (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => {
-                    history.push(
-                        Event::new(EventKind::MachineLost, now_ms())
-                            .machine(&id)
-                            .detail(
-                                "its lease ended (no heartbeat for the machine TTL), or it was removed",
-                            ),
-                    );
-                    config.metrics.machine_lost();
-                    gone.push(id);
-                }
-                (Some(Key::Machine(id)), WatchEvent::Put { kv, prev }) => {
-                    if prev.is_none() {
-                        let mut joined =
-                            Event::new(EventKind::MachineJoined, now_ms()).machine(&id);
-                        if let Some(m) = machine_of(kv) {
-                            joined = joined.detail(format!("hostname {}", m.hostname));
-                        }
-                        history.push(joined);
-                    }
-                    apply(keys, &mut view, event, &mut stray);
-                    held.release(&mut view, Some(&id));
-                    continue;
-                }
-                _ => {}
-            }
-            apply(keys, &mut view, event, &mut stray);
+        let Absorbed {
+            mut stray,
+            gone,
+            history,
+        } = absorb(keys, &mut view, &mut held, &mut census, &events);
+        for _ in &gone {
+            config.metrics.machine_lost();
         }
         config.record(history);
         // What a machine that left reported is no longer true: its units
@@ -276,8 +262,72 @@ async fn reconcile(
     }
 }
 
+/// What one batch of watch events did beyond the view.
+#[derive(Debug, Default)]
+pub(crate) struct Absorbed {
+    /// Deletes of assignments of units that are gone.
+    pub(crate) stray: Vec<TxnOp>,
+    /// Machines whose key was deleted (their lease ended).
+    pub(crate) gone: Vec<MachineId>,
+    /// Machines joined and lost, for the cluster's history.
+    pub(crate) history: Vec<Event>,
+}
+
+/// Applies one batch of watch events to the view, the units held for
+/// absent machines and the census: the leader's loop and a follower's warm
+/// view (`warm.rs`) do the same with them.
+pub(crate) fn absorb(
+    keys: &Keys,
+    view: &mut PlacementView,
+    held: &mut Held,
+    census: &mut Census,
+    events: &[WatchEvent],
+) -> Absorbed {
+    let mut stray = Vec::new();
+    let mut gone = Vec::new();
+    let mut history = Vec::new();
+    for event in events {
+            census.apply(keys, event);
+            if held.absorb(keys, event, &mut stray) {
+                continue;
+            }
+            match (keys.parse(event.key()), event) {
+                (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => {
+                    history.push(
+                        Event::new(EventKind::MachineLost, now_ms())
+                            .machine(&id)
+                            .detail(
+                                "its lease ended (no heartbeat for the machine TTL), or it was removed",
+                            ),
+                    );
+                    gone.push(id);
+                }
+                (Some(Key::Machine(id)), WatchEvent::Put { kv, prev }) => {
+                    if prev.is_none() {
+                        let mut joined =
+                            Event::new(EventKind::MachineJoined, now_ms()).machine(&id);
+                        if let Some(m) = machine_of(kv) {
+                            joined = joined.detail(format!("hostname {}", m.hostname));
+                        }
+                        history.push(joined);
+                    }
+                    apply(keys, view, event, &mut stray);
+                    held.release(view, Some(&id));
+                    continue;
+                }
+                _ => {}
+            }
+            apply(keys, view, event, &mut stray);
+        }
+    Absorbed {
+        stray,
+        gone,
+        history,
+    }
+}
+
 /// What [`load`] read.
-type Loaded = (PlacementView, u64, Vec<TxnOp>, Held, Census);
+pub(crate) type Loaded = (PlacementView, u64, Vec<TxnOp>, Held, Census);
 
 /// Builds the view from a consistent-enough read: units, then machines,
 /// then assignments; and the census of the units by state (from the
@@ -285,7 +335,10 @@ type Loaded = (PlacementView, u64, Vec<TxnOp>, Held, Census);
 /// Returns the revision to watch from (that of the first read: later
 /// changes are seen again through the watch and are idempotent), and the
 /// deletes of assignments whose unit is gone.
-async fn load(store: &dyn Store, config: &ReconcilerConfig) -> Result<Loaded, StoreError> {
+pub(crate) async fn load(
+    store: &dyn Store,
+    config: &ReconcilerConfig,
+) -> Result<Loaded, StoreError> {
     let keys = &config.keys;
     let mut view = PlacementView::new(config.strategy);
     let (units, revision) = range_all(store, &keys.units()).await?;
@@ -365,19 +418,19 @@ async fn load(store: &dyn Store, config: &ReconcilerConfig) -> Result<Loaded, St
 /// kept out of the view (so nothing moves them) until their machine
 /// registers again or the grace ends.
 #[derive(Debug, Default)]
-struct Held {
+pub(crate) struct Held {
     units: HashMap<UnitName, (MachineId, UnitInput)>,
-    until: Option<tokio::time::Instant>,
+    pub(crate) until: Option<tokio::time::Instant>,
 }
 
 impl Held {
-    fn holds(&self, unit: &UnitName) -> bool {
+    pub(crate) fn holds(&self, unit: &UnitName) -> bool {
         self.units.contains_key(unit)
     }
 
     /// Units join the view on the machine they were assigned to; when that
     /// machine is still absent, the view moves them.
-    fn release(&mut self, view: &mut PlacementView, machine: Option<&MachineId>) {
+    pub(crate) fn release(&mut self, view: &mut PlacementView, machine: Option<&MachineId>) {
         let names: Vec<UnitName> = self
             .units
             .iter()
@@ -426,7 +479,7 @@ impl Held {
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
-async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -434,7 +487,7 @@ async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
 }
 
 /// Deletes of the state reports of machines that left the cluster.
-async fn stale_states(
+pub(crate) async fn stale_states(
     store: &dyn Store,
     keys: &Keys,
     gone: &[flotilla_proto::MachineId],
