@@ -3,8 +3,9 @@
 //! API over real HTTPS: `GET /v1/servers` shows every member with its raft
 //! state, `POST /v1/servers` adds a fourth server (which then starts with
 //! `join` and catches up), `DELETE /v1/servers/{id}` removes it; only an
-//! admin may change the membership, bad bodies get 400 with a reason, and
-//! a server without raft answers 409 `not_replicated`.
+//! admin may change the membership, bad bodies get 400 with a reason, the
+//! last voter stays, a change without a quorum is 503, and a server without
+//! raft answers 409 `not_replicated`.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 mod support;
@@ -463,4 +464,29 @@ async fn a_server_without_raft_refuses_membership_changes() {
     let body = String::from_utf8(body).unwrap();
     assert!(!body.contains("raftId"), "{body}");
     daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_without_a_quorum_is_unavailable() {
+    let mut cluster = Cluster::start().await;
+    let list = cluster
+        .servers_until("three members", |l| settled(l, &[1, 2, 3]))
+        .await;
+    let leader = list
+        .servers
+        .iter()
+        .find(|s| s.raft_role.as_deref() == Some("leader"))
+        .and_then(|s| s.raft_id)
+        .unwrap();
+    // Two of three down: the one left cannot commit anything.
+    for id in [1, 2, 3].into_iter().filter(|&id| id != leader) {
+        cluster.stop(id).await;
+    }
+    let admin = cluster.admin(leader);
+    let peer = format!("https://127.0.0.1:{}", free_port());
+    let (status, reason_is) = reason(admin.add_server(4, &peer).await.unwrap_err());
+    assert_eq!((status, reason_is.as_str()), (503, "unavailable"));
+    let (status, reason_is) = reason(admin.remove_server(leader).await.unwrap_err());
+    assert_eq!((status, reason_is.as_str()), (503, "unavailable"));
+    cluster.stop_all().await;
 }
