@@ -118,3 +118,122 @@ async fn put_on_new_lease(
         .await?;
     Ok(grant.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use flotilla_store::raft::{LocalNetwork, RaftOptions};
+
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// The announcement under `key`, if any.
+    async fn announced(store: &dyn Store, key: &str) -> Option<PresenceRecord> {
+        let kv = store.get(key).await.ok()?.kv?;
+        Some(records::decode(key, &kv.value).unwrap())
+    }
+
+    /// Polls until `ok` holds for the announcement, failing after
+    /// [`DEADLINE`].
+    async fn until(
+        store: &dyn Store,
+        key: &str,
+        what: &str,
+        ok: impl Fn(&Option<PresenceRecord>) -> bool,
+    ) -> Option<PresenceRecord> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let record = announced(store, key).await;
+            if ok(&record) {
+                return record;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {DEADLINE:?}: {what}; last: {record:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_raft_server_announces_its_raft_state_and_refreshes_it() {
+        let network = LocalNetwork::new(7);
+        let peers: BTreeMap<u64, String> = [(1, "local:1".to_owned())].into();
+        let raft = Arc::new(RaftStore::in_memory(
+            RaftOptions::new(1, peers),
+            network.transport(1),
+        ));
+        network.attach(1, raft.inbox());
+        let store: Arc<dyn Store> = raft.clone();
+        let keys = Keys::default();
+        let record = LeaderRecord {
+            id: "host-1".into(),
+            address: "https://127.0.0.1:7070".into(),
+            version: "1".into(),
+        };
+        let key = keys.server(&record.id);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(announce(
+            store.clone(),
+            keys,
+            record.clone(),
+            Some(raft.clone()),
+            Duration::from_millis(300),
+            stopped,
+        ));
+
+        let first = until(&*store, &key, "the raft state announced", |r| {
+            r.as_ref()
+                .and_then(|r| r.raft.as_ref())
+                .is_some_and(|r| r.role == "leader")
+        })
+        .await
+        .unwrap();
+        assert_eq!(first.server, record);
+        let raft_state = first.raft.unwrap();
+        assert_eq!(raft_state.id, 1);
+        assert!(raft_state.term >= 1);
+        // Its own keepalives move the log on: the announcement follows.
+        until(&*store, &key, "the raft state refreshed", |r| {
+            r.as_ref()
+                .and_then(|r| r.raft.as_ref())
+                .is_some_and(|r| r.applied > raft_state.applied)
+        })
+        .await;
+
+        // Gone on shutdown.
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(announced(&*store, &key).await, None);
+        raft.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_raft_the_announcement_is_the_server_alone() {
+        let store: Arc<dyn Store> = Arc::new(flotilla_store::MemoryStore::new());
+        let keys = Keys::default();
+        let record = LeaderRecord {
+            id: "host-2".into(),
+            address: "https://127.0.0.1:7070".into(),
+            version: "1".into(),
+        };
+        let key = keys.server(&record.id);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(announce(
+            store.clone(),
+            keys,
+            record.clone(),
+            None,
+            Duration::from_millis(300),
+            stopped,
+        ));
+        until(&*store, &key, "announced", |r| r.is_some()).await;
+        let kv = store.get(&key).await.unwrap().kv.unwrap();
+        // Exactly the record older servers wrote and read.
+        assert_eq!(kv.value.as_ref(), records::encode(&record).as_slice());
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+}
