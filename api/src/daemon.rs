@@ -160,6 +160,16 @@ impl From<IdentityError> for DaemonError {
     }
 }
 
+/// This server's id, unique per process start: `<hostname>-<pid>`, with
+/// `-<n>` for the second and later servers started in one process (tests),
+/// so that they do not announce themselves under one key.
+fn server_id() -> String {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{}-{}", hostname(), std::process::id());
+    if n == 0 { id } else { format!("{id}-{n}") }
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Daemon {
@@ -287,13 +297,19 @@ impl Daemon {
             .with_events(events.clone()),
         );
         let metrics = Arc::new(Metrics::new(&scheduler_metrics));
-        let api = router_with_metrics(cluster, Arc::clone(&trust), config.api.clone(), metrics);
+        let api = router_with_metrics(
+            cluster,
+            Arc::clone(&trust),
+            config.api.clone(),
+            metrics,
+            store.raft().cloned(),
+        );
         let (stop, stopped) = watch::channel(false);
         let election = ElectionConfig {
             keys: config.keys.clone(),
             ttl: config.leader_ttl,
             record: LeaderRecord {
-                id: format!("{}-{}", hostname(), std::process::id()),
+                id: server_id(),
                 address: format!("{scheme}://{address}"),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
@@ -322,6 +338,7 @@ impl Daemon {
             dyn_store.clone(),
             config.keys.clone(),
             election.record.clone(),
+            store.raft().cloned(),
             config.leader_ttl,
             stopped.clone(),
         ));

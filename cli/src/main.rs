@@ -14,6 +14,7 @@ mod events;
 mod import_fleet;
 mod inspect;
 mod logging;
+mod membership;
 mod secret;
 mod server;
 mod shim;
@@ -96,8 +97,9 @@ pub enum Output {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the control plane: the store, the API and the scheduler.
-    Server(Box<server::Args>),
+    /// Run the control plane: the store, the API and the scheduler; or
+    /// add a server to, or remove one from, a raft cluster.
+    Server(Box<membership::ServerCli>),
 
     /// Run the agent of this machine: register it, run its units in
     /// systemd, report their state.
@@ -203,10 +205,13 @@ fn main() -> ExitCode {
     let global = cli.global;
     let result = match cli.command {
         Command::Verify(args) => return verify::run(&args, global.output),
-        Command::Server(args) => {
-            logging::init();
-            server::run(*args).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Server(cli) => match cli.command {
+            Some(cmd) => client::run(&global, |c| membership::run(c, cmd)),
+            None => {
+                logging::init();
+                server::run(cli.daemon).map(|()| ExitCode::SUCCESS)
+            }
+        },
         Command::Agent(args) => {
             logging::init();
             agent::run(args).map(|()| ExitCode::SUCCESS)

@@ -222,7 +222,7 @@ pub struct Args {
 }
 
 /// One `ID=URL` of --peers.
-fn parse_peer(s: &str) -> Result<(u64, String), String> {
+pub(crate) fn parse_peer(s: &str) -> Result<(u64, String), String> {
     let (id, url) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not ID=https://HOST:PORT"))?;

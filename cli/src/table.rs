@@ -263,19 +263,46 @@ pub async fn list_servers(ctx: Ctx) -> anyhow::Result<ExitCode> {
         print_json(&servers)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // The raft columns only when the cluster runs on raft.
+    let raft = servers.iter().any(|s| s.raft_id.is_some());
     let cells: Vec<Vec<String>> = servers
         .iter()
         .map(|s| {
-            vec![
-                s.id.clone(),
-                s.address.clone(),
-                s.version.clone(),
+            let mut row = vec![
+                or_dash(&s.id),
+                or_dash(&s.address),
+                or_dash(&s.version),
                 if s.leader { "yes".into() } else { "-".into() },
-            ]
+            ];
+            if raft {
+                let num = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+                row.extend([
+                    num(s.raft_id),
+                    or_dash(s.peer_address.as_deref().unwrap_or("")),
+                    or_dash(s.raft_role.as_deref().unwrap_or("")),
+                    num(s.term),
+                    num(s.applied),
+                    num(s.lag),
+                ]);
+            }
+            row
         })
         .collect();
-    print(&["SERVER", "ADDRESS", "VERSION", "LEADER"], &cells);
+    let mut header = vec!["SERVER", "ADDRESS", "VERSION", "LEADER"];
+    if raft {
+        header.extend(["RAFT-ID", "PEER", "ROLE", "TERM", "APPLIED", "LAG"]);
+    }
+    print(&header, &cells);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `-` for an empty cell.
+fn or_dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s.to_owned()
+    }
 }
 
 /// CPUs from thousandths: `1.5`.

@@ -226,7 +226,7 @@ impl MachinePatch {
 }
 
 /// A server of the cluster (`GET /v1/servers`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerResource {
     /// Unique per process start: `<hostname>-<pid>`.
@@ -236,6 +236,28 @@ pub struct ServerResource {
     pub version: String,
     /// Whether it leads (places units) now.
     pub leader: bool,
+    /// On a raft cluster: its id in the raft group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_id: Option<u64>,
+    /// On a raft cluster: the address its peers reach it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_address: Option<String>,
+    /// On a raft cluster: `leader`, `follower`, `candidate`, `removed`, or
+    /// `unreachable` for a member with no live presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_role: Option<String>,
+    /// On a raft cluster: the raft term it is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
+    /// On a raft cluster: the last log index it applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<u64>,
+    /// On a raft cluster: its last log index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_index: Option<u64>,
+    /// On a raft cluster: log entries it is behind the leader's last index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
 }
 
 /// `GET /v1/servers`: every live server, in id order.
@@ -243,6 +265,34 @@ pub struct ServerResource {
 #[serde(rename_all = "camelCase")]
 pub struct ServerList {
     pub servers: Vec<ServerResource>,
+}
+
+/// `POST /v1/servers`: adds a server to the raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerAdd {
+    /// Its raft id: at least 1, never used before in this cluster.
+    pub id: u64,
+    /// Where its peers reach it: `https://HOST:PORT`.
+    pub peer_address: String,
+}
+
+/// A member of the raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftMemberResource {
+    pub id: u64,
+    pub peer_address: String,
+    /// A voter (else a learner).
+    pub voter: bool,
+}
+
+/// The answer of `POST /v1/servers` and `DELETE /v1/servers/{id}`: the
+/// raft group's members once the change is committed, in id order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerMembership {
+    pub members: Vec<RaftMemberResource>,
 }
 
 /// The body of every error response: `{"error": {...}}`.

@@ -29,7 +29,7 @@ use crate::keys::Keys;
 use crate::liveness::Liveness;
 use crate::parsed::ParsedUnits;
 use crate::quota::{Quota, Quotas, Tally, Usage};
-use crate::records::{self, LeaderRecord, UnitRecord};
+use crate::records::{self, LeaderRecord, PresenceRecord, UnitRecord};
 use flotilla_store::{
     Compare, CompareOp, KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse,
 };
@@ -472,7 +472,7 @@ impl ControlPlane for Cluster {
                 }
                 TxnOpResponse::Range(range) => {
                     for kv in range.kvs {
-                        let record: LeaderRecord =
+                        let record: PresenceRecord =
                             records::decode(&kv.key, &kv.value).map_err(internal)?;
                         servers.push(record);
                     }
@@ -483,11 +483,18 @@ impl ControlPlane for Cluster {
         let leader_id = leader.as_ref().map(|l| l.id.clone());
         let mut out: Vec<ServerResource> = servers
             .into_iter()
-            .map(|s| ServerResource {
+            .map(|PresenceRecord { server: s, raft }| ServerResource {
                 leader: leader_id.as_deref() == Some(s.id.as_str()),
                 id: s.id,
                 address: s.address,
                 version: s.version,
+                raft_id: raft.as_ref().map(|r| r.id),
+                peer_address: None,
+                raft_role: raft.as_ref().map(|r| r.role.clone()),
+                term: raft.as_ref().map(|r| r.term),
+                applied: raft.as_ref().map(|r| r.applied),
+                last_index: raft.as_ref().map(|r| r.last_index),
+                lag: None,
             })
             .collect();
         // A leader that has not announced itself yet still shows.
@@ -499,6 +506,7 @@ impl ControlPlane for Cluster {
                 address: l.address,
                 version: l.version,
                 leader: true,
+                ..ServerResource::default()
             });
             out.sort_by(|a, b| a.id.cmp(&b.id));
         }

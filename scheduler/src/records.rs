@@ -38,6 +38,33 @@ pub struct LeaderRecord {
     pub version: String,
 }
 
+/// `servers/<id>`: a live server's announcement, its [`LeaderRecord`] with,
+/// on a raft cluster, its own view of the raft group as of its last
+/// announcement. Records of servers without raft read the same as before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceRecord {
+    #[serde(flatten)]
+    pub server: LeaderRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftPresence>,
+}
+
+/// A server's raft state, as it announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaftPresence {
+    /// Its id in the raft group.
+    pub id: u64,
+    /// `leader`, `follower`, `candidate` or `removed`.
+    pub role: String,
+    pub term: u64,
+    /// The last log index it applied.
+    pub applied: u64,
+    /// Its last log index.
+    pub last_index: u64,
+}
+
 /// A stored value that does not decode: corrupt data or a bug.
 #[derive(Debug, thiserror::Error)]
 #[error("value of {key} does not decode: {source}")]

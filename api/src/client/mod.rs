@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 
 mod inspect;
 mod secrets;
+mod servers;
 mod trust;
 
 pub use secrets::OpenedSecret;

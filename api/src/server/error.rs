@@ -81,6 +81,10 @@ pub enum ApiError {
     /// Managing or delivering secrets failed.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// A raft membership change on a server whose store is not replicated
+    /// with raft (embedded or etcd).
+    #[error("this server's store is not replicated with raft: its membership cannot change")]
+    NotReplicated,
     /// The body did not arrive within the body timeout.
     #[error("the request body did not arrive within {seconds} s")]
     BodyTimeout { seconds: u64 },
@@ -132,6 +136,7 @@ impl ApiError {
             ApiError::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::AgentFailed(_) => (StatusCode::BAD_GATEWAY, "agent_failed"),
+            ApiError::NotReplicated => (StatusCode::CONFLICT, "not_replicated"),
         }
     }
 

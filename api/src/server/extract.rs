@@ -167,6 +167,25 @@ impl<S: Send + Sync> FromRequestParts<S> for MachinePath {
     }
 }
 
+/// The `{id}` of `DELETE /v1/servers/{id}`: a raft id, a number from 1.
+pub(crate) struct RaftIdPath(pub u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for RaftIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(path_error)?;
+        match raw.parse::<u64>() {
+            Ok(id) if id >= 1 => Ok(RaftIdPath(id)),
+            _ => Err(ApiError::InvalidPath(format!(
+                "{raw:?} is not a server id (a number from 1)"
+            ))),
+        }
+    }
+}
+
 /// The `{id}` of an agent route, which must be the machine the caller's
 /// credential acts as (403 otherwise).
 pub(crate) struct OwnMachinePath(pub MachineId);

@@ -1,5 +1,5 @@
 //! The HTTP server: the public REST API (`/v1/units`, `/v1/state`,
-//! `/v1/machines`, `/v1/watch`, `/v1/events`, `/v1/secrets`), the agent endpoints (`/v1/agent/...`),
+//! `/v1/machines`, `/v1/servers`, `/v1/watch`, `/v1/events`, `/v1/secrets`), the agent endpoints (`/v1/agent/...`),
 //! fleet's v1 API for fleet's clients (`/fleet/v1/...`, in `fleet/`), the
 //! OpenAPI document and `/healthz`.
 //!
@@ -38,6 +38,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use flotilla_scheduler::control::ControlPlane;
+use flotilla_store::raft::RaftStore;
 
 pub use auth::Trust;
 pub use error::ApiError;
@@ -91,6 +92,9 @@ pub(crate) struct AppState<C> {
     pub(crate) relay: Arc<relay::Relay>,
     /// What `/metrics` shows, and the API's own metrics.
     pub(crate) metrics: Arc<Metrics>,
+    /// The raft store, when the server runs on one: its members are listed,
+    /// added and removed at `/v1/servers`.
+    pub(crate) raft: Option<Arc<RaftStore>>,
 }
 
 // Not derived: a derive would require `C: Clone`, and only the `Arc`s are
@@ -104,6 +108,7 @@ impl<C> Clone for AppState<C> {
             stopping: Arc::clone(&self.stopping),
             relay: Arc::clone(&self.relay),
             metrics: Arc::clone(&self.metrics),
+            raft: self.raft.clone(),
         }
     }
 }
@@ -126,15 +131,17 @@ pub fn router<C: ControlPlane>(control: Arc<C>, trust: Arc<Trust>, config: ApiCo
     let metrics = Arc::new(Metrics::new(
         &flotilla_scheduler::metrics::SchedulerMetrics::default(),
     ));
-    router_with_metrics(control, trust, config, metrics)
+    router_with_metrics(control, trust, config, metrics, None)
 }
 
-/// [`router`], counting into `metrics` and showing it at `/metrics`.
+/// [`router`], counting into `metrics` and showing it at `/metrics`; with
+/// `raft`, the servers' routes show and change the raft group.
 pub fn router_with_metrics<C: ControlPlane>(
     control: Arc<C>,
     trust: Arc<Trust>,
     config: ApiConfig,
     metrics: Arc<Metrics>,
+    raft: Option<Arc<RaftStore>>,
 ) -> Router {
     let body_limit = config.body_limit;
     let state = AppState {
@@ -144,6 +151,7 @@ pub fn router_with_metrics<C: ControlPlane>(
         stopping: Arc::default(),
         relay: Arc::default(),
         metrics: Arc::clone(&metrics),
+        raft,
     };
     let mut router = Router::new();
     for route in ROUTES {

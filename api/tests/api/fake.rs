@@ -423,6 +423,7 @@ impl ControlPlane for FakeControl {
                 address: "http://127.0.0.1:0".into(),
                 version: "test".into(),
                 leader: true,
+                ..ServerResource::default()
             }],
         })
     }

@@ -14,7 +14,8 @@ use flotilla_proto::trust::{
     JoinRequest, Role, TokenCreate, TokenCreated, WhoAmI,
 };
 use flotilla_proto::wire::{
-    AssignedUnit, MachineResource, MachineUnits, Registration, StateReport, Unit, UnitOption,
+    AssignedUnit, MachineResource, MachineUnits, RaftMemberResource, Registration, ServerAdd,
+    ServerList, ServerMembership, ServerResource, StateReport, Unit, UnitOption,
 };
 use flotilla_proto::{ClusterId, DesiredState};
 use serde_json::Value;
@@ -273,6 +274,48 @@ fn schemas_match_the_wire_types() {
     full_state.last_error = Some("e".into());
     check(&doc, "UnitState", &full_state);
     check(&doc, "Machine", machine(1));
+    let server = ServerResource {
+        id: "host-1".into(),
+        address: "https://127.0.0.1:7070".into(),
+        version: "1".into(),
+        leader: true,
+        raft_id: Some(1),
+        peer_address: Some("https://127.0.0.1:7071".into()),
+        raft_role: Some("leader".into()),
+        term: Some(2),
+        applied: Some(10),
+        last_index: Some(10),
+        lag: Some(0),
+    };
+    check(&doc, "ServerResource", &server);
+    check(
+        &doc,
+        "ServerList",
+        ServerList {
+            servers: vec![server],
+        },
+    );
+    check(
+        &doc,
+        "ServerAdd",
+        ServerAdd {
+            id: 4,
+            peer_address: "https://127.0.0.1:7074".into(),
+        },
+    );
+    let member = RaftMemberResource {
+        id: 1,
+        peer_address: "https://127.0.0.1:7071".into(),
+        voter: true,
+    };
+    check(&doc, "RaftMember", &member);
+    check(
+        &doc,
+        "ServerMembership",
+        ServerMembership {
+            members: vec![member],
+        },
+    );
     check(
         &doc,
         "MachineResource",
