@@ -176,15 +176,8 @@ async fn servers_are_added_and_removed() {
     })
     .await;
     let status = stores[0].status().await.unwrap();
-    assert_eq!(
-        status
-            .members
-            .iter()
-            .map(|m| m.id)
-            .collect::<Vec<_>>()
-            .len(),
-        4
-    );
+    assert_eq!(status.members.len(), 4);
+    assert_eq!(voters(&fourth).await, vec![1, 2, 3, 4]);
     // A write through the new server is seen everywhere.
     fourth.put("/m/from-4", b"4", None).await.unwrap();
     assert_eq!(
@@ -205,4 +198,64 @@ async fn servers_are_added_and_removed() {
     assert_eq!(status.members.len(), 3);
     // Three servers of four gone to three: the cluster still writes.
     stores[2].put("/m/after", b"v", None).await.unwrap();
+}
+
+/// The voters a server knows, in order.
+async fn voters(store: &RaftStore) -> Vec<u64> {
+    let mut ids: Vec<u64> = store
+        .status()
+        .await
+        .unwrap()
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_added_before_any_compaction_learns_every_member() {
+    let network = LocalNetwork::new(6);
+    // No compaction: the log still holds everything since the bootstrap.
+    let options = |id| RaftOptions {
+        snapshot_entries: 1_000_000,
+        ..options(id, 3)
+    };
+    let stores: Vec<_> = (1..=3).map(|i| start(&network, options(i))).collect();
+    agreed_leader(&stores.iter().collect::<Vec<_>>()).await;
+    stores[0].put("/early", b"1", None).await.unwrap();
+    stores[0].add_server(4, "local:4").await.unwrap();
+    let fourth = start(
+        &network,
+        RaftOptions {
+            join: true,
+            ..options(4)
+        },
+    );
+    until("the new server catching up", || async {
+        fourth.get("/early").await.is_ok_and(|r| r.kv.is_some())
+    })
+    .await;
+    // It knows the first three too: from entries alone it would know only
+    // itself, and could elect itself alone.
+    assert_eq!(voters(&fourth).await, vec![1, 2, 3, 4]);
+    // The leader lost, the other three go on, the new server among them.
+    let all = [&stores[0], &stores[1], &stores[2], &fourth];
+    let leader = agreed_leader(&all).await;
+    network.detach(leader);
+    let rest: Vec<&Arc<RaftStore>> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != leader)
+        .map(|(_, s)| *s)
+        .collect();
+    let end = Instant::now() + DEADLINE;
+    while agreed_leader(&rest).await == leader {
+        assert!(Instant::now() < end, "the lost leader was never replaced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fourth.put("/late", b"2", None).await.unwrap();
+    assert_eq!(voters(&fourth).await, vec![1, 2, 3, 4]);
 }

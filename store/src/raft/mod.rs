@@ -259,33 +259,35 @@ impl RaftStore {
         if let Some(torn) = &recovered.torn_tail {
             tracing::warn!("{torn}");
         }
-        if recovered.fresh && !options.join {
-            let voters: Vec<NodeId> = options.peers.keys().copied().collect();
-            log.initialize(ConfState::from((voters, Vec::new())))?;
+        let bootstrap = (recovered.fresh && !options.join).then(|| bootstrap_snapshot(&options));
+        if let Some(snap) = &bootstrap {
+            log.apply_snapshot(snap.clone())?;
             tracing::info!(peers = ?options.peers, "bootstrapped a new raft cluster");
         }
-        let (state, applied, mut members, dedup) = match &recovered.snapshot {
-            Some(snap) => {
-                let decoded =
-                    snapshot::decode(snap.get_data()).map_err(|reason| StoreError::Corrupt {
-                        path: dir.clone(),
-                        offset: 0,
-                        reason: format!("the raft snapshot's state: {reason}"),
+        let (state, applied, mut members, dedup) =
+            match recovered.snapshot.as_ref().or(bootstrap.as_ref()) {
+                Some(snap) => {
+                    let decoded = snapshot::decode(snap.get_data()).map_err(|reason| {
+                        StoreError::Corrupt {
+                            path: dir.clone(),
+                            offset: 0,
+                            reason: format!("the raft snapshot's state: {reason}"),
+                        }
                     })?;
-                (
-                    decoded.state,
-                    snap.get_metadata().index,
-                    decoded.members,
-                    decoded.dedup,
-                )
-            }
-            None => (
-                StateMachine::default(),
-                0,
-                BTreeMap::new(),
-                node::Dedup::default(),
-            ),
-        };
+                    (
+                        decoded.state,
+                        snap.get_metadata().index,
+                        decoded.members,
+                        decoded.dedup,
+                    )
+                }
+                None => (
+                    StateMachine::default(),
+                    0,
+                    BTreeMap::new(),
+                    node::Dedup::default(),
+                ),
+            };
         // The members' addresses come from the log; those given are hints
         // for servers it does not name yet.
         for (id, address) in &options.peers {
@@ -313,17 +315,20 @@ impl RaftStore {
     /// A store whose log is in memory only (tests): the node's state is lost
     /// with the process, so it must never be restarted as the same member.
     pub fn in_memory(options: RaftOptions, transport: Arc<dyn Transport>) -> RaftStore {
-        let conf = (!options.join).then(|| {
-            ConfState::from((
-                options.peers.keys().copied().collect::<Vec<_>>(),
-                Vec::new(),
-            ))
-        });
-        let log = MemoryLog::new(conf);
+        let log = MemoryLog::new(None);
+        let mut applied = 0;
+        if !options.join {
+            let snap = bootstrap_snapshot(&options);
+            applied = snap.get_metadata().index;
+            // A fresh in-memory log takes any snapshot.
+            if let Err(e) = log.apply_snapshot(snap) {
+                tracing::error!("cannot bootstrap the in-memory raft log: {e}");
+            }
+        }
         Self::start(
             log,
             StateMachine::default(),
-            0,
+            applied,
             node::Dedup::default(),
             options.peers.clone(),
             options,
@@ -483,6 +488,34 @@ impl Drop for RaftStore {
         self.engine.close();
     }
 }
+
+/// The first state of a new cluster: a snapshot at log index 1 of an empty
+/// store, whose membership is the first servers. Starting the log after a
+/// snapshot, rather than from nothing, means that a server added later
+/// always starts from a snapshot (the leader holds no entry 1 to send it),
+/// and so learns every member; from entries alone it would learn only the
+/// changes made after the bootstrap, and think itself the only voter.
+fn bootstrap_snapshot(options: &RaftOptions) -> raft::prelude::Snapshot {
+    let voters: Vec<NodeId> = options.peers.keys().copied().collect();
+    let mut snap = raft::prelude::Snapshot::default();
+    snap.set_data(
+        snapshot::encode(
+            &StateMachine::default(),
+            BOOTSTRAP_INDEX,
+            &options.peers,
+            &node::Dedup::default(),
+        )
+        .into(),
+    );
+    let meta = snap.mut_metadata();
+    meta.index = BOOTSTRAP_INDEX;
+    meta.term = BOOTSTRAP_INDEX;
+    meta.set_conf_state(ConfState::from((voters, Vec::new())));
+    snap
+}
+
+/// The log index (and term) of a new cluster's first snapshot.
+const BOOTSTRAP_INDEX: u64 = 1;
 
 /// Decodes frames from peers into the node's mailbox.
 struct RaftInbox {

@@ -299,6 +299,7 @@ impl RaftLog {
     /// A fresh log's starting membership (bootstrap of a new cluster): as
     /// `MemStorage::initialize_with_conf_state`. Durable on return. Fails
     /// on a log that holds a membership or entries already.
+    #[cfg(test)]
     pub(crate) fn initialize(&self, conf_state: ConfState) -> StoreResult<()> {
         let mut core = self.write();
         core.disk.check()?;
