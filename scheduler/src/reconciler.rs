@@ -123,7 +123,10 @@ pub async fn run(
     ]);
     let _leading = Leading::new(&config.metrics);
     // Whatever ends the lead, the warm view is kept again from then on.
-    let _resume = config.warm.as_ref().map(crate::warm::WarmView::resume_on_drop);
+    let _resume = config
+        .warm
+        .as_ref()
+        .map(crate::warm::WarmView::resume_on_drop);
     let mut backoff = Backoff::default();
     loop {
         let started = tokio::time::Instant::now();
@@ -287,38 +290,37 @@ pub(crate) fn absorb(
     let mut gone = Vec::new();
     let mut history = Vec::new();
     for event in events {
-            census.apply(keys, event);
-            if held.absorb(keys, event, &mut stray) {
+        census.apply(keys, event);
+        if held.absorb(keys, event, &mut stray) {
+            continue;
+        }
+        match (keys.parse(event.key()), event) {
+            (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => {
+                history.push(
+                    Event::new(EventKind::MachineLost, now_ms())
+                        .machine(&id)
+                        .detail(
+                            "its lease ended (no heartbeat for the machine TTL), or it was removed",
+                        ),
+                );
+                gone.push(id);
+            }
+            (Some(Key::Machine(id)), WatchEvent::Put { kv, prev }) => {
+                if prev.is_none() {
+                    let mut joined = Event::new(EventKind::MachineJoined, now_ms()).machine(&id);
+                    if let Some(m) = machine_of(kv) {
+                        joined = joined.detail(format!("hostname {}", m.hostname));
+                    }
+                    history.push(joined);
+                }
+                apply(keys, view, event, &mut stray);
+                held.release(view, Some(&id));
                 continue;
             }
-            match (keys.parse(event.key()), event) {
-                (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => {
-                    history.push(
-                        Event::new(EventKind::MachineLost, now_ms())
-                            .machine(&id)
-                            .detail(
-                                "its lease ended (no heartbeat for the machine TTL), or it was removed",
-                            ),
-                    );
-                    gone.push(id);
-                }
-                (Some(Key::Machine(id)), WatchEvent::Put { kv, prev }) => {
-                    if prev.is_none() {
-                        let mut joined =
-                            Event::new(EventKind::MachineJoined, now_ms()).machine(&id);
-                        if let Some(m) = machine_of(kv) {
-                            joined = joined.detail(format!("hostname {}", m.hostname));
-                        }
-                        history.push(joined);
-                    }
-                    apply(keys, view, event, &mut stray);
-                    held.release(view, Some(&id));
-                    continue;
-                }
-                _ => {}
-            }
-            apply(keys, view, event, &mut stray);
+            _ => {}
         }
+        apply(keys, view, event, &mut stray);
+    }
     Absorbed {
         stray,
         gone,

@@ -57,7 +57,11 @@ pub(crate) struct Warm {
 impl Warm {
     /// What the leader's loop starts from: the view, its revision, and the
     /// deletes the old leader may not have written.
-    pub(crate) async fn into_loaded(self, store: &dyn Store, keys: &Keys) -> Result<Loaded, StoreError> {
+    pub(crate) async fn into_loaded(
+        self,
+        store: &dyn Store,
+        keys: &Keys,
+    ) -> Result<Loaded, StoreError> {
         let Warm {
             view,
             revision,

@@ -640,3 +640,87 @@ async fn a_unit_write_wakes_only_the_machine_that_runs_it() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_with_a_warm_view_leads_without_reading_the_cluster() {
+    use flotilla_store::Method;
+    let store = Arc::new(MemoryStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let c = cluster(&store, Duration::from_secs(30));
+    let m = machine(1, &[]);
+    c.register_machine(m.clone()).await.unwrap();
+
+    // Server a leads; server b follows with a warm view.
+    let (stop_a, shutdown_a) = watch::channel(false);
+    let a = spawn_leader(dyn_store.clone(), "a", 10_000, shutdown_a);
+    let (stop_b, shutdown_b) = watch::channel(false);
+    let warm = flotilla_scheduler::warm::keep_warm(
+        dyn_store.clone(),
+        ReconcilerConfig::default(),
+        shutdown_b.clone(),
+    );
+    for i in 0..30 {
+        c.put_unit(
+            &name(&format!("u{i:02}.service")),
+            text_put(HELLO, DesiredState::Launched),
+        )
+        .await
+        .unwrap();
+    }
+    eventually(&c, "thirty units placed", async || {
+        c.get_unit(&name("u29.service")).await.unwrap().machine_id
+    })
+    .await;
+    // Both servers have read the cluster once (a leads, b keeps its view):
+    // six ranges each.
+    eventually(&c, "both views loaded", async || {
+        (store.calls().of(Method::Range) >= 12).then_some(())
+    })
+    .await;
+    let b = tokio::spawn({
+        let store = dyn_store.clone();
+        async move {
+            let leadership = campaign(store.clone(), &election("b"), shutdown_b.clone())
+                .await
+                .unwrap();
+            let config = ReconcilerConfig {
+                warm: Some(warm),
+                ..ReconcilerConfig::default()
+            };
+            reconciler::run(store, &leadership, &config, shutdown_b).await
+        }
+    });
+    stop_a.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), a)
+        .await
+        .unwrap()
+        .unwrap();
+    let ranges = store.calls().of(Method::Range);
+    // The new leader places a new unit, and keeps the thirty where they
+    // are, without reading the cluster again.
+    c.put_unit(&name("zz.service"), text_put(HELLO, DesiredState::Launched))
+        .await
+        .unwrap();
+    let placed = eventually(&c, "zz.service placed by the new leader", async || {
+        c.get_unit(&name("zz.service")).await.unwrap().machine_id
+    })
+    .await;
+    assert_eq!(placed, m.id);
+    for i in 0..30 {
+        let unit = c
+            .get_unit(&name(&format!("u{i:02}.service")))
+            .await
+            .unwrap();
+        assert_eq!(unit.machine_id, Some(m.id.clone()));
+    }
+    assert_eq!(
+        store.calls().of(Method::Range),
+        ranges,
+        "the new leader read the cluster instead of taking its warm view"
+    );
+    stop_b.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), b)
+        .await
+        .unwrap()
+        .unwrap();
+}
