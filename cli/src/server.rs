@@ -664,3 +664,47 @@ pub(crate) async fn wait_for_signal() {
         _ = int.recv() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `deploy/NAME` resolved as `flotilla server --config deploy/NAME`.
+    fn example(name: &str) -> DaemonConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(name);
+        resolve(Args {
+            config: Some(path),
+            ..Args::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_example_configurations_say_what_their_comments_say() {
+        let etcd = example("server.example.yaml");
+        assert_eq!(etcd.etcd.map(|e| e.endpoints.len()), Some(3));
+        assert_eq!(etcd.raft, None);
+
+        let raft = example("server.raft.example.yaml");
+        assert!(raft.etcd.is_none());
+        let settings = raft.raft.unwrap();
+        assert_eq!(settings.id, 1);
+        assert_eq!(
+            settings
+                .peers
+                .values()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            [
+                "https://10.0.0.1:7071",
+                "https://10.0.0.2:7071",
+                "https://10.0.0.3:7071"
+            ]
+        );
+        assert!(!settings.join);
+        assert_eq!(settings.listen, None);
+        assert_eq!(raft.listen, "0.0.0.0:7070".parse().unwrap());
+    }
+}

@@ -511,41 +511,42 @@ fn a_global_unit_reaches_a_host_that_joins_later_and_replaces_takes_a_machine() 
     });
 }
 
+/// The address of the server `list-servers` says leads.
+fn leader_address(c: &Cluster) -> Option<String> {
+    let servers = c.json(&["list-servers"]);
+    let leader = servers.as_array()?.iter().find(|s| s["leader"] == true)?;
+    Some(leader["address"].as_str()?.to_owned())
+}
+
+/// The main PID of `unit` on `host`, as its systemd says.
+fn main_pid(c: &Cluster, host: &str, unit: &str) -> String {
+    c.exec(
+        host,
+        &["systemctl", "show", "-p", "MainPID", "--value", unit],
+    )
+}
+
+/// Kills the leading server; gives its address and its index for the
+/// script.
+fn kill_the_leader(c: &Cluster) -> (String, usize) {
+    let leader = eventually("a leader", || leader_address(c));
+    let index = c.endpoint.split(',').position(|e| e == leader).unwrap();
+    common::ok(&script(&["kill-server", &index.to_string()]));
+    (leader, index)
+}
+
 #[test]
 fn a_killed_leader_and_an_etcd_restart_stop_and_move_nothing() {
     let c = Cluster::up(&["--hosts", "2", "--servers", "3", "--store", "etcd"]);
     c.ok(&["start", "--block-attempts", "60", "examples/hello.service"]);
     let machine = active_on(&c.units(), "hello.service").unwrap();
     let host = c.host_of(&machine);
-    let pid = || {
-        c.exec(
-            &host,
-            &[
-                "systemctl",
-                "show",
-                "-p",
-                "MainPID",
-                "--value",
-                "hello.service",
-            ],
-        )
-    };
+    let pid = || main_pid(&c, &host, "hello.service");
     let before = pid();
 
     // Kill the leading server: the unit keeps running, a new submission is
     // placed by the next leader.
-    let servers = c.json(&["list-servers"]);
-    let leader = servers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["leader"] == true)
-        .unwrap()["address"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let index = c.endpoint.split(',').position(|e| e == leader).unwrap();
-    common::ok(&script(&["kill-server", &index.to_string()]));
+    kill_the_leader(&c);
     c.ok(&["start", "--block-attempts", "60", "examples/db.service"]);
     assert_eq!(
         pid(),
@@ -571,4 +572,71 @@ fn a_killed_leader_and_an_etcd_restart_stop_and_move_nothing() {
         (active_on(&c.units(), "hello.service").as_ref() == Some(&machine)).then_some(())
     });
     assert_eq!(pid(), before, "hello.service restarted with etcd");
+}
+
+#[test]
+fn on_raft_a_killed_leader_moves_nothing_and_two_lost_servers_stop_writes_until_one_returns() {
+    // A machine TTL longer than the quorum is lost below (a refused write
+    // takes the request timeout, 5 s): the machines' leases outlive it.
+    let c = Cluster::up_with_ttl(
+        &["--hosts", "2", "--servers", "3", "--store", "raft"],
+        "30s",
+    );
+    c.ok(&["start", "--block-attempts", "60", "examples/hello.service"]);
+    let machine = active_on(&c.units(), "hello.service").unwrap();
+    let host = c.host_of(&machine);
+    let pid = || main_pid(&c, &host, "hello.service");
+    let before = pid();
+
+    // Kill the leading server: raft elects another among the two left,
+    // which places a new submission; the unit keeps running.
+    let (first, first_index) = kill_the_leader(&c);
+    c.ok(&["start", "--block-attempts", "60", "examples/db.service"]);
+    let second = eventually("a new leader", || {
+        leader_address(&c).filter(|l| *l != first)
+    });
+    assert_ne!(second, first);
+    assert_eq!(
+        pid(),
+        before,
+        "hello.service restarted when the leader died"
+    );
+
+    // A second server lost: the last one has no quorum and takes no write.
+    let other = c
+        .endpoint
+        .split(',')
+        .position(|e| e != first && e != second)
+        .unwrap();
+    common::ok(&script(&["kill-server", &other.to_string()]));
+    let refused = c.flotilla(&["start", "--no-block", "examples/db-backup.service"]);
+    assert!(
+        !refused.status.success(),
+        "a write was taken by one server of three: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("unavailable"), "{why}");
+
+    // One comes back (same data, same id): writes go through again.
+    common::ok(&script(&["start-server", &other.to_string()]));
+    c.ok(&[
+        "start",
+        "--block-attempts",
+        "60",
+        "examples/db-backup.service",
+    ]);
+    eventually("hello.service reported active again", || {
+        (active_on(&c.units(), "hello.service").as_ref() == Some(&machine)).then_some(())
+    });
+    assert_eq!(pid(), before, "hello.service restarted without a quorum");
+
+    // The first leader comes back too, and catches up: it alone answers
+    // with the unit submitted while it was down.
+    common::ok(&script(&["start-server", &first_index.to_string()]));
+    eventually("the old leader serving what it missed", || {
+        let out = c.flotilla(&["--endpoint", &first, "list-units", "-o", "json"]);
+        let rows: Value = serde_json::from_slice(&out.stdout).ok()?;
+        row(rows.as_array()?, "db-backup.service").map(|_| ())
+    });
 }
