@@ -530,51 +530,91 @@ async fn failover(
 /// raft elected it, its scheduler leads, its view is loaded, its first
 /// assignment.
 fn leader_steps(work: &Path, servers: &[Option<ServerProc>], killed: SystemTime) -> String {
+    servers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.is_some())
+        .filter_map(|(i, _)| std::fs::read_to_string(log_of(work, i)).ok())
+        .find_map(|text| steps_in(&text, killed))
+        .unwrap_or_else(|| "no server's log says it was elected after the kill".to_owned())
+}
+
+/// The steps of taking over in one server's log, after `killed`; `None`
+/// when raft did not elect it after then.
+fn steps_in(text: &str, killed: SystemTime) -> Option<String> {
     const STEPS: [(&str, &str); 4] = [
         ("this server leads the raft group", "raft leader"),
         ("this server leads", "scheduler leads"),
         ("leading: placement view loaded", "view loaded"),
         (" assign ", "first assign"),
     ];
-    for (i, s) in servers.iter().enumerate() {
-        if s.is_none() {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(log_of(work, i)) else {
+    let mut found: Vec<Option<Duration>> = vec![None; STEPS.len()];
+    for line in text.lines() {
+        let Some(at) = line.split_whitespace().next().and_then(parse_utc) else {
             continue;
         };
-        let mut found: Vec<Option<Duration>> = vec![None; STEPS.len()];
-        for line in text.lines() {
-            let Some(at) = line.split_whitespace().next().and_then(parse_utc) else {
-                continue;
+        let Ok(after) = at.duration_since(killed) else {
+            continue;
+        };
+        for (k, (needle, _)) in STEPS.iter().enumerate() {
+            let hit = if *needle == "this server leads" {
+                line.contains(needle) && !line.contains("raft group")
+            } else {
+                line.contains(needle)
             };
-            let Ok(after) = at.duration_since(killed) else {
-                continue;
-            };
-            for (k, (needle, _)) in STEPS.iter().enumerate() {
-                let hit = if *needle == "this server leads" {
-                    line.contains(needle) && !line.contains("raft group")
-                } else {
-                    line.contains(needle)
-                };
-                if hit && found[k].is_none() {
-                    found[k] = Some(after);
-                }
+            if hit && found[k].is_none() {
+                found[k] = Some(after);
             }
         }
-        if found[0].is_some() {
-            return STEPS
-                .iter()
-                .zip(&found)
-                .map(|((_, name), t)| {
-                    format!(
-                        "{name} {}",
-                        t.map_or_else(|| "?".to_owned(), |t| format!("+{}", dur(t)))
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-        }
     }
-    "no server's log says it was elected after the kill".to_owned()
+    found[0]?;
+    Some(
+        STEPS
+            .iter()
+            .zip(&found)
+            .map(|((_, name), t)| {
+                format!(
+                    "{name} {}",
+                    t.map_or_else(|| "?".to_owned(), |t| format!("+{}", dur(t)))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steps_of_a_take_over_are_read_from_the_log_after_the_kill() {
+        let log = "\
+2026-12-06T06:09:20.100000Z  INFO this server leads revision=5
+2026-12-06T06:09:20.200000Z  INFO assign unit=old.service machine=m1
+2026-12-06T06:09:27.749389Z  INFO this server leads the raft group term=3
+2026-12-06T06:09:27.889611Z  INFO this server leads revision=2372
+2026-12-06T06:09:29.696881Z  INFO leading: placement view loaded machines=100 units=100001 revision=2373
+2026-12-06T06:09:29.900000Z  INFO assign unit=a-failover-0.service machine=m2
+2026-12-06T06:09:29.950000Z  INFO assign unit=b.service machine=m3
+";
+        let killed = parse_utc("2026-12-06T06:09:27.200000Z").unwrap();
+        assert_eq!(
+            steps_in(log, killed).unwrap(),
+            format!(
+                "raft leader +{}, scheduler leads +{}, view loaded +{}, first assign +{}",
+                dur(Duration::from_micros(549_389)),
+                dur(Duration::from_micros(689_611)),
+                dur(Duration::from_micros(2_496_881)),
+                dur(Duration::from_micros(2_700_000)),
+            )
+        );
+    }
+
+    #[test]
+    fn a_log_without_an_election_after_the_kill_has_no_steps() {
+        let log = "2026-12-06T06:09:20.100000Z  INFO this server leads the raft group term=2\n";
+        let killed = parse_utc("2026-12-06T06:09:27.200000Z").unwrap();
+        assert_eq!(steps_in(log, killed), None);
+    }
 }
