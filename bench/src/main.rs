@@ -4,8 +4,10 @@
 //!
 //! - B1: placement decisions in memory.
 //! - B2: placements committed to the store by the real reconcile loop
-//!   (embedded store on disk and on tmpfs, and a local etcd).
-//! - B3: leader failover among three `flotilla server` processes on etcd.
+//!   (embedded store on disk and on tmpfs, a local etcd, and three raft
+//!   stores in process over the servers' mutual-TLS peer transport).
+//! - B3: leader failover among three `flotilla server` processes on etcd,
+//!   and among three that replicate the store with raft.
 //! - B4: machine loss: a machine's 1,000 units re-placed after its lease ends.
 //! - B5: agent convergence on real systemd: the real agent in a test host
 //!   (systemd-nspawn) starting 500 plain and 100 container units from
@@ -24,6 +26,7 @@ mod agent_host;
 mod b1;
 mod b2;
 mod b3;
+mod b3_raft;
 mod b4;
 mod b5;
 mod b6;
@@ -33,6 +36,7 @@ mod b8_rows;
 mod fleet;
 mod hostbus;
 mod procs;
+mod raft_cluster;
 mod report;
 mod stats;
 mod stores;
@@ -84,6 +88,16 @@ struct Args {
     /// B2 on etcd: groups of 1,000 units [default: 200].
     #[arg(long)]
     etcd_groups: Option<usize>,
+
+    /// B2 on raft (three stores in process): groups of 1,000 units
+    /// [default: 200].
+    #[arg(long)]
+    raft_groups: Option<usize>,
+
+    /// B3: the stores to run it on (comma-separated): etcd, raft
+    /// [default: etcd,raft].
+    #[arg(long, value_delimiter = ',', value_parser = ["etcd", "raft"])]
+    b3_stores: Vec<String>,
 
     /// B3: units placed when the leader is killed [default: 100000].
     #[arg(long)]
@@ -143,8 +157,10 @@ struct Sizes {
     b1_machines: Vec<usize>,
     groups: usize,
     etcd_groups: usize,
+    raft_groups: usize,
     b2_machines: usize,
     b3_units: usize,
+    b3_stores: Vec<String>,
     b3_machines: usize,
     b4_machines: usize,
     b5_plain: usize,
@@ -174,11 +190,17 @@ impl Sizes {
             },
             groups: args.groups.unwrap_or(if quick { 100 } else { 1_000 }),
             etcd_groups: args.etcd_groups.unwrap_or(if quick { 20 } else { 200 }),
+            raft_groups: args.raft_groups.unwrap_or(if quick { 20 } else { 200 }),
             b2_machines: if quick { 2_000 } else { 5_000 },
             b3_units: args
                 .b3_units
                 .unwrap_or(if quick { 10_000 } else { 100_000 }),
             b3_machines: 100,
+            b3_stores: if args.b3_stores.is_empty() {
+                vec!["etcd".to_owned(), "raft".to_owned()]
+            } else {
+                args.b3_stores.clone()
+            },
             b4_machines: args.b4_machines.unwrap_or(if quick { 10 } else { 100 }),
             b5_plain: args.b5_plain.unwrap_or(if quick { 50 } else { 500 }),
             b5_containers: args.b5_containers.unwrap_or(if quick { 10 } else { 100 }),
@@ -256,14 +278,7 @@ fn main() -> anyhow::Result<()> {
                 per_group: 1_000,
             }),
             "B2" => runtime.block_on(run_b2(&sizes, &disk, &tmpfs)),
-            "B3" => runtime.block_on(b3::run(&b3::Config {
-                flotilla: flotilla.clone(),
-                work: disk.clone(),
-                units: sizes.b3_units,
-                machines: sizes.b3_machines,
-                servers: 3,
-                leader_ttl: "1s",
-            })),
+            "B3" => runtime.block_on(run_b3(&sizes, &flotilla, &disk)),
             "B4" => runtime.block_on(run_b4(&sizes, &disk, &tmpfs)),
             "B5" => runtime.block_on(b5::run(&b5::Config {
                 flotilla: flotilla.clone(),
@@ -370,6 +385,18 @@ async fn run_b2(sizes: &Sizes, disk: &Path, tmpfs: &Path) -> anyhow::Result<Vec<
             false,
             sizes.etcd_groups,
         ),
+        (
+            "raft, 3 stores in process over mutual TLS, real disk",
+            Backend::Raft(disk.to_owned()),
+            false,
+            sizes.raft_groups,
+        ),
+        (
+            "raft, 3 stores in process over mutual TLS, tmpfs",
+            Backend::Raft(tmpfs.to_owned()),
+            false,
+            sizes.raft_groups,
+        ),
     ];
     let mut rows = Vec::new();
     for (label, backend, embedded, groups) in cases {
@@ -387,6 +414,47 @@ async fn run_b2(sizes: &Sizes, disk: &Path, tmpfs: &Path) -> anyhow::Result<Vec<
                 println!("  B2 {label} FAILED: {e:#}");
                 let mut row = failed("B2", &e);
                 row.case = label.to_owned();
+                rows.push(row);
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// B3 on etcd, then on raft.
+async fn run_b3(sizes: &Sizes, flotilla: &Path, disk: &Path) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut outs = Vec::new();
+    if sizes.b3_stores.iter().any(|s| s == "etcd") {
+        let out = b3::run(&b3::Config {
+            flotilla: flotilla.to_owned(),
+            work: disk.to_owned(),
+            units: sizes.b3_units,
+            machines: sizes.b3_machines,
+            servers: 3,
+            leader_ttl: "1s",
+        })
+        .await;
+        outs.push(("etcd", out));
+    }
+    if sizes.b3_stores.iter().any(|s| s == "raft") {
+        let out = b3_raft::run(&b3_raft::Config {
+            flotilla: flotilla.to_owned(),
+            work: disk.to_owned(),
+            units: sizes.b3_units,
+            machines: sizes.b3_machines,
+            rounds: 2,
+        })
+        .await;
+        outs.push(("raft", out));
+    }
+    for (label, out) in outs {
+        match out {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                println!("  B3 on {label} FAILED: {e:#}");
+                let mut row = failed("B3", &e);
+                row.case = format!("on {label}");
                 rows.push(row);
             }
         }

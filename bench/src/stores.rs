@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use flotilla_api::tls::ClusterCa;
 use flotilla_proto::{Machine, UnitName};
 use flotilla_scheduler::keys::{Key, Keys};
 use flotilla_scheduler::leader::{ElectionConfig, Leadership, campaign};
@@ -20,7 +21,8 @@ use flotilla_store::{
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::procs::{EtcdProc, dir_bytes};
+use crate::procs::{EtcdProc, dir_bytes, free_port};
+use crate::raft_cluster::RaftCluster;
 
 /// Which store, and where its data lives.
 #[derive(Debug, Clone)]
@@ -29,6 +31,10 @@ pub enum Backend {
     Embedded(PathBuf),
     /// A local etcd process with its data under this directory.
     Etcd(PathBuf),
+    /// Three raft stores in this process, their logs in directories under
+    /// this one, replicating over mutual TLS on loopback; the store given
+    /// out is the leader's.
+    Raft(PathBuf),
 }
 
 /// A store opened for one run, with what must be closed after it.
@@ -36,6 +42,7 @@ pub struct OpenStore {
     pub store: Arc<dyn Store>,
     embedded: Option<Arc<EmbeddedStore>>,
     etcd: Option<EtcdProc>,
+    raft: Option<RaftCluster>,
     dir: Option<PathBuf>,
 }
 
@@ -57,6 +64,7 @@ impl OpenStore {
                     store: store.clone(),
                     embedded: Some(store),
                     etcd: None,
+                    raft: None,
                     dir: Some(dir),
                 })
             }
@@ -69,7 +77,27 @@ impl OpenStore {
                     store: Arc::new(store),
                     embedded: None,
                     etcd: Some(etcd),
+                    raft: None,
                     dir: None,
+                })
+            }
+            Backend::Raft(parent) => {
+                let dir = parent.join(format!("raft-{tag}-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let ca = Arc::new(ClusterCa::generate().context("cannot make a cluster CA")?);
+                let ports = [free_port()?, free_port()?, free_port()?];
+                let dirs = (1..=ports.len())
+                    .map(|i| dir.join(format!("server-{i}")))
+                    .collect();
+                let cluster = RaftCluster::open(dirs, &ports, ca).await?;
+                let leader = cluster.leader().await?;
+                let store: Arc<dyn Store> = cluster.stores[leader].clone();
+                Ok(OpenStore {
+                    store,
+                    embedded: None,
+                    etcd: None,
+                    raft: Some(cluster),
+                    dir: Some(dir),
                 })
             }
         }
@@ -77,6 +105,9 @@ impl OpenStore {
 
     /// Bytes on disk of the store's data.
     pub fn data_bytes(&self) -> u64 {
+        if let Some(raft) = &self.raft {
+            return raft.data_bytes();
+        }
         match (&self.dir, &self.etcd) {
             (Some(dir), _) => dir_bytes(dir),
             (None, Some(etcd)) => etcd.data_bytes(),
@@ -90,6 +121,9 @@ impl OpenStore {
             e.close().await;
         }
         drop(self.etcd.take());
+        if let Some(raft) = self.raft.take() {
+            raft.close().await;
+        }
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
