@@ -154,7 +154,12 @@ fn next_step(lessor: &Lessor) -> Next {
             break;
         }
         d.queue.pop_first();
-        expired.push(lease);
+        // Only a lease whose own deadline passed: a retry queued before
+        // the lease was renewed (a new raft leader renews every lease) is
+        // stale.
+        if d.timers.get(&lease).is_some_and(|t| t.deadline <= now) {
+            expired.push(lease);
+        }
     }
     if expired.is_empty() {
         Next::Wait(d.queue.first().map(|&(deadline, _)| deadline))
@@ -203,5 +208,30 @@ pub(crate) async fn run_expiry<C: Committer>(engine: Weak<Engine<C>>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_queued_before_a_renewal_does_not_end_the_lease() {
+        let lessor = Lessor::default();
+        let lease = LeaseId(7);
+        lessor.start(lease, Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        // The deadline passed; the revoke failed (a follower cannot end
+        // leases) and is retried in a second.
+        assert!(matches!(next_step(&lessor), Next::Expire(l) if l == vec![lease]));
+        lessor.retry_later(lease);
+        // This server becomes leader and renews every lease.
+        lessor.start(lease, Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(next_step(&lessor), Next::Wait(Some(_))));
+        assert!(lessor.time_to_live(lease).is_ok());
+        // Its own deadline still ends it.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(matches!(next_step(&lessor), Next::Expire(l) if l == vec![lease]));
     }
 }
