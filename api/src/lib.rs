@@ -23,6 +23,8 @@
 //! [`server::ROUTES`], and described by the OpenAPI document served at
 //! `/v1/openapi.json` ([`OPENAPI`]); a test keeps the three in step.
 
+#[cfg(feature = "server")]
+mod caps;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]

@@ -5,8 +5,8 @@
 //! when it starts leading it plans at once instead of reading the whole
 //! cluster first (which takes about a second per 100,000 units).
 //!
-//! The leader takes the view ([`WarmView::take`]); the keeper then waits
-//! until the lead ends ([`WarmView::resume_on_drop`]) and loads a fresh one.
+//! The leader takes the view (`WarmView::take`); the keeper then waits
+//! until the lead ends (`WarmView::resume_on_drop`) and loads a fresh one.
 //! A view that is not ready when asked (still loading, or the store failed)
 //! is not waited for: the new leader loads its own, as without a warm view.
 //!

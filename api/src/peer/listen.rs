@@ -14,11 +14,10 @@
 //! blocks, so a slow or hostile peer holds only its own connection and
 //! its share of the caps.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use flotilla_store::raft::Inbox;
@@ -31,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use super::cert::{CertRefusal, PeerTls, check_peer_cert};
 use super::frame::{self, HELLO_LEN, HelloError, ReadError};
 use super::{PeerError, stopped};
+use crate::caps::Caps;
 
 /// How the peer listener's connections are bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,79 +295,4 @@ async fn admit(
     stream.read_exact(&mut theirs).await.map_err(Refused::Io)?;
     frame::check_hello(&theirs, tls.ca_fingerprint()).map_err(Refused::Hello)?;
     Ok((stream, node))
-}
-
-/// The connection caps: in all, and per IP address.
-struct Caps {
-    max: usize,
-    per_ip: usize,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-/// One connection's place under the caps, given back when dropped.
-struct Slot {
-    caps: Arc<Caps>,
-    ip: IpAddr,
-}
-
-impl Caps {
-    fn new(max: usize, per_ip: usize) -> Caps {
-        Caps {
-            max,
-            per_ip,
-            open: Mutex::new((0, HashMap::new())),
-        }
-    }
-
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let (total, by_ip) = &mut *open;
-        let mine = by_ip.get(&ip).copied().unwrap_or(0);
-        if *total >= self.max || mine >= self.per_ip {
-            return None;
-        }
-        *total += 1;
-        by_ip.insert(ip, mine + 1);
-        Some(Slot {
-            caps: Arc::clone(self),
-            ip,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self
-            .caps
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (total, by_ip) = &mut *open;
-        *total = total.saturating_sub(1);
-        if let Some(n) = by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                by_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn caps_count_in_all_and_per_ip_and_are_given_back() {
-        let caps = Arc::new(Caps::new(3, 2));
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = caps.take(a).unwrap();
-        let _a2 = caps.take(a).unwrap();
-        assert!(caps.take(a).is_none(), "third from one IP");
-        let _b1 = caps.take(b).unwrap();
-        assert!(caps.take(b).is_none(), "fourth in all");
-        drop(a1);
-        assert!(caps.take(b).is_some());
-    }
 }

@@ -11,10 +11,9 @@
 //! | a request in flight (reading the body, handling, a long poll) | never by this loop: bodies have their own timeout, long polls their cap |
 //! | between requests | `idle_timeout` |
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -33,6 +32,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::extract::Draining;
+use crate::caps::{Caps, Slot};
 
 /// What the server knows of a request's connection: where it comes from
 /// and the client certificate it presented, if any.
@@ -180,65 +180,6 @@ where
     .await;
     connections.abort_all();
     Ok(())
-}
-
-/// The connection caps: in all, and per IP address.
-struct Caps {
-    max: usize,
-    per_peer: usize,
-    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
-}
-
-/// One connection's place under the caps, given back when dropped.
-struct Slot {
-    caps: Arc<Caps>,
-    peer: IpAddr,
-}
-
-impl Caps {
-    fn new(max: usize, per_peer: usize) -> Caps {
-        Caps {
-            max,
-            per_peer,
-            open: Mutex::new((0, HashMap::new())),
-        }
-    }
-
-    fn take(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let (total, by_peer) = &mut *open;
-        let mine = by_peer.entry(peer).or_insert(0);
-        if *total >= self.max || *mine >= self.per_peer {
-            if *mine == 0 {
-                by_peer.remove(&peer);
-            }
-            return None;
-        }
-        *total += 1;
-        *mine += 1;
-        Some(Slot {
-            caps: Arc::clone(self),
-            peer,
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self
-            .caps
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (total, by_peer) = &mut *open;
-        *total = total.saturating_sub(1);
-        if let Some(n) = by_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                by_peer.remove(&self.peer);
-            }
-        }
-    }
 }
 
 /// What the watchdog of a connection knows of it.

@@ -162,6 +162,28 @@ fn has_zero_sector(data: &[u8], from: usize, to: usize) -> bool {
         .any(|s| data[s..s + SECTOR].iter().all(|&b| b == 0))
 }
 
+/// Length of a log file's header: [`log_header`].
+pub(crate) const LOG_HEADER_LEN: usize = 20;
+
+/// The header of a log file (the embedded store's and the raft log's): its
+/// magic, its generation and a CRC of both.
+pub(crate) fn log_header(magic: &[u8; 8], generation: u64) -> [u8; LOG_HEADER_LEN] {
+    let mut header = [0; LOG_HEADER_LEN];
+    header[..8].copy_from_slice(magic);
+    header[8..16].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&header[..16]);
+    header[16..].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Makes a directory's entries (a file created, renamed or removed)
+/// durable.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> crate::StoreResult<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| crate::StoreError::io("syncing directory", dir, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

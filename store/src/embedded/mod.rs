@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use flotilla_proto::ClusterId;
 
 use self::codec::{Dec, Enc};
+use self::frame::sync_dir;
 use self::snapshot::load_snapshot;
 use self::writer::Writer;
 use super::engine::{Committer, Engine, Shared};
@@ -30,7 +31,7 @@ use super::{
 };
 
 const WAL_MAGIC: &[u8; 8] = b"FLOTWAL1";
-const WAL_HEADER_LEN: usize = 20;
+const WAL_HEADER_LEN: usize = frame::LOG_HEADER_LEN;
 const LOCK_FILE: &str = "LOCK";
 
 /// Requests waiting for the writer before callers wait to enqueue.
@@ -486,19 +487,8 @@ fn parse_generation(name: &str, prefix: &str) -> Option<u64> {
     u64::from_str_radix(digits, 16).ok()
 }
 
-fn sync_dir(dir: &Path) -> StoreResult<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("syncing directory", dir, e))
-}
-
 fn wal_header(generation: u64) -> [u8; WAL_HEADER_LEN] {
-    let mut header = [0; WAL_HEADER_LEN];
-    header[..8].copy_from_slice(WAL_MAGIC);
-    header[8..16].copy_from_slice(&generation.to_le_bytes());
-    let crc = crc32fast::hash(&header[..16]);
-    header[16..].copy_from_slice(&crc.to_le_bytes());
-    header
+    frame::log_header(WAL_MAGIC, generation)
 }
 
 /// Creates a new, empty log (the directory entry is the caller's to sync).

@@ -54,7 +54,9 @@ impl Net {
     }
 }
 
-/// The in-process network (see the [module documentation](self)).
+/// An in-process network between raft nodes, for tests: it delivers
+/// frames between the nodes of one process and can drop, delay, duplicate
+/// and reorder them, partition the nodes, and cut a node off.
 #[derive(Clone)]
 pub struct LocalNetwork {
     net: Arc<Mutex<Net>>,

@@ -29,7 +29,7 @@
 //!   leader gives every lease a whole TTL.
 //! - **Watches** are served by each server from its own history of what it
 //!   applied. A follower that installs a snapshot ends its watches with
-//!   [`StoreError::Compacted`](crate::StoreError::Compacted): their callers
+//!   [`StoreError::Compacted`]: their callers
 //!   resync, as after any compaction.
 //! - **Snapshots and compaction**: once the log holds more than
 //!   [`RaftOptions::snapshot_entries`] entries the server writes its state
@@ -41,7 +41,7 @@
 //!   that they learn everything from the leader instead of bootstrapping a
 //!   cluster of their own.
 //! - **Minority**: a server cut off from a quorum answers writes and reads
-//!   with [`StoreError::Unavailable`](crate::StoreError::Unavailable) (at
+//!   with [`StoreError::Unavailable`] (at
 //!   once when it knows no leader, after the request timeout otherwise).
 
 mod local;

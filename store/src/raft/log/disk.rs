@@ -17,7 +17,7 @@ use crate::{StoreError, StoreResult};
 
 const LOG_MAGIC: &[u8; 8] = b"FLOTRLG1";
 /// Magic, generation (`u64`), CRC32 of both.
-pub(super) const LOG_HEADER_LEN: usize = 20;
+pub(super) const LOG_HEADER_LEN: usize = crate::embedded::frame::LOG_HEADER_LEN;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"FLOTRSN1";
 pub(super) const LOCK_FILE: &str = "raft.lock";
 const LOG_PREFIX: &str = "raft-log-";
@@ -49,19 +49,10 @@ fn parse_generation(name: &str, prefix: &str) -> Option<u64> {
     u64::from_str_radix(digits, 16).ok()
 }
 
-pub(super) fn sync_dir(dir: &Path) -> StoreResult<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("syncing directory", dir, e))
-}
+pub(super) use crate::embedded::frame::sync_dir;
 
 fn log_header(generation: u64) -> [u8; LOG_HEADER_LEN] {
-    let mut header = [0; LOG_HEADER_LEN];
-    header[..8].copy_from_slice(LOG_MAGIC);
-    header[8..16].copy_from_slice(&generation.to_le_bytes());
-    let crc = crc32fast::hash(&header[..16]);
-    header[16..].copy_from_slice(&crc.to_le_bytes());
-    header
+    crate::embedded::frame::log_header(LOG_MAGIC, generation)
 }
 
 /// One record of a log file. A frame (one [`sync`](super::RaftLog::sync))
