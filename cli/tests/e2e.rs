@@ -576,10 +576,14 @@ fn a_killed_leader_and_an_etcd_restart_stop_and_move_nothing() {
 
 #[test]
 fn on_raft_a_killed_leader_moves_nothing_and_two_lost_servers_stop_writes_until_one_returns() {
-    // With the default machine TTL (10 s), although the quorum is lost
-    // below for about as long: like etcd, a new raft leader renews every
-    // lease, so no machine is declared gone because of the outage.
-    let c = Cluster::up(&["--hosts", "2", "--servers", "3", "--store", "raft"]);
+    // A machine TTL longer than the quorum is lost below (a refused write
+    // takes the request timeout, 5 s), so that the agents' heartbeats, which
+    // fail meanwhile, never outlast their leases. (A new raft leader renews
+    // every lease anyway, as etcd does: the store tests show that.)
+    let c = Cluster::up_with_ttl(
+        &["--hosts", "2", "--servers", "3", "--store", "raft"],
+        "30s",
+    );
     c.ok(&["start", "--block-attempts", "60", "examples/hello.service"]);
     let machine = active_on(&c.units(), "hello.service").unwrap();
     let host = c.host_of(&machine);
