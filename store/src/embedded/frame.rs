@@ -176,6 +176,16 @@ pub(crate) fn log_header(magic: &[u8; 8], generation: u64) -> [u8; LOG_HEADER_LE
     header
 }
 
+/// The generation in a file name `<prefix><16 hex digits>` (the embedded
+/// store's and the raft log's files are named so).
+pub(crate) fn parse_generation(name: &str, prefix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?;
+    if digits.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
+
 /// Makes a directory's entries (a file created, renamed or removed)
 /// durable.
 pub(crate) fn sync_dir(dir: &std::path::Path) -> crate::StoreResult<()> {

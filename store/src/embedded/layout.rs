@@ -19,7 +19,8 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::{LOCK_FILE, WAL_HEADER_LEN, parse_generation, snapshot_name, wal_name};
+use super::frame::parse_generation;
+use super::{LOCK_FILE, WAL_HEADER_LEN, snapshot_name, wal_name};
 use crate::identity::{IDENTITY_FILE, Identity, StateLocation, read_identity};
 use crate::{StoreError, StoreResult};
 

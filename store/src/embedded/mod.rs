@@ -478,15 +478,6 @@ fn wal_name(generation: u64) -> String {
     format!("wal-{generation:016x}")
 }
 
-/// The generation in a file name `<prefix><16 hex digits>`.
-fn parse_generation(name: &str, prefix: &str) -> Option<u64> {
-    let digits = name.strip_prefix(prefix)?;
-    if digits.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(digits, 16).ok()
-}
-
 fn wal_header(generation: u64) -> [u8; WAL_HEADER_LEN] {
     frame::log_header(WAL_MAGIC, generation)
 }

@@ -40,15 +40,7 @@ pub(super) fn tmp_name(name: &str) -> String {
     format!("{name}.tmp")
 }
 
-/// The generation in a file name `<prefix><16 hex digits>`.
-fn parse_generation(name: &str, prefix: &str) -> Option<u64> {
-    let digits = name.strip_prefix(prefix)?;
-    if digits.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(digits, 16).ok()
-}
-
+use crate::embedded::frame::parse_generation;
 pub(super) use crate::embedded::frame::sync_dir;
 
 fn log_header(generation: u64) -> [u8; LOG_HEADER_LEN] {
