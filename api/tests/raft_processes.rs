@@ -149,6 +149,7 @@ mod nemesis {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use flotilla_testbed::linearizability::{Budget, Op, Outcome, Recorder, Value};
+    use flotilla_testbed::rng::XorShift;
     use tokio::sync::oneshot;
     use tokio::time::Instant;
 
@@ -318,14 +319,6 @@ mod nemesis {
         }
     }
 
-    /// xorshift64*, for repeatable choices.
-    fn next(state: &mut u64) -> u64 {
-        *state ^= *state >> 12;
-        *state ^= *state << 25;
-        *state ^= *state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sigkill_and_sigstop_keep_the_history_linearizable() {
         let seed = 7;
@@ -364,7 +357,7 @@ mod nemesis {
         for client in 1..=3u64 {
             let (processes, recorder, stop) = (processes.clone(), recorder.clone(), stop.clone());
             clients.push(tokio::spawn(async move {
-                let mut rng = seed * 100 + client;
+                let mut rng = XorShift::from_state(seed * 100 + client);
                 let mut counter = 0;
                 while !stop.load(Ordering::SeqCst) {
                     let live = processes.lock().await.live();
@@ -372,21 +365,21 @@ mod nemesis {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
-                    let peer = live[(next(&mut rng) % live.len() as u64) as usize].clone();
+                    let peer = live[(rng.next_u64() % live.len() as u64) as usize].clone();
                     counter += 1;
-                    operate(&recorder, client, &peer, next(&mut rng), counter).await;
+                    operate(&recorder, client, &peer, rng.next_u64(), counter).await;
                 }
             }));
         }
-        let mut rng = seed;
+        let mut rng = XorShift::from_state(seed);
         let mut faults = Vec::new();
         let end = Instant::now() + Duration::from_secs(12);
         while Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(300 + next(&mut rng) % 700)).await;
+            tokio::time::sleep(Duration::from_millis(300 + rng.next_u64() % 700)).await;
             let mut p = processes.lock().await;
-            let id = 1 + next(&mut rng) % 3;
+            let id = 1 + rng.next_u64() % 3;
             let down = (1..=3).find(|&i| p.running[(i - 1) as usize].is_none());
-            match (next(&mut rng) % 3, down) {
+            match (rng.next_u64() % 3, down) {
                 (0, None) => {
                     faults.push(format!("kill -9 {id}"));
                     p.kill(id);
@@ -400,7 +393,7 @@ mod nemesis {
                         continue;
                     };
                     drop(p);
-                    let pause = Duration::from_millis(200 + next(&mut rng) % 1300);
+                    let pause = Duration::from_millis(200 + rng.next_u64() % 1300);
                     faults.push(format!("SIGSTOP {id} for {pause:?}"));
                     peer.signal(rustix::process::Signal::STOP);
                     tokio::time::sleep(pause).await;
@@ -443,11 +436,7 @@ mod nemesis {
                 }
             }
         }
-        let history = recorder.history();
-        let acknowledged = history
-            .iter()
-            .filter(|e| matches!(e.outcome, Outcome::Written | Outcome::Cas(true)))
-            .count();
+        let acknowledged = recorder.acknowledged_writes();
         assert!(
             acknowledged > 20,
             "too few acknowledged writes ({acknowledged}) to show anything; faults {faults:?}"

@@ -16,6 +16,7 @@ use std::time::Duration;
 use flotilla_store::raft::{LocalNetwork, NetworkFaults, RaftOptions, RaftStore};
 use flotilla_store::{Compare, Store, StoreError, Txn, TxnOp};
 use flotilla_testbed::linearizability::{Budget, Op, Outcome, Recorder, Value};
+use flotilla_testbed::rng::XorShift;
 use tokio::time::Instant;
 
 /// A bound on every wait for the cluster.
@@ -180,24 +181,6 @@ enum Fault {
     Heal,
 }
 
-/// A small deterministic random source (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const KEYS: u64 = 4;
 
 fn key(k: u64) -> String {
@@ -214,7 +197,7 @@ async fn operate(
     recorder: &Recorder,
     client: u64,
     store: Arc<RaftStore>,
-    rng: &mut Rng,
+    rng: &mut XorShift,
     counter: &mut u64,
 ) {
     let k = rng.below(KEYS);
@@ -285,7 +268,7 @@ async fn nemesis(seed: u64, duration: Duration) {
     for client in 1..=4u64 {
         let (cluster, recorder, stop) = (cluster.clone(), recorder.clone(), stop.clone());
         clients.push(tokio::spawn(async move {
-            let mut rng = Rng(seed * 1000 + client);
+            let mut rng = XorShift::from_state(seed * 1000 + client);
             let mut counter = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let store = {
@@ -298,7 +281,7 @@ async fn nemesis(seed: u64, duration: Duration) {
             }
         }));
     }
-    let mut rng = Rng(seed);
+    let mut rng = XorShift::from_state(seed);
     let end = Instant::now() + duration;
     let mut faults = Vec::new();
     while Instant::now() < end {
@@ -360,11 +343,7 @@ async fn nemesis(seed: u64, duration: Duration) {
             pending.finish(Outcome::Read(read.kv.map(|kv| decode(&kv.value))));
         }
     }
-    let history = recorder.history();
-    let acknowledged = history
-        .iter()
-        .filter(|e| matches!(e.outcome, Outcome::Written | Outcome::Cas(true)))
-        .count();
+    let acknowledged = recorder.acknowledged_writes();
     assert!(
         acknowledged > 20,
         "seed {seed}: too few acknowledged writes ({acknowledged}) to show anything; faults {faults:?}"

@@ -29,6 +29,7 @@ pub mod linearizability;
 pub mod poll;
 pub mod promtool;
 mod registry;
+pub mod rng;
 
 pub use etcd::Etcd;
 pub use poll::{eventually, eventually_or};

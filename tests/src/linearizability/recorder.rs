@@ -74,6 +74,16 @@ impl Recorder {
         self.events().clone()
     }
 
+    /// How many writes (and successful compare-and-swaps) were
+    /// acknowledged so far: a fault test checks there were enough to show
+    /// anything.
+    pub fn acknowledged_writes(&self) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Written | Outcome::Cas(true)))
+            .count()
+    }
+
     /// Checks the history recorded so far.
     pub fn check(&self, budget: Budget) -> Verdict {
         super::check(&self.history(), budget)

@@ -2,33 +2,10 @@
 //! register (linearizable by construction), with and without an injected
 //! stale read; and the cost of checking a long history.
 
+use crate::rng::XorShift;
 use std::collections::HashMap;
 
 use super::*;
-
-/// xorshift64* (Vigna): enough randomness for a test, from a fixed seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        // Never zero, which xorshift cannot leave.
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// True `per_mille` times in a thousand.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 /// The shape of a simulated run.
 struct Run {
