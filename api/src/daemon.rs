@@ -327,13 +327,18 @@ impl Daemon {
             metrics: scheduler_metrics,
             ..ReconcilerConfig::default()
         };
-        // While it follows, this server keeps the placement view warm, so
-        // that it plans at once when it comes to lead.
-        reconcile.warm = Some(flotilla_scheduler::warm::keep_warm(
-            dyn_store.clone(),
-            reconcile.clone(),
-            stopped.clone(),
-        ));
+        // While it follows, a server that shares its store with others
+        // (etcd, raft) keeps the placement view warm, so that it plans at
+        // once when it comes to lead. A server alone on the embedded store
+        // leads from its start and nobody takes over from it: a warm view
+        // would only be a second load beside its own.
+        if !matches!(store, OpenStore::Embedded(_)) {
+            reconcile.warm = Some(flotilla_scheduler::warm::keep_warm(
+                dyn_store.clone(),
+                reconcile.clone(),
+                stopped.clone(),
+            ));
+        }
         let announcing = tokio::spawn(presence::announce(
             dyn_store.clone(),
             config.keys.clone(),
