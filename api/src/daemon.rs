@@ -296,6 +296,7 @@ impl Daemon {
             )
             .with_events(events.clone()),
         );
+        cluster.start_counting();
         let metrics = Arc::new(Metrics::new(&scheduler_metrics));
         let api = router_with_metrics(
             cluster,

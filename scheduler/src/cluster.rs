@@ -138,6 +138,14 @@ impl Cluster {
         &self.config.quotas
     }
 
+    /// Starts loading the counts the quotas are checked against, in the
+    /// background. Without it they are loaded at the first write that
+    /// needs them, which then waits for them.
+    pub fn start_counting(&self) {
+        self.units.start();
+        self.machines.start();
+    }
+
     /// How many units the store holds and the bytes of their records, as
     /// the unit quotas count them (once the count is loaded).
     pub async fn unit_usage(&self) -> Result<Usage, ControlError> {

@@ -153,7 +153,8 @@ impl Usage {
 
 /// The count of the keys under one prefix and the bytes of their values,
 /// kept from the store's watch (see the [module documentation](self)).
-/// Follows the store from the first [`Tally::reserve`] on, until dropped.
+/// Follows the store from [`Tally::start`] or the first [`Tally::reserve`] on,
+/// until dropped.
 pub(crate) struct Tally {
     store: Arc<dyn Store>,
     shared: Arc<Shared>,
@@ -369,15 +370,23 @@ impl Tally {
         Ok(lock(&self.shared.state).usage)
     }
 
-    /// Starts following the store (once), and waits until the counts are
-    /// loaded.
-    async fn ready(&self) -> Result<(), ControlError> {
+    /// Starts counting the prefix and following the store (once), without
+    /// waiting for the count. A server calls it when it starts, so that its
+    /// first write is not the one that waits for a whole prefix to be
+    /// counted (100,000 units from etcd take seconds).
+    pub(crate) fn start(&self) {
         self.follower.get_or_init(|| {
             AbortOnDrop(tokio::spawn(follow(
                 Arc::clone(&self.store),
                 Arc::clone(&self.shared),
             )))
         });
+    }
+
+    /// Starts following the store (once), and waits until the counts are
+    /// loaded.
+    async fn ready(&self) -> Result<(), ControlError> {
+        self.start();
         let mut ready = self.shared.ready.subscribe();
         match tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r)).await {
             Ok(Ok(_)) => Ok(()),
@@ -518,6 +527,30 @@ mod tests {
         })
         .await
         .unwrap_or_else(|_| panic!("usage never became {want:?}"));
+    }
+
+    /// A server starts counting when it starts: the counts load with no
+    /// write asking for them, so the first write does not wait for them.
+    #[tokio::test]
+    async fn start_loads_the_counts_without_a_write() {
+        let store = Arc::new(MemoryStore::new());
+        for i in 0..3 {
+            put(&store, &format!("u{i}"), 10).await;
+        }
+        let t = tally(&store);
+        let mut ready = t.shared.ready.subscribe();
+        t.start();
+        tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+            .await
+            .expect("the counts never loaded after start")
+            .unwrap();
+        assert_eq!(
+            lock(&t.shared.state).usage,
+            Usage {
+                count: 3,
+                bytes: 30
+            }
+        );
     }
 
     #[tokio::test]
