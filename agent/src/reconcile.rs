@@ -19,8 +19,20 @@
 //!    content changed) and remove (only files flotilla wrote), whether to
 //!    reload, which jobs to run, which units to refuse.
 //! 4. **Apply**: stop units that are no longer desired, write and remove
-//!    files, reload systemd *once*, then run the jobs together and wait
-//!    for their results.
+//!    files, reload systemd *once* if it must, then run the jobs together.
+//!    [`Reconciler::reconcile`] waits for their results;
+//!    [`Reconciler::reconcile_overlapping`], which the agent runs, does not:
+//!    the next pass can write and start the units that arrived meanwhile
+//!    while these start, and the results come in through
+//!    [`Reconciler::jobs_finished`]. A pass sends no second job for a unit
+//!    whose job for the same contents still runs.
+//!
+//! A reload is needed for files systemd has loaded (changed contents) and
+//! for removed files. A new unit's file needs none where systemd loads a
+//! unit it had not found when a job asks for it (systemd 246 and later,
+//! [`SystemdManager::loads_new_unit_files`]): starting new units costs no
+//! reload, which takes hundreds of milliseconds with hundreds of units
+//! loaded.
 //!
 //! The rules of the plan:
 //!
@@ -56,6 +68,8 @@ use std::sync::Arc;
 use flotilla_proto::wire::AssignedUnit;
 use flotilla_proto::{DesiredState, UnitName, UnitSpec};
 use futures_util::stream::{self, StreamExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::container::render::render_service;
 use crate::metrics::{AgentMetrics, PassResult};
@@ -201,13 +215,16 @@ impl Plan {
 /// Decides a pass. `observed` has an entry for every desired unit whose
 /// content rendered; `stray` maps each file flotilla wrote for a unit that
 /// is no longer desired to that unit's properties; `memory` is what the
-/// agent knows of the units it started.
+/// agent knows of the units it started; `loads_new_files` whether systemd
+/// loads the file of a unit it had not found without a reload
+/// ([`SystemdManager::loads_new_unit_files`]).
 pub fn plan(
     desired: &[Desired],
     observed: &BTreeMap<String, Observed>,
     stray: &BTreeMap<String, UnitProperties>,
     memory: &Memory,
     dir: &UnitDir,
+    loads_new_files: bool,
 ) -> Plan {
     let mut plan = Plan::default();
     for d in desired {
@@ -238,6 +255,12 @@ pub fn plan(
                 None
             }
         };
+        // A file systemd has loaded (or failed to load) is read again only
+        // by a reload; one it never found, by the job itself when it can.
+        let written = plan.write.last().is_some_and(|(n, _)| *n == d.name);
+        if written && !(loads_new_files && obs.props.load_state == "not-found") {
+            plan.reload = true;
+        }
         // A file written by an earlier pass whose reload never happened.
         if obs.props.need_daemon_reload {
             plan.reload = true;
@@ -275,7 +298,7 @@ pub fn plan(
         }
         plan.remove.push(name.clone());
     }
-    plan.reload |= !plan.write.is_empty() || !plan.remove.is_empty();
+    plan.reload |= !plan.remove.is_empty();
     plan
 }
 
@@ -325,6 +348,16 @@ pub struct UnitNote {
     pub error: Option<String>,
 }
 
+/// What became of one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobOutcome {
+    Done,
+    /// It ran and did not do its work (a failed start, say).
+    Failed,
+    /// It may not have run, for a reason that may pass.
+    Retry,
+}
+
 /// What to do after a pass (the pass does not retry itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -344,6 +377,9 @@ pub struct Pass {
     /// What it did.
     pub plan: Plan,
     pub action: Action,
+    /// What each desired unit that rendered runs with once its jobs are
+    /// done ([`Desired::hash`]).
+    pub hashes: BTreeMap<String, String>,
 }
 
 /// Why a pass stopped before it was done. Every case is worth retrying:
@@ -374,6 +410,48 @@ pub struct Reconciler<S> {
     /// Units the next pass leaves alone, and why (their secrets could not
     /// be put in place): see [`Reconciler::hold`].
     held: BTreeMap<String, String>,
+    /// Jobs sent by passes that did not wait for them
+    /// ([`Reconciler::reconcile_overlapping`]), each ending with its result.
+    jobs: JoinSet<Finished>,
+    /// The last job sent for each unit whose job is still running.
+    pending: HashMap<String, Pending>,
+    /// Numbers the jobs sent, to tell a unit's last job from one it
+    /// replaced.
+    sent: u64,
+    /// At most [`IN_FLIGHT`] jobs wait for systemd at once, over all passes.
+    slots: Arc<Semaphore>,
+}
+
+/// A job still running, as [`Reconciler::pending`] keeps it.
+#[derive(Debug, Clone)]
+struct Pending {
+    kind: JobKind,
+    /// The hash the unit runs with once the job is done.
+    hash: String,
+    seq: u64,
+}
+
+/// A job that ended.
+#[derive(Debug)]
+struct Finished {
+    kind: JobKind,
+    name: String,
+    hash: String,
+    seq: u64,
+    result: Result<JobResult, SystemdError>,
+}
+
+/// What the jobs that ended since the last look came to
+/// ([`Reconciler::jobs_finished`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobsDone {
+    /// How many ended.
+    pub ended: usize,
+    /// Some ended without doing their work: the next pass reports why.
+    pub failed: bool,
+    /// Some could not be sent or their result is unknown, for a reason
+    /// that may pass: a pass must send them again.
+    pub retry: bool,
 }
 
 impl<S: SystemdManager> Reconciler<S> {
@@ -390,6 +468,10 @@ impl<S: SystemdManager> Reconciler<S> {
             errors: HashMap::new(),
             metrics: AgentMetrics::default(),
             held: BTreeMap::new(),
+            jobs: JoinSet::new(),
+            pending: HashMap::new(),
+            sent: 0,
+            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         }
     }
 
@@ -415,8 +497,33 @@ impl<S: SystemdManager> Reconciler<S> {
     }
 
     /// One pass towards `feed`: every unit this machine should have
-    /// (assigned units and the `Global` units that apply to it).
+    /// (assigned units and the `Global` units that apply to it). Returns
+    /// once the jobs it sent (and any still running from earlier passes)
+    /// have ended, with their failures in the notes.
     pub async fn reconcile(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
+        let mut pass = self.reconcile_overlapping(feed).await?;
+        let mut retry = false;
+        while !self.jobs.is_empty() {
+            retry |= self.jobs_finished().await.retry;
+        }
+        for (name, note) in &mut pass.units {
+            note.error = self.error_of(name, pass.hashes.get(name));
+        }
+        if retry {
+            pass.action = Action::Retry;
+        }
+        Ok(pass)
+    }
+
+    /// One pass towards `feed` that does not wait for the jobs it sends:
+    /// it returns once they are sent, so that the next pass can write and
+    /// start the units that arrived meanwhile while these start. Their
+    /// results come from [`Reconciler::jobs_finished`]; a later pass sends
+    /// no second job for a unit whose job for the same contents runs.
+    pub async fn reconcile_overlapping(
+        &mut self,
+        feed: &[AssignedUnit],
+    ) -> Result<Pass, ReconcileError> {
         let started = std::time::Instant::now();
         let outcome = self.pass(feed).await;
         let result = match &outcome {
@@ -428,7 +535,194 @@ impl<S: SystemdManager> Reconciler<S> {
         outcome
     }
 
+    /// Whether jobs sent by earlier passes are still running.
+    pub fn has_jobs(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    /// Waits until at least one job sent by an earlier pass ends (forever
+    /// when none runs), then takes the results of every job that has
+    /// ended: what the units run is recorded, and failures are kept for
+    /// the next pass's notes.
+    pub async fn jobs_finished(&mut self) -> JobsDone {
+        let Some(first) = self.jobs.join_next().await else {
+            return std::future::pending().await;
+        };
+        let mut done = JobsDone::default();
+        self.take_finished(first, &mut done);
+        while let Some(next) = self.jobs.try_join_next() {
+            self.take_finished(next, &mut done);
+        }
+        self.save_record();
+        done
+    }
+
+    /// The results of the jobs that have ended, without waiting.
+    fn collect_finished(&mut self) {
+        let mut done = JobsDone::default();
+        while let Some(next) = self.jobs.try_join_next() {
+            self.take_finished(next, &mut done);
+        }
+    }
+
+    fn take_finished(
+        &mut self,
+        joined: Result<Finished, tokio::task::JoinError>,
+        done: &mut JobsDone,
+    ) {
+        done.ended += 1;
+        let f = match joined {
+            Ok(f) => f,
+            Err(e) => {
+                // A job task panicked or was cancelled: which unit is
+                // unknown, so the next pass looks at them all again.
+                tracing::error!("a job task ended abnormally: {e}");
+                done.retry = true;
+                return;
+            }
+        };
+        // Only the last job sent for a unit says what it runs: an earlier
+        // one was replaced (systemd cancels it) or the unit left.
+        if self.pending.get(&f.name).is_none_or(|p| p.seq != f.seq) {
+            return;
+        }
+        self.pending.remove(&f.name);
+        let outcome = self.record_job(f.kind, &f.name, &f.hash, f.result);
+        done.failed |= outcome != JobOutcome::Done;
+        done.retry |= outcome == JobOutcome::Retry;
+    }
+
+    /// Records one job's result; whether it did its work.
+    fn record_job(
+        &mut self,
+        kind: JobKind,
+        name: &str,
+        hash: &str,
+        result: Result<JobResult, SystemdError>,
+    ) -> JobOutcome {
+        let mut outcome = JobOutcome::Done;
+        match result {
+            Ok(r) if r.is_success() => {
+                tracing::info!("{} {name}: {}", kind.as_str(), r.as_str());
+                self.errors.remove(name);
+            }
+            Ok(r) => {
+                let message = format!("the {} job ended with result {}", kind.as_str(), r.as_str());
+                tracing::warn!("{name}: {message}");
+                self.errors
+                    .insert(name.to_owned(), (hash.to_owned(), message));
+                outcome = JobOutcome::Failed;
+            }
+            Err(e) => {
+                tracing::warn!("{name}: {e}");
+                self.errors
+                    .insert(name.to_owned(), (hash.to_owned(), e.to_string()));
+                if e.is_temporary() {
+                    // Not started: the next pass tries again.
+                    return JobOutcome::Retry;
+                }
+                outcome = JobOutcome::Failed;
+            }
+        }
+        match kind {
+            JobKind::Start | JobKind::Restart => {
+                self.memory.started.insert(name.to_owned(), hash.to_owned());
+            }
+            JobKind::Stop => {
+                self.memory.started.remove(name);
+            }
+        }
+        outcome
+    }
+
+    /// The last job error of a unit, while it runs with `hash`.
+    fn error_of(&self, name: &str, hash: Option<&String>) -> Option<String> {
+        self.errors
+            .get(name)
+            .filter(|(h, _)| Some(h) == hash)
+            .map(|(_, e)| e.clone())
+    }
+
+    /// Keeps what each unit was started with on disk, when it changed.
+    fn save_record(&mut self) {
+        for (name, hash) in &self.memory.started {
+            self.memory.recorded.insert(name.clone(), hash.clone());
+        }
+        if self
+            .saved
+            .as_ref()
+            .is_some_and(|s| *s != self.memory.recorded)
+        {
+            // Not fatal: without the record, a restarted agent goes by the
+            // markers, as it would after a reboot.
+            match self.dir.save_started(&self.memory.recorded) {
+                Ok(()) => self.saved = Some(self.memory.recorded.clone()),
+                Err(e) => tracing::warn!("cannot record which units were started: {e}"),
+            }
+        }
+    }
+
+    /// Leaves out of `plan` the jobs already running for the same
+    /// contents, and restarts (rather than starts) a unit whose start for
+    /// other contents still runs: a start merged into it would leave the
+    /// unit running the old ones.
+    fn skip_pending(&self, plan: &mut Plan, desired: &[Desired]) {
+        let hash_of = |name: &str| desired.iter().find(|d| d.name == name).map(|d| &d.hash);
+        plan.jobs.retain_mut(|(kind, name)| {
+            let Some(p) = self.pending.get(name.as_str()) else {
+                return true;
+            };
+            let runs = |k: JobKind| matches!(k, JobKind::Start | JobKind::Restart);
+            if runs(*kind) && runs(p.kind) {
+                if hash_of(name) == Some(&p.hash) {
+                    return false;
+                }
+                *kind = JobKind::Restart;
+                return true;
+            }
+            !(*kind == JobKind::Stop && p.kind == JobKind::Stop)
+        });
+    }
+
+    /// Sends jobs without waiting for them: each runs as a task that holds
+    /// one of the [`IN_FLIGHT`] slots until its result.
+    fn send_jobs(&mut self, jobs: &[(JobKind, String)], desired: &[Desired]) {
+        for (kind, name) in jobs {
+            let hash = desired
+                .iter()
+                .find(|d| d.name == *name)
+                .map(|d| d.hash.clone())
+                .unwrap_or_default();
+            self.sent += 1;
+            let seq = self.sent;
+            self.pending.insert(
+                name.clone(),
+                Pending {
+                    kind: *kind,
+                    hash: hash.clone(),
+                    seq,
+                },
+            );
+            let systemd = self.systemd.clone();
+            let slots = self.slots.clone();
+            let (kind, name) = (*kind, name.clone());
+            self.jobs.spawn(async move {
+                // The semaphore is never closed.
+                let _slot = slots.acquire_owned().await;
+                let result = systemd.job(kind, &name).await;
+                Finished {
+                    kind,
+                    name,
+                    hash,
+                    seq,
+                    result,
+                }
+            });
+        }
+    }
+
     async fn pass(&mut self, feed: &[AssignedUnit]) -> Result<Pass, ReconcileError> {
+        self.collect_finished();
         let mut desired = render(feed, &self.shim);
         let held = std::mem::take(&mut self.held);
         for d in &mut desired {
@@ -487,8 +781,16 @@ impl<S: SystemdManager> Reconciler<S> {
         for (name, props) in read_units(&self.systemd, strays, IN_FLIGHT).await {
             stray.insert(name, props?);
         }
-        let mut plan = plan(&desired, &observed, &stray, &self.memory, &self.dir);
+        let mut plan = plan(
+            &desired,
+            &observed,
+            &stray,
+            &self.memory,
+            &self.dir,
+            self.systemd.loads_new_unit_files(),
+        );
         plan.refused.extend(refused_early);
+        self.skip_pending(&mut plan, &desired);
         let (mut action, removed) = self.apply(&plan, &desired, &observed).await?;
         if !held.is_empty() {
             action = Action::Retry;
@@ -508,41 +810,30 @@ impl<S: SystemdManager> Reconciler<S> {
                 let note = UnitNote {
                     hash: refused.is_none().then(|| d.unit_hash.clone()),
                     refused,
-                    error: self
-                        .errors
-                        .get(&d.name)
-                        .filter(|(hash, _)| *hash == d.hash)
-                        .map(|(_, e)| e.clone()),
+                    error: self.error_of(&d.name, Some(&d.hash)),
                 };
                 (d.name.clone(), note)
             })
             .collect();
         // Memory of units that are gone; the record follows what this
-        // agent started.
+        // agent started. A job still running for a unit that left says
+        // nothing of what runs any more.
         let wanted = |name: &String| desired.iter().any(|d| &d.name == name);
         self.memory.started.retain(|name, _| wanted(name));
         self.memory.recorded.retain(|name, _| wanted(name));
-        for (name, hash) in &self.memory.started {
-            self.memory.recorded.insert(name.clone(), hash.clone());
-        }
         self.errors.retain(|name, _| wanted(name));
-        if self
-            .saved
-            .as_ref()
-            .is_some_and(|s| *s != self.memory.recorded)
-        {
-            // Not fatal: without the record, a restarted agent goes by the
-            // markers, as it would after a reboot.
-            match self.dir.save_started(&self.memory.recorded) {
-                Ok(()) => self.saved = Some(self.memory.recorded.clone()),
-                Err(e) => tracing::warn!("cannot record which units were started: {e}"),
-            }
-        }
+        self.pending.retain(|name, _| wanted(name));
+        self.save_record();
+        let hashes = desired
+            .iter()
+            .map(|d| (d.name.clone(), d.hash.clone()))
+            .collect();
         Ok(Pass {
             units,
             removed,
             plan,
             action,
+            hashes,
         })
     }
 
@@ -560,6 +851,7 @@ impl<S: SystemdManager> Reconciler<S> {
             .collect();
         let mut keep = Vec::new();
         for (_, name, result) in self.run_jobs(stops).await {
+            self.pending.remove(&name);
             if let Err(e) = result {
                 tracing::warn!("cannot stop {name}, which no longer runs here: {e}");
                 if e.is_temporary() {
@@ -584,52 +876,14 @@ impl<S: SystemdManager> Reconciler<S> {
         if plan.reload {
             self.systemd.reload().await?;
         }
-        let hash_of = |name: &str| {
-            desired
-                .iter()
-                .find(|d| d.name == name)
-                .map(|d| d.hash.clone())
-                .unwrap_or_default()
-        };
-        for (kind, name, result) in self.run_jobs(plan.jobs.clone()).await {
-            let hash = hash_of(&name);
-            match result {
-                Ok(r) if r.is_success() => {
-                    tracing::info!("{} {name}: {}", kind.as_str(), r.as_str());
-                    self.errors.remove(&name);
-                }
-                Ok(r) => {
-                    let message =
-                        format!("the {} job ended with result {}", kind.as_str(), r.as_str());
-                    tracing::warn!("{name}: {message}");
-                    self.errors.insert(name.clone(), (hash.clone(), message));
-                }
-                Err(e) => {
-                    tracing::warn!("{name}: {e}");
-                    self.errors
-                        .insert(name.clone(), (hash.clone(), e.to_string()));
-                    if e.is_temporary() {
-                        action = Action::Retry;
-                        // Not started: the next pass tries again.
-                        continue;
-                    }
-                }
-            }
-            match kind {
-                JobKind::Start | JobKind::Restart => {
-                    self.memory.started.insert(name, hash);
-                }
-                JobKind::Stop => {
-                    self.memory.started.remove(&name);
-                }
-            }
-        }
+        self.send_jobs(&plan.jobs, desired);
         // A launched unit found running with its content is this agent's
         // (after a restart of the agent, say): should it stop later,
         // systemd's `Restart=` decides, not the next pass.
         for d in desired {
             let running = observed.get(&d.name).is_some_and(|o| o.props.is_active());
-            let acted = plan.jobs.iter().any(|(_, n)| *n == d.name);
+            let acted =
+                plan.jobs.iter().any(|(_, n)| *n == d.name) || self.pending.contains_key(&d.name);
             if d.state == DesiredState::Launched
                 && running
                 && !acted
@@ -748,7 +1002,14 @@ mod tests {
                 running("/etc/systemd/system/shadowed.service"),
             ),
         ]);
-        let plan = plan(&[], &BTreeMap::new(), &stray, &Memory::default(), &dir);
+        let plan = plan(
+            &[],
+            &BTreeMap::new(),
+            &stray,
+            &Memory::default(),
+            &dir,
+            true,
+        );
         assert_eq!(plan.stop_removed, ["mine.service"]);
         assert_eq!(plan.remove, ["mine.service", "shadowed.service"]);
         assert!(plan.reload);

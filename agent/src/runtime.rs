@@ -13,7 +13,10 @@
 //!   flight, and once the lease is alive again it asks for the whole set at
 //!   once rather than waiting for a change.
 //! - **reconcile**: runs a [`Reconciler`] pass whenever the feed changes,
-//!   and again with backoff while a pass asks to be retried. Nothing is
+//!   and again with backoff while a pass asks to be retried. A pass does
+//!   not wait for the jobs it sends: units that arrive while others start
+//!   are written and started by the next pass at once. A job that fails
+//!   brings a pass that reports why; one that could not run, a retry. Nothing is
 //!   reconciled before the first feed arrives: an agent that starts while
 //!   every server is down changes nothing on the host. Before each pass the
 //!   [`CutOff`] policy (`StopAfterCutOff=`) holds stopped the units whose
@@ -555,7 +558,7 @@ async fn reconcile_loop<S: SystemdManager>(
                 };
                 reconciler.hold(held);
                 let outcome = tokio::select! {
-                    r = reconciler.reconcile(&applied.units) => r,
+                    r = reconciler.reconcile_overlapping(&applied.units) => r,
                     () = stop_requested(&mut stopped) => return Ok(()),
                 };
                 match outcome {
@@ -618,6 +621,16 @@ async fn reconcile_loop<S: SystemdManager>(
                 }
             }
             () = sleep => {}
+            jobs = reconciler.jobs_finished(), if reconciler.has_jobs() => {
+                if jobs.retry {
+                    tracing::warn!("some jobs did not run; reconciling again");
+                    retry_at.get_or_insert_with(|| Instant::now() + backoff.next_delay());
+                    done = None;
+                } else if jobs.failed {
+                    // A pass reports why (and starts nothing again).
+                    done = None;
+                }
+            }
             () = stop_requested(&mut stopped) => return Ok(()),
         }
     }

@@ -1,5 +1,6 @@
 //! The reconcile pass against the in-memory systemd: render everything,
-//! write only what changed, reload once, then start/stop/restart; never
+//! write only what changed, reload only when systemd needs it, then
+//! start/stop/restart without waiting for the jobs; never
 //! touch what flotilla did not write; a second pass does nothing.
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -29,6 +30,15 @@ impl Setup {
 
     fn units(&self) -> PathBuf {
         self.dir.path().join("system")
+    }
+
+    /// As [`Setup::new`], with a systemd older than 246, which loads a new
+    /// unit's file only at a reload.
+    fn before_246() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("system")).unwrap();
+        let systemd = Arc::new(FakeSystemd::new(&dir.path().join("system")).before_246());
+        Setup { dir, systemd }
     }
 
     /// A reconciler with no memory, as after the agent starts.
@@ -76,7 +86,7 @@ fn job(kind: JobKind, name: &str) -> FakeCall {
 }
 
 #[tokio::test]
-async fn renders_everything_writes_what_changed_and_reloads_once() {
+async fn renders_everything_and_writes_what_changed() {
     let s = Setup::new();
     let mut r = s.reconciler();
     let feed = vec![
@@ -90,11 +100,10 @@ async fn renders_everything_writes_what_changed_and_reloads_once() {
     assert_eq!(pass.action, Action::AwaitChange);
     assert_eq!(pass.plan.write.len(), 3);
     assert!(pass.plan.refused.is_empty(), "{:?}", pass.plan.refused);
-    // One reload, after every file was written, before any job.
+    // New units need no reload: the jobs load their files.
     assert_eq!(
         s.systemd.changes(),
         [
-            FakeCall::Reload,
             job(JobKind::Start, "a.service"),
             job(JobKind::Start, "web.service"),
         ]
@@ -225,6 +234,49 @@ async fn stopped_units_keep_their_files_and_removed_units_lose_them() {
     assert_eq!(s.file("mine-not.service").unwrap(), sleeper("host"));
 }
 
+/// Before systemd 246 a unit looked up before its file existed stays not
+/// found until a reload: one reload, after every file was written, before
+/// any job. From 246 on, only changed files need one.
+#[tokio::test]
+async fn new_units_need_one_reload_only_before_systemd_246() {
+    let feed = vec![
+        unit("a.service", &sleeper("a"), DesiredState::Launched),
+        unit("b.service", &sleeper("b"), DesiredState::Launched),
+    ];
+    let s = Setup::before_246();
+    let mut r = s.reconciler();
+    r.reconcile(&feed).await.unwrap();
+    assert_eq!(
+        s.systemd.changes(),
+        [
+            FakeCall::Reload,
+            job(JobKind::Start, "a.service"),
+            job(JobKind::Start, "b.service"),
+        ]
+    );
+    assert!(s.systemd.is_active("a.service") && s.systemd.is_active("b.service"));
+
+    // A changed file needs the reload on any systemd.
+    for s in [Setup::new(), Setup::before_246()] {
+        let mut r = s.reconciler();
+        r.reconcile(&feed).await.unwrap();
+        s.systemd.clear_calls();
+        let changed = vec![
+            unit("a.service", &sleeper("a2"), DesiredState::Launched),
+            feed[1].clone(),
+        ];
+        r.reconcile(&changed).await.unwrap();
+        assert_eq!(
+            s.systemd.changes(),
+            [FakeCall::Reload, job(JobKind::Restart, "a.service")]
+        );
+        assert_eq!(
+            s.systemd.loaded_text("a.service").unwrap(),
+            s.file("a.service").unwrap()
+        );
+    }
+}
+
 #[tokio::test]
 async fn units_flotilla_did_not_write_are_never_touched() {
     let s = Setup::new();
@@ -250,10 +302,7 @@ async fn units_flotilla_did_not_write_are_never_touched() {
     assert!(pass.units["z.service"].refused.is_none());
     // Only z was written and started; x kept running as it was.
     assert_eq!(pass.plan.write.len(), 1);
-    assert_eq!(
-        s.systemd.changes(),
-        [FakeCall::Reload, job(JobKind::Start, "z.service")]
-    );
+    assert_eq!(s.systemd.changes(), [job(JobKind::Start, "z.service")]);
     assert!(s.file("x.service").is_none());
     assert_eq!(s.file("y.service").unwrap(), sleeper("by hand"));
     assert_eq!(s.systemd.peek("x.service").main_pid, pid);
@@ -517,4 +566,130 @@ async fn a_held_unit_is_left_alone_and_the_pass_retried() {
     let pass = r.reconcile(&feed).await.unwrap();
     assert_eq!(pass.action, Action::AwaitChange);
     assert!(s.systemd.is_active("web.service"));
+}
+
+/// Lets the job tasks run until systemd has taken `n` jobs (they run on
+/// this test's one thread, between its awaits).
+async fn until_jobs_taken(s: &Setup, n: usize) {
+    for _ in 0..10_000 {
+        let taken = s
+            .systemd
+            .changes()
+            .iter()
+            .filter(|c| matches!(c, FakeCall::Job(..)))
+            .count();
+        if taken >= n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("systemd never took {n} jobs: {:?}", s.systemd.changes());
+}
+
+/// Waits for every job the passes sent; how many ended and whether any
+/// failed.
+async fn finish_jobs(r: &mut Reconciler<FakeSystemd>) -> (usize, bool) {
+    let (mut ended, mut failed) = (0, false);
+    while r.has_jobs() {
+        let done = r.jobs_finished().await;
+        ended += done.ended;
+        failed |= done.failed;
+    }
+    (ended, failed)
+}
+
+/// The agent's passes do not wait for their jobs: units that arrive while
+/// others start are written and started at once, and no unit gets a second
+/// job for the contents its running job starts.
+#[tokio::test]
+async fn a_pass_does_not_wait_for_the_jobs_of_the_last() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    s.systemd.hold_jobs(true);
+    let a = unit("a.service", &sleeper("a"), DesiredState::Launched);
+    let b = unit("b.service", &sleeper("b"), DesiredState::Launched);
+    let pass = r.reconcile_overlapping(std::slice::from_ref(&a)).await.unwrap();
+    assert_eq!(pass.action, Action::AwaitChange);
+    assert_eq!(pass.plan.jobs, [(JobKind::Start, "a.service".to_owned())]);
+    until_jobs_taken(&s, 1).await;
+    assert!(r.has_jobs());
+    assert!(!s.systemd.is_active("a.service"));
+
+    // b arrives while a still starts.
+    let both = vec![a.clone(), b.clone()];
+    let pass = r.reconcile_overlapping(&both).await.unwrap();
+    assert_eq!(pass.plan.jobs, [(JobKind::Start, "b.service".to_owned())]);
+    assert!(s.file("b.service").is_some());
+    until_jobs_taken(&s, 2).await;
+
+    s.systemd.hold_jobs(false);
+    assert_eq!(finish_jobs(&mut r).await, (2, false));
+    assert!(s.systemd.is_active("a.service") && s.systemd.is_active("b.service"));
+    assert_eq!(
+        s.systemd.changes(),
+        [
+            job(JobKind::Start, "a.service"),
+            job(JobKind::Start, "b.service")
+        ]
+    );
+    // All done: nothing more to do, and nothing restarted.
+    let pass = r.reconcile_overlapping(&both).await.unwrap();
+    assert!(pass.plan.is_empty(), "{:?}", pass.plan);
+    assert!(!r.has_jobs());
+}
+
+/// A unit whose contents change while its start still runs is restarted,
+/// so that it ends up running the new contents, not the start merged into
+/// the old one.
+#[tokio::test]
+async fn contents_changed_during_a_start_restart_the_unit() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    s.systemd.hold_jobs(true);
+    let v1 = unit("a.service", &sleeper("v1"), DesiredState::Launched);
+    let v2 = unit("a.service", &sleeper("v2"), DesiredState::Launched);
+    r.reconcile_overlapping(&[v1]).await.unwrap();
+    until_jobs_taken(&s, 1).await;
+    let pass = r.reconcile_overlapping(&[v2]).await.unwrap();
+    assert_eq!(pass.plan.jobs, [(JobKind::Restart, "a.service".to_owned())]);
+    s.systemd.hold_jobs(false);
+    finish_jobs(&mut r).await;
+    assert!(s.systemd.is_active("a.service"));
+    assert_eq!(
+        s.systemd.loaded_text("a.service").unwrap(),
+        s.file("a.service").unwrap()
+    );
+    assert!(s.file("a.service").unwrap().ends_with(&sleeper("v2")));
+    // What runs is v2: the next pass has nothing to do.
+    s.systemd.clear_calls();
+    let v2 = unit("a.service", &sleeper("v2"), DesiredState::Launched);
+    let pass = r.reconcile_overlapping(&[v2]).await.unwrap();
+    assert!(pass.plan.is_empty(), "{:?}", pass.plan);
+}
+
+/// A job that fails after its pass returned is reported by the next pass,
+/// which starts nothing again (the unit is left to systemd's `Restart=`).
+#[tokio::test]
+async fn a_job_failing_after_its_pass_is_reported_by_the_next() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    s.systemd.fail_jobs_of("a.service");
+    let feed = vec![unit("a.service", &sleeper("a"), DesiredState::Launched)];
+    let pass = r.reconcile_overlapping(&feed).await.unwrap();
+    assert_eq!(pass.units["a.service"].error, None);
+    let done = r.jobs_finished().await;
+    assert_eq!(
+        done,
+        flotilla_agent::reconcile::JobsDone {
+            ended: 1,
+            failed: true,
+            retry: false
+        }
+    );
+    s.systemd.clear_calls();
+    let pass = r.reconcile_overlapping(&feed).await.unwrap();
+    let error = pass.units["a.service"].error.as_deref().unwrap();
+    assert!(error.contains("failed"), "{error}");
+    assert_eq!(s.systemd.changes(), []);
+    assert!(!r.has_jobs());
 }

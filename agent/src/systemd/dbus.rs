@@ -33,7 +33,7 @@ use super::manager::{
 };
 use super::{
     ChangeFeed, ChangeSink, DEFAULT_JOB_TIMEOUT, JobKind, JobResult, SystemdError, SystemdManager,
-    UnitProperties, change_feed,
+    UnitProperties, change_feed, major_version,
 };
 
 /// Where systemd puts unit objects: `UNIT_PATH_PREFIX/<escaped name>`.
@@ -111,6 +111,9 @@ pub struct DbusSystemd {
     job_timeout: Duration,
     listeners: Vec<tokio::task::JoinHandle<()>>,
     metrics: AgentMetrics,
+    /// See [`SystemdManager::loads_new_unit_files`]: from systemd's
+    /// version, read once when connecting.
+    loads_new_unit_files: bool,
 }
 
 impl std::fmt::Debug for DbusSystemd {
@@ -165,6 +168,12 @@ impl DbusSystemd {
             .subscribe()
             .await
             .map_err(|e| bus_error("Subscribe", e))?;
+        // An unknown version is taken as an old one: a reload too many
+        // costs time, a reload missing would start nothing.
+        let version = manager.version().await.unwrap_or_default();
+        let loads_new_unit_files =
+            major_version(&version).is_some_and(|v| v >= super::LOADS_NEW_UNIT_FILES_SINCE);
+        tracing::debug!(%version, loads_new_unit_files, "connected to systemd");
         let listeners = vec![
             tokio::spawn(listen_jobs(jobs, shared.clone())),
             tokio::spawn(listen_properties(properties, shared.clone())),
@@ -176,6 +185,7 @@ impl DbusSystemd {
             job_timeout: DEFAULT_JOB_TIMEOUT,
             listeners,
             metrics: AgentMetrics::default(),
+            loads_new_unit_files,
         })
     }
 
@@ -251,6 +261,10 @@ async fn listen_properties(mut stream: MessageStream, shared: Arc<Shared>) {
 }
 
 impl SystemdManager for DbusSystemd {
+    fn loads_new_unit_files(&self) -> bool {
+        self.loads_new_unit_files
+    }
+
     async fn reload(&self) -> Result<(), SystemdError> {
         self.timed("Reload", self.manager.reload())
             .await

@@ -10,9 +10,13 @@
 //!   shadow the runtime directory, as `/etc/systemd/system` does;
 //! - start, stop and restart change `ActiveState`, `SubState` and
 //!   `MainPID` (a new PID for every start), and notify subscribers;
-//! - starting a unit without a file is refused, as systemd refuses it.
+//! - starting a unit without a file is refused, as systemd refuses it;
+//! - a unit asked for before its file existed is loaded once the file is
+//!   there, as systemd 246 and later do, or ([`FakeSystemd::before_246`])
+//!   stays not found until a reload, as older systemd does.
 //!
-//! It records every call ([`FakeSystemd::calls`]) and can inject failures:
+//! It records every call ([`FakeSystemd::calls`]), can hold jobs running
+//! ([`FakeSystemd::hold_jobs`]), and can inject failures:
 //! a job that ends `failed` ([`FakeSystemd::fail_jobs_of`]), a bus that is
 //! down ([`FakeSystemd::set_unavailable`]), a main process that dies
 //! ([`FakeSystemd::crash`]).
@@ -60,6 +64,14 @@ struct State {
     next_pid: u32,
     clock_usec: u64,
     sinks: Vec<ChangeSink>,
+    /// Whether a unit asked for before its file existed is loaded once
+    /// the file is there (systemd 246 and later), or stays not found until
+    /// a reload, as older systemd keeps it.
+    loads_new_files: bool,
+    /// Units asked for without a file, when they stay not found.
+    not_found: BTreeSet<String>,
+    /// While `true`, jobs are taken (and recorded) but do not run.
+    holding: tokio::sync::watch::Sender<bool>,
 }
 
 /// See the module documentation.
@@ -82,8 +94,24 @@ impl FakeSystemd {
                 next_pid: 1000,
                 clock_usec: 1_700_000_000_000_000,
                 sinks: Vec::new(),
+                loads_new_files: true,
+                not_found: BTreeSet::new(),
+                holding: tokio::sync::watch::Sender::new(false),
             }),
         }
+    }
+
+    /// While `hold` is true, jobs are taken (and recorded) but wait to run
+    /// until it is false again, as long jobs do.
+    pub fn hold_jobs(&self, hold: bool) {
+        self.lock().holding.send_replace(hold);
+    }
+
+    /// As systemd before 246: a unit asked for before its file existed
+    /// stays not found until a reload.
+    pub fn before_246(self) -> FakeSystemd {
+        self.lock().loads_new_files = false;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -209,7 +237,13 @@ impl State {
         if self.loaded.contains_key(unit) {
             return true;
         }
+        if self.not_found.contains(unit) {
+            return false;
+        }
         let Some(text) = self.file(unit) else {
+            if !self.loads_new_files {
+                self.not_found.insert(unit.to_owned());
+            }
             return false;
         };
         let fragment = self.unit_dir.join(unit);
@@ -266,10 +300,15 @@ impl State {
 }
 
 impl SystemdManager for FakeSystemd {
+    fn loads_new_unit_files(&self) -> bool {
+        self.lock().loads_new_files
+    }
+
     async fn reload(&self) -> Result<(), SystemdError> {
         let mut s = self.lock();
         s.check_available("reload")?;
         s.calls.push(FakeCall::Reload);
+        s.not_found.clear();
         let names: Vec<String> = s.loaded.keys().cloned().collect();
         for name in names {
             if s.host_units.contains_key(&name) {
@@ -293,9 +332,15 @@ impl SystemdManager for FakeSystemd {
     }
 
     async fn job(&self, kind: JobKind, unit: &str) -> Result<JobResult, SystemdError> {
+        let mut holding = {
+            let mut s = self.lock();
+            s.check_available(kind.as_str())?;
+            s.calls.push(FakeCall::Job(kind, unit.to_owned()));
+            s.holding.subscribe()
+        };
+        // The sender lives as long as the fake.
+        let _ = holding.wait_for(|held| !*held).await;
         let mut s = self.lock();
-        s.check_available(kind.as_str())?;
-        s.calls.push(FakeCall::Job(kind, unit.to_owned()));
         if !s.load(unit) {
             if kind == JobKind::Stop {
                 return Ok(JobResult::Skipped);

@@ -49,6 +49,10 @@ pub trait Manager {
         pids: &[u32],
     ) -> zbus::Result<()>;
 
+    /// systemd's version, such as `252.22-1~deb12u1`.
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+
     #[zbus(signal)]
     fn job_removed(
         &self,

@@ -261,6 +261,30 @@ pub trait SystemdManager: Send + Sync + 'static {
     /// A feed of the names of units whose properties changed or whose job
     /// ended, from now on. It closes when the connection to systemd is lost.
     fn subscribe(&self) -> impl Future<Output = Result<ChangeFeed, SystemdError>> + Send;
+
+    /// Whether a job (or `LoadUnit`) for a unit systemd did not find loads
+    /// the unit's file written since, without a `Reload`: systemd 246 and
+    /// later look again when a unit directory changed. Then starting new
+    /// units costs no reload, which takes hundreds of milliseconds with
+    /// hundreds of units loaded.
+    fn loads_new_unit_files(&self) -> bool {
+        false
+    }
+}
+
+/// The first systemd version that loads a new unit file on demand
+/// ([`SystemdManager::loads_new_unit_files`]).
+pub const LOADS_NEW_UNIT_FILES_SINCE: u32 = 246;
+
+/// The major version in systemd's `Version` property (`252.22-1~deb12u1`,
+/// `v255`, `246`), if it has one.
+pub fn major_version(version: &str) -> Option<u32> {
+    let digits: String = version
+        .trim_start_matches(['v', 'V'])
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// The properties of many units ([`SystemdManager::unit`]), with at most
@@ -288,6 +312,16 @@ pub async fn read_units<S: SystemdManager>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn major_versions() {
+        assert_eq!(major_version("252.22-1~deb12u1"), Some(252));
+        assert_eq!(major_version("v255"), Some(255));
+        assert_eq!(major_version("246"), Some(246));
+        assert_eq!(major_version("245.4-4ubuntu3"), Some(245));
+        assert_eq!(major_version(""), None);
+        assert_eq!(major_version("unknown"), None);
+    }
 
     #[test]
     fn job_results() {
