@@ -137,10 +137,41 @@ pub async fn submit(ctx: Ctx, args: SubmitArgs) -> anyhow::Result<ExitCode> {
             local: Some(text),
         });
     }
-    for t in &targets {
-        ensure(&ctx, t, DesiredState::Inactive, args.replace, true).await?;
-    }
+    ensure_all(&ctx, &targets, DesiredState::Inactive, args.replace, true).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many units one command creates or changes at a time. Each unit is a
+/// read and a write (two round trips): one at a time, 300 units took a
+/// second on a loopback connection; the server handles the requests in
+/// parallel and its store commits them together.
+const IN_FLIGHT: usize = 16;
+
+/// [`ensure`] for every target, [`IN_FLIGHT`] at a time. Fails with the
+/// error of the first target (in the order given) that failed, once every
+/// request sent has been answered: the targets before it and any others
+/// that succeeded are in place, as they would be one at a time.
+async fn ensure_all(
+    ctx: &Ctx,
+    targets: &[Target],
+    desired: DesiredState,
+    replace: bool,
+    keep_state: bool,
+) -> anyhow::Result<()> {
+    use futures_util::stream::{self, StreamExt};
+    let results: Vec<(usize, anyhow::Result<()>)> = stream::iter(targets.iter().enumerate())
+        .map(|(i, t)| async move { (i, ensure(ctx, t, desired, replace, keep_state).await) })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    match results
+        .into_iter()
+        .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+        .min_by_key(|(i, _)| *i)
+    {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Creates the unit from its local text when the cluster lacks it, replaces
@@ -212,9 +243,7 @@ pub async fn set_state(ctx: Ctx, args: StateArgs, verb: Verb) -> anyhow::Result<
         .map(|u| resolve(u))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let desired = verb.desired();
-    for t in &targets {
-        ensure(&ctx, t, desired, args.replace, false).await?;
-    }
+    ensure_all(&ctx, &targets, desired, args.replace, false).await?;
     let names: Vec<UnitName> = targets.into_iter().map(|t| t.name).collect();
     if args.no_block {
         return Ok(ExitCode::SUCCESS);

@@ -166,6 +166,45 @@ fn start_blocks_until_the_unit_runs_and_list_units_shows_it() {
     assert_eq!(out, "Unit web.service inactive\n");
 }
 
+/// Many units in one command are sent several at a time; a unit the
+/// cluster refuses fails the command with the error of the first refused
+/// unit in the order given, and every other unit is in place.
+#[test]
+fn many_units_in_one_start_and_the_first_refusal_is_the_error() {
+    let (dir, s) = server("many");
+    let mut args = vec!["start".to_owned(), "--no-block".to_owned()];
+    for i in 0..40 {
+        let name = format!("u{i:02}.service");
+        dir.write(&name, WEB);
+        args.push(name);
+        // Templates cannot be started: refused by the server, after the
+        // units before them were sent.
+        if i == 10 || i == 30 {
+            let template = format!("t{i}@.service");
+            dir.write(&template, WEB);
+            args.push(template);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = s.run(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("t10@.service is a template"), "{err}");
+    assert!(!err.contains("t30@"), "{err}");
+
+    let json = ok(&s.run(dir.path(), &["list-unit-files", "-o", "json"]));
+    let units: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let launched: Vec<&str> = units
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["desiredState"] == "launched")
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..40).map(|i| format!("u{i:02}.service")).collect();
+    assert_eq!(launched, want);
+}
+
 #[test]
 fn an_instance_starts_from_a_local_template() {
     let (dir, s) = server("template");
