@@ -11,10 +11,12 @@
 //!    behind the marker line of [`crate::unit_dir`].
 //! 2. **Observe**: the files flotilla wrote ([`UnitDir::managed`]), what is
 //!    at each desired unit's path, and what systemd says of each unit. The
-//!    first pass reads every unit whole; later ones read whole only the
-//!    units whose file or state is not as the last pass left it, and the
-//!    states of the others in one `ListUnitsByNames` call, so that one
-//!    change among hundreds of units costs a few calls, not hundreds.
+//!    states of every unit come from one `ListUnitsByNames` call; units
+//!    systemd has no file for (new ones) need nothing more, and of the
+//!    others only those whose file or state is not as the last pass left
+//!    them are read whole (the first pass reads them all), so that one
+//!    change among hundreds of units, or hundreds of new units, costs a
+//!    few calls, not hundreds.
 //! 3. **Plan** ([`plan`], pure): which files to write (only those whose
 //!    content changed) and remove (only files flotilla wrote), whether to
 //!    reload, which jobs to run, which units to refuse.
@@ -258,7 +260,8 @@ pub fn plan(
         // A file systemd has loaded (or failed to load) is read again only
         // by a reload; one it never found, by the job itself when it can.
         let written = plan.write.last().is_some_and(|(n, _)| *n == d.name);
-        if written && !(loads_new_files && obs.props.load_state == "not-found") {
+        let never_loaded = obs.props.load_state == "not-found" && !obs.props.is_active();
+        if written && !(loads_new_files && never_loaded) {
             plan.reload = true;
         }
         // A file written by an earlier pass whose reload never happened.
@@ -750,7 +753,7 @@ impl<S: SystemdManager> Reconciler<S> {
             .filter(|d| !settled.contains_key(&d.name))
             .map(|d| d.name.clone())
             .collect();
-        let mut read = read_units(&self.systemd, unsettled, IN_FLIGHT).await;
+        let mut read = self.read_unsettled(unsettled).await?;
         for d in renderable {
             let disk = disks.remove(&d.name).unwrap_or(OnDisk::Absent);
             if let Some(props) = settled.remove(&d.name) {
@@ -949,6 +952,33 @@ impl<S: SystemdManager> Reconciler<S> {
                 },
             );
         }
+        Ok(out)
+    }
+
+    /// The properties of units not as the last pass left them: one call
+    /// for the states of them all, which is all there is to know of a
+    /// unit systemd has no file for (a new unit: defined nowhere else on
+    /// the host, so not refused), then a whole read of each of the others.
+    /// Units arriving in hundreds cost one call, not three each while
+    /// systemd is busy starting the units before them.
+    async fn read_unsettled(
+        &self,
+        names: Vec<String>,
+    ) -> Result<HashMap<String, Result<UnitProperties, SystemdError>>, SystemdError> {
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let states = self.systemd.unit_states(&names).await?;
+        let mut out = HashMap::new();
+        let mut whole = Vec::new();
+        for (name, state) in names.into_iter().zip(states) {
+            if state.load_state == "not-found" && !state.is_active() {
+                out.insert(name, Ok(state));
+            } else {
+                whole.push(name);
+            }
+        }
+        out.extend(read_units(&self.systemd, whole, IN_FLIGHT).await);
         Ok(out)
     }
 

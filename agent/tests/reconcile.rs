@@ -436,6 +436,49 @@ async fn after_the_first_pass_only_units_not_as_left_are_read_whole() {
     );
 }
 
+/// New units, which systemd has no file for, are known from one call for
+/// them all; only units systemd has loaded are read whole.
+#[tokio::test]
+async fn new_units_cost_one_call_for_all() {
+    let s = Setup::new();
+    let etc = Path::new("/etc/systemd/system/host.service");
+    s.systemd.add_host_unit("host.service", etc);
+    let mut r = s.reconciler();
+    let mut feed: Vec<AssignedUnit> = (0..5)
+        .map(|i| {
+            unit(
+                &format!("n{i}.service"),
+                &sleeper("n"),
+                DesiredState::Launched,
+            )
+        })
+        .collect();
+    feed.push(unit("host.service", &sleeper("h"), DesiredState::Launched));
+    let pass = r.reconcile(&feed).await.unwrap();
+    let reads: Vec<FakeCall> = s
+        .systemd
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, FakeCall::Unit(_) | FakeCall::UnitStates(_)))
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            FakeCall::UnitStates(6),
+            FakeCall::Unit("host.service".to_owned())
+        ]
+    );
+    // The host's own unit is still found and refused.
+    let refused = pass.units["host.service"].refused.as_deref().unwrap();
+    assert!(
+        refused.contains("/etc/systemd/system/host.service"),
+        "{refused}"
+    );
+    for i in 0..5 {
+        assert!(s.systemd.is_active(&format!("n{i}.service")));
+    }
+}
+
 #[tokio::test]
 async fn a_failed_unit_is_left_to_systemd_until_it_changes() {
     let s = Setup::new();
@@ -608,7 +651,10 @@ async fn a_pass_does_not_wait_for_the_jobs_of_the_last() {
     s.systemd.hold_jobs(true);
     let a = unit("a.service", &sleeper("a"), DesiredState::Launched);
     let b = unit("b.service", &sleeper("b"), DesiredState::Launched);
-    let pass = r.reconcile_overlapping(std::slice::from_ref(&a)).await.unwrap();
+    let pass = r
+        .reconcile_overlapping(std::slice::from_ref(&a))
+        .await
+        .unwrap();
     assert_eq!(pass.action, Action::AwaitChange);
     assert_eq!(pass.plan.jobs, [(JobKind::Start, "a.service".to_owned())]);
     until_jobs_taken(&s, 1).await;
