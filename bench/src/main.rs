@@ -116,7 +116,8 @@ struct Args {
     b5_containers: Option<usize>,
 
     /// B5: changes of one plain unit, one at a time [default: 20]; a
-    /// quarter as many (at least one) of a container unit.
+    /// quarter as many (at least one) of a container unit; as many new
+    /// plain units, one at a time.
     #[arg(long)]
     b5_changes: Option<usize>,
 
@@ -287,6 +288,7 @@ fn main() -> anyhow::Result<()> {
                 containers: sizes.b5_containers,
                 changes: sizes.b5_changes,
                 container_changes: sizes.b5_changes.div_ceil(4),
+                new_units: sizes.b5_changes,
             })),
             "B6" => runtime.block_on(run_b6(&sizes, &flotilla, &disk, &tmpfs, args.b6_disk)),
             "B7" => runtime.block_on(b7::run(&b7::Config {

@@ -40,6 +40,11 @@
 //!    the unit runs again on the host with a new `MainPID` (polled every
 //!    5 ms over D-Bus), and the new file is checked. `changes` times on
 //!    plain units, then `container_changes` times on container units.
+//! 6. **New units**: `new_units` plain units submitted (launched) one at a
+//!    time with everything running: the time from the API call's return
+//!    until the unit is active on the host. systemd never loaded their
+//!    files, so the agent needs no daemon-reload (systemd 246 and later);
+//!    the passes that reloaded are counted from its journal.
 //!
 //! Container units stop with `StopSignal=KILL`: busybox's `sleep` as PID 1
 //! ignores SIGTERM, and a restart would otherwise wait out `StopTimeout`.
@@ -78,6 +83,8 @@ pub struct Config {
     pub changes: usize,
     /// Changes of a container unit.
     pub container_changes: usize,
+    /// New plain units submitted one at a time once everything runs.
+    pub new_units: usize,
 }
 
 /// The units the agent runs; the reference's are `b5base-*`.

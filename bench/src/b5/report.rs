@@ -149,6 +149,59 @@ impl Changes {
     }
 }
 
+/// New units submitted one at a time.
+#[derive(Default)]
+pub(super) struct NewUnits {
+    /// Units running on the host meanwhile.
+    pub(super) running: usize,
+    /// From the API call's return to the unit active on the host.
+    pub(super) active: Samples,
+    /// The API call itself.
+    pub(super) put: Samples,
+    /// The agent's passes that changed something, and those that
+    /// reloaded systemd.
+    pub(super) passes: usize,
+    pub(super) reloads: usize,
+}
+
+impl NewUnits {
+    pub(super) fn row(mut self) -> Row {
+        let (p50, p99, max) = (
+            self.active.percentile(50.0),
+            self.active.percentile(99.0),
+            self.active.max(),
+        );
+        Row {
+            id: "B5",
+            case: format!(
+                "a new plain unit, one at a time ({} units, {} running): a file systemd never loaded",
+                self.active.len(),
+                self.running
+            ),
+            figure: format!(
+                "API call returned -> active on the host: p50 {}, p99 {}, max {} (the PUT itself p50 {}); the agent's passes: {}, of which reloaded systemd: {}",
+                dur(p50),
+                dur(p99),
+                dur(max),
+                dur(self.put.percentile(50.0)),
+                self.passes,
+                self.reloads
+            ),
+            anchor: "fleet polled systemd every 1 s".to_owned(),
+            goal: "a change that needs no reload active < 200 ms".to_owned(),
+            ratio: format!(
+                "p99: {}",
+                time_ratio(
+                    p99.as_secs_f64(),
+                    FLEET_POLL_S,
+                    "fleet's 1 s poll",
+                    CHANGE_GOAL_S
+                )
+            ),
+        }
+    }
+}
+
 /// A line of the agent's journal.
 pub(super) struct Line {
     pub(super) at: SystemTime,

@@ -16,7 +16,7 @@ use flotilla_testbed::Host;
 
 use super::host::{Units, container_text, plain_text, spread, submit};
 use super::reference::Reference;
-use super::report::{Changes, Rate, Timeline, agent_journal, cold_row, per_second};
+use super::report::{Changes, NewUnits, Rate, Timeline, agent_journal, cold_row, per_second};
 use super::{
     AGENT_PATTERN, AGENT_RECORD, CHANGE_LIMIT, CHANGE_POLL, CONVERGE_LIMIT, Config, HOST_POLL,
     SERVER_POLL, SETTLE, STALL_LIMIT,
@@ -235,9 +235,71 @@ impl AgentRun<'_> {
             println!("  {}: {}", row.case, row.figure);
             rows.push(row);
         }
+        // New units, one at a time: files systemd never loaded.
+        if self.config.new_units > 0 {
+            let news = self
+                .new_units(&client, self.config.new_units, all.len())
+                .await?;
+            let row = news.row();
+            println!("  {}: {}", row.case, row.figure);
+            rows.push(row);
+        }
         stop_agent(self.host);
         drop(server);
         Ok(())
+    }
+
+    /// Submits `n` new plain units one at a time, each launched, and times
+    /// each from the API call's return until it is active on the host
+    /// (polled every 5 ms with `ListUnitsByPatterns`, which loads nothing).
+    pub(super) async fn new_units(
+        &self,
+        client: &Client,
+        n: usize,
+        running: usize,
+    ) -> anyhow::Result<NewUnits> {
+        let wall0 = SystemTime::now();
+        let mut out = NewUnits {
+            running,
+            ..NewUnits::default()
+        };
+        for k in 0..n {
+            let name = format!("b5-n-{k:04}.service");
+            let unit = UnitName::parse(&name)?;
+            let put = UnitPut {
+                text: Some(plain_text(10_000 + k, None)),
+                desired_state: Some(flotilla_proto::DesiredState::Launched),
+                ..UnitPut::default()
+            };
+            let called = Instant::now();
+            client
+                .put_unit(&unit, &put)
+                .await
+                .with_context(|| format!("cannot submit {name}"))?;
+            let returned = Instant::now();
+            out.put.push(returned - called);
+            loop {
+                if self.bus.active(&[name.as_str()]).await?.contains(&name) {
+                    break;
+                }
+                if returned.elapsed() > CHANGE_LIMIT {
+                    bail!(
+                        "{name} was not active within {} of its submission",
+                        dur(CHANGE_LIMIT)
+                    );
+                }
+                tokio::time::sleep(CHANGE_POLL).await;
+            }
+            out.active.push(returned.elapsed());
+            tokio::time::sleep(SETTLE).await;
+        }
+        let lines = agent_journal(self.host, wall0);
+        let passes = lines.iter().filter(|l| l.message.contains("reconciled"));
+        out.passes = passes.clone().count();
+        out.reloads = passes
+            .filter(|l| l.message.contains("reloaded=true"))
+            .count();
+        Ok(out)
     }
 
     pub(super) fn texts(&self, names: &[String], container: bool) -> Vec<(String, String)> {
