@@ -24,8 +24,8 @@ use flotilla_scheduler::secrets::{KEY_FILE, KeyError, Secrets, SecretsError, Sec
 use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials, TrustError};
 use flotilla_store::raft::{NodeId, RaftOptions, RaftStore};
 use flotilla_store::{
-    Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, Recovery,
-    Store, StoreError, Txn, TxnOp,
+    Compare, EmbeddedOptions, EmbeddedStore, EtcdConfig, EtcdConnectError, EtcdStore, MemoryStore,
+    Recovery, Store, StoreError, Txn, TxnOp,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -191,14 +191,7 @@ impl Daemon {
     /// listener and starts serving and campaigning. Returns once the API
     /// accepts connections.
     pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
-        // The data directory holds the store, the CA key and the admin
-        // token: readable by the server's user only.
-        crate::files::create_private_dir(&config.data_dir).map_err(|source| {
-            DaemonError::DataDir {
-                path: config.data_dir.clone(),
-                source,
-            }
-        })?;
+        create_data_dir(&config)?;
         let (store, recovery) = open_store(&config).await?;
         match Daemon::start_on(config, store.clone(), recovery).await {
             Ok(d) => Ok(d),
@@ -207,6 +200,20 @@ impl Daemon {
                 Err(e)
             }
         }
+    }
+
+    /// A server as [`Daemon::start`] assembles it (the API, the election,
+    /// the reconcile loop, the credentials, the data directory's CA,
+    /// secrets key and first admin token), over `store` instead of the
+    /// store `config` names (its `etcd` and `raft` are not used). For
+    /// tests: they keep `store` to look into it and to make it fail; its
+    /// state lives as long as its last handle.
+    pub async fn start_in_memory(
+        config: DaemonConfig,
+        store: Arc<MemoryStore>,
+    ) -> Result<Daemon, DaemonError> {
+        create_data_dir(&config)?;
+        Daemon::start_on(config, OpenStore::Memory(store), None).await
     }
 
     async fn start_on(
@@ -333,7 +340,7 @@ impl Daemon {
         // once when it comes to lead. A server alone on the embedded store
         // leads from its start and nobody takes over from it: a warm view
         // would only be a second load beside its own.
-        if !matches!(store, OpenStore::Embedded(_)) {
+        if !matches!(store, OpenStore::Embedded(_) | OpenStore::Memory(_)) {
             reconcile.warm = Some(flotilla_scheduler::warm::keep_warm(
                 dyn_store.clone(),
                 reconcile.clone(),
@@ -441,12 +448,23 @@ impl Daemon {
     }
 }
 
+/// The data directory holds the store, the CA key and the admin token:
+/// readable by the server's user only.
+fn create_data_dir(config: &DaemonConfig) -> Result<(), DaemonError> {
+    crate::files::create_private_dir(&config.data_dir).map_err(|source| DaemonError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })
+}
+
 /// The store a server runs on.
 #[derive(Clone)]
 enum OpenStore {
     Embedded(Arc<EmbeddedStore>),
     Etcd(Arc<EtcdStore>),
     Raft(Arc<RaftServer>),
+    /// In memory, alone ([`Daemon::start_in_memory`]).
+    Memory(Arc<MemoryStore>),
 }
 
 /// A raft store with the listener its peers reach it on.
@@ -461,6 +479,7 @@ impl OpenStore {
             OpenStore::Embedded(s) => s.clone(),
             OpenStore::Etcd(s) => s.clone(),
             OpenStore::Raft(r) => r.store.clone(),
+            OpenStore::Memory(s) => s.clone(),
         }
     }
 
@@ -478,6 +497,7 @@ impl OpenStore {
             OpenStore::Embedded(_) => "embedded",
             OpenStore::Etcd(_) => "etcd",
             OpenStore::Raft(_) => "raft",
+            OpenStore::Memory(_) => "memory",
         }
     }
 
@@ -492,8 +512,9 @@ impl OpenStore {
                 }
                 r.store.close().await;
             }
-            // Dropping the last handle closes the connections.
-            OpenStore::Etcd(_) => {}
+            // Dropping the last handle closes the connections; a memory
+            // store has nothing to write out.
+            OpenStore::Etcd(_) | OpenStore::Memory(_) => {}
         }
     }
 }
