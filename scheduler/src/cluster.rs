@@ -642,6 +642,8 @@ pub(crate) fn store_error(e: StoreError) -> ControlError {
             limit: max as u64,
             unit: "bytes",
         },
+        // The error's own message starts "store unavailable" too: said once.
+        StoreError::Unavailable { reason } => ControlError::Unavailable(reason),
         e if e.is_temporary() => ControlError::Unavailable(e.to_string()),
         e => ControlError::Internal(e.to_string()),
     }
