@@ -135,6 +135,19 @@ async fn every_route_with_every_credential() {
 #[tokio::test]
 async fn a_machine_acts_only_as_itself() {
     let server = Server::start().await;
+    // A unit whose state machine 1 might try to report as machine 2's.
+    server
+        .client()
+        .put_unit(
+            &crate::name("web.service"),
+            &flotilla_proto::wire::UnitPut {
+                desired_state: Some(flotilla_proto::DesiredState::Inactive),
+                text: Some(crate::SERVICE.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let one = server.agent(1).await;
     let two = server.agent(2).await;
     let lease_two = two.register_machine(&machine(2)).await.unwrap().lease;
@@ -158,15 +171,25 @@ async fn a_machine_acts_only_as_itself() {
             .await
             .unwrap_err(),
     );
-    // Nothing changed for machine 2: its registration is its own, with
-    // its lease, and no state was stored.
-    assert_eq!(server.fake.lease_of(&machine_id(2)), Some(lease_two));
-    assert_eq!(
-        server
-            .fake
-            .state(&crate::name("web.service"), &machine_id(2)),
-        None
-    );
+    // Nothing changed for machine 2: its registration is its own, on its
+    // lease, and no state was stored.
+    let registered = server.client().all_machines().await.unwrap();
+    let registered: Vec<_> = registered
+        .into_iter()
+        .map(|m| m.machine)
+        .filter(|m| m.id == machine_id(2))
+        .collect();
+    assert_eq!(registered, vec![machine(2)]);
+    two.heartbeat(&machine_id(2), lease_two).await.unwrap();
+    let states = server
+        .client()
+        .all_states(&flotilla_api::client::StateQuery {
+            unit: None,
+            machine: Some(machine_id(2)),
+        })
+        .await
+        .unwrap();
+    assert!(states.is_empty(), "{states:?}");
     // A guessed lease of its own machine is no lease.
     let e = one
         .heartbeat(&machine_id(1), lease_one + 1)

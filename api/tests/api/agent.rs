@@ -7,17 +7,19 @@ use flotilla_api::client::{PageQuery, StateQuery};
 use flotilla_proto::DesiredState;
 use flotilla_proto::wire::{StateReport, UnitPut};
 
-use crate::fake::{CLUSTER_ID, TTL_MS};
-use crate::{SERVICE, Server, machine, machine_id, name, state, until, within};
+use crate::{SERVICE, Server, eventually, machine, machine_id, name, state, until, within};
 
 #[tokio::test]
 async fn register_and_heartbeat() {
-    let server = Server::start().await;
+    // Machines live a second without a heartbeat: this one's lease runs
+    // out for real.
+    let ttl = Duration::from_secs(1);
+    let server = Server::with_machine_ttl(ttl).await;
     let client = server.agent(1).await;
     let id = machine_id(1);
     let registration = client.register_machine(&machine(1)).await.unwrap();
-    assert_eq!(registration.ttl_ms, TTL_MS);
-    assert_eq!(registration.cluster_id, CLUSTER_ID);
+    assert_eq!(registration.ttl_ms, 1000);
+    assert_eq!(registration.cluster_id, server.cluster_id().await);
     let renewed = client.heartbeat(&id, registration.lease).await.unwrap();
     assert_eq!(renewed, registration);
 
@@ -27,7 +29,13 @@ async fn register_and_heartbeat() {
         .unwrap_err();
     assert!(e.is_not_found(), "{e}");
 
-    server.fake.expire(&id);
+    // No more heartbeats: the machine disappears when its lease ends, and
+    // its lease is no lease any more.
+    let admin = server.client();
+    eventually("the machine's lease to end", || async {
+        admin.all_machines().await.unwrap().is_empty().then_some(())
+    })
+    .await;
     let e = client.heartbeat(&id, registration.lease).await.unwrap_err();
     assert!(e.is_not_found(), "{e}");
     // Registering again gives a new lease.
@@ -62,6 +70,30 @@ async fn units_long_poll_wakes_on_placement() {
     let client = server.agent(1).await;
     let id = machine_id(1);
     client.register_machine(&machine(1)).await.unwrap();
+
+    // Without an index: at once, and nothing to run yet.
+    let now = client
+        .machine_units(&id, None, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(now.units.is_empty());
+    assert_eq!(now.cluster_id, server.cluster_id().await);
+
+    let opened = server.watches();
+    let poll = tokio::spawn({
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            client
+                .machine_units(&id, Some(now.index), Duration::from_secs(30))
+                .await
+        }
+    });
+    // The poll is waiting in the control plane before anything changes.
+    until(|| server.watches() > opened).await;
+    assert!(!poll.is_finished());
+    // A unit to launch: the leader places it on the only machine, which
+    // wakes the poll.
     let web = name("web.service");
     server
         .client()
@@ -76,28 +108,6 @@ async fn units_long_poll_wakes_on_placement() {
         .await
         .unwrap();
 
-    // Without an index: at once, and nothing placed yet.
-    let now = client
-        .machine_units(&id, None, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(now.units.is_empty());
-    assert_eq!(now.cluster_id, CLUSTER_ID);
-
-    let poll = tokio::spawn({
-        let client = client.clone();
-        let id = id.clone();
-        async move {
-            client
-                .machine_units(&id, Some(now.index), Duration::from_secs(30))
-                .await
-        }
-    });
-    // The poll is waiting in the control plane before anything changes.
-    until(|| server.fake.waiters() > 0).await;
-    assert!(!poll.is_finished());
-    server.fake.place(&web, &id);
-
     let got = within(poll).await.unwrap().unwrap();
     assert!(got.index > now.index);
     assert_eq!(got.units.len(), 1);
@@ -105,12 +115,15 @@ async fn units_long_poll_wakes_on_placement() {
     assert_eq!(got.units[0].text, SERVICE);
     assert_eq!(got.units[0].desired_state, DesiredState::Launched);
 
-    // A poll whose wait passes answers with the same set.
+    // A poll whose wait passes answers with the same set, as of the
+    // store's revision then (the cluster's own writes, such as its
+    // events, may have moved it on).
     let same = client
         .machine_units(&id, Some(got.index), Duration::from_millis(50))
         .await
         .unwrap();
-    assert_eq!(same, got);
+    assert_eq!(same.units, got.units);
+    assert!(same.index >= got.index);
 
     // Another machine's feed is not this agent's to read.
     let e = client
@@ -118,14 +131,16 @@ async fn units_long_poll_wakes_on_placement() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
-    // An unknown machine's own feed.
-    let e = server
+    // The feed of a machine that joined and is not live (it has not
+    // registered, or its lease ended): what is assigned to it, here
+    // nothing.
+    let feed = server
         .agent(9)
         .await
         .machine_units(&machine_id(9), None, Duration::ZERO)
         .await
-        .unwrap_err();
-    assert!(e.is_not_found(), "{e}");
+        .unwrap();
+    assert!(feed.units.is_empty(), "{feed:?}");
 }
 
 #[tokio::test]
@@ -136,6 +151,20 @@ async fn report_and_list_states() {
     for (agent, n) in agents.iter().zip([1, 2]) {
         agent.register_machine(&machine(n)).await.unwrap();
     }
+    // States are kept for the cluster's units only.
+    for unit in ["a", "b", "c", "d"] {
+        client
+            .put_unit(
+                &name(unit),
+                &UnitPut {
+                    desired_state: Some(DesiredState::Inactive),
+                    text: Some(SERVICE.into()),
+                    ..UnitPut::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
     let report = |n: u8, units: &[&str]| StateReport {
         states: units.iter().map(|u| state(u, n)).collect(),
         removed: Vec::new(),
@@ -144,14 +173,21 @@ async fn report_and_list_states() {
         .report_states(&machine_id(1), &report(1, &["a", "b", "c"]))
         .await
         .unwrap();
+    // A state of a unit the cluster does not have is dropped; the rest of
+    // the report is kept.
     agents[1]
-        .report_states(&machine_id(2), &report(2, &["a", "d"]))
+        .report_states(&machine_id(2), &report(2, &["a", "d", "gone"]))
         .await
         .unwrap();
+    let of = |unit: &str, n: u8| StateQuery {
+        unit: Some(name(unit)),
+        machine: Some(machine_id(n)),
+    };
     assert_eq!(
-        server.fake.state(&name("b"), &machine_id(1)),
-        Some(state("b", 1))
+        client.all_states(&of("b", 1)).await.unwrap(),
+        vec![state("b", 1)]
     );
+    assert!(client.all_states(&of("gone", 2)).await.unwrap().is_empty());
 
     let all = client.all_states(&StateQuery::default()).await.unwrap();
     assert_eq!(all.len(), 5);
@@ -203,7 +239,15 @@ async fn report_and_list_states() {
         )
         .await
         .unwrap();
-    assert_eq!(server.fake.state(&name("b"), &machine_id(1)), None);
+    assert!(client.all_states(&of("b", 1)).await.unwrap().is_empty());
+    assert_eq!(
+        client
+            .all_states(&StateQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
 
     // A state of another machine than the path's.
     let e = agents[0]
@@ -216,13 +260,31 @@ async fn report_and_list_states() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
-    let e = server
-        .agent(9)
+    // A machine that joined reports while it is not live (its agent
+    // registers again meanwhile): its states are kept, and read unknown
+    // until it is live.
+    let nine = server.agent(9).await;
+    nine.report_states(&machine_id(9), &report(9, &["a"]))
         .await
-        .report_states(&machine_id(9), &report(9, &["x"]))
-        .await
-        .unwrap_err();
-    assert!(e.is_not_found(), "{e}");
+        .unwrap();
+    let listed = client.all_states(&of("a", 9)).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (
+            listed[0].active_state.as_str(),
+            listed[0].sub_state.as_str()
+        ),
+        ("unknown", "unknown")
+    );
+    assert_eq!(
+        listed[0].last_error.as_deref(),
+        Some("machine left the cluster (its lease ended); last reported active/running")
+    );
+    nine.register_machine(&machine(9)).await.unwrap();
+    assert_eq!(
+        client.all_states(&of("a", 9)).await.unwrap(),
+        vec![state("a", 9)]
+    );
 
     let e = server
         .raw_error(

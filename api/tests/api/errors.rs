@@ -5,7 +5,8 @@ use flotilla_api::client::{Client, ClientError};
 use flotilla_api::server::ApiConfig;
 use flotilla_proto::DesiredState;
 use flotilla_proto::wire::UnitPut;
-use flotilla_scheduler::control::ControlError;
+use flotilla_scheduler::keys::Keys;
+use flotilla_store::{Fault, Method, Store};
 
 use crate::{SERVICE, Server, name};
 
@@ -195,26 +196,35 @@ async fn bodies_over_the_limit() {
 }
 
 #[tokio::test]
-async fn control_plane_failures() {
+async fn store_failures() {
     let server = Server::start().await;
     let client = server.client();
+    // The store cannot be reached: every listing fails until it can
+    // again. Temporary: 503.
     server
-        .fake
-        .fail_next(ControlError::Unavailable("etcd is slow".into()));
+        .store
+        .inject(Fault::unavailable(usize::MAX).on(Method::Range));
     let e = client.all_units().await.unwrap_err();
+    server.store.clear_faults();
     assert_eq!(e.status(), Some(503));
     assert!(e.is_temporary());
     assert_eq!(
         e.to_string(),
-        "store unavailable: etcd is slow (503 unavailable)"
+        "store unavailable: injected fault (503 unavailable)"
     );
+    assert!(client.all_units().await.unwrap().is_empty());
 
+    // A unit's record that does not decode (corrupt data): 500, not
+    // temporary.
     server
-        .fake
-        .fail_next(ControlError::Internal("corrupt unit".into()));
+        .store
+        .put(&Keys::default().unit(&name("web")), b"{not json", None)
+        .await
+        .unwrap();
     let e = client.get_unit(&name("web")).await.unwrap_err();
-    assert_eq!(e.status(), Some(500));
+    assert_eq!(e.status(), Some(500), "{e}");
     assert!(!e.is_temporary());
+    assert!(e.to_string().starts_with("internal error: "), "{e}");
 }
 
 #[tokio::test]

@@ -1,14 +1,16 @@
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
-//! The API end to end over real HTTP: the server on `127.0.0.1:0` over the
-//! in-memory [`fake::FakeControl`], called through the typed client (and
-//! through raw requests where the client cannot send what is tested).
+//! The API end to end over real HTTPS: a whole server as `flotilla server`
+//! assembles it ([`Daemon`]: the API, the control plane, the leader and its
+//! reconcile loop, the credentials) over an in-memory store, called
+//! through the typed client (and through raw requests where the client
+//! cannot send what is tested). Tests reach into the store only to see
+//! what the API cannot show and to make the store fail.
 
 mod access;
 mod agent;
 mod errors;
 mod events;
 mod failover;
-mod fake;
 mod limits;
 mod machines;
 mod openapi;
@@ -24,38 +26,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::client::{Client, ClientOptions};
-use flotilla_api::server::{self, ApiConfig, HttpLimits, Transport, Trust};
-use flotilla_api::tls::{ClusterCa, server_config};
+use flotilla_api::daemon::Daemon;
+use flotilla_api::server::{ApiConfig, Trust};
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::ErrorBody;
-use flotilla_proto::{UnitName, UnitState};
+use flotilla_proto::{ClusterId, UnitName, UnitState};
+use flotilla_scheduler::identity::ClusterRecord;
 use flotilla_scheduler::keys::Keys;
-use flotilla_scheduler::trust::{AuditLog, AuditRetention, Credentials};
-use flotilla_store::MemoryStore;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use flotilla_scheduler::placement::Strategy;
+use flotilla_store::{MemoryStore, Method, Store};
 
-use fake::FakeControl;
-use flotilla_scheduler::secrets::{Secrets, SecretsKey};
 pub use support::{machine, machine_id};
 use support::{tester, token_create};
 
 /// How long any awaited condition may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A server under test: the API over the fake control plane, on HTTPS,
-/// with real credentials over an in-memory store.
+/// How long a machine stays alive without a heartbeat, unless a test asks
+/// for another TTL: long enough that no test sees a machine expire
+/// unless it waits for it.
+pub const MACHINE_TTL: Duration = Duration::from_secs(10);
+
+/// A server under test: the whole server over an in-memory store, on
+/// HTTPS.
 pub struct Server {
-    pub fake: Arc<FakeControl>,
+    /// The store the server runs on.
+    pub store: Arc<MemoryStore>,
     pub url: String,
     pub trust: Arc<Trust>,
     /// The cluster CA's certificate, PEM.
     pub ca_pem: Vec<u8>,
-    /// An admin token.
+    /// The cluster's first admin token.
     pub admin: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    daemon: Option<Daemon>,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -64,48 +68,50 @@ impl Server {
     }
 
     pub async fn with_config(config: ApiConfig) -> Server {
+        Server::with(config, MACHINE_TTL).await
+    }
+
+    /// A server whose machines live `machine_ttl` without a heartbeat.
+    pub async fn with_machine_ttl(machine_ttl: Duration) -> Server {
+        Server::with(ApiConfig::default(), machine_ttl).await
+    }
+
+    async fn with(api: ApiConfig, machine_ttl: Duration) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            support::daemon_config(dir.path().join("data"), machine_ttl, Strategy::default());
+        config.api = api;
         let store = Arc::new(MemoryStore::new());
-        let keys = Keys::default();
-        let credentials = Credentials::start(store.clone(), keys.clone(), None);
-        let ca = ClusterCa::generate().unwrap();
-        let ca_pem = ca.cert_pem().as_bytes().to_vec();
-        let cert = ca.issue_server(&["127.0.0.1".into()]).unwrap();
-        let tls = server_config(cert, ca.cert_der()).unwrap();
-        let trust = Arc::new(Trust {
-            credentials,
-            audit: AuditLog::new(store.clone(), keys.clone(), AuditRetention::default()),
-            ca: Arc::new(ca),
-            secrets: Arc::new(Secrets::new(store, keys, SecretsKey::generate().unwrap())),
-        });
-        let (_, admin) = trust
-            .credentials
-            .create_token(&token_create(Role::Admin), &tester())
+        let daemon = Daemon::start_in_memory(config, store.clone())
             .await
             .unwrap();
-        let fake = Arc::new(FakeControl::default());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
-        let limits: HttpLimits = config.http;
-        let router = server::router(Arc::clone(&fake), Arc::clone(&trust), config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(
-            listener,
-            router,
-            Transport::Tls(tls),
-            limits,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let admin = std::fs::read_to_string(daemon.admin_token_path().unwrap()).unwrap();
+        let trust = Arc::clone(daemon.trust());
         Server {
-            fake,
-            url,
+            store,
+            url: daemon.url(),
+            ca_pem: trust.ca.cert_pem().as_bytes().to_vec(),
             trust,
-            ca_pem,
-            admin: admin.expose(),
-            stop: Some(stop),
-            task: Some(task),
+            admin: admin.trim().to_owned(),
+            daemon: Some(daemon),
+            _dir: dir,
         }
+    }
+
+    /// The id of the cluster, as the server recorded it in its store.
+    pub async fn cluster_id(&self) -> ClusterId {
+        let key = Keys::default().cluster();
+        let kv = self.store.get(&key).await.unwrap().kv.unwrap();
+        serde_json::from_slice::<ClusterRecord>(&kv.value)
+            .unwrap()
+            .cluster_id
+    }
+
+    /// How many watches the server has opened on its store so far: a
+    /// long poll is waiting in the control plane once this grew after it
+    /// was sent.
+    pub fn watches(&self) -> u64 {
+        self.store.calls().of(Method::Watch)
     }
 
     /// A client with the admin token.
@@ -196,14 +202,11 @@ impl Server {
         error_body(status, &headers, &body)
     }
 
-    /// Asks for shutdown and waits (within [`DEADLINE`]) for `serve` to
-    /// return.
-    pub async fn stop(mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = self.task.take().unwrap();
-        within(task).await.unwrap()
+    /// Stops the server as `flotilla server` stops (drains the API, resigns
+    /// leadership) and waits, within [`DEADLINE`], until it has.
+    pub async fn stop(mut self) -> Result<(), flotilla_api::daemon::DaemonError> {
+        let daemon = self.daemon.take().unwrap();
+        within(daemon.stop()).await
     }
 }
 
@@ -217,19 +220,31 @@ pub fn error_body(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8]
     error
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
 /// Awaits `f`, failing the test if it takes longer than [`DEADLINE`].
 pub async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(DEADLINE, f)
         .await
         .expect("did not complete within the deadline")
+}
+
+/// Polls `check` until it gives a value, failing the test (saying it
+/// waited for `what`) after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Polls `condition` until it holds, failing the test after [`DEADLINE`].

@@ -8,7 +8,7 @@ use flotilla_proto::secret::{MAX_SECRET_BYTES, encode_value};
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::UnitPut;
 
-use crate::{Server, machine, machine_id, name};
+use crate::{Server, eventually, machine, machine_id, name};
 
 const VALUE: &[u8] = b"correct horse battery staple";
 
@@ -61,6 +61,12 @@ async fn roles_and_never_a_value() {
     }
     let replaced = operator.put_secret("db", b"new", true).await.unwrap();
     assert_eq!(replaced.version, 2);
+    // Not removed while a unit names it.
+    let e = operator.delete_secret("db").await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(e.to_string().contains("used by app.service"), "{e}");
+    assert_eq!(viewer.list_secrets().await.unwrap().len(), 1);
+    operator.delete_unit(&unit).await.unwrap();
     let removed = operator.delete_secret("db").await.unwrap();
     assert_eq!(removed.version, 2);
     assert!(viewer.list_secrets().await.unwrap().is_empty());
@@ -124,12 +130,13 @@ async fn values_go_only_to_the_machine_of_the_unit() {
     let admin = server.client();
     admin.put_secret("db", VALUE, false).await.unwrap();
     let unit = name("app.service");
+    // Pinned to machine 1: the leader places it there.
     admin
         .put_unit(
             &unit,
             &UnitPut {
                 desired_state: Some(DesiredState::Launched),
-                text: Some(UNIT.into()),
+                text: Some(format!("{UNIT}[X-Fleet]\nMachineID={}\n", machine_id(1))),
                 ..UnitPut::default()
             },
         )
@@ -139,7 +146,11 @@ async fn values_go_only_to_the_machine_of_the_unit() {
     let two = server.agent(2).await;
     one.register_machine(&machine(1)).await.unwrap();
     two.register_machine(&machine(2)).await.unwrap();
-    server.fake.place(&unit, &machine_id(1));
+    eventually("the unit placed on machine 1", || async {
+        let placed = admin.get_unit(&unit).await.unwrap().machine_id;
+        (placed == Some(machine_id(1))).then_some(())
+    })
+    .await;
 
     let got = one
         .unit_secrets(&machine_id(1), "app.service")
@@ -169,14 +180,34 @@ async fn values_go_only_to_the_machine_of_the_unit() {
         .unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
 
-    // A secret that is gone: the agent is told which.
-    admin.delete_secret("db").await.unwrap();
+    // A secret a unit names and nobody made (a secret in use cannot be
+    // removed): the agent is told which.
+    let other = name("cache.service");
+    admin
+        .put_unit(
+            &other,
+            &UnitPut {
+                desired_state: Some(DesiredState::Launched),
+                text: Some(format!(
+                    "[Container]\nImage=busybox\nSecret=cache\n[X-Fleet]\nMachineID={}\n",
+                    machine_id(1)
+                )),
+                ..UnitPut::default()
+            },
+        )
+        .await
+        .unwrap();
+    eventually("the second unit placed on machine 1", || async {
+        let placed = admin.get_unit(&other).await.unwrap().machine_id;
+        (placed == Some(machine_id(1))).then_some(())
+    })
+    .await;
     let e = one
-        .unit_secrets(&machine_id(1), "app.service")
+        .unit_secrets(&machine_id(1), "cache.service")
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
-    assert!(e.to_string().contains("secret db does not exist"), "{e}");
+    assert!(e.to_string().contains("secret cache does not exist"), "{e}");
 }
 
 #[tokio::test]
