@@ -37,6 +37,9 @@ fn concrete(route: &Route) -> String {
     if path.ends_with("/units") && path.starts_with("/v1/agent/") {
         path.push_str("?index=1&wait=0");
     }
+    if path.ends_with("/requests") {
+        path.push_str("?wait=0");
+    }
     path
 }
 
