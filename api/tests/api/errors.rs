@@ -8,7 +8,8 @@ use flotilla_proto::wire::UnitPut;
 use flotilla_scheduler::keys::Keys;
 use flotilla_store::{Fault, Method, Store};
 
-use crate::{SERVICE, Server, name};
+use crate::{SERVICE, Server, name, support};
+use flotilla_proto::trust::Role;
 
 #[tokio::test]
 async fn unknown_routes_and_methods() {
@@ -213,6 +214,28 @@ async fn store_failures() {
         "store unavailable: injected fault (503 unavailable)"
     );
     assert!(client.all_units().await.unwrap().is_empty());
+    // The secrets and the credentials say it the same way.
+    server
+        .store
+        .inject(Fault::unavailable(usize::MAX).on(Method::Range));
+    let e = client.list_secrets().await.unwrap_err();
+    server.store.clear_faults();
+    assert_eq!(
+        e.to_string(),
+        "store unavailable: injected fault (503 unavailable)"
+    );
+    server
+        .store
+        .inject(Fault::unavailable(usize::MAX).on(Method::Txn));
+    let e = client
+        .create_token(&support::token_create(Role::Viewer))
+        .await
+        .unwrap_err();
+    server.store.clear_faults();
+    assert_eq!(
+        e.to_string(),
+        "store unavailable: injected fault (503 unavailable)"
+    );
 
     // A unit's record that does not decode (corrupt data): 500, not
     // temporary.

@@ -110,10 +110,11 @@ pub enum SecretsError {
 
 impl From<StoreError> for SecretsError {
     fn from(e: StoreError) -> SecretsError {
-        if e.is_temporary() {
-            SecretsError::Unavailable(e.to_string())
-        } else {
-            SecretsError::Internal(e.to_string())
+        match e {
+            // Its message starts "store unavailable" too: said once.
+            StoreError::Unavailable { reason } => SecretsError::Unavailable(reason),
+            e if e.is_temporary() => SecretsError::Unavailable(e.to_string()),
+            e => SecretsError::Internal(e.to_string()),
         }
     }
 }

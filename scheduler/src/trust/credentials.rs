@@ -121,10 +121,11 @@ pub enum TrustError {
 
 impl From<StoreError> for TrustError {
     fn from(e: StoreError) -> TrustError {
-        if e.is_temporary() {
-            TrustError::Unavailable(e.to_string())
-        } else {
-            TrustError::Internal(e.to_string())
+        match e {
+            // Its message starts "store unavailable" too: said once.
+            StoreError::Unavailable { reason } => TrustError::Unavailable(reason),
+            e if e.is_temporary() => TrustError::Unavailable(e.to_string()),
+            e => TrustError::Internal(e.to_string()),
         }
     }
 }
