@@ -899,8 +899,9 @@ impl<S: SystemdManager> Reconciler<S> {
     }
 
     /// The units that need no full read this pass, with their properties:
-    /// those the last pass saw loaded, whose file is already as desired, and
-    /// that are still loaded and in the active state they should have
+    /// those whose file is already as desired and that either have a job
+    /// for these contents under way, or were loaded when the last pass saw
+    /// them and are still loaded and in the active state they should have
     /// (so no job will be run for them). Their states come from one call to
     /// systemd for all of them, the rest (such as `FragmentPath`) from the
     /// last pass. Every other unit is read whole.
@@ -930,6 +931,25 @@ impl<S: SystemdManager> Reconciler<S> {
         let states = self.systemd.unit_states(&names).await?;
         let mut out = HashMap::new();
         for ((d, before), now) in candidates.into_iter().zip(states) {
+            // Its job for these contents is under way: its state is the
+            // job's to change, and reading it whole while systemd starts
+            // hundreds of units would only slow them.
+            if self.pending.get(&d.name).is_some_and(|p| p.hash == d.hash) {
+                let mut props = UnitProperties {
+                    load_state: now.load_state,
+                    active_state: now.active_state,
+                    sub_state: now.sub_state,
+                    need_daemon_reload: false,
+                    ..before.clone()
+                };
+                if props.load_state == "loaded" && props.fragment_path.is_empty() {
+                    // A new unit the job loaded: from the file this agent
+                    // wrote, the only one it had.
+                    props.fragment_path = self.dir.file(&d.name).display().to_string();
+                }
+                out.insert(d.name.clone(), props);
+                continue;
+            }
             let in_state = match d.state {
                 DesiredState::Launched => now.is_active(),
                 _ => !now.is_active(),

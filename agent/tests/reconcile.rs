@@ -661,11 +661,19 @@ async fn a_pass_does_not_wait_for_the_jobs_of_the_last() {
     assert!(r.has_jobs());
     assert!(!s.systemd.is_active("a.service"));
 
-    // b arrives while a still starts.
+    // b arrives while a still starts: a, whose job is under way, is not
+    // read whole again.
     let both = vec![a.clone(), b.clone()];
+    let taken = s.systemd.calls().len();
     let pass = r.reconcile_overlapping(&both).await.unwrap();
     assert_eq!(pass.plan.jobs, [(JobKind::Start, "b.service".to_owned())]);
     assert!(s.file("b.service").is_some());
+    let read_a = FakeCall::Unit("a.service".to_owned());
+    assert!(
+        !s.systemd.calls()[taken..].contains(&read_a),
+        "{:?}",
+        s.systemd.calls()
+    );
     until_jobs_taken(&s, 2).await;
 
     s.systemd.hold_jobs(false);
