@@ -8,7 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 use flotilla_proto::UnitName;
 use flotilla_proto::fleet;
 
-use super::index::{Mx, OrderSets, PatternId, UnitId, count_up};
+use super::combos::Wanted;
+use super::index::{ComboId, Mx, OrderKind, PatternId, UnitId, count_up};
 use super::view::{PlacementView, UnitEntry};
 
 impl PlacementView {
@@ -63,40 +64,60 @@ impl PlacementView {
             if !self.all.holds(&entry.keys) {
                 return Err(format!("{label}: missing from the cluster orderings"));
             }
-            for (k, v) in &entry.machine.metadata {
-                let held = self
-                    .by_metadata
-                    .get(k)
-                    .and_then(|vs| vs.get(v))
-                    .is_some_and(|s| s.holds(&entry.keys));
-                if !held {
-                    return Err(format!("{label}: missing from the orderings of {k}={v}"));
+            // The filled-in combinations it matches, each once, each
+            // holding it.
+            let mut want: Vec<ComboId> = self
+                .combos
+                .iter()
+                .filter(|(_, c)| c.filled() && c.wanted.matches(&entry.machine.metadata))
+                .map(|(c, _)| c)
+                .collect();
+            let mut have = entry.combos.clone();
+            want.sort_unstable();
+            have.sort_unstable();
+            if have != want {
+                return Err(format!(
+                    "{label}: in combinations {have:?}, matches {want:?}"
+                ));
+            }
+            for &c in &entry.combos {
+                if self
+                    .combos
+                    .get(c)
+                    .is_none_or(|c| !c.sets.holds(&entry.keys))
+                {
+                    return Err(format!(
+                        "{label}: missing from the orderings of combination {c:?}"
+                    ));
                 }
             }
         }
         if self.all.len() != live_machines || self.machine_by_id.len() != live_machines {
             return Err("machine count mismatch".to_owned());
         }
-        let indexed: usize = self
-            .by_metadata
-            .values()
-            .flat_map(|vs| vs.values())
-            .map(OrderSets::len)
-            .sum();
-        let pairs: usize = self
-            .machines
-            .iter()
-            .flatten()
-            .map(|m| m.machine.metadata.len())
-            .sum();
-        if indexed != pairs {
-            return Err(format!(
-                "metadata index holds {indexed} entries for {pairs} pairs"
-            ));
+        if OrderKind::ALL.iter().any(|&k| !self.all.keeps(k)) || !self.all.lengths_agree() {
+            return Err("the cluster orderings are incomplete".to_owned());
+        }
+        for (c, combo) in self.combos.iter() {
+            let matching = self
+                .machines
+                .iter()
+                .flatten()
+                .filter(|m| combo.wanted.matches(&m.machine.metadata))
+                .count();
+            let held = if combo.filled() { matching } else { 0 };
+            if combo.sets.len() != held || !combo.sets.lengths_agree() {
+                return Err(format!(
+                    "combination {c:?} ({:?}) holds {} machines, {held} expected",
+                    combo.wanted.metadata(),
+                    combo.sets.len()
+                ));
+            }
         }
 
-        // Units: names, patterns, followers, globals.
+        // Units: names, patterns, combinations, followers, globals.
         let mut refs: HashMap<PatternId, u32> = HashMap::new();
+        let mut combo_refs: HashMap<ComboId, u32> = HashMap::new();
         let mut conflict_holders: HashMap<PatternId, HashMap<Mx, u32>> = HashMap::new();
         let mut replace_holders: HashMap<PatternId, HashMap<Mx, u32>> = HashMap::new();
         let mut matches: HashMap<PatternId, HashMap<Mx, u32>> = HashMap::new();
@@ -117,7 +138,27 @@ impl PlacementView {
                 if e.placed.is_some() {
                     return Err(format!("{name}: a global unit is placed"));
                 }
+                if e.combo.is_some() {
+                    return Err(format!("{name}: a global unit holds a combination"));
+                }
                 continue;
+            }
+            match e.combo {
+                None if e.fleet.machine_metadata.is_empty() => {}
+                Some(c)
+                    if self
+                        .combos
+                        .get(c)
+                        .is_some_and(|c| c.wanted == Wanted::of(&e.fleet.machine_metadata)) =>
+                {
+                    *combo_refs.entry(c).or_default() += 1;
+                }
+                other => {
+                    return Err(format!(
+                        "{name}: combination {other:?} for metadata {:?}",
+                        e.fleet.machine_metadata
+                    ));
+                }
             }
             if let Some(m) = e.placed {
                 let id = &self.machine(m).machine.id;
@@ -196,6 +237,14 @@ impl PlacementView {
             }
             if p.matches != *matches.get(&pid).unwrap_or(&empty) {
                 return Err(format!("pattern {text:?}: stale matches"));
+            }
+        }
+        for (c, _) in self.combos.iter() {
+            if self.combos.refs(c) == 0 {
+                return Err(format!("combination {c:?}: no unit asks for it"));
+            }
+            if self.combos.refs(c) != combo_refs.get(&c).copied().unwrap_or(0) {
+                return Err(format!("combination {c:?}: stale reference count"));
             }
         }
         if refs.keys().any(|&p| self.patterns.get(p).is_none()) {

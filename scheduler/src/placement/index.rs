@@ -8,7 +8,6 @@
 
 use std::collections::btree_set::{self, BTreeSet};
 use std::collections::{HashMap, hash_map};
-use std::iter::Peekable;
 
 use flotilla_proto::fleet::glob_match;
 
@@ -46,6 +45,11 @@ slot!(
 slot!(
     /// A pattern's slot in the [`PatternTable`].
     PatternId
+);
+slot!(
+    /// A `MachineMetadata` combination's slot in the
+    /// [`ComboTable`](super::combos::ComboTable).
+    ComboId
 );
 
 // ---------------------------------------------------------------------------
@@ -125,117 +129,184 @@ pub(crate) enum Order {
 impl Order {
     /// The key of a machine in this ordering.
     pub fn key(self, keys: &MachineKeys) -> OrderKey {
+        keys.get(self.kind())
+    }
+
+    /// Which of the three orderings this walks.
+    pub fn kind(self) -> OrderKind {
         match self {
-            Order::Load => keys.load,
-            Order::FreeCpu(_) => keys.cpu,
-            Order::FreeMem(_) => keys.mem,
+            Order::Load => OrderKind::Load,
+            Order::FreeCpu(_) => OrderKind::FreeCpu,
+            Order::FreeMem(_) => OrderKind::FreeMem,
         }
     }
 }
 
-/// A set of machines kept in the three orderings at once: one for the whole
-/// cluster, and one per metadata `key=value`.
-#[derive(Debug, Default)]
+/// One of the three orderings of machines, whatever the starting point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OrderKind {
+    Load,
+    FreeCpu,
+    FreeMem,
+}
+
+impl OrderKind {
+    pub const ALL: [OrderKind; 3] = [OrderKind::Load, OrderKind::FreeCpu, OrderKind::FreeMem];
+
+    fn slot(self) -> usize {
+        match self {
+            OrderKind::Load => 0,
+            OrderKind::FreeCpu => 1,
+            OrderKind::FreeMem => 2,
+        }
+    }
+}
+
+impl MachineKeys {
+    /// The machine's key in one ordering.
+    pub fn get(&self, kind: OrderKind) -> OrderKey {
+        match kind {
+            OrderKind::Load => self.load,
+            OrderKind::FreeCpu => self.cpu,
+            OrderKind::FreeMem => self.mem,
+        }
+    }
+}
+
+/// A set of machines kept in some of the three orderings at once: the whole
+/// cluster in all three, and the machines that match a `MachineMetadata`
+/// combination (`super::combos`) in those that units have walked so far.
+/// An ordering nobody walks costs nothing to keep: with `spread`, a
+/// placement moves its machine in the load ordering of each combination
+/// only.
+#[derive(Debug)]
 pub(crate) struct OrderSets {
-    by_load: BTreeSet<OrderKey>,
-    by_free_cpu: BTreeSet<OrderKey>,
-    by_free_mem: BTreeSet<OrderKey>,
+    /// By [`OrderKind::slot`]; `None` while the ordering is not kept.
+    sets: [Option<BTreeSet<OrderKey>>; 3],
+}
+
+impl Default for OrderSets {
+    /// An empty set kept in all three orderings.
+    fn default() -> OrderSets {
+        OrderSets {
+            sets: [
+                Some(BTreeSet::new()),
+                Some(BTreeSet::new()),
+                Some(BTreeSet::new()),
+            ],
+        }
+    }
 }
 
 impl OrderSets {
+    /// An empty set kept in no ordering yet (see
+    /// [`keep`](OrderSets::keep)).
+    pub fn unkept() -> OrderSets {
+        OrderSets {
+            sets: [None, None, None],
+        }
+    }
+
+    /// Whether the set is kept in `kind`.
+    pub fn keeps(&self, kind: OrderKind) -> bool {
+        self.sets[kind.slot()].is_some()
+    }
+
+    /// Whether the set is kept in any ordering.
+    pub fn keeps_any(&self) -> bool {
+        self.sets.iter().any(Option::is_some)
+    }
+
+    /// Starts keeping `kind`, with these machines' keys (those the set
+    /// holds: see [`members`](OrderSets::members)).
+    pub fn keep(&mut self, kind: OrderKind, keys: impl IntoIterator<Item = OrderKey>) {
+        self.sets[kind.slot()] = Some(keys.into_iter().collect());
+    }
+
     pub fn insert(&mut self, keys: &MachineKeys) {
-        self.by_load.insert(keys.load);
-        self.by_free_cpu.insert(keys.cpu);
-        self.by_free_mem.insert(keys.mem);
+        for kind in OrderKind::ALL {
+            if let Some(set) = self.sets[kind.slot()].as_mut() {
+                set.insert(keys.get(kind));
+            }
+        }
     }
 
     pub fn remove(&mut self, keys: &MachineKeys) {
-        self.by_load.remove(&keys.load);
-        self.by_free_cpu.remove(&keys.cpu);
-        self.by_free_mem.remove(&keys.mem);
+        for kind in OrderKind::ALL {
+            if let Some(set) = self.sets[kind.slot()].as_mut() {
+                set.remove(&keys.get(kind));
+            }
+        }
     }
 
     /// Moves a machine from its old keys to its new ones, touching only the
-    /// orderings whose key changed.
+    /// kept orderings whose key changed.
     pub fn update(&mut self, old: &MachineKeys, new: &MachineKeys) {
-        if old.load != new.load {
-            self.by_load.remove(&old.load);
-            self.by_load.insert(new.load);
-        }
-        if old.cpu != new.cpu {
-            self.by_free_cpu.remove(&old.cpu);
-            self.by_free_cpu.insert(new.cpu);
-        }
-        if old.mem != new.mem {
-            self.by_free_mem.remove(&old.mem);
-            self.by_free_mem.insert(new.mem);
+        for kind in OrderKind::ALL {
+            let (old, new) = (old.get(kind), new.get(kind));
+            if old != new
+                && let Some(set) = self.sets[kind.slot()].as_mut()
+            {
+                set.remove(&old);
+                set.insert(new);
+            }
         }
     }
 
-    /// How many machines the set holds.
+    /// The first ordering kept, if any.
+    fn any(&self) -> Option<&BTreeSet<OrderKey>> {
+        self.sets.iter().flatten().next()
+    }
+
+    /// How many machines the set holds (0 while no ordering is kept).
     pub fn len(&self) -> usize {
-        self.by_load.len()
+        self.any().map_or(0, BTreeSet::len)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_load.is_empty()
+    /// The machines the set holds, in the order of some kept ordering.
+    pub fn members(&self) -> impl Iterator<Item = Mx> + '_ {
+        self.any().into_iter().flatten().map(|k| k.mx)
     }
 
-    /// The machines in `order`, from its starting point on.
-    pub fn walk(&self, order: Order) -> btree_set::Range<'_, OrderKey> {
-        match order {
-            Order::Load => self.by_load.range(..),
-            Order::FreeCpu(from) => self.by_free_cpu.range(OrderKey::from_primary(from)..),
-            Order::FreeMem(from) => self.by_free_mem.range(OrderKey::from_primary(from)..),
-        }
+    /// The machines in `order`, from its starting point on; `None` when
+    /// that ordering is not kept.
+    pub fn walk(&self, order: Order) -> Option<btree_set::Range<'_, OrderKey>> {
+        let set = self.sets[order.kind().slot()].as_ref()?;
+        Some(match order {
+            Order::Load => set.range(..),
+            Order::FreeCpu(from) | Order::FreeMem(from) => {
+                set.range(OrderKey::from_primary(from)..)
+            }
+        })
     }
 
     /// The most free CPU and the most free memory any machine in the set
-    /// has (not necessarily the same machine).
+    /// has (not necessarily the same machine); 0 for an ordering not kept.
     pub fn max_free(&self) -> (u64, u64) {
-        let cpu = self.by_free_cpu.last().map_or(0, |k| k.primary);
-        let mem = self.by_free_mem.last().map_or(0, |k| k.primary);
-        (cpu, mem)
+        let most = |kind: OrderKind| {
+            self.sets[kind.slot()]
+                .as_ref()
+                .and_then(BTreeSet::last)
+                .map_or(0, |k| k.primary)
+        };
+        (most(OrderKind::FreeCpu), most(OrderKind::FreeMem))
     }
 
-    /// Whether the set holds exactly these keys (for consistency checks).
+    /// Whether every kept ordering holds exactly these keys, and holds as
+    /// many machines as the others (for consistency checks).
     pub fn holds(&self, keys: &MachineKeys) -> bool {
-        self.by_load.contains(&keys.load)
-            && self.by_free_cpu.contains(&keys.cpu)
-            && self.by_free_mem.contains(&keys.mem)
+        OrderKind::ALL.iter().all(|&kind| {
+            self.sets[kind.slot()]
+                .as_ref()
+                .is_none_or(|set| set.contains(&keys.get(kind)))
+        })
     }
-}
 
-/// Walks several orderings of disjoint machine sets as one, in key order:
-/// how the machines with `region=eu` or `region=us` are visited least
-/// loaded first when each value has its own [`OrderSets`].
-pub(crate) struct Merge<'a> {
-    heads: Vec<Peekable<btree_set::Range<'a, OrderKey>>>,
-}
-
-impl<'a> Merge<'a> {
-    pub fn new(sets: &[&'a OrderSets], order: Order) -> Merge<'a> {
-        Merge {
-            heads: sets.iter().map(|s| s.walk(order).peekable()).collect(),
-        }
-    }
-}
-
-impl Iterator for Merge<'_> {
-    type Item = OrderKey;
-
-    fn next(&mut self) -> Option<OrderKey> {
-        let mut best: Option<(usize, OrderKey)> = None;
-        for (i, head) in self.heads.iter_mut().enumerate() {
-            if let Some(&&key) = head.peek()
-                && best.is_none_or(|(_, b)| key < b)
-            {
-                best = Some((i, key));
-            }
-        }
-        let (i, key) = best?;
-        self.heads[i].next();
-        Some(key)
+    /// Whether every kept ordering holds the same number of machines (for
+    /// consistency checks).
+    pub fn lengths_agree(&self) -> bool {
+        let len = self.len();
+        self.sets.iter().flatten().all(|set| set.len() == len)
     }
 }
 
@@ -430,7 +501,11 @@ mod tests {
             sets.insert(k);
         }
         fn mxs(sets: &OrderSets, order: Order) -> Vec<u32> {
-            sets.walk(order).map(|k| k.mx.0).collect()
+            sets.walk(order)
+                .into_iter()
+                .flatten()
+                .map(|k| k.mx.0)
+                .collect()
         }
         // Fewest units first, ties by id.
         assert_eq!(mxs(&sets, Order::Load), vec![1, 2, 0]);
@@ -453,19 +528,38 @@ mod tests {
     }
 
     #[test]
-    fn merge_interleaves_disjoint_sets_in_key_order() {
-        let mut eu = OrderSets::default();
-        let mut us = OrderSets::default();
-        eu.insert(&keys(0, 5, 0, 0));
-        eu.insert(&keys(1, 1, 0, 0));
-        us.insert(&keys(2, 3, 0, 0));
-        us.insert(&keys(3, 0, 0, 0));
-        let empty = OrderSets::default();
-        let order: Vec<u32> = Merge::new(&[&eu, &empty, &us], Order::Load)
+    fn order_sets_keep_only_the_orderings_asked_for() {
+        let a = keys(0, 3, 1000, 10);
+        let b = keys(1, 1, 3000, 5);
+        let mut sets = OrderSets::unkept();
+        assert!(!sets.keeps_any());
+        sets.keep(OrderKind::Load, [a.load]);
+        sets.insert(&b);
+        assert!(sets.keeps(OrderKind::Load) && !sets.keeps(OrderKind::FreeCpu));
+        assert_eq!(sets.len(), 2);
+        assert!(sets.walk(Order::FreeCpu(0)).is_none());
+        let loads: Vec<u32> = sets.walk(Order::Load).unwrap().map(|k| k.mx.0).collect();
+        assert_eq!(loads, vec![1, 0]);
+        // Changes to orderings not kept cost nothing and are not held.
+        let b2 = keys(1, 1, 2000, 5);
+        sets.update(&b, &b2);
+        assert!(sets.holds(&b2) && sets.holds(&b));
+        assert_eq!(sets.max_free(), (0, 0));
+        // An ordering kept later starts from the members.
+        let members: Vec<Mx> = sets.members().collect();
+        let from = [a.cpu, b2.cpu];
+        assert_eq!(members, vec![Mx(1), Mx(0)]);
+        sets.keep(OrderKind::FreeCpu, from);
+        assert!(sets.holds(&b2) && !sets.holds(&b) && sets.lengths_agree());
+        let cpus: Vec<u32> = sets
+            .walk(Order::FreeCpu(1500))
+            .unwrap()
             .map(|k| k.mx.0)
             .collect();
-        assert_eq!(order, vec![3, 1, 2, 0]);
-        assert_eq!(Merge::new(&[], Order::Load).count(), 0);
+        assert_eq!(cpus, vec![1]);
+        sets.remove(&a);
+        sets.remove(&b2);
+        assert!(sets.len() == 0 && sets.keeps_any());
     }
 
     #[test]

@@ -172,23 +172,27 @@
 //!
 //! # Cost
 //!
-//! With M machines, k metadata pairs per machine, p patterns in the unit's
-//! `Conflicts`/`Replaces` and q distinct patterns that match its name (both
-//! usually 0 or 1), and G global units, placing one unit costs:
+//! With M machines, c distinct `MachineMetadata` combinations asked for
+//! that a machine matches, p patterns in the unit's `Conflicts`/`Replaces`
+//! and q distinct patterns that match its name (both usually 0 or 1), and
+//! G global units, placing one unit costs:
 //!
 //! - the global units it conflicts with: a glob match against each of the
 //!   G global units (there are few);
-//! - the first candidate: O(log M) in an ordered index (the whole cluster's,
-//!   or that of the least common `key=value` the unit requires; a key with
-//!   several allowed values merges their indexes);
+//! - the first candidate: O(log M) in an ordered index: the whole
+//!   cluster's, or that of the unit's combination (every key it asks for,
+//!   any of its values: see `combos`), whose machines all match its
+//!   metadata; the first unit to walk a combination finds its machines,
+//!   O(M) once;
 //! - each candidate checked: O(p + q) hash lookups for conflicts and
-//!   replacement (never a scan of the machine's units), O(metadata) for
-//!   the metadata, O(1) for resources; candidates that fail are skipped, so
-//!   the worst case (nearly every machine conflicts or is full) is
-//!   O(M) checks, and the usual case one or two;
-//! - committing the placement: O((1 + k) log M) to move the machine in the
-//!   orderings (only the load ordering for a unit without requests), plus
-//!   O(p + q) counter updates.
+//!   replacement (never a scan of the machine's units), O(1) for
+//!   resources; candidates that fail are skipped, so the worst case
+//!   (nearly every machine conflicts or is full) is O(M) checks, and the
+//!   usual case one or two;
+//! - committing the placement: O((1 + c) log M) to move the machine in the
+//!   cluster's orderings and in those of its combinations that units walk
+//!   (with `spread`, their load ordering only), plus O(p + q) counter
+//!   updates.
 //!
 //! A unit with `MachineOf` checks one machine, with `MachineID` one (a short
 //! id may match a few). A unit that cannot be placed costs one pass over
@@ -208,6 +212,7 @@
 //! with 100 units is planned in a few milliseconds, and one new unit in
 //! about 30 microseconds.
 
+mod combos;
 mod consistency;
 mod explain;
 mod globals;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use flotilla_proto::fleet;
 use flotilla_proto::{MachineId, UnitName};
 
-use super::index::{Merge, Mx, Order, OrderKey, OrderSets, UnitId, count_of};
+use super::index::{Mx, Order, OrderKey, UnitId, count_of};
 use super::view::{BlockKind, Blocked, PlacementView, UnitEntry};
 use super::{Decision, Strategy, UnassignReason};
 
@@ -62,7 +62,11 @@ impl Reject {
 }
 
 /// What a check takes into account.
+#[derive(Clone, Copy)]
 pub(crate) struct Mode<'a> {
+    /// The machine is known to match the unit's `MachineMetadata` (it
+    /// comes from the unit's combination): not checked again.
+    pub metadata_known: bool,
     /// The unit is placed on the machine checked, and counted there.
     pub on_machine: bool,
     /// Check resources.
@@ -328,6 +332,7 @@ impl PlacementView {
             return Some(UnassignReason::Inactive);
         }
         let mode = Mode {
+            metadata_known: false,
             on_machine: true,
             room: e.resources_grew,
             displaced: false,
@@ -362,10 +367,11 @@ impl PlacementView {
     }
 
     /// The best machine for unplaced unit `u`, or why there is none.
-    fn try_place(&self, u: UnitId) -> Result<Mx, Failure> {
+    fn try_place(&mut self, u: UnitId) -> Result<Mx, Failure> {
         let e = self.unit(u);
         let globals = self.conflicting_globals(u);
         let mode = Mode {
+            metadata_known: false,
             on_machine: false,
             room: true,
             displaced: self.displaced.contains(&u),
@@ -395,13 +401,42 @@ impl PlacementView {
         {
             return Ok(m);
         }
-        let sets = self.driver_sets(e);
-        for key in Merge::new(&sets, order) {
-            if self.check(u, key.mx, &mode).is_ok() {
+        // The machines of the unit's combination (all match its metadata),
+        // or of the cluster when it asks for none.
+        let combo = e.combo;
+        if let Some(c) = combo {
+            self.keep_combo_order(c, order.kind());
+        }
+        let (walk, metadata_known) = match combo {
+            None => (self.all.walk(order), true),
+            Some(c) => match self.combos.get(c).and_then(|c| c.sets.walk(order)) {
+                Some(walk) => (Some(walk), true),
+                // Not reached: `keep_combo_order` just kept it. Walking
+                // the cluster and checking metadata gives the same.
+                None => (self.all.walk(order), false),
+            },
+        };
+        let walk_mode = Mode {
+            metadata_known,
+            ..mode
+        };
+        for key in walk.into_iter().flatten() {
+            if self.check(u, key.mx, &walk_mode).is_ok() {
                 return Ok(key.mx);
             }
         }
-        let candidates: Vec<Mx> = Merge::new(&sets, Order::Load).map(|k| k.mx).collect();
+        // Every machine of the combination, or of the cluster (`explain`
+        // passes over those that fail the metadata).
+        let candidates: Vec<Mx> = match combo.and_then(|c| self.combos.get(c)) {
+            Some(c) if c.filled() => c.sets.members().collect(),
+            _ => self
+                .all
+                .walk(Order::Load)
+                .into_iter()
+                .flatten()
+                .map(|k| k.mx)
+                .collect(),
+        };
         Err(self.explain(u, &mode, &candidates))
     }
 
@@ -473,23 +508,6 @@ impl PlacementView {
         best.map(|k| k.mx)
     }
 
-    /// The orderings to walk for a unit: the whole cluster's, or those of
-    /// the values of its least common `MachineMetadata` key.
-    pub(crate) fn driver_sets(&self, e: &UnitEntry) -> Vec<&OrderSets> {
-        let mut best: Option<(usize, Vec<&OrderSets>)> = None;
-        for (key, values) in &e.fleet.machine_metadata {
-            let sets: Vec<&OrderSets> = values
-                .iter()
-                .filter_map(|v| self.by_metadata.get(key)?.get(v))
-                .collect();
-            let size = sets.iter().map(|s| s.len()).sum();
-            if best.as_ref().is_none_or(|(n, _)| size < *n) {
-                best = Some((size, sets));
-            }
-        }
-        best.map_or_else(|| vec![&self.all], |(_, sets)| sets)
-    }
-
     /// The machines a `MachineID` names: the one with that full id, or those
     /// whose id starts with that short one.
     pub(crate) fn machines_with_id(&self, id: &str) -> Vec<Mx> {
@@ -548,7 +566,7 @@ impl PlacementView {
         if !e.fleet.machine_id_matches(machine.machine.id.as_str()) {
             return Err(Reject::MachineId);
         }
-        if !e.fleet.metadata_matches(&machine.machine.metadata) {
+        if !mode.metadata_known && !e.fleet.metadata_matches(&machine.machine.metadata) {
             return Err(Reject::Metadata);
         }
         for leader in &e.fleet.machine_of {

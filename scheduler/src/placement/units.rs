@@ -36,6 +36,13 @@ impl PlacementView {
                 let placed = e.placed;
                 let old = e.resources;
                 let was_global = e.fleet.global;
+                // Held across the update, so that a unit that keeps its
+                // metadata does not drop its combination (and have it
+                // found again) when it is the only one to ask for it.
+                let held = e.combo;
+                if let Some(c) = held {
+                    self.combos.hold(c);
+                }
                 self.detach(u);
                 self.unindex_unit(u);
                 let e = self.unit_mut(u);
@@ -43,6 +50,9 @@ impl PlacementView {
                 e.resources = resources;
                 e.wants = wants;
                 self.index_unit(u);
+                if let Some(c) = held {
+                    self.release_combo(c);
+                }
                 let e = self.unit_mut(u);
                 let now_global = e.fleet.global;
                 if let Some(m) = placed {
@@ -72,6 +82,7 @@ impl PlacementView {
                     conflict_pids: Vec::new(),
                     replace_pids: Vec::new(),
                     matched_by: Vec::new(),
+                    combo: None,
                     placed: None,
                     assigned: None,
                     pending_reason: None,
@@ -134,13 +145,19 @@ impl PlacementView {
         true
     }
 
-    /// Enters a unit's patterns and followers in the indexes.
+    /// Enters a unit's patterns, combination and followers in the indexes.
     fn index_unit(&mut self, u: UnitId) {
         let e = self.unit(u);
         if e.fleet.global {
             self.globals.insert(u);
             return;
         }
+        let combo = match self.units[u.index()].as_ref() {
+            Some(e) => self.combos.intern(&e.fleet.machine_metadata),
+            None => None,
+        };
+        self.unit_mut(u).combo = combo;
+        let e = self.unit(u);
         let conflicts = e.fleet.conflicts.clone();
         let replaces = e.fleet.replaces.clone();
         let leaders = e.fleet.machine_of.clone();
@@ -204,8 +221,8 @@ impl PlacementView {
         }
     }
 
-    /// Drops a unit's patterns and followers from the indexes. The unit
-    /// must not be placed.
+    /// Drops a unit's patterns, combination and followers from the indexes.
+    /// The unit must not be placed.
     fn unindex_unit(&mut self, u: UnitId) {
         debug_assert!(self.unit(u).placed.is_none(), "unindexing a placed unit");
         if self.unit(u).fleet.global {
@@ -216,7 +233,11 @@ impl PlacementView {
         let mut pids = std::mem::take(&mut e.conflict_pids);
         pids.append(&mut e.replace_pids);
         e.matched_by.clear();
+        let combo = e.combo.take();
         let leaders = e.fleet.machine_of.clone();
+        if let Some(c) = combo {
+            self.release_combo(c);
+        }
         for pid in pids {
             if let Some((text, prefix)) = self.patterns.release(pid) {
                 let hits: Vec<UnitId> = self

@@ -11,8 +11,10 @@ use flotilla_proto::fleet::{self, FleetOptions};
 use flotilla_proto::resources::Resources;
 use flotilla_proto::{Machine, MachineId, UnitName};
 
+use super::combos::ComboTable;
 use super::index::{
-    self, MachineKeys, Mx, OrderSets, PatternId, PatternTable, UnitId, count_down, count_up,
+    self, ComboId, MachineKeys, Mx, OrderSets, PatternId, PatternTable, UnitId, count_down,
+    count_up,
 };
 use super::{PlacementError, Strategy, UnassignReason};
 
@@ -60,6 +62,9 @@ pub(crate) struct MachineEntry {
     pub global_mem: u64,
     /// Where the machine sits in the orderings now.
     pub keys: MachineKeys,
+    /// The filled-in `MachineMetadata` combinations it matches, whose
+    /// orderings hold it too.
+    pub combos: Vec<ComboId>,
 }
 
 impl MachineEntry {
@@ -117,6 +122,9 @@ pub(crate) struct UnitEntry {
     pub replace_pids: Vec<PatternId>,
     /// The patterns of any unit that match its name (not for global units).
     pub matched_by: Vec<PatternId>,
+    /// The combination its `MachineMetadata` asks for (not for global
+    /// units, nor for units without metadata).
+    pub combo: Option<ComboId>,
     /// Where the view has it now.
     pub placed: Option<Mx>,
     /// Where the store has it, as far as the view knows: the last
@@ -163,8 +171,9 @@ pub struct PlacementView {
     pub(crate) machine_by_short: HashMap<String, Vec<Mx>>,
     /// Every machine, in every ordering.
     pub(crate) all: OrderSets,
-    /// The machines with each metadata `key=value`, in every ordering.
-    pub(crate) by_metadata: HashMap<String, HashMap<String, OrderSets>>,
+    /// The machines that match each `MachineMetadata` the units ask for,
+    /// in the orderings walked.
+    pub(crate) combos: ComboTable,
     /// Sums of the machines' capacities, to find a unit's dominant resource.
     pub(crate) total_cpu: u64,
     pub(crate) total_mem: u64,
@@ -254,10 +263,11 @@ impl PlacementView {
             global_cpu,
             global_mem,
             keys: MachineKeys::new(mx, idkey, 0, 0, 0),
+            combos: Vec::new(),
         };
         entry.keys = entry.compute_keys(mx);
-        self.insert_in_orders(&entry);
         self.machines[mx.index()] = Some(entry);
+        self.insert_in_orders(mx);
         self.machine_by_id.insert(id, mx);
         self.machine_by_short.entry(short).or_default().push(mx);
         self.machines_changed = true;
@@ -287,23 +297,7 @@ impl PlacementView {
         let (new_cpu, new_mem) = (entry.free_cpu(), entry.free_mem());
         if metadata_changed {
             entry.keys = entry.compute_keys(mx);
-            let entry = self.machine(mx);
-            let keys = entry.keys;
-            let pairs: Vec<(String, String)> = entry
-                .machine
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            self.all.insert(&keys);
-            for (k, v) in pairs {
-                self.by_metadata
-                    .entry(k)
-                    .or_default()
-                    .entry(v)
-                    .or_default()
-                    .insert(&keys);
-            }
+            self.insert_in_orders(mx);
             let units: Vec<UnitId> = self.machine(mx).units.iter().copied().collect();
             for u in units {
                 self.mark_dirty(u);
@@ -350,16 +344,14 @@ impl PlacementView {
         true
     }
 
-    fn insert_in_orders(&mut self, entry: &MachineEntry) {
+    /// Enters machine `mx` in the cluster's orderings and in those of the
+    /// combinations it matches.
+    fn insert_in_orders(&mut self, mx: Mx) {
+        let Some(entry) = self.machines[mx.index()].as_ref() else {
+            return;
+        };
         self.all.insert(&entry.keys);
-        for (k, v) in &entry.machine.metadata {
-            self.by_metadata
-                .entry(k.clone())
-                .or_default()
-                .entry(v.clone())
-                .or_default()
-                .insert(&entry.keys);
-        }
+        self.enter_combos(mx);
     }
 
     fn remove_from_orders(&mut self, mx: Mx) {
@@ -367,20 +359,7 @@ impl PlacementView {
             return;
         };
         self.all.remove(&entry.keys);
-        for (k, v) in &entry.machine.metadata {
-            let Some(values) = self.by_metadata.get_mut(k) else {
-                continue;
-            };
-            if let Some(set) = values.get_mut(v) {
-                set.remove(&entry.keys);
-                if set.is_empty() {
-                    values.remove(v);
-                }
-            }
-            if values.is_empty() {
-                self.by_metadata.remove(k);
-            }
-        }
+        self.leave_combos(mx);
     }
 
     /// Moves a machine in the orderings after its load or free room
@@ -396,9 +375,9 @@ impl PlacementView {
         }
         entry.keys = new;
         self.all.update(&old, &new);
-        for (k, v) in &entry.machine.metadata {
-            if let Some(set) = self.by_metadata.get_mut(k).and_then(|vs| vs.get_mut(v)) {
-                set.update(&old, &new);
+        for &c in &entry.combos {
+            if let Some(combo) = self.combos.get_mut(c) {
+                combo.sets.update(&old, &new);
             }
         }
     }
