@@ -144,7 +144,7 @@ impl ComboTable {
         let combo = Combo {
             wanted: wanted.clone(),
             refs: 1,
-            sets: OrderSets::unkept(),
+            sets: OrderSets::default(),
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -206,6 +206,23 @@ impl ComboTable {
 }
 
 impl PlacementView {
+    /// Makes the cluster's machines walkable in ordering `kind` (kept from
+    /// the first time it is asked for: with `spread`, only the load
+    /// ordering is, and only when a unit without metadata is placed or one
+    /// blocked for room is retried).
+    pub(super) fn keep_cluster_order(&mut self, kind: OrderKind) {
+        if self.all.keeps(kind) {
+            return;
+        }
+        let keys: Vec<OrderKey> = self
+            .machines
+            .iter()
+            .flatten()
+            .map(|entry| entry.keys.get(kind))
+            .collect();
+        self.all.keep(kind, keys);
+    }
+
     /// Makes combination `c` walkable in ordering `kind`: finds its
     /// machines the first time it is walked (a pass over the machines), and
     /// fills in the ordering the first time it is walked in that one.
@@ -532,6 +549,37 @@ mod tests {
         assert!(!view.combos.get(d).unwrap().filled());
         view.plan();
         assert_eq!(by_load(&view, d), vec![4, 5, 3]);
+        view.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn the_cluster_orderings_are_kept_once_asked_for() {
+        let mut view = cluster(Strategy::Spread);
+        let kept = |view: &PlacementView| OrderKind::ALL.map(|k| view.all.keeps(k));
+        view.put_unit(name("a.service"), input(EU_HDD, Some(1000)));
+        view.plan();
+        // Units with metadata walk their combination only.
+        assert_eq!(kept(&view), [false, false, false]);
+        view.check_consistency().unwrap();
+        view.put_unit(name("b.service"), input(&[], None));
+        view.put_unit(name("big.service"), input(&[], Some(20_000)));
+        let decisions = view.plan();
+        assert!(matches!(
+            &decisions[..],
+            [Decision::Assign { .. }, Decision::Unschedulable { .. }]
+        ));
+        assert_eq!(kept(&view), [true, false, false]);
+        assert_eq!(view.all.len(), 6);
+        view.check_consistency().unwrap();
+        // A unit leaving frees room: the unit blocked for room is retried,
+        // and the most free anywhere says it still cannot fit.
+        view.remove_unit(&name("b.service"));
+        let decisions = view.plan();
+        assert!(matches!(&decisions[..], [Decision::Unassign { .. }]));
+        assert_eq!(kept(&view), [true, true, true]);
+        assert_eq!(view.all.max_free(), (10_000, 1 << 40));
+        view.put_machine(machine(7, &[]));
+        assert_eq!(view.all.len(), 7);
         view.check_consistency().unwrap();
     }
 

@@ -9,7 +9,7 @@ use flotilla_proto::UnitName;
 use flotilla_proto::fleet;
 
 use super::combos::Wanted;
-use super::index::{ComboId, Mx, OrderKind, PatternId, UnitId, count_up};
+use super::index::{ComboId, Mx, PatternId, UnitId, count_up};
 use super::view::{PlacementView, UnitEntry};
 
 impl PlacementView {
@@ -92,11 +92,16 @@ impl PlacementView {
                 }
             }
         }
-        if self.all.len() != live_machines || self.machine_by_id.len() != live_machines {
+        let in_orders = if self.all.keeps_any() {
+            live_machines
+        } else {
+            0
+        };
+        if self.all.len() != in_orders || self.machine_by_id.len() != live_machines {
             return Err("machine count mismatch".to_owned());
         }
-        if OrderKind::ALL.iter().any(|&k| !self.all.keeps(k)) || !self.all.lengths_agree() {
-            return Err("the cluster orderings are incomplete".to_owned());
+        if !self.all.lengths_agree() {
+            return Err("the cluster orderings disagree".to_owned());
         }
         for (c, combo) in self.combos.iter() {
             let matching = self

@@ -173,40 +173,19 @@ impl MachineKeys {
     }
 }
 
-/// A set of machines kept in some of the three orderings at once: the whole
-/// cluster in all three, and the machines that match a `MachineMetadata`
-/// combination (`super::combos`) in those that units have walked so far.
-/// An ordering nobody walks costs nothing to keep: with `spread`, a
-/// placement moves its machine in the load ordering of each combination
-/// only.
-#[derive(Debug)]
+/// A set of machines kept in some of the three orderings at once (the
+/// whole cluster, or the machines that match a `MachineMetadata`
+/// combination: see `super::combos`), in those that have been asked for so
+/// far. An ordering nobody walks costs nothing to keep: with `spread`, a
+/// placement moves its machine in load orderings only. The default set is
+/// kept in no ordering (see [`keep`](OrderSets::keep)).
+#[derive(Debug, Default)]
 pub(crate) struct OrderSets {
     /// By [`OrderKind::slot`]; `None` while the ordering is not kept.
     sets: [Option<BTreeSet<OrderKey>>; 3],
 }
 
-impl Default for OrderSets {
-    /// An empty set kept in all three orderings.
-    fn default() -> OrderSets {
-        OrderSets {
-            sets: [
-                Some(BTreeSet::new()),
-                Some(BTreeSet::new()),
-                Some(BTreeSet::new()),
-            ],
-        }
-    }
-}
-
 impl OrderSets {
-    /// An empty set kept in no ordering yet (see
-    /// [`keep`](OrderSets::keep)).
-    pub fn unkept() -> OrderSets {
-        OrderSets {
-            sets: [None, None, None],
-        }
-    }
-
     /// Whether the set is kept in `kind`.
     pub fn keeps(&self, kind: OrderKind) -> bool {
         self.sets[kind.slot()].is_some()
@@ -494,6 +473,9 @@ mod tests {
     #[test]
     fn order_sets_walk_each_ordering() {
         let mut sets = OrderSets::default();
+        for kind in OrderKind::ALL {
+            sets.keep(kind, []);
+        }
         let a = keys(0, 3, 1000, 10);
         let b = keys(1, 1, 3000, 5);
         let c = keys(2, 1, 2000, 20);
@@ -531,7 +513,7 @@ mod tests {
     fn order_sets_keep_only_the_orderings_asked_for() {
         let a = keys(0, 3, 1000, 10);
         let b = keys(1, 1, 3000, 5);
-        let mut sets = OrderSets::unkept();
+        let mut sets = OrderSets::default();
         assert!(!sets.keeps_any());
         sets.keep(OrderKind::Load, [a.load]);
         sets.insert(&b);

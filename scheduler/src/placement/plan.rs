@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use flotilla_proto::fleet;
 use flotilla_proto::{MachineId, UnitName};
 
-use super::index::{Mx, Order, OrderKey, UnitId, count_of};
+use super::index::{Mx, Order, OrderKey, OrderKind, UnitId, count_of};
 use super::view::{BlockKind, Blocked, PlacementView, UnitEntry};
 use super::{Decision, Strategy, UnassignReason};
 
@@ -315,11 +315,13 @@ impl PlacementView {
     /// Whether unit `u`, blocked for room, asks for more CPU or memory than
     /// any machine has free: then a retry cannot place it, and costs
     /// O(log M) instead of a pass over the machines.
-    fn still_too_big(&self, u: UnitId) -> bool {
-        let e = self.unit(u);
-        if e.blocked.as_ref().is_none_or(|b| b.kind != BlockKind::Room) {
+    fn still_too_big(&mut self, u: UnitId) -> bool {
+        if (self.unit(u).blocked.as_ref()).is_none_or(|b| b.kind != BlockKind::Room) {
             return false;
         }
+        self.keep_cluster_order(OrderKind::FreeCpu);
+        self.keep_cluster_order(OrderKind::FreeMem);
+        let e = self.unit(u);
         let (cpu, mem) = self.all.max_free();
         e.resources.cpu_millis.is_some_and(|c| c > cpu)
             || e.resources.memory_bytes.is_some_and(|m| m > mem)
@@ -404,8 +406,9 @@ impl PlacementView {
         // The machines of the unit's combination (all match its metadata),
         // or of the cluster when it asks for none.
         let combo = e.combo;
-        if let Some(c) = combo {
-            self.keep_combo_order(c, order.kind());
+        match combo {
+            Some(c) => self.keep_combo_order(c, order.kind()),
+            None => self.keep_cluster_order(order.kind()),
         }
         let (walk, metadata_known) = match combo {
             None => (self.all.walk(order), true),
@@ -413,7 +416,10 @@ impl PlacementView {
                 Some(walk) => (Some(walk), true),
                 // Not reached: `keep_combo_order` just kept it. Walking
                 // the cluster and checking metadata gives the same.
-                None => (self.all.walk(order), false),
+                None => {
+                    self.keep_cluster_order(order.kind());
+                    (self.all.walk(order), false)
+                }
             },
         };
         let walk_mode = Mode {
@@ -429,13 +435,7 @@ impl PlacementView {
         // passes over those that fail the metadata).
         let candidates: Vec<Mx> = match combo.and_then(|c| self.combos.get(c)) {
             Some(c) if c.filled() => c.sets.members().collect(),
-            _ => self
-                .all
-                .walk(Order::Load)
-                .into_iter()
-                .flatten()
-                .map(|k| k.mx)
-                .collect(),
+            _ => self.machine_by_id.values().copied().collect(),
         };
         Err(self.explain(u, &mode, &candidates))
     }

@@ -169,7 +169,7 @@ pub struct PlacementView {
     pub(crate) machine_by_id: HashMap<MachineId, Mx>,
     /// Machines by the first 8 digits of their id, for short `MachineID`s.
     pub(crate) machine_by_short: HashMap<String, Vec<Mx>>,
-    /// Every machine, in every ordering.
+    /// Every machine, in the orderings asked for so far.
     pub(crate) all: OrderSets,
     /// The machines that match each `MachineMetadata` the units ask for,
     /// in the orderings walked.
