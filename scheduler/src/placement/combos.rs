@@ -357,13 +357,13 @@ mod tests {
     const EU_HDD: &[(&str, &[&str])] = &[("region", &["eu"]), ("disk", &["hdd"])];
 
     /// The machines combination `c` holds, by index, least loaded first.
-    fn by_load(view: &PlacementView, c: ComboId) -> Vec<u128> {
+    fn by_load(view: &PlacementView, c: ComboId) -> Vec<u64> {
         let combo = view.combos.get(c).expect("a live combination");
         combo
             .sets
             .walk(Order::Load)
             .expect("the load ordering is kept")
-            .map(|k| k.id)
+            .map(|k| k.id.1)
             .collect()
     }
 
