@@ -146,7 +146,9 @@ impl PlacementView {
             // Units pinned by MachineID first: they have one machine, the
             // others can go around them. Then by name, so that any leader
             // decides the same from the same state.
-            batch.sort_by(|&a, &b| {
+            // Names are distinct, so the order is total and an unstable
+            // sort gives it.
+            batch.sort_unstable_by(|&a, &b| {
                 let (a, b) = (self.unit(a), self.unit(b));
                 (a.fleet.machine_id.is_none(), &a.name)
                     .cmp(&(b.fleet.machine_id.is_none(), &b.name))
@@ -191,6 +193,7 @@ impl PlacementView {
             let pending_reason = e.pending_reason.take();
             e.resources_grew = false;
             let mut unassigned = false;
+            let unplaced = final_machine.is_none();
             if e.assigned != final_machine {
                 if let Some(machine) = e.assigned.take() {
                     // Every path that unplaces a unit records why: a plan in
@@ -212,9 +215,9 @@ impl PlacementView {
                         machine: machine.clone(),
                     });
                 }
-                e.assigned = final_machine.clone();
+                e.assigned = final_machine;
             }
-            if final_machine.is_none()
+            if unplaced
                 && let Some(blocked) = &e.blocked
                 && (unassigned || ctx.reported.contains(&u))
             {

@@ -492,13 +492,12 @@ impl PlacementView {
         e.conflict_pids = conflicts;
         e.replace_pids = replaces;
         e.matched_by = matched;
-        let name = e.name.clone();
         let machine = self.machine_mut(m);
         machine.units.insert(u);
         machine.used_cpu += u128::from(cpu);
         machine.used_mem += u128::from(mem);
         self.reindex(m);
-        self.mark_followers_dirty(&name);
+        self.mark_followers_dirty_of(u);
         self.globals_changed_on(u, m);
         if displaces {
             let victims: Vec<UnitId> = self
@@ -545,7 +544,6 @@ impl PlacementView {
         e.conflict_pids = conflicts;
         e.replace_pids = replaces;
         e.matched_by = matched;
-        let name = e.name.clone();
         if let Some(machine) = self.machines[m.index()].as_mut() {
             machine.units.remove(&u);
             // Exact: the unit's request was added when it was attached.
@@ -555,7 +553,7 @@ impl PlacementView {
             self.globals_changed_on(u, m);
         }
         self.room_freed = true;
-        self.mark_followers_dirty(&name);
+        self.mark_followers_dirty_of(u);
     }
 
     pub(crate) fn mark_dirty(&mut self, u: UnitId) {
@@ -564,6 +562,16 @@ impl PlacementView {
         {
             e.dirty = true;
             self.dirty.push(u);
+        }
+    }
+
+    /// Marks the followers of unit `u` dirty.
+    fn mark_followers_dirty_of(&mut self, u: UnitId) {
+        if let Some(list) = self.followers.get(&self.unit(u).name) {
+            let list = list.clone();
+            for f in list {
+                self.mark_dirty(f);
+            }
         }
     }
 
