@@ -21,6 +21,13 @@
 //! filled-in entry; one that leaves leaves them; and one whose load or free
 //! room changes moves in those it belongs to (each machine lists them).
 //!
+//! The upkeep grows with the number of filled-in combinations a machine
+//! matches: units that ask for many distinct combinations that the same
+//! machines match (`region=eu`, `region=eu region=us`, `region=eu
+//! disk=hdd`, ...) make each placement on those machines move them in as
+//! many orderings. Nothing bounds that number yet; in the B1 workload a
+//! machine matches four.
+//!
 //! Whether a machine matches is [`FleetOptions::metadata_matches`], the one
 //! rule every other check uses.
 
