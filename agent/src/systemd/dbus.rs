@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use zbus::message::Type as MessageType;
 use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
 
@@ -114,7 +114,16 @@ pub struct DbusSystemd {
     /// See [`SystemdManager::loads_new_unit_files`]: from systemd's
     /// version, read once when connecting.
     loads_new_unit_files: bool,
+    /// Bounds the calls awaiting their reply, whoever makes them (passes,
+    /// jobs, the reporter).
+    pending_calls: Semaphore,
 }
+
+/// How many method calls of one connection may await systemd's reply at
+/// once: dbus-daemon refuses more than 128 per connection (its default
+/// `max_replies_per_connection`), and the connection's own calls at
+/// connect time need none of these.
+pub const MAX_PENDING_CALLS: usize = 112;
 
 impl std::fmt::Debug for DbusSystemd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,6 +195,7 @@ impl DbusSystemd {
             listeners,
             metrics: AgentMetrics::default(),
             loads_new_unit_files,
+            pending_calls: Semaphore::new(MAX_PENDING_CALLS),
         })
     }
 
@@ -201,8 +211,12 @@ impl DbusSystemd {
         self
     }
 
-    /// Awaits one method call to systemd, timing it as `method`.
+    /// Awaits one method call to systemd, timing it as `method`, once
+    /// fewer than [`MAX_PENDING_CALLS`] calls of this connection await
+    /// their reply.
     async fn timed<T>(&self, method: &'static str, call: impl Future<Output = T>) -> T {
+        // The semaphore is never closed.
+        let _slot = self.pending_calls.acquire().await;
         let started = Instant::now();
         let out = call.await;
         self.metrics.dbus_call(method, started.elapsed());
