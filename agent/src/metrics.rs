@@ -273,6 +273,7 @@ mod tests {
             active_state: active.into(),
             sub_state: "running".into(),
             hash: None,
+            started_hash: None,
             main_pid: None,
             n_restarts: restarts,
             container_id: health.map(|_| "c1".to_owned()),

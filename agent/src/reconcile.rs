@@ -358,6 +358,10 @@ pub struct UnitNote {
     /// The last job failure for it, until a later job for it succeeds or
     /// its content changes.
     pub error: Option<String>,
+    /// The unit's content hash (as the cluster gives it) when an agent on
+    /// this host last started it, known once that start or restart job
+    /// ended; `None` when no record says.
+    pub started: Option<String>,
 }
 
 /// What became of one job.
@@ -519,9 +523,7 @@ impl<S: SystemdManager> Reconciler<S> {
         while !self.jobs.is_empty() {
             retry |= self.jobs_finished().await.retry;
         }
-        for (name, note) in &mut pass.units {
-            note.error = self.error_of(name, pass.hashes.get(name));
-        }
+        self.refresh(&mut pass.units, &pass.hashes);
         if retry {
             pass.action = Action::Retry;
         }
@@ -646,6 +648,28 @@ impl<S: SystemdManager> Reconciler<S> {
             }
         }
         outcome
+    }
+
+    /// Brings the notes of a pass up to date with the jobs that ended since
+    /// (`hashes` are the pass's [`Pass::hashes`]): each unit's last job
+    /// error and the contents it was started with.
+    pub fn refresh(
+        &self,
+        units: &mut BTreeMap<String, UnitNote>,
+        hashes: &BTreeMap<String, String>,
+    ) {
+        for (name, note) in units.iter_mut() {
+            note.error = self.error_of(name, hashes.get(name));
+            note.started = self.started_of(name);
+        }
+    }
+
+    /// The unit's content hash as it was when it was last started here:
+    /// the run hash recorded, without the versions of its secrets
+    /// ([`run_hash`]).
+    fn started_of(&self, name: &str) -> Option<String> {
+        let run = self.memory.recorded.get(name)?;
+        Some(run.split('+').next().unwrap_or(run).to_owned())
     }
 
     /// The last job error of a unit, while it runs with `hash`.
@@ -816,7 +840,7 @@ impl<S: SystemdManager> Reconciler<S> {
                 .map(|(name, o)| (name.clone(), o.props.clone()))
                 .collect(),
         );
-        let units = desired
+        let mut units: BTreeMap<String, UnitNote> = desired
             .iter()
             .map(|d| {
                 let refused = plan.refused.get(&d.name).cloned();
@@ -824,6 +848,7 @@ impl<S: SystemdManager> Reconciler<S> {
                     hash: refused.is_none().then(|| d.unit_hash.clone()),
                     refused,
                     error: self.error_of(&d.name, Some(&d.hash)),
+                    started: None,
                 };
                 (d.name.clone(), note)
             })
@@ -841,6 +866,9 @@ impl<S: SystemdManager> Reconciler<S> {
             .iter()
             .map(|d| (d.name.clone(), d.hash.clone()))
             .collect();
+        for (name, note) in units.iter_mut() {
+            note.started = self.started_of(name);
+        }
         Ok(Pass {
             units,
             removed,

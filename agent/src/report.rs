@@ -94,6 +94,7 @@ pub fn unit_state(
         active_state: props.active_state.clone(),
         sub_state: props.sub_state.clone(),
         hash: note.hash.clone(),
+        started_hash: note.started.clone(),
         main_pid: (props.main_pid != 0).then_some(props.main_pid),
         n_restarts: props.n_restarts,
         container_id,
@@ -112,6 +113,7 @@ pub fn refused_state(machine: &MachineId, unit: &UnitName, reason: &str) -> Unit
         active_state: "failed".into(),
         sub_state: "failed".into(),
         hash: None,
+        started_hash: None,
         main_pid: None,
         n_restarts: 0,
         container_id: None,
@@ -418,6 +420,7 @@ mod tests {
             hash: Some("h".into()),
             refused: None,
             error: Some("the start job ended with result failed".into()),
+            started: Some("old".into()),
         };
         let s = unit_state(&machine, &unit, &props, &note);
         assert_eq!(s.main_pid, Some(42));
@@ -426,6 +429,11 @@ mod tests {
         assert_eq!(s.health, Health::Healthy);
         assert_eq!(s.since_ms, 1_700_000_000_123);
         assert_eq!(s.hash.as_deref(), Some("h"));
+        assert_eq!(
+            s.started_hash.as_deref(),
+            Some("old"),
+            "the file written and the contents started are told apart"
+        );
         // Running again: the old job failure is no longer news.
         assert_eq!(s.last_error, None);
         props.active_state = "failed".into();

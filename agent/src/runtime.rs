@@ -537,6 +537,8 @@ async fn reconcile_loop<S: SystemdManager>(
     // The units of the last pass that applied everything.
     let mut done: Option<Vec<AssignedUnit>> = None;
     let mut retry_at: Option<Instant> = None;
+    // What the reporter was last told, brought up to date as jobs end.
+    let mut told: Option<(Interest, BTreeMap<String, String>)> = None;
     loop {
         let feed = desired.borrow_and_update().clone();
         let lease = *contact.borrow_and_update();
@@ -577,6 +579,13 @@ async fn reconcile_loop<S: SystemdManager>(
                         if passes.send(Interest::from(&pass)).await.is_err() {
                             return Ok(());
                         }
+                        told = Some((
+                            Interest {
+                                units: pass.units.clone(),
+                                removed: Vec::new(),
+                            },
+                            pass.hashes.clone(),
+                        ));
                         if pass.action == Action::AwaitChange {
                             backoff.reset();
                             done = Some(applied.units);
@@ -622,6 +631,14 @@ async fn reconcile_loop<S: SystemdManager>(
             }
             () = sleep => {}
             jobs = reconciler.jobs_finished(), if reconciler.has_jobs() => {
+                // The units whose jobs ended now run what they were
+                // started with: the reporter says so.
+                if let Some((interest, hashes)) = &mut told {
+                    reconciler.refresh(&mut interest.units, hashes);
+                    if passes.send(interest.clone()).await.is_err() {
+                        return Ok(());
+                    }
+                }
                 if jobs.retry {
                     tracing::warn!("some jobs did not run; reconciling again");
                     retry_at.get_or_insert_with(|| Instant::now() + backoff.next_delay());

@@ -747,3 +747,50 @@ async fn a_job_failing_after_its_pass_is_reported_by_the_next() {
     assert_eq!(s.systemd.changes(), []);
     assert!(!r.has_jobs());
 }
+
+/// A unit's note says it was started with new contents only once the job
+/// that restarts it with them has ended: the pass that sends the job still
+/// says the old ones, and [`Reconciler::refresh`] brings the note up to
+/// date after.
+#[tokio::test]
+async fn notes_say_the_contents_started_once_the_job_ended() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    let v1 = unit("a.service", &sleeper("v1"), DesiredState::Launched);
+    let v2 = unit("a.service", &sleeper("v2"), DesiredState::Launched);
+    let pass = r
+        .reconcile_overlapping(std::slice::from_ref(&v1))
+        .await
+        .unwrap();
+    assert_eq!(pass.units["a.service"].started, None, "not started yet");
+    finish_jobs(&mut r).await;
+    let mut units = pass.units.clone();
+    r.refresh(&mut units, &pass.hashes);
+    assert_eq!(
+        units["a.service"].started.as_deref(),
+        Some(v1.hash.as_str())
+    );
+
+    s.systemd.hold_jobs(true);
+    let pass = r
+        .reconcile_overlapping(std::slice::from_ref(&v2))
+        .await
+        .unwrap();
+    assert_eq!(pass.plan.jobs, [(JobKind::Restart, "a.service".to_owned())]);
+    let note = &pass.units["a.service"];
+    assert_eq!(note.hash.as_deref(), Some(v2.hash.as_str()), "file written");
+    assert_eq!(
+        note.started.as_deref(),
+        Some(v1.hash.as_str()),
+        "the restart has not ended: v1 still runs"
+    );
+    until_jobs_taken(&s, 2).await;
+    s.systemd.hold_jobs(false);
+    finish_jobs(&mut r).await;
+    let mut units = pass.units.clone();
+    r.refresh(&mut units, &pass.hashes);
+    assert_eq!(
+        units["a.service"].started.as_deref(),
+        Some(v2.hash.as_str())
+    );
+}

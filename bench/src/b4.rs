@@ -191,6 +191,7 @@ async fn measure(
                     active_state: "active".to_owned(),
                     sub_state: "running".to_owned(),
                     hash: None,
+                    started_hash: None,
                     main_pid: Some(4242),
                     n_restarts: 0,
                     container_id: None,

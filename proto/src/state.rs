@@ -104,6 +104,13 @@ pub struct UnitState {
     /// The content hash of the unit file the agent has written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// The content hash the unit was last started with on this machine:
+    /// set once its start (or restart) job for those contents has ended,
+    /// so a unit that is active with the hash of the unit's current
+    /// contents runs them. Absent while unknown (no job of this agent's
+    /// has started it, or an agent from before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_pid: Option<u32>,
     #[serde(default)]
@@ -141,6 +148,7 @@ impl UnitState {
             ("activeState", Some(&self.active_state)),
             ("subState", Some(&self.sub_state)),
             ("hash", self.hash.as_ref()),
+            ("startedHash", self.started_hash.as_ref()),
             ("containerId", self.container_id.as_ref()),
         ];
         for (f, value) in words {
@@ -189,6 +197,7 @@ mod tests {
             active_state: "failed".into(),
             sub_state: "failed".into(),
             hash: Some("abc".into()),
+            started_hash: None,
             main_pid: None,
             n_restarts: 0,
             container_id: Some("c0ffee".into()),

@@ -350,6 +350,7 @@ mod tests {
             active_state: active.into(),
             sub_state: "running".into(),
             hash: None,
+            started_hash: None,
             main_pid: None,
             n_restarts: 0,
             container_id: None,

@@ -390,6 +390,7 @@ mod tests {
             active_state: "active".into(),
             sub_state: "running".into(),
             hash: None,
+            started_hash: None,
             main_pid: Some(7),
             n_restarts: 0,
             container_id: None,

@@ -270,6 +270,7 @@ fn schemas_match_the_wire_types() {
     check(&doc, "UnitOption", &unit.options[0]);
     let mut full_state = state("a", 1);
     full_state.hash = Some("h".into());
+    full_state.started_hash = Some("g".into());
     full_state.container_id = Some("c".into());
     full_state.last_error = Some("e".into());
     check(&doc, "UnitState", &full_state);

@@ -81,6 +81,7 @@ fn active(unit: &str, machine: &MachineId, active_state: &str) -> UnitState {
         active_state: active_state.into(),
         sub_state: "running".into(),
         hash: None,
+        started_hash: None,
         main_pid: Some(42),
         n_restarts: 0,
         container_id: None,

@@ -68,6 +68,7 @@ pub fn unit_state(unit: &str, machine: &MachineId) -> UnitState {
         active_state: "active".into(),
         sub_state: "running".into(),
         hash: None,
+        started_hash: None,
         main_pid: Some(42),
         n_restarts: 0,
         container_id: None,

@@ -367,6 +367,7 @@ impl Agent {
                                 },
                                 sub_state: "running".into(),
                                 hash: Some(u.hash.clone()),
+                                started_hash: Some(u.hash.clone()),
                                 main_pid: Some(100),
                                 n_restarts: 0,
                                 container_id: None,
