@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Output;
 use crate::client::{Ctx, print_json};
+use crate::live::wait_running;
 use crate::unit_source;
 use crate::units::wait_for;
 
@@ -49,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     prune: bool,
     /// Return at once instead of waiting for changed units to reach their
-    /// desired states.
+    /// desired states (and launched units with new contents to run them).
     #[arg(long)]
     no_block: bool,
     /// Give up waiting after this many rounds of changes (0: no limit).
@@ -380,18 +381,27 @@ pub async fn apply(ctx: Ctx, args: Args) -> anyhow::Result<ExitCode> {
     }
     print_changes(&ctx, &changes)?;
     if !args.no_block {
-        // Wait for each changed unit to reach its desired state, state by
-        // state.
+        // Launched units with new contents wait for them to run (which a
+        // failure ends); the other changed units for their desired
+        // states, state by state.
+        let mut new_contents = Vec::new();
         let mut by_state: BTreeMap<DesiredState, Vec<UnitName>> = BTreeMap::new();
         for change in &changes {
             let name = UnitName::parse(change.unit())?;
             if name.is_template() {
                 continue;
             }
-            if let Some(w) = wanted.get(&name) {
+            let Some(w) = wanted.get(&name) else {
+                continue;
+            };
+            let contents = matches!(change, Change::Create { .. } | Change::Replace { .. });
+            if contents && w.desired == DesiredState::Launched {
+                new_contents.push(name);
+            } else {
                 by_state.entry(w.desired).or_default().push(name);
             }
         }
+        wait_running(&ctx, &new_contents, args.block_attempts).await?;
         for (state, names) in by_state {
             wait_for(&ctx, &names, state, args.block_attempts).await?;
         }

@@ -13,6 +13,7 @@ mod dev;
 mod events;
 mod import_fleet;
 mod inspect;
+mod live;
 mod logging;
 mod membership;
 mod secret;

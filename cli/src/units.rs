@@ -17,6 +17,7 @@ use flotilla_proto::{DesiredState, UnitName, UnitSpec};
 
 use crate::Output;
 use crate::client::{Ctx, print_json};
+use crate::live::wait_running;
 use crate::unit_source;
 
 #[derive(Debug, clap::Args)]
@@ -25,8 +26,18 @@ pub struct SubmitArgs {
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Replace the contents of units that exist with different contents.
+    /// A replaced unit that is launched is restarted with them; the
+    /// command waits until it runs them.
     #[arg(long)]
     replace: bool,
+    /// Return at once instead of waiting for replaced launched units to
+    /// run their new contents.
+    #[arg(long)]
+    no_block: bool,
+    /// Give up waiting after this many rounds of changes (0: wait as long
+    /// as it takes).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    block_attempts: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,7 +51,8 @@ pub struct StateArgs {
     /// with those of the local files.
     #[arg(long)]
     replace: bool,
-    /// Return at once instead of waiting for the units to reach the state.
+    /// Return at once instead of waiting for the units to reach the state
+    /// (and, for `start`, for units with new contents to run them).
     #[arg(long)]
     no_block: bool,
     /// Give up waiting after this many rounds of changes (0: wait as long
@@ -137,8 +149,22 @@ pub async fn submit(ctx: Ctx, args: SubmitArgs) -> anyhow::Result<ExitCode> {
             local: Some(text),
         });
     }
-    ensure_all(&ctx, &targets, DesiredState::Inactive, args.replace, true).await?;
+    let changed = ensure_all(&ctx, &targets, DesiredState::Inactive, args.replace, true).await?;
+    if !args.no_block {
+        let launched = launched(&changed);
+        wait_running(&ctx, &launched, args.block_attempts).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The units given new contents whose desired state is `launched`: those
+/// whose machines restart them with the new contents.
+fn launched(changed: &[(UnitName, DesiredState)]) -> Vec<UnitName> {
+    changed
+        .iter()
+        .filter(|(_, state)| *state == DesiredState::Launched)
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// How many units one command creates or changes at a time. Each unit is a
@@ -150,40 +176,44 @@ const IN_FLIGHT: usize = 16;
 /// [`ensure`] for every target, [`IN_FLIGHT`] at a time. Fails with the
 /// error of the first target (in the order given) that failed, once every
 /// request sent has been answered: the targets before it and any others
-/// that succeeded are in place, as they would be one at a time.
+/// that succeeded are in place, as they would be one at a time. Returns
+/// the units given new contents (created or replaced), in the order
+/// given, with the desired state each has after.
 async fn ensure_all(
     ctx: &Ctx,
     targets: &[Target],
     desired: DesiredState,
     replace: bool,
     keep_state: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(UnitName, DesiredState)>> {
     use futures_util::stream::{self, StreamExt};
-    let results: Vec<(usize, anyhow::Result<()>)> = stream::iter(targets.iter().enumerate())
+    type Outcome = anyhow::Result<Option<DesiredState>>;
+    let mut results: Vec<(usize, Outcome)> = stream::iter(targets.iter().enumerate())
         .map(|(i, t)| async move { (i, ensure(ctx, t, desired, replace, keep_state).await) })
         .buffer_unordered(IN_FLIGHT)
         .collect()
         .await;
-    match results
-        .into_iter()
-        .filter_map(|(i, r)| r.err().map(|e| (i, e)))
-        .min_by_key(|(i, _)| *i)
-    {
-        Some((_, e)) => Err(e),
-        None => Ok(()),
+    results.sort_by_key(|(i, _)| *i);
+    let mut changed = Vec::new();
+    for (i, result) in results {
+        if let Some(state) = result? {
+            changed.push((targets[i].name.clone(), state));
+        }
     }
+    Ok(changed)
 }
 
 /// Creates the unit from its local text when the cluster lacks it, replaces
 /// its contents when asked, and sets its desired state (unless `keep_state`
-/// and the unit exists: `submit` does not unload a running unit).
+/// and the unit exists: `submit` does not unload a running unit). When it
+/// gave the unit contents, the desired state the unit has after.
 async fn ensure(
     ctx: &Ctx,
     target: &Target,
     desired: DesiredState,
     replace: bool,
     keep_state: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<DesiredState>> {
     let existing = match ctx.client.get_unit(&target.name).await {
         Ok(u) => Some(u),
         Err(e) if e.is_not_found() => None,
@@ -215,13 +245,17 @@ async fn ensure(
         (Some(_), None) | (None, None) => {}
     }
     if put.desired_state.is_none() && put.text.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     ctx.client
         .put_unit(&target.name, &put)
         .await
         .map_err(|e| explain(e, &target.name))?;
-    Ok(())
+    let state_after = put
+        .desired_state
+        .or(existing.map(|u| u.desired_state))
+        .unwrap_or(desired);
+    Ok(put.text.is_some().then_some(state_after))
 }
 
 /// Adds a hint to errors a user can act on.
@@ -243,12 +277,25 @@ pub async fn set_state(ctx: Ctx, args: StateArgs, verb: Verb) -> anyhow::Result<
         .map(|u| resolve(u))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let desired = verb.desired();
-    ensure_all(&ctx, &targets, desired, args.replace, false).await?;
+    let changed = ensure_all(&ctx, &targets, desired, args.replace, false).await?;
     let names: Vec<UnitName> = targets.into_iter().map(|t| t.name).collect();
     if args.no_block {
         return Ok(ExitCode::SUCCESS);
     }
-    let units = wait_for(&ctx, &names, desired, args.block_attempts).await?;
+    // Units given new contents wait for them to run (which a failure
+    // ends); the others for the state.
+    let launched = launched(&changed);
+    let others: Vec<UnitName> = names
+        .iter()
+        .filter(|n| !launched.contains(n))
+        .cloned()
+        .collect();
+    wait_running(&ctx, &launched, args.block_attempts).await?;
+    wait_for(&ctx, &others, desired, args.block_attempts).await?;
+    let mut units = Vec::with_capacity(names.len());
+    for name in &names {
+        units.push(ctx.client.get_unit(name).await?);
+    }
     report(&ctx, &units, desired)?;
     Ok(ExitCode::SUCCESS)
 }

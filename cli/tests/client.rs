@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Agent, ServerProcess, TempDir, ok, stderr, stdout};
+use flotilla_testbed::poll::eventually;
 
 const WEB: &str = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/bin/sleep 1000\n";
 
@@ -366,4 +367,233 @@ fn the_server_reads_a_yaml_configuration_and_refuses_a_bad_one() {
     let err = stderr(&out);
     assert!(err.contains("bad.yaml is not valid"), "{err}");
     assert!(err.contains("unknown field `machine-tll`"), "{err}");
+}
+
+const WEB_V2: &str = "[Unit]\nDescription=web, version 2\n\n[Service]\nExecStart=/bin/sleep 2000\n";
+
+/// A `flotilla` command running in the background, killed if the test
+/// ends before it does.
+struct Background(Option<std::process::Child>);
+
+impl Background {
+    fn spawn(s: &ServerProcess, cwd: &std::path::Path, args: &[&str]) -> Background {
+        let child = s
+            .command(cwd)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        Background(Some(child))
+    }
+
+    fn has_exited(&mut self) -> bool {
+        let child = self.0.as_mut().unwrap();
+        child.try_wait().unwrap().is_some()
+    }
+
+    /// Waits (with a deadline) for it to end; its output.
+    fn finish(mut self, what: &str) -> std::process::Output {
+        eventually(what, Duration::from_secs(60), || {
+            self.has_exited().then_some(())
+        });
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The state the server has of `unit` on the agent's machine.
+fn state_of(s: &ServerProcess, agent: &Agent, unit: &str) -> Option<flotilla_proto::UnitState> {
+    let client = s.client();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let filter = flotilla_api::client::StateQuery {
+        unit: Some(flotilla_proto::UnitName::parse(unit).unwrap()),
+        machine: Some(agent.id.clone()),
+    };
+    rt.block_on(client.all_states(&filter))
+        .unwrap()
+        .into_iter()
+        .next()
+}
+
+fn hash_of(text: &str) -> String {
+    flotilla_proto::UnitFile::parse(text).0.content_hash()
+}
+
+/// Until the agent has sent `n` more reports than now.
+fn after_reports(agent: &Agent, n: u64) {
+    let from = agent.reports();
+    eventually("the agent to report again", Duration::from_secs(30), || {
+        (agent.reports() >= from + n).then_some(())
+    });
+}
+
+/// `start --replace` of a launched unit returns only once its machine
+/// reports it started with the new contents: not while the agent reports
+/// the new file written and the old contents running.
+#[test]
+fn start_replace_returns_once_the_new_contents_run() {
+    let (dir, s) = server("live");
+    let agent = Agent::start(&[&s], 7);
+    dir.write("web.service", WEB);
+    ok(&s.run(dir.path(), &["start", "web.service"]));
+    let (old, new) = (hash_of(WEB), hash_of(WEB_V2));
+    assert_eq!(
+        state_of(&s, &agent, "web.service").unwrap().started_hash,
+        Some(old.clone())
+    );
+
+    agent.control(|c| c.hold = true);
+    dir.write("web.service", WEB_V2);
+    let mut start = Background::spawn(&s, dir.path(), &["start", "--replace", "web.service"]);
+    // The agent has the new file and still runs the old contents.
+    eventually(
+        "the new file to be reported",
+        Duration::from_secs(30),
+        || {
+            let st = state_of(&s, &agent, "web.service")?;
+            (st.hash.as_deref() == Some(new.as_str())).then_some(st)
+        },
+    );
+    let st = state_of(&s, &agent, "web.service").unwrap();
+    assert_eq!(st.active_state, "active");
+    assert_eq!(st.started_hash.as_deref(), Some(old.as_str()));
+    // Several more reports of the same, each a change the command sees.
+    after_reports(&agent, 3);
+    assert!(
+        !start.has_exited(),
+        "start --replace returned while the old contents ran"
+    );
+
+    agent.control(|c| c.hold = false);
+    let out = start.finish("start --replace to return once the new contents run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("Unit web.service launched on {}\n", agent.id.short())
+    );
+    assert_eq!(
+        state_of(&s, &agent, "web.service").unwrap().started_hash,
+        Some(new)
+    );
+}
+
+/// A unit that fails with its new contents ends the wait with an error
+/// naming the unit, the machine and the reason.
+#[test]
+fn start_replace_fails_clearly_when_the_new_contents_fail() {
+    let (dir, s) = server("livefail");
+    let agent = Agent::start(&[&s], 7);
+    dir.write("web.service", WEB);
+    ok(&s.run(dir.path(), &["start", "web.service"]));
+    agent.control(|c| c.fail = Some("the unit failed: exit status 3".into()));
+    dir.write("web.service", WEB_V2);
+    let out = Background::spawn(&s, dir.path(), &["start", "--replace", "web.service"])
+        .finish("start --replace to fail");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "web.service failed with its new contents on machine {}: the unit failed: exit status 3",
+            agent.id
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `submit --replace` of a launched unit and `apply` wait as `start
+/// --replace` does; `--no-block` returns at once.
+#[test]
+fn submit_replace_and_apply_wait_for_the_new_contents() {
+    let (dir, s) = server("livesubmit");
+    let agent = Agent::start(&[&s], 7);
+    dir.write("repo/web.service", WEB);
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&s.run(dir.path(), &["apply", repo]));
+
+    agent.control(|c| c.hold = true);
+    dir.write("repo/web.service", WEB_V2);
+    let mut submit = Background::spawn(
+        &s,
+        &dir.path().join("repo"),
+        &["submit", "--replace", "web.service"],
+    );
+    eventually(
+        "the new file to be reported",
+        Duration::from_secs(30),
+        || {
+            let st = state_of(&s, &agent, "web.service")?;
+            (st.hash.as_deref() == Some(hash_of(WEB_V2).as_str())).then_some(())
+        },
+    );
+    after_reports(&agent, 3);
+    assert!(!submit.has_exited(), "submit --replace returned early");
+    agent.control(|c| c.hold = false);
+    let out = submit.finish("submit --replace to return");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // apply: the same, back to the first contents.
+    agent.control(|c| c.hold = true);
+    dir.write("repo/web.service", WEB);
+    let mut apply = Background::spawn(&s, dir.path(), &["apply", repo]);
+    eventually(
+        "the new file to be reported",
+        Duration::from_secs(30),
+        || {
+            let st = state_of(&s, &agent, "web.service")?;
+            (st.hash.as_deref() == Some(hash_of(WEB).as_str())).then_some(())
+        },
+    );
+    after_reports(&agent, 3);
+    assert!(!apply.has_exited(), "apply returned early");
+    // --no-block returns while the old contents still run.
+    const WEB_V3: &str = "[Service]\nExecStart=/bin/sleep 3000\n";
+    dir.write("repo/web.service", WEB_V3);
+    let out = Background::spawn(&s, dir.path(), &["apply", "--no-block", repo])
+        .finish("apply --no-block to return");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        state_of(&s, &agent, "web.service").unwrap().started_hash,
+        Some(hash_of(WEB_V2)),
+        "still the contents started by submit"
+    );
+    let out = apply.finish("the first apply to give up");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("contents of web.service changed again"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// An agent from before `startedHash`: the wait takes an active unit with
+/// the new file as running it, says so, and does not hang.
+#[test]
+fn an_agent_that_does_not_say_what_it_started_does_not_hang_the_wait() {
+    let (dir, s) = server("liveold");
+    let _agent = Agent::start(&[&s], 7);
+    _agent.control(|c| c.old_agent = true);
+    dir.write("web.service", WEB);
+    ok(&s.run(dir.path(), &["start", "web.service"]));
+    dir.write("web.service", WEB_V2);
+    let out = Background::spawn(&s, dir.path(), &["start", "--replace", "web.service"])
+        .finish("start --replace to return");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not say which contents web.service was started with"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -284,11 +284,39 @@ pub fn ok(out: &Output) -> String {
 }
 
 /// A simulated agent on its own thread: registers a machine, keeps its
-/// lease alive, and reports every unit in its feed as active.
+/// lease alive, and reports every unit in its feed as active, started with
+/// its contents (`startedHash`), unless told otherwise ([`SimControl`]).
 pub struct Agent {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub id: MachineId,
+    control: std::sync::Arc<std::sync::Mutex<SimControl>>,
+}
+
+/// How the simulated agent behaves; changed while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct SimControl {
+    /// Units with new contents are not restarted: their new file is
+    /// reported, with the contents they were started with before.
+    pub hold: bool,
+    /// Units started with new contents fail, with this reason.
+    pub fail: Option<String>,
+    /// Reports without `startedHash`, as an agent from before it.
+    pub old_agent: bool,
+    /// How many state reports it has sent.
+    pub reports: u64,
+}
+
+impl Agent {
+    /// Changes how the agent behaves from its next report on.
+    pub fn control(&self, change: impl FnOnce(&mut SimControl)) {
+        change(&mut self.control.lock().unwrap());
+    }
+
+    /// How many state reports it has sent.
+    pub fn reports(&self) -> u64 {
+        self.control.lock().unwrap().reports
+    }
 }
 
 impl Agent {
@@ -297,6 +325,7 @@ impl Agent {
     pub fn start(servers: &[&ServerProcess], n: u8) -> Agent {
         let id = MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let control = std::sync::Arc::new(std::sync::Mutex::new(SimControl::default()));
         let ca = servers[0].ca_pem();
         let join = servers[0].join_token();
         let joined = tokio::runtime::Builder::new_current_thread()
@@ -309,6 +338,7 @@ impl Agent {
         let thread = std::thread::spawn({
             let stop = stop.clone();
             let id = id.clone();
+            let control = control.clone();
             move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -328,6 +358,10 @@ impl Agent {
                     };
                     let mut lease = None;
                     let mut index = None;
+                    // The contents each unit was last started with.
+                    let mut started = std::collections::HashMap::<String, String>::new();
+                    // Units started while told to fail them, and why.
+                    let mut failing = std::collections::HashMap::<String, String>::new();
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         // Register (again, when the lease is gone), then
                         // keep the lease alive.
@@ -351,29 +385,49 @@ impl Agent {
                             continue;
                         };
                         index = Some(feed.index);
+                        let now = control.lock().unwrap().clone();
                         let states = feed
                             .units
                             .iter()
-                            .map(|u| UnitState {
-                                unit: UnitName::parse(&u.name).unwrap(),
-                                machine: id.clone(),
-                                load_state: "loaded".into(),
-                                active_state: if u.desired_state
-                                    == flotilla_proto::DesiredState::Launched
-                                {
-                                    "active".into()
+                            .map(|u| {
+                                let launched =
+                                    u.desired_state == flotilla_proto::DesiredState::Launched;
+                                let ran = started.get(&u.name);
+                                let start = ran != Some(&u.hash)
+                                    && launched
+                                    && (!now.hold || ran.is_none());
+                                if start {
+                                    started.insert(u.name.clone(), u.hash.clone());
+                                    match &now.fail {
+                                        Some(why) => failing.insert(u.name.clone(), why.clone()),
+                                        None => failing.remove(&u.name),
+                                    };
+                                }
+                                let ran = started.get(&u.name).cloned();
+                                let error = failing.get(&u.name).cloned();
+                                let failed = launched && error.is_some();
+                                let active_state = if failed {
+                                    "failed"
+                                } else if launched {
+                                    "active"
                                 } else {
-                                    "inactive".into()
-                                },
-                                sub_state: "running".into(),
-                                hash: Some(u.hash.clone()),
-                                started_hash: Some(u.hash.clone()),
-                                main_pid: Some(100),
-                                n_restarts: 0,
-                                container_id: None,
-                                health: Health::None,
-                                since_ms: 0,
-                                last_error: None,
+                                    "inactive"
+                                };
+                                UnitState {
+                                    unit: UnitName::parse(&u.name).unwrap(),
+                                    machine: id.clone(),
+                                    load_state: "loaded".into(),
+                                    active_state: active_state.into(),
+                                    sub_state: "running".into(),
+                                    hash: Some(u.hash.clone()),
+                                    started_hash: if now.old_agent { None } else { ran },
+                                    main_pid: Some(100),
+                                    n_restarts: 0,
+                                    container_id: None,
+                                    health: Health::None,
+                                    since_ms: 0,
+                                    last_error: if failed { error } else { None },
+                                }
                             })
                             .collect();
                         let _ = client
@@ -385,6 +439,7 @@ impl Agent {
                                 },
                             )
                             .await;
+                        control.lock().unwrap().reports += 1;
                     }
                 });
             }
@@ -393,6 +448,7 @@ impl Agent {
             stop,
             thread: Some(thread),
             id,
+            control,
         }
     }
 }
