@@ -67,6 +67,17 @@ pub struct DiffArgs {
     /// `apply --prune` destroys.
     #[arg(long)]
     prune: bool,
+    /// Exit 1 when there are changes and 0 when there are none (errors
+    /// then exit 2), as `diff --exit-code` does.
+    #[arg(long)]
+    exit_code: bool,
+}
+
+impl DiffArgs {
+    /// Whether the exit status tells changes from none (errors are 2).
+    pub fn exit_code(&self) -> bool {
+        self.exit_code
+    }
 }
 
 /// `flotilla.yaml`.
@@ -348,7 +359,11 @@ fn print_changes(ctx: &Ctx, changes: &[Change]) -> anyhow::Result<()> {
 pub async fn diff(ctx: Ctx, args: DiffArgs) -> anyhow::Result<ExitCode> {
     let wanted = read_dir(&args.dir)?;
     let cluster = ctx.client.all_units().await?;
-    print_changes(&ctx, &changes(&wanted, &cluster, args.prune))?;
+    let changes = changes(&wanted, &cluster, args.prune);
+    print_changes(&ctx, &changes)?;
+    if args.exit_code && !changes.is_empty() {
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -245,7 +245,17 @@ fn main() -> ExitCode {
         Command::ListMachines => client::run(&global, table::list_machines),
         Command::ListServers => client::run(&global, table::list_servers),
         Command::Apply(args) => client::run(&global, |c| apply::apply(c, args)),
-        Command::Diff(args) => client::run(&global, |c| apply::diff(c, args)),
+        Command::Diff(args) => {
+            // With --exit-code, 1 says "changes": errors say 2.
+            let exit_code = args.exit_code();
+            match client::run(&global, |c| apply::diff(c, args)) {
+                Err(e) if exit_code => {
+                    eprintln!("flotilla: {e:#}");
+                    return ExitCode::from(2);
+                }
+                r => r,
+            }
+        }
         Command::ImportFleet(args) => client::run(&global, |c| import_fleet::run(c, args)),
         Command::Secret(cmd) => client::run(&global, |c| secret::secret(c, cmd)),
         Command::Token(cmd) => client::run(&global, |c| trust::token(c, cmd)),

@@ -597,3 +597,33 @@ fn an_agent_that_does_not_say_what_it_started_does_not_hang_the_wait() {
         stderr(&out)
     );
 }
+
+/// `diff --exit-code`: 0 without changes, 1 with, 2 for an error.
+#[test]
+fn diff_exit_code_tells_changes_from_none() {
+    let (dir, s) = server("diffcode");
+    let _agent = Agent::start(&[&s], 7);
+    dir.write("repo/web.service", WEB);
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let out = s.run(dir.path(), &["diff", "--exit-code", repo]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "+ web.service (launched)\n");
+    // Without the flag, changes are no failure.
+    ok(&s.run(dir.path(), &["diff", repo]));
+    ok(&s.run(dir.path(), &["apply", repo]));
+    let out = s.run(dir.path(), &["diff", "--exit-code", repo]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "no changes\n");
+    let missing = dir.path().join("nowhere");
+    let out = s.run(
+        dir.path(),
+        &["diff", "--exit-code", missing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+}
