@@ -375,3 +375,49 @@ fn an_agent_answered_by_another_cluster_stops_nothing() {
         .unwrap();
     stop_agent(&host);
 }
+
+/// Blocking means live on a real host: `start --replace` returns once the
+/// agent reports the unit started with its new contents, and by then
+/// systemd runs a new process from the new file.
+#[test]
+fn start_replace_returns_once_the_host_runs_the_new_contents() {
+    let dir = TempDir::new("agent-live");
+    let server = start_server(&dir.path().join("data"), free_port());
+    let host = boot("flt-agent-live");
+    start_agent(&host, &server, "role=web");
+    let hash = |text: &str| flotilla_proto::UnitFile::parse(text).0.content_hash();
+
+    dir.write("a.service", &sleeper("v1"));
+    ok(&server.run(dir.path(), &["start", "a.service"]));
+    let old_pid = main_pid(&host, "a.service");
+    assert_ne!(old_pid, 0, "start returned before a.service ran");
+    let st = states(&server, "a.service");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].started_hash, Some(hash(&sleeper("v1"))));
+
+    dir.write("a.service", &sleeper("v2"));
+    ok(&server.run(dir.path(), &["start", "--replace", "a.service"]));
+    // Read at once after the command returned: no waiting here.
+    let s = show(&host, "a.service");
+    let description = host
+        .run(&[
+            "systemctl",
+            "show",
+            "-p",
+            "Description",
+            "--value",
+            "a.service",
+        ])
+        .unwrap();
+    assert_eq!(description.trim(), "v2", "systemd has not the new file");
+    assert_eq!(s["ActiveState"], "active");
+    let new_pid: u32 = s["MainPID"].parse().unwrap();
+    assert!(
+        new_pid != 0 && new_pid != old_pid,
+        "the old process {old_pid} still runs"
+    );
+    let st = states(&server, "a.service");
+    assert_eq!(st[0].started_hash, Some(hash(&sleeper("v2"))));
+    assert_eq!(st[0].hash, Some(hash(&sleeper("v2"))));
+    stop_agent(&host);
+}
