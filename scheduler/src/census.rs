@@ -19,8 +19,16 @@
 //! with "set" semantics, so replaying changes already reflected in a read
 //! (the reconcile loop watches from its first read's revision) ends in the
 //! same counts.
+//!
+//! It also indexes the state reports by machine, and remembers which
+//! machines left (their key deleted, not written since), so that the
+//! leader deletes the reports of a machine that left from memory, without
+//! reading every report in the store ([`Census::reports_of`],
+//! [`Census::has_left`]). The index shares each unit's name with its
+//! entry: a pointer per report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use flotilla_proto::{DesiredState, MachineId, UnitName};
 use serde::Deserialize;
@@ -171,9 +179,13 @@ impl Entry {
 /// documentation](self).
 #[derive(Debug, Default)]
 pub struct Census {
-    units: HashMap<Box<str>, Entry>,
+    units: HashMap<Arc<str>, Entry>,
     /// Machine ids, numbered in the order first seen.
     machine_ids: HashMap<MachineId, u32>,
+    /// The units each machine (by number) has a state report of.
+    reported: HashMap<u32, HashSet<Arc<str>>>,
+    /// Machines (by number) whose key was deleted and not written since.
+    left: HashSet<u32>,
     counts: Counts,
 }
 
@@ -203,6 +215,33 @@ impl Census {
 
     pub fn is_empty(&self) -> bool {
         self.units.is_empty()
+    }
+
+    /// The units `machine` has a state report of (`state/<unit>/<machine>`
+    /// exists), as far as the keys and changes taken in say.
+    pub fn reports_of(&self, machine: &MachineId) -> impl Iterator<Item = &str> {
+        self.machine_ids
+            .get(machine)
+            .and_then(|n| self.reported.get(n))
+            .into_iter()
+            .flatten()
+            .map(|unit| &**unit)
+    }
+
+    /// Whether `machine`'s key was seen deleted and not written since.
+    pub fn has_left(&self, machine: &MachineId) -> bool {
+        self.machine_ids
+            .get(machine)
+            .is_some_and(|n| self.left.contains(n))
+    }
+
+    /// The machines that left ([`has_left`](Self::has_left)) and still
+    /// have state reports.
+    pub fn left_with_reports(&self) -> impl Iterator<Item = &MachineId> {
+        self.machine_ids
+            .iter()
+            .filter(|(_, n)| self.left.contains(n) && self.reported.contains_key(n))
+            .map(|(id, _)| id)
     }
 
     /// Takes in a key as read from the store.
@@ -254,8 +293,35 @@ impl Census {
                     Some(running) => e.reports.set(number, running),
                     None => e.reports.remove(number),
                 });
+                self.index_report(&unit, number, value.is_some());
             }
-            Key::Assignment(..) | Key::Machine(_) | Key::Leader | Key::Cluster => {}
+            Key::Machine(machine) => {
+                let number = self.machine_number(&machine);
+                if value.is_some() {
+                    self.left.remove(&number);
+                } else {
+                    self.left.insert(number);
+                }
+            }
+            Key::Assignment(..) | Key::Leader | Key::Cluster => {}
+        }
+    }
+
+    /// Adds or removes `unit` in the reports of machine `number`. The name
+    /// is the one of the unit's entry when it has one (templates have
+    /// none).
+    fn index_report(&mut self, unit: &UnitName, number: u32, exists: bool) {
+        if exists {
+            let name = match self.units.get_key_value(unit.as_str()) {
+                Some((name, _)) => Arc::clone(name),
+                None => Arc::from(unit.as_str()),
+            };
+            self.reported.entry(number).or_default().insert(name);
+        } else if let Some(units) = self.reported.get_mut(&number) {
+            units.remove(unit.as_str());
+            if units.is_empty() {
+                self.reported.remove(&number);
+            }
         }
     }
 
@@ -480,6 +546,58 @@ mod tests {
         feed(&mut c, &events);
         assert_eq!(c.counts(), read);
         assert_eq!(read.units(Launched, Launched), 1);
+    }
+
+    #[test]
+    fn reports_are_indexed_by_machine_and_machines_that_left_are_known() {
+        let keys = Keys::default();
+        let mut c = Census::default();
+        let reports = |c: &Census, machine: u8| {
+            let mut units: Vec<String> = c.reports_of(&m(machine)).map(str::to_owned).collect();
+            units.sort();
+            units
+        };
+        // Read at load, then changes; a template's report is indexed too,
+        // though the template is not counted.
+        if let WatchEvent::Put { kv, .. } = state("a.service", 1, "active") {
+            c.put(&keys, &kv);
+        }
+        feed(
+            &mut c,
+            &[
+                state("b.service", 1, "failed"),
+                state("a.service", 2, "active"),
+                state("web@.service", 1, "active"),
+            ],
+        );
+        assert_eq!(reports(&c, 1), ["a.service", "b.service", "web@.service"]);
+        assert_eq!(reports(&c, 2), ["a.service"]);
+        assert!(reports(&c, 3).is_empty(), "a machine never seen");
+        feed(&mut c, &[delete(keys.state(&n("b.service"), &m(1)))]);
+        assert_eq!(reports(&c, 1), ["a.service", "web@.service"]);
+
+        // Machine 1 leaves: its reports are still known until deleted.
+        assert!(!c.has_left(&m(1)));
+        feed(&mut c, &[put(keys.machine(&m(1)), b"{}".to_vec())]);
+        assert!(!c.has_left(&m(1)));
+        feed(&mut c, &[delete(keys.machine(&m(1)))]);
+        assert!(c.has_left(&m(1)));
+        assert!(!c.has_left(&m(2)));
+        let left: Vec<&MachineId> = c.left_with_reports().collect();
+        assert_eq!(left, [&m(1)]);
+        feed(
+            &mut c,
+            &[
+                delete(keys.state(&n("a.service"), &m(1))),
+                delete(keys.state(&n("web@.service"), &m(1))),
+            ],
+        );
+        assert!(reports(&c, 1).is_empty());
+        assert_eq!(c.left_with_reports().count(), 0);
+        assert!(c.has_left(&m(1)), "it has not come back");
+        // It comes back.
+        feed(&mut c, &[put(keys.machine(&m(1)), b"{}".to_vec())]);
+        assert!(!c.has_left(&m(1)));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //!   batch's placements, moves and reasons (`reconcile_events.rs`), all
 //!   without waiting for the log's writes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,7 +180,7 @@ async fn reconcile(
         None => None,
     };
     let started = match warm {
-        Some(warm) => warm.into_loaded(&**store, keys).await,
+        Some(warm) => Ok(warm.into_loaded(keys)),
         None => load(&**store, config).await,
     };
     let (mut view, revision, stray, mut held, mut census) = match started {
@@ -240,7 +240,7 @@ async fn reconcile(
             Err(e) => return ReconcileError::Store(e),
         };
         let Absorbed {
-            mut stray,
+            stray,
             gone,
             history,
         } = absorb(keys, &mut view, &mut held, &mut census, &events);
@@ -248,15 +248,6 @@ async fn reconcile(
             config.metrics.machine_lost();
         }
         config.record(history);
-        // What a machine that left reported is no longer true: its units
-        // run elsewhere now, or nowhere. (When it comes back, its agent
-        // reports afresh.)
-        if !gone.is_empty() {
-            match stale_states(&**store, keys, &gone).await {
-                Ok(ops) => stray.extend(ops),
-                Err(e) => return ReconcileError::Store(e),
-            }
-        }
         if !stray.is_empty()
             && let Err(e) = commit(&**store, leadership, &stray).await
         {
@@ -268,7 +259,8 @@ async fn reconcile(
 /// What one batch of watch events did beyond the view.
 #[derive(Debug, Default)]
 pub(crate) struct Absorbed {
-    /// Deletes of assignments of units that are gone.
+    /// Deletes of assignments of units that are gone, and of the state
+    /// reports of machines that left ([`stale_reports`]).
     pub(crate) stray: Vec<TxnOp>,
     /// Machines whose key was deleted (their lease ended).
     pub(crate) gone: Vec<MachineId>,
@@ -289,12 +281,16 @@ pub(crate) fn absorb(
     let mut stray = Vec::new();
     let mut gone = Vec::new();
     let mut history = Vec::new();
+    let mut reported = Vec::new();
     for event in events {
         census.apply(keys, event);
         if held.absorb(keys, event, &mut stray) {
             continue;
         }
         match (keys.parse(event.key()), event) {
+            (Some(Key::State(_, machine)), WatchEvent::Put { kv, .. }) => {
+                reported.push((kv.key.clone(), machine));
+            }
             (Some(Key::Machine(id)), WatchEvent::Delete { .. }) => {
                 history.push(
                     Event::new(EventKind::MachineLost, now_ms())
@@ -321,11 +317,47 @@ pub(crate) fn absorb(
         }
         apply(keys, view, event, &mut stray);
     }
+    stray.extend(stale_reports(keys, census, &gone, reported));
     Absorbed {
         stray,
         gone,
         history,
     }
+}
+
+/// Deletes of what machines that left reported, which is no longer true:
+/// their units run elsewhere now, or nowhere. (When a machine comes back,
+/// its agent registers, then reports afresh.) Taken from the census's
+/// index of the reports, with no read of the store: every report of a
+/// machine that left in this batch of events, and every report written in
+/// it by a machine that had left (one in flight when its lease ended lands
+/// after the index was consulted). None of a machine that came back within
+/// the batch. `reported`: the state keys written in the batch, with their
+/// machine.
+pub(crate) fn stale_reports(
+    keys: &Keys,
+    census: &Census,
+    gone: &[MachineId],
+    reported: Vec<(String, MachineId)>,
+) -> Vec<TxnOp> {
+    let mut stale = BTreeSet::new();
+    for machine in gone {
+        if !census.has_left(machine) {
+            continue;
+        }
+        for unit in census.reports_of(machine) {
+            // The census indexes names parsed from keys: they parse again.
+            if let Ok(unit) = UnitName::parse(unit) {
+                stale.insert(keys.state(&unit, machine));
+            }
+        }
+    }
+    for (key, machine) in reported {
+        if census.has_left(&machine) {
+            stale.insert(key);
+        }
+    }
+    stale.into_iter().map(TxnOp::delete).collect()
 }
 
 /// What [`load`] read.
@@ -486,20 +518,6 @@ pub(crate) async fn sleep_until_or_forever(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Deletes of the state reports of machines that left the cluster.
-pub(crate) async fn stale_states(
-    store: &dyn Store,
-    keys: &Keys,
-    gone: &[flotilla_proto::MachineId],
-) -> Result<Vec<TxnOp>, StoreError> {
-    let (states, _) = range_all(store, &keys.states()).await?;
-    Ok(states
-        .into_iter()
-        .filter(|kv| matches!(keys.parse(&kv.key), Some(Key::State(_, m)) if gone.contains(&m)))
-        .map(|kv| TxnOp::delete(kv.key))
-        .collect())
 }
 
 /// Every key under a prefix, a page at a time; the revision of the first

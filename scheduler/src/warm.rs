@@ -12,7 +12,8 @@
 //!
 //! What the old leader may not have written before it died is written by the
 //! new one on taking the view: deletes of the assignments of units that are
-//! gone, and of the state reports of machines that left.
+//! gone, and of the state reports of machines that left (which the census
+//! indexes: no read).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,17 +29,12 @@ use crate::census::Census;
 use crate::keys::{Key, Keys};
 use crate::placement::PlacementView;
 use crate::reconciler::{
-    Absorbed, Held, Loaded, ReconcilerConfig, absorb, load, sleep_until_or_forever, stale_states,
+    Absorbed, Held, Loaded, ReconcilerConfig, absorb, load, sleep_until_or_forever, stale_reports,
 };
 
 /// How long a new leader waits for the keeper to hand its view over (it
 /// answers at once unless it is loading).
 const TAKE_WAIT: Duration = Duration::from_millis(100);
-
-/// Most machines remembered as gone, whose state reports a new leader
-/// deletes (the old leader normally has; beyond this, they wait for the
-/// next full load).
-const MAX_GONE: usize = 4096;
 
 /// The view a follower keeps, as handed to the new leader.
 pub(crate) struct Warm {
@@ -50,25 +46,18 @@ pub(crate) struct Warm {
     /// Assignment keys of units that were gone when seen, not seen deleted
     /// since.
     stray: HashSet<String>,
-    /// Machines that left since the view was loaded.
-    gone: HashSet<MachineId>,
 }
 
 impl Warm {
     /// What the leader's loop starts from: the view, its revision, and the
     /// deletes the old leader may not have written.
-    pub(crate) async fn into_loaded(
-        self,
-        store: &dyn Store,
-        keys: &Keys,
-    ) -> Result<Loaded, StoreError> {
+    pub(crate) fn into_loaded(self, keys: &Keys) -> Loaded {
         let Warm {
             view,
             revision,
             held,
             census,
             stray,
-            gone,
         } = self;
         // An assignment the view does not reflect, of a unit not held for
         // its machine, is stray (a unit created again since has its own).
@@ -82,17 +71,17 @@ impl Warm {
             })
             .map(TxnOp::delete)
             .collect();
-        if !gone.is_empty() {
-            let gone: Vec<MachineId> = gone.into_iter().collect();
-            ops.extend(stale_states(store, keys, &gone).await?);
-        }
+        // What machines that left since the view was loaded still have
+        // reported.
+        let left: Vec<MachineId> = census.left_with_reports().cloned().collect();
+        ops.extend(stale_reports(keys, &census, &left, Vec::new()));
         tracing::info!(
             machines = view.machine_count(),
             units = view.unit_count(),
             revision,
             "taking the lead with this server's warm placement view"
         );
-        Ok((view, revision, ops, held, census))
+        (view, revision, ops, held, census)
     }
 }
 
@@ -218,7 +207,6 @@ async fn follow(
         held,
         census,
         stray: stray.iter().filter_map(deleted_key).collect(),
-        gone: HashSet::new(),
     };
     loop {
         tokio::select! {
@@ -227,9 +215,9 @@ async fn follow(
                     Ok(events) => events,
                     Err(e) => return Stop::Failed(e),
                 };
-                let Absorbed { stray, gone, .. } =
+                let Absorbed { stray, .. } =
                     absorb(keys, &mut warm.view, &mut warm.held, &mut warm.census, &events);
-                note(keys, &mut warm, &events, stray, gone);
+                note(keys, &mut warm, &events, stray);
                 warm.revision = watch.next_revision().saturating_sub(1);
             }
             _ = sleep_until_or_forever(warm.held.until) => {
@@ -250,30 +238,19 @@ async fn follow(
     }
 }
 
-/// Remembers what the old leader should write, and forgets what it wrote.
-fn note(
-    keys: &Keys,
-    warm: &mut Warm,
-    events: &[WatchEvent],
-    stray: Vec<TxnOp>,
-    gone: Vec<MachineId>,
-) {
-    warm.stray.extend(stray.iter().filter_map(deleted_key));
-    for machine in gone {
-        if warm.gone.len() < MAX_GONE {
-            warm.gone.insert(machine);
-        }
-    }
+/// Remembers the assignments the old leader should delete, and forgets
+/// what it deleted. (What machines that left reported, it should delete
+/// too: the census knows what is left of it.)
+fn note(keys: &Keys, warm: &mut Warm, events: &[WatchEvent], stray: Vec<TxnOp>) {
+    warm.stray.extend(
+        stray
+            .iter()
+            .filter_map(deleted_key)
+            .filter(|key| matches!(keys.parse(key), Some(Key::Assignment(..)))),
+    );
     for event in events {
-        match event {
-            WatchEvent::Delete { .. } => {
-                warm.stray.remove(event.key());
-            }
-            WatchEvent::Put { .. } => {
-                if let Some(Key::Machine(id)) = keys.parse(event.key()) {
-                    warm.gone.remove(&id);
-                }
-            }
+        if let WatchEvent::Delete { .. } = event {
+            warm.stray.remove(event.key());
         }
     }
 }

@@ -1,0 +1,216 @@
+//! A machine that leaves the cluster, as the leader's reconcile loop sees
+//! it over a real (in-memory) store: what the machine reported is deleted
+//! from what the leader already knows, without reading every report in the
+//! store, including a report that lands after the machine left; and a
+//! machine that comes back keeps what it reports.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::wire::{StateReport, UnitPut};
+use flotilla_proto::{
+    Capacity, ClusterId, DesiredState, Health, Machine, MachineId, UnitName, UnitState,
+};
+use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
+use flotilla_scheduler::control::ControlPlane;
+use flotilla_scheduler::keys::Keys;
+use flotilla_scheduler::leader::{ElectionConfig, campaign};
+use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
+use flotilla_scheduler::records::LeaderRecord;
+use flotilla_store::{LeaseId, MemoryStore, Method, Store};
+use tokio::sync::watch;
+
+const HELLO: &str = "[Service]\nExecStart=/bin/true\n";
+
+fn name(s: &str) -> UnitName {
+    UnitName::parse(s).unwrap()
+}
+
+fn cluster(store: &Arc<MemoryStore>) -> Cluster {
+    Cluster::new(
+        store.clone(),
+        ClusterConfig {
+            keys: Keys::default(),
+            machine_ttl: Duration::from_secs(30),
+            cluster_id: ClusterId::from_bytes([4; 16]),
+            quotas: Default::default(),
+        },
+    )
+}
+
+fn machine(n: u8) -> Machine {
+    Machine {
+        id: MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap(),
+        hostname: format!("host{n}"),
+        addresses: vec![format!("10.0.0.{n}")],
+        metadata: BTreeMap::new(),
+        capacity: Capacity {
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+        },
+        agent_version: "test".into(),
+    }
+}
+
+fn election() -> ElectionConfig {
+    ElectionConfig {
+        keys: Keys::default(),
+        ttl: Duration::from_secs(10),
+        record: LeaderRecord {
+            id: "a".into(),
+            address: "a:7070".into(),
+            version: "test".into(),
+        },
+        follow: None,
+    }
+}
+
+fn report(machine: &MachineId, units: &[&str]) -> StateReport {
+    StateReport {
+        states: units
+            .iter()
+            .map(|u| UnitState {
+                unit: name(u),
+                machine: machine.clone(),
+                load_state: "loaded".into(),
+                active_state: "active".into(),
+                sub_state: "running".into(),
+                hash: None,
+                main_pid: Some(42),
+                n_restarts: 0,
+                container_id: None,
+                health: Health::None,
+                since_ms: 0,
+                last_error: None,
+            })
+            .collect(),
+        removed: Vec::new(),
+    }
+}
+
+/// Registers a machine as its agent does; its lease.
+async fn register(c: &Cluster, m: &Machine) -> LeaseId {
+    LeaseId(c.register_machine(m.clone()).await.unwrap().lease)
+}
+
+/// Waits, up to a deadline, until `check` holds; reads only with `get`.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn exists(store: &MemoryStore, key: &str) -> bool {
+    store.get(key).await.unwrap().kv.is_some()
+}
+
+/// Puts a unit and waits until the leader placed it: the leader has then
+/// taken in every change written before it (it handles the store's changes
+/// in order, and commits what they ask for before it plans).
+async fn settle(c: &Cluster, store: &MemoryStore, unit: &str) {
+    let put = UnitPut {
+        desired_state: Some(DesiredState::Launched),
+        text: Some(HELLO.to_owned()),
+        ..UnitPut::default()
+    };
+    c.put_unit(&name(unit), put).await.unwrap();
+    let sched = Keys::default().sched(&name(unit));
+    until(&format!("{unit} placed"), async || {
+        exists(store, &sched).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_of_a_machine_that_left_are_deleted_without_reading_every_report() {
+    let keys = Keys::default();
+    let store = Arc::new(MemoryStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let c = cluster(&store);
+    let (m1, m2) = (machine(1), machine(2));
+    let lease1 = register(&c, &m1).await;
+    register(&c, &m2).await;
+    let (stop, shutdown) = watch::channel(false);
+    let leader = tokio::spawn({
+        let store = dyn_store.clone();
+        async move {
+            let leadership = campaign(store.clone(), &election(), shutdown.clone())
+                .await
+                .unwrap();
+            reconciler::run(store, &leadership, &ReconcilerConfig::default(), shutdown).await
+        }
+    });
+    let units = ["a.service", "b.service", "c.service", "d.service"];
+    for u in units {
+        settle(&c, &store, u).await;
+    }
+    // Both machines report every unit (one of them a report from a machine
+    // that runs something else than it was given, as after a move).
+    c.report_states(&m1.id, report(&m1.id, &units))
+        .await
+        .unwrap();
+    c.report_states(&m2.id, report(&m2.id, &units))
+        .await
+        .unwrap();
+    settle(&c, &store, "sync1.service").await;
+    let state = |m: &MachineId, u: &str| keys.state(&name(u), m);
+
+    // Machine 1's lease ends.
+    let ranges = store.calls().of(Method::Range);
+    store.revoke(lease1).await.unwrap();
+    until("machine 1's reports deleted", async || {
+        for u in units {
+            if exists(&store, &state(&m1.id, u)).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(
+        store.calls().of(Method::Range),
+        ranges,
+        "the leader read the store to find what the machine reported"
+    );
+    for u in units {
+        assert!(
+            exists(&store, &state(&m2.id, u)).await,
+            "machine 2's report of {u} was deleted"
+        );
+    }
+
+    // A report of machine 1 that was in flight when its lease ended lands
+    // after the leader deleted the others: it is deleted too.
+    c.report_states(&m1.id, report(&m1.id, &["a.service"]))
+        .await
+        .unwrap();
+    until("machine 1's late report deleted", async || {
+        !exists(&store, &state(&m1.id, "a.service")).await
+    })
+    .await;
+
+    // Machine 1 comes back and reports: that stays.
+    register(&c, &m1).await;
+    c.report_states(&m1.id, report(&m1.id, &["b.service"]))
+        .await
+        .unwrap();
+    settle(&c, &store, "sync2.service").await;
+    assert!(
+        exists(&store, &state(&m1.id, "b.service")).await,
+        "the report of a machine that came back was deleted"
+    );
+
+    stop.send(true).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), leader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(ended, ReconcileError::Shutdown), "{ended}");
+}
