@@ -107,6 +107,11 @@ struct Args {
     #[arg(long)]
     b4_machines: Option<usize>,
 
+    /// B4: the stores to run it on (comma-separated): embedded, etcd
+    /// [default: embedded,etcd].
+    #[arg(long, value_delimiter = ',', value_parser = ["embedded", "etcd"])]
+    b4_stores: Vec<String>,
+
     /// B5: plain units [default: 500].
     #[arg(long)]
     b5_plain: Option<usize>,
@@ -164,6 +169,7 @@ struct Sizes {
     b3_stores: Vec<String>,
     b3_machines: usize,
     b4_machines: usize,
+    b4_stores: Vec<String>,
     b5_plain: usize,
     b5_containers: usize,
     b5_changes: usize,
@@ -203,6 +209,11 @@ impl Sizes {
                 args.b3_stores.clone()
             },
             b4_machines: args.b4_machines.unwrap_or(if quick { 10 } else { 100 }),
+            b4_stores: if args.b4_stores.is_empty() {
+                vec!["embedded".to_owned(), "etcd".to_owned()]
+            } else {
+                args.b4_stores.clone()
+            },
             b5_plain: args.b5_plain.unwrap_or(if quick { 50 } else { 500 }),
             b5_containers: args.b5_containers.unwrap_or(if quick { 10 } else { 100 }),
             b5_changes: args.b5_changes.unwrap_or(if quick { 5 } else { 20 }),
@@ -481,6 +492,13 @@ async fn run_b4(sizes: &Sizes, disk: &Path, tmpfs: &Path) -> anyhow::Result<Vec<
     ];
     let mut rows = Vec::new();
     for (label, backend, states) in cases {
+        let store = match backend {
+            Backend::Etcd(_) => "etcd",
+            _ => "embedded",
+        };
+        if !sizes.b4_stores.iter().any(|s| s == store) {
+            continue;
+        }
         let case = b4::Case {
             label: label.to_owned(),
             backend,
