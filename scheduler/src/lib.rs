@@ -15,7 +15,8 @@
 //! - [`quota`]: the cluster's quotas and the counters that enforce them.
 //! - `placement`: which machine each unit runs on (pure, no I/O).
 //! - [`reconciler`]: the leader's loop from watch events to committed
-//!   placements.
+//!   placements; `commit`: how its writes are committed (fenced, several
+//!   transactions at once).
 //! - [`events`]: the cluster's history, in the store with bounded
 //!   retention.
 //! - `liveness`: which machines' heartbeats are overdue, for the states
@@ -28,6 +29,7 @@
 mod agents;
 pub mod census;
 pub mod cluster;
+mod commit;
 pub mod control;
 pub mod events;
 pub mod identity;

@@ -27,6 +27,7 @@ use flotilla_proto::event::{Event, EventKind};
 use flotilla_proto::{Machine, MachineId, UnitName, UnitSpec};
 
 use crate::census::Census;
+use crate::commit::commit;
 use crate::events::EventLog;
 use crate::keys::{Key, Keys};
 use crate::leader::Leadership;
@@ -35,9 +36,7 @@ use crate::placement::{Decision, PlacementView, Strategy, UnassignReason, UnitIn
 use crate::reconcile_events;
 use crate::records::{self, SchedRecord, UnitRecord};
 use crate::trust::now_ms;
-use flotilla_store::{
-    KeyValue, RangeOptions, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchEvent,
-};
+use flotilla_store::{KeyValue, RangeOptions, Store, StoreError, TxnOp, WatchEvent};
 
 /// Settings of the reconcile loop.
 #[derive(Debug, Clone)]
@@ -183,13 +182,10 @@ async fn reconcile(
         Some(warm) => Ok(warm.into_loaded(keys)),
         None => load(&**store, config).await,
     };
-    let (mut view, revision, stray, mut held, mut census) = match started {
+    let (mut view, revision, mut stray, mut held, mut census) = match started {
         Ok(v) => v,
         Err(e) => return ReconcileError::Store(e),
     };
-    if let Err(e) = commit(&**store, leadership, &stray).await {
-        return e;
-    }
     let held_machines: HashSet<MachineId> = held.units.values().map(|(m, _)| m.clone()).collect();
     tracing::info!(
         machines = view.machine_count(),
@@ -202,8 +198,16 @@ async fn reconcile(
         Err(e) => return ReconcileError::Store(e),
     };
     loop {
+        // Placements first: what is stray (assignments of units that are
+        // gone, reports of machines that left) waits for them.
         if let Err(e) = plan_and_commit(&**store, leadership, config, &mut view).await {
             return e;
+        }
+        if !stray.is_empty() {
+            if let Err(e) = commit(&**store, leadership, &stray).await {
+                return e;
+            }
+            stray.clear();
         }
         config.metrics.publish(LeaderSnapshot {
             counts: census.counts(),
@@ -239,20 +243,13 @@ async fn reconcile(
             Ok(events) => events,
             Err(e) => return ReconcileError::Store(e),
         };
-        let Absorbed {
-            stray,
-            gone,
-            history,
-        } = absorb(keys, &mut view, &mut held, &mut census, &events);
+        let absorbed = absorb(keys, &mut view, &mut held, &mut census, &events);
+        stray = absorbed.stray;
+        let (gone, history) = (absorbed.gone, absorbed.history);
         for _ in &gone {
             config.metrics.machine_lost();
         }
         config.record(history);
-        if !stray.is_empty()
-            && let Err(e) = commit(&**store, leadership, &stray).await
-        {
-            return e;
-        }
     }
 }
 
@@ -720,41 +717,4 @@ fn decision_ops(keys: &Keys, decisions: &[Decision]) -> Vec<TxnOp> {
         }
     }
     order.into_iter().filter_map(|k| ops.remove(&k)).collect()
-}
-
-/// Commits writes in fenced transactions of at most the store's limit,
-/// retrying store errors with backoff while the leadership lasts. Returns
-/// each write's answer, in order.
-async fn commit(
-    store: &dyn Store,
-    leadership: &Leadership,
-    ops: &[TxnOp],
-) -> Result<Vec<TxnOpResponse>, ReconcileError> {
-    let mut responses = Vec::with_capacity(ops.len());
-    let max = store.limits().max_txn_ops.max(1);
-    let mut chunks = ops.chunks(max);
-    let mut backoff = Backoff::default();
-    let mut next = chunks.next();
-    while let Some(chunk) = next {
-        if leadership.is_lost() {
-            return Err(ReconcileError::LeadershipLost);
-        }
-        let txn = Txn::new()
-            .when([leadership.fence()])
-            .and_then(chunk.to_vec());
-        match store.txn(txn).await {
-            Ok(resp) if resp.succeeded => {
-                backoff.reset();
-                responses.extend(resp.responses);
-                next = chunks.next();
-            }
-            Ok(_) => return Err(ReconcileError::LeadershipLost),
-            Err(e) if e.is_temporary() => {
-                tracing::warn!("committing placements failed, retrying: {e}");
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(e) => return Err(ReconcileError::Store(e)),
-        }
-    }
-    Ok(responses)
 }
