@@ -117,6 +117,20 @@ pub trait Store: Send + Sync {
         from_revision: u64,
     ) -> BoxFuture<'a, StoreResult<Watcher>>;
 
+    /// [`watch`](Self::watch), for a caller that never reads the previous
+    /// value of a changed key: its events may carry none (`prev: None`).
+    /// etcd then does not look each previous value up (etcd 3.4 reads it
+    /// from its backend once per event and watcher, which delays thousands
+    /// of events by seconds); the other stores keep it at no cost and give
+    /// it.
+    fn watch_changes<'a>(
+        &'a self,
+        prefix: &'a str,
+        from_revision: u64,
+    ) -> BoxFuture<'a, StoreResult<Watcher>> {
+        self.watch(prefix, from_revision)
+    }
+
     /// Grants a lease. Backends may round the TTL up (etcd counts in whole
     /// seconds and has a minimum); the answer says what was granted.
     fn grant(&self, ttl: Duration) -> BoxFuture<'_, StoreResult<LeaseGrant>>;

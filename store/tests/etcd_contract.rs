@@ -314,6 +314,27 @@ fn summary(events: &[WatchEvent]) -> Vec<(u64, &str)> {
 }
 
 #[tokio::test]
+async fn a_watch_of_changes_does_not_ask_etcd_for_previous_values() {
+    let fixture = etcd().await;
+    let store = &fixture.store;
+    store.put("/pv/a", b"1", None).await.unwrap();
+    let mut changes = store.watch_changes("/pv/", 0).await.unwrap();
+    let mut full = store.watch("/pv/", 0).await.unwrap();
+    store.put("/pv/a", b"2", None).await.unwrap();
+    store.delete("/pv/a").await.unwrap();
+    let prev_of = |e: &WatchEvent| match e {
+        WatchEvent::Put { prev, .. } | WatchEvent::Delete { prev, .. } => prev.is_some(),
+    };
+    let without = events_until(&mut changes, "/pv/a").await;
+    let without = [without, events_until(&mut changes, "/pv/a").await].concat();
+    assert_eq!(without.len(), 2);
+    assert!(!without.iter().any(prev_of), "{without:?}");
+    let with = events_until(&mut full, "/pv/a").await;
+    let with = [with, events_until(&mut full, "/pv/a").await].concat();
+    assert!(with.iter().all(prev_of), "{with:?}");
+}
+
+#[tokio::test]
 async fn a_watch_resumes_across_an_etcd_restart_without_losing_or_repeating_events() {
     let mut etcd = Etcd::start().await;
     let store = etcd.store(Duration::from_secs(2)).await;

@@ -102,7 +102,8 @@ pub(super) fn key_values(kvs: &[etcd_client::KeyValue]) -> StoreResult<Vec<KeyVa
     kvs.iter().map(key_value).collect()
 }
 
-/// A watch event of etcd (watched with `prev_kv`).
+/// A watch event of etcd (with its previous value when watched with
+/// `prev_kv`).
 pub(super) fn watch_event(event: &etcd_client::Event) -> StoreResult<WatchEvent> {
     let Some(kv) = event.kv() else {
         return Err(StoreError::Internal {

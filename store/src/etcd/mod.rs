@@ -13,7 +13,9 @@
 //!   `ValueTooLarge`, `EmptyKey`, `DuplicateKey`), against
 //!   [`EtcdConfig::limits`], which must not exceed the server's
 //!   (`--max-txn-ops`, 128 by default, and `--max-request-bytes`, 1.5 MiB).
-//! - Watches ask for `prev_kv` and are resumed from the next revision when
+//! - Watches ask for `prev_kv` (but those of
+//!   [`watch_changes`](super::Store::watch_changes)) and are resumed from
+//!   the next revision when
 //!   their stream breaks (`watch.rs`); etcd reports a compacted start on the
 //!   stream, so [`StoreError::Compacted`] comes from the watcher's first
 //!   `next`.
@@ -483,12 +485,18 @@ impl EtcdStore {
         leases.first().copied().unwrap_or(LeaseId(0))
     }
 
-    async fn watch_impl(&self, prefix: &str, from_revision: u64) -> StoreResult<Watcher> {
+    async fn watch_impl(
+        &self,
+        prefix: &str,
+        from_revision: u64,
+        prev: bool,
+    ) -> StoreResult<Watcher> {
         let (key, range_end) = prefix_range(prefix, None);
         let target = Target {
             client: self.watch.clone(),
             key,
             range_end,
+            prev,
             request_timeout: self.config.request_timeout,
             resume_timeout: self.config.watch_resume_timeout,
         };
@@ -770,7 +778,15 @@ impl Store for EtcdStore {
         prefix: &'a str,
         from_revision: u64,
     ) -> BoxFuture<'a, StoreResult<Watcher>> {
-        Box::pin(self.watch_impl(prefix, from_revision))
+        Box::pin(self.watch_impl(prefix, from_revision, true))
+    }
+
+    fn watch_changes<'a>(
+        &'a self,
+        prefix: &'a str,
+        from_revision: u64,
+    ) -> BoxFuture<'a, StoreResult<Watcher>> {
+        Box::pin(self.watch_impl(prefix, from_revision, false))
     }
 
     fn grant(&self, ttl: Duration) -> BoxFuture<'_, StoreResult<LeaseGrant>> {

@@ -1,6 +1,6 @@
 //! A watch on etcd behind a [`Watcher`](super::super::Watcher): one etcd
-//! watch stream (with `prev_kv`), resumed from the next revision when it
-//! breaks.
+//! watch stream (with `prev_kv`, unless asked without), resumed from the
+//! next revision when it breaks.
 //!
 //! etcd keeps the history, so resuming is exact: a new watch from the
 //! revision after the last one delivered repeats nothing and misses nothing.
@@ -52,6 +52,8 @@ pub(super) struct Target {
     /// The key range watched, `[key, range_end)`.
     pub(super) key: Vec<u8>,
     pub(super) range_end: Vec<u8>,
+    /// Whether events carry the previous value (`prev_kv`).
+    pub(super) prev: bool,
     /// A bound on opening one watch stream.
     pub(super) request_timeout: Duration,
     /// How long a broken watch tries to resume.
@@ -65,10 +67,12 @@ impl Target {
     pub(super) async fn open(&self, from_revision: u64) -> StoreResult<(WatchStream, u64)> {
         let open = async {
             let mut client = self.client.clone();
-            let options = WatchOptions::new()
+            let mut options = WatchOptions::new()
                 .with_range(self.range_end.clone())
-                .with_prev_key()
                 .with_start_revision(to_i64(from_revision));
+            if self.prev {
+                options = options.with_prev_key();
+            }
             let mut stream = client
                 .watch(self.key.clone(), Some(options))
                 .await

@@ -69,6 +69,7 @@ macro_rules! contract_tests {
             watch_from_zero_starts_at_the_next_revision,
             watch_delivers_a_transaction_whole,
             watch_of_deletes_carries_the_previous_value,
+            watch_changes_sees_what_watch_sees,
             read_then_watch_sees_every_later_change_exactly_once,
             watch_resumes_from_next_revision_without_gap,
             watch_from_a_compacted_revision_fails,
@@ -800,6 +801,37 @@ pub async fn watch_of_deletes_carries_the_previous_value(store: S) {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// `watch_changes` delivers the same changes, in the same batches, as
+/// `watch`: only the previous values may be missing.
+pub async fn watch_changes_sees_what_watch_sees(store: S) {
+    store.put("/wc/a", v("1"), None).await.unwrap();
+    let from = current_revision(&store).await + 1;
+    store.put("/wc/a", v("2"), None).await.unwrap();
+    store
+        .txn(Txn::new().and_then([TxnOp::put("/wc/b", v("1")), TxnOp::delete("/wc/a")]))
+        .await
+        .unwrap();
+    let mut full = store.watch("/wc/", from).await.unwrap();
+    let mut changes = store.watch_changes("/wc/", from).await.unwrap();
+    assert_eq!(changes.next_revision(), from);
+    let with_prev = next_events(&mut full, 3).await;
+    let without = next_events(&mut changes, 3).await;
+    assert_eq!(summary(&without), summary(&with_prev));
+    for (a, b) in with_prev.iter().zip(&without) {
+        match (a, b) {
+            (WatchEvent::Put { kv: a, .. }, WatchEvent::Put { kv: b, prev }) => {
+                assert_eq!(a, b);
+                if let Some(prev) = prev {
+                    assert_eq!(&prev.value[..], v("1"), "a wrong previous value");
+                }
+            }
+            (WatchEvent::Delete { .. }, WatchEvent::Delete { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(changes.next_revision(), from + 2);
 }
 
 pub async fn read_then_watch_sees_every_later_change_exactly_once(store: S) {
