@@ -244,9 +244,11 @@ async fn kill(
     if held.is_empty() {
         bail!("machine {victim} holds no unit");
     }
-    // Follow from now; then the victim stops being kept alive.
+    // Follow from now; then the victim stops being kept alive. Like the
+    // leader's, this watch asks for no previous values, which etcd would
+    // look up one event at a time.
     let from = revision(store).await? + 1;
-    let mut w = store.watch(keys.root(), from).await?;
+    let mut w = store.watch_changes(keys.root(), from).await?;
     let victim_key = keys.machine(&victim_id);
     alive[victim].store(false, Ordering::Relaxed);
     let mut deleted_at: Option<Instant> = None;

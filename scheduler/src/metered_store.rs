@@ -118,6 +118,14 @@ impl Store for MeteredStore {
         self.timed("watch", self.inner.watch(prefix, from_revision))
     }
 
+    fn watch_changes<'a>(
+        &'a self,
+        prefix: &'a str,
+        from_revision: u64,
+    ) -> BoxFuture<'a, StoreResult<Watcher>> {
+        self.timed("watch", self.inner.watch_changes(prefix, from_revision))
+    }
+
     fn grant(&self, ttl: Duration) -> BoxFuture<'_, StoreResult<LeaseGrant>> {
         self.timed("grant", self.inner.grant(ttl))
     }

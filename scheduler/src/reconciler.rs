@@ -193,7 +193,8 @@ async fn reconcile(
         revision,
         "leading: placement view loaded"
     );
-    let mut watch = match store.watch(keys.root(), revision + 1).await {
+    // Nothing here reads a changed key's previous value.
+    let mut watch = match store.watch_changes(keys.root(), revision + 1).await {
         Ok(w) => w,
         Err(e) => return ReconcileError::Store(e),
     };
@@ -298,8 +299,10 @@ pub(crate) fn absorb(
                 );
                 gone.push(id);
             }
-            (Some(Key::Machine(id)), WatchEvent::Put { kv, prev }) => {
-                if prev.is_none() {
+            (Some(Key::Machine(id)), WatchEvent::Put { kv, .. }) => {
+                // Created by this put, not registered again onto a new
+                // lease (the watch carries no previous values).
+                if kv.create_revision == kv.mod_revision {
                     let mut joined = Event::new(EventKind::MachineJoined, now_ms()).machine(&id);
                     if let Some(m) = machine_of(kv) {
                         joined = joined.detail(format!("hostname {}", m.hostname));

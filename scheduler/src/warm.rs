@@ -197,7 +197,7 @@ async fn follow(
         Ok(loaded) => loaded,
         Err(e) => return Stop::Failed(e),
     };
-    let mut watch = match store.watch(keys.root(), revision + 1).await {
+    let mut watch = match store.watch_changes(keys.root(), revision + 1).await {
         Ok(w) => w,
         Err(e) => return Stop::Failed(e),
     };
