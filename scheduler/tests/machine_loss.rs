@@ -54,17 +54,32 @@ fn machine(n: u8) -> Machine {
     }
 }
 
-fn election() -> ElectionConfig {
+fn election(id: &str) -> ElectionConfig {
     ElectionConfig {
         keys: Keys::default(),
-        ttl: Duration::from_secs(10),
+        ttl: Duration::from_secs(2),
         record: LeaderRecord {
-            id: "a".into(),
-            address: "a:7070".into(),
+            id: id.into(),
+            address: format!("{id}:7070"),
             version: "test".into(),
         },
         follow: None,
     }
+}
+
+/// Runs a leader until `shutdown` says so.
+fn spawn_leader(
+    store: Arc<dyn Store>,
+    id: &'static str,
+    config: ReconcilerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<ReconcileError> {
+    tokio::spawn(async move {
+        let leadership = campaign(store.clone(), &election(id), shutdown.clone())
+            .await
+            .unwrap();
+        reconciler::run(store, &leadership, &config, shutdown).await
+    })
 }
 
 fn report(machine: &MachineId, units: &[&str]) -> StateReport {
@@ -138,15 +153,12 @@ async fn the_reports_of_a_machine_that_left_are_deleted_without_reading_every_re
     let lease1 = register(&c, &m1).await;
     register(&c, &m2).await;
     let (stop, shutdown) = watch::channel(false);
-    let leader = tokio::spawn({
-        let store = dyn_store.clone();
-        async move {
-            let leadership = campaign(store.clone(), &election(), shutdown.clone())
-                .await
-                .unwrap();
-            reconciler::run(store, &leadership, &ReconcilerConfig::default(), shutdown).await
-        }
-    });
+    let leader = spawn_leader(
+        dyn_store.clone(),
+        "a",
+        ReconcilerConfig::default(),
+        shutdown,
+    );
     let units = ["a.service", "b.service", "c.service", "d.service"];
     for u in units {
         settle(&c, &store, u).await;
@@ -209,6 +221,91 @@ async fn the_reports_of_a_machine_that_left_are_deleted_without_reading_every_re
 
     stop.send(true).unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), leader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(ended, ReconcileError::Shutdown), "{ended}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_with_a_warm_view_deletes_what_a_machine_that_left_meanwhile_reported() {
+    let keys = Keys::default();
+    let store = Arc::new(MemoryStore::new());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let c = cluster(&store);
+    let (m1, m2) = (machine(1), machine(2));
+    let lease1 = register(&c, &m1).await;
+    register(&c, &m2).await;
+    let (stop_a, shutdown_a) = watch::channel(false);
+    let a = spawn_leader(
+        dyn_store.clone(),
+        "a",
+        ReconcilerConfig::default(),
+        shutdown_a,
+    );
+    let units = ["a.service", "b.service"];
+    for u in units {
+        settle(&c, &store, u).await;
+    }
+    c.report_states(&m1.id, report(&m1.id, &units))
+        .await
+        .unwrap();
+    c.report_states(&m2.id, report(&m2.id, &units))
+        .await
+        .unwrap();
+    settle(&c, &store, "sync1.service").await;
+
+    // Server b follows with a warm view: it reads the cluster once (six
+    // prefixes).
+    let ranges = store.calls().of(Method::Range);
+    let (stop_b, shutdown_b) = watch::channel(false);
+    let warm = flotilla_scheduler::warm::keep_warm(
+        dyn_store.clone(),
+        ReconcilerConfig::default(),
+        shutdown_b.clone(),
+    );
+    until("b's view loaded", async || {
+        store.calls().of(Method::Range) >= ranges + 6
+    })
+    .await;
+    let ranges = store.calls().of(Method::Range);
+
+    // Server a stops leading; machine 1 leaves while no server leads, and
+    // b takes the lead with its view.
+    stop_a.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), a)
+        .await
+        .unwrap()
+        .unwrap();
+    store.revoke(lease1).await.unwrap();
+    let config = ReconcilerConfig {
+        warm: Some(warm),
+        ..ReconcilerConfig::default()
+    };
+    let b = spawn_leader(dyn_store.clone(), "b", config, shutdown_b);
+    let state = |m: &MachineId, u: &str| keys.state(&name(u), m);
+    until(
+        "machine 1's reports deleted by the new leader",
+        async || {
+            for u in units {
+                if exists(&store, &state(&m1.id, u)).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    for u in units {
+        assert!(exists(&store, &state(&m2.id, u)).await, "{u} of machine 2");
+    }
+    assert_eq!(
+        store.calls().of(Method::Range),
+        ranges,
+        "the new leader read the store to find what the machine reported"
+    );
+    stop_b.send(true).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), b)
         .await
         .unwrap()
         .unwrap();
