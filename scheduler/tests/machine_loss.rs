@@ -93,6 +93,7 @@ fn report(machine: &MachineId, units: &[&str]) -> StateReport {
                 active_state: "active".into(),
                 sub_state: "running".into(),
                 hash: None,
+                started_hash: None,
                 main_pid: Some(42),
                 n_restarts: 0,
                 container_id: None,
