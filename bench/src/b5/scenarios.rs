@@ -479,6 +479,16 @@ impl AgentRun<'_> {
                     break;
                 }
                 if returned.elapsed() > Duration::from_secs(10) {
+                    let shown = client.all_states(&query).await.map(|states| {
+                        states
+                            .iter()
+                            .map(|s| format!("{} pid {:?}", s.active_state, s.main_pid))
+                            .collect::<Vec<_>>()
+                    });
+                    let (now, state) = self.bus.main_pid(&path).await?;
+                    println!(
+                        "  {name}: the API never showed MainPID {pid} within 10 s: it shows {shown:?}; the host has MainPID {now} ({state})"
+                    );
                     out.server_missed += 1;
                     break;
                 }
