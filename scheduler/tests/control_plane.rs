@@ -3,24 +3,22 @@
 //! that register, and moving them when a machine's lease ends.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{CLUSTER_ID, HELLO, cluster, election, machine, name, spawn_leader};
 use flotilla_proto::wire::{UnitOption, UnitPut};
-use flotilla_proto::{Capacity, ClusterId, DesiredState, Machine, MachineId, UnitName};
-use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
+use flotilla_proto::{DesiredState, Machine};
+use flotilla_scheduler::cluster::Cluster;
 use flotilla_scheduler::control::{ControlError, ControlPlane, PageRequest, PutOutcome};
 use flotilla_scheduler::keys::Keys;
-use flotilla_scheduler::leader::{ElectionConfig, campaign};
+use flotilla_scheduler::leader::campaign;
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
-use flotilla_scheduler::records::LeaderRecord;
 use flotilla_store::{MemoryStore, Store, Txn, TxnOp};
 use tokio::sync::watch;
-
-fn name(s: &str) -> UnitName {
-    UnitName::parse(s).unwrap()
-}
 
 fn text_put(text: &str, desired: DesiredState) -> UnitPut {
     UnitPut {
@@ -34,40 +32,6 @@ fn desired_put(desired: DesiredState) -> UnitPut {
     UnitPut {
         desired_state: Some(desired),
         ..UnitPut::default()
-    }
-}
-
-const HELLO: &str = "[Service]\nExecStart=/bin/true\n";
-
-/// The cluster the control plane serves in these tests.
-const CLUSTER_ID: ClusterId = ClusterId::from_bytes([3; 16]);
-
-fn cluster(store: &Arc<MemoryStore>, ttl: Duration) -> Cluster {
-    Cluster::new(
-        store.clone(),
-        ClusterConfig {
-            keys: Keys::default(),
-            machine_ttl: ttl,
-            cluster_id: CLUSTER_ID,
-            quotas: Default::default(),
-        },
-    )
-}
-
-fn machine(n: u8, metadata: &[(&str, &str)]) -> Machine {
-    Machine {
-        id: MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap(),
-        hostname: format!("host{n}"),
-        addresses: vec![format!("10.0.0.{n}")],
-        metadata: metadata
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<BTreeMap<_, _>>(),
-        capacity: Capacity {
-            cpu_millis: 4000,
-            memory_bytes: 8 << 30,
-        },
-        agent_version: "test".into(),
     }
 }
 
@@ -288,19 +252,6 @@ async fn listing_pages_through_every_unit() {
     assert_eq!(seen, expected);
 }
 
-fn election(id: &str) -> ElectionConfig {
-    ElectionConfig {
-        keys: Keys::default(),
-        ttl: Duration::from_secs(2),
-        record: LeaderRecord {
-            id: id.into(),
-            address: format!("{id}:7070"),
-            version: "test".into(),
-        },
-        follow: None,
-    }
-}
-
 #[tokio::test]
 async fn one_leader_at_a_time_and_a_deposed_leader_cannot_write() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
@@ -495,23 +446,12 @@ async fn the_leader_places_units_and_moves_them_when_a_machine_dies() {
     assert!(matches!(ended, ReconcileError::Shutdown), "{ended}");
 }
 
-/// Runs a leader with the given batch size until `stop` says so.
-fn spawn_leader(
-    store: Arc<dyn Store>,
-    id: &'static str,
-    plan_batch: usize,
-    shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<ReconcileError> {
-    tokio::spawn(async move {
-        let leadership = campaign(store.clone(), &election(id), shutdown.clone())
-            .await
-            .unwrap();
-        let config = ReconcilerConfig {
-            plan_batch,
-            ..ReconcilerConfig::default()
-        };
-        reconciler::run(store, &leadership, &config, shutdown).await
-    })
+/// The reconcile loop's settings, planning `plan_batch` units at a time.
+fn batches_of(plan_batch: usize) -> ReconcilerConfig {
+    ReconcilerConfig {
+        plan_batch,
+        ..ReconcilerConfig::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,7 +464,7 @@ async fn a_new_leader_gets_through_every_batch_without_waiting_for_events() {
 
     // A first leader places thirty units, and steps down.
     let (stop_a, shutdown_a) = watch::channel(false);
-    let a = spawn_leader(dyn_store.clone(), "a", 5, shutdown_a);
+    let a = spawn_leader(dyn_store.clone(), "a", batches_of(5), shutdown_a);
     for i in 0..30 {
         c.put_unit(
             &name(&format!("u{i:02}.service")),
@@ -552,7 +492,7 @@ async fn a_new_leader_gets_through_every_batch_without_waiting_for_events() {
         .await
         .unwrap();
     let (stop_b, shutdown_b) = watch::channel(false);
-    let b = spawn_leader(dyn_store.clone(), "b", 5, shutdown_b);
+    let b = spawn_leader(dyn_store.clone(), "b", batches_of(5), shutdown_b);
     let placed = eventually(&c, "zz.service placed by the new leader", async || {
         c.get_unit(&name("zz.service")).await.unwrap().machine_id
     })
@@ -574,7 +514,7 @@ async fn a_unit_write_wakes_only_the_machine_that_runs_it() {
     c.register_machine(m1.clone()).await.unwrap();
     c.register_machine(m2.clone()).await.unwrap();
     let (stop, shutdown) = watch::channel(false);
-    let leader = spawn_leader(dyn_store.clone(), "a", 10_000, shutdown);
+    let leader = spawn_leader(dyn_store.clone(), "a", batches_of(10_000), shutdown);
     let pinned = |m: &Machine, tag: &str| UnitPut {
         replace: true,
         ..text_put(
@@ -652,7 +592,7 @@ async fn a_follower_with_a_warm_view_leads_without_reading_the_cluster() {
 
     // Server a leads; server b follows with a warm view.
     let (stop_a, shutdown_a) = watch::channel(false);
-    let a = spawn_leader(dyn_store.clone(), "a", 10_000, shutdown_a);
+    let a = spawn_leader(dyn_store.clone(), "a", batches_of(10_000), shutdown_a);
     let (stop_b, shutdown_b) = watch::channel(false);
     let warm = flotilla_scheduler::warm::keep_warm(
         dyn_store.clone(),

@@ -5,82 +5,20 @@
 //! machine that comes back keeps what it reports.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{HELLO, cluster, machine, name, spawn_leader};
 use flotilla_proto::wire::{StateReport, UnitPut};
-use flotilla_proto::{
-    Capacity, ClusterId, DesiredState, Health, Machine, MachineId, UnitName, UnitState,
-};
-use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
+use flotilla_proto::{DesiredState, Health, Machine, MachineId, UnitState};
+use flotilla_scheduler::cluster::Cluster;
 use flotilla_scheduler::control::ControlPlane;
 use flotilla_scheduler::keys::Keys;
-use flotilla_scheduler::leader::{ElectionConfig, campaign};
-use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
-use flotilla_scheduler::records::LeaderRecord;
+use flotilla_scheduler::reconciler::{ReconcileError, ReconcilerConfig};
 use flotilla_store::{LeaseId, MemoryStore, Method, Store};
 use tokio::sync::watch;
-
-const HELLO: &str = "[Service]\nExecStart=/bin/true\n";
-
-fn name(s: &str) -> UnitName {
-    UnitName::parse(s).unwrap()
-}
-
-fn cluster(store: &Arc<MemoryStore>) -> Cluster {
-    Cluster::new(
-        store.clone(),
-        ClusterConfig {
-            keys: Keys::default(),
-            machine_ttl: Duration::from_secs(30),
-            cluster_id: ClusterId::from_bytes([4; 16]),
-            quotas: Default::default(),
-        },
-    )
-}
-
-fn machine(n: u8) -> Machine {
-    Machine {
-        id: MachineId::parse(&format!("{:032x}", u128::from(n))).unwrap(),
-        hostname: format!("host{n}"),
-        addresses: vec![format!("10.0.0.{n}")],
-        metadata: BTreeMap::new(),
-        capacity: Capacity {
-            cpu_millis: 4000,
-            memory_bytes: 8 << 30,
-        },
-        agent_version: "test".into(),
-    }
-}
-
-fn election(id: &str) -> ElectionConfig {
-    ElectionConfig {
-        keys: Keys::default(),
-        ttl: Duration::from_secs(2),
-        record: LeaderRecord {
-            id: id.into(),
-            address: format!("{id}:7070"),
-            version: "test".into(),
-        },
-        follow: None,
-    }
-}
-
-/// Runs a leader until `shutdown` says so.
-fn spawn_leader(
-    store: Arc<dyn Store>,
-    id: &'static str,
-    config: ReconcilerConfig,
-    shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<ReconcileError> {
-    tokio::spawn(async move {
-        let leadership = campaign(store.clone(), &election(id), shutdown.clone())
-            .await
-            .unwrap();
-        reconciler::run(store, &leadership, &config, shutdown).await
-    })
-}
 
 fn report(machine: &MachineId, units: &[&str]) -> StateReport {
     StateReport {
@@ -149,8 +87,8 @@ async fn the_reports_of_a_machine_that_left_are_deleted_without_reading_every_re
     let keys = Keys::default();
     let store = Arc::new(MemoryStore::new());
     let dyn_store: Arc<dyn Store> = store.clone();
-    let c = cluster(&store);
-    let (m1, m2) = (machine(1), machine(2));
+    let c = cluster(&store, Duration::from_secs(30));
+    let (m1, m2) = (machine(1, &[]), machine(2, &[]));
     let lease1 = register(&c, &m1).await;
     register(&c, &m2).await;
     let (stop, shutdown) = watch::channel(false);
@@ -233,8 +171,8 @@ async fn a_new_leader_with_a_warm_view_deletes_what_a_machine_that_left_meanwhil
     let keys = Keys::default();
     let store = Arc::new(MemoryStore::new());
     let dyn_store: Arc<dyn Store> = store.clone();
-    let c = cluster(&store);
-    let (m1, m2) = (machine(1), machine(2));
+    let c = cluster(&store, Duration::from_secs(30));
+    let (m1, m2) = (machine(1, &[]), machine(2, &[]));
     let lease1 = register(&c, &m1).await;
     register(&c, &m2).await;
     let (stop_a, shutdown_a) = watch::channel(false);
