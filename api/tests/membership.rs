@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -176,25 +175,6 @@ fn config(
         listen: None,
     });
     config
-}
-
-/// Polls `check` until it gives a value, failing after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn raft_ids(list: &ServerList) -> Vec<Option<u64>> {
@@ -442,7 +422,7 @@ async fn a_server_without_raft_refuses_membership_changes() {
         (409, "not_replicated".to_owned())
     );
     // The list has no raft fields, in JSON either.
-    let list = eventually("this server listed", || async {
+    let list = support::eventually("this server listed", DEADLINE, || async {
         let l = client.list_servers().await.ok()?;
         (!l.servers.is_empty()).then_some(l)
     })

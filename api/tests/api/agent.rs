@@ -7,7 +7,9 @@ use flotilla_api::client::{PageQuery, StateQuery};
 use flotilla_proto::DesiredState;
 use flotilla_proto::wire::{StateReport, UnitPut};
 
-use crate::{SERVICE, Server, eventually, machine, machine_id, name, state, until, within};
+use crate::{
+    DEADLINE, SERVICE, Server, eventually, machine, machine_id, name, state, until, within,
+};
 
 #[tokio::test]
 async fn register_and_heartbeat() {
@@ -32,7 +34,7 @@ async fn register_and_heartbeat() {
     // No more heartbeats: the machine disappears when its lease ends, and
     // its lease is no lease any more.
     let admin = server.client();
-    eventually("the machine's lease to end", || async {
+    eventually("the machine's lease to end", DEADLINE, || async {
         admin.all_machines().await.unwrap().is_empty().then_some(())
     })
     .await;

@@ -9,7 +9,7 @@ use flotilla_proto::event::{Event, EventKind};
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::UnitPut;
 
-use crate::{SERVICE, Server, eventually, machine_id, name, until, within};
+use crate::{DEADLINE, SERVICE, Server, eventually, machine_id, name, until, within};
 
 fn put(desired: Option<DesiredState>, text: Option<&str>) -> UnitPut {
     UnitPut {
@@ -87,7 +87,7 @@ async fn changes_through_the_api_name_who_made_them() {
     // Events are written a moment after their change; the cluster's own
     // (the leader's, its placements) carry no actor.
     let viewer = server.client_as(Role::Viewer).await;
-    let by_people = eventually("the six changes to be recorded", || async {
+    let by_people = eventually("the six changes to be recorded", DEADLINE, || async {
         let page = viewer
             .events(&EventQuery::default(), &PageQuery::default())
             .await

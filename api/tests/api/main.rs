@@ -36,7 +36,7 @@ use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::placement::Strategy;
 use flotilla_store::{MemoryStore, Method, Store};
 
-pub use support::{machine, machine_id};
+pub use support::{eventually, machine, machine_id};
 use support::{tester, token_create};
 
 /// How long any awaited condition may take before the test fails.
@@ -225,26 +225,6 @@ pub async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(DEADLINE, f)
         .await
         .expect("did not complete within the deadline")
-}
-
-/// Polls `check` until it gives a value, failing the test (saying it
-/// waited for `what`) after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Polls `condition` until it holds, failing the test after [`DEADLINE`].

@@ -8,7 +8,7 @@ use flotilla_proto::secret::{MAX_SECRET_BYTES, encode_value};
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::UnitPut;
 
-use crate::{Server, eventually, machine, machine_id, name};
+use crate::{DEADLINE, Server, eventually, machine, machine_id, name};
 
 const VALUE: &[u8] = b"correct horse battery staple";
 
@@ -146,7 +146,7 @@ async fn values_go_only_to_the_machine_of_the_unit() {
     let two = server.agent(2).await;
     one.register_machine(&machine(1)).await.unwrap();
     two.register_machine(&machine(2)).await.unwrap();
-    eventually("the unit placed on machine 1", || async {
+    eventually("the unit placed on machine 1", DEADLINE, || async {
         let placed = admin.get_unit(&unit).await.unwrap().machine_id;
         (placed == Some(machine_id(1))).then_some(())
     })
@@ -197,7 +197,7 @@ async fn values_go_only_to_the_machine_of_the_unit() {
         )
         .await
         .unwrap();
-    eventually("the second unit placed on machine 1", || async {
+    eventually("the second unit placed on machine 1", DEADLINE, || async {
         let placed = admin.get_unit(&other).await.unwrap().machine_id;
         (placed == Some(machine_id(1))).then_some(())
     })

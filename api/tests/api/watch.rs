@@ -5,7 +5,7 @@ use std::time::Duration;
 use flotilla_proto::DesiredState;
 use flotilla_proto::wire::UnitPut;
 
-use crate::{SERVICE, Server, eventually, name, until, within};
+use crate::{DEADLINE, SERVICE, Server, eventually, name, until, within};
 use flotilla_store::Store;
 
 /// An inactive unit: nothing for the leader to place, so the only writes
@@ -51,7 +51,7 @@ async fn returns_the_same_index_when_the_wait_passes() {
     client.put_unit(&name("a"), &submit()).await.unwrap();
     // Once the cluster is quiet (the change's event written), nothing
     // moves the store on.
-    eventually("the event of the change", || async {
+    eventually("the event of the change", DEADLINE, || async {
         let page = client
             .events(&Default::default(), &Default::default())
             .await

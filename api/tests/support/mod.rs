@@ -3,6 +3,7 @@
 //! over HTTPS.
 #![allow(dead_code)] // each test crate uses its own part of this module
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -133,4 +134,24 @@ pub async fn raw_request(
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+/// Polls `check` until it gives a value, failing the test (saying it
+/// waited for `what`) once `deadline` has passed.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
