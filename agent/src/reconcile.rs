@@ -703,15 +703,14 @@ impl<S: SystemdManager> Reconciler<S> {
     /// contents, and restarts (rather than starts) a unit whose start for
     /// other contents still runs: a start merged into it would leave the
     /// unit running the old ones.
-    fn skip_pending(&self, plan: &mut Plan, desired: &[Desired]) {
-        let hash_of = |name: &str| desired.iter().find(|d| d.name == name).map(|d| &d.hash);
+    fn skip_pending(&self, plan: &mut Plan, hashes: &BTreeMap<String, String>) {
         plan.jobs.retain_mut(|(kind, name)| {
             let Some(p) = self.pending.get(name.as_str()) else {
                 return true;
             };
             let runs = |k: JobKind| matches!(k, JobKind::Start | JobKind::Restart);
             if runs(*kind) && runs(p.kind) {
-                if hash_of(name) == Some(&p.hash) {
+                if hashes.get(name.as_str()) == Some(&p.hash) {
                     return false;
                 }
                 *kind = JobKind::Restart;
@@ -723,13 +722,9 @@ impl<S: SystemdManager> Reconciler<S> {
 
     /// Sends jobs without waiting for them: each runs as a task that holds
     /// one of the [`JOBS_IN_FLIGHT`] slots until its result.
-    fn send_jobs(&mut self, jobs: &[(JobKind, String)], desired: &[Desired]) {
+    fn send_jobs(&mut self, jobs: &[(JobKind, String)], hashes: &BTreeMap<String, String>) {
         for (kind, name) in jobs {
-            let hash = desired
-                .iter()
-                .find(|d| d.name == *name)
-                .map(|d| d.hash.clone())
-                .unwrap_or_default();
+            let hash = hashes.get(name).cloned().unwrap_or_default();
             self.sent += 1;
             let seq = self.sent;
             self.pending.insert(
@@ -767,6 +762,11 @@ impl<S: SystemdManager> Reconciler<S> {
                 d.content = Err(why.clone());
             }
         }
+        // What each desired unit runs with once its jobs are done.
+        let hashes: BTreeMap<String, String> = desired
+            .iter()
+            .map(|d| (d.name.clone(), d.hash.clone()))
+            .collect();
         let managed = self.dir.managed()?;
         let mut observed = BTreeMap::new();
         let mut refused_early = BTreeMap::new();
@@ -827,8 +827,8 @@ impl<S: SystemdManager> Reconciler<S> {
             self.systemd.loads_new_unit_files(),
         );
         plan.refused.extend(refused_early);
-        self.skip_pending(&mut plan, &desired);
-        let (mut action, removed) = self.apply(&plan, &desired, &observed).await?;
+        self.skip_pending(&mut plan, &hashes);
+        let (mut action, removed) = self.apply(&plan, &desired, &observed, &hashes).await?;
         if !held.is_empty() {
             action = Action::Retry;
         }
@@ -847,8 +847,7 @@ impl<S: SystemdManager> Reconciler<S> {
                 let note = UnitNote {
                     hash: refused.is_none().then(|| d.unit_hash.clone()),
                     refused,
-                    error: self.error_of(&d.name, Some(&d.hash)),
-                    started: None,
+                    ..UnitNote::default()
                 };
                 (d.name.clone(), note)
             })
@@ -856,19 +855,13 @@ impl<S: SystemdManager> Reconciler<S> {
         // Memory of units that are gone; the record follows what this
         // agent started. A job still running for a unit that left says
         // nothing of what runs any more.
-        let wanted = |name: &String| desired.iter().any(|d| &d.name == name);
+        let wanted = |name: &String| hashes.contains_key(name);
         self.memory.started.retain(|name, _| wanted(name));
         self.memory.recorded.retain(|name, _| wanted(name));
         self.errors.retain(|name, _| wanted(name));
         self.pending.retain(|name, _| wanted(name));
         self.save_record();
-        let hashes = desired
-            .iter()
-            .map(|d| (d.name.clone(), d.hash.clone()))
-            .collect();
-        for (name, note) in units.iter_mut() {
-            note.started = self.started_of(name);
-        }
+        self.refresh(&mut units, &hashes);
         Ok(Pass {
             units,
             removed,
@@ -883,6 +876,7 @@ impl<S: SystemdManager> Reconciler<S> {
         plan: &Plan,
         desired: &[Desired],
         observed: &BTreeMap<String, Observed>,
+        hashes: &BTreeMap<String, String>,
     ) -> Result<(Action, Vec<String>), ReconcileError> {
         let mut action = Action::AwaitChange;
         let stops = plan
@@ -917,7 +911,7 @@ impl<S: SystemdManager> Reconciler<S> {
         if plan.reload {
             self.systemd.reload().await?;
         }
-        self.send_jobs(&plan.jobs, desired);
+        self.send_jobs(&plan.jobs, hashes);
         // A launched unit found running with its content is this agent's
         // (after a restart of the agent, say): should it stop later,
         // systemd's `Restart=` decides, not the next pass.
