@@ -25,8 +25,11 @@
 //! matches: units that ask for many distinct combinations that the same
 //! machines match (`region=eu`, `region=eu region=us`, `region=eu
 //! disk=hdd`, ...) make each placement on those machines move them in as
-//! many orderings. Nothing bounds that number yet; in the B1 workload a
-//! machine matches four.
+//! many orderings. So at most [`MAX_FILLED`] combinations are filled in at
+//! once: a unit whose combination is not (the cluster asks for more) walks
+//! the cluster's machines and checks each one's metadata, as the view did
+//! before it had combinations, which is slower but bounds the upkeep of
+//! every placement. In the B1 workload a machine matches four.
 //!
 //! Whether a machine matches is [`FleetOptions::metadata_matches`], the one
 //! rule every other check uses.
@@ -122,15 +125,43 @@ impl Combo {
     }
 }
 
+/// The most combinations filled in at once (see the module's docs).
+pub const MAX_FILLED: usize = 128;
+
 /// Every combination the view's units ask for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ComboTable {
     slots: Vec<Option<Combo>>,
     free: Vec<ComboId>,
     by_wanted: HashMap<Wanted, ComboId>,
+    /// How many are filled in, and how many may be.
+    filled: usize,
+    max_filled: usize,
+}
+
+impl Default for ComboTable {
+    fn default() -> Self {
+        ComboTable::with_max_filled(MAX_FILLED)
+    }
 }
 
 impl ComboTable {
+    /// A table that fills in at most `max_filled` combinations at once.
+    pub fn with_max_filled(max_filled: usize) -> ComboTable {
+        ComboTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_wanted: HashMap::new(),
+            filled: 0,
+            max_filled,
+        }
+    }
+
+    /// How many combinations are filled in.
+    pub fn filled(&self) -> usize {
+        self.filled
+    }
+
     /// Takes a reference to the combination `metadata` asks for, adding it
     /// (not filled in) when it is new; `None` for no metadata, which every
     /// machine matches.
@@ -186,6 +217,9 @@ impl ComboTable {
         let c = slot.take()?;
         self.by_wanted.remove(&c.wanted);
         self.free.push(id);
+        if c.filled() {
+            self.filled -= 1;
+        }
         Some(c)
     }
 
@@ -233,14 +267,20 @@ impl PlacementView {
     /// Makes combination `c` walkable in ordering `kind`: finds its
     /// machines the first time it is walked (a pass over the machines), and
     /// fills in the ordering the first time it is walked in that one.
-    pub(super) fn keep_combo_order(&mut self, c: ComboId, kind: OrderKind) {
+    /// Returns whether it is walkable: a combination that is not filled in
+    /// yet stays so while [`MAX_FILLED`] others are.
+    pub(super) fn keep_combo_order(&mut self, c: ComboId, kind: OrderKind) -> bool {
         let Some(combo) = self.combos.get(c) else {
-            return;
+            return false;
         };
         if combo.sets.keeps(kind) {
-            return;
+            return true;
         }
-        let keys: Vec<OrderKey> = if combo.filled() {
+        let was_filled = combo.filled();
+        if !was_filled && self.combos.filled >= self.combos.max_filled {
+            return false;
+        }
+        let keys: Vec<OrderKey> = if was_filled {
             combo
                 .sets
                 .members()
@@ -259,6 +299,10 @@ impl PlacementView {
         if let Some(combo) = self.combos.get_mut(c) {
             combo.sets.keep(kind, keys);
         }
+        if !was_filled {
+            self.combos.filled += 1;
+        }
+        true
     }
 
     /// Enters machine `mx` (just added, or with new metadata) in the
@@ -588,6 +632,62 @@ mod tests {
         view.put_machine(machine(7, &[]));
         assert_eq!(view.all.len(), 7);
         view.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn past_the_limit_units_walk_the_cluster_and_place_as_before() {
+        // Twelve machines in six slots; units ask for one slot each, so
+        // six combinations, with room for three to be filled in.
+        let build = |max_filled: usize| {
+            let mut view = PlacementView::new(Strategy::Spread);
+            view.combos = ComboTable::with_max_filled(max_filled);
+            for i in 0..12 {
+                let slot = (i % 6).to_string();
+                view.put_machine(machine(i, &[("slot", &slot)]));
+            }
+            view
+        };
+        let slots = ["0", "1", "2", "3", "4", "5"];
+        let mut capped = build(3);
+        let mut free = build(MAX_FILLED);
+        let mut decisions = [Vec::new(), Vec::new()];
+        for round in 0..3 {
+            for (s, slot) in slots.iter().enumerate() {
+                let unit = name(&format!("u{round}-{s}.service"));
+                for (view, out) in [&mut capped, &mut free].into_iter().zip(&mut decisions) {
+                    view.put_unit(unit.clone(), input(&[("slot", &[slot])], None));
+                    out.extend(view.plan());
+                    view.check_consistency().unwrap();
+                }
+            }
+        }
+        // The same decisions, every unit on a machine of its slot.
+        assert_eq!(decisions[0], decisions[1]);
+        assert_eq!(decisions[0].len(), 18);
+        assert_eq!(capped.combos.filled(), 3);
+        assert_eq!(free.combos.filled(), 6);
+        assert!(
+            capped
+                .machines
+                .iter()
+                .flatten()
+                .all(|m| m.combos.len() <= 1)
+        );
+        // The last unit of a filled-in combination frees its room, and the
+        // next combination walked is filled in.
+        for round in 0..3 {
+            capped.remove_unit(&name(&format!("u{round}-0.service")));
+        }
+        capped.plan();
+        assert_eq!(capped.combos.filled(), 2);
+        capped.put_unit(name("late.service"), input(&[("slot", &["5"])], None));
+        let late = capped.plan();
+        assert!(matches!(
+            &late[..],
+            [Decision::Assign { machine, .. }] if *machine == id(5) || *machine == id(11)
+        ));
+        assert_eq!(capped.combos.filled(), 3);
+        capped.check_consistency().unwrap();
     }
 
     #[test]

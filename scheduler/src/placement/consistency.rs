@@ -119,6 +119,13 @@ impl PlacementView {
                 ));
             }
         }
+        let filled = self.combos.iter().filter(|(_, c)| c.filled()).count();
+        if filled != self.combos.filled() {
+            return Err(format!(
+                "{filled} combinations filled in, {} counted",
+                self.combos.filled()
+            ));
+        }
 
         // Units: names, patterns, combinations, followers, globals.
         let mut refs: HashMap<PatternId, u32> = HashMap::new();

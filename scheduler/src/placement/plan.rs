@@ -407,23 +407,18 @@ impl PlacementView {
             return Ok(m);
         }
         // The machines of the unit's combination (all match its metadata),
-        // or of the cluster when it asks for none.
-        let combo = e.combo;
-        match combo {
-            Some(c) => self.keep_combo_order(c, order.kind()),
-            None => self.keep_cluster_order(order.kind()),
+        // or of the cluster when it asks for none. A combination past the
+        // limit of those filled in is not walkable: its unit walks the
+        // cluster, and the metadata is checked on the way.
+        let asks = e.combo;
+        let combo = asks.filter(|&c| self.keep_combo_order(c, order.kind()));
+        let metadata_known = combo.is_some() || asks.is_none();
+        if combo.is_none() {
+            self.keep_cluster_order(order.kind());
         }
-        let (walk, metadata_known) = match combo {
-            None => (self.all.walk(order), true),
-            Some(c) => match self.combos.get(c).and_then(|c| c.sets.walk(order)) {
-                Some(walk) => (Some(walk), true),
-                // Not reached: `keep_combo_order` just kept it. Walking
-                // the cluster and checking metadata gives the same.
-                None => {
-                    self.keep_cluster_order(order.kind());
-                    (self.all.walk(order), false)
-                }
-            },
+        let walk = match combo {
+            None => self.all.walk(order),
+            Some(c) => self.combos.get(c).and_then(|c| c.sets.walk(order)),
         };
         let walk_mode = Mode {
             metadata_known,
@@ -436,7 +431,7 @@ impl PlacementView {
         }
         // Every machine of the combination, or of the cluster (`explain`
         // passes over those that fail the metadata).
-        let candidates: Vec<Mx> = match combo.and_then(|c| self.combos.get(c)) {
+        let candidates: Vec<Mx> = match asks.and_then(|c| self.combos.get(c)) {
             Some(c) if c.filled() => c.sets.members().collect(),
             _ => self.machine_by_id.values().copied().collect(),
         };
