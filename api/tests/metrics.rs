@@ -258,19 +258,16 @@ async fn until(
     what: &str,
     check: impl Fn(&BTreeMap<String, f64>) -> bool,
 ) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    flotilla_testbed::poll::eventually_async_or(what, DEADLINE, || async {
         let (status, _, page) = server.scrape(Some(token), None).await;
         assert_eq!(status, 200, "{page}");
         if check(&samples(&page)) {
-            return page;
+            Ok(page)
+        } else {
+            Err(format!("the last page:\n{page}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; the last page:\n{page}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {

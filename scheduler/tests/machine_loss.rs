@@ -18,6 +18,7 @@ use flotilla_scheduler::control::ControlPlane;
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::reconciler::{ReconcileError, ReconcilerConfig};
 use flotilla_store::{LeaseId, MemoryStore, Method, Store};
+use flotilla_testbed::poll::eventually_async;
 use tokio::sync::watch;
 
 fn report(machine: &MachineId, units: &[&str]) -> StateReport {
@@ -51,14 +52,10 @@ async fn register(c: &Cluster, m: &Machine) -> LeaseId {
 
 /// Waits, up to a deadline, until `check` holds; reads only with `get`.
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_async(what, Duration::from_secs(20), async || {
+        check().await.then_some(())
+    })
+    .await
 }
 
 async fn exists(store: &MemoryStore, key: &str) -> bool {

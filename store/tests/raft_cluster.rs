@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use flotilla_store::raft::{LocalNetwork, RaftOptions, RaftRole, RaftStore};
 use flotilla_store::{Store, StoreError};
-use tokio::time::Instant;
+use flotilla_testbed::poll::{eventually_async, eventually_async_or};
 
 /// A bound on every wait for the cluster.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -37,34 +37,31 @@ fn start(network: &LocalNetwork, options: RaftOptions) -> Arc<RaftStore> {
 }
 
 /// Waits until `check` holds, polling.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    eventually_async(what, DEADLINE, async || check().await.then_some(())).await
 }
 
 /// The id of the leader all of `stores` agree on, once they do.
 async fn agreed_leader(stores: &[&Arc<RaftStore>]) -> u64 {
-    let end = Instant::now() + DEADLINE;
-    loop {
+    eventually_async_or("a leader all agree on", DEADLINE, || async {
         let mut seen = Vec::new();
         for s in stores {
             seen.push(s.status().await.map(|st| st.leader).ok().flatten());
         }
-        if let Some(l) = seen[0]
-            && seen.iter().all(|s| *s == Some(l))
-        {
-            return l;
+        match seen[0] {
+            Some(l) if seen.iter().all(|s| *s == Some(l)) => Ok(l),
+            _ => Err(format!("leaders seen: {seen:?}")),
         }
-        assert!(Instant::now() < end, "no leader agreed: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until all of `stores` agree on a leader other than `lost`.
+async fn replaced(stores: &[&Arc<RaftStore>], lost: u64) {
+    until("the lost leader to be replaced", || async {
+        agreed_leader(stores).await != lost
+    })
+    .await
 }
 
 async fn value(store: &RaftStore, key: &str) -> Option<Vec<u8>> {
@@ -138,11 +135,7 @@ async fn a_lost_leader_is_replaced_and_nothing_acknowledged_is_lost() {
     drop(all);
     let left: Vec<_> = stores.iter().flatten().cloned().collect();
     // They first agree on the lost leader, until it misses heartbeats.
-    let end = Instant::now() + DEADLINE;
-    while agreed_leader(&left.iter().collect::<Vec<_>>()).await == leader {
-        assert!(Instant::now() < end, "the lost leader was never replaced");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    replaced(&left.iter().collect::<Vec<_>>(), leader).await;
     for i in 50..100 {
         let key = format!("/a/{i}");
         client.put(&key, b"1", None).await.unwrap();
@@ -251,11 +244,7 @@ async fn a_server_added_before_any_compaction_learns_every_member() {
         .filter(|(i, _)| *i as u64 + 1 != leader)
         .map(|(_, s)| *s)
         .collect();
-    let end = Instant::now() + DEADLINE;
-    while agreed_leader(&rest).await == leader {
-        assert!(Instant::now() < end, "the lost leader was never replaced");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    replaced(&rest, leader).await;
     fourth.put("/late", b"2", None).await.unwrap();
     assert_eq!(voters(&fourth).await, vec![1, 2, 3, 4]);
 }

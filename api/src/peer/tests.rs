@@ -14,7 +14,6 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -43,11 +42,7 @@ impl Collect {
 }
 
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    flotilla_testbed::poll::eventually_async(what, DEADLINE, async || cond().then_some(())).await
 }
 
 fn peer_tls(ca: &Arc<ClusterCa>, node: u64) -> Arc<PeerTls> {
@@ -242,14 +237,16 @@ async fn the_transport_reconnects_after_the_listener_restarts() {
     .unwrap();
     // Frames sent while the old connection is found dead may be lost: send
     // until one arrives.
-    let deadline = Instant::now() + DEADLINE;
     let mut i = 0;
-    while inbox2.frames().is_empty() {
-        assert!(Instant::now() < deadline, "no frame after the restart");
+    eventually("a frame after the restart", || {
+        if !inbox2.frames().is_empty() {
+            return true;
+        }
         t1.send(2, format!("after #{i}").into_bytes());
         i += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        false
+    })
+    .await;
     assert!(inbox2.frames()[0].starts_with(b"after #"));
     assert_eq!(t1.counts(2).unwrap().connects, 2);
     assert_eq!(l2.counts().admitted, 1);

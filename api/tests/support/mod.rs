@@ -3,7 +3,6 @@
 //! over HTTPS.
 #![allow(dead_code)] // each test crate uses its own part of this module
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -138,20 +137,6 @@ pub async fn raw_request(
 
 /// Polls `check` until it gives a value, failing the test (saying it
 /// waited for `what`) once `deadline` has passed.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+// Not every test binary that includes this module waits for something.
+#[allow(unused_imports)]
+pub use flotilla_testbed::poll::eventually_async as eventually;
