@@ -341,11 +341,20 @@ impl Daemon {
         // leads from its start and nobody takes over from it: a warm view
         // would only be a second load beside its own.
         if !matches!(store, OpenStore::Embedded(_) | OpenStore::Memory(_)) {
-            reconcile.warm = Some(flotilla_scheduler::warm::keep_warm(
+            let warm = flotilla_scheduler::warm::keep_warm(
                 dyn_store.clone(),
                 reconcile.clone(),
                 stopped.clone(),
-            ));
+            );
+            // On raft, elections prefer the servers whose view is ready.
+            if let Some(raft) = store.raft() {
+                tokio::spawn(prefer_when_warm(
+                    raft.clone(),
+                    warm.ready(),
+                    stopped.clone(),
+                ));
+            }
+            reconcile.warm = Some(warm);
         }
         let announcing = tokio::spawn(presence::announce(
             dyn_store.clone(),
@@ -792,6 +801,29 @@ fn transport(
         }
     };
     Ok(Transport::Tls(tls::server_config(cert, ca.cert_der())?))
+}
+
+/// Tells the raft store whether this server's warm view is ready, as it
+/// changes, so that elections prefer servers that plan at once.
+async fn prefer_when_warm(
+    raft: Arc<RaftStore>,
+    mut ready: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let preferred = *ready.borrow_and_update();
+        // The node's mailbox may be full for a moment: try again shortly.
+        while raft.prefer(preferred).is_err() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+        }
+        tokio::select! {
+            changed = ready.changed() => if changed.is_err() { return },
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Trims the audit log now and then, until shutdown.

@@ -93,6 +93,8 @@ pub struct WarmView {
     resume: Arc<Notify>,
     /// Whether this server leads: the keeper keeps nothing meanwhile.
     leading: Arc<AtomicBool>,
+    /// Whether a view is ready to be taken.
+    ready: Arc<watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for WarmView {
@@ -102,6 +104,13 @@ impl std::fmt::Debug for WarmView {
 }
 
 impl WarmView {
+    /// Whether a view is ready to be taken, as it changes: a server whose
+    /// view is ready plans at once when it comes to lead (on raft, the
+    /// store prefers it in elections: see `RaftStore::prefer`).
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
     /// The warm view, if the keeper has one ready; the keeper stops until
     /// [`resume_on_drop`](Self::resume_on_drop)'s guard drops.
     pub(crate) async fn take(&self) -> Option<Warm> {
@@ -139,6 +148,7 @@ pub fn keep_warm(
         requests,
         resume: Arc::new(Notify::new()),
         leading: Arc::new(AtomicBool::new(false)),
+        ready: Arc::new(watch::channel(false).0),
     };
     tokio::spawn(keep(store, config, rx, view.clone(), shutdown));
     view
@@ -169,7 +179,9 @@ async fn keep(
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
-        match follow(&*store, &config, &mut requests, &handle, &mut shutdown).await {
+        let stop = follow(&*store, &config, &mut requests, &handle, &mut shutdown).await;
+        handle.ready.send_replace(false);
+        match stop {
             Stop::Shutdown => return,
             Stop::Taken => backoff.reset(),
             Stop::Failed(e) => {
@@ -208,6 +220,7 @@ async fn follow(
         census,
         stray: stray.iter().filter_map(deleted_key).collect(),
     };
+    handle.ready.send_replace(true);
     loop {
         tokio::select! {
             events = watch.next() => {

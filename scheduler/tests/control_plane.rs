@@ -617,6 +617,12 @@ async fn a_follower_with_a_warm_view_leads_without_reading_the_cluster() {
         (store.calls().of(Method::Range) >= 12).then_some(())
     })
     .await;
+    // b's view says it is ready (on raft, elections then prefer b).
+    let mut ready = warm.ready();
+    tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|r| *r))
+        .await
+        .expect("b's warm view ready")
+        .unwrap();
     let b = tokio::spawn({
         let store = dyn_store.clone();
         async move {
@@ -658,6 +664,8 @@ async fn a_follower_with_a_warm_view_leads_without_reading_the_cluster() {
         ranges,
         "the new leader read the cluster instead of taking its warm view"
     );
+    // Taken: no view is ready while b leads.
+    assert!(!*ready.borrow_and_update());
     stop_b.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), b)
         .await

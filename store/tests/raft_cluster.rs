@@ -149,6 +149,48 @@ async fn a_lost_leader_is_replaced_and_nothing_acknowledged_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elections_prefer_the_servers_that_are_preferred() {
+    let network = LocalNetwork::new(2);
+    // Server 3 campaigns first each time (its election timeout is a tenth
+    // of the others'), but it is not preferred; 1 and 2 are.
+    let slow = |id| RaftOptions {
+        election_ticks: 20,
+        ..options(id, 3)
+    };
+    let quick = RaftOptions {
+        election_ticks: 2,
+        ..options(3, 3)
+    };
+    let mut stores = vec![start(&network, slow(1)), start(&network, slow(2))];
+    for s in &stores {
+        s.prefer(true).unwrap();
+    }
+    stores.push(start(&network, quick));
+    let all: Vec<&Arc<RaftStore>> = stores.iter().collect();
+    let leader = agreed_leader(&all).await;
+    assert_ne!(leader, 3, "the server that is not preferred was elected");
+    assert!(stores[0].status().await.unwrap().preferred);
+    assert!(!stores[2].status().await.unwrap().preferred);
+
+    // Once the followers hold the same log, the leader is lost: server 3
+    // campaigns first again, and the other follower wins.
+    stores[0].put("/k", b"1", None).await.unwrap();
+    let other = if leader == 1 { 2 } else { 1 };
+    let survivors = [&stores[other as usize - 1], &stores[2]];
+    until("the followers holding the same log", || async {
+        let a = survivors[0].status().await.unwrap();
+        let b = survivors[1].status().await.unwrap();
+        a.last_index == b.last_index && a.applied == a.last_index && b.applied == b.last_index
+    })
+    .await;
+    network.detach(leader);
+    stores[leader as usize - 1].close().await;
+    replaced(&survivors, leader).await;
+    assert_eq!(agreed_leader(&survivors).await, other);
+    assert_eq!(value(survivors[1], "/k").await.as_deref(), Some(&b"1"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_are_added_and_removed() {
     let network = LocalNetwork::new(3);
     let stores: Vec<_> = (1..=3).map(|i| start(&network, options(i, 3))).collect();

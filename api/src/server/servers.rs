@@ -227,6 +227,7 @@ mod tests {
             applied: 100,
             last_index: 100,
             members,
+            preferred: false,
         }
     }
 

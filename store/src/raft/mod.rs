@@ -182,6 +182,8 @@ pub struct RaftStatus {
     pub applied: u64,
     pub last_index: u64,
     pub members: Vec<RaftMember>,
+    /// Whether elections prefer this server ([`RaftStore::prefer`]).
+    pub preferred: bool,
 }
 
 /// The raft-replicated store (see the [module documentation](self)).
@@ -430,6 +432,17 @@ impl RaftStore {
     /// Whether this server leads the raft group, as it changes.
     pub fn leadership(&self) -> watch::Receiver<bool> {
         self.leader.clone()
+    }
+
+    /// Whether elections should prefer this server: a server that is not
+    /// preferred gets no vote from one that is, unless its log is longer.
+    /// So among servers with the same log, one that is preferred wins; when
+    /// none is (as at a cluster's first start), any may. The scheduler
+    /// prefers servers whose warm placement view is ready, so that a new
+    /// leader plans at once instead of loading the cluster first. Servers
+    /// start not preferred.
+    pub fn prefer(&self, preferred: bool) -> StoreResult<()> {
+        self.mailbox.post(Msg::Prefer(preferred))
     }
 
     /// This server's view of the raft group.

@@ -66,6 +66,9 @@ pub(crate) enum Msg {
         reply: oneshot::Sender<StoreResult<()>>,
     },
     Status(oneshot::Sender<RaftStatus>),
+    /// Whether elections should prefer this server (see
+    /// [`RaftStore::prefer`](super::RaftStore::prefer)).
+    Prefer(bool),
     Stop,
 }
 
@@ -294,6 +297,7 @@ impl<L: LogStorage> Node<L> {
             Msg::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Msg::Prefer(preferred) => self.raw.raft.set_priority(i64::from(preferred)),
             Msg::Stop => return false,
         }
         true
@@ -812,6 +816,7 @@ impl<L: LogStorage> Node<L> {
             applied: self.applied,
             last_index,
             members,
+            preferred: raft.priority > 0,
         }
     }
 }
