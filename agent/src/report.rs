@@ -4,7 +4,10 @@
 //!
 //! - Nothing is polled: a unit is read again only when systemd says it
 //!   changed, when the reconcile loop changed what it knows of it, or
-//!   after the machine (re)registered.
+//!   after the machine (re)registered. Reading a unit that changed costs
+//!   no call of its own on D-Bus: its state is what systemd's signal of
+//!   the change carried ([`SystemdManager::unit_statuses`]), with the load
+//!   states of all the units of a flush in one `ListUnitsByNames` call.
 //! - Changes are gathered for a short window ([`DEFAULT_BATCH`]) after the
 //!   first one, then sent in one call, with only the units whose state
 //!   differs from what was last sent. After a (re)registration every unit
@@ -32,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::metrics::AgentMetrics;
 use crate::reconcile::{Pass, UnitNote};
-use crate::systemd::{ChangeFeed, Closed, SystemdManager, UnitProperties, read_units};
+use crate::systemd::{ChangeFeed, Closed, SystemdManager, UnitProperties};
 
 /// How long changes are gathered before they are sent.
 pub const DEFAULT_BATCH: Duration = Duration::from_millis(100);
@@ -320,7 +323,7 @@ impl<S: SystemdManager, R: ReportSink> Reporter<S, R> {
             })
             .cloned()
             .collect();
-        let mut read = read_units(&self.systemd, to_read, READS_IN_FLIGHT).await;
+        let mut read = self.systemd.unit_statuses(to_read, READS_IN_FLIGHT).await;
         if let Some(e) = read.values().find_map(|r| r.as_ref().err()) {
             // Everything waits for the next try.
             let e = e.to_string();

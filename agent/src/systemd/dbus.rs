@@ -11,7 +11,10 @@
 //!   signal may be read before the reply that names the job, so results
 //!   nobody waits for yet are kept (the most recent few thousand).
 //! - `PropertiesChanged` signals of unit objects, and `JobRemoved`, feed
-//!   the names of changed units to every [`ChangeFeed`].
+//!   the names of changed units to every [`ChangeFeed`]. The values those
+//!   signals carry are kept ([`super::signalled`]), so that
+//!   [`SystemdManager::unit_status`] of a unit that changed needs no call;
+//!   `UnitRemoved` forgets them.
 //!
 //! `Subscribe` is called once, so that systemd sends those signals at all.
 
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use futures_util::stream;
 use tokio::sync::{Semaphore, oneshot};
 use zbus::message::Type as MessageType;
 use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
@@ -29,8 +33,9 @@ use crate::metrics::AgentMetrics;
 
 use super::manager::{
     DESTINATION, JobRemovedStream, ManagerProxy, PROPERTIES_INTERFACE, SERVICE_INTERFACE,
-    UNIT_INTERFACE, bus_error, call_error,
+    UNIT_INTERFACE, UnitRemovedStream, bus_error, call_error,
 };
+use super::signalled::{Signalled, number};
 use super::{
     ChangeFeed, ChangeSink, DEFAULT_JOB_TIMEOUT, JobKind, JobResult, SystemdError, SystemdManager,
     UnitProperties, change_feed, major_version,
@@ -54,6 +59,7 @@ struct Jobs {
 struct Shared {
     jobs: Mutex<Jobs>,
     sinks: Mutex<Vec<ChangeSink>>,
+    signalled: Mutex<Signalled>,
 }
 
 impl Shared {
@@ -64,6 +70,11 @@ impl Shared {
 
     fn sinks(&self) -> MutexGuard<'_, Vec<ChangeSink>> {
         self.sinks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn signalled(&self) -> MutexGuard<'_, Signalled> {
+        // Plain values, valid whatever a panicking holder left.
+        self.signalled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn job_removed(&self, job: String, unit: &str, result: JobResult) {
@@ -151,6 +162,18 @@ impl DbusSystemd {
         Self::with_connection(conn).await
     }
 
+    /// As [`DbusSystemd::connect`], to the bus whose socket is at `path`
+    /// (another host's, seen through its root).
+    pub async fn connect_socket(path: &std::path::Path) -> Result<DbusSystemd, SystemdError> {
+        let stream = std::os::unix::net::UnixStream::connect(path)
+            .map_err(|e| SystemdError::Connect(format!("{}: {e}", path.display())))?;
+        let conn = zbus::connection::Builder::unix_stream(stream)
+            .build()
+            .await
+            .map_err(|e| SystemdError::Connect(format!("{}: {e}", path.display())))?;
+        Self::with_connection(conn).await
+    }
+
     /// As [`DbusSystemd::connect`], over a connection made elsewhere.
     pub async fn with_connection(conn: Connection) -> Result<DbusSystemd, SystemdError> {
         let manager = ManagerProxy::new(&conn)
@@ -162,6 +185,10 @@ impl DbusSystemd {
             .receive_job_removed()
             .await
             .map_err(|e| bus_error("AddMatch JobRemoved", e))?;
+        let removed = manager
+            .receive_unit_removed()
+            .await
+            .map_err(|e| bus_error("AddMatch UnitRemoved", e))?;
         let rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
             .sender(DESTINATION)
@@ -186,6 +213,7 @@ impl DbusSystemd {
         let listeners = vec![
             tokio::spawn(listen_jobs(jobs, shared.clone())),
             tokio::spawn(listen_properties(properties, shared.clone())),
+            tokio::spawn(listen_removed(removed, shared.clone())),
         ];
         Ok(DbusSystemd {
             conn,
@@ -209,6 +237,13 @@ impl DbusSystemd {
     pub fn with_metrics(mut self, metrics: AgentMetrics) -> DbusSystemd {
         self.metrics = metrics;
         self
+    }
+
+    /// What systemd's signals told of the unit's last change, once they
+    /// told all a state report needs but the load state, given as
+    /// `load_state` ([`SystemdManager::unit_statuses`] answers from it).
+    pub fn signalled(&self, name: &str, load_state: &str) -> Option<UnitProperties> {
+        self.shared.signalled().status(name, load_state)
     }
 
     /// Awaits one method call to systemd, timing it as `method`, once
@@ -266,12 +301,39 @@ async fn listen_properties(mut stream: MessageStream, shared: Arc<Shared>) {
     while let Some(message) = stream.next().await {
         let Ok(message) = message else { continue };
         let header = message.header();
-        if let Some(unit) = header.path().and_then(|p| unit_name_from_path(p.as_str())) {
-            shared.changed(&unit);
+        let Some(unit) = header.path().and_then(|p| unit_name_from_path(p.as_str())) else {
+            continue;
+        };
+        // The values go in before the name goes out, so that a reader told
+        // of the change finds them.
+        match message
+            .body()
+            .deserialize::<(String, HashMap<String, OwnedVariant>, Vec<String>)>()
+        {
+            Ok((interface, changed, invalidated)) => {
+                shared
+                    .signalled()
+                    .apply(&unit, &interface, &changed, &invalidated);
+            }
+            // Read instead: a status from an unreadable signal is unknown.
+            Err(e) => {
+                tracing::debug!("cannot read a PropertiesChanged signal of {unit}: {e}");
+                shared.signalled().remove(&unit);
+            }
         }
+        shared.changed(&unit);
     }
     tracing::warn!("the stream of systemd property changes ended");
     shared.close();
+}
+
+async fn listen_removed(mut stream: UnitRemovedStream, shared: Arc<Shared>) {
+    while let Some(signal) = stream.next().await {
+        match signal.args() {
+            Ok(args) => shared.signalled().remove(&args.id),
+            Err(e) => tracing::warn!("cannot read a UnitRemoved signal: {e}"),
+        }
+    }
 }
 
 impl SystemdManager for DbusSystemd {
@@ -375,6 +437,50 @@ impl SystemdManager for DbusSystemd {
         Ok(props)
     }
 
+    async fn unit_statuses(
+        &self,
+        names: Vec<String>,
+        in_flight: usize,
+    ) -> HashMap<String, Result<UnitProperties, SystemdError>> {
+        // The load states in one call; the rest from the signals, or read.
+        let listed = match self.unit_states(&names).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::debug!("cannot list units, reading each: {e}");
+                vec![UnitProperties::default(); names.len()]
+            }
+        };
+        let mut out = HashMap::with_capacity(names.len());
+        let mut to_read = Vec::new();
+        for (name, listed) in names.into_iter().zip(listed) {
+            if !listed.load_state.is_empty() && !listed.is_defined() {
+                out.insert(name, Ok(listed));
+                continue;
+            }
+            let signalled = if listed.load_state.is_empty() {
+                None
+            } else {
+                self.shared.signalled().status(&name, &listed.load_state)
+            };
+            match signalled {
+                Some(props) => {
+                    out.insert(name, Ok(props));
+                }
+                None => to_read.push(name),
+            }
+        }
+        let read: Vec<_> = stream::iter(to_read)
+            .map(|name| async move {
+                let props = self.unit(&name).await;
+                (name, props)
+            })
+            .buffer_unordered(in_flight)
+            .collect()
+            .await;
+        out.extend(read);
+        out
+    }
+
     async fn unit_states(&self, names: &[String]) -> Result<Vec<UnitProperties>, SystemdError> {
         let asked: Vec<&str> = names.iter().map(String::as_str).collect();
         let listed = self
@@ -423,30 +529,6 @@ fn flag(props: &HashMap<String, OwnedVariant>, key: &str) -> bool {
         .get(key)
         .and_then(|v| bool::try_from(v).ok())
         .unwrap_or(false)
-}
-
-/// A numeric property, whatever integer type systemd gives it (`u`, `i`,
-/// `t`); absent or out of range reads as 0.
-fn number<T: TryFrom<u64> + TryFrom<i64> + Default>(
-    props: &HashMap<String, OwnedVariant>,
-    key: &str,
-) -> T {
-    let Some(v) = props.get(key) else {
-        return T::default();
-    };
-    if let Ok(n) = u32::try_from(v) {
-        return T::try_from(u64::from(n)).unwrap_or_default();
-    }
-    if let Ok(n) = i32::try_from(v) {
-        return T::try_from(i64::from(n)).unwrap_or_default();
-    }
-    if let Ok(n) = u64::try_from(v) {
-        return T::try_from(n).unwrap_or_default();
-    }
-    if let Ok(n) = i64::try_from(v) {
-        return T::try_from(n).unwrap_or_default();
-    }
-    T::default()
 }
 
 /// The unit name in a unit object's path, undoing systemd's escaping

@@ -61,6 +61,10 @@ pub trait Manager {
         unit: String,
         result: String,
     ) -> zbus::Result<()>;
+
+    /// A unit systemd freed (unloaded).
+    #[zbus(signal)]
+    fn unit_removed(&self, id: String, unit: OwnedObjectPath) -> zbus::Result<()>;
 }
 
 /// One unit as systemd's `ListUnits*` calls return it: name, description,

@@ -11,6 +11,7 @@ mod changes;
 mod dbus;
 mod fake;
 pub mod manager;
+pub mod signalled;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -249,6 +250,30 @@ pub trait SystemdManager: Send + Sync + 'static {
     /// yet (`LoadUnit`); a unit without a file is `not-found`.
     fn unit(&self, name: &str)
     -> impl Future<Output = Result<UnitProperties, SystemdError>> + Send;
+
+    /// What state reports need of each unit (the states,
+    /// `StateChangeTimestamp`, and of a service `MainPID`, `NRestarts`,
+    /// `StatusText`, `Result` and `ExecMainStatus`; the rest may be left
+    /// empty), each unit's result by name, with at most `in_flight` calls
+    /// awaiting systemd's reply at once. Read as [`SystemdManager::unit`]
+    /// reads a unit, or, where the implementation kept them, from systemd's
+    /// signals of the unit's last change.
+    fn unit_statuses(
+        &self,
+        names: Vec<String>,
+        in_flight: usize,
+    ) -> impl Future<Output = HashMap<String, Result<UnitProperties, SystemdError>>> + Send {
+        async move {
+            stream::iter(names)
+                .map(|name| async move {
+                    let props = self.unit(&name).await;
+                    (name, props)
+                })
+                .buffer_unordered(in_flight)
+                .collect()
+                .await
+        }
+    }
 
     /// The load, active and sub states of many units in one call
     /// (`ListUnitsByNames`), loading each as [`SystemdManager::unit`] does;
