@@ -1,12 +1,13 @@
 //! `flotilla apply DIR` and `flotilla diff DIR`: the cluster's units as a
 //! directory of unit files kept in git.
 //!
-//! Every unit file in DIR (recursively, skipping hidden entries) is a unit,
-//! and so is every Podman Quadlet `NAME.container` file, as the unit
-//! `NAME.service` with its Quadlet drop-ins merged in. Quadlet's other
-//! files (`.network`, `.volume`, ...) are reported and skipped.
-//! An optional `flotilla.yaml` in DIR sets desired states and template
-//! instances:
+//! What DIR asks for is read by [`flotilla_proto::bundle`] (the server's
+//! git sources read a commit the same way): every unit file in DIR
+//! (recursively, skipping hidden entries) is a unit, and so is every
+//! Podman Quadlet `NAME.container` file, as the unit `NAME.service` with
+//! its Quadlet drop-ins merged in. Quadlet's other files (`.pod`, ...) are
+//! reported and skipped. An optional `flotilla.yaml` in DIR sets desired
+//! states and template instances:
 //!
 //! ```yaml
 //! default-state: launched      # for units not listed under states
@@ -28,18 +29,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use flotilla_proto::bundle::{self, BundleFile, Wanted};
 use flotilla_proto::wire::{Unit, UnitPut};
-use flotilla_proto::{DesiredState, UnitName, UnitSpec};
-use serde::{Deserialize, Serialize};
+use flotilla_proto::{DesiredState, UnitName};
+use serde::Serialize;
 
 use crate::Output;
 use crate::client::{Ctx, print_json};
 use crate::live::wait_running;
-use crate::unit_source;
 use crate::units::wait_for;
-
-/// The name of the optional manifest in an applied directory.
-pub const MANIFEST: &str = "flotilla.yaml";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -80,43 +78,6 @@ impl DiffArgs {
     }
 }
 
-/// `flotilla.yaml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Manifest {
-    #[serde(default)]
-    default_state: Option<DesiredState>,
-    #[serde(default)]
-    states: BTreeMap<String, DesiredState>,
-    #[serde(default)]
-    instances: BTreeMap<String, Vec<InstanceName>>,
-}
-
-/// An instance name, written as a string or a number in YAML.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum InstanceName {
-    Text(String),
-    Number(u64),
-}
-
-impl InstanceName {
-    fn as_string(&self) -> String {
-        match self {
-            InstanceName::Text(s) => s.clone(),
-            InstanceName::Number(n) => n.to_string(),
-        }
-    }
-}
-
-/// What DIR asks for one unit.
-#[derive(Debug, Clone)]
-struct Wanted {
-    text: String,
-    hash: String,
-    desired: DesiredState,
-}
-
 /// One difference between DIR and the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "change", rename_all = "lowercase")]
@@ -155,150 +116,51 @@ impl Change {
     }
 }
 
-/// Reads and checks DIR: every unit it asks for, by name.
+/// Reads and checks DIR: every unit it asks for, by name
+/// ([`flotilla_proto::bundle`]); warnings go to standard error.
 fn read_dir(dir: &Path) -> anyhow::Result<BTreeMap<UnitName, Wanted>> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
     let mut files = Vec::new();
-    collect(dir, &mut files)?;
-    let mut errors = Vec::new();
-    let mut texts: BTreeMap<UnitName, (PathBuf, String)> = BTreeMap::new();
-    for path in files {
-        let source = path.display().to_string();
-        let local = match unit_source::read(&path) {
-            Ok(local) => local,
-            Err(e) => {
-                errors.push(format!("{source}: error: {e:#}"));
-                continue;
+    collect(dir, "", &mut files)?;
+    let root = dir.display().to_string();
+    match bundle::read(&root, &files) {
+        Ok(found) => {
+            for w in &found.warnings {
+                eprintln!("{w}");
             }
-        };
-        match local.check() {
-            Ok((_, warnings)) => {
-                for w in &warnings {
-                    eprintln!("{w}");
-                }
-            }
-            Err(e) => errors.push(e.to_string()),
+            Ok(found.units)
         }
-        let name = local.name.clone();
-        if let Some((other, _)) = texts.get(&name) {
-            errors.push(format!(
-                "{source}: error: unit {name} is also defined by {}",
-                other.display()
-            ));
-            continue;
-        }
-        texts.insert(name, (path, local.text().to_owned()));
-    }
-    if !errors.is_empty() {
-        bail!("{}\nnothing was changed", errors.join("\n"));
-    }
-
-    let manifest_path = dir.join(MANIFEST);
-    let manifest: Manifest = if manifest_path.is_file() {
-        let text = std::fs::read_to_string(&manifest_path)
-            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-        serde_norway::from_str(&text)
-            .with_context(|| format!("{} is not valid", manifest_path.display()))?
-    } else {
-        Manifest::default()
-    };
-    let default = manifest.default_state.unwrap_or(DesiredState::Launched);
-    let mut wanted = BTreeMap::new();
-    for (name, (_, text)) in &texts {
-        let desired = if name.is_template() {
-            DesiredState::Inactive
-        } else {
-            manifest
-                .states
-                .get(name.as_str())
-                .copied()
-                .unwrap_or(default)
-        };
-        wanted.insert(name.clone(), want(text, desired));
-    }
-    for (template, instances) in &manifest.instances {
-        let template_name = UnitName::parse(template)
-            .with_context(|| format!("{}: instances", manifest_path.display()))?;
-        let Some((path, text)) = texts
-            .get(&template_name)
-            .filter(|_| template_name.is_template())
-        else {
-            bail!(
-                "{}: instances of {template}, which is not a template file in {}",
-                manifest_path.display(),
-                dir.display()
-            );
-        };
-        for instance in instances {
-            let name = template_name
-                .instantiate(&instance.as_string())
-                .with_context(|| format!("{}: instances of {template}", manifest_path.display()))?;
-            // Specifiers expand per instance: check each one.
-            UnitSpec::check_named(&path.display().to_string(), &name, text)?;
-            let desired = manifest
-                .states
-                .get(name.as_str())
-                .copied()
-                .unwrap_or(default);
-            wanted.insert(name, want(text, desired));
-        }
-    }
-    for (name, desired) in &manifest.states {
-        let known = UnitName::parse(name)
-            .ok()
-            .is_some_and(|n| wanted.contains_key(&n));
-        if !known {
-            bail!(
-                "{}: states names {name}, which is neither a unit file in {} nor a listed instance",
-                manifest_path.display(),
-                dir.display()
-            );
-        }
-        if name.contains("@.") && desired.is_scheduled() {
-            bail!(
-                "{}: {name} is a template and cannot be {desired}",
-                manifest_path.display()
-            );
-        }
-    }
-    Ok(wanted)
-}
-
-fn want(text: &str, desired: DesiredState) -> Wanted {
-    let (file, _) = flotilla_proto::UnitFile::parse(text);
-    Wanted {
-        text: text.to_owned(),
-        hash: file.content_hash(),
-        desired,
+        Err(e) => bail!("{e}\nnothing was changed"),
     }
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+/// Every file under `dir` that [`bundle::read`] looks at, by its path
+/// relative to the top (`rel`).
+fn collect(dir: &Path, rel: &str, out: &mut Vec<BundleFile>) -> anyhow::Result<()> {
+    let mut entries: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
         .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            (path, e.path())
         })
+        .filter(|(path, _)| !crate::unit_source::is_hidden(path))
         .collect();
     entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            collect(&path, out)?;
-            continue;
-        }
-        match unit_source::kind(&path) {
-            unit_source::Found::Unit => out.push(path),
-            unit_source::Found::Unsupported(suffix) => eprintln!(
-                "{}: warning: {}",
-                path.display(),
-                unit_source::unsupported_message(suffix)
-            ),
-            unit_source::Found::Other => {}
+    for (path, full) in entries {
+        if full.is_dir() {
+            collect(&full, &path, out)?;
+        } else if bundle::reads(&path) {
+            let bytes =
+                std::fs::read(&full).with_context(|| format!("cannot read {}", full.display()))?;
+            out.push(BundleFile { path, bytes });
         }
     }
     Ok(())

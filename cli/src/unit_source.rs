@@ -5,9 +5,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use flotilla_proto::name::QUADLET_OBJECT_SUFFIXES;
 use flotilla_proto::quadlet::{self, FileKind, Located, Merged, MergedError, Source};
-use flotilla_proto::{Checked, UnitName, UnitType};
+use flotilla_proto::{Checked, UnitName};
 
 /// A unit read from a file (and its drop-ins).
 #[derive(Debug)]
@@ -28,37 +27,17 @@ impl LocalUnit {
     }
 }
 
-/// What a file in a directory of units is.
-pub enum Found {
-    /// A unit file, or a Quadlet `.container`, `.network` or `.volume`.
-    Unit,
-    /// A Quadlet file of a kind flotilla does not read: its suffix.
-    Unsupported(&'static str),
-    /// Not a unit (a drop-in, a manifest, notes...).
-    Other,
-}
+pub use flotilla_proto::bundle::{Found, unsupported_message};
 
 /// What the file at `path` is, by its name.
 pub fn kind(path: &Path) -> Found {
-    let name = file_name(path);
-    match quadlet::file_kind(&name) {
-        FileKind::Container => Found::Unit,
-        // `.network` and `.volume`: units of their own (`NAME-network.service`).
-        FileKind::OtherQuadlet(suffix) if QUADLET_OBJECT_SUFFIXES.contains(&suffix) => Found::Unit,
-        FileKind::OtherQuadlet(suffix) => Found::Unsupported(suffix),
-        FileKind::Other => {
-            let is_unit = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|ext| UnitType::ALL.iter().any(|t| t.suffix() == ext));
-            if is_unit { Found::Unit } else { Found::Other }
-        }
-    }
+    flotilla_proto::bundle::kind(&file_name(path))
 }
 
-/// Why a Quadlet file of another kind is not read.
-pub fn unsupported_message(suffix: &str) -> String {
-    format!("Podman Quadlet .{suffix} files are not read by flotilla: skipped")
+/// Whether a path relative to an applied directory has a hidden
+/// component (skipped, as `.git`).
+pub fn is_hidden(path: &str) -> bool {
+    path.split('/').any(|c| c.starts_with('.'))
 }
 
 fn file_name(path: &Path) -> String {

@@ -26,6 +26,7 @@
 //! - [`work`]: a count of the steps reading a unit file takes, for tests.
 
 pub mod backoff;
+pub mod bundle;
 pub mod cluster;
 pub mod container;
 pub mod diagnostic;
