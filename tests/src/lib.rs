@@ -25,6 +25,7 @@
 pub mod data;
 mod etcd;
 pub mod fleet;
+pub mod git;
 pub mod linearizability;
 pub mod poll;
 pub mod promtool;
@@ -32,6 +33,7 @@ mod registry;
 pub mod rng;
 
 pub use etcd::Etcd;
+pub use git::GitServer;
 pub use poll::{eventually, eventually_or};
 pub use registry::{Registry, RegistryOptions};
 
