@@ -30,6 +30,9 @@ use flotilla_store::{
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use flotilla_sync::git::TreeLimits;
+use flotilla_sync::{FollowConfig, SourceLimits, Sources, SyncMetrics};
+
 use crate::peer::{DialOptions, PeerError, PeerLimits, PeerListener, PeerTls, PeerTransport};
 use crate::server::{ApiConfig, Metrics, Transport, Trust, router_with_metrics, serve};
 use crate::tls::{self, ClusterCa, IssuedCert, TLS_DIR, TlsError};
@@ -107,6 +110,50 @@ pub struct DaemonConfig {
     pub quotas: Quotas,
     /// How much of the cluster's history (`flotilla events`) is kept.
     pub events: EventRetention,
+    /// How the leader follows git sources (docs/git-sync.md).
+    pub sync: SyncSettings,
+}
+
+/// The bounds of git sources.
+#[derive(Debug, Clone, Default)]
+pub struct SyncSettings {
+    /// What a source may ask for (its interval's floor, how many sources).
+    pub limits: SourceLimits,
+    /// How long a fetch may take, how much of a commit is read, how often
+    /// the leader rereads the list of sources.
+    pub follow: SyncFollow,
+}
+
+/// The leader's side of [`SyncSettings`].
+#[derive(Debug, Clone)]
+pub struct SyncFollow {
+    pub fetch_timeout: Duration,
+    pub tree: TreeLimits,
+    pub poll: Duration,
+}
+
+impl Default for SyncFollow {
+    fn default() -> Self {
+        let d = FollowConfig::new(PathBuf::new());
+        SyncFollow {
+            fetch_timeout: d.fetch_timeout,
+            tree: d.tree,
+            poll: d.poll,
+        }
+    }
+}
+
+/// The directory of the data directory where git sources keep their
+/// cache repositories.
+pub const SYNC_DIR: &str = "sync";
+
+/// What the leader needs to follow git sources.
+struct SyncRunner {
+    cluster: Arc<Cluster>,
+    sources: Sources,
+    audit: AuditLog,
+    config: FollowConfig,
+    metrics: SyncMetrics,
 }
 
 /// Why a server could not start or stopped.
@@ -282,11 +329,13 @@ impl Daemon {
         } else {
             secrets.claim_key().await?;
         }
+        let sources = Sources::new(dyn_store.clone(), config.keys.clone(), config.sync.limits);
         let trust = Arc::new(Trust {
             credentials,
             audit: audit.clone(),
             ca,
             secrets: Arc::new(secrets),
+            sync: Arc::new(sources.clone()),
         });
         // One log for the API and the reconcile loop: this server's events
         // keep one order.
@@ -304,7 +353,22 @@ impl Daemon {
             .with_events(events.clone()),
         );
         cluster.start_counting();
-        let metrics = Arc::new(Metrics::new(&scheduler_metrics));
+        let sync_metrics = SyncMetrics::default();
+        let mut metrics = Metrics::new(&scheduler_metrics);
+        sync_metrics.register(metrics.registry_mut());
+        let metrics = Arc::new(metrics);
+        let sync = SyncRunner {
+            cluster: Arc::clone(&cluster),
+            sources,
+            audit: audit.clone(),
+            config: FollowConfig {
+                cache_dir: config.data_dir.join(SYNC_DIR),
+                fetch_timeout: config.sync.follow.fetch_timeout,
+                tree: config.sync.follow.tree,
+                poll: config.sync.follow.poll,
+            },
+            metrics: sync_metrics,
+        };
         let api = router_with_metrics(
             cluster,
             Arc::clone(&trust),
@@ -368,7 +432,7 @@ impl Daemon {
         let trimming_events = tokio::spawn(trim_events(events.clone(), stopped.clone()));
         let limits = config.api.http;
         let task = tokio::spawn(async move {
-            let leading = tokio::spawn(lead(dyn_store, election, reconcile, stopped.clone()));
+            let leading = tokio::spawn(lead(dyn_store, election, reconcile, sync, stopped.clone()));
             let mut until = stopped;
             let shutdown = async move {
                 let _ = until.wait_for(|s| *s).await;
@@ -864,6 +928,7 @@ async fn lead(
     store: Arc<dyn Store>,
     election: ElectionConfig,
     reconcile: ReconcilerConfig,
+    sync: SyncRunner,
     shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -880,7 +945,22 @@ async fn lead(
             }
         };
         tracing::info!(revision = leadership.revision(), "this server leads");
-        match reconciler::run(store.clone(), &leadership, &reconcile, shutdown.clone()).await {
+        // Git sources are followed while this server leads.
+        let (stop_following, following) = watch::channel(false);
+        let follower = tokio::spawn(flotilla_sync::follow(
+            Arc::clone(&sync.cluster),
+            sync.sources.clone(),
+            sync.audit.clone(),
+            sync.config.clone(),
+            sync.metrics.clone(),
+            following,
+        ));
+        let ended = reconciler::run(store.clone(), &leadership, &reconcile, shutdown.clone()).await;
+        let _ = stop_following.send(true);
+        if let Err(e) = follower.await {
+            tracing::error!("the git sources' task failed: {e}");
+        }
+        match ended {
             ReconcileError::Shutdown => {
                 leadership.resign(&*store).await;
                 return;

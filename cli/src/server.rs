@@ -463,6 +463,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
         audit,
         events: file.events.resolve(),
         quotas: file.quotas.resolve(),
+        sync: Default::default(),
         etcd,
         raft,
         data_dir: args

@@ -55,11 +55,17 @@ pub enum EventKind {
     MachineRemoved,
     /// A server became the leader (`detail` names it).
     LeaderChanged,
+    /// A git source refused a commit (`detail`: the source, the commit,
+    /// and each problem with its file and line); nothing was changed.
+    SyncRefused,
+    /// A unit a git source owns was changed by hand (`actor`: the source;
+    /// `detail`: what differs, and whether it was put back).
+    UnitDrifted,
 }
 
 impl EventKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::UnitPlaced,
         EventKind::UnitMoved,
         EventKind::UnitUnplaced,
@@ -75,6 +81,8 @@ impl EventKind {
         EventKind::MachineCutOff,
         EventKind::MachineRemoved,
         EventKind::LeaderChanged,
+        EventKind::SyncRefused,
+        EventKind::UnitDrifted,
     ];
 
     /// The kind as the API writes it (`unit-placed`).
@@ -95,6 +103,8 @@ impl EventKind {
             EventKind::MachineCutOff => "machine-cut-off",
             EventKind::MachineRemoved => "machine-removed",
             EventKind::LeaderChanged => "leader-changed",
+            EventKind::SyncRefused => "sync-refused",
+            EventKind::UnitDrifted => "unit-drifted",
         }
     }
 }

@@ -43,6 +43,7 @@ pub mod resources;
 pub mod secret;
 pub mod state;
 pub mod suggest;
+pub mod sync;
 pub mod token;
 pub mod trust;
 pub mod unit;

@@ -18,6 +18,8 @@
 //! | `events/<ms>-<seq>-<server>-<count>` | a chunk of up to 128 [`Event`](flotilla_proto::event::Event)s ([`crate::events`]) | any server: the leader's decisions, agents' reports, changes through the API |
 //! | `secrets/meta/<name>` | a secret's version, size and times ([`SecretMeta`](crate::secrets::SecretMeta)) | any server (operators) |
 //! | `secrets/value/<name>` | a secret's value, sealed with the cluster's secrets key ([`crate::secrets`]) | any server, with its meta |
+//! | `sync/sources/<name>` | a git source ([`Source`](flotilla_proto::sync::Source)): repository, branch, interval, paused | any server (operators) |
+//! | `sync/status/<name>` | what the source last did ([`SourceStatus`](flotilla_proto::sync::SourceStatus)): commits fetched and applied, errors, drift, the units it owns | the leader (and any server, when the source is removed) |
 //! | `tls/ca` | the cluster CA's certificate (PEM; never its key) | the first server |
 //! | `cluster` | the cluster's id (JSON, [`crate::identity`]), in stores shared by servers (etcd) | the first server, once |
 //!
@@ -171,6 +173,22 @@ impl Keys {
 
     pub fn secret_value(&self, name: &str) -> String {
         format!("{}secrets/value/{name}", self.prefix)
+    }
+
+    pub fn sync_sources(&self) -> String {
+        format!("{}sync/sources/", self.prefix)
+    }
+
+    pub fn sync_source(&self, name: &str) -> String {
+        format!("{}sync/sources/{name}", self.prefix)
+    }
+
+    pub fn sync_statuses(&self) -> String {
+        format!("{}sync/status/", self.prefix)
+    }
+
+    pub fn sync_status(&self, name: &str) -> String {
+        format!("{}sync/status/{name}", self.prefix)
     }
 
     pub fn ca(&self) -> String {

@@ -1,4 +1,18 @@
 //! Git sources: the leader follows a branch of a repository and applies
-//! each new commit as `flotilla apply` would.
+//! each new commit as `flotilla apply` would (docs/git-sync.md).
+//!
+//! - [`git`]: the fetch of one branch and the read of a commit's files,
+//!   with gitoxide.
+//! - [`sources`]: the sources and their status in the store.
+//! - [`plan`]: what a commit changes, and drift.
+//! - [`follow`]: the leader's task per source.
+//!
+//! A crate of its own so that gitoxide enters only the server's build.
 
+pub mod follow;
 pub mod git;
+pub mod plan;
+pub mod sources;
+
+pub use follow::{FollowConfig, SyncMetrics, follow};
+pub use sources::{SourceLimits, Sources, SourcesError};

@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 mod inspect;
 mod secrets;
 mod servers;
+mod sync;
 mod trust;
 
 pub use secrets::OpenedSecret;

@@ -31,6 +31,8 @@ pub struct Trust {
     pub ca: Arc<ClusterCa>,
     /// The cluster's secrets, sealed in the store.
     pub secrets: Arc<flotilla_scheduler::secrets::Secrets>,
+    /// The git sources the leader follows, in the store.
+    pub sync: Arc<flotilla_sync::Sources>,
 }
 
 impl std::fmt::Debug for Trust {

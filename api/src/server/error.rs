@@ -81,6 +81,9 @@ pub enum ApiError {
     /// Managing or delivering secrets failed.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// Managing git sources failed.
+    #[error(transparent)]
+    Sync(#[from] flotilla_sync::SourcesError),
     /// A raft membership change on a server whose store is not replicated
     /// with raft (embedded or etcd).
     #[error("this server's store is not replicated with raft: its membership cannot change")]
@@ -131,6 +134,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Trust(e) => trust_status(e),
             ApiError::Secrets(e) => secrets_status(e),
+            ApiError::Sync(e) => sync_status(e),
             ApiError::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unreachable"),
@@ -184,6 +188,24 @@ fn trust_status(e: &TrustError) -> (StatusCode, &'static str) {
         TrustError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
         TrustError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         TrustError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+/// The status and reason of each error of git sources: one match, no
+/// wildcard.
+fn sync_status(e: &flotilla_sync::SourcesError) -> (StatusCode, &'static str) {
+    use flotilla_sync::SourcesError;
+    match e {
+        SourcesError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        SourcesError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+        SourcesError::Changed { .. } => (StatusCode::CONFLICT, "conflict"),
+        SourcesError::Full { .. } => (StatusCode::INSUFFICIENT_STORAGE, "quota_exceeded"),
+        SourcesError::Store(e) if e.is_temporary() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        }
+        SourcesError::Store(_) | SourcesError::Corrupt { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+        }
     }
 }
 

@@ -109,6 +109,12 @@ impl Metrics {
         Metrics { registry, api }
     }
 
+    /// The registry, for other parts of the server to add their metrics
+    /// to before it is shared.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// The page, in the format `accept` asks for: its content type and
     /// text.
     pub fn render(&self, accept: Option<&str>) -> Result<(&'static str, String), std::fmt::Error> {

@@ -1,5 +1,5 @@
 //! The HTTP server: the public REST API (`/v1/units`, `/v1/state`,
-//! `/v1/machines`, `/v1/servers`, `/v1/watch`, `/v1/events`, `/v1/secrets`), the agent endpoints (`/v1/agent/...`),
+//! `/v1/machines`, `/v1/servers`, `/v1/watch`, `/v1/events`, `/v1/secrets`, `/v1/sync`), the agent endpoints (`/v1/agent/...`),
 //! fleet's v1 API for fleet's clients (`/fleet/v1/...`, in `fleet/`), the
 //! OpenAPI document and `/healthz`.
 //!
@@ -27,6 +27,7 @@ mod routes;
 mod secrets;
 mod servers;
 mod state;
+mod sync;
 mod trust;
 mod units;
 mod watch;

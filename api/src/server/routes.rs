@@ -9,7 +9,7 @@ use flotilla_scheduler::control::ControlPlane;
 
 use super::{
     AppState, agent, events, fleet, inspect, machines, meta, metrics, secrets, servers, state,
-    trust, units, watch,
+    sync, trust, units, watch,
 };
 
 /// The HTTP methods the API uses.
@@ -91,6 +91,12 @@ pub enum Endpoint {
     DeleteSecret,
     UnitSecrets,
     AgentReply,
+    ListSyncSources,
+    GetSyncSource,
+    PutSyncSource,
+    PauseSyncSource,
+    ResumeSyncSource,
+    DeleteSyncSource,
     FleetDiscovery,
     FleetListUnits,
     FleetGetUnit,
@@ -301,6 +307,44 @@ pub const ROUTES: &[Route] = &[
         Endpoint::DeleteSecret,
         OPERATOR,
     ),
+    // Git sources: following one changes units as its commits say, so
+    // making, changing, pausing and removing one is for operators.
+    route(
+        HttpMethod::Get,
+        "/v1/sync",
+        Endpoint::ListSyncSources,
+        VIEWER,
+    ),
+    route(
+        HttpMethod::Get,
+        "/v1/sync/{name}",
+        Endpoint::GetSyncSource,
+        VIEWER,
+    ),
+    audited(
+        HttpMethod::Put,
+        "/v1/sync/{name}",
+        Endpoint::PutSyncSource,
+        OPERATOR,
+    ),
+    audited(
+        HttpMethod::Post,
+        "/v1/sync/{name}/pause",
+        Endpoint::PauseSyncSource,
+        OPERATOR,
+    ),
+    audited(
+        HttpMethod::Post,
+        "/v1/sync/{name}/resume",
+        Endpoint::ResumeSyncSource,
+        OPERATOR,
+    ),
+    audited(
+        HttpMethod::Delete,
+        "/v1/sync/{name}",
+        Endpoint::DeleteSyncSource,
+        OPERATOR,
+    ),
     audited(
         HttpMethod::Post,
         "/v1/agent/join",
@@ -464,6 +508,12 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::PutSecret => on(method, secrets::put::<C>),
         Endpoint::DeleteSecret => on(method, secrets::delete::<C>),
         Endpoint::UnitSecrets => on(method, secrets::for_unit::<C>),
+        Endpoint::ListSyncSources => on(method, sync::list::<C>),
+        Endpoint::GetSyncSource => on(method, sync::get::<C>),
+        Endpoint::PutSyncSource => on(method, sync::put::<C>),
+        Endpoint::PauseSyncSource => on(method, sync::pause::<C>),
+        Endpoint::ResumeSyncSource => on(method, sync::resume::<C>),
+        Endpoint::DeleteSyncSource => on(method, sync::delete::<C>),
         Endpoint::FleetDiscovery => on(method, fleet::discovery),
         Endpoint::FleetListUnits => on(method, fleet::list_units::<C>),
         Endpoint::FleetGetUnit => on(method, fleet::get_unit::<C>),

@@ -18,6 +18,7 @@ mod secrets;
 mod shutdown;
 #[path = "../support/mod.rs"]
 mod support;
+mod sync;
 mod units;
 mod watch;
 
@@ -77,10 +78,19 @@ impl Server {
     }
 
     async fn with(api: ApiConfig, machine_ttl: Duration) -> Server {
+        Server::with_daemon(|config| {
+            config.api = api;
+            config.machine_ttl = machine_ttl;
+        })
+        .await
+    }
+
+    /// A server with the test defaults, changed by `edit`.
+    pub async fn with_daemon(edit: impl FnOnce(&mut flotilla_api::daemon::DaemonConfig)) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut config =
-            support::daemon_config(dir.path().join("data"), machine_ttl, Strategy::default());
-        config.api = api;
+            support::daemon_config(dir.path().join("data"), MACHINE_TTL, Strategy::default());
+        edit(&mut config);
         let store = Arc::new(MemoryStore::new());
         let daemon = Daemon::start_in_memory(config, store.clone())
             .await

@@ -522,6 +522,85 @@ fn schemas_match_the_wire_types() {
         .collect();
     let ours: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(kinds, ours, "EventKind's values");
+    git_sources(&doc);
+}
+
+/// The git sources' types, every optional field set.
+fn git_sources(doc: &Value) {
+    use flotilla_proto::sync::{
+        CommitAt, DriftMode, DriftSeen, Drifted, Owned, Source, SourceInfo, SourcePut,
+        SourceStatus, SyncChanges, SyncFailure,
+    };
+    check(
+        doc,
+        "SourcePut",
+        SourcePut {
+            repo: "git://h/r.git".into(),
+            branch: Some("main".into()),
+            path: Some("units".into()),
+            interval: Some("30s".into()),
+            prune: true,
+            drift: DriftMode::Warn,
+        },
+    );
+    let at = CommitAt {
+        commit: "0123456".into(),
+        at_ms: 1,
+    };
+    let drifted = Drifted {
+        unit: "a.service".into(),
+        how: "contents".into(),
+    };
+    let info = SourceInfo {
+        source: Source {
+            name: "site".into(),
+            repo: "git://h/r.git".into(),
+            branch: "main".into(),
+            path: String::new(),
+            interval: std::time::Duration::from_secs(30),
+            prune: false,
+            drift: DriftMode::Revert,
+            paused: false,
+        },
+        status: SourceStatus {
+            last_fetched: Some(at.clone()),
+            last_applied: Some(at),
+            last_changes: Some(SyncChanges {
+                created: vec!["a.service".into()],
+                replaced: vec!["b.service".into()],
+                state_changed: vec!["c.service".into()],
+                destroyed: vec!["d.service".into()],
+            }),
+            last_error: Some(SyncFailure {
+                at_ms: 2,
+                commit: Some("89abcde".into()),
+                message: "a.service:4: error: x".into(),
+            }),
+            drifted: vec![drifted.clone()],
+            last_drift: Some(DriftSeen {
+                at_ms: 3,
+                units: vec![drifted],
+                reverted: true,
+            }),
+            owned: [(
+                "a.service".to_owned(),
+                Owned {
+                    hash: "h".into(),
+                    desired: DesiredState::Launched,
+                },
+            )]
+            .into(),
+        },
+    };
+    check(doc, "SourceInfo", &info);
+    check(doc, "SourceStatus", &info.status);
+    check(
+        doc,
+        "SourceList",
+        flotilla_proto::sync::SourceList {
+            sources: vec![info],
+        },
+    );
 }
 
 /// Probes the live router with every documented path and every method:

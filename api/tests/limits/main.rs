@@ -112,6 +112,11 @@ impl RealServer {
                         Keys::default(),
                         flotilla_scheduler::secrets::SecretsKey::generate().unwrap(),
                     )),
+                    sync: Arc::new(flotilla_sync::Sources::new(
+                        store.clone(),
+                        Keys::default(),
+                        Default::default(),
+                    )),
                 });
                 let (_, admin) = trust
                     .credentials

@@ -36,6 +36,7 @@ pub fn daemon_config(data_dir: PathBuf, machine_ttl: Duration, strategy: Strateg
         audit: Default::default(),
         events: Default::default(),
         quotas: Default::default(),
+        sync: Default::default(),
     }
 }
 

@@ -1,0 +1,497 @@
+//! Git sources over real HTTPS, following a real repository served by
+//! `git daemon`, with commits pushed during the test: the cluster follows
+//! within the interval, a broken commit is refused (with its file and
+//! line) and the next good one applied, hand changes are put back (or
+//! reported and kept), pausing stops following, and pruning touches only
+//! the source's own units. Every change is attributed to the source and
+//! its commit.
+
+use std::time::Duration;
+
+use flotilla_api::client::{Client, EventQuery, PageQuery};
+use flotilla_proto::DesiredState;
+use flotilla_proto::event::EventKind;
+use flotilla_proto::sync::{DriftMode, SourceInfo, SourcePut};
+use flotilla_proto::trust::Role;
+use flotilla_proto::wire::UnitPut;
+use flotilla_testbed::GitServer;
+
+use crate::{DEADLINE, Server, eventually, name};
+
+const WEB: &str = "[Service]\nExecStart=/bin/sleep 1000\n";
+const WEB_V2: &str = "[Service]\nExecStart=/bin/sleep 2000\n";
+const DB: &str = "[Service]\nExecStart=/bin/sleep 3000\n";
+const BROKEN: &str = "[Service]\nExecStart=/bin/true\n[X-Fleet]\nConflict=x\n";
+
+/// A server whose sources may sync every 100 ms, and whose leader rereads
+/// them every 50 ms.
+async fn server() -> Server {
+    Server::with_daemon(|c| {
+        c.sync.limits.min_interval = Duration::from_millis(100);
+        c.sync.follow.poll = Duration::from_millis(50);
+    })
+    .await
+}
+
+fn source(repo: &str) -> SourcePut {
+    SourcePut {
+        repo: repo.to_owned(),
+        interval: Some("200ms".into()),
+        ..SourcePut::default()
+    }
+}
+
+async fn status(client: &Client, source: &str) -> SourceInfo {
+    client.get_sync_source(source).await.unwrap()
+}
+
+/// Waits until `source` has applied `commit`.
+async fn applied(client: &Client, source: &str, commit: &str) -> SourceInfo {
+    eventually(&format!("{source} to apply {commit}"), DEADLINE, || async {
+        let info = status(client, source).await;
+        (info.status.last_applied.as_ref().map(|c| c.commit.as_str()) == Some(commit))
+            .then_some(info)
+    })
+    .await
+}
+
+async fn text_of(client: &Client, unit: &str) -> Option<String> {
+    client.get_unit(&name(unit)).await.ok().map(|u| u.text)
+}
+
+/// Waits until the leader has fetched `source` twice more after now: a
+/// sync that would have happened has.
+async fn two_more_fetches(client: &Client, source: &str) {
+    let seen = std::sync::Mutex::new(Vec::new());
+    eventually(
+        &format!("two more fetches of {source}"),
+        DEADLINE,
+        || async {
+            let at = status(client, source)
+                .await
+                .status
+                .last_fetched
+                .map(|c| c.at_ms);
+            let mut seen = seen.lock().unwrap();
+            if seen.last() != Some(&at) {
+                seen.push(at);
+            }
+            (seen.len() >= 3).then_some(())
+        },
+    )
+    .await;
+}
+
+async fn event_by(client: &Client, kind: EventKind, actor: &str) -> flotilla_proto::event::Event {
+    eventually(&format!("a {kind} event by {actor}"), DEADLINE, || async {
+        let page = client
+            .events(
+                &EventQuery::default(),
+                &PageQuery {
+                    token: None,
+                    limit: Some(1000),
+                },
+            )
+            .await
+            .unwrap();
+        page.events
+            .into_iter()
+            .find(|e| e.kind == kind && e.actor.as_deref() == Some(actor))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_commits_and_refuses_broken_ones() {
+    let git = GitServer::start("follow").unwrap();
+    let server = server().await;
+    let operator = server.client_as(Role::Operator).await;
+    let admin = server.client();
+    let first = git
+        .commit(
+            &[
+                ("web.service", Some(WEB)),
+                ("db.service", Some(DB)),
+                ("flotilla.yaml", Some("states:\n  db.service: loaded\n")),
+            ],
+            "first",
+        )
+        .unwrap();
+    let made = operator
+        .put_sync_source("site", &source(&git.url()))
+        .await
+        .unwrap();
+    assert_eq!(made.source.branch, "main");
+
+    // The cluster follows, as flotilla apply would.
+    let info = applied(&admin, "site", &first).await;
+    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB));
+    let db = admin.get_unit(&name("db.service")).await.unwrap();
+    assert_eq!(db.desired_state, DesiredState::Loaded);
+    let changes = info.status.last_changes.unwrap();
+    assert_eq!(changes.created, ["db.service", "web.service"]);
+    assert!(info.status.last_error.is_none());
+
+    // Every change is attributed to the source and the commit, in the
+    // events and in the audit log.
+    let actor = format!("sync:site@{}", &first[..7]);
+    let created = event_by(&admin, EventKind::UnitCreated, &actor).await;
+    assert!(created.unit.is_some());
+    let audit = admin.audit(None, &PageQuery::default()).await.unwrap();
+    assert!(
+        audit
+            .entries
+            .iter()
+            .any(|e| e.actor_name == actor && e.action == "PUT /v1/units/web.service"),
+        "{:?}",
+        audit.entries
+    );
+
+    // A broken unit: nothing changes, the error names the file and line.
+    let broken = git
+        .commit(
+            &[
+                ("web.service", Some(WEB_V2)),
+                ("broken.service", Some(BROKEN)),
+            ],
+            "broken",
+        )
+        .unwrap();
+    let failure = eventually("the broken commit to be refused", DEADLINE, || async {
+        status(&admin, "site")
+            .await
+            .status
+            .last_error
+            .filter(|e| e.commit.as_deref() == Some(broken.as_str()))
+    })
+    .await;
+    assert!(
+        failure
+            .message
+            .contains("broken.service:4: error: [X-Fleet] Conflict: unknown key"),
+        "{}",
+        failure.message
+    );
+    let refused = event_by(
+        &admin,
+        EventKind::SyncRefused,
+        &format!("sync:site@{}", &broken[..7]),
+    )
+    .await;
+    assert!(refused.detail.unwrap().contains("broken.service:4"));
+    let info = status(&admin, "site").await;
+    assert_eq!(info.status.last_applied.unwrap().commit, first);
+    assert_eq!(info.status.last_fetched.unwrap().commit, broken);
+    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB));
+    assert_eq!(text_of(&admin, "broken.service").await, None);
+
+    // A bad flotilla.yaml too.
+    let bad_manifest = git
+        .commit(
+            &[
+                ("broken.service", None),
+                ("flotilla.yaml", Some("states:\n  db.service: running\n")),
+            ],
+            "bad manifest",
+        )
+        .unwrap();
+    let failure = eventually("the bad manifest to be refused", DEADLINE, || async {
+        status(&admin, "site")
+            .await
+            .status
+            .last_error
+            .filter(|e| e.commit.as_deref() == Some(bad_manifest.as_str()))
+    })
+    .await;
+    assert!(
+        failure.message.starts_with("flotilla.yaml:2: error:"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB));
+
+    // The next good commit is applied.
+    let good = git
+        .commit(
+            &[("flotilla.yaml", Some("states:\n  db.service: launched\n"))],
+            "good",
+        )
+        .unwrap();
+    let info = applied(&admin, "site", &good).await;
+    assert!(info.status.last_error.is_none());
+    assert_eq!(
+        text_of(&admin, "web.service").await.as_deref(),
+        Some(WEB_V2)
+    );
+    let db = admin.get_unit(&name("db.service")).await.unwrap();
+    assert_eq!(db.desired_state, DesiredState::Launched);
+    let changes = info.status.last_changes.unwrap();
+    assert_eq!(changes.replaced, ["web.service"]);
+    assert_eq!(changes.state_changed, ["db.service"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_changes_are_reverted_or_reported() {
+    let git = GitServer::start("drift").unwrap();
+    let server = server().await;
+    let admin = server.client();
+    let first = git.commit(&[("web.service", Some(WEB))], "first").unwrap();
+    admin
+        .put_sync_source("site", &source(&git.url()))
+        .await
+        .unwrap();
+    applied(&admin, "site", &first).await;
+
+    // drift: revert (the default): a hand change is put back.
+    admin
+        .put_unit(
+            &name("web.service"),
+            &UnitPut {
+                text: Some(WEB_V2.into()),
+                replace: true,
+                ..UnitPut::default()
+            },
+        )
+        .await
+        .unwrap();
+    eventually("the hand change to be put back", DEADLINE, || async {
+        (text_of(&admin, "web.service").await.as_deref() == Some(WEB)).then_some(())
+    })
+    .await;
+    // The status is written once the sync that put it back ends.
+    let info = eventually("the drift to be recorded", DEADLINE, || async {
+        let info = status(&admin, "site").await;
+        info.status.last_drift.is_some().then_some(info)
+    })
+    .await;
+    let drift = info.status.last_drift.unwrap();
+    assert!(drift.reverted);
+    assert_eq!(drift.units[0].unit, "web.service");
+    assert_eq!(drift.units[0].how, "contents");
+    assert!(info.status.drifted.is_empty());
+    let event = event_by(
+        &admin,
+        EventKind::UnitDrifted,
+        &format!("sync:site@{}", &first[..7]),
+    )
+    .await;
+    assert!(event.detail.unwrap().contains("put back"));
+
+    // drift: warn: reported (status, metric) and kept.
+    admin
+        .put_sync_source(
+            "site",
+            &SourcePut {
+                drift: DriftMode::Warn,
+                ..source(&git.url())
+            },
+        )
+        .await
+        .unwrap();
+    admin
+        .put_unit(
+            &name("web.service"),
+            &UnitPut {
+                desired_state: Some(DesiredState::Loaded),
+                ..UnitPut::default()
+            },
+        )
+        .await
+        .unwrap();
+    let drifted = eventually("the drift to be reported", DEADLINE, || async {
+        let d = status(&admin, "site").await.status.drifted;
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(drifted[0].unit, "web.service");
+    assert_eq!(drifted[0].how, "desired state loaded, not launched");
+    let (code, _, body) = server
+        .raw("GET", &format!("{}/metrics", server.url), None, "")
+        .await;
+    assert_eq!(code, 200);
+    let page = String::from_utf8(body).unwrap();
+    assert!(
+        page.contains("flotilla_sync_drifted_units{source=\"site\"} 1"),
+        "{page}"
+    );
+    two_more_fetches(&admin, "site").await;
+    let web = admin.get_unit(&name("web.service")).await.unwrap();
+    assert_eq!(web.desired_state, DesiredState::Loaded, "warn put it back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_following_and_prune_touches_only_own_units() {
+    let git = GitServer::start("prune").unwrap();
+    let server = server().await;
+    let admin = server.client();
+    // Someone else's unit, which no source owns.
+    admin
+        .put_unit(
+            &name("theirs.service"),
+            &UnitPut {
+                desired_state: Some(DesiredState::Loaded),
+                text: Some(DB.into()),
+                ..UnitPut::default()
+            },
+        )
+        .await
+        .unwrap();
+    let first = git
+        .commit(
+            &[
+                ("units/a.service", Some(WEB)),
+                ("units/b.service", Some(WEB)),
+                ("clock/README.md", Some("no units here\n")),
+            ],
+            "first",
+        )
+        .unwrap();
+    admin
+        .put_sync_source(
+            "site",
+            &SourcePut {
+                path: Some("units".into()),
+                prune: true,
+                ..source(&git.url())
+            },
+        )
+        .await
+        .unwrap();
+    // A second source with no units: its fetches show the leader syncing.
+    admin
+        .put_sync_source(
+            "clock",
+            &SourcePut {
+                path: Some("clock".into()),
+                ..source(&git.url())
+            },
+        )
+        .await
+        .unwrap();
+    applied(&admin, "site", &first).await;
+    assert!(text_of(&admin, "a.service").await.is_some());
+
+    // Paused: new commits are not followed.
+    let paused = admin.pause_sync_source("site", true).await.unwrap();
+    assert!(paused.source.paused);
+    let second = git
+        .commit(
+            &[("units/a.service", None), ("units/c.service", Some(WEB))],
+            "second",
+        )
+        .unwrap();
+    applied(&admin, "clock", &second).await;
+    two_more_fetches(&admin, "clock").await;
+    let info = status(&admin, "site").await;
+    assert_eq!(info.status.last_fetched.unwrap().commit, first);
+    assert!(text_of(&admin, "a.service").await.is_some());
+    assert_eq!(text_of(&admin, "c.service").await, None);
+
+    // Resumed: followed again; prune destroys only the source's own unit.
+    admin.pause_sync_source("site", false).await.unwrap();
+    let info = applied(&admin, "site", &second).await;
+    let changes = info.status.last_changes.unwrap();
+    assert_eq!(changes.created, ["c.service"]);
+    assert_eq!(changes.destroyed, ["a.service"]);
+    assert_eq!(text_of(&admin, "a.service").await, None);
+    assert!(text_of(&admin, "b.service").await.is_some());
+    assert!(text_of(&admin, "theirs.service").await.is_some());
+    let destroyed = event_by(
+        &admin,
+        EventKind::UnitDestroyed,
+        &format!("sync:site@{}", &second[..7]),
+    )
+    .await;
+    assert_eq!(destroyed.unit.unwrap().as_str(), "a.service");
+
+    // Another source may not take a unit this one owns.
+    admin
+        .put_sync_source(
+            "other",
+            &SourcePut {
+                path: Some("units".into()),
+                ..source(&git.url())
+            },
+        )
+        .await
+        .unwrap();
+    let failure = eventually("the other source to be refused", DEADLINE, || async {
+        status(&admin, "other").await.status.last_error
+    })
+    .await;
+    assert!(
+        failure
+            .message
+            .contains("unit b.service belongs to git source site"),
+        "{}",
+        failure.message
+    );
+
+    // Removed: the units stay.
+    admin.delete_sync_source("site").await.unwrap();
+    let e = admin.get_sync_source("site").await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert!(text_of(&admin, "b.service").await.is_some());
+}
+
+#[tokio::test]
+async fn sources_are_checked_and_only_operators_change_them() {
+    let server = server().await;
+    let viewer = server.client_as(Role::Viewer).await;
+    let operator = server.client_as(Role::Operator).await;
+    let put = source("git://127.0.0.1:1/r.git");
+    let e = viewer.put_sync_source("site", &put).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    operator.put_sync_source("site", &put).await.unwrap();
+    assert_eq!(viewer.list_sync_sources().await.unwrap().len(), 1);
+    let e = viewer.pause_sync_source("site", true).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let e = viewer.delete_sync_source("site").await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+
+    // Bad requests are JSON errors naming what is wrong.
+    for (body, why) in [
+        (
+            r#"{"repo":"https://example.com/r.git"}"#,
+            "only git:// and file://",
+        ),
+        (
+            r#"{"repo":"git://h/r.git","interval":"10ms"}"#,
+            "interval 10ms: between 100ms and 1d",
+        ),
+        (
+            r#"{"repo":"git://h/r.git","drift":"ignore"}"#,
+            "expected `revert` or `warn`",
+        ),
+        (r#"{"repo":"git://h/r.git","bogus":1}"#, "bogus"),
+    ] {
+        let error = server
+            .raw_error(
+                "PUT",
+                &format!("{}/v1/sync/site", server.url),
+                Some("application/json"),
+                body,
+            )
+            .await;
+        assert_eq!(error.error.code, 400, "{body}");
+        assert!(error.error.message.contains(why), "{}", error.error.message);
+    }
+    let error = server
+        .raw_error("GET", &format!("{}/v1/sync/nope", server.url), None, "")
+        .await;
+    assert_eq!(error.error.code, 404);
+
+    // An unreachable repository is reported, not fatal.
+    let failure = eventually("the fetch failure to be reported", DEADLINE, || async {
+        status(&operator, "site").await.status.last_error
+    })
+    .await;
+    assert!(failure.commit.is_none());
+    assert!(
+        failure
+            .message
+            .starts_with("cannot fetch branch main of git://127.0.0.1:1/r.git"),
+        "{}",
+        failure.message
+    );
+}

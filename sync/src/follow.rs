@@ -1,0 +1,591 @@
+//! The leader's side: one task per source, while this server leads. Each
+//! fetches its branch every interval; a new commit that reads and checks
+//! as a directory of units is applied with `flotilla apply`'s semantics,
+//! every change attributed to `sync:NAME@COMMIT` in the events and the
+//! audit log; a commit that does not is refused (nothing changes, the
+//! last good commit keeps running) and reported. Between commits, the
+//! units the source owns are checked for drift from what it last applied:
+//! put back (`drift: revert`) or reported (`drift: warn`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use flotilla_proto::UnitName;
+use flotilla_proto::bundle::{self, Wanted};
+use flotilla_proto::event::{Event, EventKind};
+use flotilla_proto::sync::{
+    CommitAt, DriftMode, DriftSeen, Drifted, Source, SourceStatus, SyncChanges, SyncFailure, actor,
+};
+use flotilla_proto::trust::{AuditEntry, Role};
+use flotilla_proto::wire::UnitPut;
+use flotilla_scheduler::control::{ControlError, ControlPlane, MAX_PAGE, PageRequest};
+use flotilla_scheduler::trust::{AuditLog, now_ms};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::git::{self, TreeLimits};
+use crate::plan::{self, Change, Have};
+use crate::sources::Sources;
+
+/// How the leader follows its sources.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// Where each source's cache repository is kept (`NAME.git`).
+    pub cache_dir: PathBuf,
+    /// A fetch that takes longer is given up (and tried again at the next
+    /// interval).
+    pub fetch_timeout: Duration,
+    /// How much of a commit is read.
+    pub tree: TreeLimits,
+    /// How often the list of sources is read, to start, change and stop
+    /// their tasks.
+    pub poll: Duration,
+}
+
+impl FollowConfig {
+    /// The defaults, with caches under `cache_dir`.
+    pub fn new(cache_dir: PathBuf) -> FollowConfig {
+        FollowConfig {
+            cache_dir,
+            fetch_timeout: Duration::from_secs(60),
+            tree: TreeLimits::default(),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+/// `flotilla_sync_drifted_units{source}`.
+#[derive(Debug, Clone, Default)]
+pub struct SyncMetrics {
+    drifted: Family<SourceLabel, Gauge>,
+}
+
+impl SyncMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "flotilla_sync_drifted_units",
+            "Units a git source owns that differ from its last applied commit (changed by hand), as last checked by the leader",
+            self.drifted.clone(),
+        );
+    }
+
+    fn set(&self, source: &str, n: usize) {
+        self.drifted
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    fn forget(&self, source: &str) {
+        self.drifted.remove(&SourceLabel {
+            source: source.to_owned(),
+        });
+    }
+}
+
+struct Ctx<C> {
+    control: Arc<C>,
+    sources: Sources,
+    audit: AuditLog,
+    config: FollowConfig,
+    metrics: SyncMetrics,
+}
+
+/// Follows every source until `stop` turns true (this server stops
+/// leading, or shuts down); then ends their tasks.
+pub async fn follow<C: ControlPlane>(
+    control: Arc<C>,
+    sources: Sources,
+    audit: AuditLog,
+    config: FollowConfig,
+    metrics: SyncMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let poll = config.poll;
+    let ctx = Arc::new(Ctx {
+        control,
+        sources,
+        audit,
+        config,
+        metrics,
+    });
+    let mut running: HashMap<String, (Source, JoinHandle<()>)> = HashMap::new();
+    loop {
+        match ctx.sources.definitions().await {
+            Ok(defs) => {
+                let known: BTreeSet<String> = defs.iter().map(|s| s.name.clone()).collect();
+                let wanted: BTreeMap<String, Source> = defs
+                    .into_iter()
+                    .filter(|s| !s.paused)
+                    .map(|s| (s.name.clone(), s))
+                    .collect();
+                running.retain(|name, (source, task)| {
+                    let keep = wanted.get(name) == Some(source) && !task.is_finished();
+                    if !keep {
+                        task.abort();
+                        ctx.metrics.forget(name);
+                        if !known.contains(name) {
+                            forget_cache(&ctx.config, name);
+                        }
+                    }
+                    keep
+                });
+                for (name, source) in wanted {
+                    running.entry(name).or_insert_with(|| {
+                        let task = tokio::spawn(run(Arc::clone(&ctx), source.clone()));
+                        (source, task)
+                    });
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the git sources: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    for (name, (_, task)) in running {
+        task.abort();
+        ctx.metrics.forget(&name);
+    }
+}
+
+async fn run<C: ControlPlane>(ctx: Arc<Ctx<C>>, source: Source) {
+    loop {
+        if let Err(e) = sync_once(&ctx, &source).await {
+            tracing::warn!(source = source.name, "git source: {e}");
+        }
+        tokio::time::sleep(source.interval).await;
+    }
+}
+
+/// Fetches the source's branch, giving up after the fetch timeout.
+async fn fetch(config: &FollowConfig, source: &Source) -> Result<String, String> {
+    let cache = cache_of(config, &source.name);
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupt);
+    let (repo, branch) = (source.repo.clone(), source.branch.clone());
+    let task = tokio::task::spawn_blocking(move || git::fetch(&cache, &repo, &branch, &flag));
+    match tokio::time::timeout(config.fetch_timeout, task).await {
+        Ok(Ok(result)) => result.map_err(|e| e.to_string()),
+        Ok(Err(e)) => Err(format!("the fetch failed: {e}")),
+        Err(_) => {
+            interrupt.store(true, Ordering::Relaxed);
+            Err(format!(
+                "the fetch took longer than {}s: given up",
+                config.fetch_timeout.as_secs()
+            ))
+        }
+    }
+}
+
+fn cache_of(config: &FollowConfig, name: &str) -> PathBuf {
+    config.cache_dir.join(format!("{name}.git"))
+}
+
+/// Reads and checks commit `commit` as a directory of units.
+async fn read_commit(
+    config: &FollowConfig,
+    source: &Source,
+    commit: &str,
+) -> Result<BTreeMap<String, Wanted>, String> {
+    let cache = cache_of(config, &source.name);
+    let (commit, path, limits) = (commit.to_owned(), source.path.clone(), config.tree);
+    let root = source.path.clone();
+    tokio::task::spawn_blocking(move || {
+        let files = git::read_tree(&cache, &commit, &path, &limits).map_err(|e| e.to_string())?;
+        let found = bundle::read(&root, &files).map_err(|e| e.to_string())?;
+        Ok(found
+            .units
+            .into_iter()
+            .map(|(name, w)| (name.to_string(), w))
+            .collect())
+    })
+    .await
+    .map_err(|e| format!("reading the commit failed: {e}"))?
+}
+
+/// Every unit of the cluster, by name.
+async fn cluster_units<C: ControlPlane>(
+    control: &C,
+) -> Result<BTreeMap<String, (Have, String)>, ControlError> {
+    let mut out = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let page = control
+            .list_units(PageRequest {
+                token,
+                limit: Some(MAX_PAGE),
+            })
+            .await?;
+        for u in page.units {
+            let have = Have {
+                hash: u.hash,
+                desired: u.desired_state,
+            };
+            out.insert(u.name, (have, u.text));
+        }
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// One sync of one source: fetch, apply a new commit or refuse it, check
+/// drift; the outcome goes to the source's status.
+async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(), String> {
+    let name = &source.name;
+    let mut status = ctx
+        .sources
+        .status(name)
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let fetched = match fetch(&ctx.config, source).await {
+        Ok(commit) => commit,
+        Err(message) => {
+            status.last_error = Some(SyncFailure {
+                at_ms: now_ms(),
+                commit: None,
+                message: format!(
+                    "cannot fetch branch {} of {}: {message}",
+                    source.branch, source.repo
+                ),
+            });
+            return ctx
+                .sources
+                .write_status(name, &status)
+                .await
+                .map_err(|e| e.to_string());
+        }
+    };
+    status.last_fetched = Some(CommitAt {
+        commit: fetched.clone(),
+        at_ms: now_ms(),
+    });
+    if status
+        .last_error
+        .as_ref()
+        .is_some_and(|e| e.commit.is_none())
+    {
+        status.last_error = None;
+    }
+    let applied = status.last_applied.as_ref().map(|c| c.commit.clone());
+    let refused = status.last_error.as_ref().and_then(|e| e.commit.clone());
+    let mut target = None;
+    if applied.as_deref() != Some(fetched.as_str()) && refused.as_deref() != Some(fetched.as_str())
+    {
+        let read = match read_commit(&ctx.config, source, &fetched).await {
+            Ok(wanted) => owned_elsewhere(ctx, name, &wanted).await.map(|()| wanted),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(wanted) => target = Some((fetched.clone(), wanted, true)),
+            Err(message) => refuse(ctx, name, &mut status, &fetched, message),
+        }
+    }
+    if target.is_none()
+        && let Some(commit) = applied
+    {
+        match read_commit(&ctx.config, source, &commit).await {
+            Ok(wanted) => target = Some((commit, wanted, false)),
+            Err(e) => tracing::warn!(
+                source = name,
+                "cannot read the last applied commit {commit} to check drift: {e}"
+            ),
+        }
+    }
+    let Some((commit, wanted, new)) = target else {
+        return ctx
+            .sources
+            .write_status(name, &status)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let cluster = cluster_units(&*ctx.control)
+        .await
+        .map_err(|e| e.to_string())?;
+    let have: BTreeMap<String, Have> = cluster
+        .iter()
+        .map(|(n, (h, _))| (n.clone(), h.clone()))
+        .collect();
+    let drifted = plan::drift(&status.owned, &have);
+    let drifted_names: BTreeSet<&str> = drifted.iter().map(|d| d.unit.as_str()).collect();
+    let mut changes = plan::changes(
+        &wanted,
+        &have,
+        (new && source.prune).then_some(&status.owned),
+    );
+    let new_owned = plan::owned(&wanted);
+    if new {
+        if source.drift == DriftMode::Warn {
+            // Units changed by hand that this commit does not change stay
+            // as they are.
+            changes.retain(|c| {
+                !drifted_names.contains(c.unit())
+                    || status.owned.get(c.unit()) != new_owned.get(c.unit())
+            });
+        }
+    } else if source.drift == DriftMode::Revert {
+        changes.retain(|c| drifted_names.contains(c.unit()));
+    } else {
+        changes.clear();
+    }
+    let who = actor(name, &commit);
+    let (done, failed) = apply(ctx, name, &who, &wanted, &changes).await;
+    let left: Vec<Drifted> = drifted
+        .iter()
+        .filter(|d| !done.iter().any(|c| c.unit() == d.unit))
+        .cloned()
+        .collect();
+    // Reported when some were put back (each a new hand change), or when
+    // those left differ from the last report.
+    if !drifted.is_empty() && (left.len() < drifted.len() || status.drifted != left) {
+        let reverted = left.is_empty();
+        for d in &drifted {
+            let put_back = !left.contains(d);
+            let detail = format!(
+                "changed by hand ({}) from source {name}'s commit {}: {}",
+                d.how,
+                git::short(&commit),
+                if put_back {
+                    "put back"
+                } else {
+                    "left as it is"
+                }
+            );
+            if let Ok(unit) = UnitName::parse(&d.unit) {
+                ctx.control.record_change(
+                    Event::new(EventKind::UnitDrifted, now_ms())
+                        .unit(&unit)
+                        .actor(who.clone())
+                        .detail(detail),
+                );
+            }
+        }
+        status.last_drift = Some(DriftSeen {
+            at_ms: now_ms(),
+            units: drifted.clone(),
+            reverted,
+        });
+    }
+    status.drifted = left;
+    ctx.metrics.set(name, status.drifted.len());
+    let summary = summarize(&done);
+    if new {
+        status.last_applied = Some(CommitAt {
+            commit: commit.clone(),
+            at_ms: now_ms(),
+        });
+        status.owned = new_owned;
+        status.last_changes = Some(summary);
+        status.last_error = None;
+    } else if !summary.is_empty() {
+        status.last_changes = Some(summary);
+    }
+    if let Some(e) = failed {
+        status.last_error = Some(SyncFailure {
+            at_ms: now_ms(),
+            commit: new.then(|| commit.clone()),
+            message: format!("applying commit {}: {e}", git::short(&commit)),
+        });
+    }
+    ctx.sources
+        .write_status(name, &status)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Refuses a commit when a unit it names is owned by another source.
+async fn owned_elsewhere<C: ControlPlane>(
+    ctx: &Ctx<C>,
+    name: &str,
+    wanted: &BTreeMap<String, Wanted>,
+) -> Result<(), String> {
+    let statuses = ctx.sources.statuses().await.map_err(|e| e.to_string())?;
+    let mut errors = Vec::new();
+    for (other, status) in statuses.iter().filter(|(other, _)| *other != name) {
+        for unit in wanted.keys().filter(|u| status.owned.contains_key(*u)) {
+            errors.push(format!("unit {unit} belongs to git source {other}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+/// Records that commit `commit` was refused: in the status, as an event
+/// and in the log.
+fn refuse<C: ControlPlane>(
+    ctx: &Ctx<C>,
+    name: &str,
+    status: &mut SourceStatus,
+    commit: &str,
+    message: String,
+) {
+    tracing::warn!(source = name, commit, "commit refused: {message}");
+    ctx.control.record_change(
+        Event::new(EventKind::SyncRefused, now_ms())
+            .actor(actor(name, commit))
+            .detail(format!(
+                "source {name} refused commit {}, nothing was changed: {message}",
+                git::short(commit)
+            )),
+    );
+    status.last_error = Some(SyncFailure {
+        at_ms: now_ms(),
+        commit: Some(commit.to_owned()),
+        message,
+    });
+}
+
+/// Makes `changes`, each attributed to `who`; stops at the first that
+/// fails. Returns those made, and the failure.
+async fn apply<C: ControlPlane>(
+    ctx: &Ctx<C>,
+    name: &str,
+    who: &str,
+    wanted: &BTreeMap<String, Wanted>,
+    changes: &[Change],
+) -> (Vec<Change>, Option<ControlError>) {
+    let mut done = Vec::new();
+    for change in changes {
+        let Ok(unit) = UnitName::parse(change.unit()) else {
+            continue;
+        };
+        let (put, kind, detail) = match change {
+            Change::Create { .. } | Change::Replace { .. } => {
+                let Some(w) = wanted.get(change.unit()) else {
+                    continue;
+                };
+                let create = matches!(change, Change::Create { .. });
+                let put = UnitPut {
+                    desired_state: Some(w.desired),
+                    text: Some(w.text.clone()),
+                    replace: !create,
+                    ..UnitPut::default()
+                };
+                let (kind, what) = if create {
+                    (EventKind::UnitCreated, "contents given")
+                } else {
+                    (EventKind::UnitChanged, "new contents")
+                };
+                (
+                    Some(put),
+                    kind,
+                    format!("{what}, desired state {}", w.desired),
+                )
+            }
+            Change::State { to, .. } => {
+                let put = UnitPut {
+                    desired_state: Some(*to),
+                    ..UnitPut::default()
+                };
+                (
+                    Some(put),
+                    EventKind::UnitChanged,
+                    format!("desired state {to}"),
+                )
+            }
+            Change::Destroy { .. } => (None, EventKind::UnitDestroyed, "pruned".to_owned()),
+        };
+        let (result, method, status) = match put {
+            Some(put) => {
+                let result = ctx.control.put_unit(&unit, put).await.map(|_| ());
+                let status = if matches!(change, Change::Create { .. }) {
+                    201
+                } else {
+                    204
+                };
+                (result, "PUT", status)
+            }
+            None => (ctx.control.delete_unit(&unit).await, "DELETE", 204),
+        };
+        let entry = |status: u16| AuditEntry {
+            at_ms: now_ms(),
+            actor_id: format!("sync:{name}"),
+            actor_name: who.to_owned(),
+            role: Role::Operator,
+            action: format!("{method} /v1/units/{unit}"),
+            target: format!("units/{unit}"),
+            status,
+            peer: String::new(),
+        };
+        match result {
+            Ok(()) => {
+                ctx.control.record_change(
+                    Event::new(kind, now_ms())
+                        .unit(&unit)
+                        .actor(who.to_owned())
+                        .detail(detail),
+                );
+                if let Err(e) = ctx.audit.record(entry(status)).await {
+                    tracing::error!("cannot record a change in the audit log: {e}");
+                }
+                done.push(change.clone());
+            }
+            Err(e) => {
+                if let Err(e) = ctx.audit.record(entry(http_status(&e))).await {
+                    tracing::error!("cannot record a change in the audit log: {e}");
+                }
+                return (done, Some(e));
+            }
+        }
+    }
+    (done, None)
+}
+
+/// The status the API would have answered `e` with, for the audit log.
+fn http_status(e: &ControlError) -> u16 {
+    match e {
+        ControlError::InvalidUnit(_)
+        | ControlError::InvalidRequest(_)
+        | ControlError::InvalidField(_) => 400,
+        ControlError::NotFound { .. } => 404,
+        ControlError::Conflict(_) => 409,
+        ControlError::TooLarge { .. } => 413,
+        ControlError::Unavailable(_) => 503,
+        ControlError::QuotaExceeded { .. } => 507,
+        ControlError::Internal(_) => 500,
+    }
+}
+
+fn summarize(done: &[Change]) -> SyncChanges {
+    let mut s = SyncChanges::default();
+    for c in done {
+        let unit = c.unit().to_owned();
+        match c {
+            Change::Create { .. } => s.created.push(unit),
+            Change::Replace { .. } => s.replaced.push(unit),
+            Change::State { .. } => s.state_changed.push(unit),
+            Change::Destroy { .. } => s.destroyed.push(unit),
+        }
+    }
+    s
+}
+
+/// Removes the cache repository of a source that was removed.
+pub fn forget_cache(config: &FollowConfig, name: &str) {
+    let dir = cache_of(config, name);
+    if dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(&dir)
+    {
+        tracing::warn!("cannot remove {}: {e}", dir.display());
+    }
+}
