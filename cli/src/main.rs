@@ -19,6 +19,7 @@ mod membership;
 mod secret;
 mod server;
 mod shim;
+mod sync;
 mod table;
 mod trust;
 mod unit_source;
@@ -179,6 +180,11 @@ enum Command {
     /// (`Secret=`); values are never printed.
     #[command(subcommand)]
     Secret(secret::SecretCommand),
+    /// Follow git repositories: the leader applies each new commit of a
+    /// branch as `apply` would, and reports (or puts back) hand changes.
+    /// See docs/git-sync.md.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
     /// Make, list and revoke tokens (admin).
     #[command(subcommand)]
     Token(trust::TokenCommand),
@@ -258,6 +264,7 @@ fn main() -> ExitCode {
         }
         Command::ImportFleet(args) => client::run(&global, |c| import_fleet::run(c, args)),
         Command::Secret(cmd) => client::run(&global, |c| secret::secret(c, cmd)),
+        Command::Sync(cmd) => client::run(&global, |c| sync::sync(c, cmd)),
         Command::Token(cmd) => client::run(&global, |c| trust::token(c, cmd)),
         Command::Cert(cmd) => client::run(&global, |c| trust::cert(c, cmd)),
         Command::Machine(cmd) => client::run(&global, |c| trust::machine(c, cmd)),

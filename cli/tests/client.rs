@@ -627,3 +627,87 @@ fn diff_exit_code_tells_changes_from_none() {
         stderr(&out)
     );
 }
+
+/// `flotilla sync`: a source added from the command line is followed at
+/// once (a real repository served by `git daemon`), and its status,
+/// pause, resume and removal read as documented.
+#[test]
+fn sync_add_status_pause_resume_remove() {
+    let (dir, s) = server("sync");
+    let git = flotilla_testbed::GitServer::start("cli").unwrap();
+    let commit = git
+        .commit(
+            &[
+                ("site/web.service", Some(WEB)),
+                ("site/flotilla.yaml", Some("default-state: loaded\n")),
+            ],
+            "first",
+        )
+        .unwrap();
+    let out = s.run(
+        dir.path(),
+        &[
+            "sync",
+            "add",
+            "site",
+            "--repo",
+            &git.url(),
+            "--path",
+            "site",
+            "--interval",
+            "10s",
+            "--drift",
+            "warn",
+        ],
+    );
+    ok(&out);
+    assert!(
+        stderr(&out).contains(&format!(
+            "following {} branch main as source site every 10s",
+            git.url()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let short = &commit[..7];
+    let status = eventually("the commit to be applied", Duration::from_secs(20), || {
+        let status = ok(&s.run(dir.path(), &["sync", "status", "site"]));
+        status
+            .contains(&format!("applied:      {short} at"))
+            .then_some(status)
+    });
+    assert!(
+        status.contains("last changes: 1 created, 0 replaced"),
+        "{status}"
+    );
+    assert!(status.contains("  + web.service"), "{status}");
+    assert!(status.contains("drift warn"), "{status}");
+    assert_eq!(ok(&s.run(dir.path(), &["cat", "web.service"])), WEB);
+
+    let listing = ok(&s.run(dir.path(), &["sync", "status"]));
+    let row: Vec<&str> = listing.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..4], ["site", "following", short, short], "{listing}");
+
+    ok(&s.run(dir.path(), &["sync", "pause", "site"]));
+    let json = ok(&s.run(dir.path(), &["sync", "status", "site", "-o", "json"]));
+    let info: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(info["source"]["paused"], true);
+    ok(&s.run(dir.path(), &["sync", "resume", "site"]));
+
+    let out = s.run(
+        dir.path(),
+        &["sync", "add", "bad", "--repo", "https://example.com/r.git"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("only git:// and file://"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = ok(&s.run(dir.path(), &["sync", "remove", "site"]));
+    assert!(out.is_empty());
+    assert_eq!(ok(&s.run(dir.path(), &["cat", "web.service"])), WEB);
+    let out = s.run(dir.path(), &["sync", "status", "site"]);
+    assert_eq!(out.status.code(), Some(1));
+}
