@@ -386,23 +386,49 @@ async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(),
     status.drifted = left;
     ctx.metrics.set(name, status.drifted.len());
     let summary = summarize(&done);
-    if new {
-        status.last_applied = Some(CommitAt {
-            commit: commit.clone(),
-            at_ms: now_ms(),
-        });
-        status.owned = new_owned;
-        status.last_changes = Some(summary);
-        status.last_error = None;
-    } else if !summary.is_empty() {
-        status.last_changes = Some(summary);
-    }
-    if let Some(e) = failed {
-        status.last_error = Some(SyncFailure {
-            at_ms: now_ms(),
-            commit: new.then(|| commit.clone()),
-            message: format!("applying commit {}: {e}", git::short(&commit)),
-        });
+    match failed {
+        None if new => {
+            status.last_applied = Some(CommitAt {
+                commit: commit.clone(),
+                at_ms: now_ms(),
+            });
+            status.owned = new_owned;
+            status.last_changes = Some(summary);
+            status.last_error = None;
+        }
+        None => {
+            if !summary.is_empty() {
+                status.last_changes = Some(summary);
+            }
+        }
+        Some(e) => {
+            // The source owns what it made; the commit is not applied
+            // yet, and is tried again at the next sync (not refused: the
+            // cluster, not the commit, said no).
+            for change in &done {
+                let unit = change.unit();
+                match new_owned.get(unit) {
+                    Some(o) if new => {
+                        status.owned.insert(unit.to_owned(), o.clone());
+                    }
+                    _ if matches!(change, Change::Destroy { .. }) => {
+                        status.owned.remove(unit);
+                    }
+                    _ => {}
+                }
+            }
+            if !summary.is_empty() {
+                status.last_changes = Some(summary);
+            }
+            status.last_error = Some(SyncFailure {
+                at_ms: now_ms(),
+                commit: None,
+                message: format!(
+                    "applying commit {} stopped at a change the cluster refused: {e}",
+                    git::short(&commit)
+                ),
+            });
+        }
     }
     ctx.sources
         .write_status(name, &status)

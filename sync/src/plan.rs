@@ -41,7 +41,8 @@ impl Change {
 
 /// The changes that make the cluster hold `wanted`; with `prune`, also
 /// the destruction of the units in `prune` (the source's own) that
-/// `wanted` does not name. Units of the cluster that are in neither are
+/// `wanted` does not name, first, so that a commit that swaps units fits
+/// in the cluster's quotas. Units of the cluster that are in neither are
 /// never touched.
 pub fn changes(
     wanted: &BTreeMap<String, Wanted>,
@@ -49,6 +50,11 @@ pub fn changes(
     prune: Option<&BTreeMap<String, Owned>>,
 ) -> Vec<Change> {
     let mut out = Vec::new();
+    for name in prune.into_iter().flat_map(BTreeMap::keys) {
+        if !wanted.contains_key(name) && cluster.contains_key(name) {
+            out.push(Change::Destroy { unit: name.clone() });
+        }
+    }
     for (name, w) in wanted {
         let unit = name.clone();
         match cluster.get(name) {
@@ -59,11 +65,6 @@ pub fn changes(
                 to: w.desired,
             }),
             Some(_) => {}
-        }
-    }
-    for name in prune.into_iter().flat_map(BTreeMap::keys) {
-        if !wanted.contains_key(name) && cluster.contains_key(name) {
-            out.push(Change::Destroy { unit: name.clone() });
         }
     }
     out
@@ -161,8 +162,8 @@ mod tests {
             },
         ];
         assert_eq!(changes(&w, &cluster, None), expected);
-        let mut pruned = expected;
-        pruned.push(Change::Destroy { unit: "old".into() });
+        let mut pruned = vec![Change::Destroy { unit: "old".into() }];
+        pruned.extend(expected);
         assert_eq!(changes(&w, &cluster, Some(&mine)), pruned);
     }
 

@@ -108,6 +108,11 @@ impl Server {
         }
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+
     /// The id of the cluster, as the server recorded it in its store.
     pub async fn cluster_id(&self) -> ClusterId {
         let key = Keys::default().cluster();

@@ -434,6 +434,123 @@ async fn pause_stops_following_and_prune_touches_only_own_units() {
     assert!(text_of(&admin, "b.service").await.is_some());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_goes_on_from_the_last_applied_commit() {
+    let git = GitServer::start("failover").unwrap();
+    let first = git
+        .commit(
+            &[("web.service", Some(WEB)), ("db.service", Some(DB))],
+            "first",
+        )
+        .unwrap();
+    let a = server().await;
+    a.client()
+        .put_sync_source("site", &source(&git.url()))
+        .await
+        .unwrap();
+    applied(&a.client(), "site", &first).await;
+
+    // A second server on the same store, with the cluster's CA and
+    // secrets key, and a cache of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("tls")).unwrap();
+    for file in ["tls/ca.crt", "tls/ca.key", "secrets.key"] {
+        std::fs::copy(a.data_dir().join(file), data.join(file)).unwrap();
+    }
+    let mut config = crate::support::daemon_config(
+        data.clone(),
+        crate::MACHINE_TTL,
+        flotilla_scheduler::placement::Strategy::default(),
+    );
+    config.sync.limits.min_interval = Duration::from_millis(100);
+    config.sync.follow.poll = Duration::from_millis(50);
+    let b = flotilla_api::daemon::Daemon::start_in_memory(config, a.store.clone())
+        .await
+        .unwrap();
+    let client = Client::with_options([b.url()], a.options(Some(&a.admin))).unwrap();
+    a.stop().await.unwrap();
+
+    // B leads, fetches into its own cache, and applies only what the next
+    // commit changes.
+    let second = git
+        .commit(&[("web.service", Some(WEB_V2))], "second")
+        .unwrap();
+    let info = applied(&client, "site", &second).await;
+    let changes = info.status.last_changes.unwrap();
+    assert_eq!(changes.replaced, ["web.service"]);
+    assert!(changes.created.is_empty(), "{changes:?}");
+    assert_eq!(info.status.owned.len(), 2);
+    assert!(data.join("sync/site.git").is_dir());
+    assert_eq!(
+        text_of(&client, "web.service").await.as_deref(),
+        Some(WEB_V2)
+    );
+    b.stop().await.unwrap();
+}
+
+/// A commit the cluster cannot hold (its unit quota) stops at the refused
+/// write: what was made stays, owned by the source, the error says why,
+/// and the commit is tried again until one fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_over_the_quota_stops_and_is_tried_again() {
+    let git = GitServer::start("quota").unwrap();
+    let server = Server::with_daemon(|c| {
+        c.sync.limits.min_interval = Duration::from_millis(100);
+        c.sync.follow.poll = Duration::from_millis(50);
+        c.quotas.units = 2;
+    })
+    .await;
+    let admin = server.client();
+    let three = git
+        .commit(
+            &[
+                ("a.service", Some(WEB)),
+                ("b.service", Some(WEB)),
+                ("c.service", Some(WEB)),
+            ],
+            "three",
+        )
+        .unwrap();
+    admin
+        .put_sync_source(
+            "site",
+            &SourcePut {
+                prune: true,
+                ..source(&git.url())
+            },
+        )
+        .await
+        .unwrap();
+    let info = eventually("the quota to stop the sync", DEADLINE, || async {
+        let info = status(&admin, "site").await;
+        info.status.last_error.is_some().then_some(info)
+    })
+    .await;
+    let failure = info.status.last_error.unwrap();
+    assert!(failure.commit.is_none(), "{failure:?}");
+    assert!(
+        failure
+            .message
+            .contains(&format!("applying commit {}", &three[..7]))
+            && failure.message.contains("quota"),
+        "{}",
+        failure.message
+    );
+    assert!(info.status.last_applied.is_none());
+    let owned: Vec<&str> = info.status.owned.keys().map(String::as_str).collect();
+    assert_eq!(owned, ["a.service", "b.service"]);
+
+    // A commit that fits is applied; prune removes what the source made.
+    let two = git
+        .commit(&[("a.service", None), ("b.service", None)], "two")
+        .unwrap();
+    let info = applied(&admin, "site", &two).await;
+    assert!(info.status.last_error.is_none());
+    assert_eq!(text_of(&admin, "a.service").await, None);
+    assert_eq!(text_of(&admin, "c.service").await.as_deref(), Some(WEB));
+}
+
 #[tokio::test]
 async fn sources_are_checked_and_only_operators_change_them() {
     let server = server().await;
