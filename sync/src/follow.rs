@@ -123,10 +123,16 @@ pub async fn follow<C: ControlPlane>(
         metrics,
     });
     let mut running: HashMap<String, (Source, JoinHandle<()>)> = HashMap::new();
+    let mut swept = false;
     loop {
         match ctx.sources.definitions().await {
             Ok(defs) => {
                 let known: BTreeSet<String> = defs.iter().map(|s| s.name.clone()).collect();
+                if !swept {
+                    // Caches of sources removed while another server led.
+                    sweep_caches(&ctx.config, &known);
+                    swept = true;
+                }
                 let wanted: BTreeMap<String, Source> = defs
                     .into_iter()
                     .filter(|s| !s.paused)
@@ -604,6 +610,22 @@ fn summarize(done: &[Change]) -> SyncChanges {
         }
     }
     s
+}
+
+/// Removes the cache repositories of sources that are not in `known`.
+fn sweep_caches(config: &FollowConfig, known: &BTreeSet<String>) {
+    let Ok(entries) = std::fs::read_dir(&config.cache_dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".git")) else {
+            continue;
+        };
+        if !known.contains(name) {
+            forget_cache(config, name);
+        }
+    }
 }
 
 /// Removes the cache repository of a source that was removed.

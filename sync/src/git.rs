@@ -174,7 +174,11 @@ pub fn read_tree(
         let size = header.size();
         if size > limits.max_file_bytes {
             return Err(GitError::FileTooLarge {
-                path: file.to_owned(),
+                path: if path.is_empty() {
+                    file.to_owned()
+                } else {
+                    format!("{path}/{file}")
+                },
                 size,
                 limit: limits.max_file_bytes,
             });

@@ -458,6 +458,8 @@ async fn a_new_leader_goes_on_from_the_last_applied_commit() {
     for file in ["tls/ca.crt", "tls/ca.key", "secrets.key"] {
         std::fs::copy(a.data_dir().join(file), data.join(file)).unwrap();
     }
+    // The cache of a source removed while another server led.
+    std::fs::create_dir_all(data.join("sync/gone.git")).unwrap();
     let mut config = crate::support::daemon_config(
         data.clone(),
         crate::MACHINE_TTL,
@@ -471,8 +473,8 @@ async fn a_new_leader_goes_on_from_the_last_applied_commit() {
     let client = Client::with_options([b.url()], a.options(Some(&a.admin))).unwrap();
     a.stop().await.unwrap();
 
-    // B leads, fetches into its own cache, and applies only what the next
-    // commit changes.
+    // B leads, fetches into its own cache (dropping stale ones), and
+    // applies only what the next commit changes.
     let second = git
         .commit(&[("web.service", Some(WEB_V2))], "second")
         .unwrap();
@@ -482,6 +484,10 @@ async fn a_new_leader_goes_on_from_the_last_applied_commit() {
     assert!(changes.created.is_empty(), "{changes:?}");
     assert_eq!(info.status.owned.len(), 2);
     assert!(data.join("sync/site.git").is_dir());
+    assert!(
+        !data.join("sync/gone.git").exists(),
+        "a stale cache was kept"
+    );
     assert_eq!(
         text_of(&client, "web.service").await.as_deref(),
         Some(WEB_V2)
