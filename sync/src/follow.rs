@@ -214,6 +214,13 @@ async fn read_commit(
     tokio::task::spawn_blocking(move || {
         let files = git::read_tree(&cache, &commit, &path, &limits).map_err(|e| e.to_string())?;
         let found = bundle::read(&root, &files).map_err(|e| e.to_string())?;
+        if found.units.len() > limits.max_units {
+            return Err(format!(
+                "the commit asks for {} units, over the limit of {} for one source",
+                found.units.len(),
+                limits.max_units
+            ));
+        }
         Ok(found
             .units
             .into_iter()

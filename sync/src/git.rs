@@ -20,6 +20,9 @@ pub struct TreeLimits {
     pub max_bytes: u64,
     /// Bytes of one file read: a unit file's own limit.
     pub max_file_bytes: u64,
+    /// Units one commit may ask for (instances included), so that the
+    /// source's status, which names each, fits in one store value.
+    pub max_units: usize,
 }
 
 impl Default for TreeLimits {
@@ -29,6 +32,7 @@ impl Default for TreeLimits {
             max_files: 5_000,
             max_bytes: 32 * 1024 * 1024,
             max_file_bytes: MAX_UNIT_FILE_BYTES as u64,
+            max_units: 1_000,
         }
     }
 }

@@ -557,6 +557,45 @@ async fn a_commit_over_the_quota_stops_and_is_tried_again() {
     assert_eq!(text_of(&admin, "c.service").await.as_deref(), Some(WEB));
 }
 
+/// A commit that asks for more units than one source may own is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_over_the_unit_limit_is_refused() {
+    let git = GitServer::start("units").unwrap();
+    let server = Server::with_daemon(|c| {
+        c.sync.limits.min_interval = Duration::from_millis(100);
+        c.sync.follow.poll = Duration::from_millis(50);
+        c.sync.follow.tree.max_units = 2;
+    })
+    .await;
+    let admin = server.client();
+    let commit = git
+        .commit(
+            &[
+                ("worker@.service", Some(WEB)),
+                (
+                    "flotilla.yaml",
+                    Some("instances:\n  worker@.service: [1, 2]\n"),
+                ),
+            ],
+            "three units",
+        )
+        .unwrap();
+    admin
+        .put_sync_source("site", &source(&git.url()))
+        .await
+        .unwrap();
+    let failure = eventually("the commit to be refused", DEADLINE, || async {
+        status(&admin, "site").await.status.last_error
+    })
+    .await;
+    assert_eq!(failure.commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(
+        failure.message,
+        "the commit asks for 3 units, over the limit of 2 for one source"
+    );
+    assert!(admin.all_units().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn sources_are_checked_and_only_operators_change_them() {
     let server = server().await;
