@@ -178,23 +178,32 @@ async fn run<C: ControlPlane>(ctx: Arc<Ctx<C>>, source: Source) {
     }
 }
 
+/// Interrupts a fetch when dropped: when the fetch is given up, and when
+/// the source's task is ended (this server stops leading or shuts down,
+/// the source is paused or removed) while the fetch runs on the blocking
+/// pool.
+struct Interrupt(Arc<AtomicBool>);
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Fetches the source's branch, giving up after the fetch timeout.
 async fn fetch(config: &FollowConfig, source: &Source) -> Result<String, String> {
     let cache = cache_of(config, &source.name);
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&interrupt);
+    let interrupt = Interrupt(Arc::new(AtomicBool::new(false)));
+    let flag = Arc::clone(&interrupt.0);
     let (repo, branch) = (source.repo.clone(), source.branch.clone());
     let task = tokio::task::spawn_blocking(move || git::fetch(&cache, &repo, &branch, &flag));
     match tokio::time::timeout(config.fetch_timeout, task).await {
         Ok(Ok(result)) => result.map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(format!("the fetch failed: {e}")),
-        Err(_) => {
-            interrupt.store(true, Ordering::Relaxed);
-            Err(format!(
-                "the fetch took longer than {}s: given up",
-                config.fetch_timeout.as_secs()
-            ))
-        }
+        Err(_) => Err(format!(
+            "the fetch took longer than {}: given up",
+            flotilla_proto::duration::format_timespan(config.fetch_timeout)
+        )),
     }
 }
 

@@ -596,6 +596,44 @@ async fn a_commit_over_the_unit_limit_is_refused() {
     assert!(admin.all_units().await.unwrap().is_empty());
 }
 
+/// A repository that accepts the connection and never answers: the fetch
+/// is given up after the fetch timeout, and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_that_hangs_is_given_up() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let server = Server::with_daemon(|c| {
+        c.sync.limits.min_interval = Duration::from_millis(100);
+        c.sync.follow.poll = Duration::from_millis(50);
+        c.sync.follow.fetch_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let admin = server.client();
+    admin
+        .put_sync_source("site", &source(&format!("git://127.0.0.1:{port}/r.git")))
+        .await
+        .unwrap();
+    let failure = eventually("the fetch to be given up", DEADLINE, || async {
+        status(&admin, "site").await.status.last_error
+    })
+    .await;
+    assert!(
+        failure
+            .message
+            .ends_with("the fetch took longer than 300ms: given up"),
+        "{}",
+        failure.message
+    );
+    server.stop().await.unwrap();
+    silent.abort();
+}
+
 #[tokio::test]
 async fn sources_are_checked_and_only_operators_change_them() {
     let server = server().await;
