@@ -51,9 +51,11 @@ impl GitServer {
         git(&dir, &["init", "-q", "--bare", "-b", "main", "repo.git"])?;
         git(&dir.join("work"), &["init", "-q", "-b", "main"])?;
         let port = free_port()?;
-        let daemon = Command::new("git")
+        // `git-daemon` itself, not `git daemon`: git would run it as a
+        // child of its own, which killing git leaves running.
+        let exec_path = git(&dir, &["--exec-path"])?;
+        let daemon = Command::new(Path::new(&exec_path).join("git-daemon"))
             .args([
-                "daemon",
                 "--export-all",
                 "--enable=receive-pack",
                 "--reuseaddr",
