@@ -61,11 +61,23 @@ pub enum EventKind {
     /// A unit a git source owns was changed by hand (`actor`: the source;
     /// `detail`: what differs, and whether it was put back).
     UnitDrifted,
+    /// A rollout started (`detail` names it, its group, units and waves).
+    RolloutStarted,
+    /// The leader wrote the new contents of a rollout's wave (`detail`
+    /// names the rollout, the wave and its units).
+    RolloutWaveStarted,
+    /// A wave's units ran their new contents for the min-healthy-time.
+    RolloutWaveCompleted,
+    /// Every unit of a rollout runs its new contents.
+    RolloutCompleted,
+    /// A rollout stopped on a failure (`unit`, and `detail` says why and
+    /// whether the changed units got their old contents back).
+    RolloutFailed,
 }
 
 impl EventKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::UnitPlaced,
         EventKind::UnitMoved,
         EventKind::UnitUnplaced,
@@ -83,6 +95,11 @@ impl EventKind {
         EventKind::LeaderChanged,
         EventKind::SyncRefused,
         EventKind::UnitDrifted,
+        EventKind::RolloutStarted,
+        EventKind::RolloutWaveStarted,
+        EventKind::RolloutWaveCompleted,
+        EventKind::RolloutCompleted,
+        EventKind::RolloutFailed,
     ];
 
     /// The kind as the API writes it (`unit-placed`).
@@ -105,6 +122,11 @@ impl EventKind {
             EventKind::LeaderChanged => "leader-changed",
             EventKind::SyncRefused => "sync-refused",
             EventKind::UnitDrifted => "unit-drifted",
+            EventKind::RolloutStarted => "rollout-started",
+            EventKind::RolloutWaveStarted => "rollout-wave-started",
+            EventKind::RolloutWaveCompleted => "rollout-wave-completed",
+            EventKind::RolloutCompleted => "rollout-completed",
+            EventKind::RolloutFailed => "rollout-failed",
         }
     }
 }

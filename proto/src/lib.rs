@@ -9,6 +9,7 @@
 //! - [`fleet`]: the `[X-Fleet]` placement options, with fleet's semantics.
 //! - [`container`]: the `[Container]` section of container units.
 //! - [`resources`]: resource requests read from systemd's own settings.
+//! - [`rollout`]: rolling updates of units whose contents change together.
 //! - [`machine`]: machines, their ids, metadata and capacity.
 //! - [`cluster`]: the id a cluster is given once, when it is made.
 //! - [`field`]: checks of the strings machines and operators supply.
@@ -40,6 +41,7 @@ pub mod machine;
 pub mod name;
 pub mod quadlet;
 pub mod resources;
+pub mod rollout;
 pub mod secret;
 pub mod state;
 pub mod suggest;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::event::{Event, EventPage};
+use flotilla_proto::rollout::{Rollout, RolloutList, RolloutOptions, RolloutRequest};
 use flotilla_proto::unit::MAX_UNIT_FILE_BYTES;
 use flotilla_proto::wire::{
     self, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, ServerList,
@@ -78,9 +79,11 @@ impl std::fmt::Debug for Cluster {
 
 /// What a write needs from a unit file that validated.
 #[derive(Debug, Clone)]
-struct UnitFacts {
-    hash: String,
-    global: bool,
+pub(crate) struct UnitFacts {
+    pub(crate) hash: String,
+    pub(crate) global: bool,
+    /// Its `Rollout*` settings.
+    pub(crate) rollout: RolloutOptions,
 }
 
 impl Cluster {
@@ -183,7 +186,7 @@ impl Cluster {
     /// Validates `text` as unit `name`, off the async threads. A text read
     /// from the store with its content hash `stored_hash` validated when it
     /// was written: what the parse cache kept of it is enough.
-    async fn unit_facts(
+    pub(crate) async fn unit_facts(
         &self,
         name: &UnitName,
         text: &str,
@@ -195,6 +198,7 @@ impl Cluster {
                 return Ok(UnitFacts {
                     hash: hash.to_owned(),
                     global: fleet.global,
+                    rollout: fleet.rollout,
                 });
             }
         }
@@ -202,6 +206,7 @@ impl Cluster {
         Ok(UnitFacts {
             hash: checked.spec.hash,
             global: checked.spec.fleet.global,
+            rollout: checked.spec.fleet.rollout,
         })
     }
 
@@ -328,15 +333,21 @@ impl ControlPlane for Cluster {
                 hash: facts.hash.clone(),
                 desired_state: desired,
             };
+            let new_contents = existing
+                .as_ref()
+                .is_some_and(|(old, _)| old.hash != record.hash);
             let (compare, outcome, old_bytes) = match &existing {
                 Some((old, kv)) => {
-                    if old.hash != record.hash && !put.replace {
+                    if new_contents && !put.replace {
                         return Err(ControlError::Conflict(format!(
                             "unit {name} already exists with different contents; replace it to change them"
                         )));
                     }
                     if old == &record {
                         return Ok(PutOutcome::Unchanged);
+                    }
+                    if new_contents {
+                        self.refuse_if_rolling(name).await?;
                     }
                     (
                         Compare::mod_revision(&key, CompareOp::Equal, kv.mod_revision),
@@ -362,8 +373,14 @@ impl ControlPlane for Cluster {
             } else {
                 TxnOp::delete(global_key)
             };
+            // New contents are written only while no rollout holds the
+            // unit (see `crate::rollout`).
+            let mut compares = vec![compare];
+            if new_contents {
+                compares.push(Compare::absent(self.keys().rolling_unit(name)));
+            }
             let txn = Txn::new()
-                .when([compare])
+                .when(compares)
                 .and_then([TxnOp::put(&key, value), global_op]);
             let resp = self.store.txn(txn).await.map_err(store_error)?;
             if resp.succeeded {
@@ -395,6 +412,18 @@ impl ControlPlane for Cluster {
 
     async fn wait_for_change(&self, index: i64, wait: Duration) -> Result<i64, ControlError> {
         self.wait_for_any_change(index, wait).await
+    }
+
+    async fn start_rollout(&self, request: RolloutRequest) -> Result<Rollout, ControlError> {
+        self.begin_rollout(request).await
+    }
+
+    async fn list_rollouts(&self) -> Result<RolloutList, ControlError> {
+        self.rollouts().await
+    }
+
+    async fn get_rollout(&self, name: &str) -> Result<Rollout, ControlError> {
+        self.rollout(name).await
     }
 
     async fn list_states(

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use flotilla_proto::event::{Event, EventPage};
 use flotilla_proto::field::FieldError;
+use flotilla_proto::rollout::{Rollout, RolloutList, RolloutRequest};
 use flotilla_proto::wire::{
     MachinePage, MachinePatch, MachineResource, MachineUnits, Registration, ServerList, StatePage,
     StateReport, Unit, UnitPage, UnitPut,
@@ -138,6 +139,24 @@ pub trait ControlPlane: Send + Sync + 'static {
         index: i64,
         wait: Duration,
     ) -> impl Future<Output = Result<i64, ControlError>> + Send;
+
+    // ---- rollouts ----
+
+    /// Starts a rolling update of units whose contents change together
+    /// (`crate::rollout`): refused (409) when another running rollout
+    /// holds one of them.
+    fn start_rollout(
+        &self,
+        request: RolloutRequest,
+    ) -> impl Future<Output = Result<Rollout, ControlError>> + Send;
+
+    /// The rollouts the cluster keeps, oldest first.
+    fn list_rollouts(&self) -> impl Future<Output = Result<RolloutList, ControlError>> + Send;
+
+    /// The rollout with this id, or else the latest of the group of this
+    /// name.
+    fn get_rollout(&self, name: &str)
+    -> impl Future<Output = Result<Rollout, ControlError>> + Send;
 
     // ---- observed state and machines ----
 

@@ -20,6 +20,8 @@
 //! | `secrets/value/<name>` | a secret's value, sealed with the cluster's secrets key ([`crate::secrets`]) | any server, with its meta |
 //! | `sync/sources/<name>` | a git source ([`Source`](flotilla_proto::sync::Source)): repository, branch, interval, paused | any server (operators) |
 //! | `sync/status/<name>` | what the source last did ([`SourceStatus`](flotilla_proto::sync::SourceStatus)): commits fetched and applied, errors, drift, the units it owns | the leader (and any server, when the source is removed) |
+//! | `rollouts/<id>` | a [`RolloutRecord`](crate::rollout::RolloutRecord): a rolling update, its units' contents before and after, and its progress | any server creates it; the leader drives it, fenced |
+//! | `rolling/<unit>` | the id of the running rollout that holds the unit: its contents change only through it | any server, with the rollout; the leader deletes it when the rollout ends |
 //! | `tls/ca` | the cluster CA's certificate (PEM; never its key) | the first server |
 //! | `cluster` | the cluster's id (JSON, [`crate::identity`]), in stores shared by servers (etcd) | the first server, once |
 //!
@@ -189,6 +191,23 @@ impl Keys {
 
     pub fn sync_status(&self, name: &str) -> String {
         format!("{}sync/status/{name}", self.prefix)
+    }
+
+    pub fn rollouts(&self) -> String {
+        format!("{}rollouts/", self.prefix)
+    }
+
+    pub fn rollout(&self, id: &str) -> String {
+        format!("{}rollouts/{id}", self.prefix)
+    }
+
+    /// The locks of the units that running rollouts hold.
+    pub fn rolling(&self) -> String {
+        format!("{}rolling/", self.prefix)
+    }
+
+    pub fn rolling_unit(&self, unit: &UnitName) -> String {
+        format!("{}rolling/{unit}", self.prefix)
     }
 
     pub fn ca(&self) -> String {

@@ -17,6 +17,8 @@
 //! - [`reconciler`]: the leader's loop from watch events to committed
 //!   placements; `commit`: how its writes are committed (fenced, several
 //!   transactions at once).
+//! - [`rollout`]: rolling updates: starting them, and the leader's loop
+//!   that restarts their units in waves.
 //! - [`events`]: the cluster's history, in the store with bounded
 //!   retention.
 //! - `liveness`: which machines' heartbeats are overdue, for the states
@@ -46,6 +48,7 @@ pub mod quota;
 mod reconcile_events;
 pub mod reconciler;
 pub mod records;
+pub mod rollout;
 pub mod secrets;
 pub mod trust;
 pub mod warm;

@@ -131,6 +131,8 @@ pub async fn run(
         let started = tokio::time::Instant::now();
         let r = tokio::select! {
             r = reconcile(&store, leadership, config) => r,
+            // Never ends: rollouts are driven while the loop runs.
+            () = crate::rollout::drive(store.clone(), leadership, &config.keys, config.events.as_ref()) => continue,
             _ = leadership.lost() => return ReconcileError::LeadershipLost,
             _ = shutdown.wait_for(|s| *s) => return ReconcileError::Shutdown,
         };

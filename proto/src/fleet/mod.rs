@@ -11,6 +11,7 @@
 //! | `Global` | a boolean | run on every machine (that matches `MachineMetadata`) |
 //! | `Replaces` | unit name globs | take the machine of a matching unit, which moves elsewhere |
 //! | `StopAfterCutOff` | a time span | flotilla's own: stop the unit once its machine has been cut off from the servers this long |
+//! | `RolloutMaxParallel`, `RolloutMinHealthyTime`, `RolloutAutoRevert`, `RolloutWaveTimeout` | see [`crate::rollout`] | flotilla's own: how a group of units whose contents change together is restarted in waves |
 //!
 //! Values:
 //!
@@ -67,6 +68,7 @@
 
 mod glob;
 mod reader;
+mod rollout_keys;
 mod rules;
 
 use std::collections::BTreeMap;
@@ -75,6 +77,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::name::UnitName;
+use crate::rollout::RolloutOptions;
 
 pub use glob::{GlobError, glob_match, validate_glob};
 pub use rules::{unit_displaces, units_conflict};
@@ -141,6 +144,11 @@ pub struct FleetOptions {
         with = "crate::duration::serde_timespan_option"
     )]
     pub stop_after_cut_off: Option<Duration>,
+    /// flotilla's own `Rollout*` keys: how the unit is restarted when its
+    /// contents change together with others' ([`crate::rollout`]). They
+    /// say nothing of where it runs.
+    #[serde(skip_serializing_if = "RolloutOptions::is_empty")]
+    pub rollout: RolloutOptions,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -148,9 +156,12 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl FleetOptions {
-    /// Whether no option is set: the unit may run anywhere.
+    /// Whether no placement option is set: the unit may run anywhere.
     pub fn is_empty(&self) -> bool {
-        *self == FleetOptions::default()
+        FleetOptions {
+            rollout: RolloutOptions::default(),
+            ..self.clone()
+        } == FleetOptions::default()
     }
 }
 

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::diagnostic::Diagnostics;
 use crate::name::{MAX_NAME_LEN, UnitName, UnitType};
+use crate::rollout::RolloutOptions;
 use crate::suggest;
 use crate::unit_file::{UnitFile, ValueRef};
 use crate::value::{parse_bool, split_words_keeping_backslashes};
@@ -176,6 +177,7 @@ struct Reader<'a> {
     metadata: List<'a, (String, String)>,
     conflicts: List<'a, String>,
     replaces: List<'a, String>,
+    rollout: RolloutOptions,
 }
 
 /// One value after specifier expansion, and whether problems with it are
@@ -196,18 +198,26 @@ impl<'a> Reader<'a> {
             metadata: List::new(),
             conflicts: List::new(),
             replaces: List::new(),
+            rollout: RolloutOptions::default(),
         }
     }
 
     fn entry(&mut self, v: ValueRef<'a>, diags: &mut Diagnostics) {
         work::charge(v.key.len() + v.value.len() + 1);
+        if super::rollout_keys::entry(&mut self.rollout, v, diags) {
+            return;
+        }
         let Some(key) = lookup(v.key) else {
             let message = if v.key == BOOT_ID_KEY {
                 "not supported, because a boot ID changes every time the machine boots and so \
                  cannot name a machine; use MachineID with the ID in the machine's /etc/machine-id"
                     .to_owned()
             } else {
-                suggest::unknown_key_message(SECTION, v.key, KNOWN_KEYS)
+                suggest::unknown_key_message(
+                    SECTION,
+                    v.key,
+                    KNOWN_KEYS.into_iter().chain(super::rollout_keys::KEYS),
+                )
             };
             diags.push(v.error(message));
             return;
@@ -514,6 +524,7 @@ impl<'a> Reader<'a> {
             global: self.global.value.unwrap_or(false),
             replaces: self.replaces.values().collect(),
             stop_after_cut_off: self.stop_after_cut_off.value,
+            rollout: self.rollout,
         }
     }
 }
