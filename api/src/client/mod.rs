@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use flotilla_proto::rollout::{Rollout, RolloutList, RolloutRequest};
 use flotilla_proto::wire::{
     ErrorBody, Heartbeat, MachinePage, MachinePatch, MachineResource, MachineUnits, Registration,
     ServerList, StatePage, StateReport, Unit, UnitPage, UnitPut,
@@ -367,6 +368,24 @@ impl Client {
                 message: format!("status {other} to a unit put"),
             }),
         }
+    }
+
+    /// `POST /v1/rollouts`: starts a rolling update of units whose
+    /// contents change together.
+    pub async fn start_rollout(&self, request: &RolloutRequest) -> Result<Rollout, ClientError> {
+        let call = self.call_with_body(Method::POST, &["v1", "rollouts"], request)?;
+        let (endpoint, _, body) = self.send(call).await?;
+        decode(&endpoint, &body)
+    }
+
+    /// `GET /v1/rollouts`.
+    pub async fn list_rollouts(&self) -> Result<RolloutList, ClientError> {
+        self.get_json(&["v1", "rollouts"], Vec::new()).await
+    }
+
+    /// `GET /v1/rollouts/{name}`: by id, or the latest of a group.
+    pub async fn get_rollout(&self, name: &str) -> Result<Rollout, ClientError> {
+        self.get_json(&["v1", "rollouts", name], Vec::new()).await
     }
 
     /// `DELETE /v1/units/{name}`.

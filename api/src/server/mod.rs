@@ -23,6 +23,7 @@ mod machines;
 mod meta;
 pub mod metrics;
 pub mod relay;
+mod rollouts;
 mod routes;
 mod secrets;
 mod servers;

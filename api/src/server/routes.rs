@@ -8,8 +8,8 @@ use flotilla_proto::trust::Role;
 use flotilla_scheduler::control::ControlPlane;
 
 use super::{
-    AppState, agent, events, fleet, inspect, machines, meta, metrics, secrets, servers, state,
-    sync, trust, units, watch,
+    AppState, agent, events, fleet, inspect, machines, meta, metrics, rollouts, secrets, servers,
+    state, sync, trust, units, watch,
 };
 
 /// The HTTP methods the API uses.
@@ -106,6 +106,9 @@ pub enum Endpoint {
     FleetGetState,
     FleetListMachines,
     FleetPatchMachines,
+    StartRollout,
+    ListRollouts,
+    GetRollout,
     // The cluster's history.
     Events,
     Metrics,
@@ -235,6 +238,25 @@ pub const ROUTES: &[Route] = &[
         "/v1/units/{name}/journal",
         Endpoint::UnitJournal,
         OPERATOR,
+    ),
+    // Rolling updates (see `super::rollouts`).
+    audited(
+        HttpMethod::Post,
+        "/v1/rollouts",
+        Endpoint::StartRollout,
+        OPERATOR,
+    ),
+    route(
+        HttpMethod::Get,
+        "/v1/rollouts",
+        Endpoint::ListRollouts,
+        VIEWER,
+    ),
+    route(
+        HttpMethod::Get,
+        "/v1/rollouts/{name}",
+        Endpoint::GetRollout,
+        VIEWER,
     ),
     route(HttpMethod::Get, "/v1/state", Endpoint::ListStates, VIEWER),
     route(
@@ -523,6 +545,9 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::FleetGetState => on(method, fleet::get_state::<C>),
         Endpoint::FleetListMachines => on(method, fleet::list_machines::<C>),
         Endpoint::FleetPatchMachines => on(method, fleet::patch_machines::<C>),
+        Endpoint::StartRollout => on(method, rollouts::start::<C>),
+        Endpoint::ListRollouts => on(method, rollouts::list::<C>),
+        Endpoint::GetRollout => on(method, rollouts::get::<C>),
         Endpoint::Events => on(method, events::list::<C>),
         Endpoint::Metrics => on(method, metrics::metrics::<C>),
     }

@@ -14,6 +14,7 @@ mod failover;
 mod limits;
 mod machines;
 mod openapi;
+mod rollouts;
 mod secrets;
 mod shutdown;
 #[path = "../support/mod.rs"]

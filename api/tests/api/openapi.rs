@@ -514,6 +514,54 @@ fn schemas_match_the_wire_types() {
             index: 1,
         },
     );
+    let rollout_options = flotilla_proto::rollout::RolloutOptions {
+        max_parallel: Some(2),
+        min_healthy_time: Some(std::time::Duration::from_secs(1)),
+        auto_revert: Some(true),
+        wave_timeout: Some(std::time::Duration::from_secs(60)),
+    };
+    check(&doc, "RolloutOptions", rollout_options);
+    check(
+        &doc,
+        "RolloutRequest",
+        flotilla_proto::rollout::RolloutRequest {
+            group: "w@.service".into(),
+            units: vec![flotilla_proto::rollout::RolloutUnitPut {
+                name: "w@1.service".parse().unwrap(),
+                text: "[Service]\nExecStart=/bin/true\n".into(),
+            }],
+            settings: rollout_options,
+        },
+    );
+    let rollout = flotilla_proto::rollout::Rollout {
+        id: "0000000000001-w@.service".into(),
+        group: "w@.service".into(),
+        state: flotilla_proto::rollout::RolloutState::Failed,
+        settings: rollout_options.resolve(),
+        waves: 2,
+        waves_done: 0,
+        current_wave: Some(0),
+        units_on_new: 1,
+        units: vec![flotilla_proto::rollout::RolloutUnitStatus {
+            name: "w@1.service".parse().unwrap(),
+            wave: 0,
+            old_hash: "a".into(),
+            new_hash: "b".into(),
+            on_new: true,
+        }],
+        failure: Some("w@1.service: exit status 1".into()),
+        reverted: true,
+        created_ms: 1,
+        updated_ms: 2,
+    };
+    check(&doc, "Rollout", &rollout);
+    check(
+        &doc,
+        "RolloutList",
+        flotilla_proto::rollout::RolloutList {
+            rollouts: vec![rollout],
+        },
+    );
     let kinds: Vec<&str> = doc["components"]["schemas"]["EventKind"]["enum"]
         .as_array()
         .unwrap()

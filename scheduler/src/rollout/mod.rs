@@ -18,6 +18,9 @@
 //! from the record. Agents are unchanged: to them a wave is units whose
 //! contents changed.
 //!
+//! The API records that a rollout started (with who started it); the
+//! driver records its waves, completion and failure.
+//!
 //! - `record.rs`: the record and its view; `waves.rs`: one step;
 //!   `driver.rs`: the leader's loop; this file: starting, listing and
 //!   reading rollouts for the API.
@@ -28,7 +31,6 @@ mod waves;
 
 use std::collections::{BTreeMap, HashSet};
 
-use flotilla_proto::event::{Event, EventKind};
 use flotilla_proto::rollout::{
     KEPT_FINISHED, MAX_GROUP_LEN, MAX_ROLLOUT_UNITS, OnContents, Rollout, RolloutList,
     RolloutRequest, RolloutState, unit_on_contents,
@@ -176,14 +178,6 @@ impl Cluster {
                 "rollout {id} was started twice at once; try again"
             )));
         }
-        self.events
-            .record(Event::new(EventKind::RolloutStarted, now).detail(format!(
-                "rollout {id} of {}: {} units in {} waves of at most {}",
-                record.group,
-                record.units.len(),
-                record.waves(),
-                record.settings.max_parallel
-            )));
         if let Err(e) = self.prune_rollouts().await {
             tracing::warn!("cannot drop old rollouts: {e}");
         }
