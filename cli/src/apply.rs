@@ -15,7 +15,18 @@
 //!   db.service: loaded
 //! instances:
 //!   worker@.service: [1, 2, 3]  # worker@1.service ... from worker@.service
+//! rollouts:                     # units whose new contents roll out in waves
+//!   backend:
+//!     units: [worker@.service, api.service]   # a template: its instances
+//!     max-parallel: 2
+//!     min-healthy-time: 30s
+//!     auto-revert: true
 //! ```
+//!
+//! Launched units whose contents change are restarted in waves
+//! ([`crate::rollout`]) when they are in one group of `rollouts`, or are
+//! two or more instances of one template; `apply` waits for each rollout
+//! and fails with the first failure.
 //!
 //! Templates themselves are submitted (inactive); their instances are units
 //! with the template's contents. `apply` creates missing units, replaces
@@ -119,21 +130,37 @@ impl Change {
 /// Reads and checks DIR: every unit it asks for, by name
 /// ([`flotilla_proto::bundle`]); warnings go to standard error.
 fn read_dir(dir: &Path) -> anyhow::Result<BTreeMap<UnitName, Wanted>> {
+    read_dir_with_groups(dir).map(|(wanted, _)| wanted)
+}
+
+/// Each unit of a `rollouts` group, with its group and settings.
+type Groups = BTreeMap<UnitName, (String, flotilla_proto::rollout::RolloutOptions)>;
+
+/// [`read_dir`], with the manifest's rollout groups.
+fn read_dir_with_groups(dir: &Path) -> anyhow::Result<(BTreeMap<UnitName, Wanted>, Groups)> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
     let mut files = Vec::new();
     collect(dir, "", &mut files)?;
     let root = dir.display().to_string();
-    match bundle::read(&root, &files) {
-        Ok(found) => {
-            for w in &found.warnings {
-                eprintln!("{w}");
-            }
-            Ok(found.units)
-        }
+    let found = match bundle::read(&root, &files) {
+        Ok(found) => found,
         Err(e) => bail!("{e}\nnothing was changed"),
+    };
+    for w in &found.warnings {
+        eprintln!("{w}");
     }
+    let manifest_path = dir.join(bundle::MANIFEST);
+    let mut groups = BTreeMap::new();
+    for (group, value) in found.rollouts {
+        let parsed: crate::rollout::ManifestGroup = serde_norway::from_value(value)
+            .with_context(|| format!("{}: rollouts: {group}", manifest_path.display()))?;
+        groups.insert(group, parsed);
+    }
+    let names: Vec<UnitName> = found.units.keys().cloned().collect();
+    let groups = crate::rollout::manifest_groups(&manifest_path, &groups, &names)?;
+    Ok((found.units, groups))
 }
 
 /// Every file under `dir` that [`bundle::read`] looks at, by its path
@@ -230,10 +257,35 @@ pub async fn diff(ctx: Ctx, args: DiffArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn apply(ctx: Ctx, args: Args) -> anyhow::Result<ExitCode> {
-    let wanted = read_dir(&args.dir)?;
+    let (wanted, groups) = read_dir_with_groups(&args.dir)?;
     let cluster = ctx.client.all_units().await?;
     let changes = changes(&wanted, &cluster, args.prune);
+    // Launched units that stay launched and get new contents: in waves,
+    // when they change together.
+    let launched: BTreeMap<&str, bool> = cluster
+        .iter()
+        .map(|u| (u.name.as_str(), u.desired_state == DesiredState::Launched))
+        .collect();
+    let mut replaced_launched = Vec::new();
     for change in &changes {
+        if let Change::Replace { unit, desired } = change
+            && *desired == DesiredState::Launched
+            && launched.get(unit.as_str()) == Some(&true)
+        {
+            let name = UnitName::parse(unit)?;
+            let text = wanted[&name].text.clone();
+            replaced_launched.push((name, text));
+        }
+    }
+    let (rollouts, _) = crate::rollout::group(replaced_launched, &|u| groups.get(u).cloned());
+    let rolled: Vec<String> = rollouts
+        .iter()
+        .flat_map(|r| r.units.iter().map(|u| u.name.to_string()))
+        .collect();
+    for change in &changes {
+        if rolled.iter().any(|r| r == change.unit()) {
+            continue;
+        }
         let name = UnitName::parse(change.unit())?;
         match change {
             Change::Create { .. } | Change::Replace { .. } => {
@@ -257,6 +309,7 @@ pub async fn apply(ctx: Ctx, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     print_changes(&ctx, &changes)?;
+    crate::rollout::run_all(&ctx, rollouts, args.no_block, args.block_attempts).await?;
     if !args.no_block {
         // Launched units with new contents wait for them to run (which a
         // failure ends); the other changed units for their desired
@@ -265,7 +318,7 @@ pub async fn apply(ctx: Ctx, args: Args) -> anyhow::Result<ExitCode> {
         let mut by_state: BTreeMap<DesiredState, Vec<UnitName>> = BTreeMap::new();
         for change in &changes {
             let name = UnitName::parse(change.unit())?;
-            if name.is_template() {
+            if name.is_template() || rolled.iter().any(|r| r == change.unit()) {
                 continue;
             }
             let Some(w) = wanted.get(&name) else {

@@ -16,6 +16,7 @@ mod inspect;
 mod live;
 mod logging;
 mod membership;
+mod rollout;
 mod secret;
 mod server;
 mod shim;
@@ -163,6 +164,10 @@ enum Command {
     Apply(apply::Args),
     /// Show what `apply` would change.
     Diff(apply::DiffArgs),
+    /// Rolling updates: units whose contents change together restart in
+    /// waves (docs/rollouts.md).
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 
     /// Copy the units of a running CoreOS fleet cluster into flotilla.
     ///
@@ -262,6 +267,7 @@ fn main() -> ExitCode {
                 r => r,
             }
         }
+        Command::Rollout(cmd) => client::run(&global, |c| rollout::run(c, cmd)),
         Command::ImportFleet(args) => client::run(&global, |c| import_fleet::run(c, args)),
         Command::Secret(cmd) => client::run(&global, |c| secret::secret(c, cmd)),
         Command::Sync(cmd) => client::run(&global, |c| sync::sync(c, cmd)),

@@ -149,12 +149,55 @@ pub async fn submit(ctx: Ctx, args: SubmitArgs) -> anyhow::Result<ExitCode> {
             local: Some(text),
         });
     }
+    let targets = if args.replace {
+        roll_out_instances(&ctx, targets, args.no_block, args.block_attempts).await?
+    } else {
+        targets
+    };
     let changed = ensure_all(&ctx, &targets, DesiredState::Inactive, args.replace, true).await?;
     if !args.no_block {
         let launched = launched(&changed);
         wait_running(&ctx, &launched, args.block_attempts).await?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `--replace`: the launched instances of one template whose local
+/// contents differ from the cluster's, two or more, are given them as one
+/// rollout ([`crate::rollout`]), waited for unless `no_block`; returns
+/// the targets left to ensure one by one.
+async fn roll_out_instances(
+    ctx: &Ctx,
+    targets: Vec<Target>,
+    no_block: bool,
+    attempts: u32,
+) -> anyhow::Result<Vec<Target>> {
+    let mut changed = Vec::new();
+    for t in &targets {
+        let Some(text) = &t.local else { continue };
+        if !t.name.is_instance() {
+            continue;
+        }
+        let unit = match ctx.client.get_unit(&t.name).await {
+            Ok(u) => u,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let (file, _) = flotilla_proto::UnitFile::parse(text);
+        if unit.desired_state == DesiredState::Launched && file.content_hash() != unit.hash {
+            changed.push((t.name.clone(), text.clone()));
+        }
+    }
+    let (requests, _) = crate::rollout::group(changed, &|_| None);
+    let rolled: Vec<UnitName> = requests
+        .iter()
+        .flat_map(|r| r.units.iter().map(|u| u.name.clone()))
+        .collect();
+    crate::rollout::run_all(ctx, requests, no_block, attempts).await?;
+    Ok(targets
+        .into_iter()
+        .filter(|t| !rolled.contains(&t.name))
+        .collect())
 }
 
 /// The units given new contents whose desired state is `launched`: those
@@ -277,8 +320,13 @@ pub async fn set_state(ctx: Ctx, args: StateArgs, verb: Verb) -> anyhow::Result<
         .map(|u| resolve(u))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let desired = verb.desired();
+    let names: Vec<UnitName> = targets.iter().map(|t| t.name.clone()).collect();
+    let targets = if args.replace && desired == DesiredState::Launched {
+        roll_out_instances(&ctx, targets, args.no_block, args.block_attempts).await?
+    } else {
+        targets
+    };
     let changed = ensure_all(&ctx, &targets, desired, args.replace, false).await?;
-    let names: Vec<UnitName> = targets.into_iter().map(|t| t.name).collect();
     if args.no_block {
         return Ok(ExitCode::SUCCESS);
     }

@@ -60,6 +60,9 @@ pub struct Bundle {
     /// Warnings, each naming its file (and line): units that verify with
     /// warnings, Quadlet files flotilla does not read.
     pub warnings: Vec<String>,
+    /// The groups of the manifest's `rollouts:` section, by name, as
+    /// written: their settings are read by whoever rolls them out.
+    pub rollouts: BTreeMap<String, serde_norway::Value>,
 }
 
 /// A directory that does not make a set of units: every problem, each
@@ -152,6 +155,9 @@ struct Manifest {
     states: BTreeMap<String, DesiredState>,
     #[serde(default)]
     instances: BTreeMap<String, Vec<InstanceName>>,
+    /// Groups of units rolled out together (read by the caller).
+    #[serde(default)]
+    rollouts: BTreeMap<String, serde_norway::Value>,
 }
 
 /// An instance name, written as a string or a number in YAML.
@@ -361,7 +367,11 @@ pub fn read(root: &str, files: &[BundleFile]) -> Result<Bundle, BundleError> {
     if !errors.is_empty() {
         return Err(BundleError { errors });
     }
-    Ok(Bundle { units, warnings })
+    Ok(Bundle {
+        units,
+        warnings,
+        rollouts: manifest.rollouts,
+    })
 }
 
 fn want(text: &str, desired: DesiredState) -> Wanted {
