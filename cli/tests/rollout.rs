@@ -190,3 +190,63 @@ fn ten_instances_roll_out_three_at_a_time_and_a_failing_version_stops() {
     }
     stop_agent(&host);
 }
+
+/// `apply` with a `rollouts:` group in `flotilla.yaml`: the group's
+/// launched units with new contents are one rollout, in waves of the
+/// group's `max-parallel`, and `rollout status` reports it; a manifest
+/// that names a unit the directory lacks is refused before anything is
+/// sent. (A simulated agent reports what it runs: no host is needed.)
+#[test]
+fn apply_rolls_out_a_group_of_flotilla_yaml() {
+    let dir = TempDir::new("rollout-apply");
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let _agent = common::Agent::start(&[&server], 7);
+    let manifest = "instances:\n  worker@.service: [1, 2, 3]\nrollouts:\n  backend:\n    units: [worker@.service, api.service]\n    max-parallel: 2\n    min-healthy-time: 0\n";
+    dir.write("repo/flotilla.yaml", manifest);
+    dir.write(
+        "repo/worker@.service",
+        "[Service]\nExecStart=/bin/sleep 1000\n",
+    );
+    dir.write("repo/api.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    ok(&server.run(dir.path(), &["apply", repo]));
+
+    dir.write(
+        "repo/worker@.service",
+        "[Service]\nExecStart=/bin/sleep 2000\n",
+    );
+    dir.write("repo/api.service", "[Service]\nExecStart=/bin/sleep 2000\n");
+    let out = server.run(dir.path(), &["apply", repo]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rolling out 4 units of backend in 2 waves of at most 2"),
+        "{stderr}"
+    );
+    let status = ok(&server.run(dir.path(), &["rollout", "status", "backend"]));
+    assert!(status.contains("State:    succeeded"), "{status}");
+    assert!(status.contains("On new:   4 of 4 units"), "{status}");
+    let json = ok(&server.run(dir.path(), &["-o", "json", "rollout", "status"]));
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list["rollouts"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(list["rollouts"][0]["settings"]["maxParallel"], 2);
+
+    // A group naming what the directory lacks: nothing is sent.
+    dir.write(
+        "repo/flotilla.yaml",
+        &manifest.replace("api.service]", "db.service]"),
+    );
+    dir.write("repo/api.service", "[Service]\nExecStart=/bin/sleep 3000\n");
+    let out = server.run(dir.path(), &["apply", repo]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "flotilla.yaml: rollouts: backend: db.service is not a unit of the directory"
+        ),
+        "{stderr}"
+    );
+    let cat = ok(&server.run(dir.path(), &["cat", "api.service"]));
+    assert!(cat.contains("sleep 2000"), "{cat}");
+}
