@@ -277,6 +277,52 @@ mod tests {
         assert_eq!(alone, vec![n("db.service"), n("v@1.service")]);
     }
 
+    fn groups(yaml: &str) -> BTreeMap<String, ManifestGroup> {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn manifest_groups_name_their_units_and_a_template_its_instances() {
+        let units = [n("w@1.service"), n("w@2.service"), n("api.service")];
+        let path = std::path::Path::new("repo/flotilla.yaml");
+        let of = manifest_groups(
+            path,
+            &groups(
+                "b:\n  units: [w@.service]\n  min-healthy-time: 1min 30s\n  wave-timeout: 90\n",
+            ),
+            &units,
+        )
+        .unwrap();
+        assert_eq!(of.len(), 2);
+        let (group, options) = &of[&n("w@2.service")];
+        assert_eq!(group, "b");
+        assert_eq!(options.min_healthy_time, Some(Duration::from_secs(90)));
+        assert_eq!(options.wave_timeout, Some(Duration::from_secs(90)));
+
+        let twice = groups("a:\n  units: [api.service]\nb:\n  units: [api.service]\n");
+        let e = manifest_groups(path, &twice, &units)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "repo/flotilla.yaml: rollouts: b: api.service is in group a too"
+        );
+        let bad = groups("a:\n  units: [api.service]\n  max-parallel: 0\n");
+        let e = manifest_groups(path, &bad, &units).unwrap_err().to_string();
+        assert!(
+            e.contains("rollouts: a: maxParallel 0 is out of range"),
+            "{e}"
+        );
+        let span = groups("a:\n  units: [api.service]\n  min-healthy-time: soon\n");
+        let e = manifest_groups(path, &span, &units)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("repo/flotilla.yaml: rollouts: a: min-healthy-time: "),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_named_group_rolls_out_even_one_unit_with_its_settings() {
         let options = RolloutOptions {
@@ -359,19 +405,15 @@ pub fn manifest_groups(
         options
             .validate()
             .map_err(|e| anyhow::anyhow!("{}", at(&e.to_string())))?;
-        let request = RolloutRequest {
-            group: group.clone(),
-            units: Vec::new(),
-            settings: options,
-        };
-        if !request
-            .group
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ":_.@-".contains(c))
-        {
+        let name_ok = !group.is_empty()
+            && group.len() <= flotilla_proto::rollout::MAX_GROUP_LEN
+            && group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ":_.@-".contains(c));
+        if !name_ok {
             bail!(
                 "{}",
-                at("a group's name is made of letters, digits and :_.@-")
+                at("a group's name is 1 to 256 letters, digits and :_.@-")
             );
         }
         for entry in &g.units {

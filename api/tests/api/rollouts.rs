@@ -274,6 +274,46 @@ async fn bad_rollouts_are_refused_with_the_reason() {
     // Two rollouts of the same units: the second is refused while the
     // first runs.
     client.start_rollout(&request(false)).await.unwrap();
+    // ... and so is a request with a unit that is not launched too: that
+    // unit is not changed either.
+    let loaded = UnitPut {
+        desired_state: Some(DesiredState::Loaded),
+        text: Some(OLD.into()),
+        ..UnitPut::default()
+    };
+    client.put_unit(&name("x.service"), &loaded).await.unwrap();
+    let mut second = request(false);
+    second.units.push(RolloutUnitPut {
+        name: name("x.service"),
+        text: NEW.into(),
+    });
+    let e = client.start_rollout(&second).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            flotilla_api::client::ClientError::Api { status: 409, .. }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        client.get_unit(&name("x.service")).await.unwrap().hash,
+        hash(OLD)
+    );
+    // A request of only units that do not run changes them at once.
+    let only = RolloutRequest {
+        group: "x".into(),
+        units: vec![RolloutUnitPut {
+            name: name("x.service"),
+            text: NEW.into(),
+        }],
+        settings: RolloutOptions::default(),
+    };
+    let done = client.start_rollout(&only).await.unwrap();
+    assert_eq!((done.state, done.units.len()), (RolloutState::Succeeded, 0));
+    assert_eq!(
+        client.get_unit(&name("x.service")).await.unwrap().hash,
+        hash(NEW)
+    );
     let e = client.start_rollout(&request(false)).await.unwrap_err();
     assert!(
         matches!(

@@ -114,16 +114,6 @@ impl Cluster {
             });
         }
         let settings = req.settings.or(unit_options.unwrap_or_default()).resolve();
-        // Units that do not run restart nothing: they change at once.
-        for put in direct {
-            self.refuse_if_rolling(&put.name).await?;
-            let change = UnitPut {
-                text: Some(put.text.clone()),
-                replace: true,
-                ..UnitPut::default()
-            };
-            crate::control::ControlPlane::put_unit(self, &put.name, change).await?;
-        }
         let id = format!("{now:013}-{}", req.group);
         // A rollout left with no launched unit to restart is done.
         let state = if units.is_empty() {
@@ -154,6 +144,26 @@ impl Cluster {
                 limit: MAX_RECORD_BYTES as u64,
                 unit: "bytes",
             });
+        }
+        // Everything that can refuse the request is checked before the
+        // first write: a unit another rollout holds (409), the record's
+        // size (413).
+        for name in record
+            .units
+            .iter()
+            .map(|u| &u.name)
+            .chain(direct.iter().map(|p| &p.name))
+        {
+            self.refuse_if_rolling(name).await?;
+        }
+        // Units that do not run restart nothing: they change at once.
+        for put in direct {
+            let change = UnitPut {
+                text: Some(put.text.clone()),
+                replace: true,
+                ..UnitPut::default()
+            };
+            crate::control::ControlPlane::put_unit(self, &put.name, change).await?;
         }
         let key = self.keys().rollout(&id);
         let mut compares = vec![Compare::absent(&key)];
