@@ -96,7 +96,14 @@ fn ten_instances_roll_out_three_at_a_time_and_a_failing_version_stops() {
     let data = dir.path().join("data");
     let server = ServerProcess::start_args(
         &data,
-        &["--machine-ttl", "10s", "--data-dir", data.to_str().unwrap()],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--machine-ttl",
+            "10s",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
     );
     let host = boot("flt-rollout");
     start_agent(&host, &server, "role=web");
@@ -249,4 +256,74 @@ fn apply_rolls_out_a_group_of_flotilla_yaml() {
     );
     let cat = ok(&server.run(dir.path(), &["cat", "api.service"]));
     assert!(cat.contains("sleep 2000"), "{cat}");
+}
+
+fn container_template(version: &str, health: &str) -> String {
+    format!(
+        "[Unit]\nDescription={version}\n\n[Container]\nImage=local/busybox:latest\nExec=sleep 100000\n\
+HealthCmd={health}\nHealthInterval=1s\nHealthRetries=1\nStopTimeout=1\n\n\
+[X-Fleet]\nRolloutMaxParallel=1\nRolloutMinHealthyTime=1s\n"
+    )
+}
+
+/// Container units with a health check, on a real host with Docker: a
+/// new version whose health check fails stops the rollout in its first
+/// wave, although systemd has the unit active, and the other instances
+/// keep the old version.
+#[test]
+fn an_unhealthy_container_stops_the_rollout() {
+    let dir = TempDir::new("rollout-health");
+    let data = dir.path().join("data");
+    let server = ServerProcess::start_args(
+        &data,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--machine-ttl",
+            "10s",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let host = Host::boot(
+        "flt-rollout-ct",
+        &flotilla_testbed::HostOptions {
+            binds_ro: vec![(common::BIN.into(), common::hosts::HOST_BIN.into())],
+            ..flotilla_testbed::HostOptions::default()
+        },
+    )
+    .unwrap();
+    host.start_docker(flotilla_testbed::CgroupDriver::Cgroupfs)
+        .unwrap();
+    host.load_busybox().unwrap();
+    start_agent(&host, &server, "role=web");
+    let names: Vec<String> = (1..=3).map(|i| format!("c@{i}.service")).collect();
+    let mut start: Vec<&str> = vec!["start"];
+    start.extend(names.iter().map(String::as_str));
+    let mut replace: Vec<&str> = vec!["start", "--replace"];
+    replace.extend(names.iter().map(String::as_str));
+
+    dir.write("c@.service", &container_template("v1", "true"));
+    ok(&server.run(dir.path(), &start));
+    dir.write("c@.service", &container_template("v2", "false"));
+    let out = server.run(dir.path(), &replace);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failed in wave 1 of 3") && stderr.contains("its health check fails"),
+        "{stderr}"
+    );
+    // systemd has the first instance active with v2: only its health
+    // check said no.
+    assert_eq!(description(&host, &names[0]), "v2");
+    let active = host.run(&["systemctl", "is-active", &names[0]]).unwrap();
+    assert_eq!(active.trim(), "active");
+    for n in &names[1..] {
+        assert_eq!(description(&host, n), "v1", "{n}");
+        let active = host.run(&["systemctl", "is-active", n]).unwrap();
+        assert_eq!(active.trim(), "active", "{n}");
+    }
+    let status = ok(&server.run(dir.path(), &["rollout", "status", "c@.service"]));
+    assert!(status.contains("State:    failed"), "{status}");
+    stop_agent(&host);
 }
