@@ -21,6 +21,7 @@
 //! | `sync/sources/<name>` | a git source ([`Source`](flotilla_proto::sync::Source)): repository, branch, interval, paused | any server (operators) |
 //! | `sync/status/<name>` | what the source last did ([`SourceStatus`](flotilla_proto::sync::SourceStatus)): commits fetched and applied, errors, drift, the units it owns | the leader (and any server, when the source is removed) |
 //! | `rollouts/<id>` | a [`RolloutRecord`](crate::rollout::RolloutRecord): a rolling update, its units' contents before and after, and its progress | any server creates it; the leader drives it, fenced |
+//! | `rollouts-running` | [`RunningRollouts`](crate::rollout::RunningRollouts): the ids of the running rollouts, so that a new leader learns them with one read | any server, with a rollout; the leader, when it ends |
 //! | `rolling/<unit>` | the id of the running rollout that holds the unit: its contents change only through it | any server, with the rollout; the leader deletes it when the rollout ends |
 //! | `tls/ca` | the cluster CA's certificate (PEM; never its key) | the first server |
 //! | `cluster` | the cluster's id (JSON, [`crate::identity`]), in stores shared by servers (etcd) | the first server, once |
@@ -199,6 +200,11 @@ impl Keys {
 
     pub fn rollout(&self, id: &str) -> String {
         format!("{}rollouts/{id}", self.prefix)
+    }
+
+    /// The ids of the running rollouts.
+    pub fn running_rollouts(&self) -> String {
+        format!("{}rollouts-running", self.prefix)
     }
 
     /// The locks of the units that running rollouts hold.

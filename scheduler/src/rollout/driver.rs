@@ -1,21 +1,20 @@
-//! The leader's loop over running rollouts: every [`TICK`], for each
-//! rollout that holds locks (`rolling/`), read what the machines report of
-//! its current wave, take one [`step`], and write what it says, every
-//! write fenced on the leadership. Writing a unit keeps its desired state
+//! The leader's loop over running rollouts: every [`TICK`] while one
+//! runs, for each rollout listed in `rollouts-running`, read what the
+//! machines report of its current wave, take one [`step`], and write what
+//! it says, every write fenced on the leadership. Writing a unit keeps its desired state
 //! and compares its revision, so a desired-state change made meanwhile is
 //! not lost (the step is taken again at the next tick). The writes are
 //! idempotent: writing contents a unit already has restarts nothing, so a
 //! step cut short (a failed transaction, a new leader) is simply taken
 //! again from the record.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::UnitName;
-use flotilla_store::{Compare, CompareOp, RangeOptions, Store, StoreError, Txn, TxnOp};
+use flotilla_store::{Compare, CompareOp, RangeOptions, Store, StoreError, Txn, TxnOp, WatchEvent};
 
-use super::record::RolloutRecord;
+use super::record::{RolloutRecord, RunningRollouts};
 use super::waves::{Observed, Step, step};
 use crate::events::EventLog;
 use crate::keys::Keys;
@@ -23,8 +22,8 @@ use crate::leader::Leadership;
 use crate::records::{self, UnitRecord};
 use crate::trust::now_ms;
 
-/// How often the leader looks at running rollouts. A wave's end is seen
-/// at most this late; when no rollout runs, a tick is one empty range read.
+/// How often the leader looks at running rollouts while one runs. A
+/// wave's end is seen at most this late.
 pub const TICK: Duration = Duration::from_millis(500);
 
 /// Units written per transaction: each is a put and a `global/` marker
@@ -33,19 +32,69 @@ const UNITS_PER_TXN: usize = 40;
 
 /// Drives running rollouts while `leadership` lasts; never returns (the
 /// reconcile loop that runs it stops it).
+///
+/// Which rollouts run is one key, `rollouts-running`: read once when the
+/// leader starts (and again after a store error), then watched, so that a
+/// leader with no running rollout makes no other store call until one
+/// starts.
 pub(crate) async fn drive(
     store: Arc<dyn Store>,
     leadership: &Leadership,
     keys: &Keys,
     events: Option<&EventLog>,
 ) {
+    let mut backoff = flotilla_proto::backoff::Backoff::default();
     loop {
-        if !leadership.is_lost()
-            && let Err(e) = tick(&*store, leadership, keys, events).await
-        {
+        let started = tokio::time::Instant::now();
+        if let Err(e) = follow(&*store, leadership, keys, events).await {
             tracing::warn!("rollouts: {e}");
         }
-        tokio::time::sleep(TICK).await;
+        backoff.reset_if_quiet(started.elapsed());
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Reads which rollouts run, then follows that and drives them; returns
+/// on a store error.
+async fn follow(
+    store: &dyn Store,
+    leadership: &Leadership,
+    keys: &Keys,
+    events: Option<&EventLog>,
+) -> Result<(), StoreError> {
+    let key = keys.running_rollouts();
+    let got = store.get(&key).await?;
+    let decode = |value: &[u8]| -> RunningRollouts {
+        records::decode(&key, value).unwrap_or_else(|e| {
+            tracing::error!("{e}");
+            RunningRollouts::default()
+        })
+    };
+    let mut running = got.kv.map(|kv| decode(&kv.value)).unwrap_or_default();
+    let mut watch = store.watch_changes(&key, got.revision + 1).await?;
+    loop {
+        if !running.ids.is_empty() && !leadership.is_lost() {
+            tick(store, leadership, keys, events, &running.ids).await?;
+        }
+        let idle = running.ids.is_empty();
+        let wait = async {
+            if idle {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(TICK).await;
+        };
+        tokio::select! {
+            changes = watch.next() => {
+                for change in changes? {
+                    match change {
+                        WatchEvent::Put { kv, .. } if kv.key == key => running = decode(&kv.value),
+                        WatchEvent::Delete { key: k, .. } if k == key => running = RunningRollouts::default(),
+                        WatchEvent::Put { .. } | WatchEvent::Delete { .. } => {}
+                    }
+                }
+            }
+            () = wait => {}
+        }
     }
 }
 
@@ -55,21 +104,14 @@ async fn tick(
     leadership: &Leadership,
     keys: &Keys,
     events: Option<&EventLog>,
+    running: &[String],
 ) -> Result<(), StoreError> {
-    let locks = store
-        .range(&keys.rolling(), RangeOptions::default())
-        .await?;
-    let ids: BTreeSet<String> = locks
-        .kvs
-        .iter()
-        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
-        .collect();
-    for id in ids {
-        let key = keys.rollout(&id);
+    for id in running {
+        let key = keys.rollout(id);
         let Some(kv) = store.get(&key).await?.kv else {
-            // A lock without its rollout (it was pruned, or written by
-            // hand): nothing drives it, so it goes.
-            release_orphan(store, leadership, &id, &locks.kvs).await?;
+            // Listed as running without its record (written by hand, or
+            // deleted): nothing drives it, so it goes, with its locks.
+            release_orphan(store, leadership, keys, id).await?;
             continue;
         };
         let record: RolloutRecord = match records::decode(&key, &kv.value) {
@@ -91,6 +133,26 @@ async fn tick(
         }
     }
     Ok(())
+}
+
+/// The running rollouts without `id`, and the compare that holds while
+/// they are unchanged.
+async fn running_without(
+    store: &dyn Store,
+    keys: &Keys,
+    id: &str,
+) -> Result<(Vec<u8>, Compare), StoreError> {
+    let key = keys.running_rollouts();
+    let mut running = RunningRollouts::default();
+    let compare = match store.get(&key).await?.kv {
+        Some(kv) => {
+            running = records::decode(&key, &kv.value).unwrap_or_default();
+            Compare::mod_revision(&key, CompareOp::Equal, kv.mod_revision)
+        }
+        None => Compare::absent(&key),
+    };
+    running.ids.retain(|r| r != id);
+    Ok((records::encode(&running), compare))
 }
 
 /// What the machines report of the current wave's units.
@@ -193,17 +255,19 @@ async fn apply(
     }
     let key = keys.rollout(&before.id);
     let mut ops = vec![TxnOp::put(&key, records::encode(&s.record))];
+    let mut compares = vec![
+        leadership.fence(),
+        Compare::mod_revision(&key, CompareOp::Equal, record_revision),
+    ];
     if s.finished() {
         for u in &before.units {
             ops.push(TxnOp::delete(keys.rolling_unit(&u.name)));
         }
+        let (running, compare) = running_without(store, keys, &before.id).await?;
+        ops.push(TxnOp::put(keys.running_rollouts(), running));
+        compares.push(compare);
     }
-    let txn = Txn::new()
-        .when([
-            leadership.fence(),
-            Compare::mod_revision(&key, CompareOp::Equal, record_revision),
-        ])
-        .and_then(ops);
+    let txn = Txn::new().when(compares).and_then(ops);
     Ok(store.txn(txn).await?.succeeded)
 }
 
@@ -215,14 +279,19 @@ fn global_op(keys: &Keys, unit: &UnitName, global: bool) -> TxnOp {
     }
 }
 
-/// Deletes the locks that name rollout `id`, which no longer exists.
+/// Ends rollout `id`, which has no record: its locks go (found with a
+/// read of every lock, which only this case needs), and so does its id.
 async fn release_orphan(
     store: &dyn Store,
     leadership: &Leadership,
+    keys: &Keys,
     id: &str,
-    locks: &[flotilla_store::KeyValue],
 ) -> Result<(), StoreError> {
+    let locks = store
+        .range(&keys.rolling(), RangeOptions::default())
+        .await?;
     let ops: Vec<TxnOp> = locks
+        .kvs
         .iter()
         .filter(|kv| &kv.value[..] == id.as_bytes())
         .map(|kv| TxnOp::delete(kv.key.clone()))
@@ -233,5 +302,10 @@ async fn release_orphan(
             .and_then(chunk.to_vec());
         store.txn(txn).await?;
     }
+    let (running, compare) = running_without(store, keys, id).await?;
+    let txn = Txn::new()
+        .when([leadership.fence(), compare])
+        .and_then([TxnOp::put(keys.running_rollouts(), running)]);
+    store.txn(txn).await?;
     Ok(())
 }

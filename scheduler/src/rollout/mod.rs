@@ -8,7 +8,9 @@
 //! transaction that fails if another rollout holds one of them. While the
 //! lock is there, `PUT /v1/units/{name}` with new contents for the unit
 //! is refused (409): a rollout is not superseded half-way, it ends
-//! (succeeds or fails) first. Desired-state changes and deletes are not
+//! (succeeds or fails) first. The ids of the running rollouts are kept in
+//! one key, `rollouts-running`, written in the same transactions, which
+//! the leader reads once and then watches. Desired-state changes and deletes are not
 //! refused; a unit destroyed mid-rollout fails it.
 //!
 //! The leader drives each running rollout (`driver.rs`): it writes the new
@@ -38,12 +40,12 @@ use flotilla_proto::rollout::{
 use flotilla_proto::unit::MAX_UNIT_FILE_BYTES;
 use flotilla_proto::wire::UnitPut;
 use flotilla_proto::{DesiredState, UnitName, UnitState};
-use flotilla_store::{Compare, RangeOptions, Txn, TxnOp};
+use flotilla_store::{Compare, CompareOp, RangeOptions, Txn, TxnOp};
 
 pub(crate) use driver::drive;
-pub use record::{RolloutRecord, RolloutUnit};
+pub use record::{RolloutRecord, RolloutUnit, RunningRollouts};
 
-use crate::cluster::{Cluster, internal, store_error};
+use crate::cluster::{CAS_ATTEMPTS, Cluster, internal, store_error};
 use crate::control::ControlError;
 use crate::records;
 use crate::trust::now_ms;
@@ -166,32 +168,55 @@ impl Cluster {
             crate::control::ControlPlane::put_unit(self, &put.name, change).await?;
         }
         let key = self.keys().rollout(&id);
-        let mut compares = vec![Compare::absent(&key)];
-        let mut ops = vec![TxnOp::put(&key, value)];
-        if record.state == RolloutState::Running {
-            for u in &record.units {
-                let lock = self.keys().rolling_unit(&u.name);
-                compares.push(Compare::absent(&lock));
-                ops.push(TxnOp::put(lock, id.as_bytes().to_vec()));
+        let running_key = self.keys().running_rollouts();
+        for _ in 0..CAS_ATTEMPTS {
+            let mut compares = vec![Compare::absent(&key)];
+            let mut ops = vec![TxnOp::put(&key, value.clone())];
+            if record.state == RolloutState::Running {
+                for u in &record.units {
+                    let lock = self.keys().rolling_unit(&u.name);
+                    compares.push(Compare::absent(&lock));
+                    ops.push(TxnOp::put(lock, id.as_bytes().to_vec()));
+                }
+                let (mut running, compare) = self.running_rollouts().await?;
+                running.ids.push(id.clone());
+                compares.push(compare);
+                ops.push(TxnOp::put(&running_key, records::encode(&running)));
             }
-        }
-        let resp = self
-            .store
-            .txn(Txn::new().when(compares).and_then(ops))
-            .await
-            .map_err(store_error)?;
-        if !resp.succeeded {
+            let resp = self
+                .store
+                .txn(Txn::new().when(compares).and_then(ops))
+                .await
+                .map_err(store_error)?;
+            if resp.succeeded {
+                if let Err(e) = self.prune_rollouts().await {
+                    tracing::warn!("cannot drop old rollouts: {e}");
+                }
+                return self.view_of(&record, true).await;
+            }
+            // Another rollout took a unit (409), or another rollout
+            // started or ended meanwhile: read again.
             for u in &record.units {
                 self.refuse_if_rolling(&u.name).await?;
             }
-            return Err(ControlError::Conflict(format!(
-                "rollout {id} was started twice at once; try again"
-            )));
         }
-        if let Err(e) = self.prune_rollouts().await {
-            tracing::warn!("cannot drop old rollouts: {e}");
-        }
-        self.view_of(&record, true).await
+        Err(ControlError::Unavailable(format!(
+            "rollout {id} could not be recorded while other rollouts kept starting and ending; try again"
+        )))
+    }
+
+    /// The running rollouts' ids, and the compare that holds while they
+    /// are unchanged.
+    async fn running_rollouts(&self) -> Result<(RunningRollouts, Compare), ControlError> {
+        let key = self.keys().running_rollouts();
+        let got = self.store.get(&key).await.map_err(store_error)?;
+        Ok(match got.kv {
+            Some(kv) => (
+                records::decode(&key, &kv.value).map_err(internal)?,
+                Compare::mod_revision(&key, CompareOp::Equal, kv.mod_revision),
+            ),
+            None => (RunningRollouts::default(), Compare::absent(&key)),
+        })
     }
 
     /// Every rollout kept, oldest first. Which units run their new

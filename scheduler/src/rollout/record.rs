@@ -39,6 +39,15 @@ pub struct RolloutRecord {
     pub updated_ms: u64,
 }
 
+/// `rollouts-running`: the ids of the running rollouts, written with each
+/// rollout's start and end. The leader reads this one key (and watches
+/// it) rather than listing rollouts or locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningRollouts {
+    pub ids: Vec<String>,
+}
+
 /// One unit of a rollout: its contents before and after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
