@@ -152,3 +152,28 @@ fn what_is_read() {
     assert!(!reads("a/.hidden.service"));
     assert!(!reads("README.md"));
 }
+
+#[test]
+fn rollout_groups_are_passed_on_as_written() {
+    let b = read(
+        "repo",
+        &[
+            file("web.service", "[Service]\nExecStart=/bin/sleep 1\n"),
+            file(
+                MANIFEST,
+                "rollouts:\n  front:\n    units: [web.service]\n    max-parallel: 2\n",
+            ),
+        ],
+    )
+    .unwrap();
+    let front = &b.rollouts["front"];
+    assert_eq!(front["max-parallel"].as_u64(), Some(2));
+    assert_eq!(front["units"][0].as_str(), Some("web.service"));
+    // Without the section, none.
+    let b = read(
+        "repo",
+        &[file("web.service", "[Service]\nExecStart=/bin/sleep 1\n")],
+    )
+    .unwrap();
+    assert!(b.rollouts.is_empty());
+}
