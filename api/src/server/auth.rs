@@ -1,9 +1,10 @@
 //! Authentication and authorization of every route, and the audit of
 //! changes: the [`guard`] in front of each route of [`ROUTES`](super::ROUTES).
 //!
-//! A request carries a bearer token (`Authorization: Bearer flt1....`) or,
-//! over TLS, a client certificate signed by the cluster CA; a token wins
-//! when both come. No valid credential: 401. A credential whose role the
+//! A request carries a bearer token (`Authorization: Bearer flt1....`),
+//! the console's session cookie with the console's header (see
+//! `super::ui`), or, over TLS, a client certificate signed by the cluster
+//! CA; the first of these wins. No valid credential: 401. A credential whose role the
 //! route's [`Access`] does not allow: 403, and the attempt is audited.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use flotilla_scheduler::control::ControlPlane;
 
 use super::listen::ConnInfo;
 use super::routes::{Access, Route};
+use super::ui::sessions::{self, Presented, Sessions};
 use super::{ApiError, AppState};
 use crate::tls::{ClusterCa, certificate_serial};
 
@@ -52,6 +54,7 @@ pub(crate) struct Caller(pub Identity);
 pub(super) struct Guard {
     pub(super) route: Route,
     pub(super) trust: Arc<Trust>,
+    pub(super) sessions: Arc<Sessions>,
 }
 
 /// Authenticates the request (unless the route is public), checks the
@@ -61,7 +64,7 @@ pub(super) async fn guard(State(g): State<Guard>, mut request: Request, next: Ne
         return next.run(request).await;
     }
     let info = request.extensions().get::<ConnInfo>().cloned();
-    let caller = match authenticate(&g.trust, request.headers(), info.as_ref()).await {
+    let caller = match authenticate(&g.trust, &g.sessions, request.headers(), info.as_ref()).await {
         Ok(Some(caller)) => caller,
         Ok(None) => return ApiError::Unauthorized(NO_CREDENTIAL.into()).into_response(),
         Err(e) => return e.into_response(),
@@ -109,7 +112,7 @@ pub(super) async fn route_not_found<C: ControlPlane>(
         path: request.uri().path().to_owned(),
     };
     let (parts, _) = request.into_parts();
-    refuse_anonymous(&s.trust, &parts, error).await
+    refuse_anonymous(&s.trust, &s.sessions, &parts, error).await
 }
 
 /// The fallback of each path: no route of this path has this method (axum
@@ -123,18 +126,19 @@ pub(super) async fn method_not_allowed<C: ControlPlane>(
         path: request.uri().path().to_owned(),
     };
     let (parts, _) = request.into_parts();
-    refuse_anonymous(&s.trust, &parts, error).await
+    refuse_anonymous(&s.trust, &s.sessions, &parts, error).await
 }
 
 async fn refuse_anonymous(
     trust: &Trust,
+    sessions: &Sessions,
     request: &axum::http::request::Parts,
     error: ApiError,
 ) -> Response {
     let path = request.uri.path();
     if path == "/v1" || path.starts_with("/v1/") {
         let info = request.extensions.get::<ConnInfo>();
-        match authenticate(trust, &request.headers, info).await {
+        match authenticate(trust, sessions, &request.headers, info).await {
             Ok(Some(_)) => {}
             Ok(None) => return ApiError::Unauthorized(NO_CREDENTIAL.into()).into_response(),
             Err(e) => return e.into_response(),
@@ -143,12 +147,13 @@ async fn refuse_anonymous(
     error.into_response()
 }
 
-const NO_CREDENTIAL: &str = "this route needs a credential: the header \"Authorization: Bearer TOKEN\" or a client certificate signed by the cluster CA";
+const NO_CREDENTIAL: &str = "this route needs a credential: the header \"Authorization: Bearer TOKEN\", a console session, or a client certificate signed by the cluster CA";
 
-/// Who the request is from: its bearer token, else its client
-/// certificate, else nobody.
+/// Who the request is from: its bearer token, else its console session,
+/// else its client certificate, else nobody.
 async fn authenticate(
     trust: &Trust,
+    sessions: &Sessions,
     headers: &HeaderMap,
     info: Option<&ConnInfo>,
 ) -> Result<Option<Identity>, ApiError> {
@@ -172,6 +177,23 @@ async fn authenticate(
             .await
             .map(Some)
             .map_err(ApiError::from);
+    }
+    match sessions::presented(headers) {
+        Presented::None => {}
+        Presented::WithoutHeader => return Err(super::ui::missing_header()),
+        Presented::Session(id) => {
+            let token = sessions.token(&id).ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "the console session has ended (signed out or expired): sign in again".into(),
+                )
+            })?;
+            return trust
+                .credentials
+                .authenticate_token(&token)
+                .await
+                .map(Some)
+                .map_err(ApiError::from);
+        }
     }
     if let Some(cert) = info.and_then(|i| i.client_cert.as_ref()) {
         let serial = certificate_serial(cert).ok_or_else(|| {

@@ -1,7 +1,7 @@
 //! The HTTP server: the public REST API (`/v1/units`, `/v1/state`,
 //! `/v1/machines`, `/v1/servers`, `/v1/watch`, `/v1/events`, `/v1/secrets`, `/v1/sync`), the agent endpoints (`/v1/agent/...`),
 //! fleet's v1 API for fleet's clients (`/fleet/v1/...`, in `fleet/`), the
-//! OpenAPI document and `/healthz`.
+//! OpenAPI document, `/healthz`, and the web console (`/ui/`, in `ui/`).
 //!
 //! One file per resource, as in firecracker's `api_server/request/`: each
 //! handler parses its request with the extractors of `extract.rs`, checks
@@ -30,6 +30,7 @@ mod servers;
 mod state;
 mod sync;
 mod trust;
+pub mod ui;
 mod units;
 mod watch;
 
@@ -69,6 +70,8 @@ pub struct ApiConfig {
     pub max_wait: Duration,
     /// Connection caps and read timeouts.
     pub http: HttpLimits,
+    /// The web console's sessions.
+    pub ui: ui::UiConfig,
 }
 
 impl Default for ApiConfig {
@@ -78,6 +81,7 @@ impl Default for ApiConfig {
             default_wait: DEFAULT_WAIT,
             max_wait: MAX_WAIT,
             http: HttpLimits::default(),
+            ui: ui::UiConfig::default(),
         }
     }
 }
@@ -97,6 +101,8 @@ pub(crate) struct AppState<C> {
     /// The raft store, when the server runs on one: its members are listed,
     /// added and removed at `/v1/servers`.
     pub(crate) raft: Option<Arc<RaftStore>>,
+    /// The web console's sessions.
+    pub(crate) sessions: Arc<ui::sessions::Sessions>,
 }
 
 // Not derived: a derive would require `C: Clone`, and only the `Arc`s are
@@ -111,6 +117,7 @@ impl<C> Clone for AppState<C> {
             relay: Arc::clone(&self.relay),
             metrics: Arc::clone(&self.metrics),
             raft: self.raft.clone(),
+            sessions: Arc::clone(&self.sessions),
         }
     }
 }
@@ -146,6 +153,7 @@ pub fn router_with_metrics<C: ControlPlane>(
     raft: Option<Arc<RaftStore>>,
 ) -> Router {
     let body_limit = config.body_limit;
+    let sessions = Arc::new(ui::sessions::Sessions::new(config.ui));
     let state = AppState {
         control,
         trust: Arc::clone(&trust),
@@ -154,6 +162,7 @@ pub fn router_with_metrics<C: ControlPlane>(
         relay: Arc::default(),
         metrics: Arc::clone(&metrics),
         raft,
+        sessions: Arc::clone(&sessions),
     };
     let mut router = Router::new();
     for route in ROUTES {
@@ -162,6 +171,7 @@ pub fn router_with_metrics<C: ControlPlane>(
                 auth::Guard {
                     route: *route,
                     trust: Arc::clone(&trust),
+                    sessions: Arc::clone(&sessions),
                 },
                 auth::guard,
             ));
@@ -175,7 +185,11 @@ pub fn router_with_metrics<C: ControlPlane>(
         ));
         router = router.route(route.path, guarded);
     }
+    // The console's files: public, as they hold nothing of the cluster.
     router
+        .route("/ui", axum::routing::get(ui::redirect))
+        .route("/ui/", axum::routing::get(ui::index))
+        .route("/ui/{file}", axum::routing::get(ui::asset))
         .method_not_allowed_fallback(auth::method_not_allowed::<C>)
         .fallback(auth::route_not_found::<C>)
         .with_state(state)

@@ -9,7 +9,7 @@ use flotilla_scheduler::control::ControlPlane;
 
 use super::{
     AppState, agent, events, fleet, inspect, machines, meta, metrics, rollouts, secrets, servers,
-    state, sync, trust, units, watch,
+    state, sync, trust, ui, units, watch,
 };
 
 /// The HTTP methods the API uses.
@@ -112,6 +112,9 @@ pub enum Endpoint {
     // The cluster's history.
     Events,
     Metrics,
+    // The web console's session.
+    SignIn,
+    SignOut,
 }
 
 /// Who may call a route.
@@ -428,6 +431,20 @@ pub const ROUTES: &[Route] = &[
         Endpoint::Health,
         Access::Public,
     ),
+    // The web console's sign-in and sign-out (see `super::ui`): the
+    // sign-in checks the token it is given.
+    route(
+        HttpMethod::Post,
+        "/v1/session",
+        Endpoint::SignIn,
+        Access::Public,
+    ),
+    route(
+        HttpMethod::Delete,
+        "/v1/session",
+        Endpoint::SignOut,
+        Access::Public,
+    ),
     // Prometheus' scrapes (docs/metrics.md).
     route(
         HttpMethod::Get,
@@ -550,6 +567,8 @@ pub(super) fn method_router<C: ControlPlane>(route: &Route) -> MethodRouter<AppS
         Endpoint::GetRollout => on(method, rollouts::get::<C>),
         Endpoint::Events => on(method, events::list::<C>),
         Endpoint::Metrics => on(method, metrics::metrics::<C>),
+        Endpoint::SignIn => on(method, ui::sign_in::<C>),
+        Endpoint::SignOut => on(method, ui::sign_out::<C>),
     }
 }
 

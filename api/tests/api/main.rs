@@ -20,6 +20,7 @@ mod shutdown;
 #[path = "../support/mod.rs"]
 mod support;
 mod sync;
+mod ui;
 mod units;
 mod watch;
 
