@@ -111,11 +111,11 @@ async function overview(container) {
           ])),
         h('section', { class: 'card', 'aria-labelledby': 'o-states' },
           h('h2', { id: 'o-states' }, 'Units by state'),
-          h('table', { class: 'counts' },
+          h('div', { class: 'table-wrap' }, h('table', { class: 'counts' },
             h('caption', { class: 'hint' }, 'Rows: desired state; columns: current state'),
             h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'desired \\ current'), states.map((s) => h('th', { scope: 'col' }, s)))),
             h('tbody', {}, states.map((d) => h('tr', {}, h('th', { scope: 'row' }, d),
-              states.map((c) => h('td', {}, String(count(d, c))))))))),
+              states.map((c) => h('td', {}, String(count(d, c)))))))))),
       ),
       h('section', { 'aria-labelledby': 'o-machines' },
         h('h2', { id: 'o-machines' }, 'Machines'),
@@ -222,7 +222,7 @@ async function unit(container, ctx, [name]) {
       h('section', { class: 'card', 'aria-labelledby': 'u-summary' },
         h('h2', { id: 'u-summary' }, 'Summary'),
         facts([
-          ['Desired state', stateTag(u.desiredState)],
+          ['Desired state', h('span', { id: 'desired-state' }, stateTag(u.desiredState))],
           ['Current state', h('span', { id: 'current-state' }, stateTag(u.currentState || 'inactive'))],
           ['Machine', machineLink(u.machineID, hosts)],
           ['Unscheduled', u.unscheduledReason || '-'],
@@ -330,14 +330,17 @@ async function machine(container, ctx, [id]) {
 async function events(container) {
   container.append(h('h1', {}, 'Events'));
   const since = Date.now() - 24 * 3600 * 1000;
-  const first = await api.get(`/v1/events?sinceMs=${since}&limit=1000`);
+  const [first, ms] = await Promise.all([
+    api.get(`/v1/events?sinceMs=${since}&limit=1000`), fetchMachines(),
+  ]);
+  const hosts = hostsOf(ms);
   const shown = first.events.slice(-200);
   const body = h('div', {});
   container.append(h('p', { class: 'hint' }, 'The last 24 hours, newest first; new events appear as they happen.'), body);
   const draw = () => body.replaceChildren(shown.length === 0
     ? h('p', { class: 'hint' }, 'No event yet.')
     : table(['When', 'Event', 'Unit', 'Machine', 'Detail', 'By'], [...shown].reverse().map((e) => [
-      time(e.atMs), e.kind, e.unit ? unitLink(e.unit) : '-', machineLink(e.machine), e.detail || '', e.actor || ''])));
+      time(e.atMs), e.kind, e.unit ? unitLink(e.unit) : '-', machineLink(e.machine, hosts), e.detail || '', e.actor || ''])));
   draw();
   const abort = new AbortController();
   (async () => {
