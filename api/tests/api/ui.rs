@@ -227,6 +227,22 @@ async fn a_session_has_its_tokens_role_and_ends_with_the_token() {
     .await;
     let (reason, _) = error_of(status, &headers, &body);
     assert_eq!((status, reason.as_str()), (403, "forbidden"));
+    // An operator's session may act.
+    let operator = server.token(Role::Operator).await;
+    let (op, _) = sign_in(&server, &operator).await;
+    let put =
+        Some(r#"{"desiredState":"inactive","text":"[Service]\nExecStart=/bin/true\n"}"#.to_owned());
+    let (status, _, _) = request(
+        &server,
+        "PUT",
+        "/v1/units/web.service",
+        Some(&op),
+        true,
+        &[],
+        put,
+    )
+    .await;
+    assert_eq!(status, 201);
     // Revoking the token ends its sessions at once.
     let token_id = viewer.split('.').nth(1).unwrap().to_owned();
     server.client().revoke_credential(&token_id).await.unwrap();

@@ -252,6 +252,34 @@ async fn the_console_in_a_browser() {
         true
     );
 
+    // Restart: stopped, then started again once its machine reports it
+    // stopped.
+    browser.goto(&format!("{ui}#/units/db.service")).await;
+    browser.wait_text("h1", "db.service").await;
+    browser.click_on("[data-action=restart]").await;
+    browser.click_on("#confirm-ok").await;
+    browser.wait_text("#desired-state", "loaded").await;
+    let db = admin.get_unit(&name("db.service")).await.unwrap();
+    let machine = db.machine_id.unwrap();
+    let (_, agent) = agents.iter().find(|(id, _)| *id == machine).unwrap();
+    report(agent, "db.service", &machine, "inactive", "dead").await;
+    browser.wait_text("#desired-state", "launched").await;
+    report(agent, "db.service", &machine, "active", "running").await;
+    browser.wait_text("#current-state", "launched").await;
+
+    // Destroy: cancelled, nothing happens; confirmed, the unit is gone.
+    browser.goto(&format!("{ui}#/units/batch.service")).await;
+    browser.wait_text("h1", "batch.service").await;
+    browser.click_on("[data-action=destroy]").await;
+    browser.wait_text("#confirm-text", "cannot be undone").await;
+    browser.click_on("#confirm-cancel").await;
+    admin.get_unit(&name("batch.service")).await.unwrap();
+    browser.click_on("[data-action=destroy]").await;
+    browser.click_on("#confirm-ok").await;
+    browser.wait_text("h1", "Units").await;
+    let gone = admin.get_unit(&name("batch.service")).await.unwrap_err();
+    assert!(gone.is_not_found(), "{gone}");
+
     // Machines.
     browser.goto(&format!("{ui}#/machines")).await;
     browser.wait_text("tbody", "host2").await;
@@ -291,7 +319,7 @@ async fn the_console_in_a_browser() {
     browser.wait_text("h1", "db.service").await;
     browser.wait_text("#current-state", "launched").await;
     assert!(browser.all("[data-action]").await.is_empty());
-    assert!(browser.all("button.danger").await.is_empty());
+    assert!(browser.all("#view button").await.is_empty());
 
     drop(browser);
     let mut server = server;

@@ -3,7 +3,7 @@
 //!
 //! The console is plain HTML, CSS and JavaScript modules that call the
 //! same JSON API as the CLI, with a session cookie instead of a bearer
-//! token ([`sessions`]); docs/ui.md has the security model.
+//! token (see `sessions`); docs/ui.md has the security model.
 
 pub(crate) mod sessions;
 
