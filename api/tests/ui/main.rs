@@ -216,6 +216,11 @@ async fn the_console_in_a_browser() {
     assert!(row.contains("active"), "{row}");
     let stopped = browser.wait_text("tbody tr", "batch.service").await;
     assert!(stopped.contains("loaded"), "{stopped}");
+    // Every field has its label.
+    let unlabelled = browser
+        .eval("return [...document.querySelectorAll('input, select')].filter((e) => e.labels.length === 0).map((e) => e.id);")
+        .await;
+    assert_eq!(unlabelled, serde_json::json!([]));
     save(&browser, "units.png").await;
 
     // Following a unit to its page.
@@ -312,8 +317,12 @@ async fn the_console_in_a_browser() {
     browser.wait_text("#sign-in-error", "Signed out").await;
 
     // A viewer reads, and is offered no action.
+    // With the keyboard alone: the token, then Enter.
     let viewer = server.token(Role::Viewer).await;
-    sign_in(&browser, &viewer).await;
+    let field = browser.find("#token").await;
+    browser
+        .type_text(&field, &format!("{viewer}\u{e007}"))
+        .await;
     browser.wait_text("#who-role", "viewer").await;
     browser.goto(&format!("{ui}#/units/db.service")).await;
     browser.wait_text("h1", "db.service").await;

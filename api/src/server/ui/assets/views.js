@@ -247,13 +247,13 @@ async function unit(container, ctx, [name]) {
   const page = await live(container, build);
   container.append(h('section', { 'aria-labelledby': 'u-status' },
     h('h2', { id: 'u-status' }, 'On its host'), statusBox));
-  loadStatus(name, statusBox);
+  loadStatus(name, statusBox, ctx.canAct);
   return page;
 }
 
 // The unit as its host's systemd has it, and its last journal lines (for
 // operators and admins): asked of its agent, so it may take a while.
-async function loadStatus(name, box) {
+async function loadStatus(name, box, mayReadLogs) {
   try {
     const s = await api.get(`${api.unitPath(name)}/status?lines=20`);
     box.replaceChildren(
@@ -267,7 +267,7 @@ async function loadStatus(name, box) {
       ]),
       s.log && s.log.length
         ? h('div', {}, h('h3', {}, 'Journal'), h('pre', { tabindex: 0 }, s.log.map((l) => l.message).join('\n')))
-        : h('p', { class: 'hint' }, 'No journal lines (reading them needs the operator role).'));
+        : h('p', { class: 'hint' }, mayReadLogs ? 'No journal lines.' : 'Journal lines are for operators and admins (logs can hold secrets).'));
   } catch (e) {
     box.replaceChildren(h('p', { class: 'hint' }, `The host did not answer: ${e.message}`));
   }
