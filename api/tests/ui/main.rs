@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use flotilla_api::client::Client;
 use flotilla_api::daemon::Daemon;
+use flotilla_proto::inspect::{JournalEntry, ReplyLine, RequestKind, UnitStatus};
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::{StateReport, UnitPut};
 use flotilla_proto::{DesiredState, MachineId, UnitName};
@@ -174,6 +175,58 @@ async fn cluster(server: &Server) -> Vec<(MachineId, Client)> {
     agents
 }
 
+/// Answers the status requests the server hands machine `id`'s agent, as
+/// an agent reads systemd and the journal; until aborted.
+fn answer_status(agent: Client, id: MachineId) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok(asked) = agent.agent_requests(&id, Duration::from_secs(5)).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            for request in asked.requests {
+                // The server asks for no lines on a viewer's behalf.
+                let lines = match request.kind {
+                    RequestKind::Status { lines } => lines as usize,
+                    RequestKind::Journal { .. } => 0,
+                };
+                let status = UnitStatus {
+                    unit: request.unit.to_string(),
+                    machine: Some(id.clone()),
+                    hostname: machine(id.as_str()[..2].parse().unwrap_or(1)).hostname,
+                    active_state: "active".into(),
+                    sub_state: "running".into(),
+                    main_pid: Some(4242),
+                    memory_bytes: Some(64 << 20),
+                    log: vec![JournalEntry {
+                        at_us: 1_700_000_000_000_000,
+                        identifier: "sleep".into(),
+                        pid: Some(4242),
+                        priority: Some(6),
+                        message: format!("{} listening on :8080", request.unit),
+                        truncated: false,
+                    }]
+                    .into_iter()
+                    .take(lines)
+                    .collect(),
+                    ..UnitStatus::default()
+                };
+                let mut body = serde_json::to_vec(&ReplyLine::Status(Box::new(status))).unwrap();
+                body.push(b'\n');
+                body.extend(
+                    serde_json::to_vec(&ReplyLine::End {
+                        reason: "done".into(),
+                    })
+                    .unwrap(),
+                );
+                body.push(b'\n');
+                let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(body)]);
+                let _ = agent.agent_reply(&id, &request.id, chunks).await;
+            }
+        }
+    })
+}
+
 async fn sign_in(browser: &Browser, token: &str) {
     let field = browser.find("#token").await;
     browser.type_text(&field, token).await;
@@ -189,6 +242,10 @@ async fn sign_in(browser: &Browser, token: &str) {
 async fn the_console_in_a_browser() {
     let server = Server::start().await;
     let agents = cluster(&server).await;
+    let answering: Vec<_> = agents
+        .iter()
+        .map(|(id, agent)| answer_status(agent.clone(), id.clone()))
+        .collect();
     let browser = Browser::start().await;
     let ui = format!("{}/ui/", server.url);
 
@@ -232,9 +289,15 @@ async fn the_console_in_a_browser() {
         .await;
     browser.wait_text("main", "unit-placed").await;
     assert_eq!(browser.all("[data-action]").await.len(), 4);
+    // Its status and journal lines, from its host's agent.
+    browser
+        .wait_text("main", "web.service listening on :8080")
+        .await;
     // A mark that a reload would wipe.
     browser.eval("window.notReloaded = true;").await;
+    browser.set_size(1280, 1750).await;
     save(&browser, "unit.png").await;
+    browser.set_size(1280, 900).await;
 
     // Stop, confirmed: the page follows the change without a reload.
     browser.click_on("[data-action=stop]").await;
@@ -329,6 +392,17 @@ async fn the_console_in_a_browser() {
     browser.wait_text("#current-state", "launched").await;
     assert!(browser.all("[data-action]").await.is_empty());
     assert!(browser.all("#view button").await.is_empty());
+    // Its status, without the journal: logs can hold secrets.
+    browser
+        .wait_text("main", "Journal lines are for operators")
+        .await;
+    assert!(
+        browser.all("#view pre").await.len() == 1,
+        "the unit file only"
+    );
+    for task in answering {
+        task.abort();
+    }
 
     drop(browser);
     let mut server = server;

@@ -26,7 +26,7 @@ const machineLink = (id, hosts) => id
   ? h('a', { href: `#/machines/${encodeURIComponent(id)}` }, (hosts && hosts.get(id)) || id.slice(0, 12))
   : '-';
 const time = (ms) => new Date(ms).toLocaleString();
-const gib = (b) => `${(b / (1 << 30)).toFixed(1)} GiB`;
+const gib = (b) => (b >= 1 << 30 ? `${(b / (1 << 30)).toFixed(1)} GiB` : `${Math.round(b / (1 << 20))} MiB`);
 const cpus = (m) => `${(m / 1000).toFixed(2)} CPU`;
 
 function meter(label, used, total, fmt) {
