@@ -261,6 +261,9 @@ async fn the_console_in_a_browser() {
     sign_in(&browser, &server.admin).await;
     browser.wait_text("h1", "Cluster overview").await;
     browser.wait_text("#who-role", "admin").await;
+    // The session cookie is out of scripts' reach (HttpOnly).
+    let cookies = browser.eval("return document.cookie;").await;
+    assert!(!cookies.to_string().contains("flotilla"), "{cookies}");
     browser.wait_text("main", "host1").await;
     browser.wait_text("main", "huge.service").await;
     browser.wait_text("#live", "Live").await;
@@ -278,6 +281,15 @@ async fn the_console_in_a_browser() {
         .eval("return [...document.querySelectorAll('input, select')].filter((e) => e.labels.length === 0).map((e) => e.id);")
         .await;
     assert_eq!(unlabelled, serde_json::json!([]));
+    // Filtered as one types.
+    let filter = browser.find("#unit-filter").await;
+    browser.type_text(&filter, "ap").await;
+    browser.wait_text("#view", "1 of 5 units").await;
+    let rows = browser.all("tbody tr").await;
+    assert_eq!(rows.len(), 1);
+    browser.wait_text("tbody tr", "api.service").await;
+    browser.type_text(&filter, "service").await;
+    browser.wait_text("#view", "5 of 5 units").await;
     save(&browser, "units.png").await;
 
     // Following a unit to its page.
@@ -352,6 +364,14 @@ async fn the_console_in_a_browser() {
     browser.goto(&format!("{ui}#/machines")).await;
     browser.wait_text("tbody", "host2").await;
     save(&browser, "machines.png").await;
+    browser
+        .click_on("a[href='#/machines/02020202020202020202020202020202']")
+        .await;
+    browser.wait_text("h1", "host2").await;
+    browser.wait_text("main", "live: its lease is held").await;
+    browser.wait_text("main", "role=web").await;
+    browser.wait_text("tbody", "api.service").await;
+    save(&browser, "machine.png").await;
 
     // Events, followed live.
     browser.goto(&format!("{ui}#/events")).await;
