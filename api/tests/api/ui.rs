@@ -113,6 +113,21 @@ async fn sign_in_sets_a_secure_http_only_strict_cookie() {
     let (reason, message) = error_of(status, &headers, &body);
     assert_eq!((status, reason.as_str()), (401, "unauthorized"));
     assert!(message.contains("sign in again"), "{message}");
+    // Signing in again from the same browser ends the first session.
+    let (status, headers, _) = request(
+        &server,
+        "POST",
+        "/v1/session",
+        Some(&id),
+        true,
+        &[],
+        sign_in_body(&server.admin),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(headers["set-cookie"].to_str().unwrap().contains(COOKIE));
+    let (status, _, _) = request(&server, "GET", "/v1/whoami", Some(&id), true, &[], None).await;
+    assert_eq!(status, 401);
 }
 
 #[tokio::test]

@@ -174,6 +174,10 @@ pub(crate) async fn sign_in<C: ControlPlane>(
             caller.role
         )));
     }
+    // Signing in again replaces the browser's session: the old one ends.
+    if let Some(old) = sessions::cookie(&headers) {
+        s.sessions.close(&old);
+    }
     let id = s.sessions.open(token).map_err(ApiError::AuthUnavailable)?;
     let cookie = sessions::set_cookie(&id, s.sessions.ttl());
     let mut response = Json(WhoAmI {

@@ -66,6 +66,25 @@ const fetchUnits = () => api.all('/v1/units', 'units');
 const fetchStates = (q) => api.all(`/v1/state${q || ''}`, 'states');
 const nothing = { refresh() {}, leave() {} };
 
+// The newest `keep` events of the last 24 hours matching `query`, paging
+// through the history (oldest first) for at most 50 pages; and the index
+// to follow from.
+async function recentEvents(query, keep) {
+  const since = Date.now() - 24 * 3600 * 1000;
+  let token = '';
+  let events = [];
+  let index = 0;
+  for (let i = 0; i < 50; i++) {
+    const more = token ? `&nextPageToken=${encodeURIComponent(token)}` : '';
+    const page = await api.get(`/v1/events?sinceMs=${since}&limit=1000${query}${more}`);
+    events = events.concat(page.events).slice(-keep);
+    index = page.index;
+    if (!page.nextPageToken) break;
+    token = page.nextPageToken;
+  }
+  return { events, index };
+}
+
 // A page whose body is rebuilt from fresh data on every change.
 async function live(container, build) {
   const body = h('div', {});
@@ -210,14 +229,13 @@ async function unit(container, ctx, [name]) {
   }
 
   const build = async () => {
-    const since = Date.now() - 24 * 3600 * 1000;
     const [got, states, machines, events] = await Promise.all([
       api.get(api.unitPath(name)), fetchStates(`?unitName=${encodeURIComponent(name)}`), fetchMachines(),
-      api.get(`/v1/events?unit=${encodeURIComponent(name)}&sinceMs=${since}&limit=1000`),
+      recentEvents(`&unit=${encodeURIComponent(name)}`, 20),
     ]);
     const u = got;
     const hosts = hostsOf(machines);
-    const recent = events.events.slice(-20).reverse();
+    const recent = events.events.slice().reverse();
     return [
       h('section', { class: 'card', 'aria-labelledby': 'u-summary' },
         h('h2', { id: 'u-summary' }, 'Summary'),
@@ -329,12 +347,10 @@ async function machine(container, ctx, [id]) {
 // long poll (as `flotilla events --follow` does).
 async function events(container) {
   container.append(h('h1', {}, 'Events'));
-  const since = Date.now() - 24 * 3600 * 1000;
-  const [first, ms] = await Promise.all([
-    api.get(`/v1/events?sinceMs=${since}&limit=1000`), fetchMachines(),
-  ]);
+  const [first, ms] = await Promise.all([recentEvents('', 200), fetchMachines()]);
   const hosts = hostsOf(ms);
-  const shown = first.events.slice(-200);
+  const shown = first.events;
+  const seen = new Set(shown.map((e) => e.id));
   const body = h('div', {});
   container.append(h('p', { class: 'hint' }, 'The last 24 hours, newest first; new events appear as they happen.'), body);
   const draw = () => body.replaceChildren(shown.length === 0
@@ -348,8 +364,10 @@ async function events(container) {
     while (!abort.signal.aborted) {
       try {
         const page = await api.get(`/v1/events?index=${index}&wait=25&limit=1000`, abort.signal);
-        if (page.events.length) {
-          shown.push(...page.events);
+        const fresh = page.events.filter((e) => !seen.has(e.id));
+        if (fresh.length) {
+          for (const e of fresh) seen.add(e.id);
+          shown.push(...fresh);
           shown.splice(0, Math.max(0, shown.length - 200));
           draw();
         }
