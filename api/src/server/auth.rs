@@ -4,8 +4,9 @@
 //! A request carries a bearer token (`Authorization: Bearer flt1....`),
 //! the console's session cookie with the console's header (see
 //! `super::ui`), or, over TLS, a client certificate signed by the cluster
-//! CA; the first of these wins. No valid credential: 401. A credential whose role the
-//! route's [`Access`] does not allow: 403, and the attempt is audited.
+//! CA; the first of these wins. No valid credential: 401. A credential
+//! whose role the route's [`Access`] does not allow: 403, and the attempt
+//! is audited. The session cookie without the console's header: 403.
 
 use std::sync::Arc;
 
