@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod agent;
 mod apply;
 mod client;
+mod completion;
 mod config;
 mod dev;
 mod events;
@@ -15,6 +16,7 @@ mod import_fleet;
 mod inspect;
 mod live;
 mod logging;
+mod manual;
 mod membership;
 mod rollout;
 mod secret;
@@ -26,14 +28,15 @@ mod trust;
 mod unit_source;
 mod units;
 mod verify;
+mod version;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "flotilla",
-    version,
+    version = version::LONG,
     about = "A cluster scheduler for systemd units"
 )]
-struct Cli {
+pub struct Cli {
     #[command(flatten)]
     global: Global,
 
@@ -210,6 +213,22 @@ enum Command {
     /// Edit the client configuration file (the clusters this CLI knows).
     #[command(subcommand)]
     Config(trust::ConfigCommand),
+
+    /// Print the version, the git commit and the build date of this binary.
+    Version,
+    /// Print the completion script of a shell (bash, zsh, fish).
+    ///
+    /// Unit names are completed from the cluster of the client
+    /// configuration, when there is one. bash: `flotilla completion bash
+    /// >/etc/bash_completion.d/flotilla` (the package installs all three).
+    Completion(completion::Args),
+    /// The cluster's unit names starting with PREFIX (for the completion
+    /// scripts; silent without a cluster).
+    #[command(name = "__complete-units", hide = true)]
+    CompleteUnits(completion::UnitsArgs),
+    /// Write the manual pages (flotilla.1, flotilla-COMMAND.1) to DIR.
+    #[command(hide = true)]
+    Man(manual::Args),
 }
 
 fn main() -> ExitCode {
@@ -278,6 +297,10 @@ fn main() -> ExitCode {
         Command::Events(args) => client::run(&global, |c| events::run(c, args)),
         Command::Whoami => client::run(&global, trust::whoami),
         Command::Config(cmd) => trust::config(&global, cmd),
+        Command::Version => version::run(global.output),
+        Command::Completion(args) => completion::run(&args),
+        Command::CompleteUnits(args) => return completion::units(&global, &args),
+        Command::Man(args) => manual::run(&args),
     };
     match result {
         Ok(code) => code,
