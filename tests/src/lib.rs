@@ -104,6 +104,11 @@ pub struct HostOptions {
     pub binds_ro: Vec<(PathBuf, PathBuf)>,
     /// Read-write binds.
     pub binds: Vec<(PathBuf, PathBuf)>,
+    /// Writable overlays on this machine's directories: `(path, upper
+    /// directory here)`; what the host writes under `path` lands in the
+    /// upper directory and this machine's `path` is unchanged (to install
+    /// packages in a host, TESTING.md).
+    pub overlays: Vec<(PathBuf, PathBuf)>,
 }
 
 /// A booted systemd host.
@@ -178,6 +183,14 @@ impl Host {
         }
         for (from, to) in &options.binds {
             cmd.arg(format!("--bind={}:{}", from.display(), to.display()));
+        }
+        for (path, upper) in &options.overlays {
+            cmd.arg(format!(
+                "--overlay={}:{}:{}",
+                path.display(),
+                upper.display(),
+                path.display()
+            ));
         }
         // The hosts share this machine's network unless given their own:
         // their own network daemons must not touch it (nor wait for it).

@@ -29,7 +29,7 @@ pub fn boot(name: &str, driver: CgroupDriver) -> (Host, TempDir) {
             ),
             (units.path().to_owned(), PathBuf::from(DROP)),
         ],
-        binds: Vec::new(),
+        ..HostOptions::default()
     };
     let host = Host::boot(name, &options).unwrap();
     host.start_docker(driver).unwrap();
