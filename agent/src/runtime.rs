@@ -372,7 +372,11 @@ async fn keep_registered(
                 }
             },
             Err(e) => {
-                if matches!(e.status(), Some(401 | 403)) {
+                if e.status() == Some(426) {
+                    tracing::error!(
+                        "the servers refuse this agent's version ({e}); units are left as they are"
+                    );
+                } else if matches!(e.status(), Some(401 | 403)) {
                     tracing::error!(
                         "the servers refuse this machine's credential ({e}): it was revoked or the machine removed (flotilla machine remove). Units are left as they are. To join again, delete {} and start the agent with a join token",
                         config.state_dir.join(credential::CREDENTIAL_FILE).display()

@@ -16,6 +16,8 @@
 //!   servers of a cluster, for the raft-replicated store.
 //! - [`tls`]: the cluster CA, server and client certificates, and how
 //!   clients trust servers.
+//! - [`version`]: which versions of clients, agents and servers talk to
+//!   each other (the `Flotilla-Version` header).
 //! - [`wire`]: the one JSON shape of the API that `flotilla-proto` does not
 //!   define yet.
 //!
@@ -37,6 +39,7 @@ pub mod peer;
 pub mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod version;
 pub mod wire;
 
 /// The OpenAPI 3 document of every route, served at `GET /v1/openapi.json`.

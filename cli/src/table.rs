@@ -245,12 +245,13 @@ pub async fn list_machines(ctx: Ctx) -> anyhow::Result<ExitCode> {
                 } else {
                     metadata
                 },
+                or_dash(&m.machine.agent_version),
             ]
         })
         .collect();
     print(
         &[
-            "MACHINE", "IP", "HOSTNAME", "UNITS", "CPU", "MEMORY", "METADATA",
+            "MACHINE", "IP", "HOSTNAME", "UNITS", "CPU", "MEMORY", "METADATA", "VERSION",
         ],
         &cells,
     );

@@ -194,6 +194,11 @@ fn the_package_installs_runs_the_agent_upgrades_and_removes_without_touching_uni
     assert_eq!(machines.len(), 1);
     assert_eq!(machines[0]["id"], machine_id.as_str());
     assert_eq!(machines[0]["agentVersion"], env!("CARGO_PKG_VERSION"));
+    let table = ok(&server.run(dir.path(), &["list-machines"]));
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header.last(), Some(&"VERSION"), "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row.last(), Some(&env!("CARGO_PKG_VERSION")), "{table}");
 
     // A unit started through flotilla.
     dir.write(

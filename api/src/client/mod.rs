@@ -259,7 +259,14 @@ impl Client {
             })
             .transpose()?;
         crate::tls::install_provider();
+        let mut headers = reqwest::header::HeaderMap::new();
+        // Servers refuse (426) callers of a release line they do not serve.
+        headers.insert(
+            crate::version::HEADER,
+            HeaderValue::from_static(crate::version::VERSION),
+        );
         let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             // Shorter than the servers' idle timeout, so that a pooled
             // connection is not reused just as the server closes it.

@@ -17,13 +17,15 @@ use super::routes::Endpoint;
 use super::{ApiError, AppState};
 
 /// `POST /v1/agent/machines`: registers the machine of the body, which
-/// must be the caller's own, on a new lease.
+/// must be the caller's own, on a new lease; 426 for an agent version this
+/// server does not register (`crate::version`).
 pub(super) async fn register<C: ControlPlane>(
     State(s): State<AppState<C>>,
     CallerOf(caller): CallerOf,
     JsonBody(machine): JsonBody<Machine>,
 ) -> Result<Json<Registration>, ApiError> {
     check_own_machine(&caller, &machine.id)?;
+    super::version::check_registration(&machine.agent_version)?;
     Ok(Json(s.control.register_machine(machine).await?))
 }
 

@@ -88,6 +88,12 @@ pub enum ApiError {
     /// with raft (embedded or etcd).
     #[error("this server's store is not replicated with raft: its membership cannot change")]
     NotReplicated,
+    /// A caller whose version this server does not serve (426).
+    #[error(transparent)]
+    VersionIncompatible(crate::version::Incompatible),
+    /// A `Flotilla-Version` header that is not a version (400).
+    #[error("{0}")]
+    InvalidVersion(String),
     /// The body did not arrive within the body timeout.
     #[error("the request body did not arrive within {seconds} s")]
     BodyTimeout { seconds: u64 },
@@ -141,6 +147,10 @@ impl ApiError {
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::AgentFailed(_) => (StatusCode::BAD_GATEWAY, "agent_failed"),
             ApiError::NotReplicated => (StatusCode::CONFLICT, "not_replicated"),
+            ApiError::VersionIncompatible(_) => {
+                (StatusCode::UPGRADE_REQUIRED, "version_incompatible")
+            }
+            ApiError::InvalidVersion(_) => (StatusCode::BAD_REQUEST, "invalid_version"),
         }
     }
 

@@ -32,6 +32,7 @@ mod sync;
 mod trust;
 pub mod ui;
 mod units;
+mod version;
 mod watch;
 
 use std::fmt;
@@ -194,4 +195,7 @@ pub fn router_with_metrics<C: ControlPlane>(
         .fallback(auth::route_not_found::<C>)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
+        // Before routing and credentials: a caller of another release
+        // line learns that first.
+        .layer(axum::middleware::from_fn(version::check))
 }

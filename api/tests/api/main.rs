@@ -22,6 +22,7 @@ mod support;
 mod sync;
 mod ui;
 mod units;
+mod version;
 mod watch;
 
 use std::future::Future;
