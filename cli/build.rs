@@ -2,7 +2,8 @@
 //! package version: the git commit it was built from and the build date.
 //!
 //! No network: the commit comes from the local checkout (`git rev-parse`),
-//! "unknown" outside one (a source tarball) or without git. The date is
+//! or from `FLOTILLA_GIT_COMMIT` when a packager building from a source
+//! tarball sets it, and is "unknown" otherwise. The date is
 //! `SOURCE_DATE_EPOCH` when set (reproducible builds, Debian's packaging),
 //! otherwise the day the build script ran, in UTC.
 

@@ -7,7 +7,7 @@
 //! ignored. Its API line is `MAJOR` from 1.0 on and `0.MINOR` before
 //! (semver's convention: a 0.x minor release may break). Then:
 //!
-//! - a client (the CLI, any program using [`Client`](crate::client)) is
+//! - a client (the CLI, any program using the API's typed client) is
 //!   served by a server of the same API line, and refused (426) by others;
 //! - an agent is served by a server whose line is the same or newer, as
 //!   long as the agent is not older than the server's [`MIN_AGENT_VERSION`]:
