@@ -308,6 +308,7 @@ fn list_servers_shows_the_leader() {
     assert_eq!(lines[0], ["SERVER", "ADDRESS", "VERSION", "LEADER"]);
     assert_eq!(lines.len(), 2, "{listing}");
     assert_eq!(lines[1][1], s.endpoint);
+    assert_eq!(lines[1][2], env!("CARGO_PKG_VERSION"));
     assert_eq!(lines[1][3], "yes");
 }
 
