@@ -18,7 +18,8 @@ pub enum SyncCommand {
     /// change a source that exists.
     Add {
         name: String,
-        /// The repository's address: git://HOST[:PORT]/PATH or file:///PATH.
+        /// The repository's address: git://HOST/PATH (or git://HOST:PORT/PATH)
+        /// or file:///PATH.
         #[arg(long, value_name = "URL")]
         repo: String,
         /// The branch followed [default: main].

@@ -5,7 +5,7 @@
 //!   with gitoxide.
 //! - [`sources`]: the sources and their status in the store.
 //! - [`plan`]: what a commit changes, and drift.
-//! - [`follow`]: the leader's task per source.
+//! - [`mod@follow`]: the leader's task per source.
 //!
 //! A crate of its own so that gitoxide enters only the server's build.
 
