@@ -41,6 +41,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use flotilla_proto::bundle::{self, BundleFile, Wanted};
+use flotilla_proto::rollout_groups::{self, Groups};
 use flotilla_proto::wire::{Unit, UnitPut};
 use flotilla_proto::{DesiredState, UnitName};
 use serde::Serialize;
@@ -133,9 +134,6 @@ fn read_dir(dir: &Path) -> anyhow::Result<BTreeMap<UnitName, Wanted>> {
     read_dir_with_groups(dir).map(|(wanted, _)| wanted)
 }
 
-/// Each unit of a `rollouts` group, with its group and settings.
-type Groups = BTreeMap<UnitName, (String, flotilla_proto::rollout::RolloutOptions)>;
-
 /// [`read_dir`], with the manifest's rollout groups.
 fn read_dir_with_groups(dir: &Path) -> anyhow::Result<(BTreeMap<UnitName, Wanted>, Groups)> {
     if !dir.is_dir() {
@@ -152,14 +150,13 @@ fn read_dir_with_groups(dir: &Path) -> anyhow::Result<(BTreeMap<UnitName, Wanted
         eprintln!("{w}");
     }
     let manifest_path = dir.join(bundle::MANIFEST);
-    let mut groups = BTreeMap::new();
-    for (group, value) in found.rollouts {
-        let parsed: crate::rollout::ManifestGroup = serde_norway::from_value(value)
-            .with_context(|| format!("{}: rollouts: {group}", manifest_path.display()))?;
-        groups.insert(group, parsed);
-    }
     let names: Vec<UnitName> = found.units.keys().cloned().collect();
-    let groups = crate::rollout::manifest_groups(&manifest_path, &groups, &names)?;
+    let groups = rollout_groups::manifest_groups(
+        &manifest_path.display().to_string(),
+        &found.rollouts,
+        &names,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}\nnothing was changed"))?;
     Ok((found.units, groups))
 }
 
@@ -277,7 +274,7 @@ pub async fn apply(ctx: Ctx, args: Args) -> anyhow::Result<ExitCode> {
             replaced_launched.push((name, text));
         }
     }
-    let (rollouts, _) = crate::rollout::group(replaced_launched, &|u| groups.get(u).cloned());
+    let (rollouts, _) = rollout_groups::group(replaced_launched, &|u| groups.get(u).cloned());
     let rolled: Vec<String> = rollouts
         .iter()
         .flat_map(|r| r.units.iter().map(|u| u.name.to_string()))

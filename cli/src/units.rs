@@ -188,7 +188,7 @@ async fn roll_out_instances(
             changed.push((t.name.clone(), text.clone()));
         }
     }
-    let (requests, _) = crate::rollout::group(changed, &|_| None);
+    let (requests, _) = flotilla_proto::rollout_groups::group(changed, &|_| None);
     let rolled: Vec<UnitName> = requests
         .iter()
         .flat_map(|r| r.units.iter().map(|u| u.name.clone()))

@@ -42,6 +42,7 @@ pub mod name;
 pub mod quadlet;
 pub mod resources;
 pub mod rollout;
+pub mod rollout_groups;
 pub mod secret;
 pub mod state;
 pub mod suggest;

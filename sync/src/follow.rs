@@ -13,14 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flotilla_proto::UnitName;
 use flotilla_proto::bundle::{self, Wanted};
 use flotilla_proto::event::{Event, EventKind};
+use flotilla_proto::rollout::RolloutState;
+use flotilla_proto::rollout_groups::{self, Groups};
 use flotilla_proto::sync::{
     CommitAt, DriftMode, DriftSeen, Drifted, Source, SourceStatus, SyncChanges, SyncFailure, actor,
 };
 use flotilla_proto::trust::{AuditEntry, Role};
 use flotilla_proto::wire::UnitPut;
+use flotilla_proto::{DesiredState, UnitName};
 use flotilla_scheduler::control::{ControlError, ControlPlane, MAX_PAGE, PageRequest};
 use flotilla_scheduler::trust::{AuditLog, now_ms};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -211,12 +213,15 @@ fn cache_of(config: &FollowConfig, name: &str) -> PathBuf {
     config.cache_dir.join(format!("{name}.git"))
 }
 
+/// A commit read as a directory of units.
+struct Read {
+    wanted: BTreeMap<String, Wanted>,
+    /// The units of its `flotilla.yaml` rollout groups.
+    groups: Groups,
+}
+
 /// Reads and checks commit `commit` as a directory of units.
-async fn read_commit(
-    config: &FollowConfig,
-    source: &Source,
-    commit: &str,
-) -> Result<BTreeMap<String, Wanted>, String> {
+async fn read_commit(config: &FollowConfig, source: &Source, commit: &str) -> Result<Read, String> {
     let cache = cache_of(config, &source.name);
     let (commit, path, limits) = (commit.to_owned(), source.path.clone(), config.tree);
     let root = source.path.clone();
@@ -230,11 +235,21 @@ async fn read_commit(
                 limits.max_units
             ));
         }
-        Ok(found
-            .units
-            .into_iter()
-            .map(|(name, w)| (name.to_string(), w))
-            .collect())
+        let names: Vec<UnitName> = found.units.keys().cloned().collect();
+        let manifest = if root.is_empty() {
+            bundle::MANIFEST.to_owned()
+        } else {
+            format!("{root}/{}", bundle::MANIFEST)
+        };
+        let groups = rollout_groups::manifest_groups(&manifest, &found.rollouts, &names)?;
+        Ok(Read {
+            wanted: found
+                .units
+                .into_iter()
+                .map(|(name, w)| (name.to_string(), w))
+                .collect(),
+            groups,
+        })
     })
     .await
     .map_err(|e| format!("reading the commit failed: {e}"))?
@@ -312,11 +327,13 @@ async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(),
     if applied.as_deref() != Some(fetched.as_str()) && refused.as_deref() != Some(fetched.as_str())
     {
         let read = match read_commit(&ctx.config, source, &fetched).await {
-            Ok(wanted) => owned_elsewhere(ctx, name, &wanted).await.map(|()| wanted),
+            Ok(read) => owned_elsewhere(ctx, name, &read.wanted)
+                .await
+                .map(|()| read),
             Err(e) => Err(e),
         };
         match read {
-            Ok(wanted) => target = Some((fetched.clone(), wanted, true)),
+            Ok(read) => target = Some((fetched.clone(), read, true)),
             Err(message) => refuse(ctx, name, &mut status, &fetched, message),
         }
     }
@@ -324,14 +341,14 @@ async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(),
         && let Some(commit) = applied
     {
         match read_commit(&ctx.config, source, &commit).await {
-            Ok(wanted) => target = Some((commit, wanted, false)),
+            Ok(read) => target = Some((commit, read, false)),
             Err(e) => tracing::warn!(
                 source = name,
                 "cannot read the last applied commit {commit} to check drift: {e}"
             ),
         }
     }
-    let Some((commit, wanted, new)) = target else {
+    let Some((commit, Read { wanted, groups }, new)) = target else {
         return ctx
             .sources
             .write_status(name, &status)
@@ -341,10 +358,21 @@ async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(),
     let cluster = cluster_units(&*ctx.control)
         .await
         .map_err(|e| e.to_string())?;
-    let have: BTreeMap<String, Have> = cluster
+    let mut have: BTreeMap<String, Have> = cluster
         .iter()
         .map(|(n, (h, _))| (n.clone(), h.clone()))
         .collect();
+    // Units a rollout of the contents this commit wants holds: running,
+    // they get them wave by wave; failed, they wait for a new commit.
+    // Neither is a change to make nor drift.
+    let held = rolling(&*ctx.control, &wanted)
+        .await
+        .map_err(|e| e.to_string())?;
+    for unit in held.units.keys() {
+        if let (Some(h), Some(w)) = (have.get_mut(unit), wanted.get(unit)) {
+            h.hash = w.hash.clone();
+        }
+    }
     let drifted = plan::drift(&status.owned, &have);
     let drifted_names: BTreeSet<&str> = drifted.iter().map(|d| d.unit.as_str()).collect();
     let mut changes = plan::changes(
@@ -368,7 +396,7 @@ async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(),
         changes.clear();
     }
     let who = actor(name, &commit);
-    let (done, failed) = apply(ctx, name, &who, &wanted, &changes).await;
+    let (done, failed) = apply(ctx, name, &who, &wanted, &groups, &have, &changes).await;
     let left: Vec<Drifted> = drifted
         .iter()
         .filter(|d| !done.iter().any(|c| c.unit() == d.unit))
@@ -452,10 +480,64 @@ async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(),
             });
         }
     }
+    if status.last_error.is_none()
+        && let Some(failure) = held.failed
+    {
+        status.last_error = Some(SyncFailure {
+            at_ms: now_ms(),
+            commit: None,
+            message: format!(
+                "{failure}; the units it did not change keep their old contents until a new commit"
+            ),
+        });
+    }
     ctx.sources
         .write_status(name, &status)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The units a rollout of the contents `wanted` asks for holds, and why
+/// the latest of those that failed did.
+#[derive(Debug, Default)]
+struct Held {
+    units: BTreeMap<String, RolloutState>,
+    failed: Option<String>,
+}
+
+/// Finds what [`Held`] says from the cluster's rollouts (the latest of a
+/// unit counts).
+async fn rolling<C: ControlPlane>(
+    control: &C,
+    wanted: &BTreeMap<String, Wanted>,
+) -> Result<Held, ControlError> {
+    let list = control.list_rollouts().await?;
+    let mut held = Held::default();
+    for r in &list.rollouts {
+        let mut ours = false;
+        for u in &r.units {
+            let unit = u.name.to_string();
+            if wanted.get(&unit).is_some_and(|w| w.hash == u.new_hash) {
+                ours = true;
+                match r.state {
+                    RolloutState::Succeeded => held.units.remove(&unit),
+                    state => held.units.insert(unit, state),
+                };
+            }
+        }
+        if ours && r.state == RolloutState::Failed {
+            held.failed = Some(format!(
+                "rollout {} of {} failed: {}",
+                r.id,
+                r.group,
+                r.failure.as_deref().unwrap_or("no reason recorded")
+            ));
+        }
+    }
+    if !held.units.values().any(|s| *s == RolloutState::Failed) {
+        held.failed = None;
+    }
+    Ok(held)
 }
 
 /// Refuses a commit when a unit it names is owned by another source.
@@ -504,16 +586,43 @@ fn refuse<C: ControlPlane>(
 }
 
 /// Makes `changes`, each attributed to `who`; stops at the first that
-/// fails. Returns those made, and the failure.
+/// fails. Launched units that get new contents together (`groups`, or
+/// instances of one template) are rolled out in waves, after the other
+/// changes. Returns those made, and the failure.
 async fn apply<C: ControlPlane>(
     ctx: &Ctx<C>,
     name: &str,
     who: &str,
     wanted: &BTreeMap<String, Wanted>,
+    groups: &Groups,
+    have: &BTreeMap<String, Have>,
     changes: &[Change],
 ) -> (Vec<Change>, Option<ControlError>) {
+    let launched = |unit: &str| {
+        have.get(unit)
+            .is_some_and(|h| h.desired == DesiredState::Launched)
+            && wanted
+                .get(unit)
+                .is_some_and(|w| w.desired == DesiredState::Launched)
+    };
+    let replaced: Vec<(UnitName, String)> = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Replace { .. }) && launched(c.unit()))
+        .filter_map(|c| {
+            let unit = UnitName::parse(c.unit()).ok()?;
+            Some((unit, wanted.get(c.unit())?.text.clone()))
+        })
+        .collect();
+    let (rollouts, _) = rollout_groups::group(replaced, &|u| groups.get(u).cloned());
+    let rolled: BTreeSet<String> = rollouts
+        .iter()
+        .flat_map(|r| r.units.iter().map(|u| u.name.to_string()))
+        .collect();
     let mut done = Vec::new();
     for change in changes {
+        if rolled.contains(change.unit()) {
+            continue;
+        }
         let Ok(unit) = UnitName::parse(change.unit()) else {
             continue;
         };
@@ -587,6 +696,46 @@ async fn apply<C: ControlPlane>(
                     tracing::error!("cannot record a change in the audit log: {e}");
                 }
                 done.push(change.clone());
+            }
+            Err(e) => {
+                if let Err(e) = ctx.audit.record(entry(http_status(&e))).await {
+                    tracing::error!("cannot record a change in the audit log: {e}");
+                }
+                return (done, Some(e));
+            }
+        }
+    }
+    for request in rollouts {
+        let units: Vec<String> = request.units.iter().map(|u| u.name.to_string()).collect();
+        let result = ctx.control.start_rollout(request).await;
+        let entry = |status: u16| AuditEntry {
+            at_ms: now_ms(),
+            actor_id: format!("sync:{name}"),
+            actor_name: who.to_owned(),
+            role: Role::Operator,
+            action: "POST /v1/rollouts".to_owned(),
+            target: format!("units/{}", units.join(",")),
+            status,
+            peer: String::new(),
+        };
+        match result {
+            Ok(rollout) => {
+                ctx.control.record_change(
+                    Event::new(EventKind::RolloutStarted, now_ms())
+                        .actor(who.to_owned())
+                        .detail(format!(
+                            "rollout {} of {}: {} in {} waves of at most {}",
+                            rollout.id,
+                            rollout.group,
+                            units.join(" "),
+                            rollout.waves,
+                            rollout.settings.max_parallel
+                        )),
+                );
+                if let Err(e) = ctx.audit.record(entry(201)).await {
+                    tracing::error!("cannot record a change in the audit log: {e}");
+                }
+                done.extend(units.into_iter().map(|unit| Change::Replace { unit }));
             }
             Err(e) => {
                 if let Err(e) = ctx.audit.record(entry(http_status(&e))).await {

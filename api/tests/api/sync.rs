@@ -9,14 +9,15 @@
 use std::time::Duration;
 
 use flotilla_api::client::{Client, EventQuery, PageQuery};
-use flotilla_proto::DesiredState;
 use flotilla_proto::event::EventKind;
+use flotilla_proto::rollout::{Rollout, RolloutState};
 use flotilla_proto::sync::{DriftMode, SourceInfo, SourcePut};
 use flotilla_proto::trust::Role;
-use flotilla_proto::wire::UnitPut;
+use flotilla_proto::wire::{StateReport, UnitPut};
+use flotilla_proto::{DesiredState, UnitFile};
 use flotilla_testbed::GitServer;
 
-use crate::{DEADLINE, Server, eventually, name};
+use crate::{DEADLINE, Server, eventually, machine, machine_id, name, state};
 
 const WEB: &str = "[Service]\nExecStart=/bin/sleep 1000\n";
 const WEB_V2: &str = "[Service]\nExecStart=/bin/sleep 2000\n";
@@ -694,4 +695,127 @@ async fn sources_are_checked_and_only_operators_change_them() {
         "{}",
         failure.message
     );
+}
+
+const W_OLD: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
+const W_NEW: &str = "[Service]\nExecStart=/bin/sleep 1d\n";
+
+fn hash(text: &str) -> String {
+    UnitFile::parse(text).0.content_hash()
+}
+
+/// Reports `w@{i}.service` active on machine 1, started with `text`.
+async fn report_running(agent: &Client, i: u8, text: &str) {
+    let mut s = state(&format!("w@{i}.service"), 1);
+    s.active_state = "active".into();
+    s.hash = Some(hash(text));
+    s.started_hash = Some(hash(text));
+    let report = StateReport {
+        states: vec![s],
+        removed: Vec::new(),
+    };
+    agent.report_states(&machine_id(1), &report).await.unwrap();
+}
+
+/// The rollouts of group `workers`.
+async fn workers(client: &Client) -> Vec<Rollout> {
+    let list = client.list_rollouts().await.unwrap();
+    list.rollouts
+        .into_iter()
+        .filter(|r| r.group == "workers")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_changed_together_roll_out_in_waves() {
+    let git = GitServer::start("rollout").unwrap();
+    let server = server().await;
+    let admin = server.client();
+    // Machine 1, whose agent the test plays.
+    let agent = server.agent(1).await;
+    let registration = agent.register_machine(&machine(1)).await.unwrap();
+    let heartbeat = agent.clone();
+    let beating = tokio::spawn(async move {
+        while heartbeat
+            .heartbeat(&machine_id(1), registration.lease)
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let manifest = "instances:\n  w@.service: [1, 2, 3]\nrollouts:\n  workers:\n    \
+                    units: [w@.service]\n    max-parallel: 1\n    min-healthy-time: 0\n";
+    let first = git
+        .commit(
+            &[
+                ("w@.service", Some(W_OLD)),
+                ("flotilla.yaml", Some(manifest)),
+            ],
+            "first",
+        )
+        .unwrap();
+    admin
+        .put_sync_source("site", &source(&git.url()))
+        .await
+        .unwrap();
+    applied(&admin, "site", &first).await;
+    for i in 1..=3 {
+        report_running(&agent, i, W_OLD).await;
+    }
+
+    // The template changes: its instances roll out one at a time, as
+    // flotilla.yaml's group says, started by the source.
+    let second = git
+        .commit(&[("w@.service", Some(W_NEW))], "second")
+        .unwrap();
+    applied(&admin, "site", &second).await;
+    let started = workers(&admin).await;
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(started[0].units.len(), 3);
+    assert_eq!(started[0].settings.max_parallel, 1);
+    let actor = format!("sync:site@{}", &second[..7]);
+    event_by(&admin, EventKind::RolloutStarted, &actor).await;
+    let on_new = || async {
+        let mut n = 0;
+        for i in 1..=3 {
+            let unit = admin
+                .get_unit(&name(&format!("w@{i}.service")))
+                .await
+                .unwrap();
+            n += usize::from(unit.hash == hash(W_NEW));
+        }
+        n
+    };
+    eventually("the first wave's new contents", DEADLINE, || async {
+        (on_new().await == 1).then_some(())
+    })
+    .await;
+
+    // While it rolls out, later syncs see neither drift nor a change to
+    // make: one rollout, one unit on the new contents.
+    two_more_fetches(&admin, "site").await;
+    let info = status(&admin, "site").await;
+    assert!(info.status.drifted.is_empty(), "{info:?}");
+    assert!(info.status.last_error.is_none(), "{info:?}");
+    assert_eq!(workers(&admin).await.len(), 1);
+    assert_eq!(on_new().await, 1);
+
+    // The agent runs each wave's new contents: the rollout completes.
+    eventually("the rollout to complete", DEADLINE, || async {
+        for i in 1..=3 {
+            let unit = admin
+                .get_unit(&name(&format!("w@{i}.service")))
+                .await
+                .unwrap();
+            if unit.hash == hash(W_NEW) {
+                report_running(&agent, i, W_NEW).await;
+            }
+        }
+        let r = workers(&admin).await;
+        (r[0].state == RolloutState::Succeeded).then_some(())
+    })
+    .await;
+    assert_eq!(on_new().await, 3);
+    beating.abort();
 }
