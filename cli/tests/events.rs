@@ -51,17 +51,7 @@ fn a_crashed_host_shows_unreachable_then_its_units_move_and_events_tell_it_in_or
     let data = dir.path().join("data");
     // A TTL long enough that "unreachable" (half of it) comes seconds
     // before the lease ends and the units move.
-    let server = ServerProcess::start_args(
-        &data,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--machine-ttl",
-            "6s",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
+    let server = ServerProcess::start_with_ttl(&data, "6s", &[]);
     let mut host = boot("flt-events-a");
     let host_id = host.machine_id().unwrap();
     start_agent(&host, &server, "role=web");

@@ -601,17 +601,7 @@ fn imported_launched_units_run_under_flotilla_s_agent() {
     fleet.ctl(&["load", "--no-block", "worker@2.service"]);
 
     let dir = TempDir::new("import-agent");
-    let server = ServerProcess::start_args(
-        &dir.path().join("data"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--machine-ttl",
-            "10s",
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-        ],
-    );
+    let server = ServerProcess::start_with_ttl(&dir.path().join("data"), "10s", &[]);
     let host = boot("flt-import");
     // The machine metadata fleet's units ask for comes from the agent.
     start_agent(&host, &server, "role=web");

@@ -98,17 +98,7 @@ fn the_package_installs_runs_the_agent_upgrades_and_removes_without_touching_uni
     for version in ["0.1.0~pkg1", "0.1.0~pkg2", "0.1.0~pkg3"] {
         package(version, &debs);
     }
-    let server = ServerProcess::start_args(
-        &dir.path().join("data"),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--machine-ttl",
-            "10s",
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-        ],
-    );
+    let server = ServerProcess::start_with_ttl(&dir.path().join("data"), "10s", &[]);
     let host = boot("flt-package", &dir, &debs);
     // The VM's /usr is not the host's to change.
     assert!(!Path::new("/usr/bin/flotilla").exists() || BIN == "/usr/bin/flotilla");

@@ -94,17 +94,7 @@ fn host_now(host: &Host) -> f64 {
 fn ten_instances_roll_out_three_at_a_time_and_a_failing_version_stops() {
     let dir = TempDir::new("rollout-host");
     let data = dir.path().join("data");
-    let server = ServerProcess::start_args(
-        &data,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--machine-ttl",
-            "10s",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
+    let server = ServerProcess::start_with_ttl(&data, "10s", &[]);
     let host = boot("flt-rollout");
     start_agent(&host, &server, "role=web");
     let names = instances("w");
@@ -274,17 +264,7 @@ HealthCmd={health}\nHealthInterval=1s\nHealthRetries=1\nStopTimeout=1\n\n\
 fn an_unhealthy_container_stops_the_rollout() {
     let dir = TempDir::new("rollout-health");
     let data = dir.path().join("data");
-    let server = ServerProcess::start_args(
-        &data,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--machine-ttl",
-            "10s",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
+    let server = ServerProcess::start_with_ttl(&data, "10s", &[]);
     let host = Host::boot(
         "flt-rollout-ct",
         &flotilla_testbed::HostOptions {

@@ -29,17 +29,7 @@ fn docker(host: &Host, script: &str) -> String {
 fn secrets_reach_the_container_only() {
     let dir = TempDir::new("secrets-host");
     let data = dir.path().join("data");
-    let server = ServerProcess::start_args(
-        &data,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--machine-ttl",
-            "10s",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
+    let server = ServerProcess::start_with_ttl(&data, "10s", &[]);
     let host = Host::boot(
         "flt-secrets",
         &HostOptions {

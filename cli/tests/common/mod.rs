@@ -63,12 +63,18 @@ impl ServerProcess {
     /// Starts a server on a free loopback port and waits (with a deadline)
     /// until it says where it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        Self::start_with_ttl(data_dir, "1s", extra)
+    }
+
+    /// As [`ServerProcess::start`], with machines' leases of `ttl` (real
+    /// agents on test hosts need seconds, not one).
+    pub fn start_with_ttl(data_dir: &Path, ttl: &str, extra: &[&str]) -> ServerProcess {
         let data = data_dir.to_str().unwrap();
         let mut args = vec![
             "--listen",
             "127.0.0.1:0",
             "--machine-ttl",
-            "1s",
+            ttl,
             "--data-dir",
             data,
         ];
