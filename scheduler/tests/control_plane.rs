@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{CLUSTER_ID, HELLO, cluster, election, machine, name, spawn_leader};
+use common::{CLUSTER_ID, HELLO, cluster, election, eventually, machine, name, spawn_leader};
 use flotilla_proto::wire::{UnitOption, UnitPut};
 use flotilla_proto::{DesiredState, Machine};
-use flotilla_scheduler::cluster::Cluster;
 use flotilla_scheduler::control::{ControlError, ControlPlane, PageRequest, PutOutcome};
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::campaign;
@@ -293,23 +292,6 @@ async fn one_leader_at_a_time_and_a_deposed_leader_cannot_write() {
     tokio::time::timeout(Duration::from_secs(10), first.lost())
         .await
         .unwrap();
-}
-
-/// Polls `check` each time the store changes, up to a deadline.
-async fn eventually<T>(c: &Cluster, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut index = 1;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for {what}");
-        index = c
-            .wait_for_change(index, left.min(Duration::from_secs(1)))
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

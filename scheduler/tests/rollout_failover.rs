@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cluster, machine, name, spawn_leader};
+use common::{cluster, eventually, machine, name, spawn_leader};
 use flotilla_proto::rollout::{RolloutOptions, RolloutRequest, RolloutState, RolloutUnitPut};
 use flotilla_proto::wire::{StateReport, UnitPut};
 use flotilla_proto::{DesiredState, Health, UnitFile, UnitState};
@@ -60,16 +60,11 @@ async fn report(c: &Cluster, i: u8, started: &str) {
 
 /// Waits (20 s at most) until unit `i` has the new contents in the store.
 async fn until_new(c: &Cluster, i: u8) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut index = 1;
-    while c.get_unit(&name(&unit(i))).await.unwrap().hash != hash(NEW) {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "{} never got its new contents", unit(i));
-        index = c
-            .wait_for_change(index, left.min(Duration::from_millis(500)))
-            .await
-            .unwrap();
-    }
+    let what = format!("{} to get its new contents", unit(i));
+    eventually(c, &what, async || {
+        (c.get_unit(&name(&unit(i))).await.unwrap().hash == hash(NEW)).then_some(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use flotilla_proto::{Capacity, ClusterId, Machine, MachineId, UnitName};
 use flotilla_scheduler::cluster::{Cluster, ClusterConfig};
+use flotilla_scheduler::control::ControlPlane;
 use flotilla_scheduler::keys::Keys;
 use flotilla_scheduler::leader::{ElectionConfig, campaign};
 use flotilla_scheduler::reconciler::{self, ReconcileError, ReconcilerConfig};
@@ -84,4 +85,25 @@ pub fn spawn_leader(
             .unwrap();
         reconciler::run(store, &leadership, &config, shutdown).await
     })
+}
+
+/// Polls `check` each time the store changes, up to a deadline.
+pub async fn eventually<T>(
+    c: &Cluster,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut index = 1;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        index = c
+            .wait_for_change(index, left.min(Duration::from_secs(1)))
+            .await
+            .unwrap();
+    }
 }
