@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::stream;
 use tokio::sync::{Semaphore, oneshot};
 use zbus::message::Type as MessageType;
 use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
@@ -469,15 +468,7 @@ impl SystemdManager for DbusSystemd {
                 None => to_read.push(name),
             }
         }
-        let read: Vec<_> = stream::iter(to_read)
-            .map(|name| async move {
-                let props = self.unit(&name).await;
-                (name, props)
-            })
-            .buffer_unordered(in_flight)
-            .collect()
-            .await;
-        out.extend(read);
+        out.extend(super::read_each(self, to_read, in_flight).await);
         out
     }
 

@@ -263,16 +263,7 @@ pub trait SystemdManager: Send + Sync + 'static {
         names: Vec<String>,
         in_flight: usize,
     ) -> impl Future<Output = HashMap<String, Result<UnitProperties, SystemdError>>> + Send {
-        async move {
-            stream::iter(names)
-                .map(|name| async move {
-                    let props = self.unit(&name).await;
-                    (name, props)
-                })
-                .buffer_unordered(in_flight)
-                .collect()
-                .await
-        }
+        read_each(self, names, in_flight)
     }
 
     /// The load, active and sub states of many units in one call
@@ -320,14 +311,20 @@ pub async fn read_units<S: SystemdManager>(
     names: Vec<String>,
     in_flight: usize,
 ) -> HashMap<String, Result<UnitProperties, SystemdError>> {
-    let systemd = systemd.clone();
+    read_each(&**systemd, names, in_flight).await
+}
+
+/// Each unit of `names` read with [`SystemdManager::unit`], at most
+/// `in_flight` at once, each result by name.
+pub(crate) async fn read_each<S: SystemdManager + ?Sized>(
+    systemd: &S,
+    names: Vec<String>,
+    in_flight: usize,
+) -> HashMap<String, Result<UnitProperties, SystemdError>> {
     stream::iter(names)
-        .map(move |name| {
-            let systemd = systemd.clone();
-            async move {
-                let props = systemd.unit(&name).await;
-                (name, props)
-            }
+        .map(|name| async move {
+            let props = systemd.unit(&name).await;
+            (name, props)
         })
         .buffer_unordered(in_flight)
         .collect()
