@@ -20,17 +20,11 @@ use flotilla_api::tls::{ClusterCa, TLS_DIR};
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::{ServerList, ServerResource};
 use flotilla_scheduler::placement::Strategy;
+use flotilla_testbed::free_port;
 use support::{client_options, raw_request, token_create};
 
 const TTL: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A loopback port free now: bound and released (the peer addresses must
-/// be known before the servers start).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Servers of one raft cluster, each with its data directory under one
 /// temporary directory, which goes with them.

@@ -19,7 +19,6 @@ mod contract;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,17 +27,10 @@ use contract::Fixture;
 use flotilla_api::peer::{DialOptions, PeerLimits, PeerListener, PeerTls, PeerTransport};
 use flotilla_api::tls::{ClusterCa, TLS_DIR};
 use flotilla_store::raft::{RaftOptions, RaftStore};
+use flotilla_testbed::free_port;
 
 /// A bound on the cluster electing a leader.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// What must live as long as the cluster: the processes (killed on drop),
 /// the in-test server's listener, and the directories.

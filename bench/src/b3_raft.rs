@@ -34,7 +34,7 @@ use flotilla_scheduler::placement::Strategy;
 use flotilla_store::{RangeOptions, Store};
 
 use crate::access::{Access, SECRETS_KEY, START_LIMIT, share_ca};
-use crate::procs::{ServerProc, free_port, parse_utc};
+use crate::procs::{ServerProc, parse_utc};
 use crate::raft_cluster::{RaftCluster, peer_url};
 use crate::report::{Row, time_ratio};
 use crate::stats::{count, dur};
@@ -42,6 +42,7 @@ use crate::stores::{
     Leader, encoded, follow_decisions, machine_ops, revision, unit_ops, write_all,
 };
 use crate::workload::{machine, plain_record, plain_text};
+use flotilla_testbed::free_port;
 
 /// How long the unit that sorts last may take after the first is placed.
 const LAST_UNIT_GRACE: Duration = Duration::from_secs(20);
@@ -106,9 +107,7 @@ async fn measure(
     dirs: &[PathBuf],
     servers: &mut Vec<Option<ServerProc>>,
 ) -> anyhow::Result<Vec<Row>> {
-    let ports: Vec<u16> = (0..SERVERS)
-        .map(|_| free_port())
-        .collect::<anyhow::Result<_>>()?;
+    let ports: Vec<u16> = (0..SERVERS).map(|_| free_port()).collect();
     for d in dirs {
         let _ = std::fs::remove_dir_all(d);
     }

@@ -56,9 +56,10 @@ use crate::agent_host::{self, AGENT_UNIT};
 use crate::b8_rows::Measures;
 use crate::fleet::{self, FleetApi};
 use crate::hostbus::HostBus;
-use crate::procs::{EtcdProc, ServerProc, cpu_in, cpu_of, free_port, rss_in, rss_of};
+use crate::procs::{EtcdProc, ServerProc, cpu_in, cpu_of, rss_in, rss_of};
 use crate::report::Row;
 use crate::stats::{Samples, dur};
+use flotilla_testbed::free_port;
 
 pub struct Config {
     /// The `flotilla` binary: the server, the agent in the hosts, the CLI.
@@ -262,7 +263,7 @@ async fn start_fleet(
     let mut ports = Vec::new();
     for i in 1..=config.hosts {
         let host = fleet::boot(&format!("b8-{}{i}", System::Fleet.tag()), &bins.fleetd)?;
-        let port = free_port()?;
+        let port = free_port();
         fleet::start_fleetd(&host, &etcd.endpoint, config.machine_ttl, port)?;
         hosts.push(host);
         ports.push(port);

@@ -21,8 +21,9 @@ use flotilla_store::{
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::procs::{EtcdProc, dir_bytes, free_port};
+use crate::procs::{EtcdProc, dir_bytes};
 use crate::raft_cluster::RaftCluster;
+use flotilla_testbed::free_port;
 
 /// Which store, and where its data lives.
 #[derive(Debug, Clone)]
@@ -85,7 +86,7 @@ impl OpenStore {
                 let dir = parent.join(format!("raft-{tag}-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 let ca = Arc::new(ClusterCa::generate().context("cannot make a cluster CA")?);
-                let ports = [free_port()?, free_port()?, free_port()?];
+                let ports = [free_port(), free_port(), free_port()];
                 let dirs = (1..=ports.len())
                     .map(|i| dir.join(format!("server-{i}")))
                     .collect();

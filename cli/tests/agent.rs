@@ -14,6 +14,7 @@ use common::hosts::{
 use common::{BIN, ServerProcess, TempDir, ok};
 use flotilla_api::client::StateQuery;
 use flotilla_proto::{UnitName, UnitState};
+use flotilla_testbed::free_port;
 
 /// Observed states as the servers have them (`GET /v1/state`).
 fn states(server: &ServerProcess, unit: &str) -> Vec<UnitState> {
@@ -58,14 +59,6 @@ fn start_server(data: &std::path::Path, port: u16) -> ServerProcess {
             data.to_str().unwrap(),
         ],
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -16,7 +16,7 @@ use common::{ServerProcess, TempDir, ok, stderr, stdout};
 use flotilla_api::client::{Client, StateQuery};
 use flotilla_proto::wire::{Unit, UnitPut};
 use flotilla_proto::{DesiredState, UnitFile, UnitName};
-use flotilla_testbed::{Etcd, Host};
+use flotilla_testbed::{Etcd, Host, free_port};
 
 /// A fleet cluster's registry: an etcd, and fleetctl writing into it.
 struct Fleet {
@@ -395,10 +395,7 @@ fn a_wrong_prefix_or_etcd_is_a_clear_error() {
     );
 
     // Nothing listening.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = free_port();
     let out = server.run(
         dir.path(),
         &[
@@ -466,14 +463,6 @@ impl Drop for TlsEtcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A CA and a server certificate for 127.0.0.1 in `dir` (P-256 keys).

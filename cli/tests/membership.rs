@@ -11,15 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{BIN, ServerProcess, TempDir, ok, share_ca, stdout, wait_for_listening};
+use flotilla_testbed::free_port;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A loopback port free now: bound and released (peer addresses are
-/// given before the servers start).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// `flotilla server --raft-id ID --peers PEERS [EXTRA]` on a free API port,
 /// not waited for (a raft server listens once the cluster has a quorum).

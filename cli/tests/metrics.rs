@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::hosts::{DEADLINE, boot, journal, start_agent_with, stop_agent, wait_active};
 use common::{BIN, ServerProcess, TempDir, ok};
+use flotilla_testbed::free_port;
 
 /// `METHOD PATH` on `port` of loopback, over plain HTTP/1.1: the status
 /// and the body.
@@ -78,14 +79,6 @@ fn documented_for_agents() -> BTreeMap<String, String> {
             (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -50,11 +50,7 @@ impl Cluster {
         .unwrap();
         host.start_docker(CgroupDriver::Cgroupfs).unwrap();
         host.load_busybox().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = flotilla_testbed::free_port();
         // Ready (READY=1) once its own machine is registered; the CLI in
         // the host is set up by it.
         host.spawn_unit(

@@ -17,7 +17,6 @@
 mod contract;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -65,15 +64,6 @@ impl Etcd {
         path
     }
 
-    /// A loopback port that was free a moment ago.
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     /// Starts a fresh etcd and waits until it serves requests. Ports are
     /// picked free, but another process may take one before etcd binds it:
     /// then it starts again on others.
@@ -94,8 +84,8 @@ impl Etcd {
             let mut etcd = Etcd {
                 child: None,
                 dir: tempfile::tempdir().unwrap(),
-                client_port: Self::free_port(),
-                peer_port: Self::free_port(),
+                client_port: flotilla_testbed::free_port(),
+                peer_port: flotilla_testbed::free_port(),
                 tls,
             };
             if tls {

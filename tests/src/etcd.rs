@@ -3,11 +3,12 @@
 //! Dropping it kills etcd and removes its data.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::port::free_port;
 use crate::{BOOT_DEADLINE, HostError};
 
 /// One etcd member with its own data directory and ports.
@@ -40,13 +41,13 @@ impl Etcd {
         let dir = std::env::temp_dir().join(format!(
             "flotilla-etcd-{}-{}",
             std::process::id(),
-            free_port()?
+            free_port()
         ));
         let mut etcd = Etcd {
             child: None,
             dir,
-            client_port: free_port()?,
-            peer_port: free_port()?,
+            client_port: free_port(),
+            peer_port: free_port(),
         };
         etcd.run()?;
         Ok(etcd)
@@ -147,12 +148,4 @@ impl Drop for Etcd {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-pub(crate) fn free_port() -> Result<u16, HostError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| HostError::Setup(format!("no free port: {e}")))
 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::HostError;
-use crate::etcd::free_port;
+use crate::port::free_port;
 
 /// `git daemon` serving one bare repository, `repo.git`, and a clone of it
 /// to commit in.
@@ -50,7 +50,7 @@ impl GitServer {
             .map_err(|e| HostError::Setup(format!("cannot make {}: {e}", dir.display())))?;
         git(&dir, &["init", "-q", "--bare", "-b", "main", "repo.git"])?;
         git(&dir.join("work"), &["init", "-q", "-b", "main"])?;
-        let port = free_port()?;
+        let port = free_port();
         // `git-daemon` itself, not `git daemon`: git would run it as a
         // child of its own, which killing git leaves running.
         let exec_path = git(&dir, &["--exec-path"])?;

@@ -28,6 +28,7 @@ pub mod fleet;
 pub mod git;
 pub mod linearizability;
 pub mod poll;
+pub mod port;
 pub mod promtool;
 mod registry;
 pub mod rng;
@@ -35,6 +36,7 @@ pub mod rng;
 pub use etcd::Etcd;
 pub use git::GitServer;
 pub use poll::{eventually, eventually_or};
+pub use port::free_port;
 pub use registry::{Registry, RegistryOptions};
 
 use std::io::Read;

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::etcd::free_port;
+use crate::port::free_port;
 use crate::{BOOT_DEADLINE, Host, HostError};
 
 /// Where Debian installs the registry.
@@ -85,7 +85,7 @@ impl Registry {
                 "{BINARY} not found: install Debian's docker-registry (scripts/test does)"
             )));
         }
-        let port = free_port()?;
+        let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("flotilla-registry-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

@@ -4,7 +4,6 @@
 //! (https://www.w3.org/TR/webdriver2/); a client crate would bring its own
 //! HTTP stack for a dozen calls that reqwest already makes.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -50,11 +49,7 @@ impl Browser {
     pub async fn start() -> Browser {
         let driver_bin = find_program(&["chromedriver"]);
         let chromium = find_program(&["chromium", "chromium-browser"]);
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = flotilla_testbed::free_port();
         let driver = Command::new(driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
