@@ -11,6 +11,12 @@
 //! Beside hosts: a real etcd ([`Etcd`]) and a real container registry
 //! ([`Registry`]) on loopback, which the hosts reach since they share this
 //! machine's network.
+//! A real git repository ([`GitServer`]) served on loopback over:
+//! - `git://` by `git daemon`;
+//! - HTTPS with basic auth by `lighttpd` running `git http-backend`
+//!   ([`GitServer::serve_https`]);
+//! - SSH with a key and a pinned host key by `sshd`
+//!   ([`GitServer::serve_ssh`]).
 //!
 //! Needs root, `systemd-nspawn` (Debian's `systemd-container`) and, for
 //! Docker, `docker.io`; `scripts/test` installs them.
