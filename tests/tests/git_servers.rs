@@ -108,6 +108,31 @@ fn https_lets_in_the_user_with_the_password_and_a_client_trusting_the_ca() {
     );
     let ca = scratch.path("ca.pem");
     std::fs::write(&ca, &ca_pem).unwrap();
+    // Strict RFC 5280 checks (key usages, IP subjectAltName), as TLS
+    // stacks stricter than git's (rustls' webpki) make them.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-CAfile",
+        ])
+        .arg(&ca)
+        .args([
+            "-x509_strict",
+            "-verify_ip",
+            "127.0.0.1",
+            "-verify_return_error",
+            "-brief",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success() && stderr(&out).contains("Verification: OK"),
+        "{}",
+        stderr(&out)
+    );
     let trust = [format!("http.sslCAInfo={}", ca.display())];
     let with =
         |user_password: &str| url.replacen("https://", &format!("https://{user_password}"), 1);

@@ -148,7 +148,9 @@ impl Drop for Https {
 }
 
 /// Makes a CA (`ca.crt`, `ca.key`) in `dir` and a certificate it signs
-/// for IP 127.0.0.1 (`server.crt`, `server.key`), valid for two days.
+/// for IP 127.0.0.1 (`server.crt`, `server.key`), valid for two days,
+/// with the key usages a strict verifier (RFC 5280, as rustls' webpki
+/// or `openssl verify -x509_strict`) wants.
 fn certificate(dir: &Path) -> Result<(), HostError> {
     let openssl = |args: &[&str]| run("openssl", args, dir);
     openssl(&[
@@ -161,6 +163,8 @@ fn certificate(dir: &Path) -> Result<(), HostError> {
         "2",
         "-subj",
         "/CN=flotilla test git CA",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
         "-keyout",
         "ca.key",
         "-out",
@@ -180,7 +184,7 @@ fn certificate(dir: &Path) -> Result<(), HostError> {
     ])?;
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=IP:127.0.0.1\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
     )
     .map_err(|e| HostError::Setup(format!("cannot write server.ext: {e}")))?;
     openssl(&[
