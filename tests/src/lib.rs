@@ -40,7 +40,7 @@ mod registry;
 pub mod rng;
 
 pub use etcd::Etcd;
-pub use git::GitServer;
+pub use git::{GitServer, SshKey, ssh_keypair};
 pub use poll::{eventually, eventually_or};
 pub use port::free_port;
 pub use registry::{Registry, RegistryOptions};

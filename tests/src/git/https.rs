@@ -75,13 +75,14 @@ impl Https {
         write("users", &format!("{user}:{password}\n"))?;
         let port = free_port();
         let path = |name: &str| quoted(&dir.join(name).display().to_string());
-        // mod_auth comes before mod_cgi, so that it answers first.
+        // mod_auth comes before mod_cgi, so that it answers first. Without
+        // `server.errorlog`, lighttpd logs to its standard error, the log
+        // file that a failure to start quotes.
         let config = format!(
             r#"server.modules = ("mod_auth", "mod_authn_file", "mod_alias", "mod_setenv", "mod_cgi", "mod_openssl")
 server.document-root = {www}
 server.bind = "127.0.0.1"
 server.port = {port}
-server.errorlog = {errorlog}
 ssl.engine = "enable"
 ssl.pemfile = {cert}
 ssl.privkey = {key}
@@ -93,7 +94,6 @@ auth.backend.plain.userfile = {users}
 auth.require = ("/" => ("method" => "basic", "realm" => "flotilla-test", "require" => "valid-user"))
 "#,
             www = path("www"),
-            errorlog = path("error.log"),
             cert = path("server.crt"),
             key = path("server.key"),
             backend = quoted(&format!("{HTTP_BACKEND}/")),
