@@ -38,6 +38,7 @@ pub mod port;
 pub mod promtool;
 mod registry;
 pub mod rng;
+mod tls;
 
 pub use etcd::Etcd;
 pub use git::{GitServer, SshKey, ssh_keypair};

@@ -111,53 +111,7 @@ impl Registry {
             self.port
         );
         if options.tls {
-            let openssl = |args: &[&str]| run("openssl", args, dir);
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=flotilla test registry CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-            ])?;
-            openssl(&[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-            ])?;
-            std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")
-                .map_err(|e| HostError::Setup(format!("cannot write san.ext: {e}")))?;
-            openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-                "-out",
-                "server.crt",
-            ])?;
+            crate::tls::loopback_certificate(dir, "flotilla test registry CA")?;
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 dir.join("server.crt").display(),

@@ -3,7 +3,8 @@
 //! request (`mod_alias` maps every path to it, `mod_setenv` gives it
 //! `GIT_PROJECT_ROOT` and `GIT_HTTP_EXPORT_ALL`), `mod_auth` with a plain
 //! user file in front, and TLS from `mod_openssl` with a certificate for
-//! 127.0.0.1 signed by a CA made for this server with `openssl`.
+//! 127.0.0.1 signed by a CA made for this server
+//! ([`loopback_certificate`](crate::tls::loopback_certificate)).
 //!
 //! `git http-backend` allows pushes from an authenticated user, so a
 //! client with the password may push as well as fetch.
@@ -11,7 +12,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::{run, wait_listening};
+use super::wait_listening;
 use crate::HostError;
 use crate::port::free_port;
 
@@ -69,7 +70,7 @@ impl Https {
             std::fs::write(dir.join(name), text)
                 .map_err(|e| HostError::Setup(format!("cannot write {name}: {e}")))
         };
-        certificate(dir)?;
+        crate::tls::loopback_certificate(dir, "flotilla test git CA")?;
         let ca_pem = std::fs::read_to_string(dir.join("ca.crt"))
             .map_err(|e| HostError::Setup(format!("cannot read ca.crt: {e}")))?;
         write("users", &format!("{user}:{password}\n"))?;
@@ -145,64 +146,4 @@ impl Drop for Https {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Makes a CA (`ca.crt`, `ca.key`) in `dir` and a certificate it signs
-/// for IP 127.0.0.1 (`server.crt`, `server.key`), valid for two days,
-/// with the key usages a strict verifier (RFC 5280, as rustls' webpki
-/// or `openssl verify -x509_strict`) wants.
-fn certificate(dir: &Path) -> Result<(), HostError> {
-    let openssl = |args: &[&str]| run("openssl", args, dir);
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=flotilla test git CA",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ])?;
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ])?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .map_err(|e| HostError::Setup(format!("cannot write server.ext: {e}")))?;
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ])?;
-    Ok(())
 }
