@@ -151,6 +151,7 @@ pub const SYNC_DIR: &str = "sync";
 struct SyncRunner {
     cluster: Arc<Cluster>,
     sources: Sources,
+    secrets: Arc<Secrets>,
     audit: AuditLog,
     config: FollowConfig,
     metrics: SyncMetrics,
@@ -330,11 +331,12 @@ impl Daemon {
             secrets.claim_key().await?;
         }
         let sources = Sources::new(dyn_store.clone(), config.keys.clone(), config.sync.limits);
+        let secrets = Arc::new(secrets);
         let trust = Arc::new(Trust {
             credentials,
             audit: audit.clone(),
             ca,
-            secrets: Arc::new(secrets),
+            secrets: Arc::clone(&secrets),
             sync: Arc::new(sources.clone()),
         });
         // One log for the API and the reconcile loop: this server's events
@@ -360,6 +362,7 @@ impl Daemon {
         let sync = SyncRunner {
             cluster: Arc::clone(&cluster),
             sources,
+            secrets,
             audit: audit.clone(),
             config: FollowConfig {
                 cache_dir: config.data_dir.join(SYNC_DIR),
@@ -950,6 +953,7 @@ async fn lead(
         let follower = tokio::spawn(flotilla_sync::follow(
             Arc::clone(&sync.cluster),
             sync.sources.clone(),
+            Arc::clone(&sync.secrets),
             sync.audit.clone(),
             sync.config.clone(),
             sync.metrics.clone(),

@@ -1,10 +1,12 @@
 //! `flotilla sync`: git sources the leader follows (docs/git-sync.md):
 //! add (or change) one, show what each last did, pause, resume, remove.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use flotilla_proto::duration::format_timespan;
-use flotilla_proto::sync::{DriftMode, SourceInfo, SourcePut};
+use flotilla_proto::sync::{DriftMode, MAX_SOURCE_TRUST_LEN, SourceInfo, SourcePut};
 
 use crate::Output;
 use crate::client::{Ctx, print_json};
@@ -13,13 +15,14 @@ use crate::trust::timestamp;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SyncCommand {
-    /// Make the leader follow a branch of a repository (git:// or
-    /// file://), applying each new commit as `flotilla apply` would; or
-    /// change a source that exists.
+    /// Make the leader follow a branch of a repository (https://, ssh://,
+    /// git:// or file://), applying each new commit as `flotilla apply`
+    /// would; or change a source that exists.
     Add {
         name: String,
-        /// The repository's address: git://HOST/PATH (or git://HOST:PORT/PATH)
-        /// or file:///PATH.
+        /// The repository's address: https://HOST/PATH,
+        /// ssh://USER@HOST[:PORT]/PATH, git://HOST[:PORT]/PATH or
+        /// file:///PATH.
         #[arg(long, value_name = "URL")]
         repo: String,
         /// The branch followed [default: main].
@@ -41,6 +44,19 @@ pub enum SyncCommand {
         /// sync (revert), or leave it and report it (warn).
         #[arg(long, value_name = "revert|warn", default_value = "revert")]
         drift: DriftMode,
+        /// The cluster secret the fetch authenticates with (flotilla
+        /// secret create): USER:PASSWORD (or USER:TOKEN) for https://, the
+        /// deploy key (an OpenSSH private key) for ssh://.
+        #[arg(long, value_name = "SECRET")]
+        credentials: Option<String>,
+        /// https:// only: trust the CA certificates (PEM) in FILE for the
+        /// repository's server, instead of the system's.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// ssh://, needed there: the server's host keys, in OpenSSH's
+        /// known_hosts form (what ssh-keyscan prints; check them first).
+        #[arg(long, value_name = "FILE")]
+        known_hosts_file: Option<PathBuf>,
     },
     /// Show each source (or one): the last fetched and applied commits,
     /// what changed, drift and the last error.
@@ -51,6 +67,25 @@ pub enum SyncCommand {
     Resume { name: String },
     /// Remove a source; the units it made stay.
     Remove { name: String },
+}
+
+/// A CA bundle or known_hosts file, read whole up to the server's limit
+/// (which checks the rest).
+fn read_trust(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_SOURCE_TRUST_LEN as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.len() > MAX_SOURCE_TRUST_LEN {
+        anyhow::bail!(
+            "{}: over {MAX_SOURCE_TRUST_LEN} bytes",
+            path.display()
+        );
+    }
+    Ok(text)
 }
 
 fn short(commit: &str) -> &str {
@@ -68,6 +103,19 @@ fn describe(info: &SourceInfo) {
     let (s, st) = (&info.source, &info.status);
     println!("source:       {}", s.name);
     println!("repository:   {} branch {}", s.repo, s.branch);
+    if let Some(c) = &s.credentials {
+        println!("credentials:  secret {c}");
+    }
+    if s.ca.is_some() {
+        println!("trust:        its own CA");
+    }
+    if let Some(hosts) = &s.known_hosts {
+        let keys = hosts
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .count();
+        println!("host keys:    {keys}");
+    }
     if !s.path.is_empty() {
         println!("path:         {}", s.path);
     }
@@ -138,6 +186,9 @@ pub async fn sync(ctx: Ctx, command: SyncCommand) -> anyhow::Result<ExitCode> {
             interval,
             prune,
             drift,
+            credentials,
+            ca_file,
+            known_hosts_file,
         } => {
             let put = SourcePut {
                 repo,
@@ -146,6 +197,9 @@ pub async fn sync(ctx: Ctx, command: SyncCommand) -> anyhow::Result<ExitCode> {
                 interval,
                 prune,
                 drift,
+                credentials,
+                ca: ca_file.as_deref().map(read_trust).transpose()?,
+                known_hosts: known_hosts_file.as_deref().map(read_trust).transpose()?,
             };
             let info = ctx.client.put_sync_source(&name, &put).await?;
             if ctx.output == Output::Json {

@@ -697,11 +697,11 @@ fn sync_add_status_pause_resume_remove() {
 
     let out = s.run(
         dir.path(),
-        &["sync", "add", "bad", "--repo", "https://example.com/r.git"],
+        &["sync", "add", "bad", "--repo", "ssh://git@example.com/r.git"],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("only git:// and file://"),
+        stderr(&out).contains("knownHosts: an ssh:// repository needs its server's host keys"),
         "{}",
         stderr(&out)
     );

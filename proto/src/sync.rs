@@ -16,6 +16,10 @@ pub const MAX_SOURCE_NAME_LEN: usize = 63;
 /// The longest repository address, branch or path.
 pub const MAX_SOURCE_FIELD_LEN: usize = 1024;
 
+/// The longest CA bundle (`ca`) or host key list (`knownHosts`) of a
+/// source.
+pub const MAX_SOURCE_TRUST_LEN: usize = 64 * 1024;
+
 /// What a source does with a unit it owns that was changed by hand.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,7 +61,8 @@ impl std::str::FromStr for DriftMode {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourcePut {
-    /// The repository's address (`git://`, `file://`).
+    /// The repository's address (`https://`, `ssh://`, `git://`,
+    /// `file://`).
     pub repo: String,
     /// The branch followed; `main` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +80,19 @@ pub struct SourcePut {
     pub prune: bool,
     #[serde(default)]
     pub drift: DriftMode,
+    /// The cluster secret that authenticates the fetch: for `https://`,
+    /// `USER:PASSWORD` (or `USER:TOKEN`), sent only to the repository's
+    /// host; for `ssh://`, an OpenSSH private key (the deploy key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    /// `https://` only: the CA certificates (PEM) the repository's server
+    /// certificate must chain to, instead of the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// `ssh://` only, and needed there: the server's host keys, as lines
+    /// of OpenSSH's `known_hosts` (what `ssh-keyscan` prints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
 }
 
 /// A source as the server keeps it.
@@ -94,6 +112,13 @@ pub struct Source {
     /// Paused sources are not fetched, applied or checked for drift.
     #[serde(default)]
     pub paused: bool,
+    /// The secret the fetch authenticates with (see [`SourcePut`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
 }
 
 /// A commit and when the source saw it.

@@ -24,6 +24,7 @@ use flotilla_proto::trust::{AuditEntry, Role};
 use flotilla_proto::wire::UnitPut;
 use flotilla_proto::{DesiredState, UnitName};
 use flotilla_scheduler::control::{ControlError, ControlPlane, MAX_PAGE, PageRequest};
+use flotilla_scheduler::secrets::Secrets;
 use flotilla_scheduler::trust::{AuditLog, now_ms};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::git::{self, TreeLimits};
+use crate::transport::Access;
 use crate::plan::{self, Change, Have};
 use crate::sources::Sources;
 
@@ -101,6 +103,8 @@ impl SyncMetrics {
 struct Ctx<C> {
     control: Arc<C>,
     sources: Sources,
+    /// The secrets sources name as their credentials.
+    secrets: Arc<Secrets>,
     audit: AuditLog,
     config: FollowConfig,
     metrics: SyncMetrics,
@@ -111,6 +115,7 @@ struct Ctx<C> {
 pub async fn follow<C: ControlPlane>(
     control: Arc<C>,
     sources: Sources,
+    secrets: Arc<Secrets>,
     audit: AuditLog,
     config: FollowConfig,
     metrics: SyncMetrics,
@@ -120,6 +125,7 @@ pub async fn follow<C: ControlPlane>(
     let ctx = Arc::new(Ctx {
         control,
         sources,
+        secrets,
         audit,
         config,
         metrics,
@@ -192,13 +198,33 @@ impl Drop for Interrupt {
     }
 }
 
+/// How `source` is reached: its credentials read from the cluster's
+/// secrets (at each fetch, so that a new value is used at once).
+async fn access(secrets: &Secrets, source: &Source) -> Result<Access, String> {
+    let Some(name) = &source.credentials else {
+        return Access::of(source, None);
+    };
+    let value = secrets
+        .values(&[name])
+        .await
+        .map_err(|e| format!("credentials: {e}"))?
+        .pop()
+        .ok_or_else(|| format!("credentials: secret {name} does not exist"))?;
+    let bytes = flotilla_proto::secret::decode_value(&value.value)
+        .map_err(|e| format!("credentials: secret {name}: {e}"))?;
+    Access::of(source, Some(&bytes))
+}
+
 /// Fetches the source's branch, giving up after the fetch timeout.
-async fn fetch(config: &FollowConfig, source: &Source) -> Result<String, String> {
+async fn fetch(config: &FollowConfig, secrets: &Secrets, source: &Source) -> Result<String, String> {
+    let access = access(secrets, source).await?;
     let cache = cache_of(config, &source.name);
     let interrupt = Interrupt(Arc::new(AtomicBool::new(false)));
     let flag = Arc::clone(&interrupt.0);
     let (repo, branch) = (source.repo.clone(), source.branch.clone());
-    let task = tokio::task::spawn_blocking(move || git::fetch(&cache, &repo, &branch, &flag));
+    let task = tokio::task::spawn_blocking(move || {
+        git::fetch(&cache, &repo, &branch, &access, &flag)
+    });
     match tokio::time::timeout(config.fetch_timeout, task).await {
         Ok(Ok(result)) => result.map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(format!("the fetch failed: {e}")),
@@ -292,7 +318,7 @@ async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(),
         .await
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
-    let fetched = match fetch(&ctx.config, source).await {
+    let fetched = match fetch(&ctx.config, &ctx.secrets, source).await {
         Ok(commit) => commit,
         Err(message) => {
             status.last_error = Some(SyncFailure {

@@ -1,13 +1,16 @@
 //! One branch of a repository fetched into a bare cache repository, and
 //! the files of a commit's tree read back, with gitoxide (no `git`
 //! process: `file://` is the one transport for which gitoxide itself runs
-//! `git-upload-pack`, as git does).
+//! `git-upload-pack`, as git does, and `ssh://` runs OpenSSH's `ssh`;
+//! see [`crate::transport`] for how each is reached).
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use flotilla_proto::bundle::{self, BundleFile};
 use flotilla_proto::unit::MAX_UNIT_FILE_BYTES;
+
+use crate::transport::{self, Access, Auth};
 
 /// How much of a commit a source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,17 +62,20 @@ fn git<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, GitErr
     })
 }
 
-/// The cache repository at `dir`, made bare when it does not exist.
+/// The cache repository at `dir`, made bare when it does not exist;
+/// opened isolated from the server's git configuration and environment.
 fn open_cache(dir: &Path) -> Result<gix::Repository, GitError> {
-    if dir.join("HEAD").is_file() {
-        git("open the cache repository", gix::open(dir))
-    } else {
+    if !dir.join("HEAD").is_file() {
         git(
             "make the cache repository",
             std::fs::create_dir_all(dir).map_err(|e| e.to_string()),
         )?;
-        git("make the cache repository", gix::init_bare(dir))
+        git("make the cache repository", gix::init_bare(dir))?;
     }
+    git(
+        "open the cache repository",
+        gix::open_opts(dir, gix::open::Options::isolated()),
+    )
 }
 
 /// The local ref a source's branch is fetched into.
@@ -77,26 +83,53 @@ fn tracking_ref(branch: &str) -> String {
     format!("refs/flotilla/{branch}")
 }
 
-/// Fetches `branch` of `url` into the cache repository at `cache` and
-/// returns the commit it points at (hex). `interrupt` ends a fetch that
-/// takes too long.
+/// Fetches `branch` of `url` into the cache repository at `cache`,
+/// reaching it with `access`, and returns the commit it points at (hex).
+/// `interrupt` ends a fetch that takes too long.
 pub fn fetch(
     cache: &Path,
     url: &str,
     branch: &str,
+    access: &Access,
     interrupt: &AtomicBool,
 ) -> Result<String, GitError> {
-    let repo = open_cache(cache)?;
+    let mut repo = open_cache(cache)?;
+    // Kept until the fetch ends.
+    let _ssh = match (&access.auth, &access.known_hosts) {
+        (Auth::SshKey(key), Some(hosts)) => {
+            Some(transport::prepare_ssh(&mut repo, cache, key, hosts)?)
+        }
+        // Never the server's own keys, agent or known hosts.
+        _ if url.starts_with("ssh://") => {
+            return Err(GitError::Git {
+                what: "connect to the repository".to_owned(),
+                message: "an ssh:// repository needs a deploy key and its host keys".to_owned(),
+            });
+        }
+        _ => None,
+    };
     let spec = format!("+refs/heads/{branch}:{}", tracking_ref(branch));
     let remote = git("use the repository's address", repo.remote_at(url))?;
     let remote = git(
         "use the branch",
         remote.with_refspecs([spec.as_str()], gix::remote::Direction::Fetch),
     )?;
-    let connection = git(
+    let mut connection = git(
         "connect to the repository",
         remote.connect(gix::remote::Direction::Fetch),
     )?;
+    if url.starts_with("https://") {
+        connection.set_transport_options(Box::new(transport::http_options(
+            access.ca_pem.as_deref(),
+        )?));
+    }
+    // Only the source's own credentials: never a helper or a prompt.
+    match &access.auth {
+        Auth::Password { user, password } => connection.set_credentials(
+            transport::password_helper(user.clone(), password.clone()),
+        ),
+        _ => connection.set_credentials(|_| Ok(None)),
+    };
     // With protocol v2 the server lists only the refs the refspec names:
     // a missing branch is a fetch that matches nothing.
     let no_branch = |e: gix::Error| {
@@ -132,7 +165,10 @@ pub fn read_tree(
     path: &str,
     limits: &TreeLimits,
 ) -> Result<Vec<BundleFile>, GitError> {
-    let repo = git("open the cache repository", gix::open(cache))?;
+    let repo = git(
+        "open the cache repository",
+        gix::open_opts(cache, gix::open::Options::isolated()),
+    )?;
     let id = git(
         "read the commit id",
         gix::ObjectId::from_hex(commit.as_bytes()),

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_proto::duration::{format_timespan, parse_timespan};
+use flotilla_proto::container::secret::check_secret_name;
 use flotilla_proto::sync::{
-    MAX_SOURCE_FIELD_LEN, Source, SourceInfo, SourcePut, SourceStatus, check_source_name,
+    MAX_SOURCE_FIELD_LEN, MAX_SOURCE_TRUST_LEN, Source, SourceInfo, SourcePut, SourceStatus,
+    check_source_name,
 };
 use flotilla_scheduler::keys::Keys;
 use flotilla_store::{Compare, CompareOp, RangeOptions, Store, StoreError, Txn, TxnOp};
@@ -85,8 +87,104 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// The transports flotilla's gitoxide is built with.
-const SCHEMES: &[&str] = &["git://", "file://"];
+/// How a source's repository is reached, from its address's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Https,
+    Ssh,
+    Git,
+    File,
+}
+
+impl Scheme {
+    /// The scheme of `repo`, or why it cannot be followed.
+    pub fn of(repo: &str) -> Result<Scheme, String> {
+        let (scheme, rest) = repo.split_once("://").ok_or_else(|| {
+            if repo.contains(':') && !repo.contains('/') || repo.contains("@") {
+                format!(
+                    "repo {repo:?}: write an ssh address as ssh://USER@HOST/PATH (the scp-like form is not accepted)"
+                )
+            } else {
+                format!("repo {repo:?}: give an https://, ssh://, git:// or file:// address")
+            }
+        })?;
+        let scheme = match scheme {
+            "https" => Scheme::Https,
+            "ssh" => Scheme::Ssh,
+            "git" => Scheme::Git,
+            "file" => Scheme::File,
+            "http" => {
+                return Err(format!(
+                    "repo {repo:?}: plain http sends the units and any credentials in the clear: use https://"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "repo {repo:?}: {other}:// is not a transport sources use (https://, ssh://, git://, file://)"
+                ));
+            }
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if scheme == Scheme::Https && authority.contains('@') {
+            return Err(format!(
+                "repo {repo:?}: put the user and password in a secret named by credentials, not in the address"
+            ));
+        }
+        if scheme == Scheme::Ssh && authority.split('@').next_back().is_none_or(str::is_empty) {
+            return Err(format!("repo {repo:?}: an ssh address needs a host"));
+        }
+        // Leading dashes would read as options to ssh.
+        if authority.starts_with('-') || authority.contains("@-") {
+            return Err(format!("repo {repo:?}: a user or host cannot start with -"));
+        }
+        Ok(scheme)
+    }
+}
+
+/// Checks the credentials and trust a source of `scheme` names.
+fn check_access(scheme: Scheme, put: &SourcePut) -> Result<(), String> {
+    if let Some(name) = &put.credentials {
+        check_secret_name(name).map_err(|e| format!("credentials: {e}"))?;
+        if matches!(scheme, Scheme::Git | Scheme::File) {
+            return Err(
+                "credentials: git:// and file:// repositories take no credentials".to_owned(),
+            );
+        }
+    }
+    if let Some(ca) = &put.ca {
+        if scheme != Scheme::Https {
+            return Err("ca: only an https:// repository takes a CA".to_owned());
+        }
+        if ca.len() > MAX_SOURCE_TRUST_LEN {
+            return Err(format!("ca: over {MAX_SOURCE_TRUST_LEN} bytes"));
+        }
+        crate::transport::check_ca(ca).map_err(|e| format!("ca: {e}"))?;
+    }
+    match (&put.known_hosts, scheme) {
+        (Some(hosts), Scheme::Ssh) => {
+            if hosts.len() > MAX_SOURCE_TRUST_LEN {
+                return Err(format!("knownHosts: over {MAX_SOURCE_TRUST_LEN} bytes"));
+            }
+            crate::transport::check_known_hosts(hosts).map_err(|e| format!("knownHosts: {e}"))?;
+        }
+        (Some(_), _) => {
+            return Err("knownHosts: only an ssh:// repository takes host keys".to_owned());
+        }
+        (None, Scheme::Ssh) => {
+            return Err(
+                "knownHosts: an ssh:// repository needs its server's host keys (ssh-keyscan HOST prints them; check them before trusting them)"
+                    .to_owned(),
+            );
+        }
+        (None, _) => {}
+    }
+    if scheme == Scheme::Ssh && put.credentials.is_none() {
+        return Err(
+            "credentials: an ssh:// repository needs the secret holding its deploy key".to_owned(),
+        );
+    }
+    Ok(())
+}
 
 /// Checks `put` as the source `name`, with `limits`.
 pub fn check(name: &str, put: &SourcePut, limits: &SourceLimits) -> Result<Source, String> {
@@ -97,11 +195,11 @@ pub fn check(name: &str, put: &SourcePut, limits: &SourceLimits) -> Result<Sourc
             "repo: give the repository's address (at most {MAX_SOURCE_FIELD_LEN} bytes)"
         ));
     }
-    if !SCHEMES.iter().any(|s| repo.starts_with(s)) || repo.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "repo {repo:?}: only git:// and file:// repositories can be followed (not https:// or ssh://)"
-        ));
+    if repo.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("repo {repo:?}: an address has no spaces"));
     }
+    let scheme = Scheme::of(repo)?;
+    check_access(scheme, put)?;
     let branch = put.branch.as_deref().unwrap_or("main");
     let branch_ok = !branch.is_empty()
         && branch.len() <= MAX_SOURCE_FIELD_LEN
@@ -147,6 +245,9 @@ pub fn check(name: &str, put: &SourcePut, limits: &SourceLimits) -> Result<Sourc
         prune: put.prune,
         drift: put.drift,
         paused: false,
+        credentials: put.credentials.clone(),
+        ca: put.ca.clone(),
+        known_hosts: put.known_hosts.clone(),
     })
 }
 
@@ -329,15 +430,91 @@ mod tests {
         }
     }
 
+    const HOST_KEY: &str =
+        "[h]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
     #[test]
     fn sources_are_checked() {
         let limits = SourceLimits::default();
         let s = check("web", &put("git://h/r.git"), &limits).unwrap();
         assert_eq!((s.branch.as_str(), s.path.as_str()), ("main", ""));
         assert_eq!(s.interval, limits.default_interval);
+        let s = check(
+            "web",
+            &SourcePut {
+                credentials: Some("deploy-key".into()),
+                known_hosts: Some(format!("# keyscan\n{HOST_KEY}\n")),
+                ..put("ssh://git@h:2222/r.git")
+            },
+            &limits,
+        )
+        .unwrap();
+        assert_eq!(s.credentials.as_deref(), Some("deploy-key"));
+        check(
+            "web",
+            &SourcePut {
+                credentials: Some("token".into()),
+                ..put("https://h/org/r.git")
+            },
+            &limits,
+        )
+        .unwrap();
         for (name, p, why) in [
             ("-x", put("git://h/r"), "source name"),
-            ("x", put("https://h/r"), "only git:// and file://"),
+            ("x", put("http://h/r"), "use https://"),
+            ("x", put("https://u:p@h/r"), "in a secret"),
+            ("x", put("git@h:r.git"), "ssh://USER@HOST/PATH"),
+            ("x", put("ftp://h/r"), "not a transport"),
+            ("x", put("ssh://-oProxyCommand=x/r"), "cannot start with -"),
+            (
+                "x",
+                SourcePut {
+                    known_hosts: Some(HOST_KEY.into()),
+                    ..put("ssh://git@h/r.git")
+                },
+                "deploy key",
+            ),
+            (
+                "x",
+                SourcePut {
+                    credentials: Some("key".into()),
+                    ..put("ssh://git@h/r.git")
+                },
+                "host keys",
+            ),
+            (
+                "x",
+                SourcePut {
+                    credentials: Some("key".into()),
+                    known_hosts: Some("h ssh-ed25519".into()),
+                    ..put("ssh://git@h/r.git")
+                },
+                "line 1",
+            ),
+            (
+                "x",
+                SourcePut {
+                    credentials: Some("pw".into()),
+                    ..put("git://h/r")
+                },
+                "take no credentials",
+            ),
+            (
+                "x",
+                SourcePut {
+                    ca: Some("not pem".into()),
+                    ..put("https://h/r")
+                },
+                "ca:",
+            ),
+            (
+                "x",
+                SourcePut {
+                    credentials: Some("bad name!".into()),
+                    ..put("https://h/r")
+                },
+                "credentials:",
+            ),
             ("x", put(""), "repo: give"),
             (
                 "x",

@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicBool;
 
 use flotilla_sync::git::{self, GitError, TreeLimits};
+use flotilla_sync::transport::Access;
 use flotilla_testbed::GitServer;
 
 #[test]
@@ -25,7 +26,7 @@ fn fetches_new_commits_and_reads_their_files() {
         )
         .unwrap();
     assert_eq!(
-        git::fetch(&cache, &server.url(), "main", &never).unwrap(),
+        git::fetch(&cache, &server.url(), "main", &Access::anonymous(), &never).unwrap(),
         first
     );
     let files = git::read_tree(&cache, &first, "", &TreeLimits::default()).unwrap();
@@ -35,7 +36,7 @@ fn fetches_new_commits_and_reads_their_files() {
 
     let second = server.commit(&[("web.service", None)], "second").unwrap();
     assert_eq!(
-        git::fetch(&cache, &server.url(), "main", &never).unwrap(),
+        git::fetch(&cache, &server.url(), "main", &Access::anonymous(), &never).unwrap(),
         second
     );
     let files = git::read_tree(&cache, &second, "units", &TreeLimits::default()).unwrap();
@@ -55,6 +56,7 @@ fn fetches_new_commits_and_reads_their_files() {
         &other.path().join("c.git"),
         &server.file_url(),
         "main",
+        &Access::anonymous(),
         &never,
     )
     .unwrap();
@@ -74,7 +76,7 @@ fn limits_and_missing_things_are_errors() {
             "big",
         )
         .unwrap();
-    git::fetch(&cache, &server.url(), "main", &never).unwrap();
+    git::fetch(&cache, &server.url(), "main", &Access::anonymous(), &never).unwrap();
     let one_file = TreeLimits {
         max_files: 1,
         ..TreeLimits::default()
@@ -96,7 +98,7 @@ fn limits_and_missing_things_are_errors() {
             .starts_with("a.service: 3000 bytes, over the limit of 100 bytes"),
         "{e}"
     );
-    let e = git::fetch(&cache, &server.url(), "nope", &never).unwrap_err();
+    let e = git::fetch(&cache, &server.url(), "nope", &Access::anonymous(), &never).unwrap_err();
     assert!(matches!(e, GitError::NoBranch(_)), "{e}");
     assert!(matches!(
         git::read_tree(&cache, &commit, "missing", &TreeLimits::default()),

@@ -589,6 +589,9 @@ fn git_sources(doc: &Value) {
             interval: Some("30s".into()),
             prune: true,
             drift: DriftMode::Warn,
+            credentials: Some("deploy".into()),
+            ca: Some("-----BEGIN CERTIFICATE-----".into()),
+            known_hosts: Some("h ssh-ed25519 AAAA".into()),
         },
     );
     let at = CommitAt {
@@ -609,6 +612,9 @@ fn git_sources(doc: &Value) {
             prune: false,
             drift: DriftMode::Revert,
             paused: false,
+            credentials: Some("deploy".into()),
+            ca: Some("-----BEGIN CERTIFICATE-----".into()),
+            known_hosts: Some("h ssh-ed25519 AAAA".into()),
         },
         status: SourceStatus {
             last_fetched: Some(at.clone()),

@@ -653,8 +653,12 @@ async fn sources_are_checked_and_only_operators_change_them() {
     // Bad requests are JSON errors naming what is wrong.
     for (body, why) in [
         (
-            r#"{"repo":"https://example.com/r.git"}"#,
-            "only git:// and file://",
+            r#"{"repo":"http://example.com/r.git"}"#,
+            "use https://",
+        ),
+        (
+            r#"{"repo":"ssh://git@example.com/r.git","credentials":"k","knownHosts":"example.com ssh-ed25519"}"#,
+            "knownHosts: line 1",
         ),
         (
             r#"{"repo":"git://h/r.git","interval":"10ms"}"#,
@@ -818,4 +822,111 @@ async fn instances_changed_together_roll_out_in_waves() {
     .await;
     assert_eq!(on_new().await, 3);
     beating.abort();
+}
+
+/// A source over https:// with a password from a cluster secret and a CA
+/// of its own, and one over ssh:// with a deploy key and pinned host
+/// keys: both followed; a secret a source names is not removed; a wrong
+/// password is reported and a corrected secret used at the next fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_over_https_and_ssh_with_credentials_from_secrets() {
+    let mut https = GitServer::start("sync-https").unwrap();
+    https.serve_https("deploy", "right").unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let key = flotilla_testbed::git::ssh_keypair(&keys.path().join("deploy")).unwrap();
+    let mut ssh = GitServer::start("sync-ssh").unwrap();
+    ssh.serve_ssh(&key.public_line).unwrap();
+    let server = server().await;
+    let operator = server.client_as(Role::Operator).await;
+    let admin = server.client();
+    admin.put_secret("git-password", b"deploy:right\n", false).await.unwrap();
+    admin
+        .put_secret("deploy-key", key.private_pem.as_bytes(), false)
+        .await
+        .unwrap();
+
+    let web = https.commit(&[("web.service", Some(WEB))], "web").unwrap();
+    let db = ssh.commit(&[("db.service", Some(DB))], "db").unwrap();
+    let made = operator
+        .put_sync_source(
+            "site",
+            &SourcePut {
+                credentials: Some("git-password".into()),
+                ca: https.https_ca_pem(),
+                ..source(&https.https_url().unwrap())
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(made.source.credentials.as_deref(), Some("git-password"));
+    operator
+        .put_sync_source(
+            "data",
+            &SourcePut {
+                credentials: Some("deploy-key".into()),
+                known_hosts: ssh.ssh_known_hosts(),
+                ..source(&ssh.ssh_url().unwrap())
+            },
+        )
+        .await
+        .unwrap();
+    applied(&admin, "site", &web).await;
+    applied(&admin, "data", &db).await;
+    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB));
+    assert_eq!(text_of(&admin, "db.service").await.as_deref(), Some(DB));
+
+    // The secrets are in use.
+    let e = admin.delete_secret("deploy-key").await.unwrap_err();
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(e.to_string().contains("sync:data"), "{e}");
+    let listed = admin.list_secrets().await.unwrap();
+    let used: Vec<&str> = listed
+        .iter()
+        .find(|s| s.name == "git-password")
+        .unwrap()
+        .used_by
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(used, ["sync:site"]);
+
+    // A wrong password: the fetch fails and says so; the units stay.
+    admin.put_secret("git-password", b"deploy:wrong", true).await.unwrap();
+    let v2 = https.commit(&[("web.service", Some(WEB_V2))], "v2").unwrap();
+    let failed = eventually("the fetch to fail", DEADLINE, || async {
+        status(&admin, "site").await.status.last_error
+    })
+    .await;
+    assert!(failed.commit.is_none(), "{failed:?}");
+    assert!(failed.message.contains("cannot fetch"), "{}", failed.message);
+    assert!(!failed.message.contains("wrong"), "{}", failed.message);
+    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB));
+    // Put right: the next fetch uses it.
+    admin.put_secret("git-password", b"deploy:right", true).await.unwrap();
+    let info = applied(&admin, "site", &v2).await;
+    assert!(info.status.last_error.is_none());
+    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB_V2));
+
+    // An ssh source without host keys, or credentials on git://: refused.
+    for (put, why) in [
+        (
+            SourcePut {
+                credentials: Some("deploy-key".into()),
+                ..source(&ssh.ssh_url().unwrap())
+            },
+            "host keys",
+        ),
+        (
+            SourcePut {
+                credentials: Some("git-password".into()),
+                ..source("git://127.0.0.1/x.git")
+            },
+            "no credentials",
+        ),
+        (source("http://127.0.0.1/x.git"), "use https://"),
+    ] {
+        let e = operator.put_sync_source("bad", &put).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+    }
 }

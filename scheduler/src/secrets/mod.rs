@@ -364,7 +364,8 @@ impl Secrets {
     }
 
     /// Which units name which secret in `Secret=`, read from every unit
-    /// file (a page at a time).
+    /// file (a page at a time), and which git sources name one as their
+    /// credentials.
     async fn users(&self) -> Result<BTreeMap<String, BTreeSet<String>>, SecretsError> {
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let prefix = self.keys.units();
@@ -380,9 +381,21 @@ impl Secrets {
             }
             match page.kvs.last() {
                 Some(last) if page.more => options = options.start_after(last.key.clone()),
-                _ => return Ok(out),
+                _ => break,
             }
         }
+        // Git sources authenticate with one (`sync:NAME`).
+        let prefix = self.keys.sync_sources();
+        let sources = self.store.range(&prefix, RangeOptions::default()).await?;
+        for kv in &sources.kvs {
+            let source: flotilla_proto::sync::Source = decode(&kv.key, &kv.value)?;
+            if let Some(name) = source.credentials {
+                out.entry(name)
+                    .or_default()
+                    .insert(format!("sync:{}", source.name));
+            }
+        }
+        Ok(out)
     }
 }
 
