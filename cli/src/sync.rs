@@ -57,6 +57,10 @@ pub enum SyncCommand {
         /// known_hosts form (what ssh-keyscan prints; check them first).
         #[arg(long, value_name = "FILE")]
         known_hosts_file: Option<PathBuf>,
+        /// Apply only commits signed (git's SSH signatures) by one of the
+        /// SSH public keys in FILE, one per line.
+        #[arg(long, value_name = "FILE")]
+        signers_file: Option<PathBuf>,
     },
     /// Show each source (or one): the last fetched and applied commits,
     /// what changed, drift and the last error.
@@ -109,12 +113,16 @@ fn describe(info: &SourceInfo) {
     if s.ca.is_some() {
         println!("trust:        its own CA");
     }
-    if let Some(hosts) = &s.known_hosts {
-        let keys = hosts
-            .lines()
+    let count = |text: &str| {
+        text.lines()
             .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .count();
-        println!("host keys:    {keys}");
+            .count()
+    };
+    if let Some(hosts) = &s.known_hosts {
+        println!("host keys:    {}", count(hosts));
+    }
+    if let Some(keys) = &s.signers {
+        println!("signed by:    one of {} keys", count(keys));
     }
     if !s.path.is_empty() {
         println!("path:         {}", s.path);
@@ -189,6 +197,7 @@ pub async fn sync(ctx: Ctx, command: SyncCommand) -> anyhow::Result<ExitCode> {
             credentials,
             ca_file,
             known_hosts_file,
+            signers_file,
         } => {
             let put = SourcePut {
                 repo,
@@ -200,6 +209,7 @@ pub async fn sync(ctx: Ctx, command: SyncCommand) -> anyhow::Result<ExitCode> {
                 credentials,
                 ca: ca_file.as_deref().map(read_trust).transpose()?,
                 known_hosts: known_hosts_file.as_deref().map(read_trust).transpose()?,
+                signers: signers_file.as_deref().map(read_trust).transpose()?,
             };
             let info = ctx.client.put_sync_source(&name, &put).await?;
             if ctx.output == Output::Json {

@@ -16,8 +16,8 @@ pub const MAX_SOURCE_NAME_LEN: usize = 63;
 /// The longest repository address, branch or path.
 pub const MAX_SOURCE_FIELD_LEN: usize = 1024;
 
-/// The longest CA bundle (`ca`) or host key list (`knownHosts`) of a
-/// source.
+/// The longest CA bundle (`ca`), host key list (`knownHosts`) or signer
+/// key list (`signers`) of a source.
 pub const MAX_SOURCE_TRUST_LEN: usize = 64 * 1024;
 
 /// What a source does with a unit it owns that was changed by hand.
@@ -93,6 +93,10 @@ pub struct SourcePut {
     /// of OpenSSH's `known_hosts` (what `ssh-keyscan` prints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<String>,
+    /// Apply only commits signed (with git's SSH signatures) by one of
+    /// these SSH public keys, one per line (`KEYTYPE KEY [COMMENT]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signers: Option<String>,
 }
 
 /// A source as the server keeps it.
@@ -119,6 +123,10 @@ pub struct Source {
     pub ca: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<String>,
+    /// The keys a commit must be signed by to be applied (see
+    /// [`SourcePut`]); absent: any commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signers: Option<String>,
 }
 
 /// A commit and when the source saw it.

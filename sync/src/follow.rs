@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::git::{self, TreeLimits};
+use crate::signed;
 use crate::transport::Access;
 use crate::plan::{self, Change, Have};
 use crate::sources::Sources;
@@ -239,6 +240,22 @@ fn cache_of(config: &FollowConfig, name: &str) -> PathBuf {
     config.cache_dir.join(format!("{name}.git"))
 }
 
+/// Checks that `commit` is signed by one of the source's signers, when
+/// it lists any.
+async fn check_signed(config: &FollowConfig, source: &Source, commit: &str) -> Result<(), String> {
+    let Some(signers) = source.signers.clone() else {
+        return Ok(());
+    };
+    let cache = cache_of(config, &source.name);
+    let commit = commit.to_owned();
+    let signer = tokio::task::spawn_blocking(move || signed::verify(&cache, &commit, &signers))
+        .await
+        .map_err(|e| format!("checking the commit's signature failed: {e}"))?
+        .map_err(|e| format!("only commits signed by the source's signers are applied, and {e}"))?;
+    tracing::debug!(source = source.name, signer, "commit signed by a listed key");
+    Ok(())
+}
+
 /// A commit read as a directory of units.
 struct Read {
     wanted: BTreeMap<String, Wanted>,
@@ -352,10 +369,13 @@ async fn sync_once<C: ControlPlane>(ctx: &Ctx<C>, source: &Source) -> Result<(),
     let mut target = None;
     if applied.as_deref() != Some(fetched.as_str()) && refused.as_deref() != Some(fetched.as_str())
     {
-        let read = match read_commit(&ctx.config, source, &fetched).await {
-            Ok(read) => owned_elsewhere(ctx, name, &read.wanted)
-                .await
-                .map(|()| read),
+        let read = match check_signed(&ctx.config, source, &fetched).await {
+            Ok(()) => match read_commit(&ctx.config, source, &fetched).await {
+                Ok(read) => owned_elsewhere(ctx, name, &read.wanted)
+                    .await
+                    .map(|()| read),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match read {

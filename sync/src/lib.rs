@@ -4,6 +4,7 @@
 //! - [`git`]: the fetch of one branch and the read of a commit's files,
 //!   with gitoxide.
 //! - [`transport`]: how each transport is reached (credentials, trust).
+//! - [`signed`]: commits signed by a source's keys.
 //! - [`sources`]: the sources and their status in the store.
 //! - [`plan`]: what a commit changes, and drift.
 //! - [`mod@follow`]: the leader's task per source.
@@ -13,6 +14,7 @@
 pub mod follow;
 pub mod git;
 pub mod plan;
+pub mod signed;
 pub mod sources;
 pub mod transport;
 

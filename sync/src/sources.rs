@@ -178,6 +178,12 @@ fn check_access(scheme: Scheme, put: &SourcePut) -> Result<(), String> {
         }
         (None, _) => {}
     }
+    if let Some(keys) = &put.signers {
+        if keys.len() > MAX_SOURCE_TRUST_LEN {
+            return Err(format!("signers: over {MAX_SOURCE_TRUST_LEN} bytes"));
+        }
+        crate::signed::check_signers(keys).map_err(|e| format!("signers: {e}"))?;
+    }
     if scheme == Scheme::Ssh && put.credentials.is_none() {
         return Err(
             "credentials: an ssh:// repository needs the secret holding its deploy key".to_owned(),
@@ -248,6 +254,7 @@ pub fn check(name: &str, put: &SourcePut, limits: &SourceLimits) -> Result<Sourc
         credentials: put.credentials.clone(),
         ca: put.ca.clone(),
         known_hosts: put.known_hosts.clone(),
+        signers: put.signers.clone(),
     })
 }
 
@@ -514,6 +521,14 @@ mod tests {
                     ..put("https://h/r")
                 },
                 "credentials:",
+            ),
+            (
+                "x",
+                SourcePut {
+                    signers: Some("ssh-ed25519\n".into()),
+                    ..put("git://h/r")
+                },
+                "signers: line 1",
             ),
             ("x", put(""), "repo: give"),
             (

@@ -127,35 +127,51 @@ pub fn check_ca(pem: &str) -> Result<(), String> {
 /// Checks `text` as `known_hosts` lines: `[MARKER] HOSTS KEYTYPE KEY`,
 /// blank lines and `#` comments allowed.
 pub fn check_known_hosts(text: &str) -> Result<(), String> {
-    let mut keys = 0;
+    let keys = key_lines(text, |line| {
+        let mut fields = line.split_whitespace().peekable();
+        if fields.peek().is_some_and(|f| f.starts_with('@')) {
+            fields.next();
+        }
+        fields.next()?;
+        Some((fields.next()?, fields.next()?))
+    }, "HOSTS KEYTYPE KEY")?;
+    if keys.is_empty() {
+        return Err("no host key in it".to_owned());
+    }
+    Ok(())
+}
+
+/// The public keys of `text`, a line each (`KEYTYPE KEY [COMMENT]`,
+/// blank lines and `#` comments allowed), each as `KEYTYPE KEY`, or the
+/// first line that is not one. `fields` finds the type and key of a
+/// line; `form` says what a line should be.
+pub(crate) fn key_lines<'a>(
+    text: &'a str,
+    fields: impl Fn(&'a str) -> Option<(&'a str, &'a str)>,
+    form: &str,
+) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut fields = line.split_whitespace().peekable();
-        if fields.peek().is_some_and(|f| f.starts_with('@')) {
-            fields.next();
-        }
-        let (Some(_hosts), Some(kind), Some(key)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(format!("line {}: not HOSTS KEYTYPE KEY", n + 1));
+        let Some((kind, key)) = fields(line) else {
+            return Err(format!("line {}: not {form}", n + 1));
         };
         let kind_ok = ["ssh-", "ecdsa-", "sk-", "rsa-"]
             .iter()
-            .any(|p| kind.starts_with(p));
+            .any(|p| kind.starts_with(p))
+            && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.@".contains(&b));
         let key_ok = key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
         if !kind_ok || !key_ok {
-            return Err(format!("line {}: {kind} {key:.16}… is not a host key", n + 1));
+            return Err(format!("line {}: {kind} {key:.16}… is not an SSH public key", n + 1));
         }
-        keys += 1;
+        keys.push((kind, key));
     }
-    if keys == 0 {
-        return Err("no host key in it".to_owned());
-    }
-    Ok(())
+    Ok(keys)
 }
 
 /// The HTTP options of a fetch over `https://`, trusting `ca_pem` alone
@@ -216,13 +232,37 @@ pub(crate) fn password_helper(
     }
 }
 
-/// A fetch's deploy key and host keys on disk, in a private directory of
-/// the cache repository, removed when dropped.
-pub(crate) struct SshFiles {
+/// A directory only root can read, in a source's cache repository, for
+/// files a fetch or a check needs for its length (a deploy key, host
+/// keys, signer keys); removed when dropped.
+pub(crate) struct PrivateDir {
     dir: PathBuf,
 }
 
-impl Drop for SshFiles {
+impl PrivateDir {
+    /// Makes `dir` afresh (whatever a crash left there goes first).
+    pub(crate) fn create(dir: PathBuf) -> std::io::Result<PrivateDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(PrivateDir { dir })
+    }
+
+    /// Writes file `name` (mode 0600) and returns its path.
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes))?;
+        Ok(path)
+    }
+}
+
+impl Drop for PrivateDir {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_dir_all(&self.dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -234,44 +274,28 @@ impl Drop for SshFiles {
 
 /// Writes `key` and `known_hosts` for a fetch from the cache repository
 /// `repo` at `cache`, and sets the repository's ssh command to use them
-/// and nothing else.
+/// and nothing else; they stay on disk while the result lives.
 pub(crate) fn prepare_ssh(
     repo: &mut gix::Repository,
     cache: &Path,
     key: &[u8],
     known_hosts: &str,
-) -> Result<SshFiles, GitError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let io = |what: &str, e: std::io::Error| GitError::Git {
-        what: what.to_owned(),
+) -> Result<PrivateDir, GitError> {
+    let io = |e: std::io::Error| GitError::Git {
+        what: "write the deploy key".to_owned(),
         message: e.to_string(),
     };
-    let dir = cache.join("flotilla-ssh");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| io("make the ssh directory", e))?;
-    let files = SshFiles { dir: dir.clone() };
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join(name))
-            .and_then(|mut f| f.write_all(bytes))
-            .map_err(|e| io("write the deploy key", e))
-    };
-    write("key", key)?;
-    write("known_hosts", known_hosts.as_bytes())?;
+    let files = PrivateDir::create(cache.join("flotilla-ssh")).map_err(io)?;
+    let key_file = files.write("key", key).map_err(io)?;
+    let hosts_file = files.write("known_hosts", known_hosts.as_bytes()).map_err(io)?;
     let quoted = |p: PathBuf| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
     let command = format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
          -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} \
          -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout={} \
          -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
-        quoted(dir.join("key")),
-        quoted(dir.join("known_hosts")),
+        quoted(key_file),
+        quoted(hosts_file),
         CONNECT_TIMEOUT.as_secs()
     );
     let mut config = repo.config_snapshot_mut();
@@ -312,6 +336,7 @@ mod tests {
             credentials: credentials.map(str::to_owned),
             ca: None,
             known_hosts: None,
+            signers: None,
         }
     }
 
@@ -354,6 +379,7 @@ mod tests {
             ("# only\n", "no host key"),
             ("h ssh-ed25519\n", "line 1"),
             (&format!("h\nh nope {key}\n"), "line 1"),
+            (&format!("h ssh-ed25519;x {key}\n"), "line 1"),
             (&format!("h ssh-ed25519 {key}\nh ssh-ed25519 k;ey\n"), "line 2"),
         ] {
             let e = check_known_hosts(bad).unwrap_err();

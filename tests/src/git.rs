@@ -241,6 +241,26 @@ impl GitServer {
         files: &[(&str, Option<&str>)],
         message: &str,
     ) -> Result<String, HostError> {
+        self.commit_as(files, message, None)
+    }
+
+    /// As [`GitServer::commit`], the commit signed with `key` (git's SSH
+    /// signatures: `gpg.format=ssh`).
+    pub fn commit_signed(
+        &self,
+        files: &[(&str, Option<&str>)],
+        message: &str,
+        key: &SshKey,
+    ) -> Result<String, HostError> {
+        self.commit_as(files, message, Some(key))
+    }
+
+    fn commit_as(
+        &self,
+        files: &[(&str, Option<&str>)],
+        message: &str,
+        key: Option<&SshKey>,
+    ) -> Result<String, HostError> {
         let work = self.dir.join("work");
         for (path, text) in files {
             let full = work.join(path);
@@ -260,7 +280,27 @@ impl GitServer {
             }
         }
         git(&work, &["add", "-A"])?;
-        git(&work, &["commit", "-q", "--allow-empty", "-m", message])?;
+        match key {
+            None => git(&work, &["commit", "-q", "--allow-empty", "-m", message])?,
+            Some(key) => {
+                let signing_key = format!("user.signingkey={}", key.private_key_file.display());
+                git(
+                    &work,
+                    &[
+                        "-c",
+                        "gpg.format=ssh",
+                        "-c",
+                        &signing_key,
+                        "commit",
+                        "-q",
+                        "-S",
+                        "--allow-empty",
+                        "-m",
+                        message,
+                    ],
+                )?
+            }
+        };
         git(&work, &["push", "-q", "origin", "main"])?;
         git(&work, &["rev-parse", "HEAD"])
     }

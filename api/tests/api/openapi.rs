@@ -592,6 +592,7 @@ fn git_sources(doc: &Value) {
             credentials: Some("deploy".into()),
             ca: Some("-----BEGIN CERTIFICATE-----".into()),
             known_hosts: Some("h ssh-ed25519 AAAA".into()),
+            signers: Some("ssh-ed25519 AAAA".into()),
         },
     );
     let at = CommitAt {
@@ -615,6 +616,7 @@ fn git_sources(doc: &Value) {
             credentials: Some("deploy".into()),
             ca: Some("-----BEGIN CERTIFICATE-----".into()),
             known_hosts: Some("h ssh-ed25519 AAAA".into()),
+            signers: Some("ssh-ed25519 AAAA".into()),
         },
         status: SourceStatus {
             last_fetched: Some(at.clone()),

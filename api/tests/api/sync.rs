@@ -930,3 +930,58 @@ async fn follows_over_https_and_ssh_with_credentials_from_secrets() {
         assert!(e.to_string().contains(why), "{e}");
     }
 }
+
+/// A source with signers: an unsigned commit, or one signed by another
+/// key, is refused and reported; the next commit signed by a listed key
+/// is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_with_signers_applies_only_their_commits() {
+    let git = GitServer::start("sync-signed").unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let ops = flotilla_testbed::ssh_keypair(keys.path()).unwrap();
+    let stranger = flotilla_testbed::ssh_keypair(keys.path()).unwrap();
+    let server = server().await;
+    let admin = server.client();
+    let first = git
+        .commit_signed(&[("web.service", Some(WEB))], "first", &ops)
+        .unwrap();
+    admin
+        .put_sync_source(
+            "site",
+            &SourcePut {
+                signers: Some(format!("{}\n", ops.public_line)),
+                ..source(&git.url())
+            },
+        )
+        .await
+        .unwrap();
+    applied(&admin, "site", &first).await;
+
+    for bad in [
+        git.commit(&[("web.service", Some(WEB_V2))], "unsigned")
+            .unwrap(),
+        git.commit_signed(&[("web.service", Some(WEB_V2))], "stranger", &stranger)
+            .unwrap(),
+    ] {
+        let refused = eventually(&format!("{bad} refused"), DEADLINE, || async {
+            status(&admin, "site")
+                .await
+                .status
+                .last_error
+                .filter(|e| e.commit.as_deref() == Some(bad.as_str()))
+        })
+        .await;
+        assert!(
+            refused.message.contains("only commits signed by the source's signers"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB));
+    }
+    let good = git
+        .commit_signed(&[("web.service", Some(WEB_V2))], "signed", &ops)
+        .unwrap();
+    let info = applied(&admin, "site", &good).await;
+    assert!(info.status.last_error.is_none());
+    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB_V2));
+}
