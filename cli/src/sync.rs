@@ -77,17 +77,14 @@ pub enum SyncCommand {
 /// (which checks the rest).
 fn read_trust(path: &Path) -> anyhow::Result<String> {
     use std::io::Read;
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_SOURCE_TRUST_LEN as u64 + 1)
         .read_to_string(&mut text)
         .with_context(|| format!("cannot read {}", path.display()))?;
     if text.len() > MAX_SOURCE_TRUST_LEN {
-        anyhow::bail!(
-            "{}: over {MAX_SOURCE_TRUST_LEN} bytes",
-            path.display()
-        );
+        anyhow::bail!("{}: over {MAX_SOURCE_TRUST_LEN} bytes", path.display());
     }
     Ok(text)
 }

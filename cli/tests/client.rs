@@ -697,7 +697,13 @@ fn sync_add_status_pause_resume_remove() {
 
     let out = s.run(
         dir.path(),
-        &["sync", "add", "bad", "--repo", "ssh://git@example.com/r.git"],
+        &[
+            "sync",
+            "add",
+            "bad",
+            "--repo",
+            "ssh://git@example.com/r.git",
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -34,10 +34,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::git::{self, TreeLimits};
-use crate::signed;
-use crate::transport::Access;
 use crate::plan::{self, Change, Have};
+use crate::signed;
 use crate::sources::Sources;
+use crate::transport::Access;
 
 /// How the leader follows its sources.
 #[derive(Debug, Clone)]
@@ -217,15 +217,18 @@ async fn access(secrets: &Secrets, source: &Source) -> Result<Access, String> {
 }
 
 /// Fetches the source's branch, giving up after the fetch timeout.
-async fn fetch(config: &FollowConfig, secrets: &Secrets, source: &Source) -> Result<String, String> {
+async fn fetch(
+    config: &FollowConfig,
+    secrets: &Secrets,
+    source: &Source,
+) -> Result<String, String> {
     let access = access(secrets, source).await?;
     let cache = cache_of(config, &source.name);
     let interrupt = Interrupt(Arc::new(AtomicBool::new(false)));
     let flag = Arc::clone(&interrupt.0);
     let (repo, branch) = (source.repo.clone(), source.branch.clone());
-    let task = tokio::task::spawn_blocking(move || {
-        git::fetch(&cache, &repo, &branch, &access, &flag)
-    });
+    let task =
+        tokio::task::spawn_blocking(move || git::fetch(&cache, &repo, &branch, &access, &flag));
     match tokio::time::timeout(config.fetch_timeout, task).await {
         Ok(Ok(result)) => result.map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(format!("the fetch failed: {e}")),
@@ -252,7 +255,11 @@ async fn check_signed(config: &FollowConfig, source: &Source, commit: &str) -> R
         .await
         .map_err(|e| format!("checking the commit's signature failed: {e}"))?
         .map_err(|e| format!("only commits signed by the source's signers are applied, and {e}"))?;
-    tracing::debug!(source = source.name, signer, "commit signed by a listed key");
+    tracing::debug!(
+        source = source.name,
+        signer,
+        "commit signed by a listed key"
+    );
     Ok(())
 }
 

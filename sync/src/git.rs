@@ -55,10 +55,13 @@ pub enum GitError {
     TooMany { what: &'static str, limit: u64 },
 }
 
+/// `r`, its error said with what was being done; gitoxide's errors with
+/// their causes (`{:#}`), which say what went wrong underneath (a
+/// certificate not trusted, a refused login).
 fn git<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, GitError> {
     r.map_err(|e| GitError::Git {
         what: what.to_owned(),
-        message: e.to_string(),
+        message: format!("{e:#}"),
     })
 }
 
@@ -119,21 +122,20 @@ pub fn fetch(
         remote.connect(gix::remote::Direction::Fetch),
     )?;
     if url.starts_with("https://") {
-        connection.set_transport_options(Box::new(transport::http_options(
-            access.ca_pem.as_deref(),
-        )?));
+        connection
+            .set_transport_options(Box::new(transport::http_options(access.ca_pem.as_deref())?));
     }
     // Only the source's own credentials: never a helper or a prompt.
     match &access.auth {
-        Auth::Password { user, password } => connection.set_credentials(
-            transport::password_helper(user.clone(), password.clone()),
-        ),
+        Auth::Password { user, password } => {
+            connection.set_credentials(transport::password_helper(user.clone(), password.clone()))
+        }
         _ => connection.set_credentials(|_| Ok(None)),
     };
     // With protocol v2 the server lists only the refs the refspec names:
     // a missing branch is a fetch that matches nothing.
     let no_branch = |e: gix::Error| {
-        let message = e.to_string();
+        let message = format!("{e:#}");
         if message.contains("matched any of") {
             GitError::NoBranch(branch.to_owned())
         } else {

@@ -124,7 +124,10 @@ mod tests {
             ("ssh-ed25519\n", "line 1"),
             ("nope AAAA\n", "line 1"),
             // An option line of allowed_signers is not a key.
-            (&format!("* namespaces=\"git\" ssh-ed25519 {KEY}\n")[..], "line 1"),
+            (
+                &format!("* namespaces=\"git\" ssh-ed25519 {KEY}\n")[..],
+                "line 1",
+            ),
         ] {
             let e = check_signers(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_proto::duration::{format_timespan, parse_timespan};
 use flotilla_proto::container::secret::check_secret_name;
+use flotilla_proto::duration::{format_timespan, parse_timespan};
 use flotilla_proto::sync::{
     MAX_SOURCE_FIELD_LEN, MAX_SOURCE_TRUST_LEN, Source, SourceInfo, SourcePut, SourceStatus,
     check_source_name,

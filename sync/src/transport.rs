@@ -39,7 +39,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub enum Auth {
     None,
     /// Basic authentication, over `https://`.
-    Password { user: String, password: String },
+    Password {
+        user: String,
+        password: String,
+    },
     /// An OpenSSH private key, over `ssh://`.
     SshKey(Vec<u8>),
 }
@@ -127,14 +130,18 @@ pub fn check_ca(pem: &str) -> Result<(), String> {
 /// Checks `text` as `known_hosts` lines: `[MARKER] HOSTS KEYTYPE KEY`,
 /// blank lines and `#` comments allowed.
 pub fn check_known_hosts(text: &str) -> Result<(), String> {
-    let keys = key_lines(text, |line| {
-        let mut fields = line.split_whitespace().peekable();
-        if fields.peek().is_some_and(|f| f.starts_with('@')) {
-            fields.next();
-        }
-        fields.next()?;
-        Some((fields.next()?, fields.next()?))
-    }, "HOSTS KEYTYPE KEY")?;
+    let keys = key_lines(
+        text,
+        |line| {
+            let mut fields = line.split_whitespace().peekable();
+            if fields.peek().is_some_and(|f| f.starts_with('@')) {
+                fields.next();
+            }
+            fields.next()?;
+            Some((fields.next()?, fields.next()?))
+        },
+        "HOSTS KEYTYPE KEY",
+    )?;
     if keys.is_empty() {
         return Err("no host key in it".to_owned());
     }
@@ -162,12 +169,17 @@ pub(crate) fn key_lines<'a>(
         let kind_ok = ["ssh-", "ecdsa-", "sk-", "rsa-"]
             .iter()
             .any(|p| kind.starts_with(p))
-            && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.@".contains(&b));
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.@".contains(&b));
         let key_ok = key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
         if !kind_ok || !key_ok {
-            return Err(format!("line {}: {kind} {key:.16}… is not an SSH public key", n + 1));
+            return Err(format!(
+                "line {}: {kind} {key:.16}… is not an SSH public key",
+                n + 1
+            ));
         }
         keys.push((kind, key));
     }
@@ -215,8 +227,9 @@ pub(crate) fn http_options(ca_pem: Option<&str>) -> Result<http::Options, GitErr
 pub(crate) fn password_helper(
     user: String,
     password: String,
-) -> impl FnMut(gix::credentials::helper::Action) -> gix::Result<Option<gix::credentials::protocol::Outcome>>
-{
+) -> impl FnMut(
+    gix::credentials::helper::Action,
+) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
     move |action| match action {
         gix::credentials::helper::Action::Get(context) => {
             Ok(Some(gix::credentials::protocol::Outcome {
@@ -287,7 +300,9 @@ pub(crate) fn prepare_ssh(
     };
     let files = PrivateDir::create(cache.join("flotilla-ssh")).map_err(io)?;
     let key_file = files.write("key", key).map_err(io)?;
-    let hosts_file = files.write("known_hosts", known_hosts.as_bytes()).map_err(io)?;
+    let hosts_file = files
+        .write("known_hosts", known_hosts.as_bytes())
+        .map_err(io)?;
     let quoted = |p: PathBuf| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
     let command = format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none \
@@ -380,7 +395,10 @@ mod tests {
             ("h ssh-ed25519\n", "line 1"),
             (&format!("h\nh nope {key}\n"), "line 1"),
             (&format!("h ssh-ed25519;x {key}\n"), "line 1"),
-            (&format!("h ssh-ed25519 {key}\nh ssh-ed25519 k;ey\n"), "line 2"),
+            (
+                &format!("h ssh-ed25519 {key}\nh ssh-ed25519 k;ey\n"),
+                "line 2",
+            ),
         ] {
             let e = check_known_hosts(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

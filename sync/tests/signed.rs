@@ -22,7 +22,9 @@ fn only_commits_signed_by_a_listed_key_verify() {
     let by_mallory = server
         .commit_signed(&[("b.service", Some(unit))], "mallory", &mallory)
         .unwrap();
-    let unsigned = server.commit(&[("c.service", Some(unit))], "nobody").unwrap();
+    let unsigned = server
+        .commit(&[("c.service", Some(unit))], "nobody")
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("c.git");
     git::fetch(

@@ -44,7 +44,10 @@ fn https_with_a_password_and_the_sources_own_ca() {
     // A wrong password, no password: refused by the server.
     let other = dir.path().join("other.git");
     let e = fetch(&other, &url, &access("wrong", Some(&ca))).unwrap_err();
-    assert!(!e.to_string().contains("wrong"), "the password is not shown: {e}");
+    assert!(
+        !e.to_string().contains("wrong"),
+        "the password is not shown: {e}"
+    );
     let anonymous = Access {
         ca_pem: Some(ca.clone()),
         ..Access::anonymous()
@@ -64,8 +67,8 @@ fn https_with_a_password_and_the_sources_own_ca() {
 #[test]
 fn ssh_with_a_deploy_key_and_pinned_host_keys() {
     let keys = tempfile::tempdir().unwrap();
-    let key = ssh_keypair(&keys.path().join("deploy")).unwrap();
-    let stranger = ssh_keypair(&keys.path().join("stranger")).unwrap();
+    let key = ssh_keypair(keys.path()).unwrap();
+    let stranger = ssh_keypair(keys.path()).unwrap();
     let mut server = GitServer::start("ssh").unwrap();
     server.serve_ssh(&key.public_line).unwrap();
     let commit = server.commit(&[("a.service", Some(UNIT))], "one").unwrap();
@@ -102,7 +105,10 @@ fn ssh_with_a_deploy_key_and_pinned_host_keys() {
         .unwrap()
         .to_owned();
     let stranger_key: Vec<&str> = stranger.public_line.split_whitespace().collect();
-    let wrong_hosts = format!("[127.0.0.1]:{port} {} {}\n", stranger_key[0], stranger_key[1]);
+    let wrong_hosts = format!(
+        "[127.0.0.1]:{port} {} {}\n",
+        stranger_key[0], stranger_key[1]
+    );
     fetch(&other, &url, &access(&key.private_pem, &wrong_hosts)).unwrap_err();
     assert!(!other.join("flotilla-ssh").exists());
     // Nothing of the server's own ssh keys, agent or known hosts is

@@ -652,10 +652,7 @@ async fn sources_are_checked_and_only_operators_change_them() {
 
     // Bad requests are JSON errors naming what is wrong.
     for (body, why) in [
-        (
-            r#"{"repo":"http://example.com/r.git"}"#,
-            "use https://",
-        ),
+        (r#"{"repo":"http://example.com/r.git"}"#, "use https://"),
         (
             r#"{"repo":"ssh://git@example.com/r.git","credentials":"k","knownHosts":"example.com ssh-ed25519"}"#,
             "knownHosts: line 1",
@@ -833,13 +830,16 @@ async fn follows_over_https_and_ssh_with_credentials_from_secrets() {
     let mut https = GitServer::start("sync-https").unwrap();
     https.serve_https("deploy", "right").unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let key = flotilla_testbed::git::ssh_keypair(&keys.path().join("deploy")).unwrap();
+    let key = flotilla_testbed::git::ssh_keypair(keys.path()).unwrap();
     let mut ssh = GitServer::start("sync-ssh").unwrap();
     ssh.serve_ssh(&key.public_line).unwrap();
     let server = server().await;
     let operator = server.client_as(Role::Operator).await;
     let admin = server.client();
-    admin.put_secret("git-password", b"deploy:right\n", false).await.unwrap();
+    admin
+        .put_secret("git-password", b"deploy:right\n", false)
+        .await
+        .unwrap();
     admin
         .put_secret("deploy-key", key.private_pem.as_bytes(), false)
         .await
@@ -891,21 +891,36 @@ async fn follows_over_https_and_ssh_with_credentials_from_secrets() {
     assert_eq!(used, ["sync:site"]);
 
     // A wrong password: the fetch fails and says so; the units stay.
-    admin.put_secret("git-password", b"deploy:wrong", true).await.unwrap();
-    let v2 = https.commit(&[("web.service", Some(WEB_V2))], "v2").unwrap();
+    admin
+        .put_secret("git-password", b"deploy:wrong", true)
+        .await
+        .unwrap();
+    let v2 = https
+        .commit(&[("web.service", Some(WEB_V2))], "v2")
+        .unwrap();
     let failed = eventually("the fetch to fail", DEADLINE, || async {
         status(&admin, "site").await.status.last_error
     })
     .await;
     assert!(failed.commit.is_none(), "{failed:?}");
-    assert!(failed.message.contains("cannot fetch"), "{}", failed.message);
+    assert!(
+        failed.message.contains("cannot fetch"),
+        "{}",
+        failed.message
+    );
     assert!(!failed.message.contains("wrong"), "{}", failed.message);
     assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB));
     // Put right: the next fetch uses it.
-    admin.put_secret("git-password", b"deploy:right", true).await.unwrap();
+    admin
+        .put_secret("git-password", b"deploy:right", true)
+        .await
+        .unwrap();
     let info = applied(&admin, "site", &v2).await;
     assert!(info.status.last_error.is_none());
-    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB_V2));
+    assert_eq!(
+        text_of(&admin, "web.service").await.as_deref(),
+        Some(WEB_V2)
+    );
 
     // An ssh source without host keys, or credentials on git://: refused.
     for (put, why) in [
@@ -957,12 +972,12 @@ async fn a_source_with_signers_applies_only_their_commits() {
         .unwrap();
     applied(&admin, "site", &first).await;
 
-    for bad in [
-        git.commit(&[("web.service", Some(WEB_V2))], "unsigned")
-            .unwrap(),
-        git.commit_signed(&[("web.service", Some(WEB_V2))], "stranger", &stranger)
-            .unwrap(),
-    ] {
+    for signer in [None, Some(&stranger)] {
+        let files = [("web.service", Some(WEB_V2))];
+        let bad = match signer {
+            None => git.commit(&files, "unsigned").unwrap(),
+            Some(key) => git.commit_signed(&files, "stranger", key).unwrap(),
+        };
         let refused = eventually(&format!("{bad} refused"), DEADLINE, || async {
             status(&admin, "site")
                 .await
@@ -972,7 +987,9 @@ async fn a_source_with_signers_applies_only_their_commits() {
         })
         .await;
         assert!(
-            refused.message.contains("only commits signed by the source's signers"),
+            refused
+                .message
+                .contains("only commits signed by the source's signers"),
             "{}",
             refused.message
         );
@@ -983,5 +1000,8 @@ async fn a_source_with_signers_applies_only_their_commits() {
         .unwrap();
     let info = applied(&admin, "site", &good).await;
     assert!(info.status.last_error.is_none());
-    assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB_V2));
+    assert_eq!(
+        text_of(&admin, "web.service").await.as_deref(),
+        Some(WEB_V2)
+    );
 }
