@@ -76,28 +76,6 @@ fn wait_listening(
     Ok(())
 }
 
-/// Runs `program` in `dir`; its standard output, or an error with its
-/// standard error.
-fn run(program: &str, args: &[&str], dir: &Path) -> Result<String, HostError> {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| HostError::Spawn {
-            program: program.to_owned(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(HostError::Setup(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn git(dir: &Path, args: &[&str]) -> Result<String, HostError> {
     let out = Command::new("git")
         .current_dir(dir)

@@ -35,6 +35,7 @@ pub mod git;
 pub mod linearizability;
 pub mod poll;
 pub mod port;
+mod process;
 pub mod promtool;
 mod registry;
 pub mod rng;

@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::port::free_port;
+use crate::process::run;
 use crate::{BOOT_DEADLINE, Host, HostError};
 
 /// Where Debian installs the registry.
@@ -42,26 +43,6 @@ pub struct RegistryOptions {
     pub tls: bool,
     /// htpasswd users (`user`, `password`); none: no authentication.
     pub users: Vec<(String, String)>,
-}
-
-fn run(program: &str, args: &[&str], dir: &Path) -> Result<String, HostError> {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| HostError::Spawn {
-            program: program.to_owned(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(HostError::Setup(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Registry {

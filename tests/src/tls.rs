@@ -4,16 +4,16 @@
 //! trust. Made with the `openssl` command line.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::HostError;
+use crate::process::run;
 
 /// Makes a CA named `ca_name` (`ca.crt`, `ca.key`) in `dir` and a certificate it signs
 /// for IP 127.0.0.1 (`server.crt`, `server.key`), valid for two days,
 /// with the key usages a strict verifier (RFC 5280, as rustls' webpki
 /// or `openssl verify -x509_strict`) wants.
 pub(crate) fn loopback_certificate(dir: &Path, ca_name: &str) -> Result<(), HostError> {
-    let openssl = |args: &[&str]| run_openssl(dir, args);
+    let openssl = |args: &[&str]| run("openssl", args, dir).map(drop);
     let subject = format!("/CN={ca_name}");
     openssl(&[
         "req",
@@ -66,26 +66,5 @@ pub(crate) fn loopback_certificate(dir: &Path, ca_name: &str) -> Result<(), Host
         "-out",
         "server.crt",
     ])?;
-    Ok(())
-}
-
-/// Runs `openssl ARGS` in `dir`.
-fn run_openssl(dir: &Path, args: &[&str]) -> Result<(), HostError> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| HostError::Spawn {
-            program: "openssl".to_owned(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(HostError::Setup(format!(
-            "openssl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
     Ok(())
 }

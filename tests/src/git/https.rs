@@ -9,12 +9,14 @@
 //! `git http-backend` allows pushes from an authenticated user, so a
 //! client with the password may push as well as fetch.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use super::wait_listening;
 use crate::HostError;
 use crate::port::free_port;
+use crate::process::spawn_logged;
 
 /// Where Debian installs lighttpd.
 const LIGHTTPD: &str = "/usr/sbin/lighttpd";
@@ -102,21 +104,13 @@ auth.require = ("/" => ("method" => "basic", "realm" => "flotilla-test", "requir
             users = path("users"),
         );
         write("lighttpd.conf", &config)?;
-        let log = std::fs::File::create(dir.join("lighttpd.log"))
-            .map_err(|e| HostError::Setup(format!("cannot create lighttpd's log: {e}")))?;
-        let child = Command::new(LIGHTTPD)
-            .arg("-D")
-            .arg("-f")
-            .arg(dir.join("lighttpd.conf"))
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|source| HostError::Spawn {
-                program: LIGHTTPD.to_owned(),
-                source,
-            })?;
+        let conf = dir.join("lighttpd.conf");
+        let child = spawn_logged(
+            LIGHTTPD,
+            &[OsStr::new("-D"), OsStr::new("-f"), conf.as_os_str()],
+            dir,
+            "lighttpd.log",
+        )?;
         // From here on, a failure kills it (Drop).
         let mut https = Https {
             child,

@@ -6,13 +6,15 @@
 //! The login user is root (tests run as root), and git runs
 //! `git-upload-pack '/abs/path/repo.git'` through root's shell.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{run, wait_listening};
+use super::wait_listening;
 use crate::HostError;
 use crate::port::free_port;
+use crate::process::{run, spawn_logged};
 
 /// Where Debian installs sshd.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -125,22 +127,18 @@ impl Ssh {
             pid = path("sshd.pid"),
         );
         write("sshd_config", &config)?;
-        let log = std::fs::File::create(dir.join("sshd.log"))
-            .map_err(|e| HostError::Setup(format!("cannot create sshd's log: {e}")))?;
-        let child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(dir.join("sshd_config"))
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|source| HostError::Spawn {
-                program: SSHD.to_owned(),
-                source,
-            })?;
+        let config = dir.join("sshd_config");
+        let child = spawn_logged(
+            SSHD,
+            &[
+                OsStr::new("-D"),
+                OsStr::new("-e"),
+                OsStr::new("-f"),
+                config.as_os_str(),
+            ],
+            dir,
+            "sshd.log",
+        )?;
         // From here on, a failure kills it (Drop).
         let mut ssh = Ssh {
             child,
