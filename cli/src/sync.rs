@@ -21,8 +21,8 @@ pub enum SyncCommand {
     Add {
         name: String,
         /// The repository's address: https://HOST/PATH,
-        /// ssh://USER@HOST[:PORT]/PATH, git://HOST[:PORT]/PATH or
-        /// file:///PATH.
+        /// ssh://USER@HOST/PATH (or ssh://USER@HOST:PORT/PATH),
+        /// git://HOST/PATH (or git://HOST:PORT/PATH) or file:///PATH.
         #[arg(long, value_name = "URL")]
         repo: String,
         /// The branch followed [default: main].
