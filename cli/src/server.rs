@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use flotilla_api::daemon::{Daemon, DaemonConfig, RaftSettings, TlsSettings};
+use flotilla_api::daemon::{Daemon, DaemonConfig, RaftSettings, SyncSettings, TlsSettings};
 use flotilla_api::server::{ApiConfig, HttpLimits};
-use flotilla_proto::duration::{parse_timespan, serde_timespan_option};
+use flotilla_proto::duration::{format_timespan, parse_timespan, serde_timespan_option};
 use flotilla_scheduler::events::EventRetention;
 use flotilla_scheduler::keys::{DEFAULT_PREFIX, Keys};
 use flotilla_scheduler::placement::Strategy;
@@ -35,7 +35,9 @@ pub struct Args {
     /// max-connections-per-peer, header-read-timeout, idle-timeout,
     /// body-read-timeout; audit: max-entries, max-age; events: max-events,
     /// max-age; quotas: units,
-    /// unit-bytes, machines, metadata-keys, metadata-bytes, page-bytes; etcd: endpoints,
+    /// unit-bytes, machines, metadata-keys, metadata-bytes, page-bytes;
+    /// sync: max-sources, min-interval, default-interval, max-interval,
+    /// fetch-timeout, max-units, max-files, max-bytes; etcd: endpoints,
     /// username, password, request-timeout, ca, cert, key; raft: id, peers
     /// (a map of id to peer address), join, listen).
     #[arg(long, env = "FLOTILLA_CONFIG", value_name = "FILE")]
@@ -270,6 +272,8 @@ struct FileConfig {
     events: EventsFile,
     #[serde(default)]
     quotas: QuotasFile,
+    #[serde(default)]
+    sync: SyncFile,
     etcd: Option<EtcdFile>,
     raft: Option<RaftFile>,
 }
@@ -311,6 +315,67 @@ impl QuotasFile {
             metadata_bytes: self.metadata_bytes.unwrap_or(d.metadata_bytes),
             page_bytes: self.page_bytes.unwrap_or(d.page_bytes),
         }
+    }
+}
+
+/// The `sync:` section of the YAML file: what git sources may ask for
+/// and how much one sync reads (docs/operations.md, Git sources).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SyncFile {
+    max_sources: Option<usize>,
+    #[serde(default, with = "serde_timespan_option")]
+    min_interval: Option<Duration>,
+    #[serde(default, with = "serde_timespan_option")]
+    default_interval: Option<Duration>,
+    #[serde(default, with = "serde_timespan_option")]
+    max_interval: Option<Duration>,
+    #[serde(default, with = "serde_timespan_option")]
+    fetch_timeout: Option<Duration>,
+    max_units: Option<usize>,
+    max_files: Option<usize>,
+    max_bytes: Option<u64>,
+}
+
+impl SyncFile {
+    fn resolve(&self) -> anyhow::Result<SyncSettings> {
+        let mut sync = SyncSettings::default();
+        let limits = &mut sync.limits;
+        limits.max_sources = self.max_sources.unwrap_or(limits.max_sources);
+        limits.min_interval = self.min_interval.unwrap_or(limits.min_interval);
+        limits.default_interval = self.default_interval.unwrap_or(limits.default_interval);
+        limits.max_interval = self.max_interval.unwrap_or(limits.max_interval);
+        let follow = &mut sync.follow;
+        follow.fetch_timeout = self.fetch_timeout.unwrap_or(follow.fetch_timeout);
+        let tree = &mut follow.tree;
+        tree.max_files = self.max_files.unwrap_or(tree.max_files);
+        tree.max_bytes = self.max_bytes.unwrap_or(tree.max_bytes);
+        let most_units = tree.max_units;
+        tree.max_units = self.max_units.unwrap_or(tree.max_units);
+        let span = format_timespan;
+        if limits.min_interval < Duration::from_secs(1)
+            || limits.min_interval > limits.default_interval
+            || limits.default_interval > limits.max_interval
+        {
+            anyhow::bail!(
+                "sync: give 1s <= min-interval <= default-interval <= max-interval (here {}, {}, {})",
+                span(limits.min_interval),
+                span(limits.default_interval),
+                span(limits.max_interval)
+            );
+        }
+        if follow.fetch_timeout < Duration::from_secs(1) {
+            anyhow::bail!("sync: fetch-timeout must be at least 1s");
+        }
+        if tree.max_units == 0 || tree.max_units > most_units {
+            anyhow::bail!(
+                "sync: max-units must be 1 to {most_units} (a source's status names each unit it owns, in one store value)"
+            );
+        }
+        if limits.max_sources == 0 || tree.max_files == 0 || tree.max_bytes == 0 {
+            anyhow::bail!("sync: max-sources, max-files and max-bytes must be at least 1");
+        }
+        Ok(sync)
     }
 }
 
@@ -463,7 +528,7 @@ fn resolve(args: Args) -> anyhow::Result<DaemonConfig> {
         audit,
         events: file.events.resolve(),
         quotas: file.quotas.resolve(),
-        sync: Default::default(),
+        sync: file.sync.resolve()?,
         etcd,
         raft,
         data_dir: args
@@ -680,6 +745,45 @@ mod tests {
             ..Args::default()
         })
         .unwrap()
+    }
+
+    fn sync_of(yaml: &str) -> anyhow::Result<SyncSettings> {
+        let file: FileConfig = serde_norway::from_str(yaml).unwrap();
+        file.sync.resolve()
+    }
+
+    #[test]
+    fn the_sync_section_sets_the_git_sources_limits() {
+        let sync = sync_of(
+            "sync:\n  max-sources: 5\n  min-interval: 5s\n  default-interval: 10min\n  fetch-timeout: 2min\n  max-units: 200\n  max-bytes: 1048576\n",
+        )
+        .unwrap();
+        assert_eq!(sync.limits.max_sources, 5);
+        assert_eq!(sync.limits.min_interval, Duration::from_secs(5));
+        assert_eq!(sync.limits.default_interval, Duration::from_secs(600));
+        assert_eq!(sync.follow.fetch_timeout, Duration::from_secs(120));
+        assert_eq!(sync.follow.tree.max_units, 200);
+        assert_eq!(sync.follow.tree.max_bytes, 1_048_576);
+        // The rest keep their defaults.
+        let d = SyncSettings::default();
+        assert_eq!(sync.limits.max_interval, d.limits.max_interval);
+        assert_eq!(sync.follow.tree.max_files, d.follow.tree.max_files);
+        assert_eq!(sync_of("{}").unwrap().limits, d.limits);
+
+        for (yaml, why) in [
+            (
+                "sync: {min-interval: 5min, default-interval: 1min}",
+                "min-interval <= default-interval",
+            ),
+            ("sync: {min-interval: 100ms}", "1s <= min-interval"),
+            ("sync: {max-units: 5000}", "max-units must be 1 to 1000"),
+            ("sync: {max-sources: 0}", "at least 1"),
+            ("sync: {fetch-timeout: 0s}", "fetch-timeout"),
+        ] {
+            let e = sync_of(yaml).unwrap_err().to_string();
+            assert!(e.contains(why), "{yaml}: {e}");
+        }
+        assert!(serde_norway::from_str::<FileConfig>("sync: {max-source: 1}").is_err());
     }
 
     #[test]
