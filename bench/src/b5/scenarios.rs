@@ -463,16 +463,20 @@ impl AgentRun<'_> {
             if !file.contains(&format!("B5_CHANGE={k}\n")) {
                 bail!("{name} runs again, but its file on the host is not the changed one");
             }
-            // When the API shows the new process.
+            // When the API shows the new process: the one the host runs
+            // now, read again each time (a container unit's first MainPID
+            // can be a step of its start that hands over to the next).
             let query = StateQuery {
                 unit: Some(unit.clone()),
                 machine: None,
             };
             loop {
+                let (now, _) = self.bus.main_pid(&path).await?;
+                let current = if now != 0 && now != old { now } else { pid };
                 let seen = client.all_states(&query).await.is_ok_and(|states| {
                     states
                         .iter()
-                        .any(|s| s.main_pid == Some(pid) && s.active_state == "active")
+                        .any(|s| s.main_pid == Some(current) && s.active_state == "active")
                 });
                 if seen {
                     out.server.push(returned.elapsed());
