@@ -11,7 +11,7 @@ use std::time::Duration;
 use flotilla_api::client::{Client, EventQuery, PageQuery};
 use flotilla_proto::event::EventKind;
 use flotilla_proto::rollout::{Rollout, RolloutState};
-use flotilla_proto::sync::{DriftMode, SourceInfo, SourcePut};
+use flotilla_proto::sync::{DriftMode, SourceInfo, SourcePut, SyncFailure};
 use flotilla_proto::trust::Role;
 use flotilla_proto::wire::{StateReport, UnitPut};
 use flotilla_proto::{DesiredState, UnitFile};
@@ -53,6 +53,22 @@ async fn applied(client: &Client, source: &str, commit: &str) -> SourceInfo {
         (info.status.last_applied.as_ref().map(|c| c.commit.as_str()) == Some(commit))
             .then_some(info)
     })
+    .await
+}
+
+/// Waits until `source` has refused `commit`; what it said.
+async fn refused(client: &Client, source: &str, commit: &str) -> SyncFailure {
+    eventually(
+        &format!("{source} to refuse {commit}"),
+        DEADLINE,
+        || async {
+            status(client, source)
+                .await
+                .status
+                .last_error
+                .filter(|e| e.commit.as_deref() == Some(commit))
+        },
+    )
     .await
 }
 
@@ -158,14 +174,7 @@ async fn follows_commits_and_refuses_broken_ones() {
             "broken",
         )
         .unwrap();
-    let failure = eventually("the broken commit to be refused", DEADLINE, || async {
-        status(&admin, "site")
-            .await
-            .status
-            .last_error
-            .filter(|e| e.commit.as_deref() == Some(broken.as_str()))
-    })
-    .await;
+    let failure = refused(&admin, "site", &broken).await;
     assert!(
         failure
             .message
@@ -173,13 +182,13 @@ async fn follows_commits_and_refuses_broken_ones() {
         "{}",
         failure.message
     );
-    let refused = event_by(
+    let refusal = event_by(
         &admin,
         EventKind::SyncRefused,
         &format!("sync:site@{}", &broken[..7]),
     )
     .await;
-    assert!(refused.detail.unwrap().contains("broken.service:4"));
+    assert!(refusal.detail.unwrap().contains("broken.service:4"));
     let info = status(&admin, "site").await;
     assert_eq!(info.status.last_applied.unwrap().commit, first);
     assert_eq!(info.status.last_fetched.unwrap().commit, broken);
@@ -196,14 +205,7 @@ async fn follows_commits_and_refuses_broken_ones() {
             "bad manifest",
         )
         .unwrap();
-    let failure = eventually("the bad manifest to be refused", DEADLINE, || async {
-        status(&admin, "site")
-            .await
-            .status
-            .last_error
-            .filter(|e| e.commit.as_deref() == Some(bad_manifest.as_str()))
-    })
-    .await;
+    let failure = refused(&admin, "site", &bad_manifest).await;
     assert!(
         failure.message.starts_with("flotilla.yaml:2: error:"),
         "{}",
@@ -978,20 +980,13 @@ async fn a_source_with_signers_applies_only_their_commits() {
             None => git.commit(&files, "unsigned").unwrap(),
             Some(key) => git.commit_signed(&files, "stranger", key).unwrap(),
         };
-        let refused = eventually(&format!("{bad} refused"), DEADLINE, || async {
-            status(&admin, "site")
-                .await
-                .status
-                .last_error
-                .filter(|e| e.commit.as_deref() == Some(bad.as_str()))
-        })
-        .await;
+        let failure = refused(&admin, "site", &bad).await;
         assert!(
-            refused
+            failure
                 .message
                 .contains("only commits signed by the source's signers"),
             "{}",
-            refused.message
+            failure.message
         );
         assert_eq!(text_of(&admin, "web.service").await.as_deref(), Some(WEB));
     }
