@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use flotilla_proto::bundle::{self, BundleFile};
 use flotilla_proto::unit::MAX_UNIT_FILE_BYTES;
 
-use crate::transport::{self, Access, Auth};
+use crate::transport::{self, Access, Auth, Scheme};
 
 /// How much of a commit a source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +75,12 @@ fn open_cache(dir: &Path) -> Result<gix::Repository, GitError> {
         )?;
         git("make the cache repository", gix::init_bare(dir))?;
     }
+    open(dir)
+}
+
+/// The cache repository at `dir`, opened isolated from the server's git
+/// configuration and environment.
+pub(crate) fn open(dir: &Path) -> Result<gix::Repository, GitError> {
     git(
         "open the cache repository",
         gix::open_opts(dir, gix::open::Options::isolated()),
@@ -96,6 +102,10 @@ pub fn fetch(
     access: &Access,
     interrupt: &AtomicBool,
 ) -> Result<String, GitError> {
+    let scheme = Scheme::of(url).map_err(|message| GitError::Git {
+        what: "use the repository's address".to_owned(),
+        message,
+    })?;
     let mut repo = open_cache(cache)?;
     // Kept until the fetch ends.
     let _ssh = match (&access.auth, &access.known_hosts) {
@@ -103,7 +113,7 @@ pub fn fetch(
             Some(transport::prepare_ssh(&mut repo, cache, key, hosts)?)
         }
         // Never the server's own keys, agent or known hosts.
-        _ if url.starts_with("ssh://") => {
+        _ if scheme == Scheme::Ssh => {
             return Err(GitError::Git {
                 what: "connect to the repository".to_owned(),
                 message: "an ssh:// repository needs a deploy key and its host keys".to_owned(),
@@ -121,7 +131,7 @@ pub fn fetch(
         "connect to the repository",
         remote.connect(gix::remote::Direction::Fetch),
     )?;
-    if url.starts_with("https://") {
+    if scheme == Scheme::Https {
         connection
             .set_transport_options(Box::new(transport::http_options(access.ca_pem.as_deref())?));
     }
@@ -167,10 +177,7 @@ pub fn read_tree(
     path: &str,
     limits: &TreeLimits,
 ) -> Result<Vec<BundleFile>, GitError> {
-    let repo = git(
-        "open the cache repository",
-        gix::open_opts(cache, gix::open::Options::isolated()),
-    )?;
+    let repo = open(cache)?;
     let id = git(
         "read the commit id",
         gix::ObjectId::from_hex(commit.as_bytes()),

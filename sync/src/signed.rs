@@ -46,8 +46,7 @@ fn allowed_signers(keys: &[(&str, &str)]) -> String {
 /// not.
 pub fn verify(cache: &Path, commit: &str, signers: &str) -> Result<String, String> {
     let keys = signer_keys(signers)?;
-    let repo = gix::open_opts(cache, gix::open::Options::isolated())
-        .map_err(|e| format!("cannot open the cache repository: {e}"))?;
+    let repo = crate::git::open(cache).map_err(|e| e.to_string())?;
     let id = gix::ObjectId::from_hex(commit.as_bytes()).map_err(|e| e.to_string())?;
     let commit = repo
         .find_commit(id)

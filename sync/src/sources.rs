@@ -15,6 +15,8 @@ use flotilla_proto::sync::{
 use flotilla_scheduler::keys::Keys;
 use flotilla_store::{Compare, CompareOp, RangeOptions, Store, StoreError, Txn, TxnOp};
 
+use crate::transport::Scheme;
+
 /// What sources may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceLimits {
@@ -85,60 +87,6 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Serializing these plain structs into a Vec cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// How a source's repository is reached, from its address's scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Https,
-    Ssh,
-    Git,
-    File,
-}
-
-impl Scheme {
-    /// The scheme of `repo`, or why it cannot be followed.
-    pub fn of(repo: &str) -> Result<Scheme, String> {
-        let (scheme, rest) = repo.split_once("://").ok_or_else(|| {
-            if repo.contains(':') && !repo.contains('/') || repo.contains("@") {
-                format!(
-                    "repo {repo:?}: write an ssh address as ssh://USER@HOST/PATH (the scp-like form is not accepted)"
-                )
-            } else {
-                format!("repo {repo:?}: give an https://, ssh://, git:// or file:// address")
-            }
-        })?;
-        let scheme = match scheme {
-            "https" => Scheme::Https,
-            "ssh" => Scheme::Ssh,
-            "git" => Scheme::Git,
-            "file" => Scheme::File,
-            "http" => {
-                return Err(format!(
-                    "repo {repo:?}: plain http sends the units and any credentials in the clear: use https://"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "repo {repo:?}: {other}:// is not a transport sources use (https://, ssh://, git://, file://)"
-                ));
-            }
-        };
-        let authority = rest.split('/').next().unwrap_or("");
-        if scheme == Scheme::Https && authority.contains('@') {
-            return Err(format!(
-                "repo {repo:?}: put the user and password in a secret named by credentials, not in the address"
-            ));
-        }
-        if scheme == Scheme::Ssh && authority.split('@').next_back().is_none_or(str::is_empty) {
-            return Err(format!("repo {repo:?}: an ssh address needs a host"));
-        }
-        // Leading dashes would read as options to ssh.
-        if authority.starts_with('-') || authority.contains("@-") {
-            return Err(format!("repo {repo:?}: a user or host cannot start with -"));
-        }
-        Ok(scheme)
-    }
 }
 
 /// Checks the credentials and trust a source of `scheme` names.

@@ -34,6 +34,60 @@ use crate::git::GitError;
 /// How long a connection to the repository's server may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How a source's repository is reached, from its address's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Https,
+    Ssh,
+    Git,
+    File,
+}
+
+impl Scheme {
+    /// The scheme of `repo`, or why it cannot be followed.
+    pub fn of(repo: &str) -> Result<Scheme, String> {
+        let (scheme, rest) = repo.split_once("://").ok_or_else(|| {
+            if repo.contains(':') && !repo.contains('/') || repo.contains("@") {
+                format!(
+                    "repo {repo:?}: write an ssh address as ssh://USER@HOST/PATH (the scp-like form is not accepted)"
+                )
+            } else {
+                format!("repo {repo:?}: give an https://, ssh://, git:// or file:// address")
+            }
+        })?;
+        let scheme = match scheme {
+            "https" => Scheme::Https,
+            "ssh" => Scheme::Ssh,
+            "git" => Scheme::Git,
+            "file" => Scheme::File,
+            "http" => {
+                return Err(format!(
+                    "repo {repo:?}: plain http sends the units and any credentials in the clear: use https://"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "repo {repo:?}: {other}:// is not a transport sources use (https://, ssh://, git://, file://)"
+                ));
+            }
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if scheme == Scheme::Https && authority.contains('@') {
+            return Err(format!(
+                "repo {repo:?}: put the user and password in a secret named by credentials, not in the address"
+            ));
+        }
+        if scheme == Scheme::Ssh && authority.split('@').next_back().is_none_or(str::is_empty) {
+            return Err(format!("repo {repo:?}: an ssh address needs a host"));
+        }
+        // Leading dashes would read as options to ssh.
+        if authority.starts_with('-') || authority.contains("@-") {
+            return Err(format!("repo {repo:?}: a user or host cannot start with -"));
+        }
+        Ok(scheme)
+    }
+}
+
 /// What a fetch authenticates with.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
@@ -82,7 +136,8 @@ impl Access {
     /// How `source` is reached, `secret` being the value of the secret
     /// its `credentials` names.
     pub fn of(source: &Source, secret: Option<&[u8]>) -> Result<Access, String> {
-        let auth = match (secret, source.repo.starts_with("ssh://")) {
+        let ssh = Scheme::of(&source.repo)? == Scheme::Ssh;
+        let auth = match (secret, ssh) {
             (None, _) => Auth::None,
             (Some(key), true) => {
                 let mut key = key.to_vec();
