@@ -478,6 +478,31 @@ mod tests {
                 },
                 "signers: line 1",
             ),
+            (
+                "x",
+                SourcePut {
+                    ca: Some("x".repeat(MAX_SOURCE_TRUST_LEN + 1)),
+                    ..put("https://h/r")
+                },
+                "ca: over 65536 bytes",
+            ),
+            (
+                "x",
+                SourcePut {
+                    signers: Some(format!("{HOST_KEY}\n").repeat(1000)),
+                    ..put("git://h/r")
+                },
+                "signers: over 65536 bytes",
+            ),
+            (
+                "x",
+                SourcePut {
+                    credentials: Some("key".into()),
+                    known_hosts: Some(format!("{HOST_KEY}\n").repeat(1000)),
+                    ..put("ssh://git@h/r.git")
+                },
+                "knownHosts: over 65536 bytes",
+            ),
             ("x", put(""), "repo: give"),
             (
                 "x",
