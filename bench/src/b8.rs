@@ -56,7 +56,7 @@ use crate::agent_host::{self, AGENT_UNIT};
 use crate::b8_rows::Measures;
 use crate::fleet::{self, FleetApi};
 use crate::hostbus::HostBus;
-use crate::procs::{EtcdProc, ServerProc, cpu_in, cpu_of, rss_in, rss_of};
+use crate::procs::{EtcdProc, ServerProc, cpu_in, cpu_of, rss_in, rss_of, rss_split_in};
 use crate::report::Row;
 use crate::stats::{Samples, dur};
 use flotilla_testbed::free_port;
@@ -212,7 +212,8 @@ async fn rounds(
             .with_context(|| format!("cannot start {}", system.label()))?;
             println!("    {} hosts up in {}", config.hosts, dur(t.elapsed()));
             let mut cluster = cluster;
-            let m = measure(config, &mut cluster, &units_dir, &names)
+            let tag = format!("b8-{}-{}", system.tag(), round + 1);
+            let m = measure(config, &mut cluster, &units_dir, &names, &tag)
                 .await
                 .with_context(|| format!("{}, round {}", system.label(), round + 1))?;
             drop(cluster);
@@ -307,7 +308,11 @@ async fn start_flotilla(
     let (server, client) = agent_host::start_server(
         flotilla,
         &dir.join("data"),
-        &dir.join("server.log"),
+        &dir.join(format!(
+            "b8-{}-{}-server.log",
+            System::Flotilla.tag(),
+            round + 1
+        )),
         &format!("{}s", config.machine_ttl.as_secs()),
     )
     .await?;
@@ -445,6 +450,30 @@ impl Cluster {
         })
     }
 
+    /// With `--keep-logs`, writes each host's agent journal (wall-clock
+    /// times to the microsecond) beside the other logs, named by `tag`.
+    fn keep_journals(&self, tag: &str) {
+        let Some(dir) = crate::procs::kept_logs() else {
+            return;
+        };
+        let unit = self.agent_unit();
+        for host in &self.hosts {
+            if let Ok(out) = host.output(&[
+                "journalctl",
+                "-u",
+                unit,
+                "-o",
+                "short-iso-precise",
+                "--no-pager",
+            ]) {
+                let _ = std::fs::write(
+                    dir.join(format!("{tag}-{}.journal", host.name())),
+                    &out.stdout,
+                );
+            }
+        }
+    }
+
     fn agent_unit(&self) -> &'static str {
         match self.side {
             Side::Fleet { .. } => fleet::SERVICE_UNIT,
@@ -555,7 +584,7 @@ impl Cluster {
 
     /// Each host's agent (fleetd or the flotilla agent): resident memory
     /// and CPU time used so far.
-    fn agents(&self) -> anyhow::Result<Vec<(u64, Duration)>> {
+    fn agents(&self) -> anyhow::Result<Vec<AgentUse>> {
         let unit = self.agent_unit();
         let script = format!(
             "pid=$(systemctl show -p MainPID --value {unit}); cat /proc/$pid/status; echo @@; cat /proc/$pid/stat"
@@ -567,8 +596,8 @@ impl Cluster {
                 let (status, stat) = out.split_once("@@").unwrap_or((&out, ""));
                 let rss = rss_in(status).map(|(rss, _)| rss);
                 let cpu = cpu_in(stat);
-                match (rss, cpu) {
-                    (Some(rss), Some(cpu)) => Ok((rss, cpu)),
+                match (rss, rss_split_in(status), cpu) {
+                    (Some(rss), Some((file, _)), Some(cpu)) => Ok(AgentUse { rss, file, cpu }),
                     _ => bail!("no memory or CPU figure for {unit} on {}", host.name()),
                 }
             })
@@ -582,6 +611,14 @@ impl Cluster {
         let cpu = cpu_of(&format!("/proc/{pid}/stat")).context("no CPU figure for the server")?;
         Ok((rss, cpu))
     }
+}
+
+/// What an agent process uses: resident memory (`VmRSS`), the part of it
+/// mapped from files (`RssFile`), and CPU time so far.
+struct AgentUse {
+    rss: u64,
+    file: u64,
+    cpu: Duration,
 }
 
 /// Runs a command to its end off the async threads; its output and wall
@@ -626,6 +663,7 @@ async fn measure(
     cluster: &mut Cluster,
     units_dir: &Path,
     names: &[String],
+    tag: &str,
 ) -> anyhow::Result<Measures> {
     let expected: HashSet<String> = names.iter().cloned().collect();
     let mut m = Measures::default();
@@ -634,11 +672,23 @@ async fn measure(
     let mut args = vec!["start", "--no-block"];
     args.extend(names.iter().map(String::as_str));
     let t0 = Instant::now();
+    let wall_t0 = std::time::SystemTime::now();
     let (out, took) = timed(cluster.cli(&args, units_dir)).await?;
     check(&out, "start")?;
     m.submit_returned = took;
     (m.scheduled_api, m.scheduled_hosts) = cluster.converge(&expected, t0, None).await?;
     m.spread = cluster.verify(&expected).await?;
+    if let Some(dir) = crate::procs::kept_logs() {
+        // The journals' times are wall-clock: the start, to read them from.
+        let since = wall_t0
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let _ = std::fs::write(
+            dir.join(format!("{tag}.start")),
+            format!("{}.{:06}\n", since.as_secs(), since.subsec_micros()),
+        );
+        cluster.keep_journals(tag);
+    }
     println!(
         "    scheduled: all active per the API +{}, on the hosts +{} (the CLI returned +{}), spread {:?}",
         dur(m.scheduled_api),
@@ -653,11 +703,12 @@ async fn measure(
     tokio::time::sleep(SETTLE).await;
     let agents = cluster.agents()?;
     let server = cluster.server()?;
-    m.agent_rss = agents.iter().map(|a| a.0).collect();
+    m.agent_rss = agents.iter().map(|a| a.rss).collect();
+    m.agent_file = agents.iter().map(|a| a.file).collect();
     m.agent_idle_cpu = agents
         .iter()
         .zip(&agents_before)
-        .map(|(a, b)| a.1.saturating_sub(b.1))
+        .map(|(a, b)| a.cpu.saturating_sub(b.cpu))
         .collect();
     m.server_rss = server.0;
     m.server_idle_cpu = server.1.saturating_sub(server_before.1);

@@ -21,6 +21,9 @@ pub struct Measures {
     pub spread: Vec<usize>,
     /// Each host's agent (fleetd, the flotilla agent): `VmRSS`.
     pub agent_rss: Vec<u64>,
+    /// The part of each `VmRSS` mapped from files (`RssFile`): the
+    /// binary's code and data, shared libraries.
+    pub agent_file: Vec<u64>,
     /// CPU each agent used while idle for `settle`.
     pub agent_idle_cpu: Vec<Duration>,
     /// The server's (etcd's for fleet) `VmRSS`.
@@ -249,12 +252,17 @@ pub fn rows(config: &Config, fleet: &[Measures], flotilla: &[Measures]) -> Vec<R
             .iter()
             .flat_map(|m| m.agent_idle_cpu.iter().map(Duration::as_secs_f64))
             .collect();
+        let file: Vec<f64> = runs
+            .iter()
+            .flat_map(|m| m.agent_file.iter().map(|b| *b as f64))
+            .collect();
         let settle = runs.first().map_or(Duration::ZERO, |m| m.settle);
         (
             median(&all),
             format!(
-                "{what} VmRSS median {} (per host: {per_round}); CPU used idle over {}: median {} per host",
+                "{what} VmRSS median {} (per host: {per_round}), of which mapped from files (code, libraries) median {}; CPU used idle over {}: median {} per host",
                 bytes(median(&all)),
+                bytes(median(&file)),
                 dur(settle),
                 cpu_time(median(&cpu)),
             ),
@@ -380,6 +388,7 @@ mod tests {
             submit_returned: Duration::from_secs(1),
             spread: vec![1, 1, 1],
             agent_rss: vec![10 << 20, 12 << 20, 14 << 20],
+            agent_file: vec![8 << 20, 9 << 20, 10 << 20],
             agent_idle_cpu: vec![Duration::from_millis(5); 3],
             server_rss: 30 << 20,
             settle: Duration::from_secs(10),

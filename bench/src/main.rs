@@ -148,8 +148,9 @@ struct Args {
     #[arg(long)]
     b8_rounds: Option<usize>,
 
-    /// Keep the logs of the processes started (B3, B6) for a look after
-    /// the run: they are copied here.
+    /// Keep the logs of the processes started (B3, B6, B8; for B8 also
+    /// each host's agent journal and when the schedule step started) for a
+    /// look after the run: they are copied here.
     #[arg(long, value_name = "DIR")]
     keep_logs: Option<PathBuf>,
 

@@ -29,6 +29,11 @@ pub fn keep_logs(dir: PathBuf) {
     let _ = KEEP_LOGS.set(dir);
 }
 
+/// Where logs are kept (`--keep-logs`), if anywhere.
+pub fn kept_logs() -> Option<&'static Path> {
+    KEEP_LOGS.get().map(PathBuf::as_path)
+}
+
 fn keep_log(path: &Path) {
     if let (Some(dir), Some(name)) = (KEEP_LOGS.get(), path.file_name()) {
         let _ = std::fs::copy(path, dir.join(name));
@@ -444,14 +449,23 @@ pub fn rss_of(pid: u32) -> Option<(u64, u64)> {
 
 /// `VmRSS` and `VmHWM` in bytes, from the text of a `/proc/PID/status`.
 pub fn rss_in(status: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((kb_field(status, "VmRSS:")?, kb_field(status, "VmHWM:")?))
+}
+
+/// How `VmRSS` splits, in bytes, from the text of a `/proc/PID/status`:
+/// pages mapped from files (`RssFile`: the binary's code and data, shared
+/// libraries) and anonymous ones (`RssAnon`: heap and stacks).
+pub fn rss_split_in(status: &str) -> Option<(u64, u64)> {
+    Some((kb_field(status, "RssFile:")?, kb_field(status, "RssAnon:")?))
+}
+
+/// A `NAME:   N kB` line of `/proc/PID/status`, in bytes.
+fn kb_field(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
 }
 
 /// CPU time (user + system) of a process, from its `/proc/PID/stat`,
@@ -570,6 +584,9 @@ mod tests {
         let status = "Name:\tfleetd\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\n";
         assert_eq!(rss_in(status), Some((10 << 20, 20 << 20)));
         assert_eq!(rss_in("Name:\tx\n"), None);
+        let status = "VmRSS:\t   30 kB\nRssAnon:\t   10 kB\nRssFile:\t   20 kB\n";
+        assert_eq!(rss_split_in(status), Some((20 << 10, 10 << 10)));
+        assert_eq!(rss_split_in("VmRSS:\t   30 kB\n"), None);
         // utime 150 and stime 50 ticks; the name holds a space and a ')'.
         let stat = "84 (fleet d)) S 1 84 84 0 -1 4194560 1 0 0 0 150 50 0 0 20 0 8 0 1 2 3";
         assert_eq!(cpu_in(stat), Some(Duration::from_secs(2)));
