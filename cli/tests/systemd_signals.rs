@@ -3,13 +3,15 @@
 //! (its own systemd as PID 1, see `flotilla_testbed::Host`), what the
 //! signals said of units that start, send a status, fail and stop is what
 //! a full read of each unit (`LoadUnit` and `GetAll`) says, field by field;
-//! a unit systemd frees is forgotten and read again.
+//! a unit systemd frees is forgotten and read again. What a reconcile pass
+//! reads of where a unit comes from (`unit_source`: two properties) is
+//! what a full read says.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla_agent::systemd::{DbusSystemd, JobKind, SystemdManager, UnitProperties};
+use flotilla_agent::systemd::{DbusSystemd, JobKind, SystemdManager, UnitProperties, UnitSource};
 use flotilla_testbed::poll::eventually_async_or;
 use flotilla_testbed::{Host, HostOptions};
 
@@ -135,4 +137,67 @@ async fn unit_states_from_signals_match_what_systemd_reads() {
         .await;
     let gone = statuses.remove("sig-plain.service").unwrap().unwrap();
     assert_eq!(gone.load_state, "not-found");
+}
+
+/// `unit_source` of `name`, and the same fields of a full read.
+async fn source_and_read(systemd: &DbusSystemd, name: &str) -> (UnitSource, UnitSource) {
+    let source = systemd.unit_source(name).await.unwrap();
+    let read = systemd.unit(name).await.unwrap();
+    let from_read = UnitSource {
+        fragment_path: read.fragment_path,
+        need_daemon_reload: read.need_daemon_reload,
+    };
+    (source, from_read)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_units_source_is_what_a_full_read_says() {
+    let host = Host::boot("unit-source", &HostOptions::default()).unwrap();
+    let root = PathBuf::from(format!("/proc/{}/root", host.leader_pid()));
+    let systemd = DbusSystemd::connect_socket(&root.join("run/dbus/system_bus_socket"))
+        .await
+        .unwrap();
+    let run = root.join("run/systemd/system");
+    let name = "src-plain.service";
+    std::fs::write(run.join(name), "[Service]\nExecStart=/bin/sleep infinity\n").unwrap();
+    systemd.job(JobKind::Start, name).await.unwrap();
+
+    // Loaded from its file and running.
+    let (source, read) = source_and_read(&systemd, name).await;
+    assert_eq!(source, read);
+    assert_eq!(
+        source,
+        UnitSource {
+            fragment_path: format!("/run/systemd/system/{name}"),
+            need_daemon_reload: false,
+        }
+    );
+
+    // Its file changed since systemd read it.
+    std::fs::write(run.join(name), "[Service]\nExecStart=/bin/sleep 1000\n").unwrap();
+    let (source, read) = source_and_read(&systemd, name).await;
+    assert_eq!(source, read);
+    assert!(source.need_daemon_reload, "{source:?}");
+
+    // Defined in /etc too: systemd takes that one.
+    std::fs::write(
+        root.join("etc/systemd/system").join(name),
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    systemd.reload().await.unwrap();
+    let (source, read) = source_and_read(&systemd, name).await;
+    assert_eq!(source, read);
+    assert_eq!(
+        source,
+        UnitSource {
+            fragment_path: format!("/etc/systemd/system/{name}"),
+            need_daemon_reload: false,
+        }
+    );
+
+    // No file anywhere: not found, from nowhere.
+    let (source, read) = source_and_read(&systemd, "src-nowhere.service").await;
+    assert_eq!(source, read);
+    assert_eq!(source, UnitSource::default());
 }

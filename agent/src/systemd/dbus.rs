@@ -37,7 +37,7 @@ use super::manager::{
 use super::signalled::{Signalled, number};
 use super::{
     ChangeFeed, ChangeSink, DEFAULT_JOB_TIMEOUT, JobKind, JobResult, SystemdError, SystemdManager,
-    UnitProperties, change_feed, major_version,
+    UnitProperties, UnitSource, change_feed, major_version,
 };
 
 /// Where systemd puts unit objects: `UNIT_PATH_PREFIX/<escaped name>`.
@@ -257,6 +257,31 @@ impl DbusSystemd {
         out
     }
 
+    /// One property of the object at `path` (`Properties.Get`).
+    async fn get(
+        &self,
+        path: &OwnedObjectPath,
+        interface: &str,
+        property: &str,
+    ) -> Result<OwnedVariant, SystemdError> {
+        let body = (interface, property);
+        let call = self.conn.call_method(
+            Some(DESTINATION),
+            path.as_str(),
+            Some(PROPERTIES_INTERFACE),
+            "Get",
+            &body,
+        );
+        let reply = self
+            .timed("Get", call)
+            .await
+            .map_err(|e| bus_error("Get", e))?;
+        reply
+            .body()
+            .deserialize::<OwnedVariant>()
+            .map_err(|e| bus_error("Get", e))
+    }
+
     async fn get_all(
         &self,
         path: &OwnedObjectPath,
@@ -434,6 +459,21 @@ impl SystemdManager for DbusSystemd {
             props.cpu_nsec = accounted("CPUUsageNSec");
         }
         Ok(props)
+    }
+
+    async fn unit_source(&self, name: &str) -> Result<UnitSource, SystemdError> {
+        let path = self
+            .timed("LoadUnit", self.manager.load_unit(name))
+            .await
+            .map_err(|e| call_error("load", name, e))?;
+        let fragment = self.get(&path, UNIT_INTERFACE, "FragmentPath").await?;
+        let reload = self.get(&path, UNIT_INTERFACE, "NeedDaemonReload").await?;
+        Ok(UnitSource {
+            fragment_path: <&str>::try_from(&fragment)
+                .map_err(|e| bus_error("Get", e))?
+                .to_owned(),
+            need_daemon_reload: bool::try_from(&reload).map_err(|e| bus_error("Get", e))?,
+        })
     }
 
     async fn unit_statuses(

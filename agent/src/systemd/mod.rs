@@ -100,6 +100,17 @@ impl JobResult {
     }
 }
 
+/// Where systemd has a unit's definition from: what a reconcile pass plans
+/// with beside the unit's states ([`SystemdManager::unit_source`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitSource {
+    /// `FragmentPath`: the unit file systemd loaded it from; empty when
+    /// none.
+    pub fragment_path: String,
+    /// `NeedDaemonReload`: its file changed since systemd read it.
+    pub need_daemon_reload: bool,
+}
+
 /// The properties of a unit the agent reads: `org.freedesktop.systemd1.Unit`
 /// and, for services, `org.freedesktop.systemd1.Service`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -250,6 +261,24 @@ pub trait SystemdManager: Send + Sync + 'static {
     /// yet (`LoadUnit`); a unit without a file is `not-found`.
     fn unit(&self, name: &str)
     -> impl Future<Output = Result<UnitProperties, SystemdError>> + Send;
+
+    /// Where systemd has the unit from ([`UnitSource`]), loading it as
+    /// [`SystemdManager::unit`] does. Two properties rather than every one
+    /// of the unit and its service: systemd writes a whole read's hundreds
+    /// of values on the thread that also runs the jobs, which a restarted
+    /// agent's first pass, reading every unit it runs, would slow.
+    fn unit_source(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<UnitSource, SystemdError>> + Send {
+        async move {
+            let props = self.unit(name).await?;
+            Ok(UnitSource {
+                fragment_path: props.fragment_path,
+                need_daemon_reload: props.need_daemon_reload,
+            })
+        }
+    }
 
     /// What state reports need of each unit (the states,
     /// `StateChangeTimestamp`, and of a service `MainPID`, `NRestarts`,
