@@ -63,9 +63,13 @@
 //! A pass reads at most [`IN_FLIGHT`] units at once, and at most
 //! [`JOBS_IN_FLIGHT`] jobs wait in systemd at once over all passes; the
 //! connection to systemd keeps the calls awaiting a reply under
-//! dbus-daemon's limit whoever makes them.
+//! dbus-daemon's limit whoever makes them. A container unit's start lasts
+//! as long as its image pull and Docker's create and start, so a pass
+//! sends the other jobs first, and container starts hold at most
+//! [`CONTAINER_JOBS_IN_FLIGHT`] of the slots: other units' jobs, and
+//! stops, never wait behind hundreds of pulls.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -94,6 +98,10 @@ pub const IN_FLIGHT: usize = 48;
 /// its reply only until systemd has queued it.
 pub const JOBS_IN_FLIGHT: usize = 256;
 
+/// How many of the [`JOBS_IN_FLIGHT`] slots the starts of container units
+/// may hold at once: the others are always left for the other jobs.
+pub const CONTAINER_JOBS_IN_FLIGHT: usize = JOBS_IN_FLIGHT / 2;
+
 /// A unit this machine should have, rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
@@ -110,6 +118,9 @@ pub struct Desired {
     /// The whole file to write (marker included), or why the unit cannot
     /// be rendered.
     pub content: Result<String, String>,
+    /// It runs a container through the shim: its start lasts as long as
+    /// the image's pull and Docker's create and start.
+    pub container: bool,
 }
 
 /// Renders the feed's units: those whose desired state is `loaded` or
@@ -122,7 +133,9 @@ pub fn render(units: &[AssignedUnit], shim: &Path) -> Vec<Desired> {
             continue;
         }
         let hash = run_hash(unit);
-        let content = render_one(unit, shim).map(|body| managed_content(&hash, &body));
+        let rendered = render_one(unit, shim);
+        let container = rendered.as_ref().is_ok_and(|(_, container)| *container);
+        let content = rendered.map(|(body, _)| managed_content(&hash, &body));
         out.insert(
             &unit.name,
             Desired {
@@ -131,6 +144,7 @@ pub fn render(units: &[AssignedUnit], shim: &Path) -> Vec<Desired> {
                 unit_hash: unit.hash.clone(),
                 state: unit.desired_state,
                 content,
+                container,
             },
         );
     }
@@ -151,7 +165,8 @@ fn run_hash(unit: &AssignedUnit) -> String {
     format!("{}+{}", unit.hash, versions.join(","))
 }
 
-fn render_one(unit: &AssignedUnit, shim: &Path) -> Result<String, String> {
+/// The unit's file, and whether it runs a container.
+fn render_one(unit: &AssignedUnit, shim: &Path) -> Result<(String, bool), String> {
     let name = UnitName::parse(&unit.name).map_err(|e| e.to_string())?;
     if name.is_template() {
         return Err(format!("{name} is a template: only its instances run"));
@@ -169,8 +184,8 @@ fn render_one(unit: &AssignedUnit, shim: &Path) -> Result<String, String> {
         ));
     }
     Ok(match render_service(&checked.spec, shim) {
-        Some(file) => file.to_string(),
-        None => unit.text.clone(),
+        Some(file) => (file.to_string(), true),
+        None => (unit.text.clone(), false),
     })
 }
 
@@ -437,6 +452,8 @@ pub struct Reconciler<S> {
     /// At most [`JOBS_IN_FLIGHT`] jobs wait for systemd at once, over all
     /// passes.
     slots: Arc<Semaphore>,
+    /// Of those, at most [`CONTAINER_JOBS_IN_FLIGHT`] container starts.
+    container_slots: Arc<Semaphore>,
 }
 
 /// A job still running, as [`Reconciler::pending`] keeps it.
@@ -489,6 +506,7 @@ impl<S: SystemdManager> Reconciler<S> {
             pending: HashMap::new(),
             sent: 0,
             slots: Arc::new(Semaphore::new(JOBS_IN_FLIGHT)),
+            container_slots: Arc::new(Semaphore::new(CONTAINER_JOBS_IN_FLIGHT)),
         }
     }
 
@@ -721,9 +739,23 @@ impl<S: SystemdManager> Reconciler<S> {
     }
 
     /// Sends jobs without waiting for them: each runs as a task that holds
-    /// one of the [`JOBS_IN_FLIGHT`] slots until its result.
-    fn send_jobs(&mut self, jobs: &[(JobKind, String)], hashes: &BTreeMap<String, String>) {
-        for (kind, name) in jobs {
+    /// one of the [`JOBS_IN_FLIGHT`] slots until its result, and the start
+    /// or restart of a container unit (in `containers`) also one of the
+    /// [`CONTAINER_JOBS_IN_FLIGHT`]. Those go after the other jobs.
+    fn send_jobs(
+        &mut self,
+        jobs: &[(JobKind, String)],
+        hashes: &BTreeMap<String, String>,
+        containers: &HashSet<&str>,
+    ) {
+        let (mut ordered, container_starts): (Vec<_>, Vec<_>) =
+            jobs.iter().partition(|(kind, name)| {
+                *kind == JobKind::Stop || !containers.contains(name.as_str())
+            });
+        let first_container = ordered.len();
+        ordered.extend(container_starts);
+        for (i, (kind, name)) in ordered.into_iter().enumerate() {
+            let container_slots = (i >= first_container).then(|| self.container_slots.clone());
             let hash = hashes.get(name).cloned().unwrap_or_default();
             self.sent += 1;
             let seq = self.sent;
@@ -739,7 +771,11 @@ impl<S: SystemdManager> Reconciler<S> {
             let slots = self.slots.clone();
             let (kind, name) = (*kind, name.clone());
             self.jobs.spawn(async move {
-                // The semaphore is never closed.
+                // The semaphores are never closed.
+                let _container_slot = match container_slots {
+                    Some(c) => Some(c.acquire_owned().await),
+                    None => None,
+                };
                 let _slot = slots.acquire_owned().await;
                 let result = systemd.job(kind, &name).await;
                 Finished {
@@ -911,7 +947,12 @@ impl<S: SystemdManager> Reconciler<S> {
         if plan.reload {
             self.systemd.reload().await?;
         }
-        self.send_jobs(&plan.jobs, hashes);
+        let containers = desired
+            .iter()
+            .filter(|d| d.container)
+            .map(|d| d.name.as_str())
+            .collect();
+        self.send_jobs(&plan.jobs, hashes, &containers);
         // A launched unit found running with its content is this agent's
         // (after a restart of the agent, say): should it stop later,
         // systemd's `Restart=` decides, not the next pass.

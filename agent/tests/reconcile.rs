@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flotilla_agent::reconcile::{Action, Reconciler};
+use flotilla_agent::reconcile::{Action, CONTAINER_JOBS_IN_FLIGHT, Reconciler};
 use flotilla_agent::systemd::{FakeCall, FakeSystemd, JobKind};
 use flotilla_agent::unit_dir::{UnitDir, managed_content, marker_hash};
 use flotilla_proto::wire::AssignedUnit;
@@ -793,4 +793,68 @@ async fn notes_say_the_contents_started_once_the_job_ended() {
         units["a.service"].started.as_deref(),
         Some(v2.hash.as_str())
     );
+}
+
+/// A container's start lasts as long as its image pull: a pass sends the
+/// other units' jobs first, and container starts never hold more than
+/// their share of the job slots, so units that come later are not left
+/// waiting behind them.
+#[tokio::test]
+async fn container_starts_go_last_and_leave_job_slots_to_other_units() {
+    let s = Setup::new();
+    let mut r = s.reconciler();
+    s.systemd.hold_jobs(true);
+    let many = CONTAINER_JOBS_IN_FLIGHT + 10;
+    // The containers sort before the plain unit by name.
+    let mut feed: Vec<AssignedUnit> = (0..many)
+        .map(|i| {
+            unit(
+                &format!("a-web-{i:03}.service"),
+                CONTAINER,
+                DesiredState::Launched,
+            )
+        })
+        .collect();
+    feed.push(unit(
+        "z-plain.service",
+        &sleeper("plain"),
+        DesiredState::Launched,
+    ));
+    let pass = r.reconcile_overlapping(&feed).await.unwrap();
+    assert_eq!(pass.plan.jobs.len(), many + 1);
+    until_jobs_taken(&s, CONTAINER_JOBS_IN_FLIGHT + 1).await;
+    for _ in 0..1_000 {
+        tokio::task::yield_now().await;
+    }
+    let taken: Vec<FakeCall> = s
+        .systemd
+        .changes()
+        .into_iter()
+        .filter(|c| matches!(c, FakeCall::Job(..)))
+        .collect();
+    assert_eq!(taken[0], job(JobKind::Start, "z-plain.service"));
+    assert_eq!(
+        taken.len(),
+        CONTAINER_JOBS_IN_FLIGHT + 1,
+        "the containers held more than their share of the slots"
+    );
+
+    // A unit that comes while the containers' starts hold their share
+    // is started at once.
+    feed.push(unit(
+        "z-later.service",
+        &sleeper("later"),
+        DesiredState::Launched,
+    ));
+    let pass = r.reconcile_overlapping(&feed).await.unwrap();
+    assert_eq!(
+        pass.plan.jobs,
+        [(JobKind::Start, "z-later.service".to_owned())]
+    );
+    until_jobs_taken(&s, CONTAINER_JOBS_IN_FLIGHT + 2).await;
+
+    s.systemd.hold_jobs(false);
+    assert_eq!(finish_jobs(&mut r).await, (many + 2, false));
+    assert!(s.systemd.is_active("a-web-000.service"));
+    assert!(s.systemd.is_active("z-later.service"));
 }
