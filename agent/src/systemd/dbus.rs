@@ -264,45 +264,46 @@ impl DbusSystemd {
         interface: &str,
         property: &str,
     ) -> Result<OwnedVariant, SystemdError> {
-        let body = (interface, property);
-        let call = self.conn.call_method(
-            Some(DESTINATION),
-            path.as_str(),
-            Some(PROPERTIES_INTERFACE),
-            "Get",
-            &body,
-        );
-        let reply = self
-            .timed("Get", call)
-            .await
-            .map_err(|e| bus_error("Get", e))?;
-        reply
-            .body()
-            .deserialize::<OwnedVariant>()
-            .map_err(|e| bus_error("Get", e))
+        self.properties(path, "Get", &(interface, property)).await
     }
 
+    /// Every property of `interface` of the object at `path`
+    /// (`Properties.GetAll`).
     async fn get_all(
         &self,
         path: &OwnedObjectPath,
         interface: &str,
     ) -> Result<HashMap<String, OwnedVariant>, SystemdError> {
-        let body = (interface,);
+        self.properties(path, "GetAll", &(interface,)).await
+    }
+
+    /// A call of `org.freedesktop.DBus.Properties` on the object at
+    /// `path`, timed, and its reply.
+    async fn properties<B, T>(
+        &self,
+        path: &OwnedObjectPath,
+        method: &'static str,
+        body: &B,
+    ) -> Result<T, SystemdError>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+        T: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
+    {
         let call = self.conn.call_method(
             Some(DESTINATION),
             path.as_str(),
             Some(PROPERTIES_INTERFACE),
-            "GetAll",
-            &body,
+            method,
+            body,
         );
         let reply = self
-            .timed("GetAll", call)
+            .timed(method, call)
             .await
-            .map_err(|e| bus_error("GetAll", e))?;
+            .map_err(|e| bus_error(method, e))?;
         reply
             .body()
-            .deserialize::<HashMap<String, OwnedVariant>>()
-            .map_err(|e| bus_error("GetAll", e))
+            .deserialize::<T>()
+            .map_err(|e| bus_error(method, e))
     }
 }
 
