@@ -748,14 +748,17 @@ impl<S: SystemdManager> Reconciler<S> {
         hashes: &BTreeMap<String, String>,
         containers: &HashSet<&str>,
     ) {
-        let (mut ordered, container_starts): (Vec<_>, Vec<_>) =
-            jobs.iter().partition(|(kind, name)| {
-                *kind == JobKind::Stop || !containers.contains(name.as_str())
-            });
-        let first_container = ordered.len();
-        ordered.extend(container_starts);
-        for (i, (kind, name)) in ordered.into_iter().enumerate() {
-            let container_slots = (i >= first_container).then(|| self.container_slots.clone());
+        let mut ordered: Vec<_> = jobs
+            .iter()
+            .map(|(kind, name)| {
+                let container_start = *kind != JobKind::Stop && containers.contains(name.as_str());
+                (kind, name, container_start)
+            })
+            .collect();
+        // Stable: otherwise in the plan's order.
+        ordered.sort_by_key(|(_, _, container_start)| *container_start);
+        for (kind, name, container_start) in ordered {
+            let container_slots = container_start.then(|| self.container_slots.clone());
             let hash = hashes.get(name).cloned().unwrap_or_default();
             self.sent += 1;
             let seq = self.sent;

@@ -257,6 +257,14 @@ impl DbusSystemd {
         out
     }
 
+    /// The object path of unit `name`, loading it from its file if systemd
+    /// has not yet (`LoadUnit`).
+    async fn load(&self, name: &str) -> Result<OwnedObjectPath, SystemdError> {
+        self.timed("LoadUnit", self.manager.load_unit(name))
+            .await
+            .map_err(|e| call_error("load", name, e))
+    }
+
     /// One property of the object at `path` (`Properties.Get`).
     async fn get(
         &self,
@@ -429,10 +437,7 @@ impl SystemdManager for DbusSystemd {
     }
 
     async fn unit(&self, name: &str) -> Result<UnitProperties, SystemdError> {
-        let path = self
-            .timed("LoadUnit", self.manager.load_unit(name))
-            .await
-            .map_err(|e| call_error("load", name, e))?;
+        let path = self.load(name).await?;
         let unit = self.get_all(&path, UNIT_INTERFACE).await?;
         let mut props = UnitProperties {
             load_state: string(&unit, "LoadState"),
@@ -463,10 +468,7 @@ impl SystemdManager for DbusSystemd {
     }
 
     async fn unit_source(&self, name: &str) -> Result<UnitSource, SystemdError> {
-        let path = self
-            .timed("LoadUnit", self.manager.load_unit(name))
-            .await
-            .map_err(|e| call_error("load", name, e))?;
+        let path = self.load(name).await?;
         let fragment = self.get(&path, UNIT_INTERFACE, "FragmentPath").await?;
         let reload = self.get(&path, UNIT_INTERFACE, "NeedDaemonReload").await?;
         Ok(UnitSource {
