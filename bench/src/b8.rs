@@ -46,7 +46,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use flotilla_api::client::{Client, StateQuery};
@@ -205,14 +205,15 @@ async fn rounds(
                 config.rounds,
                 system.label()
             );
+            // Names what this round leaves with --keep-logs.
+            let tag = format!("b8-{}-{}", system.tag(), round + 1);
             let cluster = match system {
                 System::Fleet => start_fleet(config, bins, work, round).await,
-                System::Flotilla => start_flotilla(config, flotilla, work, round).await,
+                System::Flotilla => start_flotilla(config, flotilla, work, round, &tag).await,
             }
             .with_context(|| format!("cannot start {}", system.label()))?;
             println!("    {} hosts up in {}", config.hosts, dur(t.elapsed()));
             let mut cluster = cluster;
-            let tag = format!("b8-{}-{}", system.tag(), round + 1);
             let m = measure(config, &mut cluster, &units_dir, &names, &tag)
                 .await
                 .with_context(|| format!("{}, round {}", system.label(), round + 1))?;
@@ -300,6 +301,7 @@ async fn start_flotilla(
     flotilla: &Path,
     work: &Path,
     round: usize,
+    tag: &str,
 ) -> anyhow::Result<Cluster> {
     let dir = work.join(format!("flotilla-{round}"));
     std::fs::create_dir_all(&dir)?;
@@ -308,11 +310,7 @@ async fn start_flotilla(
     let (server, client) = agent_host::start_server(
         flotilla,
         &dir.join("data"),
-        &dir.join(format!(
-            "b8-{}-{}-server.log",
-            System::Flotilla.tag(),
-            round + 1
-        )),
+        &dir.join(format!("{tag}-server.log")),
         &format!("{}s", config.machine_ttl.as_secs()),
     )
     .await?;
@@ -451,11 +449,17 @@ impl Cluster {
     }
 
     /// With `--keep-logs`, writes each host's agent journal (wall-clock
-    /// times to the microsecond) beside the other logs, named by `tag`.
-    fn keep_journals(&self, tag: &str) {
+    /// times to the microsecond) beside the other logs, named by `tag`,
+    /// and `since`, the wall-clock time to read them from.
+    fn keep_journals(&self, tag: &str, since: SystemTime) {
         let Some(dir) = crate::procs::kept_logs() else {
             return;
         };
+        let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let _ = std::fs::write(
+            dir.join(format!("{tag}.start")),
+            format!("{}.{:06}\n", since.as_secs(), since.subsec_micros()),
+        );
         let unit = self.agent_unit();
         for host in &self.hosts {
             if let Ok(out) = host.output(&[
@@ -672,23 +676,13 @@ async fn measure(
     let mut args = vec!["start", "--no-block"];
     args.extend(names.iter().map(String::as_str));
     let t0 = Instant::now();
-    let wall_t0 = std::time::SystemTime::now();
+    let wall_t0 = SystemTime::now();
     let (out, took) = timed(cluster.cli(&args, units_dir)).await?;
     check(&out, "start")?;
     m.submit_returned = took;
     (m.scheduled_api, m.scheduled_hosts) = cluster.converge(&expected, t0, None).await?;
     m.spread = cluster.verify(&expected).await?;
-    if let Some(dir) = crate::procs::kept_logs() {
-        // The journals' times are wall-clock: the start, to read them from.
-        let since = wall_t0
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let _ = std::fs::write(
-            dir.join(format!("{tag}.start")),
-            format!("{}.{:06}\n", since.as_secs(), since.subsec_micros()),
-        );
-        cluster.keep_journals(tag);
-    }
+    cluster.keep_journals(tag, wall_t0);
     println!(
         "    scheduled: all active per the API +{}, on the hosts +{} (the CLI returned +{}), spread {:?}",
         dur(m.scheduled_api),
