@@ -37,6 +37,17 @@ const UNITS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// A test host named `name`, its root seen from here, and its systemd
+/// over its bus socket. The host stops when dropped.
+async fn boot(name: &str) -> (Host, PathBuf, DbusSystemd) {
+    let host = Host::boot(name, &HostOptions::default()).unwrap();
+    let root = PathBuf::from(format!("/proc/{}/root", host.leader_pid()));
+    let systemd = DbusSystemd::connect_socket(&root.join("run/dbus/system_bus_socket"))
+        .await
+        .unwrap();
+    (host, root, systemd)
+}
+
 /// The fields a state report uses.
 fn status_fields(p: &UnitProperties) -> String {
     format!(
@@ -75,11 +86,7 @@ async fn signalled_as_read(systemd: &DbusSystemd, name: &str, active: &str) -> U
 
 #[tokio::test(flavor = "current_thread")]
 async fn unit_states_from_signals_match_what_systemd_reads() {
-    let host = Host::boot("signals", &HostOptions::default()).unwrap();
-    let root = PathBuf::from(format!("/proc/{}/root", host.leader_pid()));
-    let systemd = DbusSystemd::connect_socket(&root.join("run/dbus/system_bus_socket"))
-        .await
-        .unwrap();
+    let (_host, root, systemd) = boot("signals").await;
     for (name, text, _) in UNITS {
         std::fs::write(root.join("run/systemd/system").join(name), text).unwrap();
     }
@@ -152,11 +159,7 @@ async fn source_and_read(systemd: &DbusSystemd, name: &str) -> (UnitSource, Unit
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_units_source_is_what_a_full_read_says() {
-    let host = Host::boot("unit-source", &HostOptions::default()).unwrap();
-    let root = PathBuf::from(format!("/proc/{}/root", host.leader_pid()));
-    let systemd = DbusSystemd::connect_socket(&root.join("run/dbus/system_bus_socket"))
-        .await
-        .unwrap();
+    let (_host, root, systemd) = boot("unit-source").await;
     let run = root.join("run/systemd/system");
     let name = "src-plain.service";
     std::fs::write(run.join(name), "[Service]\nExecStart=/bin/sleep infinity\n").unwrap();
